@@ -1,0 +1,17 @@
+/* cli.h - subcommands of the clara program; each returns the process exit status
+ * (0 ok, 1 failure, 2 usage error). */
+#ifndef CLARA_CLI_H
+#define CLARA_CLI_H
+
+typedef struct {
+    const char *name;
+    const char *help;
+    int (*fn)(int argc, char **argv);
+} clara_cmd;
+
+int cmd_convert(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_version(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
+
+#endif

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Runs every test suite (unit binaries, fuzz-corpus replay, Python/end-to-end suites) and prints
+# the total as the last line: "N passed, N failed". Exit status is non-zero if anything failed.
+set -u
+BUILD=${BUILD:-build}
+PYTHON=${PYTHON:-/usr/bin/python3}
+cd "$(dirname "$0")/.."
+total_pass=0
+total_fail=0
+log=$(mktemp)
+
+run_suite() { # name, command...
+    local name=$1
+    shift
+    "$@" >"$log" 2>&1
+    local rc=$?
+    local line
+    line=$(grep -E '[0-9]+ passed, [0-9]+ failed' "$log" | tail -1)
+    local p f
+    p=$(grep -oE '[0-9]+ passed' <<<"$line" | grep -oE '[0-9]+')
+    f=$(grep -oE '[0-9]+ failed' <<<"$line" | grep -oE '[0-9]+')
+    p=${p:-0}
+    f=${f:-0}
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+    total_pass=$((total_pass + p))
+    total_fail=$((total_fail + f))
+    if [ "$f" -ne 0 ]; then
+        echo "FAILED  $name ($p passed, $f failed, exit $rc):"
+        tail -40 "$log" | sed 's/^/    /'
+    else
+        echo "ok      $name ($p passed)"
+    fi
+}
+
+for t in "$BUILD"/tests/test_*; do
+    [ -x "$t" ] || continue
+    run_suite "$(basename "$t")" "$t"
+done
+for r in "$BUILD"/tests/replay_*; do
+    [ -x "$r" ] || continue
+    name=${r##*/replay_}
+    run_suite "fuzz corpus $name" "$r" "tests/fuzz/corpus/$name" "tests/fuzz/regressions/$name"
+done
+for s in tests/e2e/test_*.py; do
+    [ -f "$s" ] || continue
+    run_suite "$(basename "$s")" env BUILD="$BUILD" "$PYTHON" "$s"
+done
+rm -f "$log"
+echo "$total_pass passed, $total_fail failed"
+[ "$total_fail" -eq 0 ]

@@ -1,0 +1,56 @@
+/* t.h - the tiny unit-test helper: CHECK-style macros that count and report, and a main that
+ * prints "N passed, N failed" (the line the test runner and CI read). */
+#ifndef CLARA_TEST_T_H
+#define CLARA_TEST_T_H
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+static int t_passed, t_failed;
+
+#define T_CHECK(cond)                                                                              \
+    do {                                                                                           \
+        if (cond) {                                                                                \
+            t_passed++;                                                                            \
+        } else {                                                                                   \
+            t_failed++;                                                                            \
+            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);                        \
+        }                                                                                          \
+    } while (0)
+
+#define T_CHECK_MSG(cond, ...)                                                                     \
+    do {                                                                                           \
+        if (cond) {                                                                                \
+            t_passed++;                                                                            \
+        } else {                                                                                   \
+            t_failed++;                                                                            \
+            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                        \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fputc('\n', stderr);                                                                   \
+        }                                                                                          \
+    } while (0)
+
+#define T_EQ_INT(a, b)                                                                             \
+    T_CHECK_MSG((long long)(a) == (long long)(b), "%lld != %lld", (long long)(a), (long long)(b))
+#define T_EQ_STR(a, b)                                                                             \
+    T_CHECK_MSG((a) && (b) && strcmp((a), (b)) == 0, "'%s' != '%s'", (a) ? (a) : "(null)",         \
+                (b) ? (b) : "(null)")
+#define T_NEAR(a, b, tol)                                                                          \
+    T_CHECK_MSG(fabs((double)(a) - (double)(b)) <= (tol), "%.9g vs %.9g (tol %g)", (double)(a),    \
+                (double)(b), (double)(tol))
+
+/* Runs one named test function. */
+#define T_RUN(fn)                                                                                  \
+    do {                                                                                           \
+        int f0 = t_failed;                                                                         \
+        fn();                                                                                      \
+        if (t_failed != f0) fprintf(stderr, "  in %s\n", #fn);                                     \
+    } while (0)
+
+static inline int t_report(const char *suite) {
+    printf("%s: %d passed, %d failed\n", suite, t_passed, t_failed);
+    return t_failed ? 1 : 0;
+}
+
+#endif
