@@ -32,8 +32,8 @@ static clara_status open_regular(const char *path, int *fd_out, size_t *size_out
 }
 
 clara_status clara_map_file(const char *path, clara_mapped *out) {
-    int fd;
-    size_t size;
+    int fd = -1;
+    size_t size = 0;
     out->data = NULL;
     out->size = 0;
     clara_status s = open_regular(path, &fd, &size);
@@ -58,8 +58,8 @@ void clara_unmap_file(clara_mapped *m) {
 }
 
 clara_status clara_read_file(const char *path, size_t max_size, char **out, size_t *out_len) {
-    int fd;
-    size_t size;
+    int fd = -1;
+    size_t size = 0;
     *out = NULL;
     clara_status s = open_regular(path, &fd, &size);
     if (s != CLARA_OK) return s;

@@ -1,0 +1,21 @@
+/* convert.h - `clara convert`: a Hugging Face CLaRa checkpoint (base Mistral repository + CLaRa
+ * subfolder) to one self-contained GGUF file. docs/FORMAT.md lists every key and tensor. */
+#ifndef CLARA_CONVERT_CONVERT_H
+#define CLARA_CONVERT_CONVERT_H
+
+#include <stdbool.h>
+
+#include "clara.h"
+
+typedef struct {
+    const char *base_dir;  /* Mistral-7B-Instruct-v0.2 repository (config, safetensors, tokenizer) */
+    const char *clara_dir; /* CLaRa subfolder (config.json, adapters.pth, decoder_first_last_layers.pth) */
+    const char *out_path;
+    clara_type type; /* f32, f16 or bf16 for the matrices; norms are always f32 */
+    bool progress;   /* per-tensor progress on stderr */
+} clara_convert_params;
+
+clara_convert_params clara_convert_default_params(void);
+clara_status clara_convert(const clara_convert_params *p);
+
+#endif

@@ -1,0 +1,228 @@
+/* hf_config.c - reading config.json of the base model and of a CLaRa subfolder with cJSON. Every
+ * value is type- and range-checked; a missing required key or a wrong type is an error naming the
+ * file and the key. */
+#include "convert/hf_config.h"
+
+#include <cJSON.h>
+#include <math.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "base/mapfile.h"
+#include "base/status.h"
+
+#define CONFIG_MAX_BYTES (16u << 20)
+
+/* Reads an integer key in [lo, hi]. A missing key is an error when `required`, else *out keeps
+ * its default. */
+static clara_status get_u32(const cJSON *root, const char *name, const char *key, bool required,
+                            uint32_t lo, uint32_t hi, uint32_t *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (!v || cJSON_IsNull(v)) {
+        if (!required) return CLARA_OK;
+        return clara_fail(CLARA_ERR_FORMAT, "%s: missing key '%s'", name, key);
+    }
+    double d = v->valuedouble;
+    if (!cJSON_IsNumber(v) || d != floor(d) || d < lo || d > hi)
+        return clara_fail(CLARA_ERR_FORMAT, "%s: '%s' must be an integer in [%u, %u]", name, key,
+                          lo, hi);
+    *out = (uint32_t)d;
+    return CLARA_OK;
+}
+
+static clara_status get_f32(const cJSON *root, const char *name, const char *key, bool required,
+                            float *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (!v || cJSON_IsNull(v)) {
+        if (!required) return CLARA_OK;
+        return clara_fail(CLARA_ERR_FORMAT, "%s: missing key '%s'", name, key);
+    }
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble <= 0)
+        return clara_fail(CLARA_ERR_FORMAT, "%s: '%s' must be a positive number", name, key);
+    *out = (float)v->valuedouble;
+    return CLARA_OK;
+}
+
+static clara_status get_bool(const cJSON *root, const char *name, const char *key, bool required,
+                             bool *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (!v || cJSON_IsNull(v)) {
+        if (!required) return CLARA_OK;
+        return clara_fail(CLARA_ERR_FORMAT, "%s: missing key '%s'", name, key);
+    }
+    if (!cJSON_IsBool(v))
+        return clara_fail(CLARA_ERR_FORMAT, "%s: '%s' must be true or false", name, key);
+    *out = cJSON_IsTrue(v);
+    return CLARA_OK;
+}
+
+static clara_status get_str(const cJSON *root, const char *name, const char *key, bool required,
+                            char *out, size_t cap) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (!v || cJSON_IsNull(v)) {
+        if (!required) return CLARA_OK;
+        return clara_fail(CLARA_ERR_FORMAT, "%s: missing key '%s'", name, key);
+    }
+    if (!cJSON_IsString(v))
+        return clara_fail(CLARA_ERR_FORMAT, "%s: '%s' must be a string", name, key);
+    if (strlen(v->valuestring) >= cap)
+        return clara_fail(CLARA_ERR_FORMAT, "%s: '%s' is longer than %zu bytes", name, key,
+                          cap - 1);
+    memcpy(out, v->valuestring, strlen(v->valuestring) + 1);
+    return CLARA_OK;
+}
+
+static clara_status parse_root(const char *text, size_t len, const char *name, cJSON **root) {
+    *root = cJSON_ParseWithLength(text, len);
+    if (!*root) return clara_fail(CLARA_ERR_FORMAT, "%s: not valid JSON", name);
+    if (!cJSON_IsObject(*root)) {
+        cJSON_Delete(*root);
+        return clara_fail(CLARA_ERR_FORMAT, "%s: top level is not a JSON object", name);
+    }
+    return CLARA_OK;
+}
+
+#define TRY(expr)                                                                                  \
+    do {                                                                                           \
+        clara_status s_ = (expr);                                                                  \
+        if (s_ != CLARA_OK) {                                                                      \
+            cJSON_Delete(root);                                                                    \
+            return s_;                                                                             \
+        }                                                                                          \
+    } while (0)
+
+static clara_status check_base(const clara_base_config *c, const char *name) {
+    if (strcmp(c->model_type, "mistral") != 0 && strcmp(c->model_type, "llama") != 0)
+        return clara_fail(CLARA_ERR_UNSUPPORTED,
+                          "%s: model_type '%s' is not supported (expected mistral or llama)", name,
+                          c->model_type);
+    if (c->hidden_size % c->n_heads != 0 && c->head_dim == 0)
+        return clara_fail(CLARA_ERR_FORMAT, "%s: hidden_size %u is not a multiple of %u heads",
+                          name, c->hidden_size, c->n_heads);
+    if (c->n_heads % c->n_kv_heads != 0)
+        return clara_fail(CLARA_ERR_FORMAT,
+                          "%s: num_attention_heads %u is not a multiple of num_key_value_heads %u",
+                          name, c->n_heads, c->n_kv_heads);
+    if (c->head_dim % 2 != 0)
+        return clara_fail(CLARA_ERR_FORMAT, "%s: head dimension %u is odd (RoPE needs pairs)",
+                          name, c->head_dim);
+    if (c->tie_word_embeddings)
+        return clara_fail(CLARA_ERR_UNSUPPORTED, "%s: tie_word_embeddings=true is not supported",
+                          name);
+    return CLARA_OK;
+}
+
+clara_status clara_base_config_parse(const char *text, size_t len, const char *name,
+                                     clara_base_config *c) {
+    cJSON *root;
+    clara_status s = parse_root(text, len, name, &root);
+    if (s != CLARA_OK) return s;
+    memset(c, 0, sizeof *c);
+    c->bos_token_id = c->eos_token_id = -1;
+    c->rms_norm_eps = 1e-5f;
+    c->rope_theta = 10000.0f;
+    c->max_position_embeddings = 4096;
+    TRY(get_str(root, name, "model_type", true, c->model_type, sizeof c->model_type));
+    TRY(get_u32(root, name, "hidden_size", true, 1, 1u << 16, &c->hidden_size));
+    TRY(get_u32(root, name, "intermediate_size", true, 1, 1u << 20, &c->intermediate_size));
+    TRY(get_u32(root, name, "num_hidden_layers", true, 1, 1024, &c->n_layers));
+    TRY(get_u32(root, name, "num_attention_heads", true, 1, 1024, &c->n_heads));
+    c->n_kv_heads = c->n_heads;
+    TRY(get_u32(root, name, "num_key_value_heads", false, 1, 1024, &c->n_kv_heads));
+    TRY(get_u32(root, name, "head_dim", false, 2, 1u << 12, &c->head_dim));
+    if (c->head_dim == 0) c->head_dim = c->hidden_size / c->n_heads;
+    TRY(get_u32(root, name, "vocab_size", true, 1, 1u << 24, &c->vocab_size));
+    TRY(get_u32(root, name, "max_position_embeddings", false, 1, 1u << 24,
+                &c->max_position_embeddings));
+    uint32_t u = 0;
+    if (cJSON_GetObjectItemCaseSensitive(root, "bos_token_id")) {
+        TRY(get_u32(root, name, "bos_token_id", false, 0, 1u << 24, &u));
+        c->bos_token_id = (int32_t)u;
+    }
+    if (cJSON_GetObjectItemCaseSensitive(root, "eos_token_id")) {
+        TRY(get_u32(root, name, "eos_token_id", false, 0, 1u << 24, &u));
+        c->eos_token_id = (int32_t)u;
+    }
+    TRY(get_f32(root, name, "rms_norm_eps", false, &c->rms_norm_eps));
+    TRY(get_f32(root, name, "rope_theta", false, &c->rope_theta));
+    TRY(get_bool(root, name, "tie_word_embeddings", false, &c->tie_word_embeddings));
+    uint32_t sw = 0;
+    TRY(get_u32(root, name, "sliding_window", false, 0, 1u << 30, &sw));
+    c->sliding_window = sw;
+    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
+    if (rs && !cJSON_IsNull(rs)) {
+        cJSON_Delete(root);
+        return clara_fail(CLARA_ERR_UNSUPPORTED, "%s: rope_scaling is not supported", name);
+    }
+    cJSON_Delete(root);
+    return check_base(c, name);
+}
+
+clara_status clara_clara_config_parse(const char *text, size_t len, const char *name,
+                                      clara_clara_config *c) {
+    cJSON *root;
+    clara_status s = parse_root(text, len, name, &root);
+    if (s != CLARA_OK) return s;
+    memset(c, 0, sizeof *c);
+    c->generation_top_k = 5;
+    c->max_new_tokens = 128;
+    c->lora = true;
+    snprintf(c->quantization, sizeof c->quantization, "no");
+    TRY(get_u32(root, name, "compr_rate", true, 1, 1u << 16, &c->compr_rate));
+    TRY(get_u32(root, name, "doc_max_length", true, 1, 1u << 16, &c->doc_max_length));
+    TRY(get_bool(root, name, "sep", true, &c->sep));
+    TRY(get_bool(root, name, "different_mem_tokens", true, &c->different_mem_tokens));
+    TRY(get_u32(root, name, "generation_top_k", false, 1, 4096, &c->generation_top_k));
+    TRY(get_u32(root, name, "max_new_tokens", false, 0, 1u << 20, &c->max_new_tokens));
+    TRY(get_bool(root, name, "lora", false, &c->lora));
+    TRY(get_u32(root, name, "lora_r", c->lora, 1, 4096, &c->lora_r));
+    TRY(get_bool(root, name, "pure_inference", false, &c->pure_inference));
+    TRY(get_str(root, name, "training_stage", true, c->training_stage, sizeof c->training_stage));
+    TRY(get_str(root, name, "decoder_model_name", false, c->decoder_model_name,
+                sizeof c->decoder_model_name));
+    TRY(get_str(root, name, "quantization", false, c->quantization, sizeof c->quantization));
+    const cJSON *cm = cJSON_GetObjectItemCaseSensitive(root, "compr_model_name");
+    if (cm && !cJSON_IsNull(cm)) {
+        cJSON_Delete(root);
+        return clara_fail(CLARA_ERR_UNSUPPORTED,
+                          "%s: a separate compressor model (compr_model_name) is not supported",
+                          name);
+    }
+    cJSON_Delete(root);
+    /* spec §2.3: n_mem = doc_max_length // compr_rate */
+    c->n_mem = c->doc_max_length / c->compr_rate;
+    if (c->n_mem == 0)
+        return clara_fail(CLARA_ERR_FORMAT,
+                          "%s: doc_max_length %u / compr_rate %u gives no memory tokens", name,
+                          c->doc_max_length, c->compr_rate);
+    if (strcmp(c->quantization, "no") != 0)
+        return clara_fail(CLARA_ERR_UNSUPPORTED, "%s: quantization '%s' is not supported", name,
+                          c->quantization);
+    return CLARA_OK;
+}
+
+static clara_status load_json(const char *dir, char *path, size_t cap, char **text, size_t *len) {
+    snprintf(path, cap, "%s/config.json", dir);
+    return clara_read_file(path, CONFIG_MAX_BYTES, text, len);
+}
+
+clara_status clara_base_config_load(const char *dir, clara_base_config *out) {
+    char path[4096], *text;
+    size_t len;
+    clara_status s = load_json(dir, path, sizeof path, &text, &len);
+    if (s != CLARA_OK) return s;
+    s = clara_base_config_parse(text, len, path, out);
+    free(text);
+    return s;
+}
+
+clara_status clara_clara_config_load(const char *dir, clara_clara_config *out) {
+    char path[4096], *text;
+    size_t len;
+    clara_status s = load_json(dir, path, sizeof path, &text, &len);
+    if (s != CLARA_OK) return s;
+    s = clara_clara_config_parse(text, len, path, out);
+    free(text);
+    return s;
+}
