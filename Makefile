@@ -44,7 +44,7 @@ FUZZ_NAMES := $(FUZZ_SRC:tests/fuzz/fuzz_%.c=%)
 REPLAY_BIN := $(FUZZ_NAMES:%=$(BUILD)/tests/replay_%)
 
 .PHONY: all test unit format format-check fuzz clean
-.SECONDARY:
+.PRECIOUS: $(BUILD)/obj/%.o
 all: $(BUILD)/clara $(BUILD)/clara-server
 
 $(BUILD)/obj/%.o: %.c

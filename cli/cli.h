@@ -11,6 +11,11 @@ typedef struct {
 
 int cmd_convert(int argc, char **argv);
 int cmd_info(int argc, char **argv);
+int cmd_compress(int argc, char **argv);
+int cmd_ask(int argc, char **argv);
+int cmd_retrieve(int argc, char **argv);
+int cmd_paraphrase(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
 int cmd_version(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 

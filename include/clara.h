@@ -62,6 +62,92 @@ const char *clara_last_error(void);
 /* Short name of a status code, e.g. "format error". */
 const char *clara_status_name(clara_status st);
 
+
+/* ---- models and contexts ------------------------------------------------------------------ */
+
+typedef struct clara_model clara_model; /* weights (mmapped), vocabulary, CLaRa settings */
+typedef struct clara_ctx clara_ctx;     /* per-thread-of-use state: buffers, KV cache, threads */
+
+/* Which adapters of adapters.pth are used (spec §6). HF reproduces AutoModel.from_pretrained
+ * (what the Python server runs); ALL is pure_inference=True (Apple's evaluation script). */
+typedef enum {
+    CLARA_ADAPTER_POLICY_HF = 0,
+    CLARA_ADAPTER_POLICY_ALL = 1,
+} clara_adapter_policy;
+
+typedef struct {
+    clara_adapter_policy adapter_policy;
+} clara_model_params;
+
+typedef struct {
+    int n_threads; /* 0 = number of physical cores */
+} clara_ctx_params;
+
+clara_model_params clara_model_default_params(void);
+clara_ctx_params clara_ctx_default_params(void);
+
+clara_status clara_model_load(const char *path, const clara_model_params *params,
+                              clara_model **out);
+void clara_model_free(clara_model *model);
+
+uint32_t clara_model_n_embd(const clara_model *model);
+uint32_t clara_model_n_mem(const clara_model *model);
+uint32_t clara_model_n_vocab(const clara_model *model);
+uint32_t clara_model_n_ctx(const clara_model *model);
+uint32_t clara_model_generation_top_k(const clara_model *model);
+/* True when retrieval (a query-reasoner adapter) is available under the model's policy. */
+int clara_model_can_retrieve(const clara_model *model);
+
+clara_status clara_ctx_create(clara_model *model, const clara_ctx_params *params, clara_ctx **out);
+void clara_ctx_free(clara_ctx *ctx);
+
+/* ---- the CLaRa pipeline (spec §7-§11) ------------------------------------------------------ */
+
+typedef struct {
+    const char *text;
+    size_t len;
+} clara_text;
+
+/* Compresses documents into n_mem vectors each: vectors[n_docs][n_mem][n_embd]. n_tokens[i] is
+ * the length of document i's encoder row before padding (<ENC><s>text</s>, at most
+ * doc_max_length + 3). Documents containing special-token strings are rejected (spec §14.4). */
+clara_status clara_compress(clara_ctx *ctx, const clara_text *docs, size_t n_docs, float *vectors,
+                            uint32_t *n_tokens);
+
+typedef enum {
+    CLARA_TASK_ANSWER = 0,     /* QA prompt (spec §8) from documents or vectors */
+    CLARA_TASK_RETRIEVE = 1,   /* E2E: rank documents by the query vector, answer from top-k (§10) */
+    CLARA_TASK_PARAPHRASE = 2, /* paraphrase prompt (§11) */
+} clara_task;
+
+typedef struct {
+    clara_task task;
+    const char *query; /* answer/retrieve */
+    size_t query_len;
+    const clara_text *docs; /* documents to compress, or NULL when `vectors` are given */
+    size_t n_docs;
+    const float *vectors; /* [n_docs][n_mem][n_embd] precomputed by clara_compress */
+    uint32_t max_new_tokens;
+    uint32_t top_k;       /* retrieve: 0 = the model's generation_top_k */
+    int paraphrase_template; /* 0..12 */
+    float *first_logits;  /* optional out [n_vocab]: logits of the first generated step */
+} clara_gen_params;
+
+typedef struct {
+    char *text;          /* decoded answer (special tokens skipped) */
+    int32_t *ids;        /* generated ids, including a final </s> if generated */
+    size_t n_ids;
+    float *top2_gaps;    /* per generated step: largest minus second-largest logit */
+    uint32_t prompt_tokens;
+    uint32_t *top_k;     /* retrieve: indices of the selected documents in rank order */
+    float *scores;       /* retrieve: cosine score of every document, input order */
+    size_t k, n_scores;
+} clara_gen_result;
+
+clara_gen_params clara_gen_default_params(void);
+clara_status clara_generate(clara_ctx *ctx, const clara_gen_params *params, clara_gen_result *out);
+void clara_gen_result_free(clara_gen_result *r);
+
 #ifdef __cplusplus
 }
 #endif

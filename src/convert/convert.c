@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/log.h"
 #include "base/status.h"
@@ -36,35 +37,41 @@ clara_status conv_add_entry(conv_ctx *c, const conv_entry *e) {
 
 uint32_t conv_file_type(clara_type t) {
     switch (t) {
-    case CLARA_TYPE_F32: return 0;  /* LLAMA_FTYPE_ALL_F32 */
-    case CLARA_TYPE_BF16: return 32; /* LLAMA_FTYPE_MOSTLY_BF16 */
-    default: return 1;              /* LLAMA_FTYPE_MOSTLY_F16 */
+    case CLARA_TYPE_F32:
+        return 0; /* LLAMA_FTYPE_ALL_F32 */
+    case CLARA_TYPE_BF16:
+        return 32; /* LLAMA_FTYPE_MOSTLY_BF16 */
+    default:
+        return 1; /* LLAMA_FTYPE_MOSTLY_F16 */
     }
 }
 
-/* Checks a source tensor's element type and 2-D/1-D shape (HF order: [rows, cols]). */
-static clara_status check_shape(const char *file, const char *name, clara_type type,
+/* Checks a source tensor's element type and 2-D/1-D shape (HF order: [rows, cols]). `type` is
+ * the clara_type or -1; `dtype` the file's own spelling of it, for the message. */
+static clara_status check_shape(const char *file, const char *name, int type, const char *dtype,
                                 uint32_t n_dims, const uint64_t *shape, uint64_t rows,
                                 uint64_t cols) {
-    if (!clara_elemconv_supported(type))
-        return clara_fail(CLARA_ERR_UNSUPPORTED, "%s: tensor '%s' has type %s (need f32/f16/bf16)",
-                          file, name, clara_type_name(type));
+    if (type < 0 || !clara_elemconv_supported((clara_type)type))
+        return clara_fail(CLARA_ERR_UNSUPPORTED, "%s: tensor '%s' has dtype %s (need F32/F16/BF16)",
+                          file, name, dtype);
     bool ok = rows == 0 ? (n_dims == 1 && shape[0] == cols)
                         : (n_dims == 2 && shape[0] == rows && shape[1] == cols);
     if (ok) return CLARA_OK;
-    char got[96];
+    char got[96], want[64];
     if (n_dims == 1)
-        snprintf(got, sizeof got, "[%llu]", (unsigned long long)shape[0]);
+        snprintf(got, sizeof got, "shape [%llu]", (unsigned long long)shape[0]);
     else if (n_dims == 2)
-        snprintf(got, sizeof got, "[%llu, %llu]", (unsigned long long)shape[0],
+        snprintf(got, sizeof got, "shape [%llu, %llu]", (unsigned long long)shape[0],
                  (unsigned long long)shape[1]);
     else
         snprintf(got, sizeof got, "%u dimensions", n_dims);
     if (rows == 0)
-        return clara_fail(CLARA_ERR_FORMAT, "%s: tensor '%s' has shape %s, expected [%llu]", file,
-                          name, got, (unsigned long long)cols);
-    return clara_fail(CLARA_ERR_FORMAT, "%s: tensor '%s' has shape %s, expected [%llu, %llu]",
-                      file, name, got, (unsigned long long)rows, (unsigned long long)cols);
+        snprintf(want, sizeof want, "[%llu]", (unsigned long long)cols);
+    else
+        snprintf(want, sizeof want, "[%llu, %llu]", (unsigned long long)rows,
+                 (unsigned long long)cols);
+    return clara_fail(CLARA_ERR_FORMAT, "%s: tensor '%s' has %s, expected shape %s", file, name,
+                      got, want);
 }
 
 /* Plans one base-model tensor from the safetensors shards. rows == 0 means a 1-D tensor. */
@@ -73,8 +80,9 @@ static clara_status plan_st(conv_ctx *c, const char *hf_name, const char *gguf_n
     const st_tensor *t = st_model_find(c->st, hf_name);
     if (!t)
         return clara_fail(CLARA_ERR_NOT_FOUND, "%s: tensor '%s' is missing from the base model",
-                          c->p.base_dir, hf_name);
-    clara_status s = check_shape(t->file, hf_name, t->type, t->n_dims, t->shape, rows, cols);
+                          c->st_source, hf_name);
+    clara_status s = check_shape(t->file, hf_name, t->type, st_dtype_name(t->dtype), t->n_dims,
+                                 t->shape, rows, cols);
     if (s != CLARA_OK) return s;
     conv_entry e;
     memset(&e, 0, sizeof e);
@@ -92,13 +100,16 @@ static clara_status plan_st(conv_ctx *c, const char *hf_name, const char *gguf_n
 }
 
 /* Plans a [rows, cols] tensor from a .pth file (the resized tables and the LoRA matrices). */
-clara_status conv_plan_pth(conv_ctx *c, const pth_tensor *t, const char *file, const char *gguf_name,
-                           uint64_t rows, uint64_t cols, uint32_t permute_heads);
-clara_status conv_plan_pth(conv_ctx *c, const pth_tensor *t, const char *file, const char *gguf_name,
-                           uint64_t rows, uint64_t cols, uint32_t permute_heads) {
+clara_status conv_plan_pth(conv_ctx *c, const pth_tensor *t, const char *file,
+                           const char *gguf_name, uint64_t rows, uint64_t cols,
+                           uint32_t permute_heads);
+clara_status conv_plan_pth(conv_ctx *c, const pth_tensor *t, const char *file,
+                           const char *gguf_name, uint64_t rows, uint64_t cols,
+                           uint32_t permute_heads) {
     uint64_t shape[8];
     for (uint32_t i = 0; i < t->n_dims && i < 8; i++) shape[i] = (uint64_t)t->shape[i];
-    clara_status s = check_shape(file, t->name, t->type, t->n_dims, shape, rows, cols);
+    clara_status s =
+        check_shape(file, t->name, t->type, st_dtype_name(t->dtype), t->n_dims, shape, rows, cols);
     if (s != CLARA_OK) return s;
     conv_entry e;
     memset(&e, 0, sizeof e);
@@ -154,9 +165,9 @@ static clara_status check_base_tables(conv_ctx *c) {
         const st_tensor *t = st_model_find(c->st, names[i]);
         if (!t)
             return clara_fail(CLARA_ERR_NOT_FOUND, "%s: tensor '%s' is missing from the base model",
-                              c->p.base_dir, names[i]);
-        clara_status s = check_shape(t->file, names[i], t->type, t->n_dims, t->shape,
-                                     c->base.vocab_size, c->base.hidden_size);
+                              c->st_source, names[i]);
+        clara_status s = check_shape(t->file, names[i], t->type, st_dtype_name(t->dtype), t->n_dims,
+                                     t->shape, c->base.vocab_size, c->base.hidden_size);
         if (s != CLARA_OK) return s;
     }
     return CLARA_OK;
@@ -171,12 +182,14 @@ static clara_status plan_tables(conv_ctx *c) {
         if (!t)
             return clara_fail(CLARA_ERR_NOT_FOUND, "%s: tensor '%s' is missing", c->tables_path,
                               hf[i]);
-        if (t->n_dims == 2 && (uint64_t)t->shape[0] != V && (uint64_t)t->shape[1] == c->base.hidden_size)
-            return clara_fail(CLARA_ERR_FORMAT,
-                              "%s: '%s' has %llu rows but the vocabulary has %llu tokens (%u base + "
-                              "%u CLaRa tokens for n_mem %u)",
-                              c->tables_path, hf[i], (unsigned long long)t->shape[0],
-                              (unsigned long long)V, c->n_base_vocab, c->n_clara_added, c->cc.n_mem);
+        if (t->n_dims == 2 && (uint64_t)t->shape[0] != V &&
+            (uint64_t)t->shape[1] == c->base.hidden_size)
+            return clara_fail(
+                CLARA_ERR_FORMAT,
+                "%s: '%s' has %llu rows but the vocabulary has %llu tokens (%u base + "
+                "%u CLaRa tokens for n_mem %u)",
+                c->tables_path, hf[i], (unsigned long long)t->shape[0], (unsigned long long)V,
+                c->n_base_vocab, c->n_clara_added, c->cc.n_mem);
         clara_status s = conv_plan_pth(c, t, c->tables_path, gg[i], V, c->base.hidden_size, 0);
         if (s != CLARA_OK) return s;
     }
@@ -197,11 +210,44 @@ static clara_status open_inputs(conv_ctx *c) {
         CLARA_LOGW("%s: tokenizer has %u tokens but config.json says vocab_size %u", c->p.base_dir,
                    c->n_base_vocab, c->base.vocab_size);
     if ((s = st_model_open(c->p.base_dir, &c->st)) != CLARA_OK) return s;
+    /* a tensor absent from the base model is reported against the file that lists the tensors */
+    snprintf(c->st_source, sizeof c->st_source, "%s/model.safetensors.index.json", c->p.base_dir);
+    if (access(c->st_source, F_OK) != 0)
+        snprintf(c->st_source, sizeof c->st_source, "%s/model.safetensors", c->p.base_dir);
     snprintf(c->tables_path, sizeof c->tables_path, "%s/decoder_first_last_layers.pth",
              c->p.clara_dir);
     snprintf(c->adapters_path, sizeof c->adapters_path, "%s/adapters.pth", c->p.clara_dir);
     if ((s = pth_open(c->tables_path, &c->tables)) != CLARA_OK) return s;
     return pth_open(c->adapters_path, &c->adapters);
+}
+
+const char *conv_printable(const char *s, char *buf, size_t cap) {
+    static const char hex[] = "0123456789abcdef";
+    size_t n = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p && n + 5 < cap; p++) {
+        if (*p < 0x20 || *p == 0x7f) {
+            buf[n++] = '\\';
+            buf[n++] = 'x';
+            buf[n++] = hex[*p >> 4];
+            buf[n++] = hex[*p & 15];
+        } else {
+            buf[n++] = (char)*p;
+        }
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+/* Messages quote names taken from the files (tensor names, dtype strings, dict keys); a control
+ * character in one must not split the one-line error the CLI prints, so they are escaped here,
+ * at the single exit every reader's error passes through. */
+static clara_status one_line(clara_status s) {
+    char msg[1024], esc[1024];
+    snprintf(msg, sizeof msg, "%s", clara_last_error());
+    for (const char *p = msg; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            return clara_fail(s, "%s", conv_printable(msg, esc, sizeof esc));
+    return s;
 }
 
 static void conv_free(conv_ctx *c) {
@@ -217,7 +263,8 @@ clara_status clara_convert(const clara_convert_params *p) {
     if (!p->base_dir || !p->clara_dir || !p->out_path)
         return clara_fail(CLARA_ERR_INVALID_ARG, "convert needs --base, --clara and --out");
     if (p->type != CLARA_TYPE_F32 && p->type != CLARA_TYPE_F16 && p->type != CLARA_TYPE_BF16)
-        return clara_fail(CLARA_ERR_INVALID_ARG, "convert: type %s is not supported (f32, f16, bf16)",
+        return clara_fail(CLARA_ERR_INVALID_ARG,
+                          "convert: type %s is not supported (f32, f16, bf16)",
                           clara_type_name(p->type));
     conv_ctx *c = calloc(1, sizeof *c);
     if (!c) return clara_fail(CLARA_ERR_NOMEM, "out of memory");
@@ -231,5 +278,5 @@ clara_status clara_convert(const clara_convert_params *p) {
     if (s == CLARA_OK) s = conv_write_tensors(c);
     conv_free(c);
     free(c);
-    return s;
+    return s == CLARA_OK ? s : one_line(s);
 }

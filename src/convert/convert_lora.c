@@ -14,8 +14,9 @@
 #include "convert/convert_internal.h"
 #include "dtype.h"
 
-clara_status conv_plan_pth(conv_ctx *c, const pth_tensor *t, const char *file, const char *gguf_name,
-                           uint64_t rows, uint64_t cols, uint32_t permute_heads);
+clara_status conv_plan_pth(conv_ctx *c, const pth_tensor *t, const char *file,
+                           const char *gguf_name, uint64_t rows, uint64_t cols,
+                           uint32_t permute_heads);
 
 typedef struct {
     const pth_tensor *a, *b;
@@ -58,8 +59,8 @@ static void linear_dims(const clara_base_config *b, int m, uint64_t *in, uint64_
 /* The embedding copies must equal decoder_first_last_layers.pth's tables (spec §2.4). */
 static void compare_copy(conv_ctx *c, const char *adapter, const char *key, const pth_tensor *t) {
     const pth_tensor *ref = pth_find(c->tables, key);
-    bool same = ref && ref->type == t->type && ref->n_dims == t->n_dims &&
-                ref->contiguous && t->contiguous && ref->nbytes == t->nbytes;
+    bool same = ref && ref->type == t->type && ref->n_dims == t->n_dims && ref->contiguous &&
+                t->contiguous && ref->nbytes == t->nbytes;
     for (uint32_t i = 0; same && i < t->n_dims; i++) same = ref->shape[i] == t->shape[i];
     if (same) same = memcmp(ref->data, t->data, t->nbytes) == 0;
     if (!same)
@@ -101,8 +102,10 @@ static clara_status collect_pairs(conv_ctx *c, size_t ai, lora_pair *pairs) {
             if ((is_b ? pr->b : pr->a) != NULL)
                 return clara_fail(CLARA_ERR_FORMAT, "%s: %s: duplicate tensor '%s'",
                                   c->adapters_path, ad->name, key);
-            if (is_b) pr->b = t;
-            else pr->a = t;
+            if (is_b)
+                pr->b = t;
+            else
+                pr->a = t;
         } else if (strcmp(key, "model.embed_tokens.weight") == 0 ||
                    strcmp(key, "lm_head.weight") == 0) {
             compare_copy(c, ad->name, key, t);
@@ -110,7 +113,9 @@ static clara_status collect_pairs(conv_ctx *c, size_t ai, lora_pair *pairs) {
             return clara_fail(CLARA_ERR_FORMAT, "%s: %s: unexpected LoRA tensor '%s'",
                               c->adapters_path, ad->name, key);
         } else {
-            CLARA_LOGW("%s: %s: ignoring tensor '%s'", c->adapters_path, ad->name, key);
+            char q[256];
+            CLARA_LOGW("%s: %s: ignoring tensor '%s'", c->adapters_path, ad->name,
+                       conv_printable(key, q, sizeof q));
         }
     }
     return CLARA_OK;
@@ -133,7 +138,8 @@ static clara_status check_pair(conv_ctx *c, conv_adapter *ad, uint32_t layer, in
         return clara_fail(CLARA_ERR_FORMAT, "%s: %s: model.layers.%u.%s has rank %u, others %u",
                           c->adapters_path, ad->name, layer, hf, r, ad->rank);
     if (r != c->cc.lora_r)
-        return clara_fail(CLARA_ERR_FORMAT, "%s: %s: LoRA rank %u differs from lora_r %u in config.json",
+        return clara_fail(CLARA_ERR_FORMAT,
+                          "%s: %s: LoRA rank %u differs from lora_r %u in config.json",
                           c->adapters_path, ad->name, r, c->cc.lora_r);
     return CLARA_OK;
 }
@@ -191,8 +197,9 @@ clara_status conv_plan_adapters(conv_ctx *c) {
         memcpy(tmp, name, len);
         tmp[len] = '\0';
         if (!known_adapter(tmp)) {
-            CLARA_LOGW("%s: ignoring unknown adapter '%s' (tensor '%s')", c->adapters_path, tmp,
-                       name);
+            char q1[128], q2[256];
+            CLARA_LOGW("%s: ignoring unknown adapter '%s' (tensor '%s')", c->adapters_path,
+                       conv_printable(tmp, q1, sizeof q1), conv_printable(name, q2, sizeof q2));
             continue;
         }
         if (!find_or_add_adapter(c, name, len))

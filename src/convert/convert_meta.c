@@ -151,7 +151,7 @@ static clara_status write_tokenizer(conv_ctx *c) {
     TRY(gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", t->add_bos));
     TRY(gguf_writer_set_bool(w, "tokenizer.ggml.add_eos_token", t->add_eos));
     TRY(gguf_writer_set_bool(w, "tokenizer.ggml.add_space_prefix",
-                             t->norm == CLARA_NORM_LEGACY || t->prepend_scheme != 0));
+                             t->prepend_scheme != CLARA_PREPEND_NEVER));
     if (t->chat_template) TRY(gguf_writer_set_str(w, "tokenizer.chat_template", t->chat_template));
     static const char *const schemes[] = {"never", "first", "always"};
     TRY(gguf_writer_set_str(w, "clara.tokenizer.normalizer",

@@ -97,16 +97,13 @@ static clara_status check_base(const clara_base_config *c, const char *name) {
         return clara_fail(CLARA_ERR_UNSUPPORTED,
                           "%s: model_type '%s' is not supported (expected mistral or llama)", name,
                           c->model_type);
-    if (c->hidden_size % c->n_heads != 0 && c->head_dim == 0)
-        return clara_fail(CLARA_ERR_FORMAT, "%s: hidden_size %u is not a multiple of %u heads",
-                          name, c->hidden_size, c->n_heads);
     if (c->n_heads % c->n_kv_heads != 0)
         return clara_fail(CLARA_ERR_FORMAT,
                           "%s: num_attention_heads %u is not a multiple of num_key_value_heads %u",
                           name, c->n_heads, c->n_kv_heads);
     if (c->head_dim % 2 != 0)
-        return clara_fail(CLARA_ERR_FORMAT, "%s: head dimension %u is odd (RoPE needs pairs)",
-                          name, c->head_dim);
+        return clara_fail(CLARA_ERR_FORMAT, "%s: head dimension %u is odd (RoPE needs pairs)", name,
+                          c->head_dim);
     if (c->tie_word_embeddings)
         return clara_fail(CLARA_ERR_UNSUPPORTED, "%s: tie_word_embeddings=true is not supported",
                           name);
@@ -131,7 +128,14 @@ clara_status clara_base_config_parse(const char *text, size_t len, const char *n
     c->n_kv_heads = c->n_heads;
     TRY(get_u32(root, name, "num_key_value_heads", false, 1, 1024, &c->n_kv_heads));
     TRY(get_u32(root, name, "head_dim", false, 2, 1u << 12, &c->head_dim));
-    if (c->head_dim == 0) c->head_dim = c->hidden_size / c->n_heads;
+    if (c->head_dim == 0) { /* absent: hidden_size / heads, which must divide evenly */
+        if (c->hidden_size % c->n_heads != 0) {
+            cJSON_Delete(root);
+            return clara_fail(CLARA_ERR_FORMAT, "%s: hidden_size %u is not a multiple of %u heads",
+                              name, c->hidden_size, c->n_heads);
+        }
+        c->head_dim = c->hidden_size / c->n_heads;
+    }
     TRY(get_u32(root, name, "vocab_size", true, 1, 1u << 24, &c->vocab_size));
     TRY(get_u32(root, name, "max_position_embeddings", false, 1, 1u << 24,
                 &c->max_position_embeddings));

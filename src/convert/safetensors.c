@@ -124,7 +124,7 @@ static clara_status parse_entry(st_file *f, const cJSON *e, const uint8_t *base,
     if (b > end || end > f->data_size)
         return clara_fail(CLARA_ERR_FORMAT,
                           "%s: tensor '%s': data_offsets [%llu, %llu] outside the %llu-byte data "
-                          "block",
+                          "block (truncated?)",
                           fn, tn, (unsigned long long)b, (unsigned long long)end,
                           (unsigned long long)f->data_size);
     if (!clara_mul_u64(t->numel, st_dtype_size(t->dtype), &want) || want != end - b)
@@ -146,8 +146,15 @@ static int cmp_by_offset(const void *a, const void *b) {
     return x->data < y->data ? -1 : x->data > y->data;
 }
 
-/* Duplicate names and overlapping byte ranges; leaves f->sorted ordered by name. */
+/* Duplicate names (checked first: a repeated entry would otherwise be reported as overlapping
+ * itself) and overlapping byte ranges; leaves f->sorted ordered by name. */
 static clara_status check_layout(st_file *f) {
+    qsort(f->sorted, f->n, sizeof *f->sorted, cmp_by_name);
+    for (size_t i = 1; i < f->n; i++) {
+        const char *a = f->sorted[i - 1]->name, *b = f->sorted[i]->name;
+        if (strcmp(a, b) == 0)
+            return clara_fail(CLARA_ERR_FORMAT, "%s: duplicate tensor name '%s'", f->name, a);
+    }
     qsort(f->sorted, f->n, sizeof *f->sorted, cmp_by_offset);
     const uint8_t *prev_end = NULL;
     const char *prev_name = NULL;
@@ -161,11 +168,6 @@ static clara_status check_layout(st_file *f) {
         prev_name = t->name;
     }
     qsort(f->sorted, f->n, sizeof *f->sorted, cmp_by_name);
-    for (size_t i = 1; i < f->n; i++) {
-        const char *a = f->sorted[i - 1]->name, *b = f->sorted[i]->name;
-        if (strcmp(a, b) == 0)
-            return clara_fail(CLARA_ERR_FORMAT, "%s: duplicate tensor name '%s'", f->name, a);
-    }
     return CLARA_OK;
 }
 
@@ -186,10 +188,13 @@ static clara_status parse_header(st_file *f, const uint8_t *data, size_t len) {
                           f->name, len);
     uint64_t n = 0;
     for (int i = 7; i >= 0; i--) n = (n << 8) | data[i];
-    if (n > len - 8 || n > ST_MAX_HEADER_BYTES)
+    if (n > len - 8)
         return clara_fail(CLARA_ERR_FORMAT,
-                          "%s: header length %llu exceeds the file size (%zu) or the %u-byte limit",
-                          f->name, (unsigned long long)n, len, ST_MAX_HEADER_BYTES);
+                          "%s: header length %llu exceeds the file size (%zu bytes; truncated?)",
+                          f->name, (unsigned long long)n, len);
+    if (n > ST_MAX_HEADER_BYTES)
+        return clara_fail(CLARA_ERR_UNSUPPORTED, "%s: header length %llu exceeds the %u-byte limit",
+                          f->name, (unsigned long long)n, ST_MAX_HEADER_BYTES);
     f->data_size = len - 8 - n;
     const char *end = NULL;
     f->root = cJSON_ParseWithLengthOpts((const char *)data + 8, (size_t)n, &end, 0);
@@ -367,16 +372,18 @@ static clara_status model_from_weight_map(st_model *m, const char *dir, const cJ
     for (const cJSON *e = wm->child; e; e = e->next) {
         if (!cJSON_IsString(e) || !shard_name_ok(e->valuestring))
             return clara_fail(CLARA_ERR_FORMAT,
-                              "%s/%s: tensor '%s' maps to an invalid shard file name", dir,
-                              ST_INDEX_NAME, e->string);
+                              "%s/%s: tensor '%s': shard name '%s' is not allowed (must be a "
+                              "plain file name in the model directory, no path)",
+                              dir, ST_INDEX_NAME, e->string,
+                              cJSON_IsString(e) ? e->valuestring : "(not a string)");
         size_t idx;
         clara_status s = model_add_shard(m, dir, e->valuestring, &idx);
         if (s != CLARA_OK) return s;
         const st_tensor *t = st_find(m->shards[idx], e->string);
         if (!t)
             return clara_fail(CLARA_ERR_NOT_FOUND,
-                              "%s/%s: tensor '%s' is listed in shard '%s' but that shard does "
-                              "not contain it",
+                              "%s/%s: tensor '%s' is listed in shard '%s' but that shard does not "
+                              "contain it (missing tensor)",
                               dir, ST_INDEX_NAME, e->string, e->valuestring);
         m->tensors[m->n++] = t;
     }

@@ -1,0 +1,305 @@
+/* cmd_engine.c - the model commands: compress, ask, retrieve, paraphrase. They share one option
+ * parser; output is human-readable by default and JSON with --json (shapes in README.md). */
+#include <cJSON.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "base/mapfile.h"
+#include "cli.h"
+#include "clara.h"
+
+typedef struct {
+    const char *cmd, *model, *query, *docs_file;
+    int threads, json, dump_logits, max_new_tokens, top_k, template_index;
+    clara_adapter_policy policy;
+    clara_text *docs;
+    size_t n_docs, cap_docs;
+    char *docs_file_text;
+} engine_opts;
+
+static void engine_usage(FILE *out, const char *cmd) {
+    fprintf(out,
+            "usage: clara %s --model FILE [--doc TEXT ...] [--docs-file FILE.jsonl]%s\n"
+            "          [--threads N] [--adapter-policy hf|all] [--json]\n"
+            "\n"
+            "  --model FILE          a GGUF written by `clara convert`\n"
+            "  --doc TEXT            a document (repeat for several)\n"
+            "  --docs-file FILE      documents, one per line: a JSON string or {\"text\": ...}\n"
+            "  --threads N           worker threads (default: physical cores)\n"
+            "  --adapter-policy P    hf (default: as AutoModel.from_pretrained) or all\n"
+            "                        (pure_inference: every adapter in the file)\n"
+            "  --json                machine-readable output\n",
+            cmd,
+            strcmp(cmd, "compress") == 0     ? ""
+            : strcmp(cmd, "paraphrase") == 0 ? "\n          [--template 0..12] [--max-new-tokens N]"
+            : strcmp(cmd, "retrieve") == 0   ? "\n          --query TEXT [--top-k K] [--max-new-tokens N]"
+                                             : "\n          --query TEXT [--max-new-tokens N]");
+}
+
+static int add_doc(engine_opts *o, const char *text, size_t len) {
+    if (o->n_docs == o->cap_docs) {
+        size_t cap = o->cap_docs ? o->cap_docs * 2 : 8;
+        clara_text *d = realloc(o->docs, cap * sizeof *d);
+        if (!d) return -1;
+        o->docs = d;
+        o->cap_docs = cap;
+    }
+    o->docs[o->n_docs].text = text;
+    o->docs[o->n_docs].len = len;
+    o->n_docs++;
+    return 0;
+}
+
+/* Parses FILE.jsonl in place: each non-empty line holds a JSON string or an object with "text". */
+static int read_docs_file(engine_opts *o) {
+    size_t len;
+    if (clara_read_file(o->docs_file, (size_t)1 << 30, &o->docs_file_text, &len) != CLARA_OK) {
+        fprintf(stderr, "clara %s: error: %s\n", o->cmd, clara_last_error());
+        return -1;
+    }
+    char *p = o->docs_file_text;
+    for (size_t line = 1; p && *p; line++) {
+        char *nl = strchr(p, '\n');
+        if (nl) *nl = '\0';
+        if (strspn(p, " \t\r") != strlen(p)) {
+            cJSON *j = cJSON_Parse(p);
+            cJSON *t = cJSON_IsString(j) ? j : cJSON_GetObjectItemCaseSensitive(j, "text");
+            if (!cJSON_IsString(t)) {
+                fprintf(stderr, "clara %s: error: %s:%zu: expected a JSON string or an object "
+                        "with a \"text\" string\n", o->cmd, o->docs_file, line);
+                cJSON_Delete(j);
+                return -1;
+            }
+            /* the decoded text is never longer than the JSON line: copy it over the line */
+            size_t n = strlen(t->valuestring);
+            memcpy(p, t->valuestring, n + 1);
+            cJSON_Delete(j);
+            if (add_doc(o, p, n) != 0) return -1;
+        }
+        p = nl ? nl + 1 : NULL;
+    }
+    return 0;
+}
+
+static int parse_int(const char *cmd, const char *opt, const char *s, int lo, int hi, int *out) {
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (*s == '\0' || *end != '\0' || v < lo || v > hi) {
+        fprintf(stderr, "clara %s: %s must be an integer in [%d, %d], not '%s'\n", cmd, opt, lo, hi,
+                s);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+/* Returns 0 to run, -1 after printing --help, 2 on a usage error. */
+static int parse_opts(int argc, char **argv, engine_opts *o) {
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'},  {"doc", required_argument, 0, 'd'},
+        {"docs-file", required_argument, 0, 'f'}, {"query", required_argument, 0, 'q'},
+        {"threads", required_argument, 0, 't'}, {"max-new-tokens", required_argument, 0, 'n'},
+        {"top-k", required_argument, 0, 'k'},  {"template", required_argument, 0, 'T'},
+        {"adapter-policy", required_argument, 0, 'p'}, {"json", no_argument, 0, 'j'},
+        {"dump-logits", no_argument, 0, 'L'},  {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    int ch;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'm': o->model = optarg; break;
+        case 'd':
+            if (add_doc(o, optarg, strlen(optarg)) != 0) return 2;
+            break;
+        case 'f': o->docs_file = optarg; break;
+        case 'q': o->query = optarg; break;
+        case 't': if (parse_int(o->cmd, "--threads", optarg, 1, 1024, &o->threads)) return 2; break;
+        case 'n': if (parse_int(o->cmd, "--max-new-tokens", optarg, 0, 1 << 20, &o->max_new_tokens)) return 2; break;
+        case 'k': if (parse_int(o->cmd, "--top-k", optarg, 1, 1 << 20, &o->top_k)) return 2; break;
+        case 'T': if (parse_int(o->cmd, "--template", optarg, 0, 12, &o->template_index)) return 2; break;
+        case 'p':
+            if (strcmp(optarg, "hf") == 0) o->policy = CLARA_ADAPTER_POLICY_HF;
+            else if (strcmp(optarg, "all") == 0) o->policy = CLARA_ADAPTER_POLICY_ALL;
+            else {
+                fprintf(stderr, "clara %s: --adapter-policy must be hf or all\n", o->cmd);
+                return 2;
+            }
+            break;
+        case 'j': o->json = 1; break;
+        case 'L': o->dump_logits = 1; break;
+        case 'h': engine_usage(stdout, o->cmd); return -1;
+        default: engine_usage(stderr, o->cmd); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "clara %s: unexpected argument '%s'\n", o->cmd, argv[optind]);
+        return 2;
+    }
+    if (!o->model) {
+        fprintf(stderr, "clara %s: --model is required\n", o->cmd);
+        return 2;
+    }
+    return 0;
+}
+
+static void print_json(cJSON *root) {
+    char *s = cJSON_PrintUnformatted(root);
+    if (s) puts(s);
+    free(s);
+}
+
+static cJSON *float_array(const float *v, size_t n) {
+    cJSON *a = cJSON_CreateArray();
+    for (size_t i = 0; i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber((double)v[i]));
+    return a;
+}
+
+static cJSON *int_array(const int32_t *v, size_t n) {
+    cJSON *a = cJSON_CreateArray();
+    for (size_t i = 0; i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(v[i]));
+    return a;
+}
+
+static int run_compress(clara_ctx *ctx, clara_model *m, engine_opts *o) {
+    size_t per = (size_t)clara_model_n_mem(m) * clara_model_n_embd(m);
+    float *vec = malloc(o->n_docs * per * sizeof(float) + 1);
+    uint32_t *ntok = malloc(o->n_docs * sizeof(uint32_t) + 1);
+    if (!vec || !ntok || clara_compress(ctx, o->docs, o->n_docs, vec, ntok) != CLARA_OK) {
+        fprintf(stderr, "clara compress: error: %s\n", vec && ntok ? clara_last_error() : "out of memory");
+        free(vec);
+        free(ntok);
+        return 1;
+    }
+    if (o->json) {
+        cJSON *root = cJSON_CreateObject(), *docs = cJSON_AddArrayToObject(root, "docs");
+        for (size_t i = 0; i < o->n_docs; i++) {
+            cJSON *d = cJSON_CreateObject(), *vs = cJSON_AddArrayToObject(d, "vectors");
+            cJSON_AddNumberToObject(d, "n_tokens", ntok[i]);
+            for (uint32_t j = 0; j < clara_model_n_mem(m); j++)
+                cJSON_AddItemToArray(vs, float_array(vec + i * per + (size_t)j * clara_model_n_embd(m),
+                                                     clara_model_n_embd(m)));
+            cJSON_AddItemToArray(docs, d);
+        }
+        print_json(root);
+        cJSON_Delete(root);
+    } else {
+        for (size_t i = 0; i < o->n_docs; i++)
+            printf("document %zu: %u tokens -> %u vectors of %u (first values %.6f %.6f %.6f)\n", i,
+                   ntok[i], clara_model_n_mem(m), clara_model_n_embd(m), vec[i * per],
+                   vec[i * per + 1], vec[i * per + 2]);
+    }
+    free(vec);
+    free(ntok);
+    return 0;
+}
+
+static void print_gen(const engine_opts *o, const clara_model *m, const clara_gen_result *r,
+                      const float *first_logits, clara_task task) {
+    if (!o->json) {
+        printf("%s\n", r->text);
+        if (task == CLARA_TASK_RETRIEVE) {
+            fprintf(stderr, "top-k:");
+            for (size_t i = 0; i < r->k; i++) fprintf(stderr, " %u (%.4f)", r->top_k[i], r->scores[r->top_k[i]]);
+            fputc('\n', stderr);
+        }
+        fprintf(stderr, "%u prompt tokens, %zu generated\n", r->prompt_tokens, r->n_ids);
+        return;
+    }
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, task == CLARA_TASK_PARAPHRASE ? "text" : "answer", r->text);
+    cJSON_AddItemToObject(root, "ids", int_array(r->ids, r->n_ids));
+    cJSON_AddNumberToObject(root, "prompt_tokens", r->prompt_tokens);
+    if (task == CLARA_TASK_RETRIEVE) {
+        cJSON *tk = cJSON_AddArrayToObject(root, "top_k");
+        for (size_t i = 0; i < r->k; i++) cJSON_AddItemToArray(tk, cJSON_CreateNumber(r->top_k[i]));
+        cJSON_AddItemToObject(root, "scores", float_array(r->scores, r->n_scores));
+    }
+    if (o->dump_logits) {
+        if (first_logits) cJSON_AddItemToObject(root, "first_logits", float_array(first_logits, clara_model_n_vocab(m)));
+        cJSON_AddItemToObject(root, "top2_gaps", float_array(r->top2_gaps, r->n_ids));
+    }
+    print_json(root);
+    cJSON_Delete(root);
+}
+
+static int run_generate(clara_ctx *ctx, clara_model *m, engine_opts *o, clara_task task) {
+    clara_gen_params p = clara_gen_default_params();
+    p.task = task;
+    p.query = o->query;
+    p.query_len = o->query ? strlen(o->query) : 0;
+    p.docs = o->docs;
+    p.n_docs = o->n_docs;
+    if (o->max_new_tokens >= 0) p.max_new_tokens = (uint32_t)o->max_new_tokens;
+    p.top_k = (uint32_t)o->top_k;
+    p.paraphrase_template = o->template_index;
+    float *logits = o->dump_logits ? malloc(clara_model_n_vocab(m) * sizeof(float)) : NULL;
+    p.first_logits = logits;
+    clara_gen_result r;
+    if (clara_generate(ctx, &p, &r) != CLARA_OK) {
+        fprintf(stderr, "clara %s: error: %s\n", o->cmd, clara_last_error());
+        free(logits);
+        return 1;
+    }
+    print_gen(o, m, &r, r.n_ids ? logits : NULL, task);
+    clara_gen_result_free(&r);
+    free(logits);
+    return 0;
+}
+
+static int run_engine(int argc, char **argv, const char *cmd) {
+    engine_opts o;
+    memset(&o, 0, sizeof o);
+    o.cmd = cmd;
+    o.max_new_tokens = -1;
+    int rc = parse_opts(argc, argv, &o);
+    if (rc == 0 && o.docs_file && read_docs_file(&o) != 0) rc = 1;
+    if (rc == 0 && o.n_docs == 0 && strcmp(cmd, "ask") != 0) {
+        fprintf(stderr, "clara %s: give at least one --doc or a --docs-file\n", cmd);
+        rc = 2;
+    }
+    if (rc == 0 && strcmp(cmd, "compress") != 0 && strcmp(cmd, "paraphrase") != 0 && !o.query) {
+        fprintf(stderr, "clara %s: --query is required\n", cmd);
+        rc = 2;
+    }
+    clara_model *m = NULL;
+    clara_ctx *ctx = NULL;
+    if (rc == 0) {
+        clara_model_params mp = clara_model_default_params();
+        mp.adapter_policy = o.policy;
+        clara_ctx_params cp = clara_ctx_default_params();
+        cp.n_threads = o.threads;
+        if (clara_model_load(o.model, &mp, &m) != CLARA_OK ||
+            clara_ctx_create(m, &cp, &ctx) != CLARA_OK) {
+            fprintf(stderr, "clara %s: error: %s\n", cmd, clara_last_error());
+            rc = 1;
+        }
+    }
+    if (rc == 0) {
+        if (strcmp(cmd, "compress") == 0) rc = run_compress(ctx, m, &o);
+        else if (strcmp(cmd, "ask") == 0) rc = run_generate(ctx, m, &o, CLARA_TASK_ANSWER);
+        else if (strcmp(cmd, "retrieve") == 0) rc = run_generate(ctx, m, &o, CLARA_TASK_RETRIEVE);
+        else rc = run_generate(ctx, m, &o, CLARA_TASK_PARAPHRASE);
+    }
+    clara_ctx_free(ctx);
+    clara_model_free(m);
+    free(o.docs);
+    free(o.docs_file_text);
+    return rc < 0 ? 0 : rc;
+}
+
+int cmd_compress(int argc, char **argv) {
+    return run_engine(argc, argv, "compress");
+}
+int cmd_ask(int argc, char **argv) {
+    return run_engine(argc, argv, "ask");
+}
+int cmd_retrieve(int argc, char **argv) {
+    return run_engine(argc, argv, "retrieve");
+}
+int cmd_paraphrase(int argc, char **argv) {
+    return run_engine(argc, argv, "paraphrase");
+}

@@ -1,0 +1,259 @@
+/* cmd_tokenize.c - `clara tokenize`: encode text (or decode ids) with a converted model's
+ * tokenizer (spec §3), for people (ids and pieces) or as JSON for tests and scripts:
+ *
+ *   clara tokenize --model M.gguf --text T [--json]          -> ids and pieces / {"ids":[...]}
+ *   clara tokenize --model M.gguf --input-file F              -> one {"ids":[...]} per line of F
+ *                                                                (each line a JSON string)
+ *   clara tokenize --model M.gguf --decode --ids 1,2,3 [--json] -> text / {"text":"..."}
+ *   clara tokenize --model M.gguf --decode --input-file F     -> one {"text":"..."} per line of F
+ *                                                                (each line a JSON id array)
+ * Errors (unreadable model, invalid UTF-8, bad ids, bad lines) print one line and exit 1. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/mapfile.h"
+#include "cli.h"
+#include "gguf.h"
+#include "tokenizer.h"
+
+#define MAX_INPUT_FILE ((size_t)1 << 30)
+
+typedef struct {
+    const char *model, *text, *input, *ids;
+    int json, decode;
+} tok_args;
+
+static int fail(const char *what) {
+    fprintf(stderr, "clara tokenize: error: %s\n", what);
+    return 1;
+}
+
+/* Prints one JSON object {key: item} on its own line; takes ownership of item. */
+static int print_json(const char *key, cJSON *item) {
+    cJSON *o = cJSON_CreateObject();
+    if (!o || !item) {
+        cJSON_Delete(o);
+        cJSON_Delete(item);
+        return fail("out of memory");
+    }
+    cJSON_AddItemToObject(o, key, item);
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!s) return fail("out of memory");
+    puts(s);
+    cJSON_free(s);
+    return 0;
+}
+
+static cJSON *ids_json(const clara_ids *v) {
+    cJSON *a = cJSON_CreateArray();
+    for (size_t i = 0; a && i < v->n; i++) {
+        cJSON *n = cJSON_CreateNumber(v->ids[i]);
+        if (!n) {
+            cJSON_Delete(a);
+            return NULL;
+        }
+        cJSON_AddItemToArray(a, n);
+    }
+    return a;
+}
+
+static int encode_one(const clara_tokenizer *t, const char *text, size_t len, int json) {
+    clara_ids v = {0};
+    if (clara_tokenizer_encode(t, text, len, &v) != CLARA_OK) return fail(clara_last_error());
+    int rc = 0;
+    if (json) {
+        rc = print_json("ids", ids_json(&v));
+    } else {
+        printf("%zu tokens\n", v.n);
+        for (size_t i = 0; i < v.n; i++) {
+            cJSON *p = cJSON_CreateString(clara_tokenizer_piece(t, v.ids[i]));
+            char *s = p ? cJSON_PrintUnformatted(p) : NULL;
+            printf("  %8d  %s%s\n", v.ids[i], s ? s : "?",
+                   clara_tokenizer_is_special(t, v.ids[i]) ? "  (special)" : "");
+            cJSON_free(s);
+            cJSON_Delete(p);
+        }
+    }
+    clara_ids_free(&v);
+    return rc;
+}
+
+/* Prints {"text":"..."} for text of len bytes that may hold NUL bytes: cJSON escapes each
+ * NUL-free chunk, the NULs become \u0000. */
+static int print_text_json(const char *text, size_t len) {
+    fputs("{\"text\":\"", stdout);
+    for (size_t i = 0;;) {
+        cJSON *c = cJSON_CreateString(text + i);
+        char *s = c ? cJSON_PrintUnformatted(c) : NULL;
+        cJSON_Delete(c);
+        if (!s) return fail("out of memory");
+        fwrite(s + 1, 1, strlen(s) - 2, stdout); /* without the quotes */
+        cJSON_free(s);
+        i += strlen(text + i);
+        if (i >= len) break;
+        fputs("\\u0000", stdout);
+        i++;
+    }
+    fputs("\"}\n", stdout);
+    return 0;
+}
+
+static int decode_one(const clara_tokenizer *t, const clara_ids *v, int json) {
+    char *text;
+    size_t len;
+    if (clara_tokenizer_decode_len(t, v->ids, v->n, &text, &len) != CLARA_OK)
+        return fail(clara_last_error());
+    int rc = 0;
+    if (json) rc = print_text_json(text, len);
+    else fwrite(text, 1, len, stdout), putchar('\n');
+    free(text);
+    return rc;
+}
+
+/* cJSON ends strings at a NUL, so a "\u0000" escape would silently cut the text: refused. */
+static bool has_nul_escape(const char *line, size_t len) {
+    for (size_t i = 0; i + 1 < len; i++) {
+        if (line[i] != '\\') continue;
+        if (line[i + 1] == 'u' && i + 6 <= len && memcmp(line + i + 2, "0000", 4) == 0) return true;
+        i++; /* skip the escaped character */
+    }
+    return false;
+}
+
+/* "1,2,3" → ids */
+static int parse_id_list(const char *s, clara_ids *v) {
+    while (*s) {
+        char *end;
+        errno = 0;
+        long x = strtol(s, &end, 10);
+        if (end == s || errno || x < INT32_MIN || x > INT32_MAX || (*end && *end != ','))
+            return fail("--ids: expected comma-separated integers");
+        if (clara_ids_push(v, (int32_t)x) != CLARA_OK) return fail(clara_last_error());
+        s = *end ? end + 1 : end;
+    }
+    return 0;
+}
+
+/* One line of --input-file: a JSON string (encode) or a JSON array of ids (decode). */
+static int batch_line(const clara_tokenizer *t, const char *line, size_t len, size_t lineno,
+                      const tok_args *a) {
+    char msg[160];
+    cJSON *j = cJSON_ParseWithLength(line, len);
+    int rc;
+    if (!a->decode) {
+        if (!cJSON_IsString(j) || has_nul_escape(line, len)) {
+            snprintf(msg, sizeof msg, "%s:%zu: not a JSON string without U+0000", a->input, lineno);
+            cJSON_Delete(j);
+            return fail(msg);
+        }
+        rc = encode_one(t, j->valuestring, strlen(j->valuestring), 1);
+        cJSON_Delete(j);
+        return rc;
+    }
+    clara_ids v = {0};
+    const cJSON *it;
+    rc = cJSON_IsArray(j) ? 0 : 1;
+    cJSON_ArrayForEach(it, j) {
+        double d = cJSON_IsNumber(it) ? it->valuedouble : 0.5;
+        if (rc || d != (double)(int32_t)d || clara_ids_push(&v, (int32_t)d) != CLARA_OK) {
+            rc = 1;
+            break;
+        }
+    }
+    cJSON_Delete(j);
+    if (rc) {
+        clara_ids_free(&v);
+        snprintf(msg, sizeof msg, "%s:%zu: not a JSON array of token ids", a->input, lineno);
+        return fail(msg);
+    }
+    rc = decode_one(t, &v, 1);
+    clara_ids_free(&v);
+    return rc;
+}
+
+static int run_batch(const clara_tokenizer *t, const tok_args *a) {
+    char *buf;
+    size_t len;
+    if (clara_read_file(a->input, MAX_INPUT_FILE, &buf, &len) != CLARA_OK)
+        return fail(clara_last_error());
+    int rc = 0;
+    size_t lineno = 0;
+    for (size_t i = 0; i < len && rc == 0;) {
+        const char *nl = memchr(buf + i, '\n', len - i);
+        size_t e = nl ? (size_t)(nl - buf) : len;
+        lineno++;
+        size_t k = i;
+        while (k < e && (buf[k] == ' ' || buf[k] == '\t' || buf[k] == '\r')) k++;
+        if (k < e) rc = batch_line(t, buf + i, e - i, lineno, a); /* blank lines skipped */
+        i = e + 1;
+    }
+    free(buf);
+    return rc;
+}
+
+static int usage(FILE *f, int rc) {
+    fprintf(f, "usage: clara tokenize --model FILE.gguf (--text T | --input-file F) [--json]\n"
+               "       clara tokenize --model FILE.gguf --decode (--ids 1,2,3 | --input-file F) "
+               "[--json]\n"
+               "--input-file: one JSON string (or, with --decode, one JSON id array) per line;\n"
+               "prints one {\"ids\":[...]} (or {\"text\":\"...\"}) line per input line.\n");
+    return rc;
+}
+
+static int parse_args(int argc, char **argv, tok_args *a) {
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'}, {"text", required_argument, 0, 't'},
+        {"input-file", required_argument, 0, 'i'}, {"ids", required_argument, 0, 'I'},
+        {"json", no_argument, 0, 'j'},         {"decode", no_argument, 0, 'd'},
+        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
+    int ch;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'm': a->model = optarg; break;
+        case 't': a->text = optarg; break;
+        case 'i': a->input = optarg; break;
+        case 'I': a->ids = optarg; break;
+        case 'j': a->json = 1; break;
+        case 'd': a->decode = 1; break;
+        case 'h': return usage(stdout, 0) - 1; /* -1: done, exit 0 */
+        default: return usage(stderr, 2);
+        }
+    }
+    int n_in = !!a->text + !!a->input + !!a->ids;
+    if (optind != argc || !a->model || n_in != 1 || (a->decode && a->text) ||
+        (!a->decode && a->ids))
+        return usage(stderr, 2);
+    return 0;
+}
+
+int cmd_tokenize(int argc, char **argv) {
+    tok_args a = {0};
+    int rc = parse_args(argc, argv, &a);
+    if (rc) return rc < 0 ? 0 : rc;
+    gguf_ctx *g;
+    if (gguf_open(a.model, &g) != CLARA_OK) return fail(clara_last_error());
+    clara_tokenizer *t;
+    clara_status s = clara_tokenizer_load(g, &t);
+    gguf_free(g);
+    if (s != CLARA_OK) return fail(clara_last_error());
+    if (a.input) {
+        rc = run_batch(t, &a);
+    } else if (a.text) {
+        rc = encode_one(t, a.text, strlen(a.text), a.json);
+    } else {
+        clara_ids v = {0};
+        rc = parse_id_list(a.ids, &v);
+        if (rc == 0) rc = decode_one(t, &v, a.json);
+        clara_ids_free(&v);
+    }
+    clara_tokenizer_free(t);
+    if (fflush(stdout) != 0 && rc == 0) rc = fail("writing the output failed");
+    return rc;
+}

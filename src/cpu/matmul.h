@@ -1,0 +1,23 @@
+/* matmul.h - y = x · Wᵀ for the plain weight types (f32, f16, bf16) with f32 accumulation,
+ * split over the thread pool by blocks of weight rows (each weight row is read once per call and
+ * reused for every input row). The SIMD and quantized kernels plug in here later. */
+#ifndef CLARA_CPU_MATMUL_H
+#define CLARA_CPU_MATMUL_H
+
+#include <stdbool.h>
+
+#include "ctx.h"
+
+/* For t < n, r < W->rows: y[t * W->rows + r] = d, or += alpha * d when accumulate, where
+ * d = dot(x[t * W->cols ...], W[r]). */
+void clara_matmul(clara_ctx *ctx, const clara_mat *W, const float *x, uint32_t n, float *y,
+                  bool accumulate, float alpha);
+
+/* Dot product with a fixed summation order (8 partial sums) so results do not depend on the
+ * thread count. */
+float clara_dot_f32(const float *a, const float *b, size_t n);
+
+/* W row r as f32: a pointer into the file for aligned f32 rows, else converted into buf. */
+const float *clara_mat_row_f32(const clara_mat *W, uint64_t r, float *buf);
+
+#endif

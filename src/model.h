@@ -1,0 +1,85 @@
+/* model.h - the loaded model (internal view): hyperparameters, weight matrices bound to the
+ * mmapped GGUF, LoRA adapters resolved by the adapter-loading policy, tokenizer, CLaRa settings. */
+#ifndef CLARA_MODEL_H
+#define CLARA_MODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "clara.h"
+#include "gguf.h"
+#include "tokenizer.h"
+
+/* A row-major matrix [rows][cols] of any supported type, pointing into the mapped file. */
+typedef struct {
+    const void *data;
+    clara_type type;
+    uint64_t rows, cols;
+} clara_mat;
+
+enum { CLARA_LIN_Q, CLARA_LIN_K, CLARA_LIN_V, CLARA_LIN_O, CLARA_LIN_GATE, CLARA_LIN_UP,
+       CLARA_LIN_DOWN, CLARA_N_LIN };
+
+typedef struct {
+    const float *attn_norm, *ffn_norm;
+    clara_mat w[CLARA_N_LIN];
+} clara_layer;
+
+/* One LoRA module: a [r][in], b [out][r]; absent modules have data == NULL (contribute 0). */
+typedef struct {
+    clara_mat a, b;
+} clara_lora;
+
+typedef struct {
+    char name[64];
+    uint32_t rank;
+    float scale;       /* alpha / r */
+    clara_lora *mods;  /* [n_layer][CLARA_N_LIN]; NULL for a fresh (zero) adapter */
+} clara_adapter;
+
+/* The adapters active in one forward pass; their deltas are summed (PEFT with several active). */
+#define CLARA_MAX_ACTIVE 4
+typedef struct {
+    const clara_adapter *a[CLARA_MAX_ACTIVE];
+    int n;
+} clara_adapter_set;
+
+typedef struct {
+    uint32_t n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, n_ctx;
+    float rope_theta, rms_eps;
+} clara_hparams;
+
+typedef struct {
+    uint32_t n_mem, doc_max_length, compr_rate, generation_top_k;
+    bool sep, different_mem_tokens, pure_inference;
+    char training_stage[32];
+    int32_t *mem_ids; /* [n_mem] */
+    int32_t enc_id, sep_id, ae_id, pad_id, bos_id, eos_id;
+    const char *qa_system, *qa_user, *para_system;
+    const char *para_templates[13];
+} clara_meta;
+
+#define CLARA_MAX_ADAPTERS 8
+
+struct clara_model {
+    gguf_ctx *gguf;
+    clara_hparams hp;
+    clara_meta meta;
+    clara_mat tok_embd, output;
+    const float *output_norm;
+    clara_layer *layers;
+    clara_tokenizer *tok;
+    clara_adapter file_adapters[CLARA_MAX_ADAPTERS]; /* as stored, file order */
+    int n_file_adapters;
+    clara_adapter fresh_decoder; /* zero adapter the hf policy adds for stage1_2 (spec §6) */
+    /* the loaded set after the policy (pointers into file_adapters / fresh_decoder) */
+    const clara_adapter *loaded[CLARA_MAX_ADAPTERS];
+    int n_loaded;
+    const clara_adapter *encoder, *decoder, *query; /* roles; NULL when absent */
+    clara_adapter_policy policy;
+};
+
+/* Element size in bytes of the plain types a clara_mat may hold. */
+size_t clara_mat_elem_size(clara_type t);
+
+#endif
