@@ -45,7 +45,7 @@ REPLAY_BIN := $(FUZZ_NAMES:%=$(BUILD)/tests/replay_%)
 
 .PHONY: all test unit format format-check fuzz clean
 .PRECIOUS: $(BUILD)/obj/%.o
-all: $(BUILD)/clara $(BUILD)/clara-server
+all: $(BUILD)/clara $(BUILD)/clara-server $(BUILD)/demo/clara-demo.gguf
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -61,6 +61,14 @@ $(BUILD)/clara: $(CLI_OBJ) $(BUILD)/libclara.a
 # clara-server is the same program; it looks at argv[0] and runs the server subcommand.
 $(BUILD)/clara-server: $(BUILD)/clara
 	ln -sf clara $@
+
+# The demo model clara-server serves when no model is configured: synthetic weights (answers are
+# meaningless), the real CLaRa layout and a real trained tokenizer, converted by our converter.
+DEMO_GEN := tests/fixtures/gen_fixtures.py $(wildcard tests/fixtures/*.py tests/fixtures/tokenizer/*)
+$(BUILD)/demo/clara-demo.gguf: $(BUILD)/clara $(DEMO_GEN)
+	@mkdir -p $(BUILD)/demo
+	$(PYTHON) tests/fixtures/gen_fixtures.py --out $(BUILD)/demo/hf --variants e2e16 --quiet
+	$(BUILD)/clara convert --base $(BUILD)/demo/hf/base --clara $(BUILD)/demo/hf/e2e16 --out $@ --type f32 --quiet
 
 $(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $(BUILD)/libclara.a
 	@mkdir -p $(dir $@)

@@ -56,10 +56,12 @@ static uint64_t hash_bytes(const char *s, size_t n) {
     return h ^ (h >> 29);
 }
 
-static uint64_t hash_pair(uint64_t key) {
-    key ^= key >> 31;
-    key *= 0x9E3779B97F4A7C15ull;
-    return key ^ (key >> 29);
+static uint64_t hash_pair(uint64_t key) { /* murmur3's fmix64 */
+    key ^= key >> 33;
+    key *= 0xff51afd7ed558ccdull;
+    key ^= key >> 33;
+    key *= 0xc4ceb9fe1a85ec53ull;
+    return key ^ (key >> 33);
 }
 
 /* Smallest power of two >= 2n (at least 16), so tables stay at most half full. */

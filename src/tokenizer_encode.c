@@ -23,7 +23,7 @@
 
 typedef struct {
     uint64_t key; /* rank << 32 | left position */
-    int32_t left, right;
+    int32_t left, right, merged;
 } heap_ent;
 
 /* Scratch memory of one encode call, grown to the largest word. */
@@ -113,7 +113,9 @@ static clara_status push_pair(const clara_tokenizer *t, enc_ctx *e, int32_t i) {
     uint32_t rank;
     int32_t merged;
     if (a < 0 || b < 0 || !tok_merge_find(t, a, b, &rank, &merged)) return CLARA_OK;
-    return heap_push(e, (heap_ent){.key = (uint64_t)rank << 32 | (uint32_t)i, .left = a, .right = b});
+    return heap_push(e, (heap_ent){
+                            .key = (uint64_t)rank << 32 | (uint32_t)i, .left = a, .right = b,
+                            .merged = merged});
 }
 
 /* Initial symbols: one per character; characters not in the vocabulary become their <0xXX>
@@ -169,8 +171,7 @@ static clara_status bpe_word(const clara_tokenizer *t, enc_ctx *e, const uint8_t
         int32_t i = (int32_t)(uint32_t)h.key, j = e->next[i];
         /* stale: the left symbol was merged away or changed, or its right neighbour did */
         if (e->sym[i] != h.left || j < 0 || e->sym[j] != h.right) continue;
-        uint32_t rank;
-        tok_merge_find(t, h.left, h.right, &rank, &e->sym[i]);
+        e->sym[i] = h.merged;
         e->sym[j] = SYM_DEAD;
         e->next[i] = e->next[j];
         if (e->next[j] >= 0) e->prev[e->next[j]] = i;

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "base/status.h"
@@ -45,6 +46,11 @@ clara_status clara_outfile_open(clara_outfile *f, const char *path) {
         release(f);
         return s;
     }
+    /* mkstemp creates 0600; give the file the permissions a plain creat() would */
+    mode_t mask = umask(0);
+    umask(mask);
+    int chmod_rc = fchmod(fd, 0666 & ~mask);
+    (void)chmod_rc; /* not fatal: the file is still ours to write */
     f->fp = fdopen(fd, "wb");
     if (!f->fp) {
         close(fd);
