@@ -201,6 +201,7 @@ static void print_gen(const engine_opts *o, const clara_model *m, const clara_ge
                       const float *first_logits, clara_task task) {
     if (!o->json) {
         printf("%s\n", r->text);
+        fflush(stdout);
         if (task == CLARA_TASK_RETRIEVE) {
             fprintf(stderr, "top-k:");
             for (size_t i = 0; i < r->k; i++) fprintf(stderr, " %u (%.4f)", r->top_k[i], r->scores[r->top_k[i]]);
