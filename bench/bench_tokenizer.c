@@ -7,7 +7,8 @@
  * through an in-memory GGUF holding only the tokenizer keys, so vocabularies bigger than the test
  * fixture's can be measured without a full checkpoint. Every "docs" entry of the JSONL file is
  * encoded as one text (one segment: BPE over the whole ~1-2 KB passage), repeatedly for at least
- * SECONDS (default 2) on one thread; prints MB/s and tokens/s. Built by bench/bench_tokenizer.sh. */
+ * SECONDS (default 2) on one thread; prints MB/s and tokens/s. Built by bench/bench_tokenizer.sh.
+ */
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,7 +55,8 @@ static clara_status hf_to_gguf(const clara_hf_tokenizer *t, uint8_t **buf, size_
                                 t->norm == CLARA_NORM_LEGACY ? "legacy" : "metaspace");
     if (s == CLARA_OK)
         s = gguf_writer_set_str(w, "clara.tokenizer.prepend_scheme", schemes[t->prepend_scheme]);
-    if (s == CLARA_OK) s = gguf_writer_set_bool(w, "clara.tokenizer.byte_fallback", t->byte_fallback);
+    if (s == CLARA_OK)
+        s = gguf_writer_set_bool(w, "clara.tokenizer.byte_fallback", t->byte_fallback);
     if (s == CLARA_OK) s = gguf_writer_set_bool(w, "clara.tokenizer.fuse_unk", t->fuse_unk);
     if (s == CLARA_OK)
         s = gguf_writer_set_arr(w, "clara.tokenizer.added_token_ids", GGUF_VT_I32, ids, t->n_added);

@@ -110,8 +110,10 @@ static int decode_one(const clara_tokenizer *t, const clara_ids *v, int json) {
     if (clara_tokenizer_decode_len(t, v->ids, v->n, &text, &len) != CLARA_OK)
         return fail(clara_last_error());
     int rc = 0;
-    if (json) rc = print_text_json(text, len);
-    else fwrite(text, 1, len, stdout), putchar('\n');
+    if (json)
+        rc = print_text_json(text, len);
+    else
+        fwrite(text, 1, len, stdout), putchar('\n');
     free(text);
     return rc;
 }
@@ -207,23 +209,40 @@ static int usage(FILE *f, int rc) {
 }
 
 static int parse_args(int argc, char **argv, tok_args *a) {
-    static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'}, {"text", required_argument, 0, 't'},
-        {"input-file", required_argument, 0, 'i'}, {"ids", required_argument, 0, 'I'},
-        {"json", no_argument, 0, 'j'},         {"decode", no_argument, 0, 'd'},
-        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
+    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
+                                         {"text", required_argument, 0, 't'},
+                                         {"input-file", required_argument, 0, 'i'},
+                                         {"ids", required_argument, 0, 'I'},
+                                         {"json", no_argument, 0, 'j'},
+                                         {"decode", no_argument, 0, 'd'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     int ch;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (ch) {
-        case 'm': a->model = optarg; break;
-        case 't': a->text = optarg; break;
-        case 'i': a->input = optarg; break;
-        case 'I': a->ids = optarg; break;
-        case 'j': a->json = 1; break;
-        case 'd': a->decode = 1; break;
-        case 'h': return usage(stdout, 0) - 1; /* -1: done, exit 0 */
-        default: return usage(stderr, 2);
+        case 'm':
+            a->model = optarg;
+            break;
+        case 't':
+            a->text = optarg;
+            break;
+        case 'i':
+            a->input = optarg;
+            break;
+        case 'I':
+            a->ids = optarg;
+            break;
+        case 'j':
+            a->json = 1;
+            break;
+        case 'd':
+            a->decode = 1;
+            break;
+        case 'h':
+            return usage(stdout, 0) - 1; /* -1: done, exit 0 */
+        default:
+            return usage(stderr, 2);
         }
     }
     int n_in = !!a->text + !!a->input + !!a->ids;

@@ -21,15 +21,24 @@ size_t tok_utf8_len(const uint8_t *s, size_t n) {
     if (c < 0x80) return 1;
     size_t len;
     uint8_t lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
-    if (c >= 0xC2 && c <= 0xDF) len = 2;
-    else if (c == 0xE0) len = 3, lo = 0xA0;
-    else if (c >= 0xE1 && c <= 0xEC) len = 3;
-    else if (c == 0xED) len = 3, hi = 0x9F; /* excludes the surrogates U+D800..U+DFFF */
-    else if (c >= 0xEE && c <= 0xEF) len = 3;
-    else if (c == 0xF0) len = 4, lo = 0x90;
-    else if (c >= 0xF1 && c <= 0xF3) len = 4;
-    else if (c == 0xF4) len = 4, hi = 0x8F; /* <= U+10FFFF */
-    else return 0;
+    if (c >= 0xC2 && c <= 0xDF)
+        len = 2;
+    else if (c == 0xE0)
+        len = 3, lo = 0xA0;
+    else if (c >= 0xE1 && c <= 0xEC)
+        len = 3;
+    else if (c == 0xED)
+        len = 3, hi = 0x9F; /* excludes the surrogates U+D800..U+DFFF */
+    else if (c >= 0xEE && c <= 0xEF)
+        len = 3;
+    else if (c == 0xF0)
+        len = 4, lo = 0x90;
+    else if (c >= 0xF1 && c <= 0xF3)
+        len = 4;
+    else if (c == 0xF4)
+        len = 4, hi = 0x8F; /* <= U+10FFFF */
+    else
+        return 0;
     if (n < len || s[1] < lo || s[1] > hi) return 0;
     for (size_t i = 2; i < len; i++)
         if ((s[i] & 0xC0) != 0x80) return 0;
@@ -257,8 +266,9 @@ static clara_status load_merges(clara_tokenizer *t, const gguf_ctx *g) {
             return clara_fail(CLARA_ERR_FORMAT, "%s: tokenizer.ggml.merges is not a string array",
                               name);
         if (n > TOK_MAX_MERGES)
-            return clara_fail(CLARA_ERR_NOMEM, "%s: tokenizer.ggml.merges has %llu entries (limit %u)",
-                              name, (unsigned long long)n, TOK_MAX_MERGES);
+            return clara_fail(CLARA_ERR_NOMEM,
+                              "%s: tokenizer.ggml.merges has %llu entries (limit %u)", name,
+                              (unsigned long long)n, TOK_MAX_MERGES);
     }
     uint64_t size = table_size(n);
     t->merges = malloc(sizeof *t->merges * size);
@@ -376,8 +386,7 @@ static clara_status load_added(clara_tokenizer *t, const gguf_ctx *g) {
     const char *name = gguf_name(g);
     const void *idp, *flp;
     uint64_t n, nf;
-    clara_status s =
-        gguf_get_arr_data(g, "clara.tokenizer.added_token_ids", GGUF_VT_I32, &idp, &n);
+    clara_status s = gguf_get_arr_data(g, "clara.tokenizer.added_token_ids", GGUF_VT_I32, &idp, &n);
     if (s == CLARA_OK)
         s = gguf_get_arr_data(g, "clara.tokenizer.added_token_flags", GGUF_VT_U8, &flp, &nf);
     if (s != CLARA_OK) return s;
@@ -399,8 +408,8 @@ static clara_status load_added(clara_tokenizer *t, const gguf_ctx *g) {
                               "(vocabulary %u)",
                               name, (unsigned long long)i, id, t->n_vocab);
         if (t->flags[id] & TOKF_ADDED)
-            return clara_fail(CLARA_ERR_FORMAT, "%s: clara.tokenizer.added_token_ids lists %d twice",
-                              name, id);
+            return clara_fail(CLARA_ERR_FORMAT,
+                              "%s: clara.tokenizer.added_token_ids lists %d twice", name, id);
         if (t->piece_len[id] == 0)
             return clara_fail(CLARA_ERR_FORMAT, "%s: added token %d has empty text", name, id);
         if ((s = check_added_flags(t, name, id, f)) != CLARA_OK) return s;
@@ -436,14 +445,19 @@ static clara_status load_flavour(clara_tokenizer *t, const gguf_ctx *g) {
     clara_status s = gguf_get_str(g, "clara.tokenizer.normalizer", &norm);
     if (s == CLARA_OK) s = gguf_get_str(g, "clara.tokenizer.prepend_scheme", &scheme);
     if (s != CLARA_OK) return s;
-    if (strcmp(norm, "legacy") == 0) t->norm = TOK_NORM_LEGACY;
-    else if (strcmp(norm, "metaspace") == 0) t->norm = TOK_NORM_METASPACE;
+    if (strcmp(norm, "legacy") == 0)
+        t->norm = TOK_NORM_LEGACY;
+    else if (strcmp(norm, "metaspace") == 0)
+        t->norm = TOK_NORM_METASPACE;
     else
         return clara_fail(CLARA_ERR_UNSUPPORTED, "%s: clara.tokenizer.normalizer '%s' is unknown",
                           name, norm);
-    if (strcmp(scheme, "always") == 0) t->prepend = TOK_PREPEND_ALWAYS;
-    else if (strcmp(scheme, "first") == 0) t->prepend = TOK_PREPEND_FIRST;
-    else if (strcmp(scheme, "never") == 0) t->prepend = TOK_PREPEND_NEVER;
+    if (strcmp(scheme, "always") == 0)
+        t->prepend = TOK_PREPEND_ALWAYS;
+    else if (strcmp(scheme, "first") == 0)
+        t->prepend = TOK_PREPEND_FIRST;
+    else if (strcmp(scheme, "never") == 0)
+        t->prepend = TOK_PREPEND_NEVER;
     else
         return clara_fail(CLARA_ERR_UNSUPPORTED,
                           "%s: clara.tokenizer.prepend_scheme '%s' is unknown", name, scheme);
@@ -644,8 +658,8 @@ clara_status clara_tokenizer_decode_len(const clara_tokenizer *t, const int32_t 
             free(b.p);
             free(run.p);
             return clara_fail(CLARA_ERR_INVALID_ARG,
-                              "decode: token id %d at index %zu is outside the vocabulary (%u)",
-                              id, i, t->n_vocab);
+                              "decode: token id %d at index %zu is outside the vocabulary (%u)", id,
+                              i, t->n_vocab);
         }
         if (t->flags[id] & TOKF_SPECIAL) continue;
         if (t->byte_val[id] >= 0) {

@@ -107,15 +107,16 @@ static heap_ent heap_pop(enc_ctx *e) {
 
 /* Queues the pair starting at symbol i, if it has a merge. */
 static clara_status push_pair(const clara_tokenizer *t, enc_ctx *e, int32_t i) {
+    if (i < 0) return CLARA_OK; /* no left neighbour */
     int32_t j = e->next[i];
-    if (i < 0 || j < 0) return CLARA_OK;
+    if (j < 0) return CLARA_OK;
     int32_t a = e->sym[i], b = e->sym[j];
     uint32_t rank;
     int32_t merged;
     if (a < 0 || b < 0 || !tok_merge_find(t, a, b, &rank, &merged)) return CLARA_OK;
-    return heap_push(e, (heap_ent){
-                            .key = (uint64_t)rank << 32 | (uint32_t)i, .left = a, .right = b,
-                            .merged = merged});
+    return heap_push(
+        e, (heap_ent){
+               .key = (uint64_t)rank << 32 | (uint32_t)i, .left = a, .right = b, .merged = merged});
 }
 
 /* Initial symbols: one per character; characters not in the vocabulary become their <0xXX>
@@ -126,9 +127,12 @@ static clara_status initial_symbols(const clara_tokenizer *t, enc_ctx *e, const 
     for (size_t i = 0; i < n;) {
         size_t l = w[i] < 0x80 ? 1 : tok_utf8_len(w + i, n - i);
         int32_t id;
-        if (l == 1) id = t->ascii_id[w[i]];
-        else if (l == SPIECE_LEN && memcmp(w + i, SPIECE, SPIECE_LEN) == 0) id = e->spiece_id;
-        else id = tok_lookup(t, (const char *)w + i, l);
+        if (l == 1)
+            id = t->ascii_id[w[i]];
+        else if (l == SPIECE_LEN && memcmp(w + i, SPIECE, SPIECE_LEN) == 0)
+            id = e->spiece_id;
+        else
+            id = tok_lookup(t, (const char *)w + i, l);
         if (id >= 0) {
             e->sym[k++] = id;
         } else {
@@ -205,8 +209,10 @@ static clara_status encode_segment(const clara_tokenizer *t, enc_ctx *e, const u
     size_t m = 0;
     if (prepends(t, seg, n, start)) memcpy(e->norm, SPIECE, SPIECE_LEN), m = SPIECE_LEN;
     for (size_t i = 0; i < n; i++) {
-        if (seg[i] == ' ') memcpy(e->norm + m, SPIECE, SPIECE_LEN), m += SPIECE_LEN;
-        else e->norm[m++] = (char)seg[i];
+        if (seg[i] == ' ')
+            memcpy(e->norm + m, SPIECE, SPIECE_LEN), m += SPIECE_LEN;
+        else
+            e->norm[m++] = (char)seg[i];
     }
     const uint8_t *w = (const uint8_t *)e->norm;
     if (!(t->norm == TOK_NORM_METASPACE && t->ms_split)) return bpe_word(t, e, w, m, out);
@@ -226,8 +232,8 @@ clara_status clara_tokenizer_encode(const clara_tokenizer *t, const char *text, 
     if (len && !text) return clara_fail(CLARA_ERR_INVALID_ARG, "encode: NULL text");
     size_t bad = len ? tok_utf8_check(p, len) : 0;
     if (bad != len)
-        return clara_fail(CLARA_ERR_INVALID_ARG, "encode: text is not valid UTF-8 at byte offset %zu",
-                          bad);
+        return clara_fail(CLARA_ERR_INVALID_ARG,
+                          "encode: text is not valid UTF-8 at byte offset %zu", bad);
     enc_ctx e = {0};
     e.spiece_id = tok_lookup(t, SPIECE, SPIECE_LEN);
     size_t n0 = out->n, seg = 0;

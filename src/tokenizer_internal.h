@@ -37,12 +37,12 @@ typedef struct {
 
 struct clara_tokenizer {
     uint32_t n_vocab;
-    char *arena;          /* every piece, NUL-terminated, back to back */
-    uint32_t *piece_off;  /* [n_vocab] offset into arena */
-    uint32_t *piece_len;  /* [n_vocab] bytes */
-    uint8_t *flags;       /* [n_vocab] TOKF_* */
-    int16_t *byte_val;    /* [n_vocab] byte of a <0xXX> piece (decode's ByteFallback), else -1 */
-    char *dec_arena;      /* decode text of every piece ("▁" → " "), NUL-terminated */
+    char *arena;         /* every piece, NUL-terminated, back to back */
+    uint32_t *piece_off; /* [n_vocab] offset into arena */
+    uint32_t *piece_len; /* [n_vocab] bytes */
+    uint8_t *flags;      /* [n_vocab] TOKF_* */
+    int16_t *byte_val;   /* [n_vocab] byte of a <0xXX> piece (decode's ByteFallback), else -1 */
+    char *dec_arena;     /* decode text of every piece ("▁" → " "), NUL-terminated */
     uint32_t *dec_off, *dec_len;
 
     int32_t *pmap; /* piece → id, open addressing, -1 empty */

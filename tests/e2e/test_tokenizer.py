@@ -5,9 +5,11 @@ compression-16 model (instruct16), the different_mem_tokens=false compression-12
 the QA data set plus edge cases encode to the reference's ids, and those ids (and random id
 lists) decode to the reference's text. Also the CLI's error paths."""
 
+import atexit
 import json
 import os
 import random
+import shutil
 import subprocess
 import tempfile
 
@@ -18,13 +20,33 @@ import tok_inputs as ti
 
 gf.ensure(FIXTURES)
 OUT = tempfile.mkdtemp(prefix="clara_tok_")
+atexit.register(shutil.rmtree, OUT, True)
 BASE = os.path.join(FIXTURES, "base")
 
-# (name, base dir, base tokenizer.json, CLaRa variant)
+
+
+def ms_always_split(j):
+    j["pre_tokenizer"].update(prepend_scheme="always", split=True)
+
+
+def ms_never(j):
+    j["pre_tokenizer"]["prepend_scheme"] = "never"
+
+
+def legacy_no_prepend(j):
+    j["normalizer"]["normalizers"] = [n for n in j["normalizer"]["normalizers"] if n["type"] != "Prepend"]
+
+
+LEGACY = os.path.join(ti.TOKDIR, "tokenizer.json")
+META = os.path.join(ti.TOKDIR, "tokenizer-metaspace.json")
+# (name, base tokenizer.json, edit of it (None: the fixture's base as is), CLaRa variant)
 VARIANTS = [
-    ("instruct16", BASE, os.path.join(ti.TOKDIR, "tokenizer.json"), "instruct16"),
-    ("nosep128", BASE, os.path.join(ti.TOKDIR, "tokenizer.json"), "nosep128"),
-    ("metaspace16", None, os.path.join(ti.TOKDIR, "tokenizer-metaspace.json"), "instruct16"),
+    ("instruct16", LEGACY, None, "instruct16"),
+    ("nosep128", LEGACY, None, "nosep128"),
+    ("metaspace16", META, lambda j: None, "instruct16"),
+    ("ms_always_split", META, ms_always_split, "instruct16"),
+    ("ms_never", META, ms_never, "nosep128"),
+    ("legacy_no_prepend", LEGACY, legacy_no_prepend, "instruct16"),
 ]
 INPUTS = None
 
@@ -48,8 +70,11 @@ def first_diff(a, b):
     return min(len(a), len(b))
 
 
-def check_variant(name, base, tok_json, variant):
-    base = base or ti.metaspace_base(OUT)
+def check_variant(name, tok_json, edit, variant):
+    base = BASE
+    if edit is not None:
+        base = ti.base_with(OUT, "base_" + name, tok_json, edit)
+        tok_json = os.path.join(base, "tokenizer.json")
     model = ti.convert(base, os.path.join(FIXTURES, variant), OUT, name)
     ref, specials, special_ids = reference(tok_json, variant)
     texts = inputs_for(specials)

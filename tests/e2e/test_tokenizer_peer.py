@@ -7,12 +7,12 @@ to identical ids, and our decodes must equal the peer's.
 The npm package is installed into BUILD/peer when missing. Without node/npm or registry access
 the suite prints SKIP with the reason and counts nothing (neither passed nor failed)."""
 
+import atexit
 import json
 import os
 import random
 import shutil
 import subprocess
-import sys
 import tempfile
 
 from harness import BUILD, FIXTURES, ROOT, check, report, run
@@ -24,6 +24,7 @@ PEER_DIR = os.path.join(BUILD, "peer")
 MODULES = os.path.join(PEER_DIR, "node_modules")
 SCRIPT = os.path.join(ROOT, "tests", "peer", "peer_tokenize.mjs")
 OUT = tempfile.mkdtemp(prefix="clara_tokpeer_")
+atexit.register(shutil.rmtree, OUT, True)
 
 
 def skip(reason):
@@ -65,16 +66,60 @@ def peer(tok_json, mode, lines):
     return [json.loads(l) for l in p.stdout.decode("utf-8").splitlines()]
 
 
-def metaspace_json():
-    """tokenizer-metaspace.json with the added tokens of the instruct16 checkpoint's tokenizer."""
-    j = json.load(open(os.path.join(ti.TOKDIR, "tokenizer-metaspace.json"), encoding="utf-8"))
+def metaspace_json(name, edit=None):
+    """tokenizer-metaspace.json (after edit(obj)) with the added tokens of the instruct16
+    checkpoint's tokenizer, as the base and the peer's file; returns (base dir, peer json)."""
+    base = ti.base_with(OUT, "base_" + name, os.path.join(ti.TOKDIR, "tokenizer-metaspace.json"), edit)
+    j = json.load(open(os.path.join(base, "tokenizer.json"), encoding="utf-8"))
     clara = json.load(open(os.path.join(FIXTURES, "instruct16", "tokenizer.json"), encoding="utf-8"))
     have = {a["id"] for a in j["added_tokens"]}
     j["added_tokens"] += [a for a in clara["added_tokens"] if a["id"] not in have]
-    path = os.path.join(OUT, "tokenizer-metaspace-clara.json")
+    path = os.path.join(OUT, "peer-%s.json" % name)
     with open(path, "w", encoding="utf-8") as f:
         json.dump(j, f, ensure_ascii=False)
-    return path
+    return base, path
+
+
+def js_divergent(tok_json):
+    """Predicate: does an id list hit a documented tokenizers.js difference from the Rust library
+    (and spec §3.3)? Its ByteFallback decoder uses a non-fatal TextDecoder per byte run, which
+    replaces each maximal invalid subpart by one U+FFFD (Rust: one U+FFFD per byte piece when the
+    run is not valid UTF-8) and drops a leading BOM (EF BB BF) of a run. Such lists are compared
+    only in the encode direction."""
+    j = json.load(open(tok_json, encoding="utf-8"))
+    piece = {i: p for p, i in j["model"]["vocab"].items()}
+    special = set()
+    for a in j["added_tokens"]:
+        piece[a["id"]] = a["content"]
+        if a.get("special"):
+            special.add(a["id"])
+
+    def runs(ids):
+        run = []
+        for i in ids:
+            if i in special:
+                continue
+            p = piece.get(i, "")
+            if len(p) == 6 and p.startswith("<0x") and p.endswith(">"):
+                run.append(int(p[3:5], 16))
+                continue
+            if run:
+                yield bytes(run)
+            run = []
+        if run:
+            yield bytes(run)
+
+    def divergent(ids):
+        for r in runs(ids):
+            if r.startswith(b"\xef\xbb\xbf"):
+                return True
+            try:
+                r.decode("utf-8")
+            except UnicodeDecodeError:
+                return True
+        return False
+
+    return divergent
 
 
 def compare(name, model, tok_json, variant):
@@ -96,6 +141,12 @@ def compare(name, model, tok_json, variant):
     n_vocab = len(json.load(open(tok_json, encoding="utf-8"))["model"]["vocab"])
     lists = [o["ids"] for o in ours] + [[rnd.randrange(n_vocab) for _ in range(rnd.randint(0, 30))]
                                         for _ in range(300)]
+    divergent = js_divergent(tok_json)
+    n_all = len(lists)
+    lists = [l for l in lists if not divergent(l)]
+    print("%s: %d of %d id lists hit tokenizers.js's TextDecoder byte-run handling (invalid UTF-8 "
+          "or a BOM in a <0xXX> run), which differs from Rust tokenizers and spec 3.3; not "
+          "compared for decode" % (name, n_all - len(lists), n_all))
     rc, dec, err = ti.run_batch(model, lists, decode=True)
     pdec = peer(tok_json, "decode", lists)
     same = sum(1 for a, b in zip(dec, pdec) if a["text"] == b["text"])
@@ -108,12 +159,17 @@ def compare(name, model, tok_json, variant):
           % (name, len(lists) - same, len(lists)))
 
 
+def ms_always_split(j):
+    j["pre_tokenizer"].update(prepend_scheme="always", split=True)
+
+
 def test_peer():
     base = os.path.join(FIXTURES, "base")
-    for name, b, var, tj in [
-        ("instruct16", base, "instruct16", os.path.join(FIXTURES, "instruct16", "tokenizer.json")),
-        ("nosep128", base, "nosep128", os.path.join(FIXTURES, "nosep128", "tokenizer.json")),
-        ("metaspace16", ti.metaspace_base(OUT), "instruct16", metaspace_json()),
+    for name, b, tj, var in [
+        ("instruct16", base, os.path.join(FIXTURES, "instruct16", "tokenizer.json"), "instruct16"),
+        ("nosep128", base, os.path.join(FIXTURES, "nosep128", "tokenizer.json"), "nosep128"),
+        ("metaspace16", *metaspace_json("metaspace16"), "instruct16"),
+        ("ms_always_split", *metaspace_json("ms_always_split", ms_always_split), "instruct16"),
     ]:
         model = ti.convert(b, os.path.join(FIXTURES, var), OUT, name)
         compare(name, model, tj, var)

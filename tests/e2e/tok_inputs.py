@@ -85,10 +85,20 @@ def convert(base, clara, out_dir, name):
 
 def metaspace_base(out_dir):
     """A copy of the fixture base model whose tokenizer.json is the Metaspace flavour."""
-    d = os.path.join(out_dir, "base_metaspace")
+    return base_with(out_dir, "base_metaspace", os.path.join(TOKDIR, "tokenizer-metaspace.json"))
+
+
+def base_with(out_dir, name, tok_json, edit=None):
+    """A copy of the fixture base model with tok_json (after edit(obj), if given) as its
+    tokenizer.json; returns (directory, path of that tokenizer.json)."""
+    d = os.path.join(out_dir, name)
     if not os.path.exists(d):
         shutil.copytree(os.path.join(FIXTURES, "base"), d)
-        shutil.copy(os.path.join(TOKDIR, "tokenizer-metaspace.json"), os.path.join(d, "tokenizer.json"))
+        j = json.load(open(tok_json, encoding="utf-8"))
+        if edit:
+            edit(j)
+        with open(os.path.join(d, "tokenizer.json"), "w", encoding="utf-8") as f:
+            json.dump(j, f, ensure_ascii=False)
     return d
 
 

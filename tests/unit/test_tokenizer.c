@@ -12,26 +12,26 @@
 #include "t.h"
 #include "tokenizer.h"
 
-#define SP "\xe2\x96\x81" /* ▁ */
-#define NB 276
+#define SP   "\xe2\x96\x81" /* ▁ */
+#define NB   276
 #define B(x) (20 + (x)) /* id of the byte piece <0xXX> */
 
 typedef struct {
     const char *norm, *scheme;
     bool split, byte_fallback, fuse_unk, ignore_merges, no_bytes;
-    int unk;                /* unknown_token_id, -1 for none */
-    const char *bad_merge;  /* replaces merge 0 */
-    int32_t bad_added;      /* replaces added id 3, unless 0 */
-    uint8_t bad_flags;      /* flags of the first added token */
+    int unk;               /* unknown_token_id, -1 for none */
+    const char *bad_merge; /* replaces merge 0 */
+    int32_t bad_added;     /* replaces added id 3, unless 0 */
+    uint8_t bad_flags;     /* flags of the first added token */
     bool drop_flags, no_tokens;
 } opts;
 
 static char g_bytes[256][8];
 
 static const char *piece_of(int i) {
-    static const char *const fixed[] = {
-        "<unk>", "<s>", "</s>", SP,         "a",       "b",        "c",  SP "a", "ab",  "bc",
-        SP "ab", "é",   "<SEP>", "<MEM1>", "<MEM10>", "x",        "aa", "b" SP,  "abc", "q"};
+    static const char *const fixed[] = {"<unk>",   "<s>", "</s>", SP,      "a",   "b",     "c",
+                                        SP "a",    "ab",  "bc",   SP "ab", "é",   "<SEP>", "<MEM1>",
+                                        "<MEM10>", "x",   "aa",   "b" SP,  "abc", "q"};
     if (i < 20) return fixed[i];
     snprintf(g_bytes[i - 20], 8, "<0x%02X>", i - 20);
     return g_bytes[i - 20];
@@ -102,15 +102,15 @@ static void test_merges(void) {
     clara_tokenizer *t = make(dflt(), NULL);
     T_CHECK(t != NULL);
     if (!t) return;
-    EXPECT(t, "ab", 3, 8);      /* rank 0 (a b) beats rank 1 (▁ a): ▁ ab, not ▁ab */
-    EXPECT(t, "abc", 3, 8, 6);  /* ab then nothing merges with c */
-    EXPECT(t, "bc a", 3, 9, 7); /* ▁ b c ▁ a: rank 1 (▁a) first, then bc */
+    EXPECT(t, "ab", 3, 8);          /* rank 0 (a b) beats rank 1 (▁ a): ▁ ab, not ▁ab */
+    EXPECT(t, "abc", 3, 8, 6);      /* ab then nothing merges with c */
+    EXPECT(t, "bc a", 3, 9, 7);     /* ▁ b c ▁ a: rank 1 (▁a) first, then bc */
     EXPECT(t, "baaa", 3, 5, 16, 4); /* tie on rank 4 (a a at 2 and 3): leftmost wins */
     EXPECT(t, "b b", 3, 17, 5);     /* the whole segment is one word: "b ▁" merges across */
     EXPECT(t, "aab", 7, 8);         /* ▁ a a b: ab (0), ▁a (1); a a gone */
     EXPECT_EMPTY(t, "");
-    EXPECT(t, " ", 3, 3);   /* legacy: prepend + replace = ▁▁ */
-    EXPECT(t, "é", 3, 11);  /* a two-byte character that is a piece */
+    EXPECT(t, " ", 3, 3);  /* legacy: prepend + replace = ▁▁ */
+    EXPECT(t, "é", 3, 11); /* a two-byte character that is a piece */
     T_EQ_INT(clara_tokenizer_n_vocab(t), NB);
     T_EQ_INT(clara_tokenizer_find_token(t, SP "ab"), 10);
     T_EQ_INT(clara_tokenizer_find_token(t, "zz"), -1);
@@ -124,7 +124,7 @@ static void test_bytes_and_unk(void) {
     if (!t) return;
     /* "\n" and the 4-byte emoji U+1F600 (F0 9F 98 80) are not pieces: byte fallback */
     EXPECT(t, "a\n\xf0\x9f\x98\x80", 7, B(0x0A), B(0xF0), B(0x9F), B(0x98), B(0x80));
-    EXPECT(t, "\xc3\xbc", 3, B(0xC3), B(0xBC)); /* ü */
+    EXPECT(t, "\xc3\xbc", 3, B(0xC3), B(0xBC));                          /* ü */
     expect_n(t, "a\0b", 3, (const int32_t[]){7, B(0), 5, -9}, __LINE__); /* NUL is a byte */
     clara_tokenizer_free(t);
 
@@ -133,7 +133,10 @@ static void test_bytes_and_unk(void) {
     t = make(o, NULL);
     if (!t) return;
     EXPECT(t, "a \xc3\xbc\xc3\xbc b", 7, 3, 0, 3, 5);
-    EXPECT(t, "\xc3\xbc" "a\xc3\xbc", 3, 0, 4, 0); /* not fused across a known character */
+    EXPECT(t,
+           "\xc3\xbc"
+           "a\xc3\xbc",
+           3, 0, 4, 0); /* not fused across a known character */
     clara_tokenizer_free(t);
 
     o.fuse_unk = false;
@@ -163,12 +166,12 @@ static void test_bytes_and_unk(void) {
 static void test_added(void) {
     clara_tokenizer *t = make(dflt(), NULL);
     if (!t) return;
-    EXPECT(t, "<MEM10>", 14);                               /* longest match */
-    EXPECT(t, "<MEM1>0", 13, 3, B('0'));                    /* shorter one, then "▁0" */
+    EXPECT(t, "<MEM10>", 14);                                      /* longest match */
+    EXPECT(t, "<MEM1>0", 13, 3, B('0'));                           /* shorter one, then "▁0" */
     EXPECT(t, "<MEM1", 3, B('<'), B('M'), B('E'), B('M'), B('1')); /* incomplete: text */
-    EXPECT(t, "<s>a", 1, 7);         /* every segment after an added token gets its ▁ */
+    EXPECT(t, "<s>a", 1, 7); /* every segment after an added token gets its ▁ */
     EXPECT(t, "a<s>a", 7, 1, 7);
-    EXPECT(t, "<s> a", 1, 3, 7);     /* legacy: " a" → ▁▁a → ▁ ▁a */
+    EXPECT(t, "<s> a", 1, 3, 7); /* legacy: " a" → ▁▁a → ▁ ▁a */
     EXPECT(t, "<s><SEP></s>", 1, 12, 2);
     EXPECT(t, "<<s>>", 3, B('<'), 1, 3, B('>'));
     EXPECT(t, "a\n<SEP>\nb", 7, B(0x0A), 12, 3, B(0x0A), 5);
@@ -191,10 +194,10 @@ static void test_metaspace(void) {
     clara_tokenizer *t = make(o, NULL);
     if (!t) return;
     EXPECT(t, "ab", 3, 8);
-    EXPECT(t, "<s>a", 1, 4);       /* "first": only the segment at offset 0 of the input */
+    EXPECT(t, "<s>a", 1, 4); /* "first": only the segment at offset 0 of the input */
     EXPECT(t, "a<s>a", 7, 1, 4);
-    EXPECT(t, "<s> a", 1, 7);      /* already starts with ▁: nothing prepended */
-    EXPECT(t, " a", 7);            /* at offset 0 too: ▁a, not ▁▁a */
+    EXPECT(t, "<s> a", 1, 7); /* already starts with ▁: nothing prepended */
+    EXPECT(t, " a", 7);       /* at offset 0 too: ▁a, not ▁▁a */
     EXPECT(t, SP "a", 7);
     clara_tokenizer_free(t);
 
@@ -237,8 +240,8 @@ static void test_metaspace(void) {
     clara_tokenizer_free(t);
 }
 
-static void expect_decode(const clara_tokenizer *t, const int32_t *ids, size_t n,
-                          const char *want, size_t want_len, int line) {
+static void expect_decode(const clara_tokenizer *t, const int32_t *ids, size_t n, const char *want,
+                          size_t want_len, int line) {
     char *text = NULL;
     size_t len = 0;
     clara_status s = clara_tokenizer_decode_len(t, ids, n, &text, &len);
@@ -248,25 +251,31 @@ static void expect_decode(const clara_tokenizer *t, const int32_t *ids, size_t n
     free(text);
 }
 #define DECODE(t, want, ...)                                                                       \
-    expect_decode(t, (const int32_t[]){__VA_ARGS__},                                               \
-                  sizeof((const int32_t[]){__VA_ARGS__}) / 4, want, strlen(want), __LINE__)
+    expect_decode(t, (const int32_t[]){__VA_ARGS__}, sizeof((const int32_t[]){__VA_ARGS__}) / 4,   \
+                  want, strlen(want), __LINE__)
 
 static void test_decode(void) {
     clara_tokenizer *t = make(dflt(), NULL);
     if (!t) return;
-    DECODE(t, "a ab b", 1, 7, 10, 3, 5, 2);           /* specials dropped, ▁ → space, strip 1 */
-    DECODE(t, " a", 3, 3, 4);                          /* only one leading space removed */
-    DECODE(t, "a", 12, 4);                             /* CLaRa's <SEP> skipped */
-    DECODE(t, "<MEM10>x", 14, 15);                     /* non-special added token kept */
+    DECODE(t, "a ab b", 1, 7, 10, 3, 5, 2); /* specials dropped, ▁ → space, strip 1 */
+    DECODE(t, " a", 3, 3, 4);               /* only one leading space removed */
+    DECODE(t, "a", 12, 4);                  /* CLaRa's <SEP> skipped */
+    DECODE(t, "<MEM10>x", 14, 15);          /* non-special added token kept */
     DECODE(t, "a\xf0\x9f\x98\x80", 4, B(0xF0), B(0x9F), B(0x98), B(0x80)); /* byte run */
-    DECODE(t, "\xef\xbf\xbd", B(0xC3));               /* lone lead byte: U+FFFD */
-    DECODE(t, "\xef\xbf\xbd\xef\xbf\xbd" "a", B(0xF0), B(0x9F), 4); /* one U+FFFD per byte */
+    DECODE(t, "\xef\xbf\xbd", B(0xC3)); /* lone lead byte: U+FFFD */
+    DECODE(t,
+           "\xef\xbf\xbd\xef\xbf\xbd"
+           "a",
+           B(0xF0), B(0x9F), 4); /* one U+FFFD per byte */
     /* specials are dropped before ByteFallback: C3 BC BC is one invalid run, 3 x U+FFFD */
     DECODE(t, "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd", B(0xC3), B(0xBC), 1, B(0xBC));
-    DECODE(t, "\xc3\xbc" "a", B(0xC3), B(0xBC), 4);
-    DECODE(t, "AB", 3, B('A'), B('B'));               /* "▁" then bytes: leading space stripped */
+    DECODE(t,
+           "\xc3\xbc"
+           "a",
+           B(0xC3), B(0xBC), 4);
+    DECODE(t, "AB", 3, B('A'), B('B')); /* "▁" then bytes: leading space stripped */
     DECODE(t, "", 0, 1, 2);
-    DECODE(t, "b c", 17, 6);                         /* b▁ → "b " */
+    DECODE(t, "b c", 17, 6);                                                 /* b▁ → "b " */
     expect_decode(t, (const int32_t[]){4, B(0), 5}, 3, "a\0b", 3, __LINE__); /* NUL kept */
     char *text = (char *)1;
     T_EQ_INT(clara_tokenizer_decode(t, (const int32_t[]){4, NB}, 2, &text), CLARA_ERR_INVALID_ARG);
@@ -285,10 +294,16 @@ static void test_invalid_utf8(void) {
         const char *s;
         size_t len, off;
     } bad[] = {
-        {"a\xff" "b", 3, 1},           {"ab\xc0\x80", 4, 2},       /* invalid byte, overlong NUL */
-        {"\xe0\x80\xaf", 3, 0},        {"\xed\xa0\x80", 3, 0},     /* overlong /, surrogate */
-        {"x\xe2\x96", 3, 1},           {"\xf4\x90\x80\x80", 4, 0}, /* truncated, > U+10FFFF */
-        {"\x80", 1, 0},                {"ok\xf8\x88\x80\x80\x80", 7, 2},
+        {"a\xff"
+         "b",
+         3, 1},
+        {"ab\xc0\x80", 4, 2}, /* invalid byte, overlong NUL */
+        {"\xe0\x80\xaf", 3, 0},
+        {"\xed\xa0\x80", 3, 0}, /* overlong /, surrogate */
+        {"x\xe2\x96", 3, 1},
+        {"\xf4\x90\x80\x80", 4, 0}, /* truncated, > U+10FFFF */
+        {"\x80", 1, 0},
+        {"ok\xf8\x88\x80\x80\x80", 7, 2},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         clara_ids v = {0};
