@@ -51,54 +51,84 @@ static clara_status check_text(const clara_model *m, const char *what, size_t in
 /* Encoder row of spec §7: <ENC><s>text</s> truncated to doc_max_length+3, then the memory ids.
  * Left padding is not materialised: pads are masked keys and contribute nothing; the real
  * tokens keep the reference's absolute positions (column index in the padded row). */
-static clara_status compress_one(clara_ctx *ctx, const clara_text *doc, size_t index,
-                                 const clara_adapter *ad, float *vec, uint32_t *n_tokens) {
-    const clara_model *m = ctx->m;
-    uint32_t M = m->meta.doc_max_length + 3, n_mem = m->meta.n_mem, H = m->hp.n_embd;
+typedef struct {
+    clara_ids ids;
+    uint32_t len; /* real tokens before the memory ids */
+    uint32_t pad; /* pad columns the reference puts in front */
+} enc_row;
+
+static clara_status encoder_row(const clara_model *m, const clara_text *doc, size_t index,
+                                enc_row *row) {
+    uint32_t M = m->meta.doc_max_length + 3;
+    clara_ids *ids = &row->ids;
     clara_status s = check_text(m, "document", index, doc->text, doc->len);
-    clara_ids ids = {0};
-    if (s == CLARA_OK) s = clara_ids_push(&ids, m->meta.enc_id);
-    if (s == CLARA_OK) s = clara_ids_push(&ids, m->meta.bos_id);
-    if (s == CLARA_OK) s = clara_tokenizer_encode(m->tok, doc->text, doc->len, &ids);
-    if (s == CLARA_OK) s = clara_ids_push(&ids, m->meta.eos_id);
-    if (s != CLARA_OK) {
-        clara_ids_free(&ids);
-        return clara_fail_context(s, "document %zu", index);
+    if (s == CLARA_OK) s = clara_ids_push(ids, m->meta.enc_id);
+    if (s == CLARA_OK) s = clara_ids_push(ids, m->meta.bos_id);
+    if (s == CLARA_OK) s = clara_tokenizer_encode(m->tok, doc->text, doc->len, ids);
+    if (s == CLARA_OK) s = clara_ids_push(ids, m->meta.eos_id);
+    if (s != CLARA_OK) return clara_fail_context(s, "document %zu", index);
+    if (ids->n > M) ids->n = M; /* keeps the first M ids: the tail and </s> are lost */
+    row->len = (uint32_t)ids->n;
+    row->pad = M - row->len;
+    for (uint32_t i = 0; i < m->meta.n_mem && s == CLARA_OK; i++)
+        s = clara_ids_push(ids, m->meta.mem_ids[i]);
+    return s;
+}
+
+/* Rows of one compression pass: documents are batched up to this many rows so that every weight
+ * is read once per batch while activations stay bounded. */
+#define CLARA_MAX_BATCH_ROWS 1100
+
+/* Runs rows[i0, i1) as one batch of one-pass sequences; copies their memory-token states. */
+static clara_status compress_group(clara_ctx *ctx, const enc_row *rows, size_t i0, size_t i1,
+                                   const clara_adapter *ad, float *vectors) {
+    const clara_model *m = ctx->m;
+    size_t H = m->hp.n_embd, n_mem = m->meta.n_mem, total = 0;
+    for (size_t i = i0; i < i1; i++) total += rows[i].ids.n;
+    float *emb = malloc(total * H * sizeof(float));
+    float *hidden = malloc(total * H * sizeof(float));
+    int32_t *pos = malloc(total * sizeof(int32_t));
+    clara_seq *seqs = calloc(i1 - i0, sizeof *seqs);
+    clara_status s = CLARA_OK;
+    if (!emb || !hidden || !pos || !seqs) s = clara_fail(CLARA_ERR_NOMEM, "out of memory");
+    clara_adapter_set set = one_adapter(ad);
+    for (size_t i = i0, off = 0; s == CLARA_OK && i < i1; i++) {
+        uint32_t n = (uint32_t)rows[i].ids.n;
+        clara_embed_tokens(m, rows[i].ids.ids, n, emb + off * H);
+        for (uint32_t t = 0; t < n; t++) pos[off + t] = (int32_t)(rows[i].pad + t);
+        seqs[i - i0] = (clara_seq){n, emb + off * H, pos + off, -1, &set, hidden + off * H, NULL};
+        off += n;
     }
-    if (ids.n > M) ids.n = M; /* keeps the first M ids: the tail and </s> are lost */
-    uint32_t len = (uint32_t)ids.n, pad = M - len;
-    for (uint32_t i = 0; i < n_mem && s == CLARA_OK; i++) s = clara_ids_push(&ids, m->meta.mem_ids[i]);
-    uint32_t n = (uint32_t)ids.n;
-    float *emb = malloc((size_t)n * H * sizeof(float));
-    float *hidden = malloc((size_t)n * H * sizeof(float));
-    int32_t *pos = malloc(n * sizeof(int32_t));
-    if (s == CLARA_OK && (!emb || !hidden || !pos)) s = clara_fail(CLARA_ERR_NOMEM, "out of memory");
-    if (s == CLARA_OK) {
-        clara_embed_tokens(m, ids.ids, n, emb);
-        for (uint32_t i = 0; i < n; i++) pos[i] = (int32_t)(pad + i);
-        clara_adapter_set set = one_adapter(ad);
-        clara_fwd f = {n, emb, pos, &set, hidden, NULL};
-        clara_kv_clear(ctx);
-        s = clara_forward(ctx, &f);
-    }
-    if (s == CLARA_OK) memcpy(vec, hidden + (size_t)len * H, (size_t)n_mem * H * sizeof(float));
-    if (n_tokens) *n_tokens = len;
+    if (s == CLARA_OK) s = clara_forward_batch(ctx, seqs, (uint32_t)(i1 - i0));
+    for (size_t i = i0, off = 0; s == CLARA_OK && i < i1; off += rows[i].ids.n, i++)
+        memcpy(vectors + i * n_mem * H, hidden + (off + rows[i].len) * H,
+               n_mem * H * sizeof(float));
     free(emb);
     free(hidden);
     free(pos);
-    clara_ids_free(&ids);
+    free(seqs);
     return s;
 }
 
 static clara_status compress_with(clara_ctx *ctx, const clara_text *docs, size_t n_docs,
                                   const clara_adapter *ad, float *vectors, uint32_t *n_tokens) {
-    size_t per = (size_t)ctx->m->meta.n_mem * ctx->m->hp.n_embd;
-    for (size_t i = 0; i < n_docs; i++) {
-        clara_status s = compress_one(ctx, &docs[i], i, ad, vectors + i * per,
-                                      n_tokens ? &n_tokens[i] : NULL);
-        if (s != CLARA_OK) return s;
+    enc_row *rows = calloc(n_docs ? n_docs : 1, sizeof *rows);
+    if (!rows) return clara_fail(CLARA_ERR_NOMEM, "out of memory");
+    clara_status s = CLARA_OK;
+    /* every document is tokenized and checked before any compute */
+    for (size_t i = 0; i < n_docs && s == CLARA_OK; i++) s = encoder_row(ctx->m, &docs[i], i, &rows[i]);
+    for (size_t i0 = 0; i0 < n_docs && s == CLARA_OK;) {
+        size_t i1 = i0 + 1, total = rows[i0].ids.n;
+        while (i1 < n_docs && total + rows[i1].ids.n <= CLARA_MAX_BATCH_ROWS) total += rows[i1++].ids.n;
+        s = compress_group(ctx, rows, i0, i1, ad, vectors);
+        i0 = i1;
     }
-    return CLARA_OK;
+    for (size_t i = 0; i < n_docs; i++) {
+        if (n_tokens && s == CLARA_OK) n_tokens[i] = rows[i].len;
+        clara_ids_free(&rows[i].ids);
+    }
+    free(rows);
+    return s;
 }
 
 clara_status clara_compress(clara_ctx *ctx, const clara_text *docs, size_t n_docs, float *vectors,
@@ -126,7 +156,7 @@ static clara_status decode_greedy(clara_ctx *ctx, const float *emb, uint32_t n_p
                                   clara_gen_result *r) {
     const clara_model *m = ctx->m;
     uint32_t V = m->hp.n_vocab, H = m->hp.n_embd, max_new = p->max_new_tokens;
-    clara_status s = clara_ctx_reserve(ctx, n_prompt + max_new, n_prompt);
+    clara_status s = clara_ctx_reserve_slot(ctx, 0, n_prompt + max_new);
     float *logits = malloc(V * sizeof(float));
     int32_t *pos = malloc(n_prompt * sizeof(int32_t));
     float *row = malloc(H * sizeof(float));
@@ -136,9 +166,9 @@ static clara_status decode_greedy(clara_ctx *ctx, const float *emb, uint32_t n_p
         s = clara_fail(CLARA_ERR_NOMEM, "out of memory");
     if (s == CLARA_OK && max_new > 0) {
         for (uint32_t i = 0; i < n_prompt; i++) pos[i] = (int32_t)i;
-        clara_kv_clear(ctx);
-        clara_fwd f = {n_prompt, emb, pos, set, NULL, logits};
-        s = clara_forward(ctx, &f);
+        clara_kv_clear(ctx, 0);
+        clara_seq sq = {n_prompt, emb, pos, 0, set, NULL, logits};
+        s = clara_forward_batch(ctx, &sq, 1);
         if (s == CLARA_OK && p->first_logits) memcpy(p->first_logits, logits, V * sizeof(float));
     }
     while (s == CLARA_OK && r->n_ids < max_new) {
@@ -147,8 +177,8 @@ static clara_status decode_greedy(clara_ctx *ctx, const float *emb, uint32_t n_p
         if (id == m->meta.eos_id || r->n_ids == max_new) break;
         int32_t step_pos = (int32_t)(n_prompt + r->n_ids - 1);
         clara_embed_tokens(m, &id, 1, row);
-        clara_fwd f = {1, row, &step_pos, set, NULL, logits};
-        s = clara_forward(ctx, &f);
+        clara_seq sq = {1, row, &step_pos, 0, set, NULL, logits};
+        s = clara_forward_batch(ctx, &sq, 1);
     }
     if (s == CLARA_OK) s = clara_tokenizer_decode(m->tok, r->ids, r->n_ids, &r->text);
     free(logits);

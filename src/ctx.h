@@ -1,27 +1,42 @@
-/* ctx.h - a context: the thread pool, the KV cache of the sequence being processed and scratch
- * buffers, all sized once per request (grow-only), never in the per-token loop. */
+/* ctx.h - a context: the thread pool, KV-cache slots (one per sequence being generated) and
+ * scratch buffers, sized once per request (grow-only), never in the per-token loop. */
 #ifndef CLARA_CTX_H
 #define CLARA_CTX_H
 
 #include "base/threadpool.h"
 #include "model.h"
 
+/* The KV cache of one sequence: [n_layer][cap][n_head_kv * head_dim] keys and values. */
+typedef struct {
+    float *k, *v;
+    uint32_t cap, n_past;
+} clara_kv_slot;
+
+/* Rows of the feed-forward block processed at once: bounds the two [rows][n_ff] buffers
+ * (the largest activations) without re-reading weights more than once per 256 rows. */
+#define CLARA_FFN_CHUNK_ROWS 256
+
 struct clara_ctx {
     clara_model *m;
     clara_pool *pool;
-    /* KV cache of one sequence: [n_layer][kv_cap][n_head_kv * head_dim] */
-    float *k_cache, *v_cache;
-    uint32_t kv_cap, n_past;
-    /* activations for up to cap_tokens rows */
+    clara_kv_slot *slots;
+    uint32_t n_slots;
+    /* activations for up to cap_tokens rows of a batch */
     uint32_t cap_tokens;
-    float *x, *xn, *q, *k, *v, *att, *ff_gate, *ff_up, *lora_t;
-    float *scores;  /* [n_threads][kv_cap] attention scores */
+    float *x, *xn, *q, *k, *v, *att, *lora_t;
+    float *ff_gate, *ff_up; /* [CLARA_FFN_CHUNK_ROWS][n_ff] */
+    float *scores;          /* [n_threads][scores_cap] attention scores */
+    uint32_t scores_cap;
     float *rowbuf;  /* [n_threads][row_cap] weight row converted to f32 */
     size_t row_cap; /* longest weight row (columns) of the model */
     float *rope_inv_freq; /* [head_dim / 2] */
+    float *out_rows, *out_logits; /* [out_cap][n_embd], [out_cap][n_vocab]: last rows, logits */
+    uint32_t out_cap;
 };
 
-/* Makes room for `n_ctx` cached positions and `n_tokens` rows per forward call. */
-clara_status clara_ctx_reserve(clara_ctx *ctx, uint32_t n_ctx, uint32_t n_tokens);
+/* Makes slot `slot` hold at least n_ctx positions (keeping its contents). */
+clara_status clara_ctx_reserve_slot(clara_ctx *ctx, uint32_t slot, uint32_t n_ctx);
+/* Makes room for a batch of n_tokens rows attending over up to n_keys positions. */
+clara_status clara_ctx_reserve_rows(clara_ctx *ctx, uint32_t n_tokens, uint32_t n_keys);
 
 #endif

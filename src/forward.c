@@ -1,8 +1,9 @@
-/* forward.c - one transformer pass over the rows of a sequence (spec §4, §5):
- *   h = RMSNorm(x); q,k,v = Lin(h) (+LoRA); RoPE(q,k); attention over cache + causal rows;
+/* forward.c - one transformer pass over a batch of sequences (spec §4, §5):
+ *   h = RMSNorm(x); q,k,v = Lin(h) (+LoRA); RoPE(q,k); attention within each sequence;
  *   x += Lin_o(att); h = RMSNorm(x); x += Lin_down(silu(Lin_gate(h)) * Lin_up(h)); out = RMSNorm(x)
- * The q/k weights are in llama.cpp's row order (docs/FORMAT.md), so RoPE rotates adjacent pairs.
- * Everything is f32 with f32 accumulation. */
+ * Linear layers run once over all rows of the batch; LoRA deltas are added per sequence with that
+ * sequence's adapters. The q/k weights are in llama.cpp's row order (docs/FORMAT.md), so RoPE
+ * rotates adjacent pairs. Everything is f32 with f32 accumulation. */
 #include "forward.h"
 
 #include <math.h>
@@ -12,8 +13,16 @@
 #include "base/status.h"
 #include "cpu/matmul.h"
 
-void clara_kv_clear(clara_ctx *ctx) {
-    ctx->n_past = 0;
+/* Per-call view of the batch: where each sequence's rows start. */
+typedef struct {
+    clara_ctx *ctx;
+    const clara_seq *seqs;
+    uint32_t n_seqs, n_rows;
+    uint32_t *row0; /* [n_seqs + 1] */
+} batch;
+
+void clara_kv_clear(clara_ctx *ctx, uint32_t slot) {
+    if (slot < ctx->n_slots) ctx->slots[slot].n_past = 0;
 }
 
 void clara_embed_tokens(const clara_model *m, const int32_t *ids, uint32_t n, float *out) {
@@ -32,18 +41,34 @@ static void rmsnorm(float *out, const float *x, const float *w, size_t n, float 
     for (size_t i = 0; i < n; i++) out[i] = w[i] * (x[i] * inv);
 }
 
-/* Linear layer with the active LoRA deltas: y = x·Wᵀ + Σ scale·((x·Aᵀ)·Bᵀ). */
-static void linear(clara_ctx *ctx, uint32_t layer, int lin, const float *x, uint32_t n, float *y,
-                   const clara_adapter_set *set) {
+static void rmsnorm_rows(const clara_ctx *ctx, float *out, const float *x, const float *w,
+                         uint32_t rows) {
+    size_t H = ctx->m->hp.n_embd;
+    for (uint32_t t = 0; t < rows; t++)
+        rmsnorm(out + t * H, x + t * H, w, H, ctx->m->hp.rms_eps);
+}
+
+/* Linear layer over batch rows [r0, r0 + n) (x and y point at row r0) with each sequence's LoRA
+ * deltas: y = x·Wᵀ + Σ scale·((x·Aᵀ)·Bᵀ). */
+static void linear(const batch *b, uint32_t layer, int lin, const float *x, uint32_t r0,
+                   uint32_t n, float *y) {
+    clara_ctx *ctx = b->ctx;
     const clara_mat *W = &ctx->m->layers[layer].w[lin];
     clara_matmul(ctx, W, x, n, y, false, 1.0f);
-    for (int i = 0; set && i < set->n; i++) {
-        const clara_adapter *ad = set->a[i];
-        if (!ad->mods) continue; /* a fresh adapter: B = 0 */
-        const clara_lora *lo = &ad->mods[layer * CLARA_N_LIN + lin];
-        if (!lo->a.data) continue; /* module missing from the file: contributes zero */
-        clara_matmul(ctx, &lo->a, x, n, ctx->lora_t, false, 1.0f);
-        clara_matmul(ctx, &lo->b, ctx->lora_t, n, y, true, ad->scale);
+    for (uint32_t s = 0; s < b->n_seqs; s++) {
+        const clara_adapter_set *set = b->seqs[s].adapters;
+        uint32_t a = b->row0[s] > r0 ? b->row0[s] : r0;
+        uint32_t e = b->row0[s + 1] < r0 + n ? b->row0[s + 1] : r0 + n;
+        for (int i = 0; set && a < e && i < set->n; i++) {
+            const clara_adapter *ad = set->a[i];
+            if (!ad->mods) continue; /* a fresh adapter: B = 0 */
+            const clara_lora *lo = &ad->mods[layer * CLARA_N_LIN + lin];
+            if (!lo->a.data) continue; /* module missing from the file: contributes zero */
+            clara_matmul(ctx, &lo->a, x + (size_t)(a - r0) * W->cols, e - a, ctx->lora_t, false,
+                         1.0f);
+            clara_matmul(ctx, &lo->b, ctx->lora_t, e - a, y + (size_t)(a - r0) * W->rows, true,
+                         ad->scale);
+        }
     }
 }
 
@@ -64,101 +89,197 @@ static void rope(const clara_ctx *ctx, float *v, uint32_t n_heads, int32_t pos) 
 }
 
 typedef struct {
-    clara_ctx *ctx;
-    uint32_t layer, n;
+    const batch *b;
+    uint32_t layer;
 } attn_job;
 
-/* One query head over all rows: softmax(q·Kᵀ/sqrt(d)) · V with the causal limit per row. */
-static void attn_task(void *arg, size_t head, int thread) {
+/* Keys/values of sequence s for this layer: its slot's cache (which already holds the batch
+ * rows) or, for a one-pass sequence, the batch's own k/v rows. */
+static void seq_kv(const batch *b, uint32_t s, uint32_t layer, const float **K, const float **V,
+                   uint32_t *n_past) {
+    const clara_ctx *ctx = b->ctx;
+    size_t kv_dim = (size_t)ctx->m->hp.n_head_kv * ctx->m->hp.head_dim;
+    int slot = b->seqs[s].slot;
+    if (slot < 0) {
+        *K = ctx->k + (size_t)b->row0[s] * kv_dim;
+        *V = ctx->v + (size_t)b->row0[s] * kv_dim;
+        *n_past = 0;
+        return;
+    }
+    const clara_kv_slot *sl = &ctx->slots[slot];
+    *K = sl->k + (size_t)layer * sl->cap * kv_dim;
+    *V = sl->v + (size_t)layer * sl->cap * kv_dim;
+    *n_past = sl->n_past;
+}
+
+/* Task = (sequence, query head): softmax(q·Kᵀ/sqrt(d)) · V with the causal limit per row. */
+static void attn_task(void *arg, size_t task, int thread) {
     const attn_job *j = arg;
-    clara_ctx *ctx = j->ctx;
+    const batch *b = j->b;
+    clara_ctx *ctx = b->ctx;
     const clara_hparams *hp = &ctx->m->hp;
-    uint32_t d = hp->head_dim, kv_dim = hp->n_head_kv * d;
-    uint32_t kvh = (uint32_t)head / (hp->n_head / hp->n_head_kv);
-    const float *K = ctx->k_cache + (size_t)j->layer * ctx->kv_cap * kv_dim;
-    const float *V = ctx->v_cache + (size_t)j->layer * ctx->kv_cap * kv_dim;
-    float *sc = ctx->scores + (size_t)thread * ctx->kv_cap;
+    uint32_t s = (uint32_t)(task / hp->n_head), head = (uint32_t)(task % hp->n_head);
+    uint32_t d = hp->head_dim, kv_dim = hp->n_head_kv * d, q_dim = hp->n_head * d;
+    uint32_t kvh = head / (hp->n_head / hp->n_head_kv);
+    const float *K, *V;
+    uint32_t n_past;
+    seq_kv(b, s, j->layer, &K, &V, &n_past);
+    float *sc = ctx->scores + (size_t)thread * ctx->scores_cap;
     float scale = 1.0f / sqrtf((float)d);
-    for (uint32_t t = 0; t < j->n; t++) {
-        const float *q = ctx->q + (size_t)t * hp->n_head * d + head * d;
-        uint32_t n_keys = ctx->n_past + t + 1;
+    for (uint32_t t = 0; t < b->seqs[s].n; t++) {
+        size_t row = b->row0[s] + t;
+        const float *q = ctx->q + row * q_dim + head * d;
+        uint32_t n_keys = n_past + t + 1;
         float mx = -INFINITY;
-        for (uint32_t s = 0; s < n_keys; s++) {
-            sc[s] = clara_dot_f32(q, K + (size_t)s * kv_dim + kvh * d, d) * scale;
-            if (sc[s] > mx) mx = sc[s];
+        for (uint32_t k = 0; k < n_keys; k++) {
+            sc[k] = clara_dot_f32(q, K + (size_t)k * kv_dim + kvh * d, d) * scale;
+            if (sc[k] > mx) mx = sc[k];
         }
         double sum = 0;
-        for (uint32_t s = 0; s < n_keys; s++) {
-            sc[s] = expf(sc[s] - mx);
-            sum += sc[s];
+        for (uint32_t k = 0; k < n_keys; k++) {
+            sc[k] = expf(sc[k] - mx);
+            sum += sc[k];
         }
         float inv = (float)(1.0 / sum);
-        float *out = ctx->att + (size_t)t * hp->n_head * d + head * d;
+        float *out = ctx->att + row * q_dim + head * d;
         memset(out, 0, d * sizeof(float));
-        for (uint32_t s = 0; s < n_keys; s++) {
-            const float *vr = V + (size_t)s * kv_dim + kvh * d;
-            float p = sc[s] * inv;
+        for (uint32_t k = 0; k < n_keys; k++) {
+            const float *vr = V + (size_t)k * kv_dim + kvh * d;
+            float p = sc[k] * inv;
             for (uint32_t e = 0; e < d; e++) out[e] += p * vr[e];
         }
     }
 }
 
-static void attention_block(clara_ctx *ctx, uint32_t layer, const clara_fwd *f) {
+/* RoPE on each row's q and k, then the k/v rows of cached sequences go into their slots. */
+static void rope_and_cache(const batch *b, uint32_t layer) {
+    clara_ctx *ctx = b->ctx;
     const clara_hparams *hp = &ctx->m->hp;
-    uint32_t n = f->n, H = hp->n_embd, d = hp->head_dim;
-    size_t q_dim = (size_t)hp->n_head * d, kv_dim = (size_t)hp->n_head_kv * d;
-    const clara_layer *L = &ctx->m->layers[layer];
-    for (uint32_t t = 0; t < n; t++)
-        rmsnorm(ctx->xn + (size_t)t * H, ctx->x + (size_t)t * H, L->attn_norm, H, hp->rms_eps);
-    linear(ctx, layer, CLARA_LIN_Q, ctx->xn, n, ctx->q, f->adapters);
-    linear(ctx, layer, CLARA_LIN_K, ctx->xn, n, ctx->k, f->adapters);
-    linear(ctx, layer, CLARA_LIN_V, ctx->xn, n, ctx->v, f->adapters);
-    float *Kc = ctx->k_cache + ((size_t)layer * ctx->kv_cap + ctx->n_past) * kv_dim;
-    float *Vc = ctx->v_cache + ((size_t)layer * ctx->kv_cap + ctx->n_past) * kv_dim;
-    for (uint32_t t = 0; t < n; t++) {
-        rope(ctx, ctx->q + t * q_dim, hp->n_head, f->pos[t]);
-        rope(ctx, ctx->k + t * kv_dim, hp->n_head_kv, f->pos[t]);
+    size_t q_dim = (size_t)hp->n_head * hp->head_dim, kv_dim = (size_t)hp->n_head_kv * hp->head_dim;
+    for (uint32_t s = 0; s < b->n_seqs; s++) {
+        const clara_seq *sq = &b->seqs[s];
+        for (uint32_t t = 0; t < sq->n; t++) {
+            size_t row = b->row0[s] + t;
+            rope(ctx, ctx->q + row * q_dim, hp->n_head, sq->pos[t]);
+            rope(ctx, ctx->k + row * kv_dim, hp->n_head_kv, sq->pos[t]);
+        }
+        if (sq->slot < 0) continue;
+        clara_kv_slot *sl = &ctx->slots[sq->slot];
+        size_t off = ((size_t)layer * sl->cap + sl->n_past) * kv_dim;
+        memcpy(sl->k + off, ctx->k + (size_t)b->row0[s] * kv_dim, sq->n * kv_dim * sizeof(float));
+        memcpy(sl->v + off, ctx->v + (size_t)b->row0[s] * kv_dim, sq->n * kv_dim * sizeof(float));
     }
-    memcpy(Kc, ctx->k, (size_t)n * kv_dim * sizeof(float));
-    memcpy(Vc, ctx->v, (size_t)n * kv_dim * sizeof(float));
-    attn_job j = {ctx, layer, n};
-    clara_pool_run(ctx->pool, hp->n_head, attn_task, &j);
+}
+
+static void attention_block(const batch *b, uint32_t layer) {
+    clara_ctx *ctx = b->ctx;
+    const clara_hparams *hp = &ctx->m->hp;
+    uint32_t n = b->n_rows;
+    size_t H = hp->n_embd;
+    rmsnorm_rows(ctx, ctx->xn, ctx->x, ctx->m->layers[layer].attn_norm, n);
+    linear(b, layer, CLARA_LIN_Q, ctx->xn, 0, n, ctx->q);
+    linear(b, layer, CLARA_LIN_K, ctx->xn, 0, n, ctx->k);
+    linear(b, layer, CLARA_LIN_V, ctx->xn, 0, n, ctx->v);
+    rope_and_cache(b, layer);
+    attn_job j = {b, layer};
+    clara_pool_run(ctx->pool, (size_t)b->n_seqs * hp->n_head, attn_task, &j);
     /* x += o_proj(att); the projection goes to xn (free now), then the residual add */
-    linear(ctx, layer, CLARA_LIN_O, ctx->att, n, ctx->xn, f->adapters);
+    linear(b, layer, CLARA_LIN_O, ctx->att, 0, n, ctx->xn);
     for (size_t i = 0; i < (size_t)n * H; i++) ctx->x[i] += ctx->xn[i];
 }
 
-static void mlp_block(clara_ctx *ctx, uint32_t layer, const clara_fwd *f) {
-    const clara_hparams *hp = &ctx->m->hp;
-    uint32_t n = f->n, H = hp->n_embd, F = hp->n_ff;
-    const clara_layer *L = &ctx->m->layers[layer];
-    for (uint32_t t = 0; t < n; t++)
-        rmsnorm(ctx->xn + (size_t)t * H, ctx->x + (size_t)t * H, L->ffn_norm, H, hp->rms_eps);
-    linear(ctx, layer, CLARA_LIN_GATE, ctx->xn, n, ctx->ff_gate, f->adapters);
-    linear(ctx, layer, CLARA_LIN_UP, ctx->xn, n, ctx->ff_up, f->adapters);
-    for (size_t i = 0; i < (size_t)n * F; i++) {
-        float g = ctx->ff_gate[i];
-        ctx->ff_gate[i] = g / (1.0f + expf(-g)) * ctx->ff_up[i];
+/* The feed-forward block in chunks of rows, so that only [chunk][n_ff] buffers are needed. */
+static void mlp_block(const batch *b, uint32_t layer) {
+    clara_ctx *ctx = b->ctx;
+    size_t H = ctx->m->hp.n_embd, F = ctx->m->hp.n_ff;
+    rmsnorm_rows(ctx, ctx->xn, ctx->x, ctx->m->layers[layer].ffn_norm, b->n_rows);
+    for (uint32_t r0 = 0; r0 < b->n_rows; r0 += CLARA_FFN_CHUNK_ROWS) {
+        uint32_t n = b->n_rows - r0 < CLARA_FFN_CHUNK_ROWS ? b->n_rows - r0 : CLARA_FFN_CHUNK_ROWS;
+        float *xn = ctx->xn + (size_t)r0 * H;
+        linear(b, layer, CLARA_LIN_GATE, xn, r0, n, ctx->ff_gate);
+        linear(b, layer, CLARA_LIN_UP, xn, r0, n, ctx->ff_up);
+        for (size_t i = 0; i < (size_t)n * F; i++) {
+            float g = ctx->ff_gate[i];
+            ctx->ff_gate[i] = g / (1.0f + expf(-g)) * ctx->ff_up[i];
+        }
+        /* the chunk's normed input is consumed: its rows receive the down projection */
+        linear(b, layer, CLARA_LIN_DOWN, ctx->ff_gate, r0, n, xn);
+        for (size_t i = 0; i < (size_t)n * H; i++) ctx->x[(size_t)r0 * H + i] += xn[i];
     }
-    linear(ctx, layer, CLARA_LIN_DOWN, ctx->ff_gate, n, ctx->xn, f->adapters);
-    for (size_t i = 0; i < (size_t)n * H; i++) ctx->x[i] += ctx->xn[i];
 }
 
-clara_status clara_forward(clara_ctx *ctx, const clara_fwd *f) {
+/* Final norm, hidden-state capture and logits of each sequence's last row (one matmul for all). */
+static clara_status outputs(const batch *b) {
+    clara_ctx *ctx = b->ctx;
     const clara_model *m = ctx->m;
-    uint32_t H = m->hp.n_embd;
-    if (f->n == 0) return CLARA_OK;
-    clara_status s = clara_ctx_reserve(ctx, ctx->n_past + f->n, f->n);
-    if (s != CLARA_OK) return s;
-    memcpy(ctx->x, f->embd, (size_t)f->n * H * sizeof(float));
-    for (uint32_t l = 0; l < m->hp.n_layer; l++) {
-        attention_block(ctx, l, f);
-        mlp_block(ctx, l, f);
+    size_t H = m->hp.n_embd, V = m->hp.n_vocab;
+    rmsnorm_rows(ctx, ctx->xn, ctx->x, m->output_norm, b->n_rows);
+    uint32_t n_log = 0;
+    for (uint32_t s = 0; s < b->n_seqs; s++) n_log += b->seqs[s].logits != NULL;
+    if (n_log > ctx->out_cap) { /* grow-only: decoding steps reuse the buffers */
+        float *r = realloc(ctx->out_rows, n_log * H * sizeof(float));
+        if (r) ctx->out_rows = r;
+        float *l = realloc(ctx->out_logits, n_log * V * sizeof(float));
+        if (l) ctx->out_logits = l;
+        if (!r || !l) return clara_fail(CLARA_ERR_NOMEM, "out of memory for logits");
+        ctx->out_cap = n_log;
     }
-    ctx->n_past += f->n;
-    for (uint32_t t = 0; t < f->n; t++)
-        rmsnorm(ctx->xn + (size_t)t * H, ctx->x + (size_t)t * H, m->output_norm, H, m->hp.rms_eps);
-    if (f->hidden) memcpy(f->hidden, ctx->xn, (size_t)f->n * H * sizeof(float));
-    if (f->logits) clara_matmul(ctx, &m->output, ctx->xn + (size_t)(f->n - 1) * H, 1, f->logits, false, 1.0f);
+    for (uint32_t s = 0, i = 0; s < b->n_seqs; s++) {
+        const clara_seq *sq = &b->seqs[s];
+        if (sq->hidden)
+            memcpy(sq->hidden, ctx->xn + (size_t)b->row0[s] * H, sq->n * H * sizeof(float));
+        if (sq->logits)
+            memcpy(ctx->out_rows + i++ * H, ctx->xn + (size_t)(b->row0[s + 1] - 1) * H,
+                   H * sizeof(float));
+    }
+    if (!n_log) return CLARA_OK;
+    clara_matmul(ctx, &m->output, ctx->out_rows, n_log, ctx->out_logits, false, 1.0f);
+    for (uint32_t s = 0, i = 0; s < b->n_seqs; s++)
+        if (b->seqs[s].logits)
+            memcpy(b->seqs[s].logits, ctx->out_logits + (size_t)i++ * V, V * sizeof(float));
     return CLARA_OK;
+}
+
+static clara_status prepare(clara_ctx *ctx, batch *b) {
+    uint32_t max_keys = 0;
+    b->row0[0] = 0;
+    for (uint32_t s = 0; s < b->n_seqs; s++) {
+        const clara_seq *sq = &b->seqs[s];
+        uint32_t past = 0;
+        if (sq->slot >= 0) {
+            if ((uint32_t)sq->slot >= ctx->n_slots)
+                return clara_fail(CLARA_ERR_INVALID_ARG, "KV slot %d was not reserved", sq->slot);
+            clara_kv_slot *sl = &ctx->slots[sq->slot];
+            past = sl->n_past;
+            if (past + sq->n > sl->cap)
+                return clara_fail(CLARA_ERR_INVALID_ARG, "KV slot %d holds %u positions, needs %u",
+                                  sq->slot, sl->cap, past + sq->n);
+        }
+        if (past + sq->n > max_keys) max_keys = past + sq->n;
+        b->row0[s + 1] = b->row0[s] + sq->n;
+    }
+    b->n_rows = b->row0[b->n_seqs];
+    return clara_ctx_reserve_rows(ctx, b->n_rows, max_keys);
+}
+
+clara_status clara_forward_batch(clara_ctx *ctx, const clara_seq *seqs, uint32_t n_seqs) {
+    const clara_model *m = ctx->m;
+    size_t H = m->hp.n_embd;
+    uint32_t *row0 = malloc((n_seqs + 1) * sizeof(uint32_t));
+    if (!row0) return clara_fail(CLARA_ERR_NOMEM, "out of memory");
+    batch b = {ctx, seqs, n_seqs, 0, row0};
+    clara_status s = prepare(ctx, &b);
+    if (s == CLARA_OK && b.n_rows > 0) {
+        for (uint32_t i = 0; i < n_seqs; i++)
+            memcpy(ctx->x + (size_t)row0[i] * H, seqs[i].embd, seqs[i].n * H * sizeof(float));
+        for (uint32_t l = 0; l < m->hp.n_layer; l++) {
+            attention_block(&b, l);
+            mlp_block(&b, l);
+        }
+        for (uint32_t i = 0; i < n_seqs; i++)
+            if (seqs[i].slot >= 0) ctx->slots[seqs[i].slot].n_past += seqs[i].n;
+        s = outputs(&b);
+    }
+    free(row0);
+    return s;
 }
