@@ -24,7 +24,7 @@ else
 $(error SANITIZER must be address, undefined or thread)
 endif
 
-PKGS     := libcjson
+PKGS     := libcjson libmicrohttpd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS))
 
@@ -36,6 +36,7 @@ LDLIBS   += $(PKG_LIBS) -lm -lpthread
 LIB_SRC  := $(sort $(wildcard src/*.c src/base/*.c src/convert/*.c src/cpu/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 CLI_SRC  := $(sort $(wildcard cli/*.c))
+CLI_SRC  += $(sort $(wildcard server/*.c))
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
@@ -50,6 +51,13 @@ all: $(BUILD)/clara $(BUILD)/clara-server $(BUILD)/demo/clara-demo.gguf
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+# The SIMD kernels are compiled for their instruction set; dispatch.c calls them only on CPUs
+# that have it.
+AVX2_FLAGS   := -mavx2 -mfma -mf16c
+AVX512_FLAGS := -mavx512f -mavx512bw -mavx512vl -mavx512vnni -mavx512bf16 -mf16c -mfma
+$(BUILD)/obj/src/cpu/kernels_avx2.o: CFLAGS += $(AVX2_FLAGS)
+$(BUILD)/obj/src/cpu/kernels_avx512.o: CFLAGS += $(AVX512_FLAGS)
 
 $(BUILD)/libclara.a: $(LIB_OBJ)
 	@rm -f $@
@@ -85,22 +93,37 @@ test: all $(UNIT_BIN) $(REPLAY_BIN)
 	BUILD=$(BUILD) PYTHON=$(PYTHON) SANITIZER=$(SANITIZER) tests/run_tests.sh
 
 # libFuzzer needs clang; objects go to build/fuzz, never mixed with the gcc build.
+comma := ,
 FUZZ_CC    ?= clang
 FUZZ_FLAGS := -std=c11 -g -O1 -Iinclude -Isrc -D_DEFAULT_SOURCE $(PKG_CFLAGS) \
               -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 fuzz: $(FUZZ_NAMES:%=build/fuzz/fuzz_%)
 	@for t in $(FUZZ_NAMES); do \
-	  mkdir -p build/fuzz/work/$$t; \
+	  mkdir -p build/fuzz/work/$$t tests/fuzz/regressions/$$t; \
 	  echo "fuzzing $$t for $(FUZZ_SECONDS) s"; \
 	  build/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -timeout=10 \
-	    -artifact_prefix=tests/fuzz/ build/fuzz/work/$$t tests/fuzz/corpus/$$t \
+	    -artifact_prefix=tests/fuzz/regressions/$$t/ build/fuzz/work/$$t tests/fuzz/corpus/$$t \
 	    2>build/fuzz/$$t.log || { tail -40 build/fuzz/$$t.log; exit 1; }; \
 	  tail -1 build/fuzz/$$t.log; \
 	done
 
-build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_SRC)
+# The library is compiled once with clang (instrumented, no libFuzzer main) into an archive that
+# each target links, so only the objects a target uses are pulled in; headers are tracked (-MMD).
+FUZZ_LIB_OBJ := $(LIB_SRC:%.c=build/fuzz/obj/%.o)
+FUZZ_ISA_FLAGS :=
+build/fuzz/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(LIB_SRC) $(PKG_LIBS) -lm -lpthread
+	$(FUZZ_CC) $(subst -fsanitize=fuzzer$(comma),-fsanitize=fuzzer-no-link$(comma),$(FUZZ_FLAGS)) \
+	  $(FUZZ_ISA_FLAGS) -MMD -MP -c $< -o $@
+build/fuzz/obj/src/cpu/kernels_avx2.o: FUZZ_ISA_FLAGS := $(AVX2_FLAGS)
+build/fuzz/obj/src/cpu/kernels_avx512.o: FUZZ_ISA_FLAGS := $(AVX512_FLAGS)
+build/fuzz/libclara.a: $(FUZZ_LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c build/fuzz/libclara.a
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -MMD -MP -o $@ $< build/fuzz/libclara.a $(PKG_LIBS) -lm -lpthread
+-include $(shell find build/fuzz/obj -name '*.d' 2>/dev/null) $(wildcard build/fuzz/fuzz_*.d)
 
 FORMAT_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 format:

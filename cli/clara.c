@@ -12,12 +12,14 @@
 static const clara_cmd g_cmds[] = {
     {"convert", "convert a Hugging Face CLaRa checkpoint to GGUF", cmd_convert},
     {"info", "print a GGUF file's metadata and tensor table", cmd_info},
+    {"quantize", "rewrite a GGUF with weights in a block type (q8_0, q4_k_m, ...)", cmd_quantize},
     {"tokenize", "encode text or decode ids with a model's tokenizer", cmd_tokenize},
     {"compress", "compress documents into memory vectors", cmd_compress},
     {"ask", "answer a question from documents", cmd_ask},
     {"retrieve", "rank documents by a question and answer from the top-k (E2E models)",
      cmd_retrieve},
     {"paraphrase", "paraphrase documents from their memory vectors", cmd_paraphrase},
+    {"serve", "run the HTTP server (the same as clara-server)", cmd_serve},
     {"version", "print the version", cmd_version},
 };
 

@@ -11,6 +11,7 @@ typedef struct {
 
 int cmd_convert(int argc, char **argv);
 int cmd_info(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
 int cmd_compress(int argc, char **argv);
 int cmd_ask(int argc, char **argv);
 int cmd_retrieve(int argc, char **argv);

@@ -12,7 +12,7 @@
 #include "clara.h"
 
 typedef struct {
-    const char *cmd, *model, *query, *docs_file;
+    const char *cmd, *model, *base, *clara, *query, *docs_file;
     int threads, json, dump_logits, max_new_tokens, top_k, template_index;
     clara_adapter_policy policy;
     clara_text *docs;
@@ -22,10 +22,13 @@ typedef struct {
 
 static void engine_usage(FILE *out, const char *cmd) {
     fprintf(out,
-            "usage: clara %s --model FILE [--doc TEXT ...] [--docs-file FILE.jsonl]%s\n"
+            "usage: clara %s (--model FILE | --base FILE --clara FILE) [--doc TEXT ...]\n"
+            "          [--docs-file FILE.jsonl]%s\n"
             "          [--threads N] [--adapter-policy hf|all] [--json]\n"
             "\n"
             "  --model FILE          a GGUF written by `clara convert`\n"
+            "  --base F --clara F    two-file mode: any GGUF of the base model (llama.cpp layout)\n"
+            "                        and an add-on from `clara convert --addon-only`\n"
             "  --doc TEXT            a document (repeat for several)\n"
             "  --docs-file FILE      documents, one per line: a JSON string or {\"text\": ...}\n"
             "  --threads N           worker threads (default: physical cores)\n"
@@ -105,6 +108,7 @@ static int parse_opts(int argc, char **argv, engine_opts *o) {
         {"top-k", required_argument, 0, 'k'},  {"template", required_argument, 0, 'T'},
         {"adapter-policy", required_argument, 0, 'p'}, {"json", no_argument, 0, 'j'},
         {"dump-logits", no_argument, 0, 'L'},  {"help", no_argument, 0, 'h'},
+        {"base", required_argument, 0, 'B'},   {"clara", required_argument, 0, 'C'},
         {0, 0, 0, 0},
     };
     int ch;
@@ -112,6 +116,8 @@ static int parse_opts(int argc, char **argv, engine_opts *o) {
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (ch) {
         case 'm': o->model = optarg; break;
+        case 'B': o->base = optarg; break;
+        case 'C': o->clara = optarg; break;
         case 'd':
             if (add_doc(o, optarg, strlen(optarg)) != 0) return 2;
             break;
@@ -139,8 +145,8 @@ static int parse_opts(int argc, char **argv, engine_opts *o) {
         fprintf(stderr, "clara %s: unexpected argument '%s'\n", o->cmd, argv[optind]);
         return 2;
     }
-    if (!o->model) {
-        fprintf(stderr, "clara %s: --model is required\n", o->cmd);
+    if (!o->model == !(o->base && o->clara) || (!o->base != !o->clara)) {
+        fprintf(stderr, "clara %s: give --model FILE, or --base FILE with --clara FILE\n", o->cmd);
         return 2;
     }
     return 0;
@@ -273,7 +279,9 @@ static int run_engine(int argc, char **argv, const char *cmd) {
         mp.adapter_policy = o.policy;
         clara_ctx_params cp = clara_ctx_default_params();
         cp.n_threads = o.threads;
-        if (clara_model_load(o.model, &mp, &m) != CLARA_OK ||
+        clara_status ls = o.model ? clara_model_load(o.model, &mp, &m)
+                                  : clara_model_load_pair(o.base, o.clara, &mp, &m);
+        if (ls != CLARA_OK ||
             clara_ctx_create(m, &cp, &ctx) != CLARA_OK) {
             fprintf(stderr, "clara %s: error: %s\n", cmd, clara_last_error());
             rc = 1;

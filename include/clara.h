@@ -52,7 +52,10 @@ typedef enum {
     CLARA_TYPE_I64 = 27,
     CLARA_TYPE_F64 = 28,
     CLARA_TYPE_BF16 = 30,
-    CLARA_TYPE_COUNT = 31,
+    CLARA_TYPE_COUNT = 31, /* one past ggml's ids; CLaRa's own types below start at 64 */
+    /* CLaRa extension (docs/FORMAT.md): 32 unsigned 8-bit codes with an f16 scale and an integer
+     * zero point, w = d * (q - z); the exact image of 8-bit asymmetric GPTQ groups */
+    CLARA_TYPE_Q8_Z = 64,
 } clara_type;
 
 /* Message describing the last error on this thread ("" if none). Valid until the next failing
@@ -88,6 +91,11 @@ clara_ctx_params clara_ctx_default_params(void);
 
 clara_status clara_model_load(const char *path, const clara_model_params *params,
                               clara_model **out);
+/* Two-file mode: a base transformer GGUF in llama.cpp's layout (any Mistral-7B-Instruct-v0.2
+ * GGUF, e.g. a community Q4_K_M) plus a CLaRa add-on written by `clara convert --addon-only`
+ * (adapters, resized tables, vocabulary, CLaRa settings). The pair is checked to match. */
+clara_status clara_model_load_pair(const char *base_path, const char *clara_path,
+                                   const clara_model_params *params, clara_model **out);
 void clara_model_free(clara_model *model);
 
 uint32_t clara_model_n_embd(const clara_model *model);

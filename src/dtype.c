@@ -33,6 +33,8 @@ static const clara_type_info k_types[] = {
     {CLARA_TYPE_I64, "i64", 1, 8},
     {CLARA_TYPE_F64, "f64", 1, 8},
     {CLARA_TYPE_BF16, "bf16", 1, 2},
+    /* CLaRa extension (docs/FORMAT.md, gptq_awq.h): f16 d, u16 z, u8 qs[32] */
+    {CLARA_TYPE_Q8_Z, "q8_z", 32, 2 + 2 + 32},
 };
 
 #define N_TYPES (sizeof k_types / sizeof k_types[0])

@@ -39,7 +39,7 @@ static clara_status get_u32(const gguf_ctx *g, const char *key, uint32_t lo, uin
 }
 
 static clara_status load_hparams(clara_model *m) {
-    const gguf_ctx *g = m->gguf;
+    const gguf_ctx *g = m->base ? m->base : m->gguf;
     clara_hparams *hp = &m->hp;
     const char *arch;
     TRY(gguf_get_str(g, "general.architecture", &arch));
@@ -66,25 +66,37 @@ static clara_status load_hparams(clara_model *m) {
     return CLARA_OK;
 }
 
+/* Finds a tensor in the model file, then (two-file mode) in the base; *from names the file. */
+static const gguf_tensor *find_tensor(const clara_model *m, const char *name,
+                                      const gguf_ctx **from) {
+    const gguf_tensor *t = gguf_find_tensor(m->gguf, name);
+    *from = m->gguf;
+    if (!t && m->base) {
+        t = gguf_find_tensor(m->base, name);
+        *from = m->base;
+    }
+    return t;
+}
+
 /* Binds a tensor as a [rows][cols] matrix (GGUF ne = {cols, rows}). */
 static clara_status bind_mat(const clara_model *m, const char *name, uint64_t rows, uint64_t cols,
                              bool required, clara_mat *out) {
-    const gguf_tensor *t = gguf_find_tensor(m->gguf, name);
+    const gguf_ctx *g;
+    const gguf_tensor *t = find_tensor(m, name, &g);
     memset(out, 0, sizeof *out);
     if (!t) {
         if (!required) return CLARA_OK;
-        return clara_fail(CLARA_ERR_NOT_FOUND, "%s: tensor '%s' is missing", gguf_name(m->gguf),
-                          name);
+        return clara_fail(CLARA_ERR_NOT_FOUND, "%s: tensor '%s' is missing", gguf_name(g), name);
     }
     if (t->type != CLARA_TYPE_F32 && t->type != CLARA_TYPE_F16 && t->type != CLARA_TYPE_BF16)
         return clara_fail(CLARA_ERR_UNSUPPORTED,
                           "%s: tensor '%s' has type %s; this build computes with f32/f16/bf16",
-                          gguf_name(m->gguf), name, clara_type_name(t->type));
+                          gguf_name(g), name, clara_type_name(t->type));
     uint64_t r = t->n_dims >= 2 ? t->ne[1] : 1;
     if (t->ne[0] != cols || r != rows || t->n_dims > 2)
         return clara_fail(CLARA_ERR_FORMAT,
                           "%s: tensor '%s' has shape [%llu, %llu], expected [%llu, %llu]",
-                          gguf_name(m->gguf), name, (unsigned long long)t->ne[0],
+                          gguf_name(g), name, (unsigned long long)t->ne[0],
                           (unsigned long long)r, (unsigned long long)cols,
                           (unsigned long long)rows);
     out->data = t->data;
@@ -95,16 +107,15 @@ static clara_status bind_mat(const clara_model *m, const char *name, uint64_t ro
 }
 
 static clara_status bind_norm(const clara_model *m, const char *name, const float **out) {
-    const gguf_tensor *t = gguf_find_tensor(m->gguf, name);
-    if (!t)
-        return clara_fail(CLARA_ERR_NOT_FOUND, "%s: tensor '%s' is missing", gguf_name(m->gguf),
-                          name);
+    const gguf_ctx *g;
+    const gguf_tensor *t = find_tensor(m, name, &g);
+    if (!t) return clara_fail(CLARA_ERR_NOT_FOUND, "%s: tensor '%s' is missing", gguf_name(g), name);
     if (t->type != CLARA_TYPE_F32 || t->ne[0] != m->hp.n_embd || t->n_dims != 1)
-        return clara_fail(CLARA_ERR_FORMAT, "%s: norm '%s' must be f32 [%u]", gguf_name(m->gguf),
-                          name, m->hp.n_embd);
+        return clara_fail(CLARA_ERR_FORMAT, "%s: norm '%s' must be f32 [%u]", gguf_name(g), name,
+                          m->hp.n_embd);
     if (((uintptr_t)t->data & 3) != 0)
-        return clara_fail(CLARA_ERR_FORMAT, "%s: tensor '%s' is not 4-byte aligned",
-                          gguf_name(m->gguf), name);
+        return clara_fail(CLARA_ERR_FORMAT, "%s: tensor '%s' is not 4-byte aligned", gguf_name(g),
+                          name);
     *out = (const float *)t->data;
     return CLARA_OK;
 }
@@ -230,14 +241,39 @@ static clara_status load_adapters(clara_model *m) {
 }
 
 clara_status clara_meta_load(clara_model *m); /* model_meta.c */
+clara_status clara_pair_check(const clara_model *m); /* model_pair.c */
 
-clara_status clara_model_load(const char *path, const clara_model_params *params,
-                              clara_model **out) {
+static clara_status load(clara_model *m) {
+    bool addon = false;
+    if (gguf_find_key(m->gguf, "clara.addon") >= 0) TRY(gguf_get_bool(m->gguf, "clara.addon", &addon));
+    if (addon && !m->base)
+        return clara_fail(CLARA_ERR_INVALID_ARG,
+                          "%s is a CLaRa add-on file: give it with --clara and the base model "
+                          "GGUF with --base",
+                          gguf_name(m->gguf));
+    if (!addon && m->base)
+        return clara_fail(CLARA_ERR_INVALID_ARG,
+                          "%s is not a CLaRa add-on file (convert one with `clara convert "
+                          "--addon-only`), or use it alone with --model",
+                          gguf_name(m->gguf));
+    if (gguf_find_key(m->gguf, "clara.n_mem") < 0)
+        return clara_fail(CLARA_ERR_FORMAT,
+                          "%s has no CLaRa metadata (clara.*): convert the checkpoint with "
+                          "`clara convert`",
+                          gguf_name(m->gguf));
+    TRY(load_hparams(m));
+    if (m->base) TRY(clara_pair_check(m));
+    return CLARA_OK;
+}
+
+static clara_status load_files(const char *base_path, const char *path,
+                               const clara_model_params *params, clara_model **out) {
     clara_model *m = calloc(1, sizeof *m);
     if (!m) return clara_fail(CLARA_ERR_NOMEM, "out of memory");
     m->policy = params ? params->adapter_policy : CLARA_ADAPTER_POLICY_HF;
-    clara_status s = gguf_open(path, &m->gguf);
-    if (s == CLARA_OK) s = load_hparams(m);
+    clara_status s = base_path ? gguf_open(base_path, &m->base) : CLARA_OK;
+    if (s == CLARA_OK) s = gguf_open(path, &m->gguf);
+    if (s == CLARA_OK) s = load(m);
     if (s == CLARA_OK) s = clara_tokenizer_load(m->gguf, &m->tok);
     if (s == CLARA_OK) {
         m->hp.n_vocab = clara_tokenizer_n_vocab(m->tok);
@@ -253,6 +289,16 @@ clara_status clara_model_load(const char *path, const clara_model_params *params
     return CLARA_OK;
 }
 
+clara_status clara_model_load(const char *path, const clara_model_params *params,
+                              clara_model **out) {
+    return load_files(NULL, path, params, out);
+}
+
+clara_status clara_model_load_pair(const char *base_path, const char *clara_path,
+                                   const clara_model_params *params, clara_model **out) {
+    return load_files(base_path, clara_path, params, out);
+}
+
 void clara_model_free(clara_model *m) {
     if (!m) return;
     for (int i = 0; i < m->n_file_adapters; i++) free(m->file_adapters[i].mods);
@@ -260,6 +306,7 @@ void clara_model_free(clara_model *m) {
     free(m->meta.mem_ids);
     if (m->tok) clara_tokenizer_free(m->tok);
     if (m->gguf) gguf_free(m->gguf);
+    if (m->base) gguf_free(m->base);
     free(m);
 }
 

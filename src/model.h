@@ -62,7 +62,8 @@ typedef struct {
 #define CLARA_MAX_ADAPTERS 8
 
 struct clara_model {
-    gguf_ctx *gguf;
+    gguf_ctx *gguf; /* the model file, or in two-file mode the CLaRa add-on */
+    gguf_ctx *base; /* two-file mode: the base transformer GGUF (llama.cpp layout); else NULL */
     clara_hparams hp;
     clara_meta meta;
     clara_mat tok_embd, output;

@@ -13,6 +13,7 @@
 #include "base/status.h"
 #include "convert/convert_internal.h"
 #include "convert/elemconv.h"
+#include "convert/gptq_awq.h"
 #include "dtype.h"
 
 clara_convert_params clara_convert_default_params(void) {
@@ -151,7 +152,12 @@ static clara_status plan_base(conv_ctx *c) {
         for (size_t j = 0; j < sizeof t / sizeof t[0]; j++) {
             snprintf(hf, sizeof hf, "model.layers.%u.%s.weight", i, t[j].hf);
             snprintf(gg, sizeof gg, "blk.%u.%s.weight", i, t[j].gg);
-            if ((s = plan_st(c, hf, gg, t[j].rows, t[j].cols, t[j].permute)) != CLARA_OK) return s;
+            /* GPTQ/AWQ layers are repacked into blocks by gptq_awq.c */
+            if (t[j].rows && gq_is_quantized(c, i, t[j].hf))
+                s = gq_plan_linear(c, i, t[j].hf, gg, t[j].rows, t[j].cols, t[j].permute);
+            else
+                s = plan_st(c, hf, gg, t[j].rows, t[j].cols, t[j].permute);
+            if (s != CLARA_OK) return s;
         }
     }
     return plan_st(c, "model.norm.weight", "output_norm.weight", 0, H, 0);
@@ -196,8 +202,34 @@ static clara_status plan_tables(conv_ctx *c) {
     return CLARA_OK;
 }
 
+/* --base-only: the base model's own tables, as llama.cpp's converter writes them. */
+static clara_status plan_base_tables(conv_ctx *c) {
+    clara_status s = plan_st(c, "model.embed_tokens.weight", "token_embd.weight",
+                             c->base.vocab_size, c->base.hidden_size, 0);
+    if (s == CLARA_OK)
+        s = plan_st(c, "lm_head.weight", "output.weight", c->base.vocab_size, c->base.hidden_size,
+                    0);
+    return s;
+}
+
+static clara_status open_base(conv_ctx *c) {
+    clara_status s;
+    if ((s = clara_base_config_load(c->p.base_dir, &c->base)) != CLARA_OK) return s;
+    if ((s = hf_tokenizer_load_dir(c->p.base_dir, &c->tok)) != CLARA_OK) return s;
+    c->n_base_vocab = c->tok.n_vocab;
+    if (c->n_base_vocab != c->base.vocab_size)
+        CLARA_LOGW("%s: tokenizer has %u tokens but config.json says vocab_size %u", c->p.base_dir,
+                   c->n_base_vocab, c->base.vocab_size);
+    if ((s = st_model_open(c->p.base_dir, &c->st)) != CLARA_OK) return s;
+    snprintf(c->st_source, sizeof c->st_source, "%s/model.safetensors.index.json", c->p.base_dir);
+    if (access(c->st_source, F_OK) != 0)
+        snprintf(c->st_source, sizeof c->st_source, "%s/model.safetensors", c->p.base_dir);
+    return CLARA_OK;
+}
+
 static clara_status open_inputs(conv_ctx *c) {
     clara_status s;
+    if (c->p.mode == CLARA_CONVERT_BASE) return open_base(c);
     if ((s = clara_base_config_load(c->p.base_dir, &c->base)) != CLARA_OK) return s;
     if ((s = clara_clara_config_load(c->p.clara_dir, &c->cc)) != CLARA_OK) return s;
     if (!c->cc.lora)
@@ -256,11 +288,26 @@ static void conv_free(conv_ctx *c) {
     if (c->tables) pth_free(c->tables);
     if (c->st) st_model_free(c->st);
     hf_tokenizer_free(&c->tok);
+    gq_free(c->gq);
     free(c->entries);
 }
 
+/* The tensors of each mode (docs/FORMAT.md). */
+static clara_status plan(conv_ctx *c) {
+    clara_status s = CLARA_OK;
+    if (c->p.mode == CLARA_CONVERT_BASE) {
+        s = plan_base_tables(c);
+        return s == CLARA_OK ? plan_base(c) : s;
+    }
+    s = check_base_tables(c);
+    if (s == CLARA_OK) s = plan_tables(c);
+    if (s == CLARA_OK && c->p.mode == CLARA_CONVERT_FULL) s = plan_base(c);
+    if (s == CLARA_OK) s = conv_plan_adapters(c);
+    return s;
+}
+
 clara_status clara_convert(const clara_convert_params *p) {
-    if (!p->base_dir || !p->clara_dir || !p->out_path)
+    if (!p->base_dir || !p->out_path || (!p->clara_dir && p->mode != CLARA_CONVERT_BASE))
         return clara_fail(CLARA_ERR_INVALID_ARG, "convert needs --base, --clara and --out");
     if (p->type != CLARA_TYPE_F32 && p->type != CLARA_TYPE_F16 && p->type != CLARA_TYPE_BF16)
         return clara_fail(CLARA_ERR_INVALID_ARG,
@@ -270,11 +317,9 @@ clara_status clara_convert(const clara_convert_params *p) {
     if (!c) return clara_fail(CLARA_ERR_NOMEM, "out of memory");
     c->p = *p;
     clara_status s = open_inputs(c);
-    if (s == CLARA_OK) s = check_base_tables(c);
-    if (s == CLARA_OK) s = plan_tables(c);
-    if (s == CLARA_OK) s = plan_base(c);
-    if (s == CLARA_OK) s = conv_plan_adapters(c);
+    if (s == CLARA_OK) s = plan(c);
     if (s == CLARA_OK) s = conv_write_metadata(c);
+    if (s == CLARA_OK) s = gq_write_metadata(c);
     if (s == CLARA_OK) s = conv_write_tensors(c);
     conv_free(c);
     free(c);

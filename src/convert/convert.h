@@ -7,12 +7,21 @@
 
 #include "clara.h"
 
+/* What goes into the output file. */
+typedef enum {
+    CLARA_CONVERT_FULL = 0,  /* one self-contained model file (the default) */
+    CLARA_CONVERT_ADDON = 1, /* CLaRa's parts only: adapters, resized tables, vocabulary, settings;
+                                pairs with any GGUF of the base model (two-file mode) */
+    CLARA_CONVERT_BASE = 2,  /* the base model alone in llama.cpp's layout (no CLaRa parts) */
+} clara_convert_mode;
+
 typedef struct {
     const char *base_dir;  /* Mistral-7B-Instruct-v0.2 repository (config, safetensors, tokenizer) */
     const char *clara_dir; /* CLaRa subfolder (config.json, adapters.pth, decoder_first_last_layers.pth) */
     const char *out_path;
     clara_type type; /* f32, f16 or bf16 for the matrices; norms are always f32 */
     bool progress;   /* per-tensor progress on stderr */
+    clara_convert_mode mode;
 } clara_convert_params;
 
 clara_convert_params clara_convert_default_params(void);

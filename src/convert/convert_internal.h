@@ -26,6 +26,7 @@ typedef struct {
     const char *src_desc;  /* "<file>: <tensor>" for messages */
     uint32_t
         permute_heads; /* >0: rows are HF q/k order for that many heads; write llama.cpp order */
+    const struct gq_linear *gq; /* set: pre-quantized GPTQ/AWQ source, written by gptq_awq.c */
 } conv_entry;
 
 typedef struct {
@@ -53,6 +54,7 @@ typedef struct {
     conv_adapter adapter[CONV_MAX_ADAPTERS];
     size_t n_adapters;
     gguf_writer *w;
+    struct gq_state *gq; /* GPTQ/AWQ import state (gptq_awq.c); NULL for a float base */
 } conv_ctx;
 
 clara_status conv_add_entry(conv_ctx *c, const conv_entry *e);
@@ -63,6 +65,9 @@ clara_status conv_write_tensors(conv_ctx *c);
 /* Copies s into buf with control characters escaped as \xNN (truncating to cap), for names read
  * from the input files that go into one-line messages; returns buf. */
 const char *conv_printable(const char *s, char *buf, size_t cap);
+
+/* Drops mapped (clean, file-backed) source pages from the process after use (convert_write.c). */
+void conv_release_pages(const void *p, size_t n);
 
 /* GGUF file type (llama_ftype) for a conversion type, as llama.cpp records it. */
 uint32_t conv_file_type(clara_type t);

@@ -22,9 +22,14 @@
 static clara_status write_general(conv_ctx *c) {
     gguf_writer *w = c->w;
     char name[512], dir[4096], parent[4096];
-    snprintf(dir, sizeof dir, "%s", c->p.clara_dir);
-    snprintf(parent, sizeof parent, "%s", c->p.clara_dir);
-    snprintf(name, sizeof name, "CLaRa %s/%s", basename(dirname(parent)), basename(dir));
+    const char *src = c->p.mode == CLARA_CONVERT_BASE ? c->p.base_dir : c->p.clara_dir;
+    snprintf(dir, sizeof dir, "%s", src);
+    snprintf(parent, sizeof parent, "%s", src);
+    if (c->p.mode == CLARA_CONVERT_BASE)
+        snprintf(name, sizeof name, "%s", basename(dir));
+    else
+        snprintf(name, sizeof name, "CLaRa %s/%s%s", basename(dirname(parent)), basename(dir),
+                 c->p.mode == CLARA_CONVERT_ADDON ? " (add-on)" : "");
     TRY(gguf_writer_set_str(w, "general.architecture", "llama"));
     TRY(gguf_writer_set_str(w, "general.name", name));
     TRY(gguf_writer_set_u32(w, "general.file_type", conv_file_type(c->p.type)));
@@ -153,6 +158,7 @@ static clara_status write_tokenizer(conv_ctx *c) {
     TRY(gguf_writer_set_bool(w, "tokenizer.ggml.add_space_prefix",
                              t->prepend_scheme != CLARA_PREPEND_NEVER));
     if (t->chat_template) TRY(gguf_writer_set_str(w, "tokenizer.chat_template", t->chat_template));
+    if (c->p.mode == CLARA_CONVERT_BASE) return CLARA_OK; /* llama.cpp's keys only */
     static const char *const schemes[] = {"never", "first", "always"};
     TRY(gguf_writer_set_str(w, "clara.tokenizer.normalizer",
                             t->norm == CLARA_NORM_LEGACY ? "legacy" : "metaspace"));
@@ -234,5 +240,8 @@ clara_status conv_write_metadata(conv_ctx *c) {
     TRY(write_general(c));
     TRY(write_llama(c));
     TRY(write_tokenizer(c));
+    if (c->p.mode == CLARA_CONVERT_BASE) return CLARA_OK;
+    /* an add-on holds no base blocks: the loader needs --base beside it (two-file mode) */
+    if (c->p.mode == CLARA_CONVERT_ADDON) TRY(gguf_writer_set_bool(c->w, "clara.addon", true));
     return write_clara(c);
 }

@@ -11,6 +11,7 @@
 #include "base/status.h"
 #include "convert/convert_internal.h"
 #include "convert/elemconv.h"
+#include "convert/gptq_awq.h"
 #include "dtype.h"
 
 #define CHUNK_BYTES (4u << 20)
@@ -34,9 +35,11 @@ static uint64_t source_row(uint64_t r, uint64_t rows, uint32_t n_heads) {
     return h * d + (w % 2) * (d / 2) + w / 2;
 }
 
-/* Releases the page cache pages of a finished source tensor from this process (they are clean
- * file pages, so this only lowers RSS; the data is re-read if needed again). */
-static void release_source(const void *p, size_t n) {
+/* Drops the mapped source pages in [p, p + n) from this process (they are clean file pages, so
+ * this only lowers RSS: the data stays in the page cache and is faulted in again if needed).
+ * Without it every source byte read stays resident until exit and the peak RSS approaches the
+ * model size. */
+void conv_release_pages(const void *p, size_t n) {
     long page = sysconf(_SC_PAGESIZE);
     if (page <= 0 || !p || !n) return;
     uintptr_t a = (uintptr_t)p & ~(uintptr_t)(page - 1);
@@ -44,7 +47,15 @@ static void release_source(const void *p, size_t n) {
     madvise((void *)a, e - a, MADV_DONTNEED);
 }
 
+/* Bytes of one row of the output type (block types included). */
+static size_t out_row_bytes(const conv_entry *e) {
+    uint64_t b = 0;
+    if (clara_type_row_bytes(e->out_type, e->ne[0], &b) != CLARA_OK) return 0;
+    return (size_t)b;
+}
+
 static clara_status write_entry(conv_ctx *c, const conv_entry *e, uint8_t *buf) {
+    if (e->gq) return gq_write_entry(c, e); /* pre-quantized GPTQ/AWQ rows */
     uint64_t rows = e->ne[1], cols = e->ne[0];
     size_t src_row = (size_t)cols * elem_bytes(e->src_type);
     size_t dst_row = (size_t)cols * elem_bytes(e->out_type);
@@ -70,8 +81,11 @@ static clara_status write_entry(conv_ctx *c, const conv_entry *e, uint8_t *buf) 
                                 (size_t)cols);
         }
         s = gguf_writer_write(c->w, buf, (size_t)(n * dst_row));
+        /* rows are read in order unless permuted: release them chunk by chunk, so even the
+         * largest tensor (token_embd, 262 MB in bf16 at 7B) is never resident as a whole */
+        if (!owned && !e->permute_heads) conv_release_pages(src + r0 * src_row, n * src_row);
     }
-    if (!owned) release_source(src, rows * src_row);
+    if (!owned && e->permute_heads) conv_release_pages(src, rows * src_row);
     free(owned);
     return s;
 }
@@ -92,7 +106,7 @@ clara_status conv_write_tensors(conv_ctx *c) {
         const conv_entry *e = &c->entries[i];
         s = gguf_writer_add_tensor(c->w, e->name, e->out_type, e->n_dims, e->ne);
         if (s != CLARA_OK) return s;
-        size_t row = (size_t)e->ne[0] * elem_bytes(e->out_type);
+        size_t row = out_row_bytes(e);
         if (row > max_row) max_row = row;
     }
     if ((s = gguf_writer_begin(c->w, c->p.out_path)) != CLARA_OK) return s;
@@ -104,7 +118,7 @@ clara_status conv_write_tensors(conv_ctx *c) {
     for (size_t i = 0; i < c->n_entries && (s = write_entry(c, &c->entries[i], buf)) == CLARA_OK;
          i++) {
         const conv_entry *e = &c->entries[i];
-        done += e->ne[0] * e->ne[1] * elem_bytes(e->out_type);
+        done += e->ne[1] * out_row_bytes(e);
         /* on a terminal every tensor; in logs about 40 lines in all */
         if (c->p.progress && (tty || i + 1 == c->n_entries || i % (c->n_entries / 40 + 1) == 0))
             progress(i, c->n_entries, e, done, t0);

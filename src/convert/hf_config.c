@@ -92,6 +92,56 @@ static clara_status parse_root(const char *text, size_t len, const char *name, c
         }                                                                                          \
     } while (0)
 
+/* quantization_config (transformers' GPTQConfig / AwqConfig as saved into config.json by
+ * AutoGPTQ, GPTQModel and AutoAWQ). Only its shape is checked here; gptq_awq.c checks the values
+ * against the tensors and says which combinations are supported. */
+static clara_status parse_quant(const cJSON *root, const char *name, clara_quant_config *q) {
+    const cJSON *qc = cJSON_GetObjectItemCaseSensitive(root, "quantization_config");
+    if (!qc || cJSON_IsNull(qc)) return CLARA_OK;
+    if (!cJSON_IsObject(qc))
+        return clara_fail(CLARA_ERR_FORMAT, "%s: 'quantization_config' must be an object", name);
+    char qname[4200];
+    snprintf(qname, sizeof qname, "%s: quantization_config", name);
+    clara_status s = get_str(qc, qname, "quant_method", true, q->method, sizeof q->method);
+    if (s != CLARA_OK) return s;
+    if (strcmp(q->method, "gptq") != 0 && strcmp(q->method, "awq") != 0)
+        return clara_fail(CLARA_ERR_UNSUPPORTED,
+                          "%s: quant_method '%s' is not supported (gptq or awq)", qname, q->method);
+    bool awq = strcmp(q->method, "awq") == 0;
+    q->sym = true;
+    q->zero_point = true;
+    snprintf(q->format, sizeof q->format, "%s", awq ? "gemm" : "gptq");
+    /* AutoAWQ's own quant_config.json spells bits/group_size w_bit/q_group_size */
+    const char *kb = awq && !cJSON_GetObjectItemCaseSensitive(qc, "bits") ? "w_bit" : "bits";
+    const char *kg =
+        awq && !cJSON_GetObjectItemCaseSensitive(qc, "group_size") ? "q_group_size" : "group_size";
+    if ((s = get_u32(qc, qname, kb, true, 1, 64, &q->bits)) != CLARA_OK) return s;
+    const cJSON *g = cJSON_GetObjectItemCaseSensitive(qc, kg);
+    double gd = g && cJSON_IsNumber(g) ? g->valuedouble : 0;
+    if (!g || !cJSON_IsNumber(g) || gd != floor(gd) || (gd != -1 && (gd < 1 || gd > (1u << 24))))
+        return clara_fail(CLARA_ERR_FORMAT, "%s: '%s' must be -1 or an integer in [1, %u]", qname,
+                          kg, 1u << 24);
+    q->group_size = (int32_t)gd;
+    if ((s = get_bool(qc, qname, "desc_act", false, &q->desc_act)) != CLARA_OK) return s;
+    if ((s = get_bool(qc, qname, "sym", false, &q->sym)) != CLARA_OK) return s;
+    if ((s = get_bool(qc, qname, "zero_point", false, &q->zero_point)) != CLARA_OK) return s;
+    /* GPTQ: checkpoint_format (newer GPTQModel also writes "format"); AWQ: version */
+    const char *kf = awq ? "version"
+                     : cJSON_GetObjectItemCaseSensitive(qc, "checkpoint_format")
+                         ? "checkpoint_format"
+                         : "format";
+    if ((s = get_str(qc, qname, kf, false, q->format, sizeof q->format)) != CLARA_OK) return s;
+    if ((s = get_str(qc, qname, "pack_dtype", false, q->pack_dtype, sizeof q->pack_dtype)) !=
+        CLARA_OK)
+        return s;
+    bool marlin = false; /* older AutoGPTQ flags Marlin-repacked tensors this way */
+    if ((s = get_bool(qc, qname, "is_marlin_format", false, &marlin)) != CLARA_OK) return s;
+    if (marlin) snprintf(q->format, sizeof q->format, "marlin");
+    const cJSON *dyn = cJSON_GetObjectItemCaseSensitive(qc, "dynamic");
+    q->has_dynamic = dyn && cJSON_IsObject(dyn) && dyn->child != NULL;
+    return CLARA_OK;
+}
+
 static clara_status check_base(const clara_base_config *c, const char *name) {
     if (strcmp(c->model_type, "mistral") != 0 && strcmp(c->model_type, "llama") != 0)
         return clara_fail(CLARA_ERR_UNSUPPORTED,
@@ -159,6 +209,7 @@ clara_status clara_base_config_parse(const char *text, size_t len, const char *n
         cJSON_Delete(root);
         return clara_fail(CLARA_ERR_UNSUPPORTED, "%s: rope_scaling is not supported", name);
     }
+    TRY(parse_quant(root, name, &c->quant));
     cJSON_Delete(root);
     return check_base(c, name);
 }

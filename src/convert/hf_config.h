@@ -8,6 +8,20 @@
 
 #include "clara.h"
 
+/* quantization_config of a pre-quantized base checkpoint (GPTQ or AWQ; gptq_awq.c validates the
+ * values against the tensors). method is "" for an ordinary float checkpoint. */
+typedef struct {
+    char method[16];     /* quant_method: "gptq" or "awq" */
+    uint32_t bits;       /* bits (AWQ also w_bit) */
+    int32_t group_size;  /* group_size (AWQ also q_group_size); -1 = one group per row */
+    bool desc_act;       /* GPTQ act-order (g_idx permutes the groups) */
+    bool sym;            /* GPTQ symmetric (informative: the stored zeros decide) */
+    bool zero_point;     /* AWQ zero_point */
+    bool has_dynamic;    /* GPTQModel per-module "dynamic" overrides present (unsupported) */
+    char format[16];     /* GPTQ checkpoint_format ("gptq" = v1, "gptq_v2"); AWQ version ("gemm") */
+    char pack_dtype[16]; /* GPTQModel pack_dtype ("int32" when present) */
+} clara_quant_config;
+
 typedef struct {
     char model_type[32]; /* "mistral" or "llama" */
     uint32_t hidden_size, intermediate_size, n_layers, n_heads, n_kv_heads, head_dim;
@@ -15,7 +29,8 @@ typedef struct {
     int32_t bos_token_id, eos_token_id; /* -1 when absent */
     float rms_norm_eps, rope_theta;
     bool tie_word_embeddings;
-    int64_t sliding_window; /* 0 when null/absent */
+    int64_t sliding_window;   /* 0 when null/absent */
+    clara_quant_config quant; /* quantization_config; quant.method[0] == 0 when absent */
 } clara_base_config;
 
 typedef struct {
