@@ -1,13 +1,9 @@
-/* cmd_serve.c - `clara-server`: the HTTP service arrives with the server issue; until then the
- * program says so plainly rather than pretending. */
-#include <stdio.h>
-
+/* cmd_serve.c - `clara serve` and `clara-server` (the same binary by name): the HTTP service,
+ * implemented in server/. */
 #include "cli.h"
 
+int srv_main(int argc, char **argv);
+
 int cmd_serve(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "clara-server: the HTTP server is not implemented in this version yet; "
-                    "available now: clara convert, clara info\n");
-    return 1;
+    return srv_main(argc, argv);
 }

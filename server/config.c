@@ -1,0 +1,329 @@
+/* config.c - clara-server settings: every option is a command-line flag and a CLARA_* environment
+ * variable (the Python server's names where it has them); the command line wins. Values are
+ * gathered as strings first (environment, then argv) and parsed once, so an error names where the
+ * bad value came from. */
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/log.h"
+#include "base/mapfile.h"
+#include "server.h"
+
+enum {
+    O_MODEL,
+    O_BASE,
+    O_CLARA,
+    O_HOST,
+    O_PORT,
+    O_BACKEND,
+    O_THREADS,
+    O_PARALLEL,
+    O_KEEP_ALIVE,
+    O_API_KEY,
+    O_API_KEY_FILE,
+    O_CORS,
+    O_MAX_NEW_TOKENS,
+    O_MAX_QUEUE,
+    O_MAX_BODY,
+    O_LOG_LEVEL,
+    O_CACHE_DIR,
+    O_REQUEST_TIMEOUT,
+    O_CONN_TIMEOUT,
+    O_GRACE,
+    O_COUNT
+};
+
+static const struct {
+    const char *flag, *env, *arg, *help;
+} g_opts[O_COUNT] = {
+    {"model", "CLARA_MODEL", "FILE", "GGUF model (default: the bundled demo model)"},
+    {"base", "CLARA_BASE", "FILE", "two-file mode: base model GGUF (not supported yet)"},
+    {"clara", "CLARA_CLARA", "FILE", "two-file mode: CLaRa add-on GGUF (not supported yet)"},
+    {"host", "CLARA_HOST", "ADDR", "bind address (default 127.0.0.1)"},
+    {"port", "CLARA_PORT", "N", "port (default 8765; 0 = any free port)"},
+    {"backend", "CLARA_BACKEND", "B", "auto or cpu (default auto)"},
+    {"threads", "CLARA_THREADS", "N", "engine threads (default: physical cores)"},
+    {"parallel", "CLARA_PARALLEL", "N", "most queued requests run together (default 8)"},
+    {"keep-alive", "CLARA_KEEP_ALIVE", "SECONDS",
+     "unload the model after this idle time (default 300; 0 = after each request; -1 = never)"},
+    {"api-key", "CLARA_API_KEY", "KEY", "require Authorization: Bearer KEY"},
+    {"api-key-file", "CLARA_API_KEY_FILE", "FILE", "read the API key from FILE (first line)"},
+    {"cors-origins", "CLARA_CORS_ORIGINS", "LIST", "allowed CORS origins, comma-separated or *"},
+    {"max-new-tokens", "CLARA_MAX_NEW_TOKENS", "N", "default max_new_tokens (default 128)"},
+    {"max-queue", "CLARA_MAX_QUEUE", "N", "queued requests before 503 (default 64)"},
+    {"max-body", "CLARA_MAX_BODY", "BYTES", "largest request body (default 4194304)"},
+    {"log-level", "CLARA_LOG_LEVEL", "L", "debug, info, warn, error or quiet (default info)"},
+    {"cache-dir", "CLARA_CACHE_DIR", "DIR", "accepted for compatibility (models are local files)"},
+    {"request-timeout", "CLARA_REQUEST_TIMEOUT", "SECONDS", "per-request limit (default 300)"},
+    {"conn-timeout", "CLARA_CONN_TIMEOUT", "SECONDS", "idle connection limit (default 30)"},
+    {"grace", "CLARA_GRACE", "SECONDS", "time to finish in-flight work on SIGTERM (default 10)"},
+};
+
+static void usage(FILE *out) {
+    fprintf(out, "usage: clara-server [options]   (also: clara serve [options])\n\n");
+    for (int i = 0; i < O_COUNT; i++) {
+        char left[64];
+        snprintf(left, sizeof left, "--%s %s", g_opts[i].flag, g_opts[i].arg);
+        fprintf(out, "  %-26s %s\n  %-26s   env %s\n", left, g_opts[i].help, "", g_opts[i].env);
+    }
+    fprintf(out, "  %-26s this help\n  %-26s print the version\n", "--help", "--version");
+}
+
+static int parse_long(const char *what, const char *src, const char *s, long lo, long hi,
+                      long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (*s == '\0' || *end != '\0' || errno || v < lo || v > hi) {
+        fprintf(stderr, "clara-server: error: %s (%s) must be an integer in [%ld, %ld], not '%s'\n",
+                what, src, lo, hi, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Seconds with an optional s/m/h suffix ("300", "5m"); negative means never. */
+static int parse_duration(const char *what, const char *src, const char *s, int *out) {
+    char tmp[32];
+    size_t n = strlen(s);
+    long mul = 1;
+    if (n > 0 && n < sizeof tmp && strchr("smh", s[n - 1])) {
+        mul = s[n - 1] == 'h' ? 3600 : s[n - 1] == 'm' ? 60 : 1;
+        memcpy(tmp, s, n - 1);
+        tmp[n - 1] = '\0';
+        s = tmp;
+    }
+    long v;
+    if (parse_long(what, src, s, -1, INT_MAX / 3600, &v) != 0) return -1;
+    *out = (int)(v < 0 ? -1 : v * mul);
+    return 0;
+}
+
+/* "a,b" or the Python server's JSON list form '["a","b"]'. */
+static char **parse_origins(const char *s) {
+    size_t n = 1;
+    for (const char *p = s; *p; p++) n += *p == ',';
+    char **list = calloc(n + 1, sizeof *list);
+    if (!list) return NULL;
+    size_t k = 0;
+    const char *p = s;
+    while (*p) {
+        const char *e = strchr(p, ',');
+        if (!e) e = p + strlen(p);
+        const char *a = p, *b = e;
+        while (a < b && (isspace((unsigned char)*a) || *a == '[' || *a == '"')) a++;
+        while (b > a && (isspace((unsigned char)b[-1]) || b[-1] == ']' || b[-1] == '"')) b--;
+        if (b > a) list[k++] = strndup(a, (size_t)(b - a));
+        p = *e ? e + 1 : e;
+    }
+    if (k == 0) {
+        free(list);
+        return NULL;
+    }
+    return list;
+}
+
+static char *read_key_file(const char *path) {
+    char *text;
+    size_t len;
+    if (clara_read_file(path, 1 << 16, &text, &len) != CLARA_OK) {
+        fprintf(stderr, "clara-server: error: API key file: %s\n", clara_last_error());
+        return NULL;
+    }
+    size_t n = strcspn(text, "\r\n");
+    while (n > 0 && isspace((unsigned char)text[n - 1])) n--;
+    text[n] = '\0';
+    if (n == 0 || strlen(text) != n) {
+        fprintf(stderr, "clara-server: error: API key file %s has no key on its first line\n",
+                path);
+        free(text);
+        return NULL;
+    }
+    return text;
+}
+
+/* The demo model lives next to the executable: <dir of /proc/self/exe>/demo/clara-demo.gguf. */
+static char *demo_model_path(void) {
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return NULL;
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (!slash) return NULL;
+    *slash = '\0';
+    size_t need = strlen(exe) + sizeof "/demo/clara-demo.gguf";
+    char *p = malloc(need);
+    if (p) snprintf(p, need, "%s/demo/clara-demo.gguf", exe);
+    return p;
+}
+
+static int check_backend(const char *b, const char *src) {
+    if (strcmp(b, "auto") == 0 || strcmp(b, "cpu") == 0) return 0;
+    if (strcmp(b, "cuda") == 0 || strcmp(b, "mps") == 0 || strcmp(b, "mlx") == 0)
+        fprintf(stderr,
+                "clara-server: error: backend '%s' (%s) is not built into this binary; "
+                "available: cpu (or auto)\n",
+                b, src);
+    else
+        fprintf(stderr, "clara-server: error: unknown backend '%s' (%s); available: auto, cpu\n", b,
+                src);
+    return -1;
+}
+
+/* Collects the raw value of every option: environment first, then the command line. */
+static int collect(int argc, char **argv, const char *val[O_COUNT], const char *src[O_COUNT]) {
+    struct option lo[O_COUNT + 3];
+    for (int i = 0; i < O_COUNT; i++) {
+        val[i] = getenv(g_opts[i].env);
+        if (val[i] && !*val[i]) val[i] = NULL; /* an empty variable counts as unset */
+        src[i] = g_opts[i].env;
+        lo[i] = (struct option){g_opts[i].flag, required_argument, 0, i};
+    }
+    lo[O_COUNT] = (struct option){"help", no_argument, 0, 'h'};
+    lo[O_COUNT + 1] = (struct option){"version", no_argument, 0, 'V'};
+    lo[O_COUNT + 2] = (struct option){0, 0, 0, 0};
+    int ch;
+    optind = 1;
+    opterr = 1;
+    while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        if (ch == 'h') {
+            usage(stdout);
+            return 1;
+        }
+        if (ch == 'V') {
+            printf("clara-server %s\n", CLARA_VERSION);
+            return 1;
+        }
+        if (ch < 0 || ch >= O_COUNT) {
+            usage(stderr);
+            return 2;
+        }
+        val[ch] = optarg;
+        src[ch] = g_opts[ch].flag;
+    }
+    if (optind < argc) {
+        fprintf(stderr, "clara-server: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    return 0;
+}
+
+static int apply_numbers(srv_config *c, const char *val[O_COUNT], const char *src[O_COUNT]) {
+    long v;
+    struct {
+        int opt;
+        long lo, hi;
+        int *dst;
+    } ints[] = {
+        {O_PORT, 0, 65535, &c->port},
+        {O_THREADS, 0, 1024, &c->threads},
+        {O_PARALLEL, 1, 64, &c->parallel},
+        {O_MAX_NEW_TOKENS, 1, SRV_MAX_NEW_TOKENS_LIMIT, &c->max_new_tokens},
+        {O_MAX_QUEUE, 1, 100000, &c->max_queue},
+        {O_REQUEST_TIMEOUT, 1, 86400, &c->request_timeout},
+        {O_CONN_TIMEOUT, 1, 86400, &c->conn_timeout},
+        {O_GRACE, 0, 3600, &c->grace},
+    };
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+        int o = ints[i].opt;
+        if (!val[o]) continue;
+        if (parse_long(g_opts[o].flag, src[o], val[o], ints[i].lo, ints[i].hi, &v)) return -1;
+        *ints[i].dst = (int)v;
+    }
+    if (val[O_MAX_BODY]) {
+        if (parse_long("max-body", src[O_MAX_BODY], val[O_MAX_BODY], 1024, 1L << 30, &v)) return -1;
+        c->max_body = (size_t)v;
+    }
+    if (val[O_KEEP_ALIVE] &&
+        parse_duration("keep-alive", src[O_KEEP_ALIVE], val[O_KEEP_ALIVE], &c->keep_alive))
+        return -1;
+    return 0;
+}
+
+static int apply_strings(srv_config *c, const char *val[O_COUNT], const char *src[O_COUNT]) {
+    if (val[O_BASE] || val[O_CLARA]) {
+        fprintf(stderr, "clara-server: error: two-file mode (--base/--clara) is not supported "
+                        "yet; convert to one file with `clara convert` and pass --model\n");
+        return -1;
+    }
+    if (val[O_BACKEND] && check_backend(val[O_BACKEND], src[O_BACKEND])) return -1;
+    if (val[O_LOG_LEVEL]) {
+        c->log_level = clara_log_parse_level(val[O_LOG_LEVEL]);
+        if (c->log_level < 0) {
+            fprintf(stderr,
+                    "clara-server: error: log level '%s' (%s): use debug, info, warn, "
+                    "error or quiet\n",
+                    val[O_LOG_LEVEL], src[O_LOG_LEVEL]);
+            return -1;
+        }
+    }
+    c->host = strdup(val[O_HOST] ? val[O_HOST] : "127.0.0.1");
+    if (val[O_CACHE_DIR]) c->cache_dir = strdup(val[O_CACHE_DIR]);
+    if (val[O_API_KEY_FILE] && !val[O_API_KEY]) {
+        c->api_key = read_key_file(val[O_API_KEY_FILE]);
+        if (!c->api_key) return -1;
+    } else if (val[O_API_KEY]) {
+        c->api_key = strdup(val[O_API_KEY]);
+    }
+    if (val[O_CORS]) c->cors = parse_origins(val[O_CORS]);
+    if (val[O_MODEL]) {
+        c->model = strdup(val[O_MODEL]);
+    } else {
+        c->model = demo_model_path();
+        c->demo = true;
+    }
+    if (!c->model || !c->host) {
+        fprintf(stderr, "clara-server: error: out of memory\n");
+        return -1;
+    }
+    if (access(c->model, R_OK) != 0) {
+        if (c->demo)
+            fprintf(stderr,
+                    "clara-server: error: no model configured and the demo model %s is "
+                    "missing (run `make`); pass --model FILE.gguf\n",
+                    c->model);
+        else
+            fprintf(stderr,
+                    "clara-server: error: model %s (%s): %s; --model/CLARA_MODEL names a "
+                    "GGUF file written by `clara convert` (not a Hugging Face repo id)\n",
+                    c->model, src[O_MODEL], strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+int srv_config_load(srv_config *c, int argc, char **argv) {
+    memset(c, 0, sizeof *c);
+    c->port = SRV_DEFAULT_PORT;
+    c->parallel = 8;
+    c->keep_alive = 300;
+    c->max_new_tokens = 128;
+    c->max_queue = 64;
+    c->max_body = SRV_DEFAULT_MAX_BODY;
+    c->log_level = CLARA_LOG_INFO;
+    c->request_timeout = 300;
+    c->conn_timeout = 30;
+    c->grace = 10;
+    const char *val[O_COUNT], *src[O_COUNT];
+    int rc = collect(argc, argv, val, src);
+    if (rc != 0) return rc;
+    if (apply_numbers(c, val, src) != 0 || apply_strings(c, val, src) != 0) return 2;
+    return 0;
+}
+
+void srv_config_free(srv_config *c) {
+    free(c->model);
+    free(c->host);
+    free(c->api_key);
+    free(c->cache_dir);
+    for (char **p = c->cors; p && *p; p++) free(*p);
+    free(c->cors);
+    memset(c, 0, sizeof *c);
+}

@@ -1,0 +1,315 @@
+/* http.c - the libmicrohttpd glue: one thread per connection; routing (404/405), header-size
+ * limit (431), API key (401/403, constant time, /health exempt), body-size limit (413, checked
+ * against Content-Length before reading and while reading), CORS when origins are configured,
+ * one log line and the metrics per request. Everything else is routes.c. */
+#include <errno.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "base/log.h"
+#include "server.h"
+
+/* Bodies up to this many times --max-body are read and dropped before the 413 is sent. */
+#define DISCARD_FACTOR 16
+
+typedef struct {
+    srv_endpoint ep;
+    char method[16];
+    char path[128];
+    char *body;
+    size_t len, cap;
+    bool too_large;
+    size_t discarded;
+    double t0;
+    int status;      /* what was answered (0 = nothing yet) */
+    uint64_t tokens; /* generated tokens, for the log line */
+} conn_ctx;
+
+static const struct {
+    const char *path, *method;
+    srv_endpoint ep;
+} g_routes[] = {
+    {"/compress", "POST", SRV_EP_COMPRESS},   {"/v1/compress", "POST", SRV_EP_V1_COMPRESS},
+    {"/v1/answer", "POST", SRV_EP_V1_ANSWER}, {"/v1/retrieve", "POST", SRV_EP_V1_RETRIEVE},
+    {"/health", "GET", SRV_EP_HEALTH},        {"/status", "GET", SRV_EP_STATUS},
+    {"/metrics", "GET", SRV_EP_METRICS},      {"/openapi.json", "GET", SRV_EP_OPENAPI},
+};
+#define N_ROUTES (sizeof g_routes / sizeof g_routes[0])
+
+static int find_route(const char *url) {
+    for (size_t i = 0; i < N_ROUTES; i++)
+        if (strcmp(url, g_routes[i].path) == 0) return (int)i;
+    return -1;
+}
+
+static void add_cors(srv_server *s, struct MHD_Connection *c, struct MHD_Response *resp) {
+    if (!s->cfg.cors) return;
+    const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
+    if (!origin) return;
+    for (char **o = s->cfg.cors; *o; o++) {
+        if (strcmp(*o, "*") == 0 || strcmp(*o, origin) == 0) {
+            MHD_add_response_header(resp, "Access-Control-Allow-Origin", origin);
+            MHD_add_response_header(resp, "Vary", "Origin");
+            return;
+        }
+    }
+}
+
+/* Queues r (taking its body) and records the status for the completion callback. */
+static enum MHD_Result send_reply(srv_server *s, struct MHD_Connection *c, conn_ctx *cx,
+                                  srv_reply *r, const char *allow) {
+    const char *body = r->body ? r->body : "";
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(strlen(body), r->body ? (void *)r->body : (void *)"",
+                                        r->body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+    if (!resp) {
+        free(r->body);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, "Content-Type",
+                            r->content_type ? r->content_type : "application/json");
+    if (r->retry_after > 0) {
+        char ra[16];
+        snprintf(ra, sizeof ra, "%d", r->retry_after);
+        MHD_add_response_header(resp, "Retry-After", ra);
+    }
+    if (allow) MHD_add_response_header(resp, "Allow", allow);
+    add_cors(s, c, resp);
+    /* 499 (the client left) is our own code for the log; nobody reads the answer */
+    enum MHD_Result ok = MHD_queue_response(c, (unsigned)r->status, resp);
+    MHD_destroy_response(resp);
+    cx->status = r->status;
+    cx->tokens = r->tokens;
+    return ok;
+}
+
+static enum MHD_Result send_error(srv_server *s, struct MHD_Connection *c, conn_ctx *cx, int status,
+                                  const char *type, const char *msg, const char *allow) {
+    srv_reply r = {0};
+    srv_reply_error(&r, status, type, "%s", msg);
+    return send_reply(s, c, cx, &r, allow);
+}
+
+static enum MHD_Result sum_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                  const char *value) {
+    (void)kind;
+    *(size_t *)cls += strlen(key) + (value ? strlen(value) : 0) + 4;
+    return MHD_YES;
+}
+
+/* 0 = authorised; otherwise the HTTP status to answer. */
+static int check_auth(srv_server *s, struct MHD_Connection *c) {
+    if (!s->cfg.api_key) return 0;
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+    if (!h || strncmp(h, "Bearer ", 7) != 0 || h[7] == '\0') return 401;
+    const char *key = h + 7;
+    return srv_ct_equal(key, strlen(key), s->cfg.api_key, strlen(s->cfg.api_key)) ? 0 : 403;
+}
+
+static enum MHD_Result preflight(srv_server *s, struct MHD_Connection *c, conn_ctx *cx) {
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    if (!resp) return MHD_NO;
+    MHD_add_response_header(resp, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+    MHD_add_response_header(resp, "Access-Control-Allow-Headers", "Authorization, Content-Type");
+    MHD_add_response_header(resp, "Access-Control-Max-Age", "600");
+    add_cors(s, c, resp);
+    enum MHD_Result ok = MHD_queue_response(c, 204, resp);
+    MHD_destroy_response(resp);
+    cx->status = 204;
+    return ok;
+}
+
+/* The checks made as soon as the headers are in, before any body is read. Returns MHD_YES with
+ * cx->status still 0 to go on reading the body. */
+static enum MHD_Result first_call(srv_server *s, struct MHD_Connection *c, conn_ctx *cx,
+                                  const char *url, const char *method) {
+    int ri = find_route(url);
+    if (ri < 0) return send_error(s, c, cx, 404, "not_found", "no such endpoint", NULL);
+    cx->ep = g_routes[ri].ep;
+    bool is_get = strcmp(g_routes[ri].method, "GET") == 0;
+    if (strcmp(method, "OPTIONS") == 0 && s->cfg.cors) return preflight(s, c, cx);
+    if (strcmp(method, g_routes[ri].method) != 0 && !(is_get && strcmp(method, "HEAD") == 0))
+        return send_error(s, c, cx, 405, "method_not_allowed", "method not allowed here",
+                          is_get ? "GET, HEAD" : "POST");
+    size_t hdr = 0;
+    MHD_get_connection_values(c, MHD_HEADER_KIND, sum_header, &hdr);
+    if (hdr > SRV_MAX_HEADER_BYTES)
+        return send_error(s, c, cx, 431, "headers_too_large", "request headers are too large",
+                          NULL);
+    int auth = cx->ep == SRV_EP_HEALTH ? 0 : check_auth(s, c);
+    if (auth == 401)
+        return send_error(s, c, cx, 401, "unauthorized",
+                          "missing API key: send Authorization: Bearer <key>", NULL);
+    if (auth == 403) return send_error(s, c, cx, 403, "forbidden", "invalid API key", NULL);
+    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+    unsigned long long announced = cl ? strtoull(cl, NULL, 10) : 0;
+    if (announced > s->cfg.max_body) {
+        /* Reading (and dropping) a moderately large body lets the client see the 413; answering
+         * at once would close the socket under a client that is still sending. */
+        cx->too_large = true;
+        if (announced / DISCARD_FACTOR > s->cfg.max_body) {
+            char msg[96];
+            snprintf(msg, sizeof msg, "the request body is larger than %zu bytes", s->cfg.max_body);
+            return send_error(s, c, cx, 413, "payload_too_large", msg, NULL);
+        }
+    }
+    return MHD_YES;
+}
+
+static int append_body(srv_server *s, conn_ctx *cx, const char *data, size_t n) {
+    if (cx->too_large || cx->len + n > s->cfg.max_body) {
+        /* keep reading (and dropping) so a 413 can still be sent, but not forever */
+        free(cx->body);
+        cx->body = NULL;
+        cx->too_large = true;
+        cx->discarded += n;
+        return cx->discarded / DISCARD_FACTOR > s->cfg.max_body ? -1 : 0;
+    }
+    if (cx->len + n > cx->cap) {
+        size_t cap = cx->cap ? cx->cap : 4096;
+        while (cap < cx->len + n) cap *= 2;
+        char *p = realloc(cx->body, cap);
+        if (!p) return -1;
+        cx->body = p;
+        cx->cap = cap;
+    }
+    memcpy(cx->body + cx->len, data, n);
+    cx->len += n;
+    return 0;
+}
+
+/* Whether the client is still connected: a peek that reads 0 bytes means it closed. The handler
+ * thread owns the connection while it waits, so nothing else reads the socket. */
+static bool client_alive(void *arg) {
+    struct MHD_Connection *c = arg;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci) return true;
+    char b;
+    ssize_t k = recv(ci->connect_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (k > 0) return true;
+    if (k == 0) return false;
+    return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls) {
+    (void)version;
+    srv_server *s = cls;
+    conn_ctx *cx = *con_cls;
+    if (!cx) {
+        cx = calloc(1, sizeof *cx);
+        if (!cx) return MHD_NO;
+        *con_cls = cx;
+        cx->t0 = srv_mono();
+        cx->ep = SRV_EP_OTHER;
+        snprintf(cx->method, sizeof cx->method, "%s", method);
+        snprintf(cx->path, sizeof cx->path, "%s", url);
+        atomic_fetch_add(&s->inflight, 1);
+        return first_call(s, c, cx, url, method);
+    }
+    if (cx->status) { /* answered early: drop whatever body follows */
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        int rc = append_body(s, cx, upload_data, *upload_data_size);
+        *upload_data_size = 0;
+        return rc == 0 ? MHD_YES : MHD_NO;
+    }
+    if (cx->too_large) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "the request body is larger than %zu bytes", s->cfg.max_body);
+        return send_error(s, c, cx, 413, "payload_too_large", msg, NULL);
+    }
+    srv_reply r = {0};
+    srv_route(s, cx->ep, cx->body ? cx->body : "", cx->len, client_alive, c, &r);
+    free(cx->body);
+    cx->body = NULL;
+    return send_reply(s, c, cx, &r, NULL);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe) {
+    (void)c;
+    srv_server *s = cls;
+    conn_ctx *cx = *con_cls;
+    if (!cx) return;
+    int status = cx->status;
+    if (!status) status = toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? 408 : 499;
+    double ms = (srv_mono() - cx->t0) * 1e3;
+    srv_metrics_request(cx->ep, status, ms);
+    clara_log(CLARA_LOG_INFO, "%s %s %d %.1f ms tokens=%llu%s", cx->method, cx->path, status, ms,
+              (unsigned long long)cx->tokens,
+              toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection closed)");
+    free(cx->body);
+    free(cx);
+    *con_cls = NULL;
+    atomic_fetch_sub(&s->inflight, 1);
+}
+
+/* Paths are matched exactly as sent: nothing to unescape, and "/compress%00" is not
+ * "/compress". */
+static size_t no_unescape(void *cls, struct MHD_Connection *c, char *s) {
+    (void)cls;
+    (void)c;
+    return strlen(s);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap) {
+    (void)cls;
+    char line[512];
+    vsnprintf(line, sizeof line, fmt, ap);
+    line[strcspn(line, "\n")] = '\0';
+    clara_log(CLARA_LOG_DEBUG, "http: %s", line);
+}
+
+void *srv_http_start(srv_server *s, int *port_out) {
+    struct addrinfo hints = {0}, *ai = NULL;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    char port[16];
+    snprintf(port, sizeof port, "%d", s->cfg.port);
+    int gai = getaddrinfo(s->cfg.host, port, &hints, &ai);
+    if (gai != 0 || !ai) {
+        fprintf(stderr, "clara-server: error: cannot resolve host '%s': %s\n", s->cfg.host,
+                gai_strerror(gai));
+        return NULL;
+    }
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                     MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
+    struct MHD_Daemon *d = MHD_start_daemon(
+        flags, (uint16_t)s->cfg.port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)s->cfg.conn_timeout, MHD_OPTION_CONNECTION_LIMIT, (unsigned)512,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 << 10), MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
+        NULL, MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL, MHD_OPTION_END);
+    freeaddrinfo(ai);
+    if (!d) {
+        fprintf(stderr, "clara-server: error: cannot listen on %s:%d (%s)\n", s->cfg.host,
+                s->cfg.port, errno ? strerror(errno) : "libmicrohttpd refused to start");
+        return NULL;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+    *port_out = di ? di->port : s->cfg.port;
+    return d;
+}
+
+void srv_http_quiesce(void *daemon) {
+    MHD_socket fd = MHD_quiesce_daemon(daemon);
+    if (fd != MHD_INVALID_SOCKET) close(fd);
+}
+
+void srv_http_stop(void *daemon) {
+    MHD_stop_daemon(daemon);
+}

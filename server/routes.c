@@ -1,0 +1,554 @@
+/* routes.c - what each endpoint does: strict validation of JSON bodies into tasks (the Python
+ * server's /compress contract plus the /v1 endpoints), waiting for the scheduler while watching
+ * the client and the per-request deadline, and the JSON replies; also /health, /status,
+ * /metrics and /openapi.json, none of which touch the model. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/fp16.h"
+#include "base/threadpool.h"
+#include "server.h"
+
+static char *print_json(cJSON *j) {
+    char *s = j ? cJSON_PrintUnformatted(j) : NULL;
+    cJSON_Delete(j);
+    return s;
+}
+
+void srv_reply_error(srv_reply *r, int status, const char *type, const char *fmt, ...) {
+    char msg[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddBoolToObject(j, "success", 0);
+    cJSON_AddStringToObject(j, "error", msg);
+    cJSON_AddStringToObject(j, "error_type", type);
+    r->status = status;
+    r->content_type = "application/json";
+    r->body = print_json(j);
+}
+
+static double round_to(double v, double unit) {
+    return round(v / unit) * unit;
+}
+
+/* ---- validation ------------------------------------------------------------------------------ */
+
+/* Parses the body as one JSON object. Returns NULL after filling *r on failure. */
+static cJSON *parse_body(const char *body, size_t len, srv_reply *r) {
+    if (len == 0) {
+        srv_reply_error(r, 400, "invalid_json", "the request body is empty; send a JSON object");
+        return NULL;
+    }
+    if (!srv_utf8_valid(body, len)) {
+        srv_reply_error(r, 400, "invalid_utf8", "the request body is not valid UTF-8");
+        return NULL;
+    }
+    if (memchr(body, '\0', len)) {
+        srv_reply_error(r, 400, "invalid_json", "the request body contains a NUL byte");
+        return NULL;
+    }
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
+    if (root) {
+        while (end < body + len && strchr(" \t\r\n", *end)) end++;
+        if (end != body + len) {
+            cJSON_Delete(root);
+            root = NULL;
+            end = end < body + len ? end : NULL;
+        }
+    } else {
+        end = cJSON_GetErrorPtr();
+    }
+    if (!root) {
+        size_t at = end && end >= body && end <= body + len ? (size_t)(end - body) : 0;
+        srv_reply_error(r, 400, "invalid_json", "malformed JSON near byte %zu", at);
+        return NULL;
+    }
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        srv_reply_error(r, 422, "validation_error", "the request body must be a JSON object");
+        return NULL;
+    }
+    if (srv_json_has_nul_escape(body, len)) {
+        cJSON_Delete(root);
+        srv_reply_error(r, 422, "validation_error", "text must not contain NUL (\\u0000)");
+        return NULL;
+    }
+    return root;
+}
+
+/* An optional integer field in [lo, hi]; a JSON null counts as absent. 1 = set, 0 = absent,
+ * -1 = invalid (reply filled). */
+static int get_int(cJSON *root, const char *key, long lo, long hi, long *out, srv_reply *r) {
+    cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (!v || cJSON_IsNull(v)) return 0;
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) ||
+        v->valuedouble != floor(v->valuedouble)) {
+        srv_reply_error(r, 422, "validation_error", "'%s' must be an integer", key);
+        return -1;
+    }
+    if (v->valuedouble < (double)lo || v->valuedouble > (double)hi) {
+        srv_reply_error(r, 422, "validation_error", "'%s' must be between %ld and %ld", key, lo,
+                        hi);
+        return -1;
+    }
+    *out = (long)v->valuedouble;
+    return 1;
+}
+
+static int get_query(srv_task *t, srv_reply *r) {
+    cJSON *q = cJSON_GetObjectItemCaseSensitive(t->root, "query");
+    if (!q) {
+        srv_reply_error(r, 422, "validation_error", "'query' is required");
+        return -1;
+    }
+    if (!cJSON_IsString(q)) {
+        srv_reply_error(r, 422, "validation_error", "'query' must be a string");
+        return -1;
+    }
+    size_t n = strlen(q->valuestring);
+    if (n == 0 || n > SRV_MAX_QUERY_BYTES) {
+        srv_reply_error(r, 422, "validation_error", "'query' must be 1 to %u bytes long (got %zu)",
+                        SRV_MAX_QUERY_BYTES, n);
+        return -1;
+    }
+    t->query = q->valuestring;
+    t->query_len = n;
+    return 0;
+}
+
+/* The documents: `key` (memories or documents) as a non-empty array of strings. */
+static int get_docs(srv_task *t, const char *key, srv_reply *r) {
+    cJSON *a = cJSON_GetObjectItemCaseSensitive(t->root, key);
+    if (!cJSON_IsArray(a)) {
+        srv_reply_error(r, 422, "validation_error",
+                        a ? "'%s' must be an array of strings" : "'%s' is required", key);
+        return -1;
+    }
+    int n = cJSON_GetArraySize(a);
+    if (n < 1 || n > SRV_MAX_MEMORIES) {
+        srv_reply_error(r, 422, "validation_error", "'%s' must hold 1 to %d items (got %d)", key,
+                        SRV_MAX_MEMORIES, n);
+        return -1;
+    }
+    t->docs = calloc((size_t)n, sizeof *t->docs);
+    if (!t->docs) {
+        srv_reply_error(r, 500, "out_of_memory", "out of memory");
+        return -1;
+    }
+    int i = 0;
+    for (cJSON *e = a->child; e; e = e->next, i++) {
+        if (!cJSON_IsString(e)) {
+            srv_reply_error(r, 422, "validation_error", "'%s[%d]' must be a string", key, i);
+            return -1;
+        }
+        size_t len = strlen(e->valuestring);
+        if (len > SRV_MAX_MEMORY_BYTES) {
+            srv_reply_error(r, 422, "validation_error", "'%s[%d]' is %zu bytes; the limit is %u",
+                            key, i, len, SRV_MAX_MEMORY_BYTES);
+            return -1;
+        }
+        t->docs[i] = (clara_text){e->valuestring, len};
+    }
+    t->n_docs = (size_t)n;
+    return 0;
+}
+
+static int dims_check(cJSON *shape, const srv_model_info *info, size_t *n_docs, srv_reply *r) {
+    if (!cJSON_IsArray(shape) || cJSON_GetArraySize(shape) != 3) {
+        srv_reply_error(r, 422, "validation_error", "'vectors.shape' must be [documents, %u, %u]",
+                        info->n_mem, info->n_embd);
+        return -1;
+    }
+    double d[3];
+    for (int i = 0; i < 3; i++) {
+        cJSON *e = cJSON_GetArrayItem(shape, i);
+        d[i] = cJSON_IsNumber(e) ? e->valuedouble : -1;
+    }
+    if (d[0] < 1 || d[0] > SRV_MAX_MEMORIES || d[0] != floor(d[0]) || d[1] != info->n_mem ||
+        d[2] != info->n_embd) {
+        srv_reply_error(r, 422, "validation_error",
+                        "'vectors.shape' must be [1..%d, %u, %u] for this model", SRV_MAX_MEMORIES,
+                        info->n_mem, info->n_embd);
+        return -1;
+    }
+    *n_docs = (size_t)d[0];
+    return 0;
+}
+
+/* vectors: {"dtype": "f32"|"f16", "shape": [n, n_mem, n_embd], "data": base64 little-endian}. */
+static int get_vectors(srv_task *t, cJSON *v, const srv_model_info *info, srv_reply *r) {
+    cJSON *dt = cJSON_GetObjectItemCaseSensitive(v, "dtype");
+    cJSON *data = cJSON_GetObjectItemCaseSensitive(v, "data");
+    const char *dtype = cJSON_IsString(dt) ? dt->valuestring : dt ? "" : "f32";
+    bool f16 = strcmp(dtype, "f16") == 0;
+    if (!cJSON_IsObject(v) || (!f16 && strcmp(dtype, "f32") != 0) || !cJSON_IsString(data)) {
+        srv_reply_error(r, 422, "validation_error",
+                        "'vectors' must be {\"dtype\": \"f32\"|\"f16\", "
+                        "\"shape\": [...], \"data\": base64} as /v1/compress returns it");
+        return -1;
+    }
+    size_t n;
+    if (dims_check(cJSON_GetObjectItemCaseSensitive(v, "shape"), info, &n, r)) return -1;
+    size_t count = n * info->n_mem * info->n_embd, raw_len = 0;
+    unsigned char *raw = srv_base64_decode(data->valuestring, strlen(data->valuestring), &raw_len);
+    if (!raw || raw_len != count * (f16 ? 2 : 4)) {
+        free(raw);
+        srv_reply_error(r, 422, "validation_error",
+                        "'vectors.data' must be base64 of %zu %s values", count, dtype);
+        return -1;
+    }
+    t->in_vectors = malloc(count * sizeof(float) + 1);
+    for (size_t i = 0; t->in_vectors && i < count; i++) {
+        const unsigned char *p = raw + i * (f16 ? 2 : 4);
+        uint32_t u = f16 ? (uint32_t)(p[0] | p[1] << 8)
+                         : (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+                               (uint32_t)p[3] << 24;
+        t->in_vectors[i] = f16 ? clara_f16_to_f32((uint16_t)u) : clara_bits_f32(u);
+        if (!isfinite(t->in_vectors[i])) {
+            free(raw);
+            srv_reply_error(r, 422, "validation_error", "'vectors.data' holds a non-finite value");
+            return -1;
+        }
+    }
+    free(raw);
+    if (!t->in_vectors) {
+        srv_reply_error(r, 500, "out_of_memory", "out of memory");
+        return -1;
+    }
+    t->n_docs = n;
+    return 0;
+}
+
+/* Documents as text under "documents" (or "memories"), or "vectors" from /v1/compress. */
+static int get_docs_or_vectors(srv_task *t, const srv_model_info *info, bool allow_vectors,
+                               srv_reply *r) {
+    cJSON *v = cJSON_GetObjectItemCaseSensitive(t->root, "vectors");
+    bool has_docs = cJSON_GetObjectItemCaseSensitive(t->root, "documents") != NULL;
+    bool has_mem = cJSON_GetObjectItemCaseSensitive(t->root, "memories") != NULL;
+    if (allow_vectors && v && !cJSON_IsNull(v)) {
+        if (has_docs || has_mem) {
+            srv_reply_error(r, 422, "validation_error",
+                            "give either 'documents' or 'vectors', not both");
+            return -1;
+        }
+        return get_vectors(t, v, info, r);
+    }
+    return get_docs(t, has_docs || !has_mem ? "documents" : "memories", r);
+}
+
+static int get_common(srv_server *s, srv_task *t, srv_reply *r) {
+    long v;
+    int rc = get_int(t->root, "max_new_tokens", 1, SRV_MAX_NEW_TOKENS_LIMIT, &v, r);
+    if (rc < 0) return -1;
+    t->max_new_tokens = rc ? (uint32_t)v : (uint32_t)s->cfg.max_new_tokens;
+    rc = get_int(t->root, "keep_alive", -2147483648L, 2147483647L, &v, r);
+    if (rc < 0) return -1;
+    t->has_keep_alive = rc == 1;
+    t->keep_alive = rc && v < 0 ? -1 : (int)v;
+    return 0;
+}
+
+static int build_task(srv_server *s, srv_task *t, srv_reply *r) {
+    if (get_common(s, t, r)) return -1;
+    switch (t->ep) {
+    case SRV_EP_COMPRESS:
+        return get_docs(t, "memories", r) || get_query(t, r) ? -1 : 0;
+    case SRV_EP_V1_COMPRESS: {
+        cJSON *dt = cJSON_GetObjectItemCaseSensitive(t->root, "dtype");
+        if (dt && !cJSON_IsNull(dt)) {
+            if (!cJSON_IsString(dt) ||
+                (strcmp(dt->valuestring, "f32") != 0 && strcmp(dt->valuestring, "f16") != 0)) {
+                srv_reply_error(r, 422, "validation_error", "'dtype' must be \"f32\" or \"f16\"");
+                return -1;
+            }
+            t->out_f16 = strcmp(dt->valuestring, "f16") == 0;
+        }
+        return get_docs_or_vectors(t, &s->info, false, r);
+    }
+    case SRV_EP_V1_ANSWER:
+        return get_query(t, r) || get_docs_or_vectors(t, &s->info, true, r) ? -1 : 0;
+    case SRV_EP_V1_RETRIEVE: {
+        if (!s->info.can_retrieve) {
+            srv_reply_error(r, 422, "retrieval_unsupported",
+                            "the loaded model has no query-reasoner adapter; /v1/retrieve needs a "
+                            "CLaRa E2E checkpoint");
+            return -1;
+        }
+        long k;
+        int rc = get_int(t->root, "top_k", 1, SRV_MAX_MEMORIES, &k, r);
+        if (rc < 0) return -1;
+        t->top_k = rc ? (uint32_t)k : 0;
+        return get_query(t, r) || get_docs_or_vectors(t, &s->info, true, r) ? -1 : 0;
+    }
+    default:
+        return -1;
+    }
+}
+
+/* ---- waiting ------------------------------------------------------------------------------- */
+
+/* Waits for the scheduler, polling the client every 50 ms. Returns 0 when done, 1 when the client
+ * left, 2 on timeout (the task is then marked cancelled: dropped if it has not started). */
+static int wait_task(srv_server *s, srv_task *t, bool (*alive)(void *), void *arg) {
+    srv_queue *q = &s->queue;
+    double deadline = t->enqueued_at + s->cfg.request_timeout;
+    int why = 0;
+    pthread_mutex_lock(&q->mu);
+    while (!t->done) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 50 * 1000 * 1000;
+        if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+        pthread_cond_timedwait(&t->cv, &q->mu, &ts);
+        if (t->done) break;
+        pthread_mutex_unlock(&q->mu);
+        why = alive && !alive(arg) ? 1 : srv_mono() > deadline ? 2 : 0;
+        pthread_mutex_lock(&q->mu);
+        if (why && !t->done) {
+            atomic_store(&t->cancelled, true);
+            break;
+        }
+        why = 0;
+    }
+    pthread_mutex_unlock(&q->mu);
+    return why;
+}
+
+/* ---- replies ------------------------------------------------------------------------------- */
+
+static void add_timings(cJSON *j, const srv_task *t) {
+    cJSON *tm = cJSON_AddObjectToObject(j, "timings");
+    cJSON_AddNumberToObject(tm, "queue_ms", round_to(t->queue_ms, 0.01));
+    cJSON_AddNumberToObject(tm, "load_ms", round_to(t->load_ms, 0.01));
+    cJSON_AddNumberToObject(tm, "compress_ms", round_to(t->compress_ms, 0.01));
+    cJSON_AddNumberToObject(tm, "generate_ms", round_to(t->generate_ms, 0.01));
+    cJSON_AddNumberToObject(tm, "batch_size", t->batch_size);
+}
+
+static void add_counts(cJSON *j, const srv_task *t) {
+    double compressed = (double)t->n_mem * (double)t->n_docs;
+    if (t->docs) cJSON_AddNumberToObject(j, "original_tokens", (double)t->original_tokens);
+    cJSON_AddNumberToObject(j, "compressed_tokens", compressed);
+    if (t->docs)
+        cJSON_AddNumberToObject(
+            j, "compression_ratio",
+            compressed > 0 ? round_to((double)t->original_tokens / compressed, 0.01) : 0);
+}
+
+static cJSON *vectors_json(const srv_task *t) {
+    size_t count = t->n_docs * t->n_mem * t->n_embd;
+    size_t esz = t->out_f16 ? 2 : 4;
+    unsigned char *raw = malloc(count * esz + 1);
+    if (!raw) return NULL;
+    for (size_t i = 0; i < count; i++) {
+        uint32_t u =
+            t->out_f16 ? clara_f32_to_f16(t->out_vectors[i]) : clara_f32_bits(t->out_vectors[i]);
+        for (size_t b = 0; b < esz; b++) raw[i * esz + b] = (unsigned char)(u >> (8 * b));
+    }
+    char *b64 = srv_base64_encode(raw, count * esz);
+    free(raw);
+    if (!b64) return NULL;
+    cJSON *v = cJSON_CreateObject();
+    cJSON_AddStringToObject(v, "dtype", t->out_f16 ? "f16" : "f32");
+    cJSON_AddStringToObject(v, "encoding", "base64-le");
+    cJSON *shape = cJSON_AddArrayToObject(v, "shape");
+    cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)t->n_docs));
+    cJSON_AddItemToArray(shape, cJSON_CreateNumber(t->n_mem));
+    cJSON_AddItemToArray(shape, cJSON_CreateNumber(t->n_embd));
+    cJSON_AddStringToObject(v, "data", b64);
+    free(b64);
+    return v;
+}
+
+static void success_reply(const srv_task *t, double latency_ms, srv_reply *r) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddBoolToObject(j, "success", 1);
+    if (t->ep == SRV_EP_V1_COMPRESS) {
+        cJSON *v = vectors_json(t);
+        if (!v) {
+            cJSON_Delete(j);
+            srv_reply_error(r, 500, "out_of_memory", "out of memory");
+            return;
+        }
+        cJSON_AddItemToObject(j, "vectors", v);
+        cJSON *nt = cJSON_AddArrayToObject(j, "n_tokens");
+        for (size_t i = 0; i < t->n_docs; i++)
+            cJSON_AddItemToArray(nt, cJSON_CreateNumber(t->enc_tokens[i]));
+    } else {
+        cJSON_AddStringToObject(j, "answer", t->gen.text ? t->gen.text : "");
+        r->tokens = t->gen.n_ids;
+    }
+    add_counts(j, t);
+    cJSON_AddNumberToObject(j, "latency_ms", round_to(latency_ms, 0.1));
+    if (t->has_gen) {
+        cJSON_AddNumberToObject(j, "prompt_tokens", t->gen.prompt_tokens);
+        cJSON_AddNumberToObject(j, "generated_tokens", (double)t->gen.n_ids);
+    }
+    if (t->ep == SRV_EP_V1_RETRIEVE && t->has_gen) {
+        cJSON *tk = cJSON_AddArrayToObject(j, "top_k");
+        for (size_t i = 0; i < t->gen.k; i++)
+            cJSON_AddItemToArray(tk, cJSON_CreateNumber(t->gen.top_k[i]));
+        cJSON *sc = cJSON_AddArrayToObject(j, "scores");
+        for (size_t i = 0; i < t->gen.n_scores; i++)
+            cJSON_AddItemToArray(sc, cJSON_CreateNumber(t->gen.scores[i]));
+    }
+    add_timings(j, t);
+    r->status = 200;
+    r->content_type = "application/json";
+    r->body = print_json(j);
+    if (!r->body) srv_reply_error(r, 500, "out_of_memory", "out of memory");
+}
+
+static void count_request(srv_server *s, bool ok, double ms) {
+    pthread_mutex_lock(&s->state.mu);
+    if (ok) {
+        s->state.requests_served++;
+        s->state.latency_sum_ms += ms;
+    } else {
+        s->state.errors++;
+    }
+    pthread_mutex_unlock(&s->state.mu);
+}
+
+static void run_model_request(srv_server *s, srv_endpoint ep, const char *body, size_t len,
+                              bool (*alive)(void *), void *arg, srv_reply *r) {
+    double t0 = srv_mono();
+    srv_task *t = srv_task_new(ep);
+    if (!t) {
+        srv_reply_error(r, 500, "out_of_memory", "out of memory");
+        return;
+    }
+    t->root = parse_body(body, len, r);
+    if (!t->root || build_task(s, t, r) != 0) {
+        srv_task_release(t);
+        return;
+    }
+    t->enqueued_at = srv_mono();
+    if (atomic_load(&s->draining)) {
+        srv_reply_error(r, 503, "shutting_down", "the server is shutting down");
+    } else if (srv_queue_push(&s->queue, t) != 0) {
+        srv_reply_error(r, 503, "overloaded", "the request queue is full (%d); retry later",
+                        s->cfg.max_queue);
+        r->retry_after = 1;
+    } else {
+        int why = wait_task(s, t, alive, arg);
+        double ms = (srv_mono() - t0) * 1e3;
+        if (why == 1) {
+            srv_reply_error(r, 499, "client_closed", "the client went away");
+        } else if (why == 2) {
+            srv_reply_error(r, 504, "timeout", "the request did not finish within %d s",
+                            s->cfg.request_timeout);
+        } else if (t->status != 200) {
+            srv_reply_error(r, t->status, t->error_type ? t->error_type : "error", "%s", t->error);
+            if (t->status == 503) r->retry_after = 1;
+        } else {
+            success_reply(t, ms, r);
+        }
+        count_request(s, r->status == 200, ms);
+    }
+    srv_task_release(t);
+}
+
+/* ---- endpoints that never touch the model ------------------------------------------------------
+ */
+
+static void health(srv_server *s, srv_reply *r) {
+    cJSON *j = cJSON_CreateObject();
+    pthread_mutex_lock(&s->state.mu);
+    bool failed = s->state.load_failed, loaded = s->state.loaded;
+    char err[256];
+    snprintf(err, sizeof err, "%s", s->state.load_error);
+    pthread_mutex_unlock(&s->state.mu);
+    bool draining = atomic_load(&s->draining);
+    cJSON_AddStringToObject(j, "status", draining ? "shutting_down" : failed ? "error" : "ok");
+    cJSON_AddBoolToObject(j, "model_loaded", loaded);
+    if (failed) cJSON_AddStringToObject(j, "error", err);
+    r->status = draining || failed ? 503 : 200;
+    r->content_type = "application/json";
+    r->body = print_json(j);
+}
+
+static cJSON *time_or_null(double t) {
+    return t > 0 ? cJSON_CreateNumber(round_to(t, 0.001)) : cJSON_CreateNull();
+}
+
+static void status(srv_server *s, srv_reply *r) {
+    srv_state st;
+    pthread_mutex_lock(&s->state.mu);
+    memcpy(&st, &s->state, sizeof st); /* a snapshot; its mutex copy is never used */
+    pthread_mutex_unlock(&s->state.mu);
+    double now = srv_now();
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "model", s->cfg.model);
+    cJSON_AddStringToObject(j, "model_name", s->info.name);
+    cJSON_AddStringToObject(j, "subfolder", "");
+    cJSON_AddBoolToObject(j, "demo", s->cfg.demo);
+    cJSON_AddBoolToObject(j, "initialized", st.loaded);
+    cJSON_AddBoolToObject(j, "loading", st.loading);
+    cJSON_AddStringToObject(j, "backend", "cpu");
+    cJSON_AddStringToObject(j, "device", "cpu");
+    cJSON_AddStringToObject(j, "dtype", s->info.type);
+    cJSON_AddItemToObject(j, "load_time_seconds",
+                          st.loads ? cJSON_CreateNumber(round_to(st.load_time_s, 0.001))
+                                   : cJSON_CreateNull());
+    cJSON_AddNumberToObject(j, "requests_served", (double)st.requests_served);
+    cJSON_AddNumberToObject(j, "errors", (double)st.errors);
+    cJSON_AddNumberToObject(
+        j, "avg_latency_ms",
+        st.requests_served ? round_to(st.latency_sum_ms / (double)st.requests_served, 0.01) : 0);
+    cJSON_AddNumberToObject(j, "uptime_seconds", floor(now - s->started_at));
+    cJSON_AddNumberToObject(j, "keep_alive_seconds", s->cfg.keep_alive);
+    cJSON_AddItemToObject(j, "last_activity", time_or_null(st.last_activity));
+    bool will = st.loaded && st.unload_at >= 0;
+    cJSON_AddItemToObject(j, "will_unload_at", time_or_null(will ? st.unload_at : 0));
+    cJSON_AddItemToObject(j, "seconds_until_unload",
+                          will ? cJSON_CreateNumber(round_to(fmax(0, st.unload_at - now), 0.001))
+                               : cJSON_CreateNull());
+    cJSON_AddNumberToObject(j, "threads",
+                            s->cfg.threads > 0 ? s->cfg.threads : clara_physical_cores());
+    cJSON_AddStringToObject(j, "isa", srv_isa());
+    cJSON *mem = cJSON_AddObjectToObject(j, "memory");
+    cJSON_AddNumberToObject(mem, "rss_bytes", (double)srv_rss_bytes());
+    cJSON_AddNumberToObject(mem, "model_file_bytes", (double)s->info.file_bytes);
+    cJSON_AddNumberToObject(j, "queue_depth", srv_queue_depth(&s->queue));
+    cJSON_AddNumberToObject(j, "model_loads", (double)st.loads);
+    cJSON_AddNumberToObject(j, "model_unloads", (double)st.unloads);
+    cJSON_AddStringToObject(j, "version", CLARA_VERSION);
+    r->status = 200;
+    r->content_type = "application/json";
+    r->body = print_json(j);
+}
+
+void srv_route(srv_server *s, srv_endpoint ep, const char *body, size_t len, bool (*alive)(void *),
+               void *alive_arg, srv_reply *r) {
+    r->content_type = "application/json";
+    switch (ep) {
+    case SRV_EP_HEALTH:
+        health(s, r);
+        break;
+    case SRV_EP_STATUS:
+        status(s, r);
+        break;
+    case SRV_EP_METRICS:
+        r->status = 200;
+        r->content_type = "text/plain; version=0.0.4; charset=utf-8";
+        r->body = srv_metrics_render(&s->queue, &s->state);
+        break;
+    case SRV_EP_OPENAPI:
+        r->status = 200;
+        r->body = strdup(srv_openapi_json);
+        break;
+    default:
+        run_model_request(s, ep, body, len, alive, alive_arg, r);
+        break;
+    }
+    if (!r->body) srv_reply_error(r, 500, "out_of_memory", "out of memory");
+}

@@ -1,0 +1,222 @@
+/* server.h - clara-server internals shared by its modules: configuration (config.c), the task
+ * queue (queue.c), the scheduler that owns the engine (sched.c), request handling (routes.c), the
+ * libmicrohttpd glue (http.c), counters (metrics.c) and small helpers (util.c).
+ *
+ * Threads: libmicrohttpd runs one thread per connection; a handler parses and validates the body,
+ * turns it into a srv_task, pushes it onto the bounded queue and waits. One scheduler thread owns
+ * the model and the clara_ctx, loads the model on demand, runs tasks (several at once when they
+ * queue up) and unloads the model after the keep-alive period. */
+#ifndef CLARA_SERVER_H
+#define CLARA_SERVER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cJSON.h>
+
+#include "clara.h"
+
+/* ---- configuration (config.c) ---------------------------------------------------------------- */
+
+#define SRV_DEFAULT_PORT         8765
+#define SRV_DEFAULT_MAX_BODY     (4u << 20)
+#define SRV_MAX_MEMORIES         1024         /* documents per request */
+#define SRV_MAX_MEMORY_BYTES     (256u << 10) /* bytes per document */
+#define SRV_MAX_QUERY_BYTES      (16u << 10)
+#define SRV_MAX_NEW_TOKENS_LIMIT 512
+#define SRV_MAX_HEADER_BYTES     (8u << 10) /* total request header bytes we accept */
+
+typedef struct {
+    char *model;        /* GGUF path (owned) */
+    char *host;         /* bind address */
+    int port;           /* 0 = any free port */
+    int threads;        /* engine threads, 0 = physical cores */
+    int parallel;       /* most tasks the scheduler takes together */
+    int keep_alive;     /* seconds; 0 = unload after each request; -1 = never */
+    char *api_key;      /* NULL = no authentication */
+    char **cors;        /* allowed origins ("*" allowed); NULL-terminated, NULL = CORS off */
+    int max_new_tokens; /* default for requests that do not say */
+    int max_queue;
+    size_t max_body;
+    int log_level;
+    char *cache_dir;     /* accepted for compatibility; unused (models are local files) */
+    int request_timeout; /* seconds a request may wait and run */
+    int conn_timeout;    /* seconds an idle/slow connection may stay open */
+    int grace;           /* seconds to finish in-flight work on SIGTERM */
+    bool demo;           /* serving the bundled demo model */
+} srv_config;
+
+/* Fills cfg from CLARA_* variables then argv. Returns 0 to serve, 1 after printing help/version,
+ * 2 on a usage or configuration error (message printed). */
+int srv_config_load(srv_config *cfg, int argc, char **argv);
+void srv_config_free(srv_config *cfg);
+
+/* ---- tasks and the queue (queue.c) ----------------------------------------------------------- */
+
+typedef enum {
+    SRV_EP_COMPRESS,    /* POST /compress */
+    SRV_EP_V1_COMPRESS, /* POST /v1/compress */
+    SRV_EP_V1_ANSWER,   /* POST /v1/answer */
+    SRV_EP_V1_RETRIEVE, /* POST /v1/retrieve */
+    SRV_EP_HEALTH,
+    SRV_EP_STATUS,
+    SRV_EP_METRICS,
+    SRV_EP_OPENAPI,
+    SRV_EP_OTHER,
+    SRV_EP_COUNT,
+} srv_endpoint;
+
+typedef struct srv_task {
+    srv_endpoint ep;
+    cJSON *root; /* the parsed request; docs/query point into it */
+    const char *query;
+    size_t query_len;
+    clara_text *docs; /* NULL when vectors are given */
+    size_t n_docs;
+    float *in_vectors; /* [n_docs][n_mem][n_embd] decoded from the request, or NULL */
+    uint32_t max_new_tokens, top_k;
+    bool has_keep_alive;
+    int keep_alive;
+    bool out_f16; /* /v1/compress: return f16 vectors */
+
+    /* results, written by the scheduler before `done` */
+    int status; /* HTTP status; 200 on success */
+    char error[512];
+    const char *error_type;
+    clara_gen_result gen;
+    bool has_gen;
+    float *out_vectors;   /* /v1/compress */
+    uint32_t *enc_tokens; /* encoder row length per document */
+    uint64_t original_tokens;
+    uint32_t n_mem, n_embd;
+    double queue_ms, load_ms, compress_ms, generate_ms;
+    int batch_size;
+
+    /* synchronisation (the queue's mutex) */
+    double enqueued_at;
+    bool done;
+    atomic_bool cancelled; /* the client left or timed out: skip it if not started */
+    int refs;              /* handler + queue/scheduler */
+    pthread_cond_t cv;
+} srv_task;
+
+srv_task *srv_task_new(srv_endpoint ep);
+/* Drops one reference (under the queue lock); frees the task with the last one. */
+void srv_task_release(srv_task *t);
+
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* signalled when a task arrives or on shutdown */
+    srv_task **ring;
+    int cap, head, n;
+    bool stop;
+} srv_queue;
+
+int srv_queue_init(srv_queue *q, int cap);
+void srv_queue_destroy(srv_queue *q);
+/* Adds t (taking a reference). Returns 0, or -1 when the queue is full or stopping. */
+int srv_queue_push(srv_queue *q, srv_task *t);
+/* Under q->mu: removes up to max tasks into out; returns how many. */
+int srv_queue_pop_locked(srv_queue *q, srv_task **out, int max);
+int srv_queue_depth(srv_queue *q);
+/* Marks t finished and wakes its waiter (takes the lock). */
+void srv_task_complete(srv_queue *q, srv_task *t);
+
+/* ---- the scheduler (sched.c) ----------------------------------------------------------------- */
+
+/* What the startup probe learned about the model (fixed for the server's life). */
+typedef struct {
+    uint32_t n_mem, n_embd, n_vocab, n_ctx;
+    bool can_retrieve;
+    char type[32];  /* weight type of the file, e.g. "f32" */
+    char name[128]; /* general.name or the file name */
+    uint64_t file_bytes;
+} srv_model_info;
+
+typedef struct {
+    pthread_mutex_t mu; /* guards everything below */
+    bool loaded, loading, load_failed;
+    char load_error[256];
+    double load_time_s;
+    double last_activity; /* wall clock, 0 = never */
+    double unload_at;     /* wall clock; < 0 = never / not loaded */
+    uint64_t requests_served, errors, loads, unloads;
+    double latency_sum_ms;
+} srv_state;
+
+int srv_sched_start(const srv_config *cfg, const srv_model_info *info, srv_queue *q, srv_state *st);
+/* Stops the scheduler thread after the queue drains (or fails what is left), frees the model. */
+void srv_sched_stop(void);
+/* Loads the model once to check it and fill info, then frees it. */
+int srv_probe_model(const srv_config *cfg, srv_model_info *info);
+
+/* ---- metrics (metrics.c) --------------------------------------------------------------------- */
+
+void srv_metrics_request(srv_endpoint ep, int status, double ms);
+void srv_metrics_batch(int tasks, int docs);
+void srv_metrics_tokens(uint64_t prompt, uint64_t generated);
+void srv_metrics_load(bool loaded);
+/* Prometheus text exposition; malloc'd. */
+char *srv_metrics_render(srv_queue *q, srv_state *st);
+const char *srv_endpoint_name(srv_endpoint ep);
+
+/* ---- request handling (routes.c) ------------------------------------------------------------- */
+
+typedef struct {
+    int status;
+    char *body; /* malloc'd */
+    const char *content_type;
+    int retry_after; /* > 0: add Retry-After */
+    uint64_t tokens; /* for the log line */
+} srv_reply;
+
+typedef struct srv_server srv_server;
+
+/* Handles a routed, authorised request whose whole body is in (body, len). `alive` tells whether
+ * the client is still connected (polled while waiting). */
+void srv_route(srv_server *s, srv_endpoint ep, const char *body, size_t len, bool (*alive)(void *),
+               void *alive_arg, srv_reply *out);
+/* An error reply {success:false, error, error_type}. */
+void srv_reply_error(srv_reply *r, int status, const char *type, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+struct srv_server {
+    srv_config cfg;
+    srv_model_info info;
+    srv_queue queue;
+    srv_state state;
+    double started_at;
+    atomic_int inflight;
+    atomic_bool draining;
+};
+
+/* ---- HTTP (http.c) --------------------------------------------------------------------------- */
+
+/* Starts the daemon; *port_out receives the bound port. Returns NULL on failure (message
+ * printed). */
+void *srv_http_start(srv_server *s, int *port_out);
+void srv_http_quiesce(void *daemon);
+void srv_http_stop(void *daemon);
+
+/* ---- helpers (util.c) ------------------------------------------------------------------------ */
+
+double srv_now(void);  /* wall clock seconds */
+double srv_mono(void); /* monotonic seconds */
+bool srv_utf8_valid(const char *s, size_t n);
+/* True if a JSON text contains a \u0000 escape (cJSON would cut the string there). */
+bool srv_json_has_nul_escape(const char *s, size_t n);
+bool srv_ct_equal(const char *a, size_t alen, const char *b, size_t blen);
+char *srv_base64_encode(const void *data, size_t n); /* malloc'd, NUL-terminated */
+/* Decodes standard base64 (padding optional, no whitespace); returns malloc'd bytes or NULL. */
+unsigned char *srv_base64_decode(const char *s, size_t n, size_t *out_len);
+uint64_t srv_rss_bytes(void);
+const char *srv_isa(void);
+
+extern const char srv_openapi_json[];
+
+int srv_main(int argc, char **argv);
+
+#endif

@@ -1,0 +1,679 @@
+"""clara-server over real HTTP: the real build/clara-server is started on a free loopback port
+(--port 0, the port is read from its "listening on" line) with the demo model, and is always
+killed at the end.
+
+Covers: /compress equal to `clara ask --json` for the same input, the Python server's README
+request shapes, /v1/compress -> /v1/answer equal to /compress, /v1/retrieve equal to
+`clara retrieve --json` (and 422 on a model without a query reasoner), 16 clients x 10 requests
+identical to the sequential answers, >= 60 malformed requests each answered with the right 4xx
+JSON while /health stays 200, slowloris, API keys, CORS, queue-full 503 + Retry-After, dropped
+tasks of clients that left, keep-alive unload/reload and per-request 0 / -1, endpoints that must
+not load the model, configuration errors, graceful SIGTERM."""
+
+import base64
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+
+from harness import BUILD, CLARA, FIXTURES, ROOT, check, report, run
+
+SERVER = os.path.join(BUILD, "clara-server")
+DEMO = os.path.join(BUILD, "demo", "clara-demo.gguf")
+TMP = tempfile.mkdtemp(prefix="clara-server-test-")
+SLOW = os.environ.get("SANITIZER") or "/tsan" in BUILD or "/asan" in BUILD or "/ubsan" in BUILD
+_servers = []
+
+
+class Server:
+    def __init__(self, *args, env=None):
+        self.log = os.path.join(TMP, "server-%d.log" % len(_servers))
+        e = {k: v for k, v in os.environ.items() if not k.startswith("CLARA_")}
+        e.update(env or {})
+        self.proc = subprocess.Popen([SERVER, "--port", "0", "--threads", "2"] + list(args),
+                                     stdout=subprocess.DEVNULL, stderr=open(self.log, "w"), env=e)
+        _servers.append(self)
+        self.port = None
+        deadline = time.time() + 30
+        while time.time() < deadline and self.proc.poll() is None:
+            m = re.search(r"listening on http://[^ ]*:(\d+)", self.text())
+            if m:
+                self.port = int(m.group(1))
+                break
+            time.sleep(0.02)
+        if self.port is None:
+            raise RuntimeError("server did not start: " + self.text()[-2000:])
+
+    def text(self):
+        with open(self.log, errors="replace") as f:
+            return f.read()
+
+    def request(self, method, path, body=None, headers=None, timeout=30):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            if isinstance(body, (dict, list)):
+                body = json.dumps(body)
+            if isinstance(body, str):
+                body = body.encode()
+            h = {"Content-Type": "application/json"} if body is not None else {}
+            h.update(headers or {})
+            c.request(method, path, body=body, headers=h)
+            r = c.getresponse()
+            data = r.read()
+            try:
+                j = json.loads(data)
+            except ValueError:
+                j = None
+            return r.status, j, dict((k.lower(), v) for k, v in r.getheaders()), data
+        finally:
+            c.close()
+
+    def post(self, path, body, **kw):
+        return self.request("POST", path, body, **kw)
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
+
+    def status(self):
+        return self.get("/status")[1]
+
+    def healthy(self):
+        return self.get("/health")[0] == 200
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def cli(cmd, memories, query=None, max_new_tokens=None, extra=(), model=DEMO):
+    args = [CLARA, cmd, "--model", model, "--json", "--threads", "2"]
+    for m in memories:
+        args += ["--doc", m]
+    if query is not None:
+        args += ["--query", query]
+    if max_new_tokens is not None:
+        args += ["--max-new-tokens", str(max_new_tokens)]
+    out = subprocess.run(args + list(extra), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def n_tokens(text):
+    out = subprocess.run([CLARA, "tokenize", "--model", DEMO, "--json", "--text", text],
+                         capture_output=True, text=True, timeout=30)
+    return len(json.loads(out.stdout)["ids"])
+
+
+CASES = [
+    (["User likes hiking in national parks.", "User works as a software engineer.",
+      "User has a dog named Max."], "What outdoor activities does the user enjoy?", 128),
+    (["The sky is blue."], "What colour is the sky?", 16),
+    (["Paris is the capital of France. " * 40, "Zürich liegt in der Schweiz — 日本語も。", ""],
+     "Where is Zürich?", 40),
+    (["one", "two", "three", "four", "five", "six", "seven"], "Count them.", 1),
+]
+
+
+def body(case):
+    return {"memories": case[0], "query": case[1], "max_new_tokens": case[2]}
+
+
+SEQ = {}  # case index -> /compress answer
+
+
+def test_compress_equals_cli():
+    for i, c in enumerate(CASES):
+        st, j, _, _ = S.post("/compress", body(c))
+        want = cli("ask", c[0], c[1], c[2])
+        if not check(st == 200 and j and j["success"] is True, "case %d: status %s %s" % (i, st, j)):
+            continue
+        SEQ[i] = j["answer"]
+        check(j["answer"] == want["answer"], "case %d: answer differs from clara ask" % i)
+        check(j["prompt_tokens"] == want["prompt_tokens"], "case %d: prompt_tokens" % i)
+        check(j["generated_tokens"] == len(want["ids"]), "case %d: generated_tokens" % i)
+        orig = sum(n_tokens(m) for m in c[0])
+        check(j["original_tokens"] == orig, "case %d: original_tokens %s vs %d" % (
+            i, j["original_tokens"], orig))
+        check(j["compressed_tokens"] == 16 * len(c[0]), "case %d: compressed_tokens" % i)
+        check(abs(j["compression_ratio"] - orig / (16.0 * len(c[0]))) <= 0.0051,
+              "case %d: compression_ratio %s" % (i, j["compression_ratio"]))
+        check(isinstance(j["latency_ms"], (int, float)) and j["latency_ms"] >= 0, "latency_ms")
+        check(set(j["timings"]) >= {"queue_ms", "compress_ms", "generate_ms"}, "timings")
+    # max_new_tokens defaults to 128, as in the Python server
+    st, j, _, _ = S.post("/compress", {"memories": CASES[0][0], "query": CASES[0][1]})
+    check(st == 200 and j["answer"] == SEQ.get(0), "default max_new_tokens is 128")
+
+
+def test_python_readme_shapes():
+    # the README's curl example, byte for byte (indented JSON)
+    curl_body = '''{
+    "memories": [
+      "User likes hiking in national parks.",
+      "User works as a software engineer.",
+      "User has a dog named Max."
+    ],
+    "query": "What outdoor activities does the user enjoy?"
+  }'''
+    st, j, _, _ = S.post("/compress", curl_body, headers={"User-Agent": "curl/7.88.1",
+                                                          "Accept": "*/*"})
+    check(st == 200 and j["answer"] == SEQ.get(0), "README curl example")
+    for k, t in [("success", bool), ("answer", str), ("original_tokens", int),
+                 ("compressed_tokens", int), ("compression_ratio", (int, float)),
+                 ("latency_ms", (int, float))]:
+        check(isinstance(j.get(k), t), "response field %s has the Python server's type" % k)
+    # requests.post(url, json=payload): compact separators, requests' default headers
+    payload = json.dumps(body(CASES[1]), separators=(", ", ": ")).encode()
+    st, j, _, _ = S.post("/compress", payload, headers={
+        "User-Agent": "python-requests/2.31.0", "Accept-Encoding": "gzip, deflate",
+        "Accept": "*/*", "Connection": "keep-alive", "Content-Length": str(len(payload))})
+    check(st == 200 and j["answer"] == SEQ.get(1), "requests json= shape")
+    # curl -d without a Content-Type header sends x-www-form-urlencoded; still JSON to us
+    st, j, _, _ = S.post("/compress", json.dumps(body(CASES[1])),
+                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+    check(st == 200 and j["answer"] == SEQ.get(1), "form content type")
+    st, j, _, _ = S.get("/health")
+    check(st == 200 and j["status"] == "ok", "GET /health {status: ok}")
+    st, j, _, _ = S.get("/status")
+    for k in ["model", "initialized", "backend", "device", "dtype", "load_time_seconds",
+              "requests_served", "errors", "avg_latency_ms", "uptime_seconds",
+              "keep_alive_seconds", "last_activity", "will_unload_at", "seconds_until_unload",
+              "threads", "isa", "memory"]:
+        check(k in j, "/status has %s" % k)
+
+
+def f32s(b64):
+    raw = base64.b64decode(b64)
+    return struct.unpack("<%df" % (len(raw) // 4), raw)
+
+
+def test_v1_compress_answer():
+    c = CASES[0]
+    st, j, _, _ = S.post("/v1/compress", {"documents": c[0]})
+    if not check(st == 200 and j["success"], "/v1/compress: %s %s" % (st, j)):
+        return
+    v = j["vectors"]
+    check(v["dtype"] == "f32" and v["shape"] == [3, 16, 64], "shape %s" % v["shape"])
+    got = f32s(v["data"])
+    want = cli("compress", c[0])
+    flat = [x for d in want["docs"] for row in d["vectors"] for x in row]
+    check(len(got) == len(flat) and max(abs(a - b) for a, b in zip(got, flat)) <= 1e-6,
+          "/v1/compress vectors equal clara compress")
+    check(j["n_tokens"] == [d["n_tokens"] for d in want["docs"]], "n_tokens per document")
+    st, a, _, _ = S.post("/v1/answer", {"query": c[1], "vectors": v, "max_new_tokens": c[2]})
+    check(st == 200 and a["answer"] == SEQ.get(0), "/v1/answer from vectors equals /compress")
+    st, a, _, _ = S.post("/v1/answer", {"query": c[1], "documents": c[0], "max_new_tokens": c[2]})
+    check(st == 200 and a["answer"] == SEQ.get(0), "/v1/answer from documents equals /compress")
+    st, h, _, _ = S.post("/v1/compress", {"documents": c[0], "dtype": "f16"})
+    raw = base64.b64decode(h["vectors"]["data"])
+    half = struct.unpack("<%de" % (len(raw) // 2), raw)
+    check(h["vectors"]["dtype"] == "f16" and len(half) == 3 * 16 * 64, "f16 vectors")
+    check(max(abs(a - b) for a, b in zip(half, flat)) <= 1e-2 * max(1, max(map(abs, flat))),
+          "f16 vectors round the f32 ones")
+    st, a, _, _ = S.post("/v1/answer", {"query": c[1], "vectors": h["vectors"], "max_new_tokens": 4})
+    check(st == 200 and a["success"], "/v1/answer accepts f16 vectors")
+
+
+def test_retrieve():
+    docs = ["Cats purr.", "The Eiffel Tower is in Paris.", "Dogs bark.", "Water boils at 100 C.",
+            "Bees make honey.", "Snow is cold.", "Rust is a language."]
+    q = "Where is the Eiffel Tower?"
+    want = cli("retrieve", docs, q, 24, extra=["--top-k", "3"])
+    st, j, _, _ = S.post("/v1/retrieve", {"query": q, "documents": docs, "top_k": 3,
+                                          "max_new_tokens": 24})
+    if not check(st == 200, "/v1/retrieve: %s %s" % (st, j)):
+        return
+    check(j["answer"] == want["answer"] and j["top_k"] == want["top_k"], "retrieve = clara retrieve")
+    check(max(abs(a - b) for a, b in zip(j["scores"], want["scores"])) < 1e-6, "scores")
+    st, v, _, _ = S.post("/v1/compress", {"documents": docs})
+    st, k, _, _ = S.post("/v1/retrieve", {"query": q, "vectors": v["vectors"], "top_k": 3,
+                                          "max_new_tokens": 24})
+    check(st == 200 and k["answer"] == want["answer"] and k["top_k"] == want["top_k"],
+          "retrieve from vectors")
+
+
+def test_parallel_clients():
+    if len(SEQ) < len(CASES):
+        check(False, "sequential answers missing")
+        return
+    results, lock = [], threading.Lock()
+
+    def client(ci):
+        for r in range(10):
+            i = (ci + r) % len(CASES)
+            try:
+                st, j, _, _ = S.post("/compress", body(CASES[i]), timeout=120)
+                ok = st == 200 and j["answer"] == SEQ[i]
+            except Exception as e:  # noqa: BLE001 - any failure counts
+                ok, st = False, repr(e)
+            with lock:
+                results.append((ok, st))
+
+    ts = [threading.Thread(target=client, args=(c,)) for c in range(16)]
+    t0 = time.time()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    bad = [r for r in results if not r[0]]
+    check(len(results) == 160 and not bad, "16x10 parallel answers identical (%d bad: %s)" % (
+        len(bad), bad[:3]))
+    m = S.get("/metrics")[3].decode()
+    batched = re.search(r'clara_batch_tasks_bucket\{le="1"\} (\d+)', m)
+    total = re.search(r"clara_batch_tasks_count (\d+)", m)
+    check(batched and total and int(total.group(1)) > int(batched.group(1)),
+          "some scheduler passes merged several requests")
+    print("parallel: 160 requests in %.2f s" % (time.time() - t0))
+
+
+def raw_request(port, data, timeout=10, read=True):
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        s.sendall(data)
+        if not read:
+            return b""
+        out = b""
+        while True:
+            try:
+                b = s.recv(65536)
+            except (ConnectionResetError, socket.timeout):
+                break
+            if not b:
+                break
+            out += b
+        return out
+    finally:
+        s.close()
+
+
+BIG = "x" * (300 << 10)
+M1 = {"memories": ["a"], "query": "q"}
+
+
+def malformed_cases():
+    """(method, path, body, headers, status, error_type)"""
+    P, C, A, R, V = "POST", "/compress", "/v1/answer", "/v1/retrieve", "/v1/compress"
+    good_vec = {"dtype": "f32", "shape": [1, 16, 64],
+                "data": base64.b64encode(b"\0" * (16 * 64 * 4)).decode()}
+    bad_json = [b"", b"{", b'{"memories": ["a"], "query": "q"', b"not json",
+                b"{'memories': ['a'], 'query': 'q'}", b'{"memories": ["a",], "query": "q"}',
+                b'{"memories": ["a"], "query": "q"} trailing', b'{"a":1}{"b":2}', b"[1,2",
+                b'{"memories": ["\\ud800"], "query": "q"}', b'{"memories": ["\\udc00x"], "query": "q"}',
+                b'{"memories": ["a"], "query": "q", }', b'{"memories": ["a"], "query": "q", '
+                b'"max_new_tokens": NaN}', b'{"memories": ["a"], "query": "q"\x00}']
+    cases = [(P, C, b, {}, 400, "invalid_json") for b in bad_json]
+    bad_utf8 = [b"\xff", b"\xc0\xaf", b"\xed\xa0\x80", b"\xe2\x82", b"\xf4\x90\x80\x80", b"\x80",
+                b"\xf8\x88\x80\x80\x80", b"\xc2"]
+    cases += [(P, C, b'{"memories": ["ok' + u + b'"], "query": "q"}', {}, 400, "invalid_utf8")
+              for u in bad_utf8]
+    cases.append((P, C, b'{"memories": ["a"], "query": "\xfe"}', {}, 400, "invalid_utf8"))
+    vt = "validation_error"
+    wrong = [[], "string", 5, {"memories": "a", "query": "q"}, {"memories": [1, 2], "query": "q"},
+             {"memories": [None], "query": "q"}, {"memories": {}, "query": "q"},
+             {"memories": ["a"], "query": 5}, {"memories": ["a"], "query": None},
+             {"memories": ["a"], "query": ["q"]}, dict(M1, max_new_tokens="5"),
+             dict(M1, max_new_tokens=5.5), dict(M1, max_new_tokens=True),
+             dict(M1, keep_alive="x"), dict(M1, keep_alive=1.5),
+             {}, {"memories": ["a"]}, {"query": "q"},
+             {"memories": [], "query": "q"}, {"memories": ["a"], "query": ""},
+             dict(M1, max_new_tokens=0), dict(M1, max_new_tokens=513),
+             dict(M1, max_new_tokens=-1), dict(M1, max_new_tokens=1e20),
+             {"memories": ["a"] * 1025, "query": "q"}, {"memories": [BIG], "query": "q"},
+             {"memories": ["a"], "query": "q" * 20000}]
+    cases += [(P, C, json.dumps(w).encode(), {}, 422, vt) for w in wrong]
+    cases.append((P, C, b'{"memories": ["a\\u0000b"], "query": "q"}', {}, 422, vt))
+    cases += [(P, V, {"documents": ["a"], "dtype": "f64"}, {}, 422, vt),
+              (P, V, {"documents": ["a"], "dtype": 5}, {}, 422, vt), (P, V, {}, {}, 422, vt),
+              (P, A, {"query": "q", "vectors": "abc"}, {}, 422, vt),
+              (P, A, {"query": "q", "vectors": dict(good_vec, data="!!!!")}, {}, 422, vt),
+              (P, A, {"query": "q", "vectors": dict(good_vec, shape=[1, 16, 63])}, {}, 422, vt),
+              (P, A, {"query": "q", "vectors": dict(good_vec, shape=[2, 16, 64])}, {}, 422, vt),
+              (P, A, {"query": "q", "vectors": good_vec, "documents": ["a"]}, {}, 422, vt),
+              (P, A, {"documents": ["a"]}, {}, 422, vt),
+              (P, R, {"query": "q", "documents": ["a"], "top_k": 0}, {}, 422, vt),
+              (P, R, {"query": "q", "documents": ["a"], "top_k": "3"}, {}, 422, vt),
+              (P, R, {"query": "q"}, {}, 422, vt),
+              (P, C, {"memories": ["a <MEM0> b"], "query": "q"}, {}, 422, "invalid_input")]
+    cases += [("GET", C, None, {}, 405, "method_not_allowed"),
+              ("PUT", A, M1, {}, 405, "method_not_allowed"),
+              ("DELETE", "/health", None, {}, 405, "method_not_allowed"),
+              ("POST", "/health", M1, {}, 405, "method_not_allowed"),
+              ("POST", "/metrics", M1, {}, 405, "method_not_allowed"),
+              ("PATCH", "/status", M1, {}, 405, "method_not_allowed"),
+              ("OPTIONS", C, None, {}, 405, "method_not_allowed")]
+    cases += [("GET", p, None, {}, 404, "not_found") for p in
+              ["/", "/docs", "/v2/compress", "/COMPRESS", "/etc/passwd", "/compress%00"]]
+    cases.append(("POST", "/compress/", M1, {}, 404, "not_found"))
+    cases.append((P, C, M1, {"X-Big": "h" * (12 << 10)}, 431, "headers_too_large"))
+    return cases
+
+
+def test_malformed_requests():
+    cases = malformed_cases()
+    n = 0
+    for (method, path, b, headers, want, etype) in cases:
+        st, j, _, _ = S.request(method, path, b, headers=headers)
+        ok = check(st == want and isinstance(j, dict) and j.get("success") is False and
+                   j.get("error_type") == etype and isinstance(j.get("error"), str),
+                   "%s %s %r -> %s %s (want %d %s)" % (method, path, str(b)[:60], st, j, want, etype))
+        check(S.healthy(), "healthy after %s %s" % (method, path))
+        n += ok
+    # bodies over --max-body: announced by Content-Length (answered before reading) and chunked
+    huge = b'{"memories": ["' + b"a" * (5 << 20) + b'"], "query": "q"}'
+    st, j, _, _ = S.post("/compress", huge)
+    n += check(st == 413 and j["error_type"] == "payload_too_large", "huge body -> 413 (%s)" % st)
+    check(S.healthy(), "healthy after huge body")
+    chunk = b"a" * 65536
+    req = (b"POST /compress HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+           b"Content-Type: application/json\r\n\r\n" +
+           b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(80)) + b"0\r\n\r\n")
+    out = raw_request(S.port, req)
+    n += check(out.startswith(b"HTTP/1.1 413") and b"payload_too_large" in out,
+               "chunked huge body -> 413 (%r)" % out[:40])
+    check(S.healthy(), "healthy after chunked huge body")
+    out = raw_request(S.port, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Huge: " + b"h" * (200 << 10) +
+                      b"\r\n\r\n")
+    n += check(out == b"" or re.match(rb"HTTP/1\.[01] 4\d\d", out) is not None,
+               "200 KiB header -> 4xx or closed (%r)" % out[:40])
+    check(S.healthy(), "healthy after 200 KiB header")
+    out = raw_request(S.port, b"GARBAGE\r\n\r\n")
+    n += check(out == b"" or re.match(rb"HTTP/1\.[01] 4\d\d", out) is not None,
+               "garbage request line -> 4xx (%r)" % out[:40])
+    check(S.healthy(), "healthy after garbage request line")
+    check(n >= 60, "at least 60 malformed requests answered correctly (%d)" % n)
+
+
+def test_slowloris():
+    t0 = time.time()
+    socks = []
+    for part in [b"POST /compress HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"memo",
+                 b"GET /health HTTP/1.1\r\nHost: x\r\n"]:
+        s = socket.create_connection(("127.0.0.1", S.port), timeout=15)
+        s.sendall(part)
+        socks.append(s)
+    t1 = time.time()
+    check(S.healthy() and time.time() - t1 < 1, "health answers while slow clients hang on")
+    for s in socks:
+        try:
+            data = s.recv(1024)
+        except (ConnectionResetError, socket.timeout):
+            data = b""
+        check(data == b"" or data.startswith(b"HTTP/1.1 4"), "slow client cut off (%r)" % data[:30])
+        s.close()
+    took = time.time() - t0
+    check(took < 8, "slow clients closed by the 2 s connection timeout (%.1f s)" % took)
+    check(S.healthy(), "healthy after slowloris")
+
+
+def test_auth_and_cors():
+    key = "s3cret-key-123"
+    a = Server("--api-key", key, "--cors-origins", "http://a.example, http://b.example")
+    good = {"Authorization": "Bearer " + key}
+    cases = [({}, 401), ({"Authorization": "Bearer wrong"}, 403),
+             ({"Authorization": "Basic " + key}, 401), ({"Authorization": "Bearer "}, 401),
+             ({"Authorization": "Bearer " + key[:-1]}, 403),
+             ({"Authorization": "Bearer " + key + "x"}, 403), ({"Authorization": key}, 401)]
+    for h, want in cases:
+        st, j, _, _ = a.post("/compress", body(CASES[1]), headers=h)
+        check(st == want and j["error_type"] == ("unauthorized" if want == 401 else "forbidden"),
+              "auth %r -> %s (want %d)" % (h, st, want))
+        check(a.healthy(), "healthy after auth %r" % h)
+    for p in ["/status", "/metrics", "/openapi.json"]:
+        check(a.get(p)[0] == 401, "%s needs the key" % p)
+        check(a.get(p, headers=good)[0] == 200, "%s with the key" % p)
+    check(a.get("/health")[0] == 200, "/health needs no key")
+    st, j, hd, _ = a.post("/compress", body(CASES[1]), headers=dict(good, Origin="http://a.example"))
+    check(st == 200 and j["answer"] == SEQ.get(1), "right key -> answer")
+    check(hd.get("access-control-allow-origin") == "http://a.example", "CORS allowed origin")
+    st, _, hd, _ = a.get("/health", headers={"Origin": "http://evil.example"})
+    check("access-control-allow-origin" not in hd, "CORS: other origins get no header")
+    st, _, hd, _ = a.request("OPTIONS", "/compress", headers={
+        "Origin": "http://b.example", "Access-Control-Request-Method": "POST"})
+    check(st == 204 and hd.get("access-control-allow-origin") == "http://b.example" and
+          "POST" in hd.get("access-control-allow-methods", ""), "CORS preflight")
+    st, _, hd, _ = S.get("/health", headers={"Origin": "http://a.example"})
+    check("access-control-allow-origin" not in hd, "CORS off by default")
+    check(a.stop() == 0, "auth server exits 0")
+
+
+def long_body(n=512):
+    return {"memories": CASES[0][0][:1], "query": CASES[0][1], "max_new_tokens": n}
+
+
+def metric(server, name):
+    m = re.search(r"^%s (\d+)" % re.escape(name), server.get("/metrics")[3].decode(), re.M)
+    return int(m.group(1)) if m else None
+
+
+def test_queue_disconnect_shutdown():
+    q = Server("--parallel", "1", "--max-queue", "2")
+    st, j, _, _ = q.post("/compress", long_body())
+    gen = j["generated_tokens"]
+    check(gen > 100, "long request generates many tokens (%d)" % gen)
+    docs0 = metric(q, "clara_documents_compressed_total")
+    res = []
+    ts = [threading.Thread(target=lambda: res.append(q.post("/compress", long_body())[0]))
+          for _ in range(2)]
+    for t in ts:
+        t.start()
+    time.sleep(0.03 if not SLOW else 0.2)
+    # a client that sends 7 documents and leaves while its task is still queued
+    left = json.dumps({"memories": ["m%d" % i for i in range(7)], "query": "q"}).encode()
+    raw_request(q.port, b"POST /compress HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (
+        len(left), left), read=False)
+    for t in ts:
+        t.join()
+    time.sleep(0.2)
+    check(res == [200, 200], "queued requests succeed (%s)" % res)
+    docs1 = metric(q, "clara_documents_compressed_total")
+    check(docs1 == docs0 + 2, "the departed client's 7 documents were never compressed "
+          "(%s -> %s)" % (docs0, docs1))
+    check(re.search(r"POST /compress 499", q.text()) is not None, "logged as 499")
+    # queue full: 12 at once against a queue of 2 -> some 503 with Retry-After, the rest 200
+    out = []
+    lock = threading.Lock()
+
+    def one():
+        st, j, hd, _ = q.post("/compress", long_body(256), timeout=120)
+        with lock:
+            out.append((st, hd.get("retry-after"), j and j.get("error_type")))
+
+    ts = [threading.Thread(target=one) for _ in range(12)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    full = [o for o in out if o[0] == 503]
+    check(full and all(o[1] == "1" and o[2] == "overloaded" for o in full),
+          "queue full -> 503 overloaded with Retry-After (%s)" % out)
+    check(all(o[0] in (200, 503) for o in out), "otherwise 200 (%s)" % out)
+    # SIGTERM while a request runs: it still gets its answer, the exit status is 0
+    res = []
+    t = threading.Thread(target=lambda: res.append(q.post("/compress", long_body())[0]))
+    t.start()
+    time.sleep(0.05)
+    q.proc.send_signal(signal.SIGTERM)
+    t.join()
+    rc = q.proc.wait(timeout=20)
+    check(res == [200] and rc == 0, "graceful stop: in-flight request %s, exit %s" % (res, rc))
+
+
+def wait_for(fn, timeout):
+    end = time.time() + timeout
+    while time.time() < end:
+        if fn():
+            return True
+        time.sleep(0.05)
+    return fn()
+
+
+def test_keep_alive():
+    k = Server("--keep-alive", "1")
+    for p in ["/health", "/status", "/metrics", "/openapi.json"]:
+        check(k.get(p)[0] == 200, "%s answers" % p)
+    s = k.status()
+    check(s["initialized"] is False and s["model_loads"] == 0, "health/status/metrics do not load")
+    check(metric(k, "clara_model_loaded") == 0, "metrics: model not loaded")
+    # requests arriving while the model loads wait and succeed
+    res, lock = [], threading.Lock()
+
+    def one():
+        st, j, _, _ = k.post("/compress", body(CASES[1]))
+        with lock:
+            res.append(st == 200 and j["answer"] == SEQ.get(1))
+
+    ts = [threading.Thread(target=one) for _ in range(8)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    check(res == [True] * 8, "8 requests on a cold server all answered (%s)" % res)
+    s = k.status()
+    # (on a slow machine the 1 s may already have passed: then it is unloaded)
+    check(s["model_loads"] == 1 and (not s["initialized"] or (
+        s["seconds_until_unload"] is not None and s["seconds_until_unload"] <= 1.0)),
+        "loaded once, unload scheduled (%s)" % s)
+    check(wait_for(lambda: not k.status()["initialized"], 4), "unloaded after 1 s idle")
+    check(k.status()["model_unloads"] == 1, "one unload")
+    st, j, _, _ = k.post("/compress", body(CASES[1]))
+    check(st == 200 and j["answer"] == SEQ.get(1) and k.status()["model_loads"] == 2,
+          "transparent reload")
+    st, j, _, _ = k.post("/compress", dict(body(CASES[1]), keep_alive=0))
+    check(st == 200 and wait_for(lambda: not k.status()["initialized"], 0.5),
+          "keep_alive 0 unloads right after the request")
+    st, j, _, _ = k.post("/compress", dict(body(CASES[1]), keep_alive=-1))
+    time.sleep(1.6)
+    s = k.status()
+    check(st == 200 and s["initialized"] and s["will_unload_at"] is None,
+          "keep_alive -1 keeps the model (%s)" % s)
+    k.post("/compress", dict(body(CASES[1]), keep_alive=1))
+    check(wait_for(lambda: not k.status()["initialized"], 4), "keep_alive 1 after -1 unloads")
+    check(k.stop() == 0, "keep-alive server exits 0")
+
+
+def test_model_load_failure():
+    path = os.path.join(TMP, "vanishing.gguf")
+    shutil.copy(DEMO, path)
+    v = Server("--model", path, "--keep-alive", "0")
+    st, j, _, _ = v.post("/compress", body(CASES[1]))
+    check(st == 200 and j["answer"] == SEQ.get(1), "served from a copy of the demo model")
+    check(wait_for(lambda: not v.status()["initialized"], 2), "unloaded (keep-alive 0)")
+    os.rename(path, path + ".away")
+    st, j, hd, _ = v.post("/compress", body(CASES[1]))
+    check(st == 503 and j["error_type"] == "model_unavailable" and hd.get("retry-after") == "1",
+          "a model that cannot load -> 503 model_unavailable (%s %s)" % (st, j))
+    st, j, _, _ = v.get("/health")
+    check(st == 503 and j["status"] == "error", "/health 503 after a failed load (%s)" % j)
+    os.rename(path + ".away", path)
+    st, j, _, _ = v.post("/compress", body(CASES[1]))
+    check(st == 200 and v.healthy(), "recovers once the file is back")
+    check(v.stop() == 0, "exits 0")
+
+
+def test_other_models_and_config():
+    import gen_fixtures as gf
+    gf.ensure(FIXTURES)
+    noqr = os.path.join(TMP, "instruct16.gguf")
+    subprocess.run([CLARA, "convert", "--base", os.path.join(FIXTURES, "base"), "--clara",
+                    os.path.join(FIXTURES, "instruct16"), "--out", noqr, "--quiet"], check=True,
+                   timeout=120)
+    m = Server("--model", noqr, env={"CLARA_KEEP_ALIVE": "7", "CLARA_MAX_NEW_TOKENS": "3"})
+    st, j, _, _ = m.post("/v1/retrieve", {"query": "q", "documents": ["a", "b"]})
+    check(st == 422 and j["error_type"] == "retrieval_unsupported", "retrieve without QR -> 422")
+    c = CASES[0]
+    st, j, _, _ = m.post("/compress", {"memories": c[0], "query": c[1]})
+    want = cli("ask", c[0], c[1], 3, model=noqr)
+    check(st == 200 and j["answer"] == want["answer"] and j["generated_tokens"] <= 3,
+          "CLARA_MAX_NEW_TOKENS default and answer on a second model")
+    check(m.status()["keep_alive_seconds"] == 7, "CLARA_KEEP_ALIVE from the environment")
+    m.stop()
+    m = Server("--model", noqr, "--keep-alive", "9", env={"CLARA_KEEP_ALIVE": "7"})
+    check(m.status()["keep_alive_seconds"] == 9, "the command line overrides the environment")
+    m.stop()
+    keyfile = os.path.join(TMP, "key")
+    with open(keyfile, "w") as f:
+        f.write("from-file\n")
+    m = Server(env={"CLARA_API_KEY_FILE": keyfile})
+    check(m.get("/status")[0] == 401 and
+          m.get("/status", headers={"Authorization": "Bearer from-file"})[0] == 200,
+          "CLARA_API_KEY_FILE")
+    m.stop()
+
+    def fails(args, env, pattern):
+        e = {k: v for k, v in os.environ.items() if not k.startswith("CLARA_")}
+        e.update(env)
+        p = subprocess.run([SERVER, "--port", "0"] + args, env=e, capture_output=True, text=True,
+                           timeout=30)
+        check(p.returncode == 2 and re.search(pattern, p.stderr),
+              "%s %s -> exit %d: %s" % (args, env, p.returncode, p.stderr.strip()[:200]))
+
+    fails([], {"CLARA_BACKEND": "cuda"}, r"not built into this binary; available: cpu")
+    fails(["--backend", "mps"], {}, r"available: cpu")
+    fails(["--base", "a.gguf", "--clara", "b.gguf"], {}, r"not supported yet")
+    fails([], {"CLARA_MODEL": "apple/CLaRa-7B-Instruct"}, r"GGUF file")
+    fails(["--keep-alive", "soon"], {}, r"keep-alive")
+    fails(["--max-new-tokens", "513"], {}, r"max-new-tokens")
+    p = subprocess.run([CLARA, "serve", "--version"], capture_output=True, text=True, timeout=10)
+    check(p.returncode == 0 and "clara-server" in p.stdout, "clara serve --version")
+    p = subprocess.run([SERVER, "--help"], capture_output=True, text=True, timeout=10)
+    check(p.returncode == 0 and "CLARA_MAX_BODY" in p.stdout, "--help lists the env variables")
+
+
+def test_openapi_and_docs():
+    st, j, _, _ = S.get("/openapi.json")
+    check(st == 200 and j["openapi"].startswith("3."), "openapi.json is OpenAPI 3")
+    paths = ["/compress", "/v1/compress", "/v1/answer", "/v1/retrieve", "/health", "/status",
+             "/metrics", "/openapi.json"]
+    check(sorted(j["paths"]) == sorted(paths), "openapi lists every endpoint")
+    with open(os.path.join(ROOT, "docs", "API.md")) as f:
+        doc = f.read()
+    for p in paths:
+        check(("`%s`" % p) in doc or (" %s" % p) in doc, "docs/API.md documents %s" % p)
+    for v in ["CLARA_MODEL", "CLARA_HOST", "CLARA_PORT", "CLARA_BACKEND", "CLARA_KEEP_ALIVE",
+              "CLARA_API_KEY", "CLARA_CORS_ORIGINS", "CLARA_MAX_NEW_TOKENS", "CLARA_LOG_LEVEL",
+              "CLARA_THREADS", "CLARA_PARALLEL", "CLARA_MAX_QUEUE", "CLARA_MAX_BODY"]:
+        check(v in doc, "docs/API.md documents %s" % v)
+    m = S.get("/metrics")[3].decode()
+    for name in ["clara_requests_total", "clara_request_duration_seconds_bucket",
+                 "clara_documents_compressed_total", "clara_prompt_tokens_total",
+                 "clara_generated_tokens_total", "clara_queue_depth", "clara_batch_tasks_bucket",
+                 "clara_model_loaded", "clara_resident_memory_bytes"]:
+        check(name in m, "metrics has %s" % name)
+
+
+if __name__ == "__main__":
+    t0 = time.time()
+    try:
+        S = Server("--conn-timeout", "2", "--keep-alive", "-1")
+        for fn in [test_compress_equals_cli, test_python_readme_shapes, test_v1_compress_answer,
+                   test_retrieve, test_parallel_clients, test_malformed_requests, test_slowloris,
+                   test_auth_and_cors, test_queue_disconnect_shutdown, test_keep_alive,
+                   test_model_load_failure,
+                   test_other_models_and_config, test_openapi_and_docs]:
+            run(fn)
+        check(S.stop() == 0, "main server exits 0 on SIGTERM")
+        errs = [s.log for s in _servers if re.search(r"(ERROR|WARNING): (Address|Thread)"
+                                                      r"Sanitizer|runtime error|LeakSanitizer",
+                                                      s.text())]
+        check(not errs, "no sanitizer reports in server logs (%s)" % errs)
+    finally:
+        for s in _servers:
+            if s.proc.poll() is None:
+                s.proc.kill()
+                s.proc.wait()
+        shutil.rmtree(TMP, ignore_errors=True)
+    print("server tests took %.1f s" % (time.time() - t0))
+    report("test_server")
