@@ -150,10 +150,17 @@ typedef struct {
     uint32_t *top_k;     /* retrieve: indices of the selected documents in rank order */
     float *scores;       /* retrieve: cosine score of every document, input order */
     size_t k, n_scores;
+    char *error;         /* clara_generate_batch: why this request failed (NULL on success) */
 } clara_gen_result;
 
 clara_gen_params clara_gen_default_params(void);
 clara_status clara_generate(clara_ctx *ctx, const clara_gen_params *params, clara_gen_result *out);
+/* Several requests at once: their documents are compressed in shared passes and their decoding
+ * steps run together (one forward pass per step for all). Each result equals what
+ * clara_generate gives for that request alone; statuses[i] (and results[i].error) tell whether
+ * request i succeeded. Returns non-OK only when the whole batch failed. */
+clara_status clara_generate_batch(clara_ctx *ctx, const clara_gen_params *params, size_t n,
+                                  clara_gen_result *results, clara_status *statuses);
 void clara_gen_result_free(clara_gen_result *r);
 
 #ifdef __cplusplus

@@ -147,13 +147,11 @@ static int compress_task(srv_task *t) {
     return s == CLARA_OK ? 0 : -1;
 }
 
-/* Whether documents of task t go through the shared compress pass. Generation from precomputed
- * vectors uses the decoder adapter only when the model has one; without it the engine answers
- * differently from vectors than from text (spec §5), so those tasks compress inside
- * clara_generate instead. */
+/* Whether documents of task t go through the shared compress pass: only /v1/compress, which
+ * returns the vectors. Generation tasks give their documents to clara_generate_batch, which
+ * compresses the documents of all of them in shared passes itself. */
 static bool wants_compress(const srv_task *t) {
-    if (!t->docs || t->n_docs == 0) return false;
-    return t->ep == SRV_EP_V1_COMPRESS || S.m->decoder != NULL;
+    return t->docs && t->n_docs > 0 && t->ep == SRV_EP_V1_COMPRESS;
 }
 
 /* One clara_compress call over the documents of every task that wants it; if it fails (one
@@ -201,34 +199,64 @@ static void compress_phase(srv_task **b, int n) {
     free(ntok);
 }
 
-static void generate_task(srv_task *t) {
-    if (t->ep == SRV_EP_V1_COMPRESS) {
-        t->status = 200;
-        return;
-    }
-    clara_gen_params p = clara_gen_default_params();
-    p.task = t->ep == SRV_EP_V1_RETRIEVE ? CLARA_TASK_RETRIEVE : CLARA_TASK_ANSWER;
-    p.query = t->query;
-    p.query_len = t->query_len;
-    p.n_docs = t->n_docs;
+static void set_params(const srv_task *t, clara_gen_params *p) {
+    *p = clara_gen_default_params();
+    p->task = t->ep == SRV_EP_V1_RETRIEVE ? CLARA_TASK_RETRIEVE : CLARA_TASK_ANSWER;
+    p->query = t->query;
+    p->query_len = t->query_len;
+    p->n_docs = t->n_docs;
     if (t->in_vectors)
-        p.vectors = t->in_vectors;
-    else if (t->out_vectors)
-        p.vectors = t->out_vectors;
+        p->vectors = t->in_vectors;
     else
-        p.docs = t->docs;
-    p.max_new_tokens = t->max_new_tokens;
-    p.top_k = t->top_k;
-    double t0 = srv_mono();
-    clara_status s = clara_generate(S.ctx, &p, &t->gen);
-    t->generate_ms = (srv_mono() - t0) * 1e3;
-    if (s != CLARA_OK) {
-        task_fail_engine(t, s);
-        return;
+        p->docs = t->docs;
+    p->max_new_tokens = t->max_new_tokens;
+    p->top_k = t->top_k;
+}
+
+/* Every generation task of the pass in one clara_generate_batch call: shared compression
+ * passes and decoding steps run together; each task gets its own result or error. */
+static void generate_phase(srv_task **b, int n) {
+    srv_task *tasks[SCHED_MAX_BATCH];
+    clara_gen_params params[SCHED_MAX_BATCH];
+    clara_gen_result results[SCHED_MAX_BATCH];
+    clara_status st[SCHED_MAX_BATCH];
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        if (!task_live(b[i])) continue;
+        if (b[i]->ep == SRV_EP_V1_COMPRESS) {
+            b[i]->status = 200;
+            continue;
+        }
+        tasks[k] = b[i];
+        set_params(b[i], &params[k++]);
     }
-    t->has_gen = true;
-    t->status = 200;
-    srv_metrics_tokens(t->gen.prompt_tokens, t->gen.n_ids);
+    if (k == 0) return;
+    int docs = 0;
+    for (int i = 0; i < k; i++)
+        if (params[i].docs) docs += (int)params[i].n_docs;
+    double t0 = srv_mono();
+    clara_status s = clara_generate_batch(S.ctx, params, (size_t)k, results, st);
+    srv_metrics_batch(k, docs);
+    double ms = (srv_mono() - t0) * 1e3;
+    for (int i = 0; i < k; i++) {
+        srv_task *t = tasks[i];
+        t->generate_ms = ms;
+        if (s != CLARA_OK) {
+            task_fail_engine(t, s);
+            continue;
+        }
+        if (st[i] != CLARA_OK) {
+            const char *msg = results[i].error ? results[i].error : clara_status_name(st[i]);
+            if (st[i] == CLARA_ERR_INVALID_ARG) task_fail(t, 422, "invalid_input", msg);
+            else task_fail(t, 500, "engine_error", msg);
+            clara_gen_result_free(&results[i]);
+            continue;
+        }
+        t->gen = results[i];
+        t->has_gen = true;
+        t->status = 200;
+        srv_metrics_tokens(t->gen.prompt_tokens, t->gen.n_ids);
+    }
 }
 
 static void run_batch(srv_task **b, int n) {
@@ -253,8 +281,7 @@ static void run_batch(srv_task **b, int n) {
     for (int i = 0; i < n; i++)
         if (task_live(b[i]) && b[i]->docs) count_tokens(b[i]);
     compress_phase(b, n);
-    for (int i = 0; i < n; i++)
-        if (task_live(b[i])) generate_task(b[i]);
+    generate_phase(b, n);
     for (int i = 0; i < n; i++)
         if (b[i]->status == 0) task_fail(b[i], 499, "client_closed", "the client went away");
 }

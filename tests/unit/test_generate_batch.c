@@ -1,0 +1,114 @@
+/* test_generate_batch.c - clara_generate_batch against clara_generate: every request of a mixed
+ * batch (QA from text, QA from precomputed vectors, E2E retrieval, paraphrase, different lengths
+ * and limits, plus requests that must fail alone) gets exactly the result it gets alone. Uses the
+ * demo model that `make` builds (an E2E-style model with all three adapters). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "clara.h"
+#include "t.h"
+
+static clara_model *g_model;
+static clara_ctx *g_ctx;
+
+static const clara_text k_docs[] = {
+    {"Paris is the capital of France.", 31},
+    {"The Rhine flows through Basel, Strasbourg and Cologne.", 54},
+    {"Mount Everest is the highest mountain above sea level.", 54},
+    {"Honey never spoils; jars from ancient tombs were still edible.", 62},
+    {"Octopuses have three hearts and blue blood.", 43},
+    {"The Great Wall of China is thousands of kilometres long.", 56},
+};
+
+static clara_gen_params ask(const char *q, size_t first_doc, size_t n_docs, uint32_t max_new) {
+    clara_gen_params p = clara_gen_default_params();
+    p.query = q;
+    p.query_len = q ? strlen(q) : 0;
+    p.docs = k_docs + first_doc;
+    p.n_docs = n_docs;
+    p.max_new_tokens = max_new;
+    return p;
+}
+
+static int same_result(const clara_gen_result *a, const clara_gen_result *b) {
+    if (a->n_ids != b->n_ids || a->prompt_tokens != b->prompt_tokens || a->k != b->k) return 0;
+    if (memcmp(a->ids, b->ids, a->n_ids * sizeof(int32_t)) != 0) return 0;
+    if (strcmp(a->text, b->text) != 0) return 0;
+    if (a->k && memcmp(a->top_k, b->top_k, a->k * sizeof(uint32_t)) != 0) return 0;
+    return 1;
+}
+
+static void test_mixed_batch_equals_single(void) {
+    size_t per = (size_t)clara_model_n_mem(g_model) * clara_model_n_embd(g_model);
+    float *vec = malloc(3 * per * sizeof(float));
+    T_EQ_INT(clara_compress(g_ctx, k_docs + 1, 3, vec, NULL), CLARA_OK);
+    enum { N = 8 };
+    clara_gen_params p[N];
+    p[0] = ask("What is the capital of France?", 0, 1, 12);
+    p[1] = ask("Which river flows through Basel?", 0, 3, 5);
+    p[2] = ask("How many hearts does an octopus have?", 2, 4, 16);
+    p[3] = ask("Answer from vectors", 0, 0, 9);
+    p[3].docs = NULL;
+    p[3].vectors = vec;
+    p[3].n_docs = 3;
+    p[4] = ask("Which is the highest mountain?", 0, 6, 7);
+    p[4].task = CLARA_TASK_RETRIEVE;
+    p[4].top_k = 2;
+    p[5] = ask(NULL, 1, 2, 6);
+    p[5].query = NULL;
+    p[5].query_len = 0;
+    p[5].task = CLARA_TASK_PARAPHRASE;
+    p[5].paraphrase_template = 4;
+    p[6] = ask("bad <SEP> query", 0, 1, 4); /* must fail alone: special token */
+    p[7] = ask("", 0, 1, 4);                /* must fail alone: empty query */
+    clara_gen_result batch[N], single;
+    clara_status st[N];
+    T_EQ_INT(clara_generate_batch(g_ctx, p, N, batch, st), CLARA_OK);
+    for (int i = 0; i < N; i++) {
+        clara_status s1 = clara_generate(g_ctx, &p[i], &single);
+        T_CHECK_MSG(st[i] == s1, "request %d: batch status %d, alone %d", i, st[i], s1);
+        if (s1 == CLARA_OK && st[i] == CLARA_OK) {
+            T_CHECK_MSG(same_result(&batch[i], &single), "request %d differs from its single run", i);
+            T_CHECK(batch[i].error == NULL);
+        } else if (s1 != CLARA_OK) {
+            T_CHECK_MSG(batch[i].error && strcmp(batch[i].error, clara_last_error()) == 0,
+                        "request %d: error '%s' vs alone '%s'", i,
+                        batch[i].error ? batch[i].error : "(none)", clara_last_error());
+        }
+        if (s1 == CLARA_OK) clara_gen_result_free(&single);
+        clara_gen_result_free(&batch[i]);
+    }
+    T_CHECK(st[6] == CLARA_ERR_INVALID_ARG && st[7] == CLARA_ERR_INVALID_ARG);
+    free(vec);
+}
+
+/* The same request twice in one batch, and a batch of one, change nothing. */
+static void test_duplicates_and_determinism(void) {
+    clara_gen_params p[3] = {ask("Where is Cologne?", 0, 2, 10), ask("Where is Cologne?", 0, 2, 10),
+                             ask("Where is Cologne?", 0, 2, 10)};
+    clara_gen_result r[3];
+    clara_status st[3];
+    T_EQ_INT(clara_generate_batch(g_ctx, p, 3, r, st), CLARA_OK);
+    T_CHECK(st[0] == CLARA_OK && st[1] == CLARA_OK && st[2] == CLARA_OK);
+    T_CHECK(same_result(&r[0], &r[1]) && same_result(&r[1], &r[2]));
+    for (int i = 0; i < 3; i++) clara_gen_result_free(&r[i]);
+}
+
+int main(void) {
+    const char *build = getenv("BUILD");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/demo/clara-demo.gguf", build && *build ? build : "build");
+    clara_model_params mp = clara_model_default_params();
+    clara_ctx_params cp = clara_ctx_default_params();
+    cp.n_threads = 2;
+    if (clara_model_load(path, &mp, &g_model) != CLARA_OK ||
+        clara_ctx_create(g_model, &cp, &g_ctx) != CLARA_OK) {
+        fprintf(stderr, "cannot load %s: %s\n", path, clara_last_error());
+        return 1;
+    }
+    T_RUN(test_mixed_batch_equals_single);
+    T_RUN(test_duplicates_and_determinism);
+    clara_ctx_free(g_ctx);
+    clara_model_free(g_model);
+    return t_report("test_generate_batch");
+}
