@@ -43,8 +43,8 @@ static const struct {
     const char *flag, *env, *arg, *help;
 } g_opts[O_COUNT] = {
     {"model", "CLARA_MODEL", "FILE", "GGUF model (default: the bundled demo model)"},
-    {"base", "CLARA_BASE", "FILE", "two-file mode: base model GGUF (not supported yet)"},
-    {"clara", "CLARA_CLARA", "FILE", "two-file mode: CLaRa add-on GGUF (not supported yet)"},
+    {"base", "CLARA_BASE", "FILE", "two-file mode: base model GGUF (any Mistral-7B-Instruct-v0.2 GGUF)"},
+    {"clara", "CLARA_CLARA", "FILE", "two-file mode: CLaRa add-on GGUF (clara convert --addon-only)"},
     {"host", "CLARA_HOST", "ADDR", "bind address (default 127.0.0.1)"},
     {"port", "CLARA_PORT", "N", "port (default 8765; 0 = any free port)"},
     {"backend", "CLARA_BACKEND", "B", "auto or cpu (default auto)"},
@@ -248,9 +248,9 @@ static int apply_numbers(srv_config *c, const char *val[O_COUNT], const char *sr
 }
 
 static int apply_strings(srv_config *c, const char *val[O_COUNT], const char *src[O_COUNT]) {
-    if (val[O_BASE] || val[O_CLARA]) {
-        fprintf(stderr, "clara-server: error: two-file mode (--base/--clara) is not supported "
-                        "yet; convert to one file with `clara convert` and pass --model\n");
+    if (!val[O_BASE] != !val[O_CLARA] || (val[O_BASE] && val[O_MODEL])) {
+        fprintf(stderr, "clara-server: error: give --model FILE, or --base FILE with --clara FILE "
+                        "(two-file mode)\n");
         return -1;
     }
     if (val[O_BACKEND] && check_backend(val[O_BACKEND], src[O_BACKEND])) return -1;
@@ -273,7 +273,15 @@ static int apply_strings(srv_config *c, const char *val[O_COUNT], const char *sr
         c->api_key = strdup(val[O_API_KEY]);
     }
     if (val[O_CORS]) c->cors = parse_origins(val[O_CORS]);
-    if (val[O_MODEL]) {
+    if (val[O_BASE]) {
+        c->base = strdup(val[O_BASE]);
+        c->model = strdup(val[O_CLARA]);
+        if (c->base && access(c->base, R_OK) != 0) {
+            fprintf(stderr, "clara-server: error: base model %s (%s): %s\n", c->base,
+                    src[O_BASE], strerror(errno));
+            return -1;
+        }
+    } else if (val[O_MODEL]) {
         c->model = strdup(val[O_MODEL]);
     } else {
         c->model = demo_model_path();
@@ -320,6 +328,7 @@ int srv_config_load(srv_config *c, int argc, char **argv) {
 
 void srv_config_free(srv_config *c) {
     free(c->model);
+    free(c->base);
     free(c->host);
     free(c->api_key);
     free(c->cache_dir);

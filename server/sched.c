@@ -45,10 +45,16 @@ static void fill_info(const clara_model *m, const char *path, srv_model_info *in
     info->file_bytes = stat(path, &sb) == 0 ? (uint64_t)sb.st_size : 0;
 }
 
-int srv_probe_model(const srv_config *cfg, srv_model_info *info) {
+/* One model file, or a base GGUF plus a CLaRa add-on (two-file mode). */
+static clara_status open_model(const srv_config *cfg, clara_model **m) {
     clara_model_params mp = clara_model_default_params();
+    return cfg->base ? clara_model_load_pair(cfg->base, cfg->model, &mp, m)
+                     : clara_model_load(cfg->model, &mp, m);
+}
+
+int srv_probe_model(const srv_config *cfg, srv_model_info *info) {
     clara_model *m = NULL;
-    if (clara_model_load(cfg->model, &mp, &m) != CLARA_OK) {
+    if (open_model(cfg, &m) != CLARA_OK) {
         fprintf(stderr, "clara-server: error: cannot load the model: %s\n", clara_last_error());
         return -1;
     }
@@ -63,10 +69,9 @@ static int load_model(void) {
     st->loading = true;
     pthread_mutex_unlock(&st->mu);
     double t0 = srv_mono();
-    clara_model_params mp = clara_model_default_params();
     clara_ctx_params cp = clara_ctx_default_params();
     cp.n_threads = S.cfg->threads;
-    clara_status s = clara_model_load(S.cfg->model, &mp, &S.m);
+    clara_status s = open_model(S.cfg, &S.m);
     if (s == CLARA_OK) s = clara_ctx_create(S.m, &cp, &S.ctx);
     pthread_mutex_lock(&st->mu);
     st->loading = false;

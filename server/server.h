@@ -30,7 +30,8 @@
 #define SRV_MAX_HEADER_BYTES     (8u << 10) /* total request header bytes we accept */
 
 typedef struct {
-    char *model;        /* GGUF path (owned) */
+    char *model;        /* GGUF path (owned); in two-file mode the CLaRa add-on */
+    char *base;         /* two-file mode: the base model GGUF (owned), else NULL */
     char *host;         /* bind address */
     int port;           /* 0 = any free port */
     int threads;        /* engine threads, 0 = physical cores */

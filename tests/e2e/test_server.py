@@ -622,7 +622,9 @@ def test_other_models_and_config():
 
     fails([], {"CLARA_BACKEND": "cuda"}, r"not built into this binary; available: cpu")
     fails(["--backend", "mps"], {}, r"available: cpu")
-    fails(["--base", "a.gguf", "--clara", "b.gguf"], {}, r"not supported yet")
+    fails(["--base", "a.gguf"], {}, r"--base FILE with --clara FILE")
+    fails(["--base", "a.gguf", "--clara", DEMO, "--model", DEMO], {}, r"--base FILE with --clara FILE")
+    fails(["--base", "/nonexistent/base.gguf", "--clara", DEMO], {}, r"base model /nonexistent")
     fails([], {"CLARA_MODEL": "apple/CLaRa-7B-Instruct"}, r"GGUF file")
     fails(["--keep-alive", "soon"], {}, r"keep-alive")
     fails(["--max-new-tokens", "513"], {}, r"max-new-tokens")
@@ -630,6 +632,23 @@ def test_other_models_and_config():
     check(p.returncode == 0 and "clara-server" in p.stdout, "clara serve --version")
     p = subprocess.run([SERVER, "--help"], capture_output=True, text=True, timeout=10)
     check(p.returncode == 0 and "CLARA_MAX_BODY" in p.stdout, "--help lists the env variables")
+
+
+def test_two_file_mode():
+    """The demo checkpoint as a base GGUF (llama.cpp layout) plus a CLaRa add-on answers exactly
+    as the single demo file does."""
+    hf = os.path.join(os.path.dirname(DEMO), "hf")
+    base, addon = os.path.join(TMP, "demo-base.gguf"), os.path.join(TMP, "demo-addon.gguf")
+    for out, extra in ((base, ["--base-only"]), (addon, ["--clara", os.path.join(hf, "e2e16"), "--addon-only"])):
+        p = subprocess.run([CLARA, "convert", "--base", os.path.join(hf, "base"), "--out", out, "--type", "f32",
+                            "--quiet"] + extra, capture_output=True, text=True, timeout=60)
+        check(p.returncode == 0, "convert %s: %s" % (extra, p.stderr))
+    m = Server("--base", base, "--clara", addon)
+    st, j, _, _ = m.post("/compress", body(CASES[0]))
+    st2, j2, _, _ = S.post("/compress", body(CASES[0]))
+    check(st == 200 and st2 == 200 and j["answer"] == j2["answer"], "two-file answer equals the single file: %s vs %s" % (
+        j, j2))
+    m.stop()
 
 
 def test_openapi_and_docs():
@@ -662,7 +681,7 @@ if __name__ == "__main__":
                    test_retrieve, test_parallel_clients, test_malformed_requests, test_slowloris,
                    test_auth_and_cors, test_queue_disconnect_shutdown, test_keep_alive,
                    test_model_load_failure,
-                   test_other_models_and_config, test_openapi_and_docs]:
+                   test_other_models_and_config, test_two_file_mode, test_openapi_and_docs]:
             run(fn)
         check(S.stop() == 0, "main server exits 0 on SIGTERM")
         errs = [s.log for s in _servers if re.search(r"(ERROR|WARNING): (Address|Thread)"
