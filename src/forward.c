@@ -12,6 +12,8 @@
 
 #include "base/status.h"
 #include "cpu/matmul.h"
+#include "dtype.h"
+#include "quant.h"
 
 /* Per-call view of the batch: where each sequence's rows start. */
 typedef struct {
@@ -27,9 +29,12 @@ void clara_kv_clear(clara_ctx *ctx, uint32_t slot) {
 
 void clara_embed_tokens(const clara_model *m, const int32_t *ids, uint32_t n, float *out) {
     size_t H = m->hp.n_embd;
+    const clara_mat *E = &m->tok_embd;
+    uint64_t row_bytes = 0;
+    clara_type_row_bytes(E->type, E->cols, &row_bytes); /* checked when the model was loaded */
     for (uint32_t i = 0; i < n; i++) {
-        const float *row = clara_mat_row_f32(&m->tok_embd, (uint64_t)ids[i], out + i * H);
-        if (row != out + i * H) memcpy(out + i * H, row, H * sizeof(float));
+        const uint8_t *row = (const uint8_t *)E->data + (uint64_t)ids[i] * row_bytes;
+        clara_dequantize_row(E->type, row, E->cols, out + i * H); /* plain types convert too */
     }
 }
 

@@ -11,6 +11,7 @@
 #include "base/status.h"
 #include "convert/lora_map.h"
 #include "dtype.h"
+#include "quant.h"
 
 #define TRY(expr)                                                                                  \
     do {                                                                                           \
@@ -88,9 +89,9 @@ static clara_status bind_mat(const clara_model *m, const char *name, uint64_t ro
         if (!required) return CLARA_OK;
         return clara_fail(CLARA_ERR_NOT_FOUND, "%s: tensor '%s' is missing", gguf_name(g), name);
     }
-    if (t->type != CLARA_TYPE_F32 && t->type != CLARA_TYPE_F16 && t->type != CLARA_TYPE_BF16)
+    if (!clara_quant_supported(t->type))
         return clara_fail(CLARA_ERR_UNSUPPORTED,
-                          "%s: tensor '%s' has type %s; this build computes with f32/f16/bf16",
+                          "%s: tensor '%s' has type %s, which this build cannot compute with",
                           gguf_name(g), name, clara_type_name(t->type));
     uint64_t r = t->n_dims >= 2 ? t->ne[1] : 1;
     if (t->ne[0] != cols || r != rows || t->n_dims > 2)

@@ -1,9 +1,19 @@
-/* matmul.c - scalar reference matmul over f32/f16/bf16 weights. */
+/* matmul.c - clara_matmul: splits the weight rows into blocks over the thread pool and runs each
+ * block with the kernel of the active instruction-set level (dispatch.h): the scalar reference
+ * here, or the AVX2 / AVX-512 kernels (kernels.h). Quantized weights multiply activations that
+ * are quantized once per call to the weight type's partner format (kernels_ref.h). */
 #include "cpu/matmul.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/fp16.h"
+#include "base/log.h"
+#include "cpu/dispatch.h"
+#include "cpu/kernels.h"
+#include "cpu/kernels_ref.h"
+#include "dtype.h"
+#include "quant.h"
 
 float clara_dot_f32(const float *a, const float *b, size_t n) {
     float acc[8] = {0};
@@ -12,8 +22,7 @@ float clara_dot_f32(const float *a, const float *b, size_t n) {
         for (int j = 0; j < 8; j++) acc[j] += a[i + j] * b[i + j];
     float tail = 0;
     for (; i < n; i++) tail += a[i] * b[i];
-    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) +
-           tail;
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail;
 }
 
 const float *clara_mat_row_f32(const clara_mat *W, uint64_t r, float *buf) {
@@ -34,41 +43,136 @@ const float *clara_mat_row_f32(const clara_mat *W, uint64_t r, float *buf) {
     return buf;
 }
 
+static bool is_float_type(clara_type t) {
+    return t == CLARA_TYPE_F32 || t == CLARA_TYPE_F16 || t == CLARA_TYPE_BF16;
+}
+
 typedef struct {
     clara_ctx *ctx;
-    const clara_mat *W;
-    const float *x;
-    float *y;
-    uint32_t n;
-    uint64_t rows_per_task;
-    bool accumulate;
-    float alpha;
+    clara_isa isa;
+    clara_gemm_args f;   /* float weights */
+    clara_gemm_q_args q; /* quantized weights (activations already quantized) */
+    uint64_t rows_per_task, rows;
 } matmul_job;
 
-static void matmul_task(void *arg, size_t task, int thread) {
-    const matmul_job *j = arg;
-    const clara_mat *W = j->W;
+/* Scalar reference for float weights: each row converted to f32 once, dotted with every x row. */
+static void ref_float_rows(const matmul_job *j, uint64_t r0, uint64_t r1, int thread) {
+    const clara_gemm_args *a = &j->f;
     float *buf = j->ctx->rowbuf + (size_t)thread * j->ctx->row_cap;
-    uint64_t r0 = task * j->rows_per_task;
-    uint64_t r1 = r0 + j->rows_per_task < W->rows ? r0 + j->rows_per_task : W->rows;
-    size_t cols = (size_t)W->cols, ldy = (size_t)W->rows;
+    size_t cols = (size_t)a->W->cols;
     for (uint64_t r = r0; r < r1; r++) {
-        const float *w = clara_mat_row_f32(W, r, buf);
-        for (uint32_t t = 0; t < j->n; t++) {
-            float d = clara_dot_f32(j->x + (size_t)t * cols, w, cols);
-            float *out = &j->y[(size_t)t * ldy + r];
-            if (j->accumulate) *out += j->alpha * d;
-            else *out = d;
+        const float *w = clara_mat_row_f32(a->W, r, buf);
+        for (uint32_t t = 0; t < a->n; t++) {
+            float d = clara_dot_f32(a->x + (size_t)t * a->ldx, w, cols);
+            clara_gemm_store(a->y, a->ldy, t, r, a->accumulate, a->alpha, d);
         }
     }
 }
 
+/* Scalar reference for quantized weights: the reference integer dot per (row, token). */
+static void ref_quant_rows(const clara_gemm_q_args *a, uint64_t r0, uint64_t r1) {
+    const clara_type_info *ti = clara_type_get((uint32_t)a->W->type);
+    size_t row_bytes = (size_t)(a->W->cols / ti->block_size) * ti->type_size;
+    const uint8_t *base = a->W->data;
+    for (uint64_t r = r0; r < r1; r++)
+        for (uint32_t t = 0; t < a->n; t++) {
+            float d = clara_vec_dot_q_ref(a->W->type, base + r * row_bytes,
+                                          a->xq + (size_t)t * a->xq_stride, a->W->cols);
+            clara_gemm_store(a->y, a->ldy, t, r, a->accumulate, a->alpha, d);
+        }
+}
+
+static void matmul_task(void *arg, size_t task, int thread) {
+    const matmul_job *j = arg;
+    uint64_t r0 = task * j->rows_per_task;
+    uint64_t r1 = r0 + j->rows_per_task < j->rows ? r0 + j->rows_per_task : j->rows;
+    if (j->f.W) {
+        switch (j->isa) {
+        case CLARA_ISA_AVX512:
+            clara_gemm_f_avx512(&j->f, r0, r1);
+            break;
+        case CLARA_ISA_AVX2:
+            clara_gemm_f_avx2(&j->f, r0, r1);
+            break;
+        default:
+            ref_float_rows(j, r0, r1, thread);
+        }
+        return;
+    }
+    if (j->isa == CLARA_ISA_AVX512 && clara_gemm_q_has_avx512(j->q.W->type))
+        clara_gemm_q_avx512(&j->q, r0, r1);
+    else if (j->isa >= CLARA_ISA_AVX2 && clara_gemm_q_has_avx2(j->q.W->type))
+        clara_gemm_q_avx2(&j->q, r0, r1);
+    else
+        ref_quant_rows(&j->q, r0, r1);
+}
+
+/* Splits the rows into ~8 tasks per thread (the pool hands them out dynamically), in multiples
+ * of 8 rows so SIMD register blocks stay whole. Results do not depend on the split. */
+static void run_job(matmul_job *j) {
+    int threads = clara_pool_threads(j->ctx->pool);
+    uint64_t per = j->rows / ((uint64_t)threads * 8);
+    per = per < 8 ? 8 : (per + 7) / 8 * 8;
+    j->rows_per_task = per;
+    size_t n_tasks = (size_t)((j->rows + per - 1) / per);
+    clara_pool_run(j->ctx->pool, n_tasks, matmul_task, j);
+}
+
+/* Quantizes the n activation rows to fmt (the partner format) into buf; false if any row cannot
+ * be quantized (a non-finite value). */
+static bool quantize_acts(clara_type fmt, const float *x, uint32_t n, uint64_t cols, uint8_t *buf,
+                          size_t stride) {
+    for (uint32_t t = 0; t < n; t++)
+        if (clara_quantize_row(fmt, x + (size_t)t * cols, cols, buf + (size_t)t * stride,
+                               "activations") != CLARA_OK)
+            return false;
+    return true;
+}
+
+/* Fallback when the activations cannot be quantized (non-finite values, no memory): the float
+ * reference dot, which lets NaN/inf propagate as the float path would. */
+static void quant_float_fallback(const clara_mat *W, const float *x, uint32_t n, float *y,
+                                 bool accumulate, float alpha) {
+    const clara_type_info *ti = clara_type_get((uint32_t)W->type);
+    size_t row_bytes = (size_t)(W->cols / ti->block_size) * ti->type_size;
+    for (uint64_t r = 0; r < W->rows; r++)
+        for (uint32_t t = 0; t < n; t++) {
+            float d = clara_vec_dot_f_ref(W->type, (const uint8_t *)W->data + r * row_bytes,
+                                          x + (size_t)t * W->cols, W->cols);
+            clara_gemm_store(y, W->rows, t, r, accumulate, alpha, d);
+        }
+}
+
+static void matmul_quant(matmul_job *j, const float *x) {
+    const clara_mat *W = j->q.W;
+    clara_type fmt = (clara_type)clara_vec_dot_type(W->type);
+    uint64_t stride;
+    CLARA_ASSERT((int)fmt >= 0 && clara_type_row_bytes(fmt, W->cols, &stride) == CLARA_OK);
+    /* The per-thread f32 row buffers are unused on this path: small batches (decode) quantize
+     * into them, larger ones into a per-call allocation. */
+    size_t need = (size_t)stride * j->q.n;
+    size_t have = (size_t)clara_pool_threads(j->ctx->pool) * j->ctx->row_cap * sizeof(float);
+    uint8_t *buf = need <= have ? (uint8_t *)j->ctx->rowbuf : malloc(need);
+    bool ok = buf && quantize_acts(fmt, x, j->q.n, W->cols, buf, (size_t)stride);
+    if (ok) {
+        j->q.xq = buf;
+        j->q.xq_stride = (size_t)stride;
+        run_job(j);
+    } else {
+        quant_float_fallback(W, x, j->q.n, j->q.y, j->q.accumulate, j->q.alpha);
+    }
+    if (buf != (uint8_t *)j->ctx->rowbuf) free(buf);
+}
+
 void clara_matmul(clara_ctx *ctx, const clara_mat *W, const float *x, uint32_t n, float *y,
                   bool accumulate, float alpha) {
-    int threads = clara_pool_threads(ctx->pool);
-    uint64_t per = W->rows / ((uint64_t)threads * 8);
-    if (per < 1) per = 1;
-    matmul_job j = {ctx, W, x, y, n, per, accumulate, alpha};
-    size_t n_tasks = (size_t)((W->rows + per - 1) / per);
-    clara_pool_run(ctx->pool, n_tasks, matmul_task, &j);
+    if (n == 0 || W->rows == 0) return;
+    matmul_job j = {.ctx = ctx, .isa = clara_isa_active(), .rows = W->rows};
+    if (is_float_type(W->type)) {
+        j.f = (clara_gemm_args){W, x, (size_t)W->cols, n, y, (size_t)W->rows, accumulate, alpha};
+        run_job(&j);
+        return;
+    }
+    j.q = (clara_gemm_q_args){W, NULL, 0, n, y, (size_t)W->rows, accumulate, alpha};
+    matmul_quant(&j, x);
 }

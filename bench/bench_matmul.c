@@ -1,0 +1,115 @@
+/* bench_matmul.c - throughput of clara_matmul per weight type, instruction-set level and thread
+ * count: GEMM (4096 x 4096 weights x 256 activation rows, GFLOP/s = 2*rows*cols*n / s) and GEMV
+ * (14336 x 4096 weights, larger than the last-level cache, x 1 row: GB/s of weight bytes read).
+ *
+ *   bench_matmul [SECONDS_PER_CASE] [TYPES...]     (types: f32 f16 bf16 q8_0 q4_0 q4_k ...)
+ * Each case runs at least once and repeats until SECONDS_PER_CASE (default 1) have passed; the
+ * best repetition is reported. The machine limits to compare with are in
+ * /work/shared/perf/ANCHORS.md (re-measure them in the same run before claiming ratios). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cpu/dispatch.h"
+#include "cpu/matmul.h"
+#include "ctx.h"
+#include "dtype.h"
+#include "quant.h"
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static uint64_t g_rng = 88172645463325252ull;
+static float frand(void) {
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 7;
+    g_rng ^= g_rng << 17;
+    return (float)((double)(g_rng >> 11) / 4503599627370496.0 - 1.0);
+}
+
+/* A random rows x cols matrix of type t (quantized row by row from random floats). */
+static int make_mat(clara_mat *W, clara_type t, uint64_t rows, uint64_t cols, uint64_t *bytes) {
+    uint64_t row_bytes;
+    if (clara_type_row_bytes(t, cols, &row_bytes) != CLARA_OK) return -1;
+    uint8_t *data = malloc(rows * row_bytes);
+    float *src = malloc(cols * sizeof(float));
+    if (!data || !src) return -1;
+    for (uint64_t r = 0; r < rows; r++) {
+        for (uint64_t k = 0; k < cols; k++) src[k] = frand();
+        if (clara_quantize_row(t, src, cols, data + r * row_bytes, "w") != CLARA_OK) return -1;
+    }
+    free(src);
+    *W = (clara_mat){data, t, rows, cols};
+    *bytes = rows * row_bytes;
+    return 0;
+}
+
+/* Best seconds per call over repetitions filling `secs`. */
+static double time_case(clara_ctx *ctx, const clara_mat *W, const float *x, uint32_t n, float *y,
+                        double secs) {
+    double best = 1e30, start = now();
+    do {
+        double t0 = now();
+        clara_matmul(ctx, W, x, n, y, false, 1.0f);
+        double dt = now() - t0;
+        if (dt < best) best = dt;
+    } while (now() - start < secs);
+    return best;
+}
+
+int main(int argc, char **argv) {
+    double secs = argc > 1 ? atof(argv[1]) : 1.0;
+    const char *def[] = {"f32", "f16", "bf16"};
+    int n_types = argc > 2 ? argc - 2 : 3;
+    const char **names = argc > 2 ? (const char **)argv + 2 : def;
+    const uint64_t K = 4096, M_GEMM = 4096, M_GEMV = 14336;
+    const uint32_t N_GEMM = 256;
+    clara_ctx ctx[2];
+    memset(ctx, 0, sizeof ctx);
+    for (int i = 0; i < 2; i++) {
+        if (clara_pool_create(i + 1, &ctx[i].pool) != CLARA_OK) return 1;
+        ctx[i].row_cap = K;
+        ctx[i].rowbuf = malloc((size_t)(i + 1) * K * sizeof(float));
+    }
+    float *x = malloc(N_GEMM * K * sizeof(float)), *y = malloc(N_GEMM * M_GEMV * sizeof(float));
+    for (size_t i = 0; i < N_GEMM * K; i++) x[i] = frand();
+    /* ANCHORS.md was measured on an Emerald Rapids VM; other CPUs (e.g. AMD Zen 5) differ. */
+    printf("machine best level: %s; ANCHORS.md limits (Emerald Rapids VM; re-measure on other "
+           "CPUs): f32 FMA 179/358 GFLOP/s (1/2 thr, AVX-512), read 15.6/30.9 GB/s\n",
+           clara_isa_name(clara_isa_best()));
+    printf("%-6s %-7s %3s %14s %14s\n", "type", "level", "thr", "GEMM GFLOP/s", "GEMV GB/s");
+    for (int ti = 0; ti < n_types; ti++) {
+        int t = clara_type_from_name(names[ti]);
+        clara_mat Wg, Wv;
+        uint64_t bg, bv;
+        if (t < 0 || make_mat(&Wg, (clara_type)t, M_GEMM, K, &bg) != 0 ||
+            make_mat(&Wv, (clara_type)t, M_GEMV, K, &bv) != 0) {
+            fprintf(stderr, "bench_matmul: cannot make %s weights\n", names[ti]);
+            return 1;
+        }
+        for (int lv = CLARA_ISA_COUNT - 1; lv >= 0; lv--) {
+            if (!clara_isa_supported((clara_isa)lv)) continue;
+            clara_isa_force((clara_isa)lv);
+            for (int th = 1; th <= 2; th++) {
+                double tg = time_case(&ctx[th - 1], &Wg, x, N_GEMM, y, secs);
+                double tv = time_case(&ctx[th - 1], &Wv, x, 1, y, secs);
+                printf("%-6s %-7s %3d %14.1f %14.2f\n", names[ti], clara_isa_name((clara_isa)lv),
+                       th, 2.0 * M_GEMM * K * N_GEMM / tg * 1e-9, (double)bv / tv * 1e-9);
+                fflush(stdout);
+            }
+        }
+        free((void *)Wg.data);
+        free((void *)Wv.data);
+    }
+    for (int i = 0; i < 2; i++) {
+        clara_pool_free(ctx[i].pool);
+        free(ctx[i].rowbuf);
+    }
+    free(x);
+    free(y);
+    return 0;
+}

@@ -1,0 +1,67 @@
+/* kernels.h - the SIMD kernel entry points behind clara_matmul, one set per instruction-set level
+ * (kernels_avx2.c, kernels_avx512.c; each file is compiled for its own ISA and only called when
+ * dispatch.c says the CPU has it).
+ *
+ * Float weights (f32, f16, bf16) x f32 activations: every output element is one dot product
+ * accumulated in a single SIMD register of f32 lanes (lane i takes the elements k = i mod width,
+ * in increasing k, by FMA; a zero-padded final step for the tail) and then reduced by a fixed
+ * pairwise tree. That order does not depend on the row/token blocking, the K chunking, the number
+ * of activation rows or the thread count, so a token gives bit-identical results alone or in a
+ * batch, at any thread count (it does depend on the ISA level: the lane count differs). */
+#ifndef CLARA_CPU_KERNELS_H
+#define CLARA_CPU_KERNELS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model.h"
+
+/* Output of one block of weight rows for all n activation rows: for r0 <= r < r1, t < n:
+ * y[t * ldy + r] = d, or += alpha * d when accumulate, d = dot(x[t * ldx ...], W row r). */
+typedef struct {
+    const clara_mat *W;
+    const float *x;
+    size_t ldx;
+    uint32_t n;
+    float *y;
+    size_t ldy;
+    bool accumulate;
+    float alpha;
+} clara_gemm_args;
+
+void clara_gemm_f_avx2(const clara_gemm_args *a, uint64_t r0, uint64_t r1);
+void clara_gemm_f_avx512(const clara_gemm_args *a, uint64_t r0, uint64_t r1);
+
+/* Quantized weights: the activations were quantized beforehand to the weight type's partner
+ * format (clara_vec_dot_type), row t at xq + t * xq_stride. Result per element as the
+ * reference integer dot (block integer sums exact; scales applied in f32, possibly in another
+ * order). Returns false if this level has no kernel for the type (the caller uses the reference).
+ */
+typedef struct {
+    const clara_mat *W;
+    const uint8_t *xq;
+    size_t xq_stride;
+    uint32_t n;
+    float *y;
+    size_t ldy;
+    bool accumulate;
+    float alpha;
+} clara_gemm_q_args;
+
+bool clara_gemm_q_has_avx2(clara_type t);
+bool clara_gemm_q_has_avx512(clara_type t);
+void clara_gemm_q_avx2(const clara_gemm_q_args *a, uint64_t r0, uint64_t r1);
+void clara_gemm_q_avx512(const clara_gemm_q_args *a, uint64_t r0, uint64_t r1);
+
+/* Stores d for (token t, row r) as the args ask (shared by all levels so the write is the same). */
+static inline void clara_gemm_store(float *y, size_t ldy, uint32_t t, uint64_t r, bool accumulate,
+                                    float alpha, float d) {
+    float *o = &y[(size_t)t * ldy + r];
+    if (accumulate)
+        *o += alpha * d;
+    else
+        *o = d;
+}
+
+#endif

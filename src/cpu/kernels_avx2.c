@@ -1,0 +1,49 @@
+/* kernels_avx2.c - AVX2 + FMA + F16C kernels behind clara_matmul: the float-weight GEMM/GEMV
+ * from kernels_float.inc with 8 f32 lanes, and the quantized-weight kernels. Compiled for AVX2
+ * (Makefile flags; the pragma below covers builds that compile every source with common flags,
+ * like the fuzz targets); only called when dispatch.c found the features. */
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
+#elif defined(__GNUC__)
+#pragma GCC target("avx2,fma,f16c")
+#endif
+
+#include <immintrin.h>
+#include <string.h>
+
+#include "cpu/kernels.h"
+
+#define VEC            __m256
+#define VLEN           8
+#define V_ZERO()       _mm256_setzero_ps()
+#define V_LOADU(p)     _mm256_loadu_ps(p)
+#define V_STOREU(p, v) _mm256_storeu_ps(p, v)
+#define V_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define V_LOAD_F16(p)  _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
+#define V_LOAD_BF16(p)                                                                             \
+    _mm256_castsi256_ps(                                                                           \
+        _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p))), 16))
+#define V_HSUM(v)     hsum256(v)
+#define V_PREFETCH(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
+#define KFN(name)     name##_avx2
+#define RM            2 /* GEMM block: 2 weight rows x 6 activation rows = 12 accumulators of 16 ymm */
+#define TM            6
+#define RG            4 /* GEMV: 4 weight rows x up to 3 activation rows */
+
+/* Fixed pairwise reduction: halves, then the last four lanes. */
+static inline float hsum256(__m256 v) {
+    __m128 q = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+    q = _mm_add_ss(q, _mm_movehdup_ps(q));
+    return _mm_cvtss_f32(q);
+}
+
+#include "cpu/kernels_float.inc"
+
+#define DOT_US(u, s) _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
+#define HSUM8(v)     hsum256(v)
+#include "cpu/kernels_quant.inc"
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#endif

@@ -1,0 +1,60 @@
+/* kernels_avx512.c - AVX-512 (F/BW/VL, VNNI for the integer dots) kernels behind clara_matmul:
+ * the float-weight GEMM/GEMV from kernels_float.inc with 16 f32 lanes, and the quantized-weight
+ * kernels. Compiled for AVX-512 (Makefile flags; the pragma below covers builds that compile
+ * every source with common flags, like the fuzz targets); only called when dispatch.c found it. */
+#if defined(__clang__)
+#pragma clang attribute push(                                                                      \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c"))), apply_to = function)
+#elif defined(__GNUC__)
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")
+#endif
+
+#include <immintrin.h>
+#include <string.h>
+
+#include "cpu/kernels.h"
+
+#define VEC            __m512
+#define VLEN           16
+#define V_ZERO()       _mm512_setzero_ps()
+#define V_LOADU(p)     _mm512_loadu_ps(p)
+#define V_STOREU(p, v) _mm512_storeu_ps(p, v)
+#define V_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define V_LOAD_F16(p)  _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p)))
+#define V_LOAD_BF16(p)                                                                             \
+    _mm512_castsi512_ps(                                                                           \
+        _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(p))), 16))
+#define V_HSUM(v)     hsum512(v)
+#define V_PREFETCH(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
+#define KFN(name)     name##_avx512
+#define RM            4 /* GEMM block: 4 weight rows x 6 activation rows = 24 accumulators of 32 zmm */
+#define TM            6
+#define RG            6 /* GEMV: 6 weight rows x up to 3 activation rows */
+
+/* Fixed pairwise reduction: halves, then quarters, then the last four lanes. */
+static inline float hsum512(__m512 v) {
+    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v),
+                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+    q = _mm_add_ss(q, _mm_movehdup_ps(q));
+    return _mm_cvtss_f32(q);
+}
+
+/* Same tree for 8 lanes (the quantized kernels accumulate in 256-bit registers). */
+static inline float hsum256(__m256 v) {
+    __m128 q = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+    q = _mm_add_ss(q, _mm_movehdup_ps(q));
+    return _mm_cvtss_f32(q);
+}
+
+#include "cpu/kernels_float.inc"
+
+#define DOT_US(u, s) _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)
+#define HSUM8(v)     hsum256(v)
+#include "cpu/kernels_quant.inc"
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#endif

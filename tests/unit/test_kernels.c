@@ -1,0 +1,254 @@
+/* test_kernels.c - differential tests of clara_matmul's kernels (src/cpu/): for every weight type
+ * and every instruction-set level this machine supports (forced with clara_isa_force):
+ *  - the scalar reference equals a double-precision dot of the same (dequantized) weights within
+ *    1e-5 of sum|w*x| (float types), and every SIMD level equals the reference within the same
+ *    bound (quantized types: the reference integer dot, 1e-5 of the sum of |block terms|);
+ *  - accumulate mode adds alpha * d to what y held;
+ *  - results are bit-identical with 1 and 2 threads, and (float types) a token's row is
+ *    bit-identical whether it is multiplied alone or in a batch;
+ *  - the dispatch API: names, parsing, forcing a level the machine lacks falls back.
+ * Shapes are odd on purpose: n = 1, 2, 3, 7, 33; columns not multiples of 8/16/64 where the type
+ * allows. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/fp16.h"
+#include "cpu/dispatch.h"
+#include "cpu/kernels_ref.h"
+#include "cpu/matmul.h"
+#include "ctx.h"
+#include "dtype.h"
+#include "quant.h"
+#include "t.h"
+
+static uint64_t g_rng = 0x2545f4914f6cdd1dull;
+static double frand(void) { /* uniform in [-1, 1) */
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 7;
+    g_rng ^= g_rng << 17;
+    return (double)(g_rng >> 11) / 4503599627370496.0 - 1.0;
+}
+
+/* A context holding just what clara_matmul uses: the pool and the per-thread row buffers. */
+typedef struct {
+    clara_ctx ctx;
+} test_ctx;
+
+static int ctx_init(test_ctx *c, int threads, size_t row_cap) {
+    memset(c, 0, sizeof *c);
+    if (clara_pool_create(threads, &c->ctx.pool) != CLARA_OK) return -1;
+    c->ctx.row_cap = row_cap;
+    c->ctx.rowbuf = malloc((size_t)threads * row_cap * sizeof(float));
+    return c->ctx.rowbuf ? 0 : -1;
+}
+
+static void ctx_free(test_ctx *c) {
+    clara_pool_free(c->ctx.pool);
+    free(c->ctx.rowbuf);
+}
+
+/* A random weight matrix of type t and its dequantized values (what the kernels multiply). */
+typedef struct {
+    clara_mat W;
+    void *data;
+    float *deq; /* [rows][cols] */
+} test_mat;
+
+static int mat_make(test_mat *m, clara_type t, uint64_t rows, uint64_t cols) {
+    const clara_type_info *ti = clara_type_get((uint32_t)t);
+    size_t row_bytes = (size_t)(cols / ti->block_size) * ti->type_size;
+    float *src = malloc(rows * cols * sizeof(float));
+    m->data = malloc(rows * row_bytes + 1);
+    m->deq = malloc(rows * cols * sizeof(float));
+    if (!src || !m->data || !m->deq) return -1;
+    for (size_t i = 0; i < rows * cols; i++) src[i] = (float)frand();
+    for (uint64_t r = 0; r < rows; r++) {
+        uint8_t *dst = (uint8_t *)m->data + r * row_bytes;
+        if (clara_quantize_row(t, src + r * cols, cols, dst, "w") != CLARA_OK ||
+            clara_dequantize_row(t, dst, cols, m->deq + r * cols) != CLARA_OK)
+            return -1;
+    }
+    free(src);
+    m->W = (clara_mat){m->data, t, rows, cols};
+    return 0;
+}
+
+static void mat_free(test_mat *m) {
+    free(m->data);
+    free(m->deq);
+}
+
+static float *rand_vec(size_t n) {
+    float *v = malloc(n * sizeof(float) + 1);
+    for (size_t i = 0; v && i < n; i++) v[i] = (float)frand();
+    return v;
+}
+
+static bool is_float(clara_type t) {
+    return t == CLARA_TYPE_F32 || t == CLARA_TYPE_F16 || t == CLARA_TYPE_BF16;
+}
+
+/* Bound on |kernel - truth| for element (t, r): 1e-5 of the sum of |terms|. For float types the
+ * terms are w*x; for quantized ones the per-block terms of the integer dot are bounded by
+ * |w_deq| * |x| * (1 + 1/127 quantization of x), so the same sum (scaled by 1.01) bounds them. */
+static double elem_bound(const test_mat *m, const float *x, uint32_t t, uint64_t r) {
+    size_t cols = (size_t)m->W.cols;
+    double s = 0;
+    for (size_t k = 0; k < cols; k++) s += fabs((double)m->deq[r * cols + k] * x[t * cols + k]);
+    return 1e-5 * s * (is_float(m->W.type) ? 1.0 : 1.01) + 1e-30;
+}
+
+/* Truth for element (t, r): for float types a double-precision dot; for quantized types the
+ * reference integer dot (the kernels' specification) against x quantized by clara_quantize_row. */
+static double elem_truth(const test_mat *m, const float *x, uint32_t t, uint64_t r) {
+    size_t cols = (size_t)m->W.cols;
+    if (is_float(m->W.type)) {
+        double s = 0;
+        for (size_t k = 0; k < cols; k++) s += (double)m->deq[r * cols + k] * x[t * cols + k];
+        return s;
+    }
+    const clara_type_info *ti = clara_type_get((uint32_t)m->W.type);
+    size_t row_bytes = (size_t)(cols / ti->block_size) * ti->type_size;
+    float d = NAN;
+    if (clara_vec_dot_ref(m->W.type, (const uint8_t *)m->data + r * row_bytes, x + t * cols, cols,
+                          &d) != CLARA_OK)
+        return NAN;
+    return d;
+}
+
+static int n_levels_run;
+
+/* One (type, shape, n) case at every supported level and both thread counts. */
+static void check_case(clara_type type, uint64_t rows, uint64_t cols, uint32_t n, test_ctx *c1,
+                       test_ctx *c2) {
+    test_mat m;
+    if (mat_make(&m, type, rows, cols) != 0) {
+        T_CHECK_MSG(0, "setup %s %llux%llu", clara_type_name(type), (unsigned long long)rows,
+                    (unsigned long long)cols);
+        return;
+    }
+    float *x = rand_vec((size_t)n * cols), *y1 = malloc((size_t)n * rows * sizeof(float)),
+          *y2 = malloc((size_t)n * rows * sizeof(float)),
+          *ys = malloc((size_t)rows * sizeof(float)), *ya = rand_vec((size_t)n * rows),
+          *ya0 = malloc((size_t)n * rows * sizeof(float));
+    memcpy(ya0, ya, (size_t)n * rows * sizeof(float));
+    double *truth = malloc((size_t)n * rows * sizeof(double)),
+           *bound = malloc((size_t)n * rows * sizeof(double));
+    for (uint32_t t = 0; t < n; t++)
+        for (uint64_t r = 0; r < rows; r++) {
+            truth[t * rows + r] = elem_truth(&m, x, t, r);
+            bound[t * rows + r] = elem_bound(&m, x, t, r);
+        }
+    for (int lv = 0; lv < CLARA_ISA_COUNT; lv++) {
+        if (!clara_isa_supported((clara_isa)lv)) continue;
+        clara_isa_force((clara_isa)lv);
+        n_levels_run |= 1 << lv;
+        clara_matmul(&c1->ctx, &m.W, x, n, y1, false, 1.0f);
+        clara_matmul(&c2->ctx, &m.W, x, n, y2, false, 1.0f);
+        int bad = 0, diff_threads = 0, diff_batch = 0, bad_acc = 0;
+        size_t worst = 0;
+        /* the scalar level runs the reference integer dot itself: exact for quantized types */
+        bool exact = !is_float(type) && lv == CLARA_ISA_REF;
+        for (size_t i = 0; i < (size_t)n * rows; i++) {
+            if (!(fabs(y1[i] - truth[i]) <= (exact ? 0 : bound[i]))) bad++, worst = i;
+            if (memcmp(&y1[i], &y2[i], 4) != 0) diff_threads++;
+        }
+        /* a token alone gives the same bits as in the batch (float types: one summation order) */
+        uint32_t tsel = n / 2;
+        clara_matmul(&c2->ctx, &m.W, x + (size_t)tsel * cols, 1, ys, false, 1.0f);
+        if (is_float(type) && memcmp(ys, y1 + (size_t)tsel * rows, rows * 4) != 0) diff_batch++;
+        clara_matmul(&c2->ctx, &m.W, x, n, ya, true, 0.5f);
+        for (size_t i = 0; i < (size_t)n * rows; i++)
+            if (!(fabs(ya[i] - (ya0[i] + 0.5f * y1[i])) <= 1e-6 * (1 + fabs(ya[i])))) bad_acc++;
+        memcpy(ya, ya0, (size_t)n * rows * sizeof(float));
+        T_CHECK_MSG(bad == 0, "%s %s %llux%llu n=%u: %d off, e.g. [%zu] %.9g vs %.9g (bound %g)",
+                    clara_isa_name((clara_isa)lv), clara_type_name(type), (unsigned long long)rows,
+                    (unsigned long long)cols, n, bad, worst, (double)y1[worst], truth[worst],
+                    bound[worst]);
+        T_CHECK_MSG(diff_threads == 0, "%s %s n=%u: %d elements differ between 1 and 2 threads",
+                    clara_isa_name((clara_isa)lv), clara_type_name(type), n, diff_threads);
+        T_CHECK_MSG(diff_batch == 0, "%s %s n=%u: token alone differs from batch",
+                    clara_isa_name((clara_isa)lv), clara_type_name(type), n);
+        T_CHECK_MSG(bad_acc == 0, "%s %s n=%u: accumulate off in %d", clara_isa_name((clara_isa)lv),
+                    clara_type_name(type), n, bad_acc);
+    }
+    clara_isa_force(clara_isa_best());
+    free(x), free(y1), free(y2), free(ys), free(ya), free(ya0), free(truth), free(bound);
+    mat_free(&m);
+}
+
+static test_ctx g_c1, g_c2;
+
+static void test_float_types(void) {
+    static const clara_type types[] = {CLARA_TYPE_F32, CLARA_TYPE_F16, CLARA_TYPE_BF16};
+    static const uint64_t shapes[][2] = {{1, 1},    {5, 7},    {13, 33},  {37, 100},
+                                         {70, 257}, {9, 1029}, {130, 16}, {16, 600}};
+    static const uint32_t ns[] = {1, 2, 3, 7, 33};
+    for (size_t ti = 0; ti < 3; ti++)
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+            for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++)
+                check_case(types[ti], shapes[s][0], shapes[s][1], ns[k], &g_c1, &g_c2);
+}
+
+/* Every type with an integer dot product; columns are whole blocks (32 or 256). */
+static void test_quant_types(void) {
+    static const clara_type types[] = {CLARA_TYPE_Q8_0, CLARA_TYPE_Q4_0, CLARA_TYPE_Q4_K,
+                                       CLARA_TYPE_Q4_1, CLARA_TYPE_Q5_0, CLARA_TYPE_Q5_1,
+                                       CLARA_TYPE_Q5_K, CLARA_TYPE_Q6_K, CLARA_TYPE_Q8_K};
+    static const uint64_t shapes32[][2] = {{1, 32}, {7, 96}, {37, 320}, {19, 1056}};
+    static const uint64_t shapes256[][2] = {{1, 256}, {7, 512}, {37, 768}, {19, 1280}};
+    static const uint32_t ns[] = {1, 2, 3, 7, 33};
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        bool k = clara_type_get((uint32_t)types[ti])->block_size == 256;
+        for (size_t s = 0; s < 4; s++)
+            for (size_t j = 0; j < sizeof ns / sizeof ns[0]; j++)
+                check_case(types[ti], k ? shapes256[s][0] : shapes32[s][0],
+                           k ? shapes256[s][1] : shapes32[s][1], ns[j], &g_c1, &g_c2);
+    }
+}
+
+/* The K chunking of the GEMM (512 columns) and row blocks of 64 are crossed by this shape. */
+static void test_large_float(void) {
+    check_case(CLARA_TYPE_F16, 200, 1500, 13, &g_c1, &g_c2);
+    check_case(CLARA_TYPE_F32, 67, 2048, 40, &g_c1, &g_c2);
+}
+
+static void test_dispatch(void) {
+    T_EQ_STR(clara_isa_name(CLARA_ISA_REF), "ref");
+    T_EQ_STR(clara_isa_name(CLARA_ISA_AVX2), "avx2");
+    T_EQ_STR(clara_isa_name(CLARA_ISA_AVX512), "avx512");
+    T_EQ_INT(clara_isa_parse("AVX512"), CLARA_ISA_AVX512);
+    T_EQ_INT(clara_isa_parse("sse"), -1);
+    T_CHECK(clara_isa_supported(CLARA_ISA_REF));
+    /* AVX-512 here implies AVX2 (every AVX-512 CPU has AVX2/FMA/F16C) */
+    T_CHECK(!clara_isa_supported(CLARA_ISA_AVX512) || clara_isa_supported(CLARA_ISA_AVX2));
+    clara_isa best = clara_isa_best();
+    T_EQ_INT(clara_isa_force(CLARA_ISA_AVX512), best);
+    T_EQ_INT(clara_isa_active(), best);
+    T_EQ_INT(clara_isa_force(CLARA_ISA_REF), CLARA_ISA_REF);
+    T_EQ_INT(clara_isa_active(), CLARA_ISA_REF);
+    clara_isa_force(best);
+    const clara_cpu_features *f = clara_cpu_get_features();
+    T_CHECK(f != NULL);
+    fprintf(stderr, "kernels: best level %s (avx512 vnni %d bf16 %d, avx-vnni %d)\n",
+            clara_isa_name(best), f->avx512vnni, f->avx512bf16, f->avx_vnni);
+}
+
+int main(void) {
+    if (ctx_init(&g_c1, 1, 4096) != 0 || ctx_init(&g_c2, 2, 4096) != 0) {
+        fprintf(stderr, "test_kernels: setup failed\n");
+        return 1;
+    }
+    T_RUN(test_dispatch);
+    T_RUN(test_float_types);
+    T_RUN(test_large_float);
+    T_RUN(test_quant_types);
+    ctx_free(&g_c1);
+    ctx_free(&g_c2);
+    fprintf(stderr, "kernels: levels tested:%s%s%s\n", n_levels_run & 1 ? " ref" : "",
+            n_levels_run & 2 ? " avx2" : "", n_levels_run & 4 ? " avx512" : "");
+    return t_report("kernels");
+}
