@@ -6,6 +6,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cpu/dispatch.h"
 #include "server.h"
 
 double srv_now(void) {
@@ -143,16 +144,7 @@ uint64_t srv_rss_bytes(void) {
     return (uint64_t)rss * (uint64_t)sysconf(_SC_PAGESIZE);
 }
 
-/* The engine's kernels are portable C today; report what the CPU offers. */
+/* The kernel level the engine runs (cpuid at start, or CLARA_ISA): ref, avx2 or avx512. */
 const char *srv_isa(void) {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) return "x86_64 (avx512f available; scalar kernels)";
-    if (__builtin_cpu_supports("avx2")) return "x86_64 (avx2 available; scalar kernels)";
-    return "x86_64 (scalar kernels)";
-#elif defined(__aarch64__)
-    return "aarch64 (scalar kernels)";
-#else
-    return "generic (scalar kernels)";
-#endif
+    return clara_isa_name(clara_isa_active());
 }
