@@ -54,7 +54,7 @@ void clara_ctx_free(clara_ctx *ctx) {
     free(ctx->slots);
     float *bufs[] = {ctx->x,      ctx->xn,     ctx->q,        ctx->k,          ctx->v,
                      ctx->att,    ctx->lora_t, ctx->ff_gate,  ctx->ff_up,      ctx->scores,
-                     ctx->rowbuf, ctx->rope_inv_freq, ctx->out_rows, ctx->out_logits};
+                     ctx->rowbuf, ctx->rope_inv_freq, ctx->out_rows, ctx->out_logits, ctx->xperm};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(ctx);
 }
@@ -119,6 +119,15 @@ clara_status clara_ctx_reserve_rows(clara_ctx *ctx, uint32_t n, uint32_t n_keys)
     size_t widths[] = {H, H > q ? H : q, q, kv, kv, q, rank};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0] && s == CLARA_OK; i++)
         s = grow(bufs[i], (size_t)n * widths[i]);
+    /* gathered inputs: attention linears take n rows of up to max(H, q) values, the MLP chunks
+     * of rows of n_ff values */
+    size_t perm_need = (size_t)n * (H > q ? H : q);
+    if ((size_t)CLARA_FFN_CHUNK_ROWS * hp->n_ff > perm_need)
+        perm_need = (size_t)CLARA_FFN_CHUNK_ROWS * hp->n_ff;
+    if (s == CLARA_OK && ctx->m->has_in_perm && perm_need > ctx->xperm_cap) {
+        s = grow(&ctx->xperm, perm_need);
+        if (s == CLARA_OK) ctx->xperm_cap = perm_need;
+    }
     if (s == CLARA_OK) ctx->cap_tokens = n;
     return s;
 }

@@ -55,11 +55,23 @@ static void rmsnorm_rows(const clara_ctx *ctx, float *out, const float *x, const
 
 /* Linear layer over batch rows [r0, r0 + n) (x and y point at row r0) with each sequence's LoRA
  * deltas: y = x·Wᵀ + Σ scale·((x·Aᵀ)·Bᵀ). */
+/* x[t][perm[j]] for the n rows, in ctx->xperm (sized by clara_ctx_reserve_rows for models with
+ * input permutations: act-order GPTQ imports). */
+static const float *permuted_inputs(clara_ctx *ctx, const int32_t *perm, const float *x,
+                                    uint32_t n, size_t cols) {
+    CLARA_ASSERT((size_t)n * cols <= ctx->xperm_cap);
+    for (uint32_t t = 0; t < n; t++)
+        for (size_t j = 0; j < cols; j++) ctx->xperm[t * cols + j] = x[t * cols + perm[j]];
+    return ctx->xperm;
+}
+
 static void linear(const batch *b, uint32_t layer, int lin, const float *x, uint32_t r0,
                    uint32_t n, float *y) {
     clara_ctx *ctx = b->ctx;
     const clara_mat *W = &ctx->m->layers[layer].w[lin];
-    clara_matmul(ctx, W, x, n, y, false, 1.0f);
+    const int32_t *perm = ctx->m->layers[layer].in_perm[lin];
+    const float *xw = perm ? permuted_inputs(ctx, perm, x, n, (size_t)W->cols) : x;
+    clara_matmul(ctx, W, xw, n, y, false, 1.0f);
     for (uint32_t s = 0; s < b->n_seqs; s++) {
         const clara_adapter_set *set = b->seqs[s].adapters;
         uint32_t a = b->row0[s] > r0 ? b->row0[s] : r0;

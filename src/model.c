@@ -89,7 +89,7 @@ static clara_status bind_mat(const clara_model *m, const char *name, uint64_t ro
         if (!required) return CLARA_OK;
         return clara_fail(CLARA_ERR_NOT_FOUND, "%s: tensor '%s' is missing", gguf_name(g), name);
     }
-    if (!clara_quant_supported(t->type))
+    if (!clara_dequant_supported(t->type))
         return clara_fail(CLARA_ERR_UNSUPPORTED,
                           "%s: tensor '%s' has type %s, which this build cannot compute with",
                           gguf_name(g), name, clara_type_name(t->type));
@@ -131,6 +131,35 @@ static void lin_dims(const clara_hparams *hp, int l, uint64_t *in, uint64_t *out
     *out = outs[l];
 }
 
+/* clara.blk.N.<linear>.in_perm (GPTQ act-order): an i32 permutation of the layer's inputs. */
+static clara_status bind_perm(const clara_model *m, uint32_t layer, int l, uint64_t in,
+                              const int32_t **out) {
+    char name[96];
+    snprintf(name, sizeof name, "clara.blk.%u.%s.in_perm", layer, clara_linear_names[l].gguf);
+    const gguf_ctx *g;
+    const gguf_tensor *t = find_tensor(m, name, &g);
+    *out = NULL;
+    if (!t) return CLARA_OK;
+    if (t->type != CLARA_TYPE_I32 || t->n_dims != 1 || t->ne[0] != in ||
+        ((uintptr_t)t->data & 3) != 0)
+        return clara_fail(CLARA_ERR_FORMAT, "%s: '%s' must be an aligned i32 vector of %llu",
+                          gguf_name(g), name, (unsigned long long)in);
+    const int32_t *p = (const int32_t *)t->data;
+    uint8_t *seen = calloc(in, 1);
+    if (!seen) return clara_fail(CLARA_ERR_NOMEM, "out of memory");
+    for (uint64_t j = 0; j < in; j++) {
+        if (p[j] < 0 || (uint64_t)p[j] >= in || seen[p[j]]) {
+            free(seen);
+            return clara_fail(CLARA_ERR_FORMAT, "%s: '%s' is not a permutation of 0..%llu",
+                              gguf_name(g), name, (unsigned long long)in - 1);
+        }
+        seen[p[j]] = 1;
+    }
+    free(seen);
+    *out = p;
+    return CLARA_OK;
+}
+
 static clara_status bind_weights(clara_model *m) {
     const clara_hparams *hp = &m->hp;
     TRY(bind_mat(m, "token_embd.weight", hp->n_vocab, hp->n_embd, true, &m->tok_embd));
@@ -150,6 +179,8 @@ static clara_status bind_weights(clara_model *m) {
             lin_dims(hp, l, &in, &out);
             snprintf(name, sizeof name, "blk.%u.%s.weight", i, clara_linear_names[l].gguf);
             TRY(bind_mat(m, name, out, in, true, &L->w[l]));
+            TRY(bind_perm(m, i, l, in, &L->in_perm[l]));
+            m->has_in_perm |= L->in_perm[l] != NULL;
         }
     }
     return CLARA_OK;

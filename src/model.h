@@ -23,6 +23,9 @@ enum { CLARA_LIN_Q, CLARA_LIN_K, CLARA_LIN_V, CLARA_LIN_O, CLARA_LIN_GATE, CLARA
 typedef struct {
     const float *attn_norm, *ffn_norm;
     clara_mat w[CLARA_N_LIN];
+    /* GPTQ act-order imports: stored column j of w[l] holds input feature in_perm[l][j], so the
+     * layer computes w · x[in_perm] (docs/FORMAT.md); NULL when the columns are in order */
+    const int32_t *in_perm[CLARA_N_LIN];
 } clara_layer;
 
 /* One LoRA module: a [r][in], b [out][r]; absent modules have data == NULL (contribute 0). */
@@ -69,6 +72,7 @@ struct clara_model {
     clara_mat tok_embd, output;
     const float *output_norm;
     clara_layer *layers;
+    bool has_in_perm; /* some layer has an input permutation (GPTQ act-order import) */
     clara_tokenizer *tok;
     clara_adapter file_adapters[CLARA_MAX_ADAPTERS]; /* as stored, file order */
     int n_file_adapters;

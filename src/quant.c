@@ -511,10 +511,14 @@ bool clara_quant_supported(clara_type t) {
     }
 }
 
-static clara_status check_args(clara_type t, uint64_t n, const char *name,
+bool clara_dequant_supported(clara_type t) {
+    return clara_quant_supported(t) || t == CLARA_TYPE_Q8_Z;
+}
+
+static clara_status check_args(clara_type t, uint64_t n, const char *name, bool reading,
                                const clara_type_info **ti) {
     *ti = clara_type_get((uint32_t)t);
-    if (!*ti || !clara_quant_supported(t))
+    if (!*ti || !(reading ? clara_dequant_supported(t) : clara_quant_supported(t)))
         return clara_fail(CLARA_ERR_INVALID_ARG, "%s: cannot convert to or from type %s",
                           name ? name : "row", clara_type_name(t));
     if (n % (*ti)->block_size != 0)
@@ -574,7 +578,7 @@ static void quantize_block(clara_type t, const float *x, uint8_t *b, bool *bad) 
 clara_status clara_quantize_row(clara_type t, const float *x, uint64_t n, void *dst,
                                 const char *name) {
     const clara_type_info *ti;
-    clara_status s = check_args(t, n, name, &ti);
+    clara_status s = check_args(t, n, name, false, &ti);
     if (s != CLARA_OK) return s;
     for (uint64_t i = 0; i < n; i++)
         if (!isfinite(x[i]))
@@ -595,7 +599,7 @@ clara_status clara_quantize_row(clara_type t, const float *x, uint64_t n, void *
 
 clara_status clara_dequantize_row(clara_type t, const void *src, uint64_t n, float *y) {
     const clara_type_info *ti;
-    clara_status s = check_args(t, n, NULL, &ti);
+    clara_status s = check_args(t, n, NULL, true, &ti);
     if (s != CLARA_OK) return s;
     const uint8_t *in = src;
     for (uint64_t i = 0; i < n / ti->block_size; i++) {
@@ -631,6 +635,10 @@ clara_status clara_dequantize_row(clara_type t, const void *src, uint64_t n, flo
             break;
         case CLARA_TYPE_Q8_K:
             dq_q8_k(b, yb);
+            break;
+        case CLARA_TYPE_Q8_Z: /* GPTQ 8-bit asymmetric (docs/FORMAT.md): f16 d, u16 zero, 32 u8 */
+            for (int k = 0; k < 32; k++)
+                yb[k] = clara_f16_to_f32(rd16(b)) * (float)((int)b[4 + k] - (int)rd16(b + 2));
             break;
         case CLARA_TYPE_F32:
             yb[0] = f32at(b);

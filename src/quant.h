@@ -47,6 +47,9 @@
 /* True for the types clara_quantize_row/clara_dequantize_row handle: f32, f16, bf16 and the
  * block types listed above. */
 bool clara_quant_supported(clara_type t);
+/* Types clara_dequantize_row reads: the above plus q8_z (GPTQ 8-bit asymmetric imports, which
+ * are never produced by quantizing). */
+bool clara_dequant_supported(clara_type t);
 
 /* Converts n floats to type t into dst (exactly clara_type_row_bytes(t, n) bytes). Fails with
  * CLARA_ERR_INVALID_ARG (message names `name`) if the type is not supported, n is not a multiple

@@ -16,6 +16,7 @@
  *   order_map [0, 2, 4, 6, 1, 3, 5, 7] (nibble k of word c is column 8c + order_map[k]; unpacking
  *   uses the inverse [0, 4, 1, 5, 2, 6, 3, 7]); qzeros the same; w = (q - zero) * scale. */
 #include "convert/gptq_awq.h"
+#include "quant.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -398,12 +399,7 @@ static void build_row(const gq_linear *L, uint32_t o, const uint8_t *codes, uint
 }
 
 void gq_dequantize_q8_z(const void *src, uint64_t n, float *y) {
-    const uint8_t *p = src;
-    for (uint64_t b = 0; b < n / QK; b++, p += 36) {
-        float d = clara_f16_to_f32(rd16(p));
-        int z = rd16(p + 2);
-        for (int t = 0; t < QK; t++) y[b * QK + t] = d * (float)((int)p[4 + t] - z);
-    }
+    clara_dequantize_row(CLARA_TYPE_Q8_Z, src, n, y); /* the one definition lives in quant.c */
 }
 
 /* ---- planning ------------------------------------------------------------------------------ */

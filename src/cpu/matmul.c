@@ -25,9 +25,19 @@ float clara_dot_f32(const float *a, const float *b, size_t n) {
     return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail;
 }
 
+static bool is_float_type(clara_type t) {
+    return t == CLARA_TYPE_F32 || t == CLARA_TYPE_F16 || t == CLARA_TYPE_BF16;
+}
+
 const float *clara_mat_row_f32(const clara_mat *W, uint64_t r, float *buf) {
     size_t cols = (size_t)W->cols;
     const unsigned char *base = W->data;
+    if (!is_float_type(W->type)) { /* a block type without an integer dot (q8_z) */
+        uint64_t row_bytes = 0;
+        clara_type_row_bytes(W->type, W->cols, &row_bytes);
+        clara_dequantize_row(W->type, base + r * row_bytes, W->cols, buf);
+        return buf;
+    }
     if (W->type == CLARA_TYPE_F32) {
         const unsigned char *row = base + r * cols * 4;
         if (((uintptr_t)row & 3) == 0) return (const float *)row;
@@ -41,10 +51,6 @@ const float *clara_mat_row_f32(const clara_mat *W, uint64_t r, float *buf) {
         buf[i] = W->type == CLARA_TYPE_F16 ? clara_f16_to_f32(h) : clara_bf16_to_f32(h);
     }
     return buf;
-}
-
-static bool is_float_type(clara_type t) {
-    return t == CLARA_TYPE_F32 || t == CLARA_TYPE_F16 || t == CLARA_TYPE_BF16;
 }
 
 typedef struct {
@@ -87,7 +93,7 @@ static void matmul_task(void *arg, size_t task, int thread) {
     uint64_t r0 = task * j->rows_per_task;
     uint64_t r1 = r0 + j->rows_per_task < j->rows ? r0 + j->rows_per_task : j->rows;
     if (j->f.W) {
-        switch (j->isa) {
+        switch (is_float_type(j->f.W->type) ? j->isa : CLARA_ISA_REF) {
         case CLARA_ISA_AVX512:
             clara_gemm_f_avx512(&j->f, r0, r1);
             break;
@@ -168,7 +174,8 @@ void clara_matmul(clara_ctx *ctx, const clara_mat *W, const float *x, uint32_t n
                   bool accumulate, float alpha) {
     if (n == 0 || W->rows == 0) return;
     matmul_job j = {.ctx = ctx, .isa = clara_isa_active(), .rows = W->rows};
-    if (is_float_type(W->type)) {
+    /* float weights, and block types without an integer dot (rows dequantized to f32) */
+    if (is_float_type(W->type) || clara_vec_dot_type(W->type) < 0) {
         j.f = (clara_gemm_args){W, x, (size_t)W->cols, n, y, (size_t)W->rows, accumulate, alpha};
         run_job(&j);
         return;

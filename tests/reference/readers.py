@@ -308,6 +308,7 @@ GGML_TYPES = {
     27: ("I64", 1, 8),
     28: ("F64", 1, 8),
     30: ("BF16", 1, 2),
+    64: ("Q8_Z", 32, 36),  # CLaRa's GPTQ 8-bit asymmetric block (docs/FORMAT.md)
 }
 _GGML_NP = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "I8": np.int8,
             "I16": np.int16, "I32": np.int32, "I64": np.int64, "F64": np.float64}
