@@ -221,31 +221,22 @@ static clara_status open_base(conv_ctx *c) {
         CLARA_LOGW("%s: tokenizer has %u tokens but config.json says vocab_size %u", c->p.base_dir,
                    c->n_base_vocab, c->base.vocab_size);
     if ((s = st_model_open(c->p.base_dir, &c->st)) != CLARA_OK) return s;
+    /* a tensor absent from the base model is reported against the file that lists the tensors */
     snprintf(c->st_source, sizeof c->st_source, "%s/model.safetensors.index.json", c->p.base_dir);
     if (access(c->st_source, F_OK) != 0)
         snprintf(c->st_source, sizeof c->st_source, "%s/model.safetensors", c->p.base_dir);
     return CLARA_OK;
 }
 
+/* The base model's inputs, then (unless --base-only) the CLaRa subfolder's. */
 static clara_status open_inputs(conv_ctx *c) {
     clara_status s;
-    if (c->p.mode == CLARA_CONVERT_BASE) return open_base(c);
-    if ((s = clara_base_config_load(c->p.base_dir, &c->base)) != CLARA_OK) return s;
+    if ((s = open_base(c)) != CLARA_OK || c->p.mode == CLARA_CONVERT_BASE) return s;
     if ((s = clara_clara_config_load(c->p.clara_dir, &c->cc)) != CLARA_OK) return s;
     if (!c->cc.lora)
         return clara_fail(CLARA_ERR_UNSUPPORTED, "%s/config.json: lora=false is not supported",
                           c->p.clara_dir);
-    if ((s = hf_tokenizer_load_dir(c->p.base_dir, &c->tok)) != CLARA_OK) return s;
-    c->n_base_vocab = c->tok.n_vocab;
     c->n_clara_added = c->cc.different_mem_tokens ? c->cc.n_mem + 3 : 4;
-    if (c->n_base_vocab != c->base.vocab_size)
-        CLARA_LOGW("%s: tokenizer has %u tokens but config.json says vocab_size %u", c->p.base_dir,
-                   c->n_base_vocab, c->base.vocab_size);
-    if ((s = st_model_open(c->p.base_dir, &c->st)) != CLARA_OK) return s;
-    /* a tensor absent from the base model is reported against the file that lists the tensors */
-    snprintf(c->st_source, sizeof c->st_source, "%s/model.safetensors.index.json", c->p.base_dir);
-    if (access(c->st_source, F_OK) != 0)
-        snprintf(c->st_source, sizeof c->st_source, "%s/model.safetensors", c->p.base_dir);
     snprintf(c->tables_path, sizeof c->tables_path, "%s/decoder_first_last_layers.pth",
              c->p.clara_dir);
     snprintf(c->adapters_path, sizeof c->adapters_path, "%s/adapters.pth", c->p.clara_dir);
