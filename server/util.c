@@ -6,6 +6,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/utf8.h"
 #include "cpu/dispatch.h"
 #include "server.h"
 
@@ -23,41 +24,7 @@ double srv_mono(void) {
 
 /* RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF. */
 bool srv_utf8_valid(const char *str, size_t n) {
-    const unsigned char *s = (const unsigned char *)str;
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = s[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t len;
-        unsigned lo = 0x80, hi = 0xBF;
-        if (c >= 0xC2 && c <= 0xDF)
-            len = 2;
-        else if (c == 0xE0)
-            len = 3, lo = 0xA0;
-        else if (c >= 0xE1 && c <= 0xEC)
-            len = 3;
-        else if (c == 0xED)
-            len = 3, hi = 0x9F; /* U+D800..U+DFFF are surrogates */
-        else if (c >= 0xEE && c <= 0xEF)
-            len = 3;
-        else if (c == 0xF0)
-            len = 4, lo = 0x90;
-        else if (c >= 0xF1 && c <= 0xF3)
-            len = 4;
-        else if (c == 0xF4)
-            len = 4, hi = 0x8F;
-        else
-            return false;
-        if (n - i < len) return false;
-        if (s[i + 1] < lo || s[i + 1] > hi) return false;
-        for (size_t k = 2; k < len; k++)
-            if (s[i + k] < 0x80 || s[i + k] > 0xBF) return false;
-        i += len;
-    }
-    return true;
+    return clara_utf8_valid(str, n, NULL);
 }
 
 bool srv_json_has_nul_escape(const char *s, size_t n) {

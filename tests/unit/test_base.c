@@ -6,6 +6,7 @@
 #include "base/fp16.h"
 #include "base/outfile.h"
 #include "base/status.h"
+#include "base/utf8.h"
 #include "t.h"
 
 static void test_f16_known_values(void) {
@@ -93,7 +94,38 @@ static void test_outfile(void) {
     rmdir(dir);
 }
 
+/* Hand-picked sequences from Unicode Table 3-7: each boundary of every lead-byte range. */
+static void test_utf8(void) {
+    static const struct {
+        const char *s;
+        size_t n, bad; /* bad = (size_t)-1 when valid */
+    } cases[] = {
+        {"plain", 5, (size_t)-1},
+        {"\xc2\x80", 2, (size_t)-1},          /* U+0080 */
+        {"\xc1\xbf", 2, 0},                   /* overlong */
+        {"\xe0\xa0\x80", 3, (size_t)-1},      /* U+0800 */
+        {"\xe0\x9f\xbf", 3, 0},               /* overlong 3-byte */
+        {"\xed\x9f\xbf", 3, (size_t)-1},      /* U+D7FF */
+        {"\xed\xa0\x80", 3, 0},               /* surrogate U+D800 */
+        {"\xf0\x90\x80\x80", 4, (size_t)-1}, /* U+10000 */
+        {"\xf4\x8f\xbf\xbf", 4, (size_t)-1}, /* U+10FFFF */
+        {"\xf4\x90\x80\x80", 4, 0},          /* past U+10FFFF */
+        {"ab\xe2\x82", 4, 2},                 /* truncated euro sign */
+        {"a\x80", 2, 1},                       /* lone continuation */
+        {"\xf5\x80\x80\x80", 4, 0},          /* lead byte never valid */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t bad = (size_t)-1;
+        bool ok = clara_utf8_valid(cases[i].s, cases[i].n, &bad);
+        T_CHECK_MSG(ok == (cases[i].bad == (size_t)-1) && (ok || bad == cases[i].bad),
+                    "case %zu: ok %d bad %zu", i, ok, bad);
+    }
+    T_EQ_INT(clara_utf8_len((const uint8_t *)"\xf0\x9f\x9a\x80", 4), 4); /* emoji */
+    T_EQ_INT(clara_utf8_len((const uint8_t *)"\xf0\x9f\x9a", 3), 0);
+}
+
 int main(void) {
+    T_RUN(test_utf8);
     T_RUN(test_f16_known_values);
     T_RUN(test_f16_roundtrip_all);
     T_RUN(test_f16_midpoints);
