@@ -213,7 +213,11 @@ static void print_gen(const engine_opts *o, const clara_model *m, const clara_ge
             for (size_t i = 0; i < r->k; i++) fprintf(stderr, " %u (%.4f)", r->top_k[i], r->scores[r->top_k[i]]);
             fputc('\n', stderr);
         }
-        fprintf(stderr, "%u prompt tokens, %zu generated\n", r->prompt_tokens, r->n_ids);
+        fprintf(stderr,
+                "%u prompt tokens, %zu generated; compress %.0f ms, prefill %.0f ms, decode %.0f ms "
+                "(%.2f tokens/s)\n",
+                r->prompt_tokens, r->n_ids, r->compress_ms, r->prefill_ms, r->decode_ms,
+                r->n_ids > 1 && r->decode_ms > 0 ? (double)(r->n_ids - 1) * 1e3 / r->decode_ms : 0.0);
         return;
     }
     cJSON *root = cJSON_CreateObject();
@@ -225,6 +229,10 @@ static void print_gen(const engine_opts *o, const clara_model *m, const clara_ge
         for (size_t i = 0; i < r->k; i++) cJSON_AddItemToArray(tk, cJSON_CreateNumber(r->top_k[i]));
         cJSON_AddItemToObject(root, "scores", float_array(r->scores, r->n_scores));
     }
+    cJSON *tm = cJSON_AddObjectToObject(root, "timings");
+    cJSON_AddNumberToObject(tm, "compress_ms", r->compress_ms);
+    cJSON_AddNumberToObject(tm, "prefill_ms", r->prefill_ms);
+    cJSON_AddNumberToObject(tm, "decode_ms", r->decode_ms);
     if (o->dump_logits) {
         if (first_logits) cJSON_AddItemToObject(root, "first_logits", float_array(first_logits, clara_model_n_vocab(m)));
         cJSON_AddItemToObject(root, "top2_gaps", float_array(r->top2_gaps, r->n_ids));

@@ -151,6 +151,8 @@ typedef struct {
     float *scores;       /* retrieve: cosine score of every document, input order */
     size_t k, n_scores;
     char *error;         /* clara_generate_batch: why this request failed (NULL on success) */
+    /* wall-clock time of this request's phases (shared passes count for every request in them) */
+    double compress_ms, prefill_ms, decode_ms;
 } clara_gen_result;
 
 clara_gen_params clara_gen_default_params(void);

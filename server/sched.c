@@ -258,6 +258,9 @@ static void generate_phase(srv_task **b, int n) {
             continue;
         }
         t->gen = results[i];
+        /* the engine's own phase times (shared passes count for each task in them) */
+        t->compress_ms = t->gen.compress_ms;
+        t->generate_ms = t->gen.prefill_ms + t->gen.decode_ms;
         t->has_gen = true;
         t->status = 200;
         srv_metrics_tokens(t->gen.prompt_tokens, t->gen.n_ids);

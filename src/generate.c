@@ -5,6 +5,8 @@
  * prompt too long) fails alone with its own message. Deterministic: greedy, eval mode. */
 #include <math.h>
 #include <stdbool.h>
+#include <stddef.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -46,6 +48,20 @@ void clara_gen_result_free(clara_gen_result *r) {
     free(r->scores);
     free(r->error);
     memset(r, 0, sizeof *r);
+}
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+/* Adds the time since *t0 to field `off` of every live request's result and restarts *t0. */
+static void charge(gen_req *q, size_t n, size_t off, double *t0) {
+    double t = now_ms();
+    for (size_t i = 0; i < n; i++)
+        if (q[i].st == CLARA_OK) *(double *)((char *)q[i].r + off) += t - *t0;
+    *t0 = t;
 }
 
 /* Marks a request failed with the current error message. */
@@ -296,7 +312,9 @@ static clara_status decode(clara_ctx *ctx, gen_req *q, size_t n) {
         clara_kv_clear(ctx, (uint32_t)i);
         seqs[ns++] = (clara_seq){q[i].n_prompt, q[i].emb, pos, (int)i, &q[i].set, NULL, q[i].logits};
     }
+    double t0 = now_ms();
     if (s == CLARA_OK && ns) s = clara_forward_batch(ctx, seqs, ns);
+    charge(q, n, offsetof(clara_gen_result, prefill_ms), &t0);
     for (size_t i = 0; s == CLARA_OK && i < n; i++)
         if (!q[i].done && q[i].p->first_logits) memcpy(q[i].p->first_logits, q[i].logits, V * sizeof(float));
     while (s == CLARA_OK) {
@@ -314,6 +332,7 @@ static clara_status decode(clara_ctx *ctx, gen_req *q, size_t n) {
         if (!ns) break;
         s = clara_forward_batch(ctx, seqs, ns);
     }
+    charge(q, n, offsetof(clara_gen_result, decode_ms), &t0);
     for (size_t i = 0; s == CLARA_OK && i < n; i++)
         if (q[i].st == CLARA_OK) {
             clara_status d = clara_tokenizer_decode(m->tok, q[i].r->ids, q[i].r->n_ids, &q[i].r->text);
@@ -341,6 +360,7 @@ static void prepare(clara_ctx *ctx, gen_req *q, size_t n) {
         q[i].k = docs_k(m, q[i].p);
     }
     /* documents given as text, of all requests in shared passes */
+    double t0 = now_ms();
     compress_requests(ctx, q, n, false, m->encoder, out);
     for (size_t i = 0; i < n; i++)
         if (takes_part(&q[i], false)) q[i].vectors = q[i].owned = out[i];
@@ -355,6 +375,7 @@ static void prepare(clara_ctx *ctx, gen_req *q, size_t n) {
         free(out[i]);
     }
     free(out);
+    charge(q, n, offsetof(clara_gen_result, compress_ms), &t0);
     for (size_t i = 0; i < n; i++)
         if (q[i].st == CLARA_OK) {
             clara_status s = prompt_embeddings(m, &q[i]);
