@@ -1,12 +1,12 @@
 """Reduced precision and quantization: the fidelity cases of test_engine.py run on bf16, f16,
-q8_0, q4_0 and q4_k_m GGUFs of the fixtures and are compared with the float32 reference.
+q8_0, q6_k, q5_k_m, q5_1, q5_0, q4_1, q4_k_m and q4_0 GGUFs of the fixtures and are compared with the float32 reference.
 
 Random tiny models produce near-ties that lower precision may legitimately flip, so a generation
 case agrees when its ids equal the reference's or first diverge at a step where the reference's
 top-2 logit gap is below the type's near-tie threshold. Requirements (issues: engine for bf16/f16,
 quantization for q8_0): ≥ 95% agreement and vectors within the bound (relative L2 error per
-document, docs/PRECISION.md and docs/QUANTIZATION.md). q4_0 and q4_k_m must run every case end to
-end; their figures are printed (not bounded). Prints per type: strict and near-tie-aware
+document, docs/PRECISION.md and docs/QUANTIZATION.md). The other types must run every case end
+to end; their figures are printed (not bounded). Prints per type: strict and near-tie-aware
 agreement, max and mean relative first-step logit error, vector relative error and cosine."""
 
 import numpy as np
@@ -20,8 +20,13 @@ TYPES = {
     "bf16": (0.05, 0.05, 0.95),
     "f16": (0.05, 0.005, 0.95),
     "q8_0": (0.15, 0.10, 0.95),
-    "q4_0": (0.15, None, None),
+    "q6_k": (0.15, None, None),
+    "q5_k_m": (0.15, None, None),
+    "q5_1": (0.15, None, None),
+    "q5_0": (0.15, None, None),
+    "q4_1": (0.15, None, None),
     "q4_k_m": (0.15, None, None),
+    "q4_0": (0.15, None, None),
 }
 _expected = {}
 
