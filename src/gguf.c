@@ -975,17 +975,23 @@ clara_status gguf_writer_set_arr(gguf_writer *w, const char *key, gguf_vtype ele
                               key);
     uint8_t *raw = malloc(n ? (size_t)n * sz : 1);
     if (!raw) return clara_fail(CLARA_ERR_NOMEM, "gguf writer: out of memory");
-    /* elements arrive in host order; the file is little-endian */
+    /* elements arrive in host order, possibly unaligned (e.g. an array read straight from a
+     * mapped GGUF); the file is little-endian */
     for (uint64_t j = 0; j < n; j++) {
         uint64_t v = 0;
-        if (sz == 1)
+        if (sz == 1) {
             v = src[j];
-        else if (sz == 2)
-            v = ((const uint16_t *)data)[j];
-        else if (sz == 4)
-            v = ((const uint32_t *)data)[j];
-        else
-            v = ((const uint64_t *)data)[j];
+        } else if (sz == 2) {
+            uint16_t x;
+            memcpy(&x, src + j * 2, 2);
+            v = x;
+        } else if (sz == 4) {
+            uint32_t x;
+            memcpy(&x, src + j * 4, 4);
+            v = x;
+        } else {
+            memcpy(&v, src + j * 8, 8);
+        }
         store_le(raw + j * sz, v, sz);
     }
     wkv *kv = NULL;
