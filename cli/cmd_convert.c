@@ -13,26 +13,27 @@
 #include "quantize.h"
 
 static void convert_usage(FILE *out) {
-    fprintf(out,
-            "usage: clara convert --base DIR --clara DIR --out FILE [--type T] [--quiet]\n"
-            "                     [--addon-only | --base-only]\n"
-            "\n"
-            "Converts a Hugging Face CLaRa checkpoint into one self-contained GGUF file.\n"
-            "  --base DIR    the Mistral-7B-Instruct-v0.2 repository (config.json, *.safetensors,\n"
-            "                model.safetensors.index.json, tokenizer.json or tokenizer.model)\n"
-            "  --clara DIR   a CLaRa subfolder, e.g. CLaRa-7B-Instruct/compression-16 (config.json,\n"
-            "                adapters.pth, decoder_first_last_layers.pth)\n"
-            "  --out FILE    output GGUF (written to a temporary name, renamed when complete)\n"
-            "  --type T      matrix type: f32, f16 (default) or bf16 (norms are always f32), or\n"
-            "                a quantization mix: q8_0 q4_0 q4_1 q5_0 q5_1 q4_k_m q5_k_m q6_k\n"
-            "                (LoRA tensors and norms stay unquantized; see `clara quantize`)\n"
-            "  --keep-embeddings f16  with a quantized --type, keep token_embd in f16\n"
-            "  --base DIR may also be a GPTQ or AWQ checkpoint: its layers are repacked exactly\n"
-            "  --quiet       no progress output\n"
-            "  --addon-only  write only CLaRa's parts (adapters, resized tables, vocabulary,\n"
-            "                settings): use it with any GGUF of the base model, e.g.\n"
-            "                `clara ask --base mistral-7b-instruct-v0.2.Q4_K_M.gguf --clara F`\n"
-            "  --base-only   write only the base model, in llama.cpp's layout (no --clara)\n");
+    fprintf(
+        out,
+        "usage: clara convert --base DIR --clara DIR --out FILE [--type T] [--quiet]\n"
+        "                     [--addon-only | --base-only]\n"
+        "\n"
+        "Converts a Hugging Face CLaRa checkpoint into one self-contained GGUF file.\n"
+        "  --base DIR    the Mistral-7B-Instruct-v0.2 repository (config.json, *.safetensors,\n"
+        "                model.safetensors.index.json, tokenizer.json or tokenizer.model)\n"
+        "  --clara DIR   a CLaRa subfolder, e.g. CLaRa-7B-Instruct/compression-16 (config.json,\n"
+        "                adapters.pth, decoder_first_last_layers.pth)\n"
+        "  --out FILE    output GGUF (written to a temporary name, renamed when complete)\n"
+        "  --type T      matrix type: f32, f16 (default) or bf16 (norms are always f32), or\n"
+        "                a quantization mix: q8_0 q4_0 q4_1 q5_0 q5_1 q4_k_m q5_k_m q6_k\n"
+        "                (LoRA tensors and norms stay unquantized; see `clara quantize`)\n"
+        "  --keep-embeddings f16  with a quantized --type, keep token_embd in f16\n"
+        "  --base DIR may also be a GPTQ or AWQ checkpoint: its layers are repacked exactly\n"
+        "  --quiet       no progress output\n"
+        "  --addon-only  write only CLaRa's parts (adapters, resized tables, vocabulary,\n"
+        "                settings): use it with any GGUF of the base model, e.g.\n"
+        "                `clara ask --base mistral-7b-instruct-v0.2.Q4_K_M.gguf --clara F`\n"
+        "  --base-only   write only the base model, in llama.cpp's layout (no --clara)\n");
 }
 
 /* Converts to a temporary bf16 file beside the output, then quantizes it into the output. */
@@ -60,10 +61,14 @@ int cmd_convert(int argc, char **argv) {
     const char *mix = NULL;
     clara_quantize_opts qopts = {false, stderr};
     static const struct option opts[] = {
-        {"base", required_argument, 0, 'b'}, {"clara", required_argument, 0, 'c'},
-        {"out", required_argument, 0, 'o'},  {"type", required_argument, 0, 't'},
-        {"quiet", no_argument, 0, 'q'},      {"help", no_argument, 0, 'h'},
-        {"addon-only", no_argument, 0, 'A'}, {"base-only", no_argument, 0, 'B'},
+        {"base", required_argument, 0, 'b'},
+        {"clara", required_argument, 0, 'c'},
+        {"out", required_argument, 0, 'o'},
+        {"type", required_argument, 0, 't'},
+        {"quiet", no_argument, 0, 'q'},
+        {"help", no_argument, 0, 'h'},
+        {"addon-only", no_argument, 0, 'A'},
+        {"base-only", no_argument, 0, 'B'},
         {"keep-embeddings", required_argument, 0, 'k'},
         {0, 0, 0, 0},
     };
@@ -71,12 +76,24 @@ int cmd_convert(int argc, char **argv) {
     optind = 1;
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (ch) {
-        case 'b': p.base_dir = optarg; break;
-        case 'c': p.clara_dir = optarg; break;
-        case 'o': p.out_path = optarg; break;
-        case 'q': p.progress = false; break;
-        case 'A': p.mode = CLARA_CONVERT_ADDON; break;
-        case 'B': p.mode = CLARA_CONVERT_BASE; break;
+        case 'b':
+            p.base_dir = optarg;
+            break;
+        case 'c':
+            p.clara_dir = optarg;
+            break;
+        case 'o':
+            p.out_path = optarg;
+            break;
+        case 'q':
+            p.progress = false;
+            break;
+        case 'A':
+            p.mode = CLARA_CONVERT_ADDON;
+            break;
+        case 'B':
+            p.mode = CLARA_CONVERT_BASE;
+            break;
         case 't': {
             int t = clara_type_from_name(optarg);
             if (clara_quantize_ftype(optarg) >= 0) {
@@ -85,8 +102,10 @@ int cmd_convert(int argc, char **argv) {
             } else if (t == CLARA_TYPE_F32 || t == CLARA_TYPE_F16 || t == CLARA_TYPE_BF16) {
                 p.type = (clara_type)t;
             } else {
-                fprintf(stderr, "clara convert: --type '%s' is not one of f32 f16 bf16 q8_0 q4_0 "
-                        "q4_1 q5_0 q5_1 q4_k_m q5_k_m q6_k\n", optarg);
+                fprintf(stderr,
+                        "clara convert: --type '%s' is not one of f32 f16 bf16 q8_0 q4_0 "
+                        "q4_1 q5_0 q5_1 q4_k_m q5_k_m q6_k\n",
+                        optarg);
                 return 2;
             }
             break;
@@ -98,16 +117,22 @@ int cmd_convert(int argc, char **argv) {
             }
             qopts.keep_embeddings_f16 = true;
             break;
-        case 'h': convert_usage(stdout); return 0;
-        default: convert_usage(stderr); return 2;
+        case 'h':
+            convert_usage(stdout);
+            return 0;
+        default:
+            convert_usage(stderr);
+            return 2;
         }
     }
     bool need_clara = p.mode != CLARA_CONVERT_BASE;
     if (optind < argc || !p.base_dir || (need_clara != (p.clara_dir != NULL)) || !p.out_path) {
-        if (optind < argc) fprintf(stderr, "clara convert: unexpected argument '%s'\n", argv[optind]);
+        if (optind < argc)
+            fprintf(stderr, "clara convert: unexpected argument '%s'\n", argv[optind]);
         else if (!need_clara && p.clara_dir)
             fprintf(stderr, "clara convert: --base-only takes no --clara\n");
-        else fprintf(stderr, "clara convert: --base, --clara and --out are required\n");
+        else
+            fprintf(stderr, "clara convert: --base, --clara and --out are required\n");
         convert_usage(stderr);
         return 2;
     }

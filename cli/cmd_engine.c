@@ -38,8 +38,9 @@ static void engine_usage(FILE *out, const char *cmd) {
             cmd,
             strcmp(cmd, "compress") == 0     ? ""
             : strcmp(cmd, "paraphrase") == 0 ? "\n          [--template 0..12] [--max-new-tokens N]"
-            : strcmp(cmd, "retrieve") == 0   ? "\n          --query TEXT [--top-k K] [--max-new-tokens N]"
-                                             : "\n          --query TEXT [--max-new-tokens N]");
+            : strcmp(cmd, "retrieve") == 0
+                ? "\n          --query TEXT [--top-k K] [--max-new-tokens N]"
+                : "\n          --query TEXT [--max-new-tokens N]");
 }
 
 static int add_doc(engine_opts *o, const char *text, size_t len) {
@@ -71,8 +72,10 @@ static int read_docs_file(engine_opts *o) {
             cJSON *j = cJSON_Parse(p);
             cJSON *t = cJSON_IsString(j) ? j : cJSON_GetObjectItemCaseSensitive(j, "text");
             if (!cJSON_IsString(t)) {
-                fprintf(stderr, "clara %s: error: %s:%zu: expected a JSON string or an object "
-                        "with a \"text\" string\n", o->cmd, o->docs_file, line);
+                fprintf(stderr,
+                        "clara %s: error: %s:%zu: expected a JSON string or an object "
+                        "with a \"text\" string\n",
+                        o->cmd, o->docs_file, line);
                 cJSON_Delete(j);
                 return -1;
             }
@@ -102,43 +105,79 @@ static int parse_int(const char *cmd, const char *opt, const char *s, int lo, in
 /* Returns 0 to run, -1 after printing --help, 2 on a usage error. */
 static int parse_opts(int argc, char **argv, engine_opts *o) {
     static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'},  {"doc", required_argument, 0, 'd'},
-        {"docs-file", required_argument, 0, 'f'}, {"query", required_argument, 0, 'q'},
-        {"threads", required_argument, 0, 't'}, {"max-new-tokens", required_argument, 0, 'n'},
-        {"top-k", required_argument, 0, 'k'},  {"template", required_argument, 0, 'T'},
-        {"adapter-policy", required_argument, 0, 'p'}, {"json", no_argument, 0, 'j'},
-        {"dump-logits", no_argument, 0, 'L'},  {"help", no_argument, 0, 'h'},
-        {"base", required_argument, 0, 'B'},   {"clara", required_argument, 0, 'C'},
+        {"model", required_argument, 0, 'm'},
+        {"doc", required_argument, 0, 'd'},
+        {"docs-file", required_argument, 0, 'f'},
+        {"query", required_argument, 0, 'q'},
+        {"threads", required_argument, 0, 't'},
+        {"max-new-tokens", required_argument, 0, 'n'},
+        {"top-k", required_argument, 0, 'k'},
+        {"template", required_argument, 0, 'T'},
+        {"adapter-policy", required_argument, 0, 'p'},
+        {"json", no_argument, 0, 'j'},
+        {"dump-logits", no_argument, 0, 'L'},
+        {"help", no_argument, 0, 'h'},
+        {"base", required_argument, 0, 'B'},
+        {"clara", required_argument, 0, 'C'},
         {0, 0, 0, 0},
     };
     int ch;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (ch) {
-        case 'm': o->model = optarg; break;
-        case 'B': o->base = optarg; break;
-        case 'C': o->clara = optarg; break;
+        case 'm':
+            o->model = optarg;
+            break;
+        case 'B':
+            o->base = optarg;
+            break;
+        case 'C':
+            o->clara = optarg;
+            break;
         case 'd':
             if (add_doc(o, optarg, strlen(optarg)) != 0) return 2;
             break;
-        case 'f': o->docs_file = optarg; break;
-        case 'q': o->query = optarg; break;
-        case 't': if (parse_int(o->cmd, "--threads", optarg, 1, 1024, &o->threads)) return 2; break;
-        case 'n': if (parse_int(o->cmd, "--max-new-tokens", optarg, 0, 1 << 20, &o->max_new_tokens)) return 2; break;
-        case 'k': if (parse_int(o->cmd, "--top-k", optarg, 1, 1 << 20, &o->top_k)) return 2; break;
-        case 'T': if (parse_int(o->cmd, "--template", optarg, 0, 12, &o->template_index)) return 2; break;
+        case 'f':
+            o->docs_file = optarg;
+            break;
+        case 'q':
+            o->query = optarg;
+            break;
+        case 't':
+            if (parse_int(o->cmd, "--threads", optarg, 1, 1024, &o->threads)) return 2;
+            break;
+        case 'n':
+            if (parse_int(o->cmd, "--max-new-tokens", optarg, 0, 1 << 20, &o->max_new_tokens))
+                return 2;
+            break;
+        case 'k':
+            if (parse_int(o->cmd, "--top-k", optarg, 1, 1 << 20, &o->top_k)) return 2;
+            break;
+        case 'T':
+            if (parse_int(o->cmd, "--template", optarg, 0, 12, &o->template_index)) return 2;
+            break;
         case 'p':
-            if (strcmp(optarg, "hf") == 0) o->policy = CLARA_ADAPTER_POLICY_HF;
-            else if (strcmp(optarg, "all") == 0) o->policy = CLARA_ADAPTER_POLICY_ALL;
+            if (strcmp(optarg, "hf") == 0)
+                o->policy = CLARA_ADAPTER_POLICY_HF;
+            else if (strcmp(optarg, "all") == 0)
+                o->policy = CLARA_ADAPTER_POLICY_ALL;
             else {
                 fprintf(stderr, "clara %s: --adapter-policy must be hf or all\n", o->cmd);
                 return 2;
             }
             break;
-        case 'j': o->json = 1; break;
-        case 'L': o->dump_logits = 1; break;
-        case 'h': engine_usage(stdout, o->cmd); return -1;
-        default: engine_usage(stderr, o->cmd); return 2;
+        case 'j':
+            o->json = 1;
+            break;
+        case 'L':
+            o->dump_logits = 1;
+            break;
+        case 'h':
+            engine_usage(stdout, o->cmd);
+            return -1;
+        default:
+            engine_usage(stderr, o->cmd);
+            return 2;
         }
     }
     if (optind < argc) {
@@ -175,7 +214,8 @@ static int run_compress(clara_ctx *ctx, clara_model *m, engine_opts *o) {
     float *vec = malloc(o->n_docs * per * sizeof(float) + 1);
     uint32_t *ntok = malloc(o->n_docs * sizeof(uint32_t) + 1);
     if (!vec || !ntok || clara_compress(ctx, o->docs, o->n_docs, vec, ntok) != CLARA_OK) {
-        fprintf(stderr, "clara compress: error: %s\n", vec && ntok ? clara_last_error() : "out of memory");
+        fprintf(stderr, "clara compress: error: %s\n",
+                vec && ntok ? clara_last_error() : "out of memory");
         free(vec);
         free(ntok);
         return 1;
@@ -186,8 +226,9 @@ static int run_compress(clara_ctx *ctx, clara_model *m, engine_opts *o) {
             cJSON *d = cJSON_CreateObject(), *vs = cJSON_AddArrayToObject(d, "vectors");
             cJSON_AddNumberToObject(d, "n_tokens", ntok[i]);
             for (uint32_t j = 0; j < clara_model_n_mem(m); j++)
-                cJSON_AddItemToArray(vs, float_array(vec + i * per + (size_t)j * clara_model_n_embd(m),
-                                                     clara_model_n_embd(m)));
+                cJSON_AddItemToArray(vs,
+                                     float_array(vec + i * per + (size_t)j * clara_model_n_embd(m),
+                                                 clara_model_n_embd(m)));
             cJSON_AddItemToArray(docs, d);
         }
         print_json(root);
@@ -210,14 +251,16 @@ static void print_gen(const engine_opts *o, const clara_model *m, const clara_ge
         fflush(stdout);
         if (task == CLARA_TASK_RETRIEVE) {
             fprintf(stderr, "top-k:");
-            for (size_t i = 0; i < r->k; i++) fprintf(stderr, " %u (%.4f)", r->top_k[i], r->scores[r->top_k[i]]);
+            for (size_t i = 0; i < r->k; i++)
+                fprintf(stderr, " %u (%.4f)", r->top_k[i], r->scores[r->top_k[i]]);
             fputc('\n', stderr);
         }
-        fprintf(stderr,
-                "%u prompt tokens, %zu generated; compress %.0f ms, prefill %.0f ms, decode %.0f ms "
-                "(%.2f tokens/s)\n",
-                r->prompt_tokens, r->n_ids, r->compress_ms, r->prefill_ms, r->decode_ms,
-                r->n_ids > 1 && r->decode_ms > 0 ? (double)(r->n_ids - 1) * 1e3 / r->decode_ms : 0.0);
+        fprintf(
+            stderr,
+            "%u prompt tokens, %zu generated; compress %.0f ms, prefill %.0f ms, decode %.0f ms "
+            "(%.2f tokens/s)\n",
+            r->prompt_tokens, r->n_ids, r->compress_ms, r->prefill_ms, r->decode_ms,
+            r->n_ids > 1 && r->decode_ms > 0 ? (double)(r->n_ids - 1) * 1e3 / r->decode_ms : 0.0);
         return;
     }
     cJSON *root = cJSON_CreateObject();
@@ -234,7 +277,9 @@ static void print_gen(const engine_opts *o, const clara_model *m, const clara_ge
     cJSON_AddNumberToObject(tm, "prefill_ms", r->prefill_ms);
     cJSON_AddNumberToObject(tm, "decode_ms", r->decode_ms);
     if (o->dump_logits) {
-        if (first_logits) cJSON_AddItemToObject(root, "first_logits", float_array(first_logits, clara_model_n_vocab(m)));
+        if (first_logits)
+            cJSON_AddItemToObject(root, "first_logits",
+                                  float_array(first_logits, clara_model_n_vocab(m)));
         cJSON_AddItemToObject(root, "top2_gaps", float_array(r->top2_gaps, r->n_ids));
     }
     print_json(root);
@@ -289,17 +334,20 @@ static int run_engine(int argc, char **argv, const char *cmd) {
         cp.n_threads = o.threads;
         clara_status ls = o.model ? clara_model_load(o.model, &mp, &m)
                                   : clara_model_load_pair(o.base, o.clara, &mp, &m);
-        if (ls != CLARA_OK ||
-            clara_ctx_create(m, &cp, &ctx) != CLARA_OK) {
+        if (ls != CLARA_OK || clara_ctx_create(m, &cp, &ctx) != CLARA_OK) {
             fprintf(stderr, "clara %s: error: %s\n", cmd, clara_last_error());
             rc = 1;
         }
     }
     if (rc == 0) {
-        if (strcmp(cmd, "compress") == 0) rc = run_compress(ctx, m, &o);
-        else if (strcmp(cmd, "ask") == 0) rc = run_generate(ctx, m, &o, CLARA_TASK_ANSWER);
-        else if (strcmp(cmd, "retrieve") == 0) rc = run_generate(ctx, m, &o, CLARA_TASK_RETRIEVE);
-        else rc = run_generate(ctx, m, &o, CLARA_TASK_PARAPHRASE);
+        if (strcmp(cmd, "compress") == 0)
+            rc = run_compress(ctx, m, &o);
+        else if (strcmp(cmd, "ask") == 0)
+            rc = run_generate(ctx, m, &o, CLARA_TASK_ANSWER);
+        else if (strcmp(cmd, "retrieve") == 0)
+            rc = run_generate(ctx, m, &o, CLARA_TASK_RETRIEVE);
+        else
+            rc = run_generate(ctx, m, &o, CLARA_TASK_PARAPHRASE);
     }
     clara_ctx_free(ctx);
     clara_model_free(m);

@@ -30,17 +30,18 @@ static void print_tensors(const gguf_ctx *g) {
 
 int cmd_info(int argc, char **argv) {
     int show_tensors = 1;
-    static const struct option opts[] = {{"no-tensors", no_argument, 0, 'n'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"no-tensors", no_argument, 0, 'n'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int ch;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (ch == 'n') show_tensors = 0;
+        if (ch == 'n')
+            show_tensors = 0;
         else if (ch == 'h') {
             printf("usage: clara info [--no-tensors] FILE.gguf\n");
             return 0;
-        } else return 2;
+        } else
+            return 2;
     }
     if (optind != argc - 1) {
         fprintf(stderr, "usage: clara info [--no-tensors] FILE.gguf\n");

@@ -65,7 +65,6 @@ const char *clara_last_error(void);
 /* Short name of a status code, e.g. "format error". */
 const char *clara_status_name(clara_status st);
 
-
 /* ---- models and contexts ------------------------------------------------------------------ */
 
 typedef struct clara_model clara_model; /* weights (mmapped), vocabulary, CLaRa settings */
@@ -123,8 +122,8 @@ clara_status clara_compress(clara_ctx *ctx, const clara_text *docs, size_t n_doc
                             uint32_t *n_tokens);
 
 typedef enum {
-    CLARA_TASK_ANSWER = 0,     /* QA prompt (spec §8) from documents or vectors */
-    CLARA_TASK_RETRIEVE = 1,   /* E2E: rank documents by the query vector, answer from top-k (§10) */
+    CLARA_TASK_ANSWER = 0,   /* QA prompt (spec §8) from documents or vectors */
+    CLARA_TASK_RETRIEVE = 1, /* E2E: rank documents by the query vector, answer from top-k (§10) */
     CLARA_TASK_PARAPHRASE = 2, /* paraphrase prompt (§11) */
 } clara_task;
 
@@ -136,21 +135,21 @@ typedef struct {
     size_t n_docs;
     const float *vectors; /* [n_docs][n_mem][n_embd] precomputed by clara_compress */
     uint32_t max_new_tokens;
-    uint32_t top_k;       /* retrieve: 0 = the model's generation_top_k */
+    uint32_t top_k;          /* retrieve: 0 = the model's generation_top_k */
     int paraphrase_template; /* 0..12 */
-    float *first_logits;  /* optional out [n_vocab]: logits of the first generated step */
+    float *first_logits;     /* optional out [n_vocab]: logits of the first generated step */
 } clara_gen_params;
 
 typedef struct {
-    char *text;          /* decoded answer (special tokens skipped) */
-    int32_t *ids;        /* generated ids, including a final </s> if generated */
+    char *text;   /* decoded answer (special tokens skipped) */
+    int32_t *ids; /* generated ids, including a final </s> if generated */
     size_t n_ids;
-    float *top2_gaps;    /* per generated step: largest minus second-largest logit */
+    float *top2_gaps; /* per generated step: largest minus second-largest logit */
     uint32_t prompt_tokens;
-    uint32_t *top_k;     /* retrieve: indices of the selected documents in rank order */
-    float *scores;       /* retrieve: cosine score of every document, input order */
+    uint32_t *top_k; /* retrieve: indices of the selected documents in rank order */
+    float *scores;   /* retrieve: cosine score of every document, input order */
     size_t k, n_scores;
-    char *error;         /* clara_generate_batch: why this request failed (NULL on success) */
+    char *error; /* clara_generate_batch: why this request failed (NULL on success) */
     /* wall-clock time of this request's phases (shared passes count for every request in them) */
     double compress_ms, prefill_ms, decode_ms;
 } clara_gen_result;

@@ -43,8 +43,10 @@ static const struct {
     const char *flag, *env, *arg, *help;
 } g_opts[O_COUNT] = {
     {"model", "CLARA_MODEL", "FILE", "GGUF model (default: the bundled demo model)"},
-    {"base", "CLARA_BASE", "FILE", "two-file mode: base model GGUF (any Mistral-7B-Instruct-v0.2 GGUF)"},
-    {"clara", "CLARA_CLARA", "FILE", "two-file mode: CLaRa add-on GGUF (clara convert --addon-only)"},
+    {"base", "CLARA_BASE", "FILE",
+     "two-file mode: base model GGUF (any Mistral-7B-Instruct-v0.2 GGUF)"},
+    {"clara", "CLARA_CLARA", "FILE",
+     "two-file mode: CLaRa add-on GGUF (clara convert --addon-only)"},
     {"host", "CLARA_HOST", "ADDR", "bind address (default 127.0.0.1)"},
     {"port", "CLARA_PORT", "N", "port (default 8765; 0 = any free port)"},
     {"backend", "CLARA_BACKEND", "B", "auto or cpu (default auto)"},
@@ -277,8 +279,8 @@ static int apply_strings(srv_config *c, const char *val[O_COUNT], const char *sr
         c->base = strdup(val[O_BASE]);
         c->model = strdup(val[O_CLARA]);
         if (c->base && access(c->base, R_OK) != 0) {
-            fprintf(stderr, "clara-server: error: base model %s (%s): %s\n", c->base,
-                    src[O_BASE], strerror(errno));
+            fprintf(stderr, "clara-server: error: base model %s (%s): %s\n", c->base, src[O_BASE],
+                    strerror(errno));
             return -1;
         }
     } else if (val[O_MODEL]) {

@@ -252,8 +252,10 @@ static void generate_phase(srv_task **b, int n) {
         }
         if (st[i] != CLARA_OK) {
             const char *msg = results[i].error ? results[i].error : clara_status_name(st[i]);
-            if (st[i] == CLARA_ERR_INVALID_ARG) task_fail(t, 422, "invalid_input", msg);
-            else task_fail(t, 500, "engine_error", msg);
+            if (st[i] == CLARA_ERR_INVALID_ARG)
+                task_fail(t, 422, "invalid_input", msg);
+            else
+                task_fail(t, 500, "engine_error", msg);
             clara_gen_result_free(&results[i]);
             continue;
         }

@@ -106,7 +106,7 @@ static clara_status compress_with(clara_ctx *ctx, const clara_text *docs, size_t
 clara_status clara_compress(clara_ctx *ctx, const clara_text *docs, size_t n_docs, float *vectors,
                             uint32_t *n_tokens) {
     if (!ctx->m->encoder)
-        return clara_fail(CLARA_ERR_INVALID_ARG, "this model has no encoder_adapter to compress with");
+        return clara_fail(CLARA_ERR_INVALID_ARG,
+                          "this model has no encoder_adapter to compress with");
     return compress_with(ctx, docs, n_docs, ctx->m->encoder, vectors, n_tokens);
 }
-

@@ -27,10 +27,10 @@ struct clara_ctx {
     float *ff_gate, *ff_up; /* [CLARA_FFN_CHUNK_ROWS][n_ff] */
     float *scores;          /* [n_threads][scores_cap] attention scores */
     uint32_t scores_cap;
-    float *rowbuf;  /* [n_threads][row_cap] weight row converted to f32 */
-    size_t row_cap; /* longest weight row (columns) of the model */
+    float *rowbuf;        /* [n_threads][row_cap] weight row converted to f32 */
+    size_t row_cap;       /* longest weight row (columns) of the model */
     float *rope_inv_freq; /* [head_dim / 2] */
-    float *xperm;   /* inputs gathered for layers with an input permutation (GPTQ act-order) */
+    float *xperm; /* inputs gathered for layers with an input permutation (GPTQ act-order) */
     size_t xperm_cap;
     float *out_rows, *out_logits; /* [out_cap][n_embd], [out_cap][n_vocab]: last rows, logits */
     uint32_t out_cap;

@@ -49,24 +49,23 @@ static void rmsnorm(float *out, const float *x, const float *w, size_t n, float 
 static void rmsnorm_rows(const clara_ctx *ctx, float *out, const float *x, const float *w,
                          uint32_t rows) {
     size_t H = ctx->m->hp.n_embd;
-    for (uint32_t t = 0; t < rows; t++)
-        rmsnorm(out + t * H, x + t * H, w, H, ctx->m->hp.rms_eps);
+    for (uint32_t t = 0; t < rows; t++) rmsnorm(out + t * H, x + t * H, w, H, ctx->m->hp.rms_eps);
 }
 
 /* Linear layer over batch rows [r0, r0 + n) (x and y point at row r0) with each sequence's LoRA
  * deltas: y = x·Wᵀ + Σ scale·((x·Aᵀ)·Bᵀ). */
 /* x[t][perm[j]] for the n rows, in ctx->xperm (sized by clara_ctx_reserve_rows for models with
  * input permutations: act-order GPTQ imports). */
-static const float *permuted_inputs(clara_ctx *ctx, const int32_t *perm, const float *x,
-                                    uint32_t n, size_t cols) {
+static const float *permuted_inputs(clara_ctx *ctx, const int32_t *perm, const float *x, uint32_t n,
+                                    size_t cols) {
     CLARA_ASSERT((size_t)n * cols <= ctx->xperm_cap);
     for (uint32_t t = 0; t < n; t++)
         for (size_t j = 0; j < cols; j++) ctx->xperm[t * cols + j] = x[t * cols + perm[j]];
     return ctx->xperm;
 }
 
-static void linear(const batch *b, uint32_t layer, int lin, const float *x, uint32_t r0,
-                   uint32_t n, float *y) {
+static void linear(const batch *b, uint32_t layer, int lin, const float *x, uint32_t r0, uint32_t n,
+                   float *y) {
     clara_ctx *ctx = b->ctx;
     const clara_mat *W = &ctx->m->layers[layer].w[lin];
     const int32_t *perm = ctx->m->layers[layer].in_perm[lin];

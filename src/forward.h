@@ -7,14 +7,14 @@
 #include "ctx.h"
 
 typedef struct {
-    uint32_t n;            /* rows of this sequence in the batch */
-    const float *embd;     /* [n][n_embd] input embeddings (token rows or injected vectors) */
-    const int32_t *pos;    /* [n] absolute RoPE positions */
-    int slot;              /* KV slot continued and extended by these rows; -1 = a one-pass
-                              sequence with no past and nothing cached (compression) */
+    uint32_t n;         /* rows of this sequence in the batch */
+    const float *embd;  /* [n][n_embd] input embeddings (token rows or injected vectors) */
+    const int32_t *pos; /* [n] absolute RoPE positions */
+    int slot;           /* KV slot continued and extended by these rows; -1 = a one-pass
+                           sequence with no past and nothing cached (compression) */
     const clara_adapter_set *adapters; /* LoRA deltas summed over these (may be NULL/empty) */
-    float *hidden;         /* optional [n][n_embd]: final-norm states of every row */
-    float *logits;         /* optional [n_vocab]: logits of the last row */
+    float *hidden;                     /* optional [n][n_embd]: final-norm states of every row */
+    float *logits;                     /* optional [n_vocab]: logits of the last row */
 } clara_seq;
 
 /* Rows attend causally to each other and to their slot's cached positions; with a slot they are

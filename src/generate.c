@@ -22,14 +22,14 @@
 typedef struct {
     const clara_gen_params *p;
     clara_gen_result *r;
-    clara_status st;       /* CLARA_OK while the request is alive */
-    float *owned;          /* vectors compressed here (documents given as text) */
-    const float *vectors;  /* the k document vectors in prompt order */
+    clara_status st;      /* CLARA_OK while the request is alive */
+    float *owned;         /* vectors compressed here (documents given as text) */
+    const float *vectors; /* the k document vectors in prompt order */
     size_t k;
     clara_adapter_set set; /* generation adapters (spec §5) */
     float *emb;            /* prompt embeddings with the vectors written in */
     uint32_t n_prompt;
-    float *logits;         /* [n_vocab] of the latest step */
+    float *logits; /* [n_vocab] of the latest step */
     bool done;
 } gen_req;
 
@@ -92,13 +92,15 @@ static clara_status validate(const clara_model *m, const clara_gen_params *p) {
         clara_status s = clara_check_text(m, "query", 0, p->query, p->query_len);
         if (s != CLARA_OK) return s;
     }
-    if (p->task == CLARA_TASK_PARAPHRASE && (p->paraphrase_template < 0 || p->paraphrase_template > 12))
+    if (p->task == CLARA_TASK_PARAPHRASE &&
+        (p->paraphrase_template < 0 || p->paraphrase_template > 12))
         return clara_fail(CLARA_ERR_INVALID_ARG, "paraphrase template %d is not in 0..12",
                           p->paraphrase_template);
     if (p->n_docs && !p->docs && !p->vectors)
         return clara_fail(CLARA_ERR_INVALID_ARG, "n_docs is set but no documents were given");
     if (!p->vectors && !m->encoder)
-        return clara_fail(CLARA_ERR_INVALID_ARG, "this model has no encoder_adapter to compress with");
+        return clara_fail(CLARA_ERR_INVALID_ARG,
+                          "this model has no encoder_adapter to compress with");
     if (p->task == CLARA_TASK_RETRIEVE && !m->query)
         return clara_fail(CLARA_ERR_INVALID_ARG,
                           "this model has no query_reasoner_adapter (retrieval needs a CLaRa E2E "
@@ -154,7 +156,8 @@ static void compress_requests(clara_ctx *ctx, gen_req *q, size_t n, bool queries
         first[i] = at;
         size_t cnt = queries ? 1 : q[i].p->n_docs;
         for (size_t d = 0; d < cnt && q[i].st == CLARA_OK; d++) {
-            clara_text t = queries ? (clara_text){q[i].p->query, q[i].p->query_len} : q[i].p->docs[d];
+            clara_text t =
+                queries ? (clara_text){q[i].p->query, q[i].p->query_len} : q[i].p->docs[d];
             clara_status s = clara_enc_row_build(m, &t, d, &rows[at + d]);
             if (s != CLARA_OK) fail(&q[i], s);
         }
@@ -179,9 +182,12 @@ static void compress_requests(clara_ctx *ctx, gen_req *q, size_t n, bool queries
         if (!takes_part(&q[i], queries)) continue;
         size_t cnt = queries ? 1 : q[i].p->n_docs;
         out[i] = s == CLARA_OK ? malloc(cnt * per * sizeof(float) + 1) : NULL;
-        if (s != CLARA_OK) fail(&q[i], s);
-        else if (!out[i]) fail(&q[i], clara_fail(CLARA_ERR_NOMEM, "out of memory"));
-        else memcpy(out[i], vec + first[i] * per, cnt * per * sizeof(float));
+        if (s != CLARA_OK)
+            fail(&q[i], s);
+        else if (!out[i])
+            fail(&q[i], clara_fail(CLARA_ERR_NOMEM, "out of memory"));
+        else
+            memcpy(out[i], vec + first[i] * per, cnt * per * sizeof(float));
     }
     for (size_t i = 0; rows && first && i < live; i++) clara_ids_free(&rows[i].ids);
     free(rows);
@@ -291,7 +297,8 @@ static clara_status decode(clara_ctx *ctx, gen_req *q, size_t n) {
     clara_seq *seqs = calloc(n + 1, sizeof *seqs);
     int32_t *pos = NULL, *step_pos = calloc(n + 1, sizeof *step_pos);
     float *rows = malloc((n + 1) * H * sizeof(float));
-    clara_status s = seqs && step_pos && rows ? CLARA_OK : clara_fail(CLARA_ERR_NOMEM, "out of memory");
+    clara_status s =
+        seqs && step_pos && rows ? CLARA_OK : clara_fail(CLARA_ERR_NOMEM, "out of memory");
     uint32_t ns = 0;
     for (size_t i = 0; s == CLARA_OK && i < n; i++) {
         gen_req *g = &q[i];
@@ -300,8 +307,10 @@ static clara_status decode(clara_ctx *ctx, gen_req *q, size_t n) {
         g->r->ids = malloc((mx ? mx : 1) * sizeof(int32_t));
         g->r->top2_gaps = malloc((mx ? mx : 1) * sizeof(float));
         g->logits = malloc(V * sizeof(float));
-        if (!g->r->ids || !g->r->top2_gaps || !g->logits) s = clara_fail(CLARA_ERR_NOMEM, "out of memory");
-        if (s == CLARA_OK && !g->done) s = clara_ctx_reserve_slot(ctx, (uint32_t)i, g->n_prompt + mx);
+        if (!g->r->ids || !g->r->top2_gaps || !g->logits)
+            s = clara_fail(CLARA_ERR_NOMEM, "out of memory");
+        if (s == CLARA_OK && !g->done)
+            s = clara_ctx_reserve_slot(ctx, (uint32_t)i, g->n_prompt + mx);
         if (g->n_prompt > max_prompt) max_prompt = g->n_prompt;
     }
     if (s == CLARA_OK) pos = malloc((max_prompt + 1) * sizeof(int32_t));
@@ -310,13 +319,15 @@ static clara_status decode(clara_ctx *ctx, gen_req *q, size_t n) {
     for (size_t i = 0; s == CLARA_OK && i < n; i++) {
         if (q[i].done) continue;
         clara_kv_clear(ctx, (uint32_t)i);
-        seqs[ns++] = (clara_seq){q[i].n_prompt, q[i].emb, pos, (int)i, &q[i].set, NULL, q[i].logits};
+        seqs[ns++] =
+            (clara_seq){q[i].n_prompt, q[i].emb, pos, (int)i, &q[i].set, NULL, q[i].logits};
     }
     double t0 = now_ms();
     if (s == CLARA_OK && ns) s = clara_forward_batch(ctx, seqs, ns);
     charge(q, n, offsetof(clara_gen_result, prefill_ms), &t0);
     for (size_t i = 0; s == CLARA_OK && i < n; i++)
-        if (!q[i].done && q[i].p->first_logits) memcpy(q[i].p->first_logits, q[i].logits, V * sizeof(float));
+        if (!q[i].done && q[i].p->first_logits)
+            memcpy(q[i].p->first_logits, q[i].logits, V * sizeof(float));
     while (s == CLARA_OK) {
         pick(m, q, n);
         ns = 0;
@@ -325,8 +336,8 @@ static clara_status decode(clara_ctx *ctx, gen_req *q, size_t n) {
             clara_gen_result *r = q[i].r;
             clara_embed_tokens(m, &r->ids[r->n_ids - 1], 1, rows + (size_t)ns * H);
             step_pos[ns] = (int32_t)(q[i].n_prompt + r->n_ids - 1);
-            seqs[ns] = (clara_seq){1, rows + (size_t)ns * H, &step_pos[ns], (int)i, &q[i].set, NULL,
-                                   q[i].logits};
+            seqs[ns] = (clara_seq){
+                1, rows + (size_t)ns * H, &step_pos[ns], (int)i, &q[i].set, NULL, q[i].logits};
             ns++;
         }
         if (!ns) break;
@@ -335,7 +346,8 @@ static clara_status decode(clara_ctx *ctx, gen_req *q, size_t n) {
     charge(q, n, offsetof(clara_gen_result, decode_ms), &t0);
     for (size_t i = 0; s == CLARA_OK && i < n; i++)
         if (q[i].st == CLARA_OK) {
-            clara_status d = clara_tokenizer_decode(m->tok, q[i].r->ids, q[i].r->n_ids, &q[i].r->text);
+            clara_status d =
+                clara_tokenizer_decode(m->tok, q[i].r->ids, q[i].r->n_ids, &q[i].r->text);
             if (d != CLARA_OK) fail(&q[i], d);
         }
     free(seqs);

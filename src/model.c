@@ -97,9 +97,8 @@ static clara_status bind_mat(const clara_model *m, const char *name, uint64_t ro
     if (t->ne[0] != cols || r != rows || t->n_dims > 2)
         return clara_fail(CLARA_ERR_FORMAT,
                           "%s: tensor '%s' has shape [%llu, %llu], expected [%llu, %llu]",
-                          gguf_name(g), name, (unsigned long long)t->ne[0],
-                          (unsigned long long)r, (unsigned long long)cols,
-                          (unsigned long long)rows);
+                          gguf_name(g), name, (unsigned long long)t->ne[0], (unsigned long long)r,
+                          (unsigned long long)cols, (unsigned long long)rows);
     out->data = t->data;
     out->type = t->type;
     out->rows = rows;
@@ -110,7 +109,8 @@ static clara_status bind_mat(const clara_model *m, const char *name, uint64_t ro
 static clara_status bind_norm(const clara_model *m, const char *name, const float **out) {
     const gguf_ctx *g;
     const gguf_tensor *t = find_tensor(m, name, &g);
-    if (!t) return clara_fail(CLARA_ERR_NOT_FOUND, "%s: tensor '%s' is missing", gguf_name(g), name);
+    if (!t)
+        return clara_fail(CLARA_ERR_NOT_FOUND, "%s: tensor '%s' is missing", gguf_name(g), name);
     if (t->type != CLARA_TYPE_F32 || t->ne[0] != m->hp.n_embd || t->n_dims != 1)
         return clara_fail(CLARA_ERR_FORMAT, "%s: norm '%s' must be f32 [%u]", gguf_name(g), name,
                           m->hp.n_embd);
@@ -228,7 +228,8 @@ static void add_loaded(clara_model *m, const clara_adapter *a) {
 static void apply_policy(clara_model *m) {
     const char *stage = m->meta.training_stage;
     bool all = m->policy == CLARA_ADAPTER_POLICY_ALL || m->meta.pure_inference;
-    bool fresh_dec = !all && (strcmp(stage, "stage1_2") == 0 || strcmp(stage, "stage2_reasoning") == 0);
+    bool fresh_dec =
+        !all && (strcmp(stage, "stage1_2") == 0 || strcmp(stage, "stage2_reasoning") == 0);
     snprintf(m->fresh_decoder.name, sizeof m->fresh_decoder.name, "decoder_adapter");
     if (fresh_dec) { /* PEFT init: B = 0, so the fresh adapter contributes exactly zero */
         add_loaded(m, &m->fresh_decoder);
@@ -240,7 +241,8 @@ static void apply_policy(clara_model *m) {
         bool is_dec = strcmp(a->name, "decoder_adapter") == 0;
         if (!all && is_qr && (strcmp(stage, "stage1") == 0 || strcmp(stage, "stage1_2") == 0))
             continue;
-        if (!all && is_dec && (strcmp(stage, "stage1_2") == 0 || strcmp(stage, "stage2_reasoning") == 0))
+        if (!all && is_dec &&
+            (strcmp(stage, "stage1_2") == 0 || strcmp(stage, "stage2_reasoning") == 0))
             continue;
         add_loaded(m, a);
         if (is_dec) m->decoder = a;
@@ -272,12 +274,13 @@ static clara_status load_adapters(clara_model *m) {
     return CLARA_OK;
 }
 
-clara_status clara_meta_load(clara_model *m); /* model_meta.c */
+clara_status clara_meta_load(clara_model *m);        /* model_meta.c */
 clara_status clara_pair_check(const clara_model *m); /* model_pair.c */
 
 static clara_status load(clara_model *m) {
     bool addon = false;
-    if (gguf_find_key(m->gguf, "clara.addon") >= 0) TRY(gguf_get_bool(m->gguf, "clara.addon", &addon));
+    if (gguf_find_key(m->gguf, "clara.addon") >= 0)
+        TRY(gguf_get_bool(m->gguf, "clara.addon", &addon));
     if (addon && !m->base)
         return clara_fail(CLARA_ERR_INVALID_ARG,
                           "%s is a CLaRa add-on file: give it with --clara and the base model "

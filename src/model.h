@@ -17,8 +17,16 @@ typedef struct {
     uint64_t rows, cols;
 } clara_mat;
 
-enum { CLARA_LIN_Q, CLARA_LIN_K, CLARA_LIN_V, CLARA_LIN_O, CLARA_LIN_GATE, CLARA_LIN_UP,
-       CLARA_LIN_DOWN, CLARA_N_LIN };
+enum {
+    CLARA_LIN_Q,
+    CLARA_LIN_K,
+    CLARA_LIN_V,
+    CLARA_LIN_O,
+    CLARA_LIN_GATE,
+    CLARA_LIN_UP,
+    CLARA_LIN_DOWN,
+    CLARA_N_LIN
+};
 
 typedef struct {
     const float *attn_norm, *ffn_norm;
@@ -36,8 +44,8 @@ typedef struct {
 typedef struct {
     char name[64];
     uint32_t rank;
-    float scale;       /* alpha / r */
-    clara_lora *mods;  /* [n_layer][CLARA_N_LIN]; NULL for a fresh (zero) adapter */
+    float scale;      /* alpha / r */
+    clara_lora *mods; /* [n_layer][CLARA_N_LIN]; NULL for a fresh (zero) adapter */
 } clara_adapter;
 
 /* The adapters active in one forward pass; their deltas are summed (PEFT with several active). */

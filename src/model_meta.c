@@ -58,8 +58,10 @@ static clara_status load_prompts(clara_model *m) {
     for (uint64_t i = 0; i < 13; i++) {
         mt->para_templates[i] = gguf_get_arr_str(m->gguf, "clara.prompt.paraphrase_templates", i);
         if (!mt->para_templates[i])
-            return clara_fail(CLARA_ERR_FORMAT, "%s: clara.prompt.paraphrase_templates needs 13 "
-                              "strings", gguf_name(m->gguf));
+            return clara_fail(CLARA_ERR_FORMAT,
+                              "%s: clara.prompt.paraphrase_templates needs 13 "
+                              "strings",
+                              gguf_name(m->gguf));
     }
     if (!strstr(mt->qa_user, "{docs}") || !strstr(mt->qa_user, "{question}"))
         return clara_fail(CLARA_ERR_FORMAT, "%s: clara.prompt.qa_user lacks {docs}/{question}",

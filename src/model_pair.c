@@ -29,10 +29,10 @@ static clara_status compare_f32(const clara_model *m, const char *key, float bas
     clara_status s = gguf_get_f32(m->gguf, key, &v);
     if (s != CLARA_OK) return s;
     if (fabsf(v - base_value) > 1e-6f * fabsf(base_value))
-        return clara_fail(CLARA_ERR_INVALID_ARG,
-                          "base %s does not match add-on %s: %s is %g in the base, %g in the add-on",
-                          gguf_name(m->base), gguf_name(m->gguf), key, (double)base_value,
-                          (double)v);
+        return clara_fail(
+            CLARA_ERR_INVALID_ARG,
+            "base %s does not match add-on %s: %s is %g in the base, %g in the add-on",
+            gguf_name(m->base), gguf_name(m->gguf), key, (double)base_value, (double)v);
     return CLARA_OK;
 }
 
@@ -45,10 +45,9 @@ static clara_status compare_vocab(const clara_model *m) {
     if (s == CLARA_OK) s = gguf_get_arr(m->gguf, key, &et, &na);
     if (s != CLARA_OK) return s;
     if (nb > na)
-        return clara_fail(CLARA_ERR_INVALID_ARG,
-                          "base %s has %llu tokens, more than the add-on %s (%llu)",
-                          gguf_name(m->base), (unsigned long long)nb, gguf_name(m->gguf),
-                          (unsigned long long)na);
+        return clara_fail(
+            CLARA_ERR_INVALID_ARG, "base %s has %llu tokens, more than the add-on %s (%llu)",
+            gguf_name(m->base), (unsigned long long)nb, gguf_name(m->gguf), (unsigned long long)na);
     uint64_t base_vocab = 0;
     if (gguf_find_key(m->gguf, "clara.base_vocab_size") >= 0 &&
         gguf_get_uint(m->gguf, "clara.base_vocab_size", &base_vocab) == CLARA_OK &&
@@ -77,9 +76,12 @@ clara_status clara_pair_check(const clara_model *m) {
         const char *key;
         uint64_t value;
     } u[] = {
-        {"llama.embedding_length", hp->n_embd},        {"llama.block_count", hp->n_layer},
-        {"llama.feed_forward_length", hp->n_ff},       {"llama.attention.head_count", hp->n_head},
-        {"llama.attention.head_count_kv", hp->n_head_kv}, {"llama.rope.dimension_count", hp->head_dim},
+        {"llama.embedding_length", hp->n_embd},
+        {"llama.block_count", hp->n_layer},
+        {"llama.feed_forward_length", hp->n_ff},
+        {"llama.attention.head_count", hp->n_head},
+        {"llama.attention.head_count_kv", hp->n_head_kv},
+        {"llama.rope.dimension_count", hp->head_dim},
     };
     for (size_t i = 0; i < sizeof u / sizeof u[0]; i++) {
         clara_status s = compare_uint(m, u[i].key, u[i].value);

@@ -34,8 +34,8 @@ static clara_status sb_str(strbuf *b, const char *s) {
 }
 
 /* Appends `tmpl` with "{docs}" and "{question}" substituted. */
-static clara_status fill_template(strbuf *b, const char *tmpl, const strbuf *docs,
-                                  const char *q, size_t q_len) {
+static clara_status fill_template(strbuf *b, const char *tmpl, const strbuf *docs, const char *q,
+                                  size_t q_len) {
     clara_status s = CLARA_OK;
     while (*tmpl && s == CLARA_OK) {
         if (strncmp(tmpl, "{docs}", 6) == 0) {

@@ -16,8 +16,9 @@ typedef enum {
 } clara_convert_mode;
 
 typedef struct {
-    const char *base_dir;  /* Mistral-7B-Instruct-v0.2 repository (config, safetensors, tokenizer) */
-    const char *clara_dir; /* CLaRa subfolder (config.json, adapters.pth, decoder_first_last_layers.pth) */
+    const char *base_dir; /* Mistral-7B-Instruct-v0.2 repository (config, safetensors, tokenizer) */
+    const char
+        *clara_dir; /* CLaRa subfolder (config.json, adapters.pth, decoder_first_last_layers.pth) */
     const char *out_path;
     clara_type type; /* f32, f16 or bf16 for the matrices; norms are always f32 */
     bool progress;   /* per-tensor progress on stderr */

@@ -11,7 +11,7 @@
 #include "prompts.h"
 
 #define CLARA_FORMAT_VERSION 1
-#define TOKEN_TYPE_CONTROL 3
+#define TOKEN_TYPE_CONTROL   3
 
 #define TRY(expr)                                                                                  \
     do {                                                                                           \
@@ -60,9 +60,12 @@ static clara_status write_llama(conv_ctx *c) {
  * different_mem_tokens=false the four strings <MEM>, <AE>, <ENC>, <SEP>. */
 static void clara_token_text(const conv_ctx *c, uint32_t i, char *buf, size_t cap) {
     uint32_t n_mem_tokens = c->cc.different_mem_tokens ? c->cc.n_mem : 1;
-    if (i < n_mem_tokens && c->cc.different_mem_tokens) snprintf(buf, cap, "<MEM%u>", i);
-    else if (i < n_mem_tokens) snprintf(buf, cap, "<MEM>");
-    else snprintf(buf, cap, "%s", (const char *[]){"<AE>", "<ENC>", "<SEP>"}[i - n_mem_tokens]);
+    if (i < n_mem_tokens && c->cc.different_mem_tokens)
+        snprintf(buf, cap, "<MEM%u>", i);
+    else if (i < n_mem_tokens)
+        snprintf(buf, cap, "<MEM>");
+    else
+        snprintf(buf, cap, "%s", (const char *[]){"<AE>", "<ENC>", "<SEP>"}[i - n_mem_tokens]);
 }
 
 static clara_status check_no_collision(const conv_ctx *c, const char *text) {
@@ -96,7 +99,8 @@ static clara_status write_vocab_arrays(conv_ctx *c) {
         s = check_no_collision(c, tokens[i]);
     }
     if (s == CLARA_OK) s = gguf_writer_set_arr_str(c->w, "tokenizer.ggml.tokens", tokens, V);
-    if (s == CLARA_OK) s = gguf_writer_set_arr(c->w, "tokenizer.ggml.scores", GGUF_VT_F32, scores, V);
+    if (s == CLARA_OK)
+        s = gguf_writer_set_arr(c->w, "tokenizer.ggml.scores", GGUF_VT_F32, scores, V);
     if (s == CLARA_OK)
         s = gguf_writer_set_arr(c->w, "tokenizer.ggml.token_type", GGUF_VT_I32, types, V);
     free(tokens);
@@ -127,7 +131,8 @@ static clara_status write_added_tokens(conv_ctx *c) {
         ids[c->tok.n_added + i] = (int32_t)(c->n_base_vocab + i);
         flags[c->tok.n_added + i] = 1; /* special, not normalized, no strip (spec §3.1) */
     }
-    clara_status s = gguf_writer_set_arr(c->w, "clara.tokenizer.added_token_ids", GGUF_VT_I32, ids, n);
+    clara_status s =
+        gguf_writer_set_arr(c->w, "clara.tokenizer.added_token_ids", GGUF_VT_I32, ids, n);
     if (s == CLARA_OK)
         s = gguf_writer_set_arr(c->w, "clara.tokenizer.added_token_flags", GGUF_VT_U8, flags, n);
     free(ids);
@@ -150,7 +155,8 @@ static clara_status write_tokenizer(conv_ctx *c) {
                           c->p.base_dir);
     TRY(gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)bos));
     TRY(gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)eos));
-    if (t->unk_id >= 0) TRY(gguf_writer_set_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)t->unk_id));
+    if (t->unk_id >= 0)
+        TRY(gguf_writer_set_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)t->unk_id));
     /* CLaRa pads with <s> (spec §3.1), whatever the base tokenizer says */
     TRY(gguf_writer_set_u32(w, "tokenizer.ggml.padding_token_id", (uint32_t)bos));
     TRY(gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", t->add_bos));
@@ -162,8 +168,9 @@ static clara_status write_tokenizer(conv_ctx *c) {
     static const char *const schemes[] = {"never", "first", "always"};
     TRY(gguf_writer_set_str(w, "clara.tokenizer.normalizer",
                             t->norm == CLARA_NORM_LEGACY ? "legacy" : "metaspace"));
-    TRY(gguf_writer_set_str(w, "clara.tokenizer.prepend_scheme",
-                            schemes[t->prepend_scheme >= 0 && t->prepend_scheme < 3 ? t->prepend_scheme : 2]));
+    TRY(gguf_writer_set_str(
+        w, "clara.tokenizer.prepend_scheme",
+        schemes[t->prepend_scheme >= 0 && t->prepend_scheme < 3 ? t->prepend_scheme : 2]));
     TRY(gguf_writer_set_bool(w, "clara.tokenizer.metaspace_split", t->metaspace_split));
     TRY(gguf_writer_set_bool(w, "clara.tokenizer.byte_fallback", t->byte_fallback));
     TRY(gguf_writer_set_bool(w, "clara.tokenizer.fuse_unk", t->fuse_unk));
@@ -228,7 +235,8 @@ static clara_status write_clara(conv_ctx *c) {
     TRY(gguf_writer_set_u32(w, "clara.lora_r", cc->lora_r));
     TRY(gguf_writer_set_str(w, "clara.decoder_model_name", cc->decoder_model_name));
     TRY(gguf_writer_set_u32(w, "clara.base_vocab_size", c->n_base_vocab));
-    TRY(gguf_writer_set_u32(w, "clara.pad_token_id", (uint32_t)(c->tok.bos_id >= 0 ? c->tok.bos_id : 1)));
+    TRY(gguf_writer_set_u32(w, "clara.pad_token_id",
+                            (uint32_t)(c->tok.bos_id >= 0 ? c->tok.bos_id : 1)));
     TRY(write_clara_tokens(c));
     TRY(write_adapters(c));
     return write_prompts(c);

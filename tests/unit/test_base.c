@@ -101,17 +101,17 @@ static void test_utf8(void) {
         size_t n, bad; /* bad = (size_t)-1 when valid */
     } cases[] = {
         {"plain", 5, (size_t)-1},
-        {"\xc2\x80", 2, (size_t)-1},          /* U+0080 */
-        {"\xc1\xbf", 2, 0},                   /* overlong */
-        {"\xe0\xa0\x80", 3, (size_t)-1},      /* U+0800 */
-        {"\xe0\x9f\xbf", 3, 0},               /* overlong 3-byte */
-        {"\xed\x9f\xbf", 3, (size_t)-1},      /* U+D7FF */
-        {"\xed\xa0\x80", 3, 0},               /* surrogate U+D800 */
+        {"\xc2\x80", 2, (size_t)-1},         /* U+0080 */
+        {"\xc1\xbf", 2, 0},                  /* overlong */
+        {"\xe0\xa0\x80", 3, (size_t)-1},     /* U+0800 */
+        {"\xe0\x9f\xbf", 3, 0},              /* overlong 3-byte */
+        {"\xed\x9f\xbf", 3, (size_t)-1},     /* U+D7FF */
+        {"\xed\xa0\x80", 3, 0},              /* surrogate U+D800 */
         {"\xf0\x90\x80\x80", 4, (size_t)-1}, /* U+10000 */
         {"\xf4\x8f\xbf\xbf", 4, (size_t)-1}, /* U+10FFFF */
         {"\xf4\x90\x80\x80", 4, 0},          /* past U+10FFFF */
-        {"ab\xe2\x82", 4, 2},                 /* truncated euro sign */
-        {"a\x80", 2, 1},                       /* lone continuation */
+        {"ab\xe2\x82", 4, 2},                /* truncated euro sign */
+        {"a\x80", 2, 1},                     /* lone continuation */
         {"\xf5\x80\x80\x80", 4, 0},          /* lead byte never valid */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

@@ -68,7 +68,8 @@ static void test_mixed_batch_equals_single(void) {
         clara_status s1 = clara_generate(g_ctx, &p[i], &single);
         T_CHECK_MSG(st[i] == s1, "request %d: batch status %d, alone %d", i, st[i], s1);
         if (s1 == CLARA_OK && st[i] == CLARA_OK) {
-            T_CHECK_MSG(same_result(&batch[i], &single), "request %d differs from its single run", i);
+            T_CHECK_MSG(same_result(&batch[i], &single), "request %d differs from its single run",
+                        i);
             T_CHECK(batch[i].error == NULL);
         } else if (s1 != CLARA_OK) {
             T_CHECK_MSG(batch[i].error && strcmp(batch[i].error, clara_last_error()) == 0,
