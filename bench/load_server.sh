@@ -9,9 +9,12 @@
 #
 #   bench/load_server.sh                   # CLIENTS=8 DURATION=60 (seconds, at most 100)
 #   CLIENTS=16 DURATION=30 MODEL=x.gguf bench/load_server.sh
+#   MIX=readme SEQ_N=8 MODEL=x.gguf bench/load_server.sh   # only the Python README's request shape
+#                                          (3 short memories, default max_new_tokens 128)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export BUILD=${BUILD:-build} CLIENTS=${CLIENTS:-8} SECONDS_LOAD=${DURATION:-60} MODEL=${MODEL:-}
+export MIX=${MIX:-all} SEQ_N=${SEQ_N:-30}
 if [ "$SECONDS_LOAD" -gt 100 ]; then SECONDS_LOAD=100; fi
 exec /usr/bin/python3 - <<'PY'
 import http.client, json, os, re, signal, subprocess, sys, tempfile, threading, time
@@ -48,6 +51,8 @@ PAYLOADS = [
      "query": "What colour is snow?", "max_new_tokens": 64},
     {"memories": ["Paris is the capital of France. " * 20], "query": "Capital of France?", "max_new_tokens": 32},
 ]
+if os.environ["MIX"] == "readme":
+    PAYLOADS = PAYLOADS[:1]
 failures, statuses, lat, hlat = [], {}, [], []
 lock = threading.Lock()
 
@@ -72,9 +77,9 @@ def pct(v, p):
     v = sorted(v)
     return v[min(len(v) - 1, int(p / 100.0 * len(v)))] * 1e3 if v else float("nan")
 
-seq(6)  # loads the model and warms up
+seq(min(6, int(os.environ["SEQ_N"])))  # loads the model and warms up
 rss_start = rss()
-seq_rps = seq(30)
+seq_rps = seq(int(os.environ["SEQ_N"]))
 stop = time.time() + dur
 
 def worker(w):
@@ -127,8 +132,8 @@ proc.send_signal(signal.SIGTERM)
 rc = proc.wait(timeout=30)
 n5xx = sum(v for k, v in statuses.items() if str(k).split()[-1].startswith("5"))
 print("clara-server load test: %d clients x %.0f s on 127.0.0.1 (%s)" % (clients, dur, os.environ.get("MODEL") or "demo model"))
-print("  sequential /compress:      %.1f req/s" % seq_rps)
-print("  concurrent /compress:      %.1f req/s (%d ok), %.2fx sequential" % (len(lat) / elapsed, len(lat), len(lat) / elapsed / seq_rps))
+print("  sequential /compress:      %.3f req/s" % seq_rps)
+print("  concurrent /compress:      %.3f req/s (%d ok), %.2fx sequential" % (len(lat) / elapsed, len(lat), len(lat) / elapsed / seq_rps))
 print("  /compress latency:         p50 %.1f ms  p99 %.1f ms  max %.1f ms" % (pct(lat, 50), pct(lat, 99), pct(lat, 100)))
 print("  /health while busy:        p50 %.2f ms  p99 %.2f ms  (%d probes)" % (pct(hlat, 50), pct(hlat, 99), len(hlat)))
 print("  statuses:                  %s" % dict(sorted((str(k), v) for k, v in statuses.items())))

@@ -335,6 +335,22 @@ static void idle_wait(srv_queue *q) {
     (void)rc;
 }
 
+/* Requests sent together reach the queue a few hundred microseconds apart; a pass runs to
+ * completion, so one that starts with the first of them makes the rest wait a whole pass. Wait
+ * up to SCHED_GATHER_MS for the pass to fill (called with q->mu held). */
+#define SCHED_GATHER_MS 5
+static void gather(srv_queue *q, int max) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += SCHED_GATHER_MS * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    while (q->n < max && !q->stop)
+        if (pthread_cond_timedwait(&q->cv, &q->mu, &ts) != 0) break; /* timed out */
+}
+
 static void *sched_main(void *arg) {
     (void)arg;
     srv_queue *q = S.q;
@@ -347,6 +363,7 @@ static void *sched_main(void *arg) {
             idle_wait(q);
             continue;
         }
+        gather(q, max);
         bool stopping = q->stop;
         int n = srv_queue_pop_locked(q, batch, stopping ? SCHED_MAX_BATCH : max);
         pthread_mutex_unlock(&q->mu);
