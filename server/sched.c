@@ -338,7 +338,7 @@ static void idle_wait(srv_queue *q) {
 /* Requests sent together reach the queue a few hundred microseconds apart; a pass runs to
  * completion, so one that starts with the first of them makes the rest wait a whole pass. Wait
  * up to SCHED_GATHER_MS for the pass to fill (called with q->mu held). */
-#define SCHED_GATHER_MS 2
+#define SCHED_GATHER_MS 5
 static void gather(srv_queue *q, int max) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
