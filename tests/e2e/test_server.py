@@ -449,8 +449,10 @@ def test_auth_and_cors():
     check(a.stop() == 0, "auth server exits 0")
 
 
-def long_body(n=512):
-    return {"memories": CASES[0][0][:1], "query": CASES[0][1], "max_new_tokens": n}
+def long_body(n=512, docs=1):
+    """A request that keeps the scheduler busy: n new tokens, `docs` full-length documents."""
+    mem = CASES[0][0][:1] if docs == 1 else [("Document %d. " % i) + "word " * 300 for i in range(docs)]
+    return {"memories": mem, "query": CASES[0][1], "max_new_tokens": n}
 
 
 def metric(server, name):
@@ -465,7 +467,8 @@ def test_queue_disconnect_shutdown():
     check(gen > 100, "long request generates many tokens (%d)" % gen)
     docs0 = metric(q, "clara_documents_compressed_total")
     res = []
-    ts = [threading.Thread(target=lambda: res.append(q.post("/compress", long_body())[0]))
+    # the two requests must outlast the handler's 50 ms disconnect check by far
+    ts = [threading.Thread(target=lambda: res.append(q.post("/compress", long_body(docs=40))[0]))
           for _ in range(2)]
     for t in ts:
         t.start()
@@ -479,7 +482,7 @@ def test_queue_disconnect_shutdown():
     time.sleep(0.2)
     check(res == [200, 200], "queued requests succeed (%s)" % res)
     docs1 = metric(q, "clara_documents_compressed_total")
-    check(docs1 == docs0 + 2, "the departed client's 7 documents were never compressed "
+    check(docs1 == docs0 + 80, "the departed client's 7 documents were never compressed "
           "(%s -> %s)" % (docs0, docs1))
     check(re.search(r"POST /compress 499", q.text()) is not None, "logged as 499")
     # queue full: 12 at once against a queue of 2 -> some 503 with Retry-After, the rest 200
