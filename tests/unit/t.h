@@ -4,8 +4,13 @@
 #define CLARA_TEST_T_H
 
 #include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "clara.h"
 
 static int t_passed, t_failed;
 
@@ -47,6 +52,24 @@ static int t_passed, t_failed;
         fn();                                                                                      \
         if (t_failed != f0) fprintf(stderr, "  in %s\n", #fn);                                     \
     } while (0)
+
+/* The last error message contains `needle` and is one line (errors are one-line by contract). */
+static inline bool err_has(const char *needle) {
+    const char *e = clara_last_error();
+    bool ok = strstr(e, needle) != NULL && !strchr(e, '\n');
+    if (!ok) fprintf(stderr, "  error '%s' lacks '%s'\n", e, needle);
+    return ok;
+}
+
+/* n bytes at p equal the lowercase or uppercase hex string `hex`. */
+static inline bool hex_eq(const uint8_t *p, size_t n, const char *hex) {
+    if (strlen(hex) != 2 * n) return false;
+    for (size_t i = 0; i < n; i++) {
+        char b[3] = {hex[2 * i], hex[2 * i + 1], 0};
+        if ((uint8_t)strtoul(b, NULL, 16) != p[i]) return false;
+    }
+    return true;
+}
 
 static inline int t_report(const char *suite) {
     printf("%s: %d passed, %d failed\n", suite, t_passed, t_failed);

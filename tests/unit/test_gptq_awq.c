@@ -12,13 +12,6 @@
 #include "dtype.h"
 #include "t.h"
 
-static bool err_has(const char *needle) {
-    const char *e = clara_last_error();
-    bool ok = strstr(e, needle) != NULL && !strchr(e, '\n');
-    if (!ok) fprintf(stderr, "  error '%s' lacks '%s'\n", e, needle);
-    return ok;
-}
-
 #define BASE_KEYS                                                                                  \
     "\"model_type\":\"mistral\",\"hidden_size\":4096,\"intermediate_size\":14336,"                 \
     "\"num_hidden_layers\":32,\"num_attention_heads\":32,\"num_key_value_heads\":8,"               \

@@ -7,13 +7,6 @@
 #include "convert/hf_config.h"
 #include "t.h"
 
-static bool err_has(const char *needle) {
-    const char *e = clara_last_error();
-    bool ok = strstr(e, needle) != NULL && !strchr(e, '\n');
-    if (!ok) fprintf(stderr, "  error '%s' lacks '%s'\n", e, needle);
-    return ok;
-}
-
 static clara_status base(const char *json, clara_base_config *c) {
     return clara_base_config_parse(json, strlen(json), "base/config.json", c);
 }

@@ -17,22 +17,6 @@
 
 static cJSON *g_expected;
 
-static bool hex_eq(const uint8_t *p, size_t n, const char *hex) {
-    if (strlen(hex) != 2 * n) return false;
-    for (size_t i = 0; i < n; i++) {
-        char b[3] = {hex[2 * i], hex[2 * i + 1], 0};
-        if ((uint8_t)strtoul(b, NULL, 16) != p[i]) return false;
-    }
-    return true;
-}
-
-static bool err_has(const char *needle) {
-    const char *e = clara_last_error();
-    bool ok = strstr(e, needle) != NULL;
-    if (!ok) fprintf(stderr, "  error '%s' lacks '%s'\n", e, needle);
-    return ok;
-}
-
 static void check_tensor(const pth_tensor *t, const cJSON *e) {
     T_EQ_STR(t->name, cJSON_GetObjectItem(e, "name")->valuestring);
     T_EQ_STR(st_dtype_name(t->dtype), cJSON_GetObjectItem(e, "dtype")->valuestring);
