@@ -57,6 +57,7 @@ void clara_ctx_free(clara_ctx *ctx) {
                      ctx->ff_up,    ctx->scores,     ctx->rowbuf, ctx->rope_inv_freq,
                      ctx->out_rows, ctx->out_logits, ctx->xperm};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    free(ctx->qg_buf);
     free(ctx);
 }
 

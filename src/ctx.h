@@ -32,6 +32,8 @@ struct clara_ctx {
     float *rope_inv_freq; /* [head_dim / 2] */
     float *xperm; /* inputs gathered for layers with an input permutation (GPTQ act-order) */
     size_t xperm_cap;
+    uint8_t *qg_buf; /* packed-GEMM scratch (cpu/qgemm.c): quantized activations, weight panels */
+    size_t qg_cap;
     float *out_rows, *out_logits; /* [out_cap][n_embd], [out_cap][n_vocab]: last rows, logits */
     uint32_t out_cap;
 };

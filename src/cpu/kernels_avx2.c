@@ -44,6 +44,27 @@ static inline float hsum256(__m256 v) {
 #define HSUM8(v)     hsum256(v)
 #include "cpu/kernels_quant.inc"
 
+/* maddubs saturates 16-bit pair sums: 2 * 127 * 127-bit codes fit, 8-bit codes (q8_0) do not */
+#include "cpu/qgemm.h"
+#define QG_RG           8
+#define QG_MAX_BITS     7
+#define QVI             __m256i
+#define QVF             __m256
+#define QV_LOADI(p)     _mm256_loadu_si256((const __m256i *)(p))
+#define QV_SET1I(x)     _mm256_set1_epi32(x)
+#define QV_DPBUSD(c, u, s)                                                                         \
+    _mm256_add_epi32(c, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)))
+#define QV_CVT(i)       _mm256_cvtepi32_ps(i)
+#define QV_LOADF(p)     _mm256_loadu_ps(p)
+#define QV_SET1F(x)     _mm256_set1_ps(x)
+#define QV_MUL(a, b)    _mm256_mul_ps(a, b)
+#define QV_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define QV_FNMA(a, b, c) _mm256_fnmadd_ps(a, b, c)
+#define QV_ZEROF()      _mm256_setzero_ps()
+#define QV_STOREF(p, v) _mm256_storeu_ps(p, v)
+#define QKFN(name)      name##_avx2
+#include "cpu/qgemm_kernel.inc"
+
 #if defined(__clang__)
 #pragma clang attribute pop
 #endif

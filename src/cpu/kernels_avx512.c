@@ -55,6 +55,25 @@ static inline float hsum256(__m256 v) {
 #define HSUM8(v)     hsum256(v)
 #include "cpu/kernels_quant.inc"
 
+#include "cpu/qgemm.h"
+#define QG_RG           16
+#define QG_MAX_BITS     8
+#define QVI             __m512i
+#define QVF             __m512
+#define QV_LOADI(p)     _mm512_loadu_si512((const void *)(p))
+#define QV_SET1I(x)     _mm512_set1_epi32(x)
+#define QV_DPBUSD(c, u, s) _mm512_dpbusd_epi32(c, u, s)
+#define QV_CVT(i)       _mm512_cvtepi32_ps(i)
+#define QV_LOADF(p)     _mm512_loadu_ps(p)
+#define QV_SET1F(x)     _mm512_set1_ps(x)
+#define QV_MUL(a, b)    _mm512_mul_ps(a, b)
+#define QV_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define QV_FNMA(a, b, c) _mm512_fnmadd_ps(a, b, c)
+#define QV_ZEROF()      _mm512_setzero_ps()
+#define QV_STOREF(p, v) _mm512_storeu_ps(p, v)
+#define QKFN(name)      name##_avx512
+#include "cpu/qgemm_kernel.inc"
+
 #if defined(__clang__)
 #pragma clang attribute pop
 #endif

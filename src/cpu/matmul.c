@@ -12,6 +12,7 @@
 #include "cpu/dispatch.h"
 #include "cpu/kernels.h"
 #include "cpu/kernels_ref.h"
+#include "cpu/qgemm.h"
 #include "dtype.h"
 #include "quant.h"
 
@@ -156,8 +157,15 @@ static void quant_float_fallback(const clara_mat *W, const float *x, uint32_t n,
         }
 }
 
+/* From this many activation rows on, quantized weights go through the packed GEMM (qgemm.h):
+ * unpacking a weight row once pays off against reading it ceil(n / QT) times. */
+#define QGEMM_MIN_ROWS 8
+
 static void matmul_quant(matmul_job *j, const float *x) {
     const clara_mat *W = j->q.W;
+    if (j->q.n >= QGEMM_MIN_ROWS &&
+        clara_qgemm(j->ctx, j->isa, W, x, j->q.n, j->q.y, j->q.accumulate, j->q.alpha))
+        return;
     clara_type fmt = (clara_type)clara_vec_dot_type(W->type);
     uint64_t stride;
     CLARA_ASSERT((int)fmt >= 0 && clara_type_row_bytes(fmt, W->cols, &stride) == CLARA_OK);

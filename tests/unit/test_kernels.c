@@ -48,6 +48,7 @@ static int ctx_init(test_ctx *c, int threads, size_t row_cap) {
 static void ctx_free(test_ctx *c) {
     clara_pool_free(c->ctx.pool);
     free(c->ctx.rowbuf);
+    free(c->ctx.qg_buf);
 }
 
 /* A random weight matrix of type t and its dequantized values (what the kernels multiply). */
@@ -200,7 +201,7 @@ static void test_quant_types(void) {
                                        CLARA_TYPE_Q5_K, CLARA_TYPE_Q6_K, CLARA_TYPE_Q8_K};
     static const uint64_t shapes32[][2] = {{1, 32}, {7, 96}, {37, 320}, {19, 1056}};
     static const uint64_t shapes256[][2] = {{1, 256}, {7, 512}, {37, 768}, {19, 1280}};
-    static const uint32_t ns[] = {1, 2, 3, 7, 33};
+    static const uint32_t ns[] = {1, 2, 3, 7, 8, 33}; /* 8 and 33: the packed GEMM (qgemm.h) */
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         bool k = clara_type_get((uint32_t)types[ti])->block_size == 256;
         for (size_t s = 0; s < 4; s++)

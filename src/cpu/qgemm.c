@@ -1,0 +1,299 @@
+/* qgemm.c - the packed int8 GEMM for quantized weights (qgemm.h): the per-type unpacking of
+ * weight rows into codes + block scales, the re-arrangement of the quantized activations, and
+ * the driver that splits the weight rows into panels over the thread pool. The inner kernels
+ * are per ISA level (qgemm_kernel.inc). */
+#include "cpu/qgemm.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/fp16.h"
+#include "cpu/dispatch.h"
+#include "ctx.h"
+#include "dtype.h"
+#include "quant.h"
+
+bool clara_qg_type_get(clara_type t, clara_qg_type *o) {
+    switch (t) {
+    case CLARA_TYPE_Q4_0:
+        *o = (clara_qg_type){32, 8, false, CLARA_TYPE_Q8_0, 4};
+        return true;
+    case CLARA_TYPE_Q5_0:
+        *o = (clara_qg_type){32, 16, false, CLARA_TYPE_Q8_0, 5};
+        return true;
+    case CLARA_TYPE_Q8_0:
+        *o = (clara_qg_type){32, 128, false, CLARA_TYPE_Q8_0, 8};
+        return true;
+    case CLARA_TYPE_Q4_1:
+        *o = (clara_qg_type){32, 0, true, CLARA_TYPE_Q8_1, 4};
+        return true;
+    case CLARA_TYPE_Q5_1:
+        *o = (clara_qg_type){32, 0, true, CLARA_TYPE_Q8_1, 5};
+        return true;
+    case CLARA_TYPE_Q4_K:
+        *o = (clara_qg_type){32, 0, true, CLARA_TYPE_Q8_K, 4};
+        return true;
+    case CLARA_TYPE_Q5_K:
+        *o = (clara_qg_type){32, 0, true, CLARA_TYPE_Q8_K, 5};
+        return true;
+    case CLARA_TYPE_Q6_K:
+        *o = (clara_qg_type){16, 32, false, CLARA_TYPE_Q8_K, 6};
+        return true;
+    case CLARA_TYPE_Q8_K:
+        *o = (clara_qg_type){32, 128, false, CLARA_TYPE_Q8_K, 8};
+        return true;
+    default:
+        return false;
+    }
+}
+
+static float f16at(const uint8_t *p) {
+    return clara_f16_to_f32((uint16_t)(p[0] | p[1] << 8));
+}
+
+static float f32at(const uint8_t *p) {
+    float f;
+    memcpy(&f, p, 4);
+    return f;
+}
+
+/* Codes of a 32-block of q4_0/q4_1/q5_0/q5_1: nibbles of qs plus bit 4 from the u32 qh. */
+static void unpack_nibbles32(const uint8_t *qs, uint32_t qh, uint8_t *c) {
+    for (int j = 0; j < 16; j++) {
+        c[j] = (uint8_t)((qs[j] & 15) | ((qh >> j) & 1) << 4);
+        c[j + 16] = (uint8_t)((qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4);
+    }
+}
+
+static uint32_t u32at(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* The 6-bit scale and min of q4_k/q5_k sub-block j (layout in quant.h). */
+static void kquant_scale_min(const uint8_t *s, int j, int *sc, int *m) {
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *m = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 15) | (s[j - 4] >> 6) << 4;
+        *m = (s[j + 4] >> 4) | (s[j] >> 6) << 4;
+    }
+}
+
+static void unpack_qk(const uint8_t *w, int bits, uint8_t *c, float *s, float *m) {
+    const uint8_t *sc6 = w + 4, *qh = w + 16, *qs = w + (bits == 5 ? 48 : 16);
+    float d = f16at(w), dmin = f16at(w + 2);
+    for (int j = 0; j < 8; j++) {
+        int sc, mn, ch = j / 2, hi = j % 2;
+        kquant_scale_min(sc6, j, &sc, &mn);
+        s[j] = d * (float)sc; /* exact: 11-bit times 6-bit mantissa */
+        m[j] = dmin * (float)mn;
+        for (int l = 0; l < 32; l++) {
+            int q = hi ? qs[32 * ch + l] >> 4 : qs[32 * ch + l] & 15;
+            if (bits == 5) q |= (qh[l] >> j & 1) << 4;
+            c[32 * j + l] = (uint8_t)q;
+        }
+    }
+}
+
+static void unpack_q6k(const uint8_t *w, uint8_t *c, float *s, float *m) {
+    const uint8_t *ql = w, *qh = w + 128;
+    const int8_t *sc = (const int8_t *)(w + 192);
+    float d = f16at(w + 208);
+    for (int e = 0; e < 256; e++) {
+        int h = e / 128, r = e % 128, quarter = r / 32, l = r % 32;
+        int lo = ql[64 * h + l + (quarter & 1) * 32];
+        lo = quarter >= 2 ? lo >> 4 : lo & 15;
+        c[e] = (uint8_t)(lo | (qh[32 * h + l] >> (2 * quarter) & 3) << 4);
+    }
+    for (int j = 0; j < 16; j++) s[j] = d * (float)sc[j], m[j] = 0.f;
+}
+
+void clara_qg_unpack_row(clara_type t, const uint8_t *row, size_t K, uint8_t *codes, float *s,
+                         float *m) {
+    const clara_type_info *ti = clara_type_get((uint32_t)t);
+    size_t nsb = K / ti->block_size;
+    for (size_t i = 0; i < nsb; i++) {
+        const uint8_t *w = row + i * ti->type_size;
+        uint8_t *c = codes + i * ti->block_size;
+        switch (t) {
+        case CLARA_TYPE_Q4_0:
+        case CLARA_TYPE_Q4_1:
+            unpack_nibbles32(w + (t == CLARA_TYPE_Q4_0 ? 2 : 4), 0, c);
+            break;
+        case CLARA_TYPE_Q5_0:
+            unpack_nibbles32(w + 6, u32at(w + 2), c);
+            break;
+        case CLARA_TYPE_Q5_1:
+            unpack_nibbles32(w + 8, u32at(w + 4), c);
+            break;
+        case CLARA_TYPE_Q8_0:
+            for (int j = 0; j < 32; j++) c[j] = (uint8_t)(w[2 + j] ^ 0x80); /* q + 128 */
+            break;
+        case CLARA_TYPE_Q8_K:
+            for (int j = 0; j < 256; j++) c[j] = (uint8_t)(w[4 + j] ^ 0x80);
+            for (int j = 0; j < 8; j++) s[8 * i + j] = f32at(w), m[8 * i + j] = 0.f;
+            continue;
+        case CLARA_TYPE_Q4_K:
+        case CLARA_TYPE_Q5_K:
+            unpack_qk(w, t == CLARA_TYPE_Q5_K ? 5 : 4, c, s + 8 * i, m + 8 * i);
+            continue;
+        case CLARA_TYPE_Q6_K:
+            unpack_q6k(w, c, s + 16 * i, m + 16 * i);
+            continue;
+        default:
+            return;
+        }
+        /* the 32-blocks: d, and for q4_1/q5_1 x = d*q + min, i.e. m = -min */
+        s[i] = f16at(w);
+        m[i] = t == CLARA_TYPE_Q4_1 || t == CLARA_TYPE_Q5_1 ? -f16at(w + 2) : 0.f;
+    }
+}
+
+void clara_qg_pack_act(const clara_qg_type *qt, const uint8_t *xq, size_t K, int8_t *aq,
+                       float *dx, int32_t *aoff, float *dxa) {
+    const clara_type_info *ai = clara_type_get((uint32_t)qt->act_type);
+    size_t nab = K / ai->block_size, per = ai->block_size / qt->B;
+    size_t qoff = qt->act_type == CLARA_TYPE_Q8_1 ? 4 : qt->act_type == CLARA_TYPE_Q8_K ? 4 : 2;
+    for (size_t i = 0; i < nab; i++) {
+        const uint8_t *ab = xq + i * ai->type_size;
+        float d = qt->act_type == CLARA_TYPE_Q8_K ? f32at(ab) : f16at(ab);
+        const int8_t *q = (const int8_t *)(ab + qoff);
+        memcpy(aq + i * ai->block_size, q, ai->block_size);
+        for (size_t j = 0; j < per; j++) {
+            int32_t sum = 0;
+            for (uint32_t l = 0; l < qt->B; l++) sum += q[j * qt->B + l];
+            size_t b = i * per + j;
+            dx[b] = d;
+            aoff[b] = -qt->off * sum;
+            dxa[b] = d * (float)sum;
+        }
+    }
+}
+
+/* ---- driver ---- */
+
+typedef struct {
+    clara_ctx *ctx;
+    const clara_mat *W;
+    clara_qg_type qt;
+    const float *x;
+    uint32_t n;
+    float *y;
+    bool accumulate;
+    float alpha;
+    uint32_t RG, G;
+    clara_qg_kernel_fn kernel;
+    clara_qg_acts acts;
+    int8_t *aq;
+    float *dx, *dxa;
+    int32_t *aoff;
+    uint8_t *xq_tmp; /* [threads][partner row bytes] */
+    size_t xq_bytes;
+    uint8_t *panels; /* [threads][panel_bytes] */
+    size_t panel_bytes;
+    uint32_t tokens_per_task;
+    _Atomic bool failed; /* an activation row could not be quantized (non-finite) */
+} qg_job;
+
+static void act_task(void *arg, size_t task, int thread) {
+    qg_job *j = arg;
+    size_t K = (size_t)j->W->cols, nb = j->acts.nb;
+    uint32_t t0 = (uint32_t)task * j->tokens_per_task;
+    uint32_t t1 = t0 + j->tokens_per_task < j->n ? t0 + j->tokens_per_task : j->n;
+    uint8_t *tmp = j->xq_tmp + (size_t)thread * j->xq_bytes;
+    for (uint32_t t = t0; t < t1; t++) {
+        if (clara_quantize_row((clara_type)j->qt.act_type, j->x + (size_t)t * K, K, tmp,
+                               "activations") != CLARA_OK) {
+            atomic_store(&j->failed, true);
+            return;
+        }
+        clara_qg_pack_act(&j->qt, tmp, K, j->aq + (size_t)t * K, j->dx + (size_t)t * nb,
+                          j->aoff + (size_t)t * nb, j->dxa + (size_t)t * nb);
+    }
+}
+
+/* Unpacks rows [r0, r0 + G*RG) into the thread's panel. */
+static void unpack_panel(const qg_job *j, uint64_t r0, uint8_t *buf, clara_qg_panel *p) {
+    size_t K = (size_t)j->W->cols, nb = j->acts.nb, R = (size_t)j->G * j->RG;
+    uint64_t row_bytes = 0;
+    clara_type_row_bytes(j->W->type, j->W->cols, &row_bytes);
+    uint8_t *codes = buf;
+    float *s = (float *)(buf + R * K), *m = s + nb * R;
+    uint8_t *rc = (uint8_t *)(m + nb * R);
+    float *rs = (float *)(rc + K), *rm = rs + nb;
+    for (size_t i = 0; i < R; i++) {
+        uint64_t r = r0 + i;
+        if (r < j->W->rows) {
+            clara_qg_unpack_row(j->W->type, (const uint8_t *)j->W->data + r * row_bytes, K, rc,
+                                rs, rm);
+        } else {
+            memset(rc, 0, K);
+            memset(rs, 0, nb * sizeof(float));
+            memset(rm, 0, nb * sizeof(float));
+        }
+        const uint32_t *src = (const uint32_t *)rc;
+        uint32_t *dst = (uint32_t *)codes;
+        for (size_t ks = 0; ks < K / 4; ks++) dst[ks * R + i] = src[ks];
+        for (size_t b = 0; b < nb; b++) s[b * R + i] = rs[b], m[b * R + i] = rm[b];
+    }
+    *p = (clara_qg_panel){codes, s, m, j->G, j->RG};
+}
+
+static void gemm_task(void *arg, size_t task, int thread) {
+    const qg_job *j = arg;
+    uint64_t r0 = (uint64_t)task * j->G * j->RG;
+    clara_qg_panel p;
+    unpack_panel(j, r0, j->panels + (size_t)thread * j->panel_bytes, &p);
+    uint64_t left = j->W->rows - r0;
+    uint32_t valid = left < (uint64_t)j->G * j->RG ? (uint32_t)left : j->G * j->RG;
+    j->kernel(&j->qt, &p, &j->acts, j->n, j->y + r0, (size_t)j->W->rows, valid, j->accumulate,
+              j->alpha);
+}
+
+static size_t align64(size_t n) {
+    return (n + 63) & ~(size_t)63;
+}
+
+/* Grows ctx's packed-GEMM scratch to `need` bytes. */
+static bool reserve_scratch(clara_ctx *ctx, size_t need) {
+    if (ctx->qg_cap >= need) return true;
+    free(ctx->qg_buf);
+    ctx->qg_buf = aligned_alloc(64, align64(need));
+    ctx->qg_cap = ctx->qg_buf ? need : 0;
+    return ctx->qg_buf != NULL;
+}
+
+bool clara_qgemm(clara_ctx *ctx, clara_isa isa, const clara_mat *W, const float *x, uint32_t n,
+                 float *y, bool accumulate, float alpha) {
+    qg_job j = {.ctx = ctx, .W = W, .x = x, .n = n, .y = y, .accumulate = accumulate,
+                .alpha = alpha, .G = 2};
+    if (!clara_qg_type_get(W->type, &j.qt)) return false;
+    bool have = isa == CLARA_ISA_AVX512 ? clara_qg_kernel_avx512(&j.qt, &j.RG, &j.kernel)
+                : isa == CLARA_ISA_AVX2 ? clara_qg_kernel_avx2(&j.qt, &j.RG, &j.kernel)
+                                        : false;
+    if (!have) return false;
+    size_t K = (size_t)W->cols, nb = K / j.qt.B, R = (size_t)j.G * j.RG;
+    int threads = clara_pool_threads(ctx->pool);
+    uint64_t xq_bytes = 0;
+    clara_type_row_bytes((clara_type)j.qt.act_type, W->cols, &xq_bytes);
+    j.xq_bytes = align64((size_t)xq_bytes);
+    j.panel_bytes = align64(R * K + 2 * nb * R * 4 + K + 2 * nb * 4);
+    size_t aq_b = align64((size_t)n * K), blk_b = align64((size_t)n * nb * 4);
+    size_t need = aq_b + 3 * blk_b + (size_t)threads * (j.xq_bytes + j.panel_bytes);
+    if (!reserve_scratch(ctx, need)) return false;
+    uint8_t *p = ctx->qg_buf;
+    j.aq = (int8_t *)p, p += aq_b;
+    j.dx = (float *)p, p += blk_b;
+    j.aoff = (int32_t *)p, p += blk_b;
+    j.dxa = (float *)p, p += blk_b;
+    j.xq_tmp = p, p += (size_t)threads * j.xq_bytes;
+    j.panels = p;
+    j.acts = (clara_qg_acts){j.aq, j.dx, j.aoff, j.dxa, K, nb};
+    j.tokens_per_task = n / ((uint32_t)threads * 4) + 1;
+    clara_pool_run(ctx->pool, (n + j.tokens_per_task - 1) / j.tokens_per_task, act_task, &j);
+    if (atomic_load(&j.failed)) return false; /* the caller's float fallback handles it */
+    clara_pool_run(ctx->pool, (size_t)((W->rows + R - 1) / R), gemm_task, &j);
+    return true;
+}

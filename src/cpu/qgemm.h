@@ -1,0 +1,85 @@
+/* qgemm.h - the prefill GEMM for quantized weights: y = x · Wᵀ for many activation rows at once,
+ * as integer (u8 x s8) dot products on unpacked weight panels.
+ *
+ * Every supported weight type is viewed the same way: blocks of B elements (32, or 16 for q6_k)
+ * whose values are x = s*(q - off) - m, with unsigned codes q (0..255), a per-type integer offset
+ * off, and a per-(row, block) f32 scale s and min m (m = 0 except for the asymmetric types q4_1,
+ * q5_1, q4_k, q5_k). A task unpacks a few weight rows once into a panel where the codes of RG
+ * rows x 4 consecutive k are one vector, so one VNNI dpbusd computes RG rows x 4 k for one
+ * activation row, with the activation's 4 bytes broadcast. The activations are quantized to the
+ * weight type's partner format exactly as the reference does (q8_0 / q8_1 / q8_k) and
+ * re-arranged into codes plus per-block scale dx, -off*sum(codes) (the offset correction,
+ * folded into the integer sum's start value) and dx*sum(codes) (for the min term).
+ *
+ * Per output element: for each block in increasing order, the exact integer sum of the block,
+ * then acc = fma(float(isum), s*dx, acc), then acc -= m*(dx*asum) for asymmetric types. That
+ * order does not depend on the tiling, the number of activation rows or the thread count. It is
+ * the reference integer dot with the scales applied per block in f32 (a different rounding order
+ * than the reference's sum; the differential tests bound it). */
+#ifndef CLARA_CPU_QGEMM_H
+#define CLARA_CPU_QGEMM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cpu/dispatch.h"
+#include "ctx.h"
+#include "model.h"
+
+/* How a weight type is unpacked. */
+typedef struct {
+    uint32_t B;    /* elements per scale block: 16 or 32 */
+    int32_t off;   /* integer offset subtracted from the codes */
+    bool has_min;  /* a per-block min term */
+    int act_type;  /* partner activation format (clara_type) */
+    uint32_t bits; /* largest code < 2^bits (8 for q8_0: the AVX2 kernel needs <= 7) */
+} clara_qg_type;
+
+/* The unpacking of weight type t; false if the packed GEMM does not support it. */
+bool clara_qg_type_get(clara_type t, clara_qg_type *out);
+
+/* Activations re-arranged for the kernels: n rows of K codes (row stride K), and per (row,
+ * block) arrays with row stride nb = K / B. */
+typedef struct {
+    const int8_t *aq;
+    const float *dx;     /* block scale */
+    const int32_t *aoff; /* -off * sum(codes): the start value of the block's integer sum */
+    const float *dxa;    /* dx * sum(codes), for the min term */
+    size_t K, nb;
+} clara_qg_acts;
+
+/* One weight panel: G groups of RG rows, all K columns. codes: [K/4][G][RG][4] bytes;
+ * s, m: [nb][G][RG] f32. Rows past the matrix have s = m = 0. */
+typedef struct {
+    const uint8_t *codes;
+    const float *s, *m;
+    uint32_t groups, group_rows;
+} clara_qg_panel;
+
+/* Unpacks weight row `row` of type t (K columns) into codes[K], s[K/B], m[K/B]. */
+void clara_qg_unpack_row(clara_type t, const uint8_t *row, size_t K, uint8_t *codes, float *s,
+                         float *m);
+
+/* Re-arranges one activation row already quantized to the partner format (xq) into row t of
+ * the acts arrays (writable views of clara_qg_acts). */
+void clara_qg_pack_act(const clara_qg_type *qt, const uint8_t *xq, size_t K, int8_t *aq,
+                       float *dx, int32_t *aoff, float *dxa);
+
+/* Kernel: for tokens [0, n) of acts and the panel's G*RG rows, out[t * ldo + i] = dot(row i,
+ * token t) for i < rows_valid (i counts rows across the panel's groups). */
+typedef void (*clara_qg_kernel_fn)(const clara_qg_type *qt, const clara_qg_panel *p,
+                                   const clara_qg_acts *a, uint32_t n, float *y, size_t ldy,
+                                   uint32_t rows_valid, bool accumulate, float alpha);
+
+/* Per ISA level: rows per group and the kernel; false if the level lacks one for qt. */
+bool clara_qg_kernel_avx512(const clara_qg_type *qt, uint32_t *rg, clara_qg_kernel_fn *fn);
+bool clara_qg_kernel_avx2(const clara_qg_type *qt, uint32_t *rg, clara_qg_kernel_fn *fn);
+
+/* y[t * W->rows + r] = dot (or += alpha * dot) for t < n, r < W->rows, with the packed kernels of
+ * level isa. False (nothing written) when the type or level has no kernel, memory runs out or
+ * an activation row is not finite: the caller then uses another path. */
+bool clara_qgemm(clara_ctx *ctx, clara_isa isa, const clara_mat *W, const float *x, uint32_t n,
+                 float *y, bool accumulate, float alpha);
+
+#endif
