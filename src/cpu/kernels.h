@@ -54,6 +54,12 @@ bool clara_gemm_q_has_avx512(clara_type t);
 void clara_gemm_q_avx2(const clara_gemm_q_args *a, uint64_t r0, uint64_t r1);
 void clara_gemm_q_avx512(const clara_gemm_q_args *a, uint64_t r0, uint64_t r1);
 
+/* Quantizes K activations to fmt (q8_0, q8_1 or q8_k), byte-identical to clara_quantize_row;
+ * false (out undefined) for other formats, non-finite values or blocks whose scale is not a
+ * normal number: the caller then runs clara_quantize_row, which decides and reports. */
+bool clara_quantize_act_avx2(clara_type fmt, const float *x, size_t K, uint8_t *out);
+bool clara_quantize_act_avx512(clara_type fmt, const float *x, size_t K, uint8_t *out);
+
 /* Stores d for (token t, row r) as the args ask (shared by all levels so the write is the same). */
 static inline void clara_gemm_store(float *y, size_t ldy, uint32_t t, uint64_t r, bool accumulate,
                                     float alpha, float d) {

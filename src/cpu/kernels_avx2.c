@@ -45,6 +45,7 @@ static inline float hsum256(__m256 v) {
 #include "cpu/kernels_quant.inc"
 
 /* maddubs saturates 16-bit pair sums: 2 * 127 * 127-bit codes fit, 8-bit codes (q8_0) do not */
+#include "cpu/kernels_actq.inc"
 #include "cpu/qgemm.h"
 #define QG_RG           8
 #define QG_MAX_BITS     7
@@ -63,6 +64,37 @@ static inline float hsum256(__m256 v) {
 #define QV_ZEROF()      _mm256_setzero_ps()
 #define QV_STOREF(p, v) _mm256_storeu_ps(p, v)
 #define QKFN(name)      name##_avx2
+
+/* Rows [16][K] -> panel [K/4][16] u32: per 32-byte column chunk, two 8 x 8 u32 transposes. */
+static void qg_interleave_avx2(const uint8_t *rows, size_t K, uint8_t *panel) {
+    size_t c = 0;
+    for (; c + 32 <= K; c += 32)
+        for (int h = 0; h < 2; h++) {
+            __m256i r[8], t[8];
+            for (int i = 0; i < 8; i++)
+                r[i] = _mm256_loadu_si256((const __m256i *)(rows + (size_t)(8 * h + i) * K + c));
+            for (int i = 0; i < 8; i += 2) {
+                t[i] = _mm256_unpacklo_epi32(r[i], r[i + 1]);
+                t[i + 1] = _mm256_unpackhi_epi32(r[i], r[i + 1]);
+            }
+            for (int i = 0; i < 8; i += 4) {
+                r[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]);
+                r[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);
+                r[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]);
+                r[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);
+            }
+            for (int i = 0; i < 4; i++) {
+                t[i] = _mm256_permute2x128_si256(r[i], r[i + 4], 0x20);
+                t[i + 4] = _mm256_permute2x128_si256(r[i], r[i + 4], 0x31);
+            }
+            for (int j = 0; j < 8; j++)
+                _mm256_storeu_si256((__m256i *)(panel + ((c / 4 + (size_t)j) * 16 + 8 * h) * 4),
+                                    t[j]);
+        }
+    for (size_t ks = c / 4; ks < K / 4; ks++)
+        for (int i = 0; i < 16; i++) memcpy(panel + (ks * 16 + i) * 4, rows + i * K + ks * 4, 4);
+}
+
 #include "cpu/qgemm_kernel.inc"
 
 #if defined(__clang__)

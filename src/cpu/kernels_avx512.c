@@ -55,6 +55,7 @@ static inline float hsum256(__m256 v) {
 #define HSUM8(v)     hsum256(v)
 #include "cpu/kernels_quant.inc"
 
+#include "cpu/kernels_actq.inc"
 #include "cpu/qgemm.h"
 #define QG_RG           16
 #define QG_MAX_BITS     8
@@ -72,6 +73,44 @@ static inline float hsum256(__m256 v) {
 #define QV_ZEROF()      _mm512_setzero_ps()
 #define QV_STOREF(p, v) _mm512_storeu_ps(p, v)
 #define QKFN(name)      name##_avx512
+
+/* Rows [32][K] -> panel [K/4][32] u32: per 64-byte column chunk, two 16 x 16 u32 transposes
+ * (unpack 32-bit, unpack 64-bit, two 128-bit lane shuffles). */
+static void qg_interleave_avx512(const uint8_t *rows, size_t K, uint8_t *panel) {
+    size_t c = 0;
+    for (; c + 64 <= K; c += 64)
+        for (int h = 0; h < 2; h++) {
+            __m512i r[16], t[16];
+            for (int i = 0; i < 16; i++)
+                r[i] = _mm512_loadu_si512((const void *)(rows + (size_t)(16 * h + i) * K + c));
+            for (int i = 0; i < 16; i += 2) {
+                t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+                t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+            }
+            for (int i = 0; i < 16; i += 4) {
+                r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+                r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+                r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+                r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+            }
+            for (int i = 0; i < 4; i++) {
+                t[i] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0x88);
+                t[i + 4] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0xdd);
+                t[i + 8] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0x88);
+                t[i + 12] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0xdd);
+            }
+            for (int i = 0; i < 8; i++) {
+                r[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);
+                r[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xdd);
+            }
+            for (int j = 0; j < 16; j++)
+                _mm512_storeu_si512((void *)(panel + ((c / 4 + (size_t)j) * 32 + 16 * h) * 4),
+                                    r[j]);
+        }
+    for (size_t ks = c / 4; ks < K / 4; ks++) /* a tail of fewer than 64 columns */
+        for (int i = 0; i < 32; i++) memcpy(panel + (ks * 32 + i) * 4, rows + i * K + ks * 4, 4);
+}
+
 #include "cpu/qgemm_kernel.inc"
 
 #if defined(__clang__)

@@ -132,13 +132,18 @@ static void run_job(matmul_job *j) {
     clara_pool_run(j->ctx->pool, n_tasks, matmul_task, j);
 }
 
+bool clara_quantize_act(clara_isa isa, clara_type fmt, const float *x, uint64_t K, uint8_t *out) {
+    if (isa == CLARA_ISA_AVX512 && clara_quantize_act_avx512(fmt, x, (size_t)K, out)) return true;
+    if (isa == CLARA_ISA_AVX2 && clara_quantize_act_avx2(fmt, x, (size_t)K, out)) return true;
+    return clara_quantize_row(fmt, x, K, out, "activations") == CLARA_OK;
+}
+
 /* Quantizes the n activation rows to fmt (the partner format) into buf; false if any row cannot
  * be quantized (a non-finite value). */
-static bool quantize_acts(clara_type fmt, const float *x, uint32_t n, uint64_t cols, uint8_t *buf,
-                          size_t stride) {
+static bool quantize_acts(clara_isa isa, clara_type fmt, const float *x, uint32_t n,
+                          uint64_t cols, uint8_t *buf, size_t stride) {
     for (uint32_t t = 0; t < n; t++)
-        if (clara_quantize_row(fmt, x + (size_t)t * cols, cols, buf + (size_t)t * stride,
-                               "activations") != CLARA_OK)
+        if (!clara_quantize_act(isa, fmt, x + (size_t)t * cols, cols, buf + (size_t)t * stride))
             return false;
     return true;
 }
@@ -174,7 +179,7 @@ static void matmul_quant(matmul_job *j, const float *x) {
     size_t need = (size_t)stride * j->q.n;
     size_t have = (size_t)clara_pool_threads(j->ctx->pool) * j->ctx->row_cap * sizeof(float);
     uint8_t *buf = need <= have ? (uint8_t *)j->ctx->rowbuf : malloc(need);
-    bool ok = buf && quantize_acts(fmt, x, j->q.n, W->cols, buf, (size_t)stride);
+    bool ok = buf && quantize_acts(j->isa, fmt, x, j->q.n, W->cols, buf, (size_t)stride);
     if (ok) {
         j->q.xq = buf;
         j->q.xq_stride = (size_t)stride;

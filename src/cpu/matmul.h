@@ -6,12 +6,17 @@
 
 #include <stdbool.h>
 
+#include "cpu/dispatch.h"
 #include "ctx.h"
 
 /* For t < n, r < W->rows: y[t * W->rows + r] = d, or += alpha * d when accumulate, where
  * d = dot(x[t * W->cols ...], W[r]). */
 void clara_matmul(clara_ctx *ctx, const clara_mat *W, const float *x, uint32_t n, float *y,
                   bool accumulate, float alpha);
+
+/* Quantizes K activations to fmt with the SIMD quantizer of level isa where it applies, else
+ * clara_quantize_row (same bytes either way); false if the row cannot be quantized. */
+bool clara_quantize_act(clara_isa isa, clara_type fmt, const float *x, uint64_t K, uint8_t *out);
 
 /* Dot product with a fixed summation order (8 partial sums) so results do not depend on the
  * thread count. */

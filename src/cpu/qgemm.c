@@ -10,6 +10,7 @@
 
 #include "base/fp16.h"
 #include "cpu/dispatch.h"
+#include "cpu/matmul.h"
 #include "ctx.h"
 #include "dtype.h"
 #include "quant.h"
@@ -184,7 +185,8 @@ typedef struct {
     bool accumulate;
     float alpha;
     uint32_t RG, G;
-    clara_qg_kernel_fn kernel;
+    clara_qg_level lv;
+    clara_isa isa;
     clara_qg_acts acts;
     int8_t *aq;
     float *dx, *dxa;
@@ -204,8 +206,8 @@ static void act_task(void *arg, size_t task, int thread) {
     uint32_t t1 = t0 + j->tokens_per_task < j->n ? t0 + j->tokens_per_task : j->n;
     uint8_t *tmp = j->xq_tmp + (size_t)thread * j->xq_bytes;
     for (uint32_t t = t0; t < t1; t++) {
-        if (clara_quantize_row((clara_type)j->qt.act_type, j->x + (size_t)t * K, K, tmp,
-                               "activations") != CLARA_OK) {
+        if (!clara_quantize_act(j->isa, (clara_type)j->qt.act_type, j->x + (size_t)t * K, K,
+                                tmp)) {
             atomic_store(&j->failed, true);
             return;
         }
@@ -214,30 +216,30 @@ static void act_task(void *arg, size_t task, int thread) {
     }
 }
 
-/* Unpacks rows [r0, r0 + G*RG) into the thread's panel. */
+/* Unpacks rows [r0, r0 + G*RG) into the thread's panel: each row's codes contiguous (the SIMD
+ * unpacker of the level, else the scalar one), then interleaved into the panel layout. */
 static void unpack_panel(const qg_job *j, uint64_t r0, uint8_t *buf, clara_qg_panel *p) {
     size_t K = (size_t)j->W->cols, nb = j->acts.nb, R = (size_t)j->G * j->RG;
     uint64_t row_bytes = 0;
     clara_type_row_bytes(j->W->type, j->W->cols, &row_bytes);
-    uint8_t *codes = buf;
-    float *s = (float *)(buf + R * K), *m = s + nb * R;
-    uint8_t *rc = (uint8_t *)(m + nb * R);
-    float *rs = (float *)(rc + K), *rm = rs + nb;
+    uint8_t *codes = buf, *rows = buf + R * K;
+    float *s = (float *)(rows + R * K), *m = s + nb * R;
+    float *rs = m + nb * R, *rm = rs + nb;
     for (size_t i = 0; i < R; i++) {
         uint64_t r = r0 + i;
-        if (r < j->W->rows) {
-            clara_qg_unpack_row(j->W->type, (const uint8_t *)j->W->data + r * row_bytes, K, rc,
-                                rs, rm);
-        } else {
+        uint8_t *rc = rows + i * K;
+        if (r >= j->W->rows) {
             memset(rc, 0, K);
             memset(rs, 0, nb * sizeof(float));
             memset(rm, 0, nb * sizeof(float));
+        } else {
+            const uint8_t *src = (const uint8_t *)j->W->data + r * row_bytes;
+            if (!j->lv.unpack(j->W->type, src, K, rc, rs, rm))
+                clara_qg_unpack_row(j->W->type, src, K, rc, rs, rm);
         }
-        const uint32_t *src = (const uint32_t *)rc;
-        uint32_t *dst = (uint32_t *)codes;
-        for (size_t ks = 0; ks < K / 4; ks++) dst[ks * R + i] = src[ks];
         for (size_t b = 0; b < nb; b++) s[b * R + i] = rs[b], m[b * R + i] = rm[b];
     }
+    j->lv.interleave(rows, K, codes);
     *p = (clara_qg_panel){codes, s, m, j->G, j->RG};
 }
 
@@ -248,8 +250,8 @@ static void gemm_task(void *arg, size_t task, int thread) {
     unpack_panel(j, r0, j->panels + (size_t)thread * j->panel_bytes, &p);
     uint64_t left = j->W->rows - r0;
     uint32_t valid = left < (uint64_t)j->G * j->RG ? (uint32_t)left : j->G * j->RG;
-    j->kernel(&j->qt, &p, &j->acts, j->n, j->y + r0, (size_t)j->W->rows, valid, j->accumulate,
-              j->alpha);
+    j->lv.kernel(&j->qt, &p, &j->acts, j->n, j->y + r0, (size_t)j->W->rows, valid, j->accumulate,
+                 j->alpha);
 }
 
 static size_t align64(size_t n) {
@@ -268,18 +270,19 @@ static bool reserve_scratch(clara_ctx *ctx, size_t need) {
 bool clara_qgemm(clara_ctx *ctx, clara_isa isa, const clara_mat *W, const float *x, uint32_t n,
                  float *y, bool accumulate, float alpha) {
     qg_job j = {.ctx = ctx, .W = W, .x = x, .n = n, .y = y, .accumulate = accumulate,
-                .alpha = alpha, .G = 2};
+                .alpha = alpha, .G = 2, .isa = isa};
     if (!clara_qg_type_get(W->type, &j.qt)) return false;
-    bool have = isa == CLARA_ISA_AVX512 ? clara_qg_kernel_avx512(&j.qt, &j.RG, &j.kernel)
-                : isa == CLARA_ISA_AVX2 ? clara_qg_kernel_avx2(&j.qt, &j.RG, &j.kernel)
+    bool have = isa == CLARA_ISA_AVX512 ? clara_qg_level_avx512(&j.qt, &j.lv)
+                : isa == CLARA_ISA_AVX2 ? clara_qg_level_avx2(&j.qt, &j.lv)
                                         : false;
     if (!have) return false;
+    j.RG = j.lv.group_rows;
     size_t K = (size_t)W->cols, nb = K / j.qt.B, R = (size_t)j.G * j.RG;
     int threads = clara_pool_threads(ctx->pool);
     uint64_t xq_bytes = 0;
     clara_type_row_bytes((clara_type)j.qt.act_type, W->cols, &xq_bytes);
     j.xq_bytes = align64((size_t)xq_bytes);
-    j.panel_bytes = align64(R * K + 2 * nb * R * 4 + K + 2 * nb * 4);
+    j.panel_bytes = align64(2 * R * K + 2 * nb * R * 4 + 2 * nb * 4);
     size_t aq_b = align64((size_t)n * K), blk_b = align64((size_t)n * nb * 4);
     size_t need = aq_b + 3 * blk_b + (size_t)threads * (j.xq_bytes + j.panel_bytes);
     if (!reserve_scratch(ctx, need)) return false;

@@ -72,9 +72,22 @@ typedef void (*clara_qg_kernel_fn)(const clara_qg_type *qt, const clara_qg_panel
                                    const clara_qg_acts *a, uint32_t n, float *y, size_t ldy,
                                    uint32_t rows_valid, bool accumulate, float alpha);
 
-/* Per ISA level: rows per group and the kernel; false if the level lacks one for qt. */
-bool clara_qg_kernel_avx512(const clara_qg_type *qt, uint32_t *rg, clara_qg_kernel_fn *fn);
-bool clara_qg_kernel_avx2(const clara_qg_type *qt, uint32_t *rg, clara_qg_kernel_fn *fn);
+/* SIMD unpacking of one weight row (as clara_qg_unpack_row); false if the level lacks it for t. */
+typedef bool (*clara_qg_unpack_fn)(clara_type t, const uint8_t *row, size_t K, uint8_t *codes,
+                                   float *s, float *m);
+/* rows [2 * group_rows][K] codes -> the panel's [K/4][2 * group_rows] u32 layout. */
+typedef void (*clara_qg_interleave_fn)(const uint8_t *rows, size_t K, uint8_t *panel);
+
+typedef struct {
+    uint32_t group_rows;
+    clara_qg_kernel_fn kernel;
+    clara_qg_unpack_fn unpack;
+    clara_qg_interleave_fn interleave;
+} clara_qg_level;
+
+/* The kernels of a level for type qt; false if the level has none. */
+bool clara_qg_level_avx512(const clara_qg_type *qt, clara_qg_level *out);
+bool clara_qg_level_avx2(const clara_qg_type *qt, clara_qg_level *out);
 
 /* y[t * W->rows + r] = dot (or += alpha * dot) for t < n, r < W->rows, with the packed kernels of
  * level isa. False (nothing written) when the type or level has no kernel, memory runs out or

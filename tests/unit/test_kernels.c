@@ -211,6 +211,46 @@ static void test_quant_types(void) {
     }
 }
 
+/* The SIMD activation quantizers give the bytes of clara_quantize_row (the reference) for
+ * ordinary rows, exact .5 ties, zero rows, tied +-max, huge and subnormal values. */
+static void test_act_quant(void) {
+    static const clara_type fmts[] = {CLARA_TYPE_Q8_0, CLARA_TYPE_Q8_1, CLARA_TYPE_Q8_K};
+    enum { K = 512, CASES = 9 };
+    static float x[K];
+    uint8_t ref[K * 2], got[K * 2];
+    for (int c = 0; c < CASES; c++) {
+        for (int i = 0; i < K; i++) {
+            double r = frand();
+            switch (c) {
+            case 0: x[i] = (float)r; break;
+            case 1: x[i] = (float)(r * 1e4); break;
+            case 2: x[i] = (float)(r * 1e-3); break;
+            case 3: x[i] = (float)((int)(r * 254) / 2.0); break; /* halves: .5 ties */
+            case 4: x[i] = 0.f; break;
+            case 5: x[i] = i % 7 == 0 ? (i % 2 ? 3.f : -3.f) : (float)r; break; /* tied +-max */
+            case 6: x[i] = (float)(r * 1e-39); break;                         /* subnormal */
+            case 7: x[i] = i == 5 ? 1.f : 0.f; break;
+            default: x[i] = (float)(r * 6e6); break; /* f16 scale overflow for q8_0 */
+            }
+        }
+        for (size_t f = 0; f < 3; f++) {
+            clara_status want = clara_quantize_row(fmts[f], x, K, ref, "x");
+            uint64_t bytes = 0;
+            clara_type_row_bytes(fmts[f], K, &bytes);
+            for (int lv = 1; lv < CLARA_ISA_COUNT; lv++) {
+                if (!clara_isa_supported((clara_isa)lv)) continue;
+                memset(got, 0xcd, sizeof got);
+                bool ok = clara_quantize_act((clara_isa)lv, fmts[f], x, K, got);
+                T_CHECK_MSG(ok == (want == CLARA_OK), "%s %s case %d: status %d vs %d",
+                            clara_isa_name((clara_isa)lv), clara_type_name(fmts[f]), c, ok, want);
+                if (ok && want == CLARA_OK)
+                    T_CHECK_MSG(memcmp(got, ref, bytes) == 0, "%s %s case %d: bytes differ",
+                                clara_isa_name((clara_isa)lv), clara_type_name(fmts[f]), c);
+            }
+        }
+    }
+}
+
 /* The K chunking of the GEMM (512 columns) and row blocks of 64 are crossed by this shape. */
 static void test_large_float(void) {
     check_case(CLARA_TYPE_F16, 200, 1500, 13, &g_c1, &g_c2);
@@ -247,6 +287,7 @@ int main(void) {
     T_RUN(test_float_types);
     T_RUN(test_large_float);
     T_RUN(test_quant_types);
+    T_RUN(test_act_quant);
     ctx_free(&g_c1);
     ctx_free(&g_c2);
     fprintf(stderr, "kernels: levels tested:%s%s%s\n", n_levels_run & 1 ? " ref" : "",
