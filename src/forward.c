@@ -11,6 +11,8 @@
 #include <string.h>
 
 #include "base/status.h"
+#include "cpu/dispatch.h"
+#include "cpu/kernels.h"
 #include "cpu/matmul.h"
 #include "dtype.h"
 #include "quant.h"
@@ -107,6 +109,7 @@ static void rope(const clara_ctx *ctx, float *v, uint32_t n_heads, int32_t pos) 
 typedef struct {
     const batch *b;
     uint32_t layer;
+    clara_isa isa;
 } attn_job;
 
 /* Keys/values of sequence s for this layer: its slot's cache (which already holds the batch
@@ -142,15 +145,22 @@ static void attn_task(void *arg, size_t task, int thread) {
     seq_kv(b, s, j->layer, &K, &V, &n_past);
     float *sc = ctx->scores + (size_t)thread * ctx->scores_cap;
     float scale = 1.0f / sqrtf((float)d);
+    bool simd = j->isa >= CLARA_ISA_AVX2;
     for (uint32_t t = 0; t < b->seqs[s].n; t++) {
         size_t row = b->row0[s] + t;
         const float *q = ctx->q + row * q_dim + head * d;
+        const float *Kh = K + kvh * d, *Vh = V + kvh * d;
         uint32_t n_keys = n_past + t + 1;
+        if (j->isa == CLARA_ISA_AVX512)
+            clara_attn_scores_avx512(q, Kh, kv_dim, n_keys, d, scale, sc);
+        else if (simd)
+            clara_attn_scores_avx2(q, Kh, kv_dim, n_keys, d, scale, sc);
+        else
+            for (uint32_t k = 0; k < n_keys; k++)
+                sc[k] = clara_dot_f32(q, Kh + (size_t)k * kv_dim, d) * scale;
         float mx = -INFINITY;
-        for (uint32_t k = 0; k < n_keys; k++) {
-            sc[k] = clara_dot_f32(q, K + (size_t)k * kv_dim + kvh * d, d) * scale;
+        for (uint32_t k = 0; k < n_keys; k++)
             if (sc[k] > mx) mx = sc[k];
-        }
         double sum = 0;
         for (uint32_t k = 0; k < n_keys; k++) {
             sc[k] = expf(sc[k] - mx);
@@ -158,11 +168,17 @@ static void attn_task(void *arg, size_t task, int thread) {
         }
         float inv = (float)(1.0 / sum);
         float *out = ctx->att + row * q_dim + head * d;
-        memset(out, 0, d * sizeof(float));
-        for (uint32_t k = 0; k < n_keys; k++) {
-            const float *vr = V + (size_t)k * kv_dim + kvh * d;
-            float p = sc[k] * inv;
-            for (uint32_t e = 0; e < d; e++) out[e] += p * vr[e];
+        if (j->isa == CLARA_ISA_AVX512) {
+            clara_attn_values_avx512(sc, inv, Vh, kv_dim, n_keys, d, out);
+        } else if (simd) {
+            clara_attn_values_avx2(sc, inv, Vh, kv_dim, n_keys, d, out);
+        } else {
+            memset(out, 0, d * sizeof(float));
+            for (uint32_t k = 0; k < n_keys; k++) {
+                const float *vr = Vh + (size_t)k * kv_dim;
+                float p = sc[k] * inv;
+                for (uint32_t e = 0; e < d; e++) out[e] += p * vr[e];
+            }
         }
     }
 }
@@ -197,7 +213,7 @@ static void attention_block(const batch *b, uint32_t layer) {
     linear(b, layer, CLARA_LIN_K, ctx->xn, 0, n, ctx->k);
     linear(b, layer, CLARA_LIN_V, ctx->xn, 0, n, ctx->v);
     rope_and_cache(b, layer);
-    attn_job j = {b, layer};
+    attn_job j = {b, layer, clara_isa_active()};
     clara_pool_run(ctx->pool, (size_t)b->n_seqs * hp->n_head, attn_task, &j);
     /* x += o_proj(att); the projection goes to xn (free now), then the residual add */
     linear(b, layer, CLARA_LIN_O, ctx->att, 0, n, ctx->xn);

@@ -46,6 +46,7 @@ static inline float hsum256(__m256 v) {
 
 /* maddubs saturates 16-bit pair sums: 2 * 127 * 127-bit codes fit, 8-bit codes (q8_0) do not */
 #include "cpu/kernels_actq.inc"
+#include "cpu/kernels_attn.inc"
 #include "cpu/qgemm.h"
 #define QG_RG           8
 #define QG_MAX_BITS     7

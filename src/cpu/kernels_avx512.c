@@ -56,6 +56,7 @@ static inline float hsum256(__m256 v) {
 #include "cpu/kernels_quant.inc"
 
 #include "cpu/kernels_actq.inc"
+#include "cpu/kernels_attn.inc"
 #include "cpu/qgemm.h"
 #define QG_RG           16
 #define QG_MAX_BITS     8
