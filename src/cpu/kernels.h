@@ -71,6 +71,25 @@ void clara_attn_values_avx2(const float *sc, float inv, const float *V, size_t s
 void clara_attn_values_avx512(const float *sc, float inv, const float *V, size_t stride,
                               uint32_t n_keys, uint32_t d, float *out);
 
+/* q4_0 GEMV for up to 4 activation rows (AVX-512): activations prepared per row t by
+ * clara_q40_gemv_prep: A codes re-ordered per block pair, C the -8*sum offsets per dpbusd lane,
+ * DA the f32 block scales. Same value per element whatever n is (rows never mix). */
+typedef struct {
+    const uint8_t *W; /* q4_0 rows */
+    size_t nb;        /* blocks per row, a multiple of 4 */
+    uint32_t n;
+    const int8_t *A;
+    const int32_t *C;
+    const float *DA;
+    size_t a_stride, c_stride, da_stride; /* per activation row, in elements */
+    float *y;
+    size_t ldy;
+    bool accumulate;
+    float alpha;
+} clara_q40_gemv_args;
+
+void clara_q40_gemv_avx512(const clara_q40_gemv_args *g, uint64_t r0, uint64_t r1);
+
 /* Stores d for (token t, row r) as the args ask (shared by all levels so the write is the same). */
 static inline void clara_gemm_store(float *y, size_t ldy, uint32_t t, uint64_t r, bool accumulate,
                                     float alpha, float d) {

@@ -114,6 +114,75 @@ static void qg_interleave_avx512(const uint8_t *rows, size_t K, uint8_t *panel) 
 
 #include "cpu/qgemm_kernel.inc"
 
+/* ---- q4_0 GEMV (decode): 4 blocks per step, scales gathered with one vpermw ---- */
+
+/* Output rows [r0, r1) for T <= 4 activation rows prepared by clara_q40_gemv (qgemm.c): per
+ * block pair the codes of both blocks in one zmm ([lo b, lo b+1, hi b, hi b+1], 16 each), so one
+ * dpbusd (started from the -8*sum(a) offset lanes) gives both blocks' integer sums, and the
+ * lanes' scales dw*da come from one permute of the 4 blocks' scales. */
+ALWAYS_INLINE void q40_gemv(int T, const clara_q40_gemv_args *g, uint64_t r0, uint64_t r1) {
+    const __m512i m4 = _mm512_set1_epi8(15);
+    /* 16-bit words 0, 9, 18, 27 (bytes 0, 18, 36, 54: the 4 blocks' scales) to words 0..3 */
+    const __m512i idx_d = _mm512_setr_epi32(9 << 16, 18 | 27 << 16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                            0, 0, 0, 0);
+    const __m512i idx01 = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
+    const __m512i idx23 = _mm512_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3, 2, 2, 2, 2, 3, 3, 3, 3);
+    size_t nb = g->nb, row_bytes = nb * 18;
+    for (uint64_t r = r0; r < r1; r++) {
+        const uint8_t *w = g->W + r * row_bytes;
+        __m512 acc0[4], acc1[4];
+        for (int t = 0; t < T; t++) acc0[t] = acc1[t] = _mm512_setzero_ps();
+        for (size_t q = 0; q < nb / 4; q++) {
+            const uint8_t *wb = w + 72 * q;
+            __m512i win = _mm512_loadu_si512((const void *)wb);
+            __m128 dw = _mm_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi16(idx_d, win)));
+            __m256i x0 = _mm256_inserti128_si256(
+                _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(wb + 2))),
+                _mm_loadu_si128((const __m128i *)(wb + 20)), 1);
+            __m256i x1 = _mm256_inserti128_si256(
+                _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(wb + 38))),
+                _mm_loadu_si128((const __m128i *)(wb + 56)), 1);
+            __m512i X0 = _mm512_and_si512(
+                _mm512_inserti64x4(_mm512_castsi256_si512(x0), _mm256_srli_epi16(x0, 4), 1), m4);
+            __m512i X1 = _mm512_and_si512(
+                _mm512_inserti64x4(_mm512_castsi256_si512(x1), _mm256_srli_epi16(x1, 4), 1), m4);
+            for (int t = 0; t < T; t++) {
+                const int8_t *A = g->A + (size_t)t * g->a_stride + 128 * q;
+                const int32_t *C = g->C + (size_t)t * g->c_stride + 32 * q;
+                __m128 s4 = _mm_mul_ps(dw, _mm_loadu_ps(g->DA + (size_t)t * g->da_stride + 4 * q));
+                __m512 s = _mm512_castps128_ps512(s4);
+                __m512i i0 = _mm512_dpbusd_epi32(_mm512_loadu_si512((const void *)C), X0,
+                                                 _mm512_loadu_si512((const void *)A));
+                __m512i i1 = _mm512_dpbusd_epi32(_mm512_loadu_si512((const void *)(C + 16)), X1,
+                                                 _mm512_loadu_si512((const void *)(A + 64)));
+                acc0[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0), _mm512_permutexvar_ps(idx01, s),
+                                          acc0[t]);
+                acc1[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i1), _mm512_permutexvar_ps(idx23, s),
+                                          acc1[t]);
+            }
+        }
+        for (int t = 0; t < T; t++)
+            clara_gemm_store(g->y, g->ldy, (uint32_t)t, r, g->accumulate, g->alpha,
+                             hsum512(_mm512_add_ps(acc0[t], acc1[t])));
+    }
+}
+
+void clara_q40_gemv_avx512(const clara_q40_gemv_args *g, uint64_t r0, uint64_t r1) {
+    switch (g->n) {
+    case 1:
+        q40_gemv(1, g, r0, r1);
+        break;
+    case 2:
+        q40_gemv(2, g, r0, r1);
+        break;
+    case 3:
+        q40_gemv(3, g, r0, r1);
+        break;
+    default:
+        q40_gemv(4, g, r0, r1);
+    }
+}
+
 #if defined(__clang__)
 #pragma clang attribute pop
 #endif

@@ -10,6 +10,7 @@
 
 #include "base/fp16.h"
 #include "cpu/dispatch.h"
+#include "cpu/kernels.h"
 #include "cpu/matmul.h"
 #include "ctx.h"
 #include "dtype.h"
@@ -265,6 +266,62 @@ static bool reserve_scratch(clara_ctx *ctx, size_t need) {
     ctx->qg_buf = aligned_alloc(64, align64(need));
     ctx->qg_cap = ctx->qg_buf ? need : 0;
     return ctx->qg_buf != NULL;
+}
+
+/* ---- q4_0 GEMV (decode) ---- */
+
+typedef struct {
+    clara_q40_gemv_args g;
+    uint64_t rows, rows_per_task;
+} q40_job;
+
+static void q40_task(void *arg, size_t task, int thread) {
+    (void)thread;
+    const q40_job *j = arg;
+    uint64_t r0 = task * j->rows_per_task;
+    uint64_t r1 = r0 + j->rows_per_task < j->rows ? r0 + j->rows_per_task : j->rows;
+    clara_q40_gemv_avx512(&j->g, r0, r1);
+}
+
+/* Re-arranges a q8_0 activation row for clara_q40_gemv_avx512 (kernels.h). */
+static void q40_prep(const uint8_t *xq, size_t nb, int8_t *A, int32_t *C, float *DA) {
+    for (size_t p = 0; p < nb / 2; p++) {
+        const int8_t *a0 = (const int8_t *)(xq + 2 * p * 34 + 2), *a1 = a0 + 34;
+        int8_t *o = A + 64 * p;
+        memcpy(o, a0, 16), memcpy(o + 16, a1, 16), memcpy(o + 32, a0 + 16, 16);
+        memcpy(o + 48, a1 + 16, 16);
+        for (int l = 0; l < 16; l++)
+            C[16 * p + l] = -8 * (o[4 * l] + o[4 * l + 1] + o[4 * l + 2] + o[4 * l + 3]);
+    }
+    for (size_t b = 0; b < nb; b++) DA[b] = f16at(xq + 34 * b);
+}
+
+bool clara_q40_gemv(clara_ctx *ctx, clara_isa isa, const clara_mat *W, const uint8_t *xq,
+                    size_t xq_stride, uint32_t n, float *y, bool accumulate, float alpha) {
+    size_t nb = (size_t)W->cols / 32;
+    if (W->type != CLARA_TYPE_Q4_0 || isa != CLARA_ISA_AVX512 || n == 0 || n > 4 || nb % 4)
+        return false;
+    size_t per = align64(nb * 32) + align64(nb * 64) + align64(nb * 4);
+    if (!reserve_scratch(ctx, per * n)) return false;
+    q40_job j = {.rows = W->rows};
+    j.g = (clara_q40_gemv_args){.W = W->data, .nb = nb, .n = n, .y = y, .ldy = (size_t)W->rows,
+                                .accumulate = accumulate, .alpha = alpha};
+    uint8_t *base = ctx->qg_buf;
+    j.g.A = (const int8_t *)base;
+    j.g.C = (const int32_t *)(base + align64(nb * 32) * n);
+    j.g.DA = (const float *)(base + (align64(nb * 32) + align64(nb * 64)) * n);
+    j.g.a_stride = align64(nb * 32), j.g.c_stride = align64(nb * 64) / 4;
+    j.g.da_stride = align64(nb * 4) / 4;
+    for (uint32_t t = 0; t < n; t++)
+        q40_prep(xq + t * xq_stride, nb, (int8_t *)j.g.A + t * j.g.a_stride,
+                 (int32_t *)j.g.C + t * j.g.c_stride, (float *)j.g.DA + t * j.g.da_stride);
+    int threads = clara_pool_threads(ctx->pool);
+    uint64_t per_task = W->rows / ((uint64_t)threads * 8);
+    j.rows_per_task = per_task < 8 ? 8 : per_task;
+    if (W->rows * W->cols * n < (1u << 18)) j.rows_per_task = W->rows;
+    clara_pool_run(ctx->pool, (size_t)((W->rows + j.rows_per_task - 1) / j.rows_per_task),
+                   q40_task, &j);
+    return true;
 }
 
 bool clara_qgemm(clara_ctx *ctx, clara_isa isa, const clara_mat *W, const float *x, uint32_t n,

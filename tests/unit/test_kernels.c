@@ -199,12 +199,15 @@ static void test_quant_types(void) {
     static const clara_type types[] = {CLARA_TYPE_Q8_0, CLARA_TYPE_Q4_0, CLARA_TYPE_Q4_K,
                                        CLARA_TYPE_Q4_1, CLARA_TYPE_Q5_0, CLARA_TYPE_Q5_1,
                                        CLARA_TYPE_Q5_K, CLARA_TYPE_Q6_K, CLARA_TYPE_Q8_K};
-    static const uint64_t shapes32[][2] = {{1, 32}, {7, 96}, {37, 320}, {19, 1056}};
-    static const uint64_t shapes256[][2] = {{1, 256}, {7, 512}, {37, 768}, {19, 1280}};
+    /* 128 and 1536 columns: whole groups of 4 blocks (the q4_0 AVX-512 decode kernel) */
+    static const uint64_t shapes32[][2] = {{1, 32},  {7, 96},   {37, 320},
+                                           {19, 1056}, {5, 128}, {41, 1536}};
+    static const uint64_t shapes256[][2] = {{1, 256}, {7, 512}, {37, 768},
+                                            {19, 1280}, {5, 256}, {41, 1536}};
     static const uint32_t ns[] = {1, 2, 3, 7, 8, 33}; /* 8 and 33: the packed GEMM (qgemm.h) */
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         bool k = clara_type_get((uint32_t)types[ti])->block_size == 256;
-        for (size_t s = 0; s < 4; s++)
+        for (size_t s = 0; s < sizeof shapes32 / sizeof shapes32[0]; s++)
             for (size_t j = 0; j < sizeof ns / sizeof ns[0]; j++)
                 check_case(types[ti], k ? shapes256[s][0] : shapes32[s][0],
                            k ? shapes256[s][1] : shapes32[s][1], ns[j], &g_c1, &g_c2);
