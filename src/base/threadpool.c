@@ -1,9 +1,13 @@
-/* threadpool.c - persistent workers woken per parallel region by a generation counter under a
- * mutex/condition variable; tasks claimed with an atomic counter; completion counted down. */
+/* threadpool.c - persistent workers woken per parallel region by a generation counter; tasks
+ * claimed with an atomic counter; completion counted down. Decoding runs hundreds of short
+ * regions per token, so a worker (and the caller, for completion) first spins briefly on the
+ * counters (~tens of microseconds) before sleeping on the mutex/condition variable: a futex
+ * wake-up costs several microseconds per region, a bounded spin does not burn a busy machine. */
 #define _GNU_SOURCE
 #include "base/threadpool.h"
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,8 +21,8 @@ struct clara_pool {
     pthread_t *workers;
     pthread_mutex_t mu;
     pthread_cond_t wake, done;
-    unsigned long generation; /* bumped for each parallel region */
-    int n_active;             /* workers still inside the current region */
+    _Atomic unsigned long generation; /* bumped (under mu) for each parallel region */
+    atomic_int n_active;              /* workers still inside the current region */
     int quit;
     clara_task_fn fn;
     void *arg;
@@ -39,23 +43,50 @@ static void run_tasks(clara_pool *p, int thread) {
     }
 }
 
+/* Spin iterations before sleeping: a pause is ~10-60 cycles, so a few tens of microseconds. */
+#define SPIN_ITERS 4096
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+/* Spins until the generation differs from seen (true) or the budget runs out (false). */
+static bool spin_for_generation(clara_pool *p, unsigned long seen) {
+    for (int i = 0; i < SPIN_ITERS; i++) {
+        if (atomic_load_explicit(&p->generation, memory_order_acquire) != seen) return true;
+        cpu_relax();
+    }
+    return false;
+}
+
 static void *worker_main(void *varg) {
     worker_arg *wa = varg;
     clara_pool *p = wa->pool;
     int index = wa->index;
     free(wa);
     unsigned long seen = 0;
-    pthread_mutex_lock(&p->mu);
     for (;;) {
-        while (!p->quit && p->generation == seen) pthread_cond_wait(&p->wake, &p->mu);
-        if (p->quit) break;
-        seen = p->generation;
-        pthread_mutex_unlock(&p->mu);
-        run_tasks(p, index);
+        if (!spin_for_generation(p, seen)) {
+            pthread_mutex_lock(&p->mu);
+            while (!p->quit && atomic_load(&p->generation) == seen)
+                pthread_cond_wait(&p->wake, &p->mu);
+            pthread_mutex_unlock(&p->mu);
+        }
+        /* quit is set under mu, and generation bumped with it: read it under mu */
         pthread_mutex_lock(&p->mu);
-        if (--p->n_active == 0) pthread_cond_signal(&p->done);
+        int quit = p->quit;
+        pthread_mutex_unlock(&p->mu);
+        if (quit) break;
+        seen = atomic_load(&p->generation);
+        run_tasks(p, index);
+        if (atomic_fetch_sub(&p->n_active, 1) == 1) {
+            pthread_mutex_lock(&p->mu);
+            pthread_cond_signal(&p->done);
+            pthread_mutex_unlock(&p->mu);
+        }
     }
-    pthread_mutex_unlock(&p->mu);
     return NULL;
 }
 
@@ -90,6 +121,7 @@ void clara_pool_free(clara_pool *p) {
     if (!p) return;
     pthread_mutex_lock(&p->mu);
     p->quit = 1;
+    atomic_fetch_add(&p->generation, 1); /* wakes spinning workers too */
     pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->mu);
     for (int i = 1; i < p->n_threads; i++) pthread_join(p->workers[i], NULL);
@@ -115,14 +147,18 @@ void clara_pool_run(clara_pool *p, size_t n_tasks, clara_task_fn fn, void *arg) 
     p->arg = arg;
     p->n_tasks = n_tasks;
     atomic_store(&p->next, 0);
-    p->n_active = p->n_threads - 1;
-    p->generation++;
+    atomic_store(&p->n_active, p->n_threads - 1);
+    /* release: a worker that sees the new generation also sees fn, arg, n_tasks and next */
+    atomic_fetch_add_explicit(&p->generation, 1, memory_order_release);
     pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->mu);
     run_tasks(p, 0);
-    pthread_mutex_lock(&p->mu);
-    while (p->n_active > 0) pthread_cond_wait(&p->done, &p->mu);
-    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < SPIN_ITERS && atomic_load(&p->n_active) > 0; i++) cpu_relax();
+    if (atomic_load(&p->n_active) > 0) {
+        pthread_mutex_lock(&p->mu);
+        while (atomic_load(&p->n_active) > 0) pthread_cond_wait(&p->done, &p->mu);
+        pthread_mutex_unlock(&p->mu);
+    }
 }
 
 /* Counts distinct (physical id, core id) pairs in /proc/cpuinfo. */
