@@ -7,7 +7,9 @@
  * in increasing k, by FMA; a zero-padded final step for the tail) and then reduced by a fixed
  * pairwise tree. That order does not depend on the row/token blocking, the K chunking, the number
  * of activation rows or the thread count, so a token gives bit-identical results alone or in a
- * batch, at any thread count (it does depend on the ISA level: the lane count differs). */
+ * batch, at any thread count (it does depend on the ISA level: the lane count differs). Rows of
+ * at most 32 columns (LoRA up-projections) are the exception in method, not in that property:
+ * each output is one FMA chain over k in increasing order (kernels_float.inc, gemm_short_k). */
 #ifndef CLARA_CPU_KERNELS_H
 #define CLARA_CPU_KERNELS_H
 
