@@ -48,7 +48,7 @@ FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_NAMES := $(FUZZ_SRC:tests/fuzz/fuzz_%.c=%)
 REPLAY_BIN := $(FUZZ_NAMES:%=$(BUILD)/tests/replay_%)
 
-.PHONY: all test unit format format-check fuzz clean
+.PHONY: all test unit format format-check fuzz clean bench
 .PRECIOUS: $(BUILD)/obj/%.o
 all: $(BUILD)/clara $(BUILD)/clara-server $(BUILD)/demo/clara-demo.gguf
 
@@ -105,6 +105,15 @@ unit: $(UNIT_BIN) $(REPLAY_BIN)
 
 test: all $(UNIT_BIN) $(REPLAY_BIN)
 	BUILD=$(BUILD) PYTHON=$(PYTHON) SANITIZER=$(SANITIZER) tests/run_tests.sh
+
+# `clara bench` (docs/PERFORMANCE.md) on a random-weight ~1B model, generated once.
+BENCH_TYPE ?= q4_0
+BENCH_ARGS ?= --threads 1,2
+BENCH_DIR  := $(BUILD)/bench-1b-$(BENCH_TYPE)
+bench: $(BUILD)/clara
+	@test -f $(BENCH_DIR)/clara.gguf || \
+	  $(BUILD)/clara bench --generate 1b --type $(BENCH_TYPE) --out $(BENCH_DIR)
+	$(BUILD)/clara bench --base $(BENCH_DIR)/base.gguf --clara $(BENCH_DIR)/clara.gguf $(BENCH_ARGS)
 
 # libFuzzer needs clang; objects go to build/fuzz, never mixed with the gcc build.
 comma := ,
