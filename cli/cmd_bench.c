@@ -23,11 +23,11 @@
 
 typedef struct {
     const char *model, *base, *clara, *text_file, *save_docs, *generate, *type, *out;
-    unsigned long long seed;
+    long seed, reps, gen_tokens, doc_tokens;
     int threads[BENCH_MAX_LIST];
     uint32_t batches[BENCH_MAX_LIST];
     size_t n_threads, n_batches;
-    int reps, gen_tokens, doc_tokens, json, no_roofline, quiet, generated_text;
+    int json, no_roofline, quiet, generated_text;
     clara_adapter_policy policy;
 } bench_opts;
 
@@ -97,7 +97,7 @@ static int parse_list(const char *opt, const char *s, long lo, long hi, long *va
 }
 
 static int set_option(bench_opts *o, int ch, const char *arg) {
-    long v, vals[BENCH_MAX_LIST];
+    long vals[BENCH_MAX_LIST];
     switch (ch) {
     case 't':
         if (parse_list("--threads", arg, 1, 1024, vals, &o->n_threads)) return 1;
@@ -108,13 +108,13 @@ static int set_option(bench_opts *o, int ch, const char *arg) {
         for (size_t i = 0; i < o->n_batches; i++) o->batches[i] = (uint32_t)vals[i];
         return 0;
     case 'r':
-        return parse_long("--reps", arg, 1, 1000, &v) ? 1 : (o->reps = (int)v, 0);
+        return parse_long("--reps", arg, 1, 1000, &o->reps);
     case 'g':
-        return parse_long("--gen-tokens", arg, 2, 100000, &v) ? 1 : (o->gen_tokens = (int)v, 0);
+        return parse_long("--gen-tokens", arg, 2, 100000, &o->gen_tokens);
     case 'd':
-        return parse_long("--doc-tokens", arg, 4, 100000, &v) ? 1 : (o->doc_tokens = (int)v, 0);
+        return parse_long("--doc-tokens", arg, 4, 100000, &o->doc_tokens);
     case 's':
-        return parse_long("--seed", arg, 0, 0x7fffffffL, &v) ? 1 : (o->seed = (unsigned)v, 0);
+        return parse_long("--seed", arg, 0, 0x7fffffffL, &o->seed);
     case 'p':
         if (strcmp(arg, "hf") != 0 && strcmp(arg, "all") != 0)
             return fail("--adapter-policy must be hf or all, not '%s'", arg);
@@ -218,7 +218,7 @@ static int parse_opts(int argc, char **argv, bench_opts *o) {
 }
 
 static int run_generate(const bench_opts *o) {
-    bench_gen_params p = {o->generate, o->type, o->out, o->seed, !o->quiet};
+    bench_gen_params p = {o->generate, o->type, o->out, (uint64_t)o->seed, !o->quiet};
     if (bench_generate(&p) != CLARA_OK) return fail("%s", clara_last_error());
     if (!o->quiet)
         fprintf(stderr, "clara bench: wrote %s/base.gguf and %s/clara.gguf\n", o->out, o->out);
@@ -255,7 +255,7 @@ static int prepare(bench_state *st) {
     if (bench_model_info_read(primary, o->base, &st->mi) != CLARA_OK)
         return fail("%s", clara_last_error());
     if ((uint32_t)o->doc_tokens > st->mi.doc_max_len + 3)
-        return fail("--doc-tokens %d is more than the model's documents hold (%u)", o->doc_tokens,
+        return fail("--doc-tokens %ld is more than the model's documents hold (%u)", o->doc_tokens,
                     st->mi.doc_max_len + 3);
     clara_model_params mp = clara_model_default_params();
     mp.adapter_policy = o->policy;
@@ -294,7 +294,7 @@ static int run_threads(bench_state *st, int threads) {
     r->threads = threads;
     for (size_t i = 0; i < o->n_batches && rc == 0; i++) {
         note(o, "threads %d: compressing batches of %u", threads, o->batches[i]);
-        if (bench_compress_run(ctx, st->model, st->docs.docs, o->batches[i], o->reps, &st->mi,
+        if (bench_compress_run(ctx, st->model, st->docs.docs, o->batches[i], (int)o->reps, &st->mi,
                                &r->compress[i], n_tokens) != CLARA_OK)
             rc = fail("%s", clara_last_error());
         else
@@ -303,7 +303,7 @@ static int run_threads(bench_state *st, int threads) {
     }
     if (rc == 0) note(o, "threads %d: answering from %d documents", threads, ANSWER_DOCS);
     if (rc == 0 && bench_answer_run(ctx, st->model, st->docs.docs, ANSWER_DOCS, st->docs.query,
-                                    (uint32_t)o->gen_tokens, o->reps, &r->answer) != CLARA_OK)
+                                    (uint32_t)o->gen_tokens, (int)o->reps, &r->answer) != CLARA_OK)
         rc = fail("%s", clara_last_error());
     clara_ctx_free(ctx);
     if (rc == 0) st->n_res++;

@@ -69,16 +69,15 @@ static clara_status read_line(word_list *wl, const cJSON *j, const char *path, s
     if (cJSON_IsString(j)) return add_words(wl, j->valuestring);
     const cJSON *text = cJSON_GetObjectItemCaseSensitive(j, "text");
     const cJSON *docs = cJSON_GetObjectItemCaseSensitive(j, "docs");
-    const cJSON *q = cJSON_GetObjectItemCaseSensitive(j, "question");
-    if (!wl->query && cJSON_IsArray(q) && cJSON_IsString(cJSON_GetArrayItem(q, 0)) &&
-        !strchr(cJSON_GetArrayItem(q, 0)->valuestring, '<'))
-        wl->query = strdup(cJSON_GetArrayItem(q, 0)->valuestring);
+    const cJSON *q0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "question"), 0);
+    if (!wl->query && cJSON_IsString(q0) && !strchr(q0->valuestring, '<') &&
+        !(wl->query = strdup(q0->valuestring)))
+        return clara_fail(CLARA_ERR_NOMEM, "out of memory");
     if (cJSON_IsString(text)) return add_words(wl, text->valuestring);
-    const cJSON *d;
     clara_status s = CLARA_OK;
     if (cJSON_IsArray(docs)) {
-        cJSON_ArrayForEach(d, docs) if (s == CLARA_OK && cJSON_IsString(d)) s =
-            add_words(wl, d->valuestring);
+        for (const cJSON *d = docs->child; d && s == CLARA_OK; d = d->next)
+            if (cJSON_IsString(d)) s = add_words(wl, d->valuestring);
         return s;
     }
     return clara_fail(CLARA_ERR_FORMAT,
