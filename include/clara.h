@@ -138,6 +138,7 @@ typedef struct {
     uint32_t top_k;          /* retrieve: 0 = the model's generation_top_k */
     int paraphrase_template; /* 0..12 */
     float *first_logits;     /* optional out [n_vocab]: logits of the first generated step */
+    int ignore_eos; /* 1: keep generating after </s> until max_new_tokens (benchmarks); default 0 */
 } clara_gen_params;
 
 typedef struct {

@@ -285,7 +285,8 @@ static void pick(const clara_model *m, gen_req *q, size_t n) {
         if (q[i].st != CLARA_OK || q[i].done) continue;
         int32_t id = argmax(q[i].logits, m->hp.n_vocab, &r->top2_gaps[r->n_ids]);
         r->ids[r->n_ids++] = id;
-        q[i].done = id == m->meta.eos_id || r->n_ids == q[i].p->max_new_tokens;
+        q[i].done =
+            (id == m->meta.eos_id && !q[i].p->ignore_eos) || r->n_ids == q[i].p->max_new_tokens;
     }
 }
 

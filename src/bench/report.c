@@ -1,0 +1,188 @@
+/* report.c - the table and the JSON document of `clara bench` (report.h). */
+#include "bench/report.h"
+
+#include <cJSON.h>
+#include <stdlib.h>
+
+#include "base/status.h"
+
+static const bench_roofline *machine_for(const bench_report *r, int threads) {
+    for (size_t i = 0; i < r->n_machine; i++)
+        if (r->machine[i].threads == threads) return &r->machine[i];
+    return NULL;
+}
+
+/* Achieved compression FLOP/s as a % of the peak that bounds this weight type; -1 if unknown. */
+static double compress_pct(const bench_report *r, const bench_compress_result *c, int threads) {
+    const bench_roofline *m = machine_for(r, threads);
+    double peak = m ? (r->mi->quantized ? m->int8_peak : m->f32_peak) : 0;
+    return peak > 0 ? 100.0 * c->flops_per_s / (peak * 1e9) : -1;
+}
+
+/* Decode tokens/s if every token read all weights once at the measured bandwidth; -1 if unknown. */
+static double decode_roofline(const bench_report *r, int threads) {
+    const bench_roofline *m = machine_for(r, threads);
+    return m && m->mem_read_gbs > 0 ? m->mem_read_gbs * 1e9 / r->mi->decode_bytes : -1;
+}
+
+/* ---- table ---- */
+
+static void cell(FILE *out, double v, int width, int prec) {
+    if (v < 0)
+        fprintf(out, "%*s", width, "-");
+    else
+        fprintf(out, "%*.*f", width, prec, v);
+}
+
+static void table_machine(FILE *out, const bench_report *r) {
+    if (!r->n_machine) {
+        fprintf(out, "machine limits: not measured (--no-roofline)\n\n");
+        return;
+    }
+    fprintf(out, "machine limits   mem read GB/s   f32 GFLOP/s (");
+    for (int k = 0; k < BENCH_F32_N; k++) fprintf(out, "%s%s", k ? " / " : "", bench_f32_names[k]);
+    fprintf(out, ")   int8 GOP/s (");
+    for (int k = 0; k < BENCH_INT8_N; k++)
+        fprintf(out, "%s%s", k ? " / " : "", bench_int8_names[k]);
+    fprintf(out, ")\n");
+    for (size_t i = 0; i < r->n_machine; i++) {
+        const bench_roofline *m = &r->machine[i];
+        fprintf(out, "  threads %-4d   %13.1f   ", m->threads, m->mem_read_gbs);
+        for (int k = 0; k < BENCH_F32_N; k++)
+            fprintf(out, "%s%.0f", k ? " / " : "", m->f32_gflops[k]);
+        fprintf(out, "   ");
+        for (int k = 0; k < BENCH_INT8_N; k++)
+            fprintf(out, "%s%.0f", k ? " / " : "", m->int8_gops[k]);
+        fprintf(out, "\n");
+    }
+    fprintf(out, "\n");
+}
+
+static void table_compress(FILE *out, const bench_report *r) {
+    fprintf(out,
+            "compress         batch     docs/s   tokens/s  mean tokens    GFLOP/s  %% of %s peak\n",
+            r->mi->quantized ? "int8" : "f32");
+    for (size_t i = 0; i < r->n_res; i++)
+        for (size_t j = 0; j < r->res[i].n_compress; j++) {
+            const bench_compress_result *c = &r->res[i].compress[j];
+            fprintf(out, "  threads %-4d %8u %10.2f %10.1f %12.1f %10.1f ", r->res[i].threads,
+                    c->batch, c->docs_per_s, c->tokens_per_s, c->mean_tokens, c->flops_per_s / 1e9);
+            cell(out, compress_pct(r, c, r->res[i].threads), 15, 1);
+            fprintf(out, "\n");
+        }
+    fprintf(out, "\n");
+}
+
+static void table_answer(FILE *out, const bench_report *r) {
+    fprintf(out, "answer (%zu documents, %u generated tokens)\n", r->answer_docs,
+            r->n_res ? r->res[0].answer.gen_tokens : 0);
+    fprintf(out, "                 prompt tokens  prefill ms  prefill tok/s  decode tok/s  "
+                 "roofline tok/s  %% of roofline\n");
+    for (size_t i = 0; i < r->n_res; i++) {
+        const bench_answer_result *a = &r->res[i].answer;
+        double roof = decode_roofline(r, r->res[i].threads);
+        fprintf(out, "  threads %-4d %16u %11.1f %14.1f %13.2f ", r->res[i].threads,
+                a->prompt_tokens, a->prefill_ms, a->prefill_tok_s, a->decode_tok_s);
+        cell(out, roof, 15, 2);
+        cell(out, roof > 0 ? 100.0 * a->decode_tok_s / roof : -1, 15, 1);
+        fprintf(out, "\n");
+    }
+}
+
+void bench_report_table(FILE *out, const bench_report *r) {
+    const bench_model_info *mi = r->mi;
+    fprintf(out, "clara bench: %s\n", r->model);
+    fprintf(out,
+            "  %s, %u layers, %.1f M linear weights (%.1f MB read per decoded token), kernels %s\n",
+            mi->weight_type, mi->n_layer, mi->linear_params / 1e6, mi->decode_bytes / 1e6, r->isa);
+    fprintf(out, "  documents: %zu of %u tokens, from %s\n\n", r->docs->n,
+            r->docs->n ? r->docs->tokens[0] : 0, r->docs->source);
+    table_machine(out, r);
+    table_compress(out, r);
+    table_answer(out, r);
+}
+
+/* ---- JSON ---- */
+
+static void add_num_or_null(cJSON *o, const char *key, double v) {
+    if (v < 0)
+        cJSON_AddNullToObject(o, key);
+    else
+        cJSON_AddNumberToObject(o, key, v);
+}
+
+static cJSON *json_machine(const bench_report *r) {
+    cJSON *m = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(m, "threads");
+    for (size_t i = 0; i < r->n_machine; i++) {
+        const bench_roofline *x = &r->machine[i];
+        cJSON *t = cJSON_CreateObject();
+        cJSON_AddNumberToObject(t, "threads", x->threads);
+        cJSON_AddNumberToObject(t, "mem_read_gbs", x->mem_read_gbs);
+        cJSON_AddNumberToObject(t, "f32_gflops", x->f32_peak);
+        cJSON_AddNumberToObject(t, "int8_gops", x->int8_peak);
+        cJSON *f = cJSON_AddObjectToObject(t, "f32_gflops_by_isa");
+        for (int k = 0; k < BENCH_F32_N; k++)
+            cJSON_AddNumberToObject(f, bench_f32_names[k], x->f32_gflops[k]);
+        cJSON *q = cJSON_AddObjectToObject(t, "int8_gops_by_isa");
+        for (int k = 0; k < BENCH_INT8_N; k++)
+            cJSON_AddNumberToObject(q, bench_int8_names[k], x->int8_gops[k]);
+        cJSON_AddItemToArray(arr, t);
+    }
+    return m;
+}
+
+static cJSON *json_result(const bench_report *r, const bench_thread_result *res) {
+    cJSON *o = cJSON_CreateObject(), *cs = cJSON_CreateArray();
+    cJSON_AddNumberToObject(o, "threads", res->threads);
+    cJSON_AddItemToObject(o, "compress", cs);
+    for (size_t j = 0; j < res->n_compress; j++) {
+        const bench_compress_result *c = &res->compress[j];
+        cJSON *x = cJSON_CreateObject();
+        cJSON_AddNumberToObject(x, "batch", c->batch);
+        cJSON_AddNumberToObject(x, "docs_per_s", c->docs_per_s);
+        cJSON_AddNumberToObject(x, "tokens_per_s", c->tokens_per_s);
+        cJSON_AddNumberToObject(x, "mean_tokens", c->mean_tokens);
+        cJSON_AddNumberToObject(x, "gflops", c->flops_per_s / 1e9);
+        add_num_or_null(x, "roofline_pct", compress_pct(r, c, res->threads));
+        cJSON_AddItemToArray(cs, x);
+    }
+    const bench_answer_result *a = &res->answer;
+    double roof = decode_roofline(r, res->threads);
+    cJSON *x = cJSON_AddObjectToObject(o, "answer");
+    cJSON_AddNumberToObject(x, "docs", (double)r->answer_docs);
+    cJSON_AddNumberToObject(x, "prompt_tokens", a->prompt_tokens);
+    cJSON_AddNumberToObject(x, "gen_tokens", a->gen_tokens);
+    cJSON_AddNumberToObject(x, "prefill_ms", a->prefill_ms);
+    cJSON_AddNumberToObject(x, "prefill_tok_s", a->prefill_tok_s);
+    cJSON_AddNumberToObject(x, "decode_tok_s", a->decode_tok_s);
+    add_num_or_null(x, "decode_roofline_tok_s", roof);
+    add_num_or_null(x, "decode_roofline_pct", roof > 0 ? 100.0 * a->decode_tok_s / roof : -1);
+    return o;
+}
+
+static cJSON *json_docs(const bench_docs *d) {
+    cJSON *o = cJSON_CreateObject(), *t = cJSON_AddArrayToObject(o, "tokens");
+    cJSON_AddStringToObject(o, "source", d->source);
+    cJSON_AddNumberToObject(o, "count", (double)d->n);
+    for (size_t i = 0; i < d->n; i++) cJSON_AddItemToArray(t, cJSON_CreateNumber(d->tokens[i]));
+    return o;
+}
+
+clara_status bench_report_json(FILE *out, const bench_report *r) {
+    cJSON *root = cJSON_CreateObject(), *res = cJSON_CreateArray();
+    cJSON_AddStringToObject(root, "model", r->model);
+    cJSON_AddStringToObject(root, "weight_type", r->mi->weight_type);
+    cJSON_AddStringToObject(root, "isa", r->isa);
+    cJSON_AddNumberToObject(root, "linear_params", r->mi->linear_params);
+    cJSON_AddNumberToObject(root, "decode_bytes_per_token", r->mi->decode_bytes);
+    cJSON_AddItemToObject(root, "docs", json_docs(r->docs));
+    cJSON_AddItemToObject(root, "machine", json_machine(r));
+    cJSON_AddItemToObject(root, "results", res);
+    for (size_t i = 0; i < r->n_res; i++) cJSON_AddItemToArray(res, json_result(r, &r->res[i]));
+    char *s = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    if (!s) return clara_fail(CLARA_ERR_NOMEM, "out of memory writing JSON");
+    fprintf(out, "%s\n", s);
+    cJSON_free(s);
+    return CLARA_OK;
+}
