@@ -18,6 +18,8 @@
 #define V_ZERO()       _mm256_setzero_ps()
 #define V_LOADU(p)     _mm256_loadu_ps(p)
 #define V_SET1(x)     _mm256_set1_ps(x)
+#define V_ADD(a, b)   _mm256_add_ps(a, b)
+#define V_MUL(a, b)   _mm256_mul_ps(a, b)
 #define V_STOREU(p, v) _mm256_storeu_ps(p, v)
 #define V_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
 #define V_LOAD_F16(p)  _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))

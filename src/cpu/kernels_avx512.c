@@ -19,6 +19,8 @@
 #define V_ZERO()       _mm512_setzero_ps()
 #define V_LOADU(p)     _mm512_loadu_ps(p)
 #define V_SET1(x)     _mm512_set1_ps(x)
+#define V_ADD(a, b)   _mm512_add_ps(a, b)
+#define V_MUL(a, b)   _mm512_mul_ps(a, b)
 #define V_STOREU(p, v) _mm512_storeu_ps(p, v)
 #define V_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
 #define V_LOAD_F16(p)  _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p)))

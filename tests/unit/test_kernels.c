@@ -17,6 +17,7 @@
 
 #include "base/fp16.h"
 #include "cpu/dispatch.h"
+#include "cpu/kernels.h"
 #include "cpu/kernels_ref.h"
 #include "cpu/matmul.h"
 #include "ctx.h"
@@ -254,6 +255,39 @@ static void test_act_quant(void) {
     }
 }
 
+/* The attention loops of each SIMD level give exactly the scalar code's bits (forward.c). */
+static void test_attention(void) {
+    static const uint32_t ds[] = {8, 13, 64, 128, 136};
+    static const uint32_t nks[] = {1, 3, 4, 7, 33};
+    enum { STRIDE = 300 };
+    float *q = rand_vec(STRIDE), *K = rand_vec(33 * STRIDE), *V = rand_vec(33 * STRIDE);
+    float sc_ref[33], sc[33], out_ref[STRIDE], out[STRIDE];
+    for (size_t di = 0; di < 5; di++)
+        for (size_t ni = 0; ni < 5; ni++) {
+            uint32_t d = ds[di], nk = nks[ni];
+            float scale = 0.37f, inv = 0.21f;
+            for (uint32_t k = 0; k < nk; k++)
+                sc_ref[k] = clara_dot_f32(q, K + (size_t)k * STRIDE, d) * scale;
+            memset(out_ref, 0, sizeof out_ref);
+            for (uint32_t k = 0; k < nk; k++)
+                for (uint32_t e = 0; e < d; e++)
+                    out_ref[e] += sc_ref[k] * inv * V[(size_t)k * STRIDE + e];
+            for (int lv = CLARA_ISA_AVX2; lv < CLARA_ISA_COUNT; lv++) {
+                if (!clara_isa_supported((clara_isa)lv)) continue;
+                bool z = lv == CLARA_ISA_AVX512;
+                (z ? clara_attn_scores_avx512 : clara_attn_scores_avx2)(q, K, STRIDE, nk, d, scale,
+                                                                        sc);
+                (z ? clara_attn_values_avx512 : clara_attn_values_avx2)(sc_ref, inv, V, STRIDE, nk,
+                                                                        d, out);
+                T_CHECK_MSG(memcmp(sc, sc_ref, nk * 4) == 0, "%s attention scores d=%u keys=%u",
+                            clara_isa_name((clara_isa)lv), d, nk);
+                T_CHECK_MSG(memcmp(out, out_ref, d * 4) == 0, "%s attention values d=%u keys=%u",
+                            clara_isa_name((clara_isa)lv), d, nk);
+            }
+        }
+    free(q), free(K), free(V);
+}
+
 /* The K chunking of the GEMM (512 columns) and row blocks of 64 are crossed by this shape. */
 static void test_large_float(void) {
     check_case(CLARA_TYPE_F16, 200, 1500, 13, &g_c1, &g_c2);
@@ -291,6 +325,7 @@ int main(void) {
     T_RUN(test_large_float);
     T_RUN(test_quant_types);
     T_RUN(test_act_quant);
+    T_RUN(test_attention);
     ctx_free(&g_c1);
     ctx_free(&g_c2);
     fprintf(stderr, "kernels: levels tested:%s%s%s\n", n_levels_run & 1 ? " ref" : "",
