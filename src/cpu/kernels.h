@@ -62,8 +62,8 @@ void clara_gemm_q_avx512(const clara_gemm_q_args *a, uint64_t r0, uint64_t r1);
 bool clara_quantize_act_avx2(clara_type fmt, const float *x, size_t K, uint8_t *out);
 bool clara_quantize_act_avx512(clara_type fmt, const float *x, size_t K, uint8_t *out);
 
-/* Attention inner loops, bit-identical to the scalar code in forward.c: sc[k] =
- * clara_dot_f32(q, K + k*stride, d) * scale, and out[e] = sum_k sc[k]*inv * V[k*stride + e]. */
+/* Attention inner loops (kernels_attn.inc): sc[k] = dot(q, K + k*stride, d) * scale, and
+ * out[e] = sum_k sc[k]*inv * V[k*stride + e], as FMA chains over the level's lanes. */
 void clara_attn_scores_avx2(const float *q, const float *K, size_t stride, uint32_t n_keys,
                             uint32_t d, float scale, float *sc);
 void clara_attn_scores_avx512(const float *q, const float *K, size_t stride, uint32_t n_keys,
