@@ -13,8 +13,9 @@ typedef struct {
 } clara_kv_slot;
 
 /* Rows of the feed-forward block processed at once: bounds the two [rows][n_ff] buffers
- * (the largest activations) without re-reading weights more than once per 256 rows. */
-#define CLARA_FFN_CHUNK_ROWS 256
+ * (the largest activations, 2 x 29 MB at 7B) while each quantized weight matrix is unpacked
+ * (cpu/qgemm.h) once per chunk: a whole 256-token document and its memory tokens fit one. */
+#define CLARA_FFN_CHUNK_ROWS 512
 
 struct clara_ctx {
     clara_model *m;

@@ -225,8 +225,11 @@ static void mlp_block(const batch *b, uint32_t layer) {
     clara_ctx *ctx = b->ctx;
     size_t H = ctx->m->hp.n_embd, F = ctx->m->hp.n_ff;
     rmsnorm_rows(ctx, ctx->xn, ctx->x, ctx->m->layers[layer].ffn_norm, b->n_rows);
-    for (uint32_t r0 = 0; r0 < b->n_rows; r0 += CLARA_FFN_CHUNK_ROWS) {
-        uint32_t n = b->n_rows - r0 < CLARA_FFN_CHUNK_ROWS ? b->n_rows - r0 : CLARA_FFN_CHUNK_ROWS;
+    /* equal chunks (272 rows: one chunk, not 256 + 16, each unpacking the weights) */
+    uint32_t n_chunks = (b->n_rows + CLARA_FFN_CHUNK_ROWS - 1) / CLARA_FFN_CHUNK_ROWS;
+    uint32_t chunk = n_chunks ? (b->n_rows + n_chunks - 1) / n_chunks : 0;
+    for (uint32_t r0 = 0; r0 < b->n_rows; r0 += chunk) {
+        uint32_t n = b->n_rows - r0 < chunk ? b->n_rows - r0 : chunk;
         float *xn = ctx->xn + (size_t)r0 * H;
         linear(b, layer, CLARA_LIN_GATE, xn, r0, n, ctx->ff_gate);
         linear(b, layer, CLARA_LIN_UP, xn, r0, n, ctx->ff_up);
