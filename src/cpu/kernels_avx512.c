@@ -137,6 +137,9 @@ ALWAYS_INLINE void q40_gemv(int T, const clara_q40_gemv_args *g, uint64_t r0, ui
         for (int t = 0; t < T; t++) acc0[t] = acc1[t] = _mm512_setzero_ps();
         for (size_t q = 0; q < nb / 4; q++) {
             const uint8_t *wb = w + 72 * q;
+            /* the rows stream from memory: prefetch far ahead (CLARA_PF_BYTES, kernels.h) */
+            _mm_prefetch((const char *)(wb + CLARA_PF_BYTES), _MM_HINT_T0);
+            _mm_prefetch((const char *)(wb + CLARA_PF_BYTES + 64), _MM_HINT_T0);
             __m512i win = _mm512_loadu_si512((const void *)wb);
             __m128 dw = _mm_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi16(idx_d, win)));
             __m256i x0 = _mm256_inserti128_si256(
