@@ -11,20 +11,22 @@
 #
 #   bench/peer.sh --base BASE.gguf [--clara ADDON.gguf] [--threads N[,N...]] [--reps R] [--json]
 #                 [--tg N] [--flash-attn auto|on|off] [--verbose]
-#       (env: BUILD=build, PEER_DIR=build/peer-llama)
+#       (env: BUILD=build, PEER_DIR=build/peer-llama, CLARA_BENCH_ARGS="--batches 16 ..." extra
+#        options for `clara bench`)
 #
 # Output: a table and one JSON line ({"peer": ..., "comparison": [...]}); with --json only the JSON
 # line on stdout (the table goes to stderr). Needs node >= 20 and npm (first run only, ~85 MB).
 # The machine should be otherwise idle: llama.cpp's threads spin, and with a busy core their speed
 # collapses (cpu/wall in the table is how many cores it really kept busy).
 set -euo pipefail
+CALLER_DIR=$PWD
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 PEER_DIR=${PEER_DIR:-$BUILD/peer-llama}
 PKG_VERSION=3.21.1
 
 die() { echo "peer.sh: $*" >&2; exit 2; }
-usage() { sed -n "12,14p" "$0" | sed "s/^# \{0,1\}//" >&2; exit "${1:-2}"; }
+usage() { sed -n "12,15p" "$0" | sed "s/^# \{0,1\}//" >&2; exit "${1:-2}"; }
 
 BASE= CLARA_ADDON= THREADS=2 REPS=3 JSON=0 TG=32 FA=auto VERBOSE=()
 while [ $# -gt 0 ]; do
@@ -51,6 +53,9 @@ check_gguf() { # FILE WHAT
     [ -f "$1" ] && [ -r "$1" ] || die "$2 '$1': not a readable file"
     [ "$(head -c 4 "$1")" = GGUF ] || die "$2 '$1': not a GGUF file (no 'GGUF' magic)"
 }
+# file arguments are relative to the caller's directory; BUILD and PEER_DIR to the repository's
+case "$BASE" in /*) ;; *) BASE=$CALLER_DIR/$BASE ;; esac
+case "$CLARA_ADDON" in /*|'') ;; *) CLARA_ADDON=$CALLER_DIR/$CLARA_ADDON ;; esac
 check_gguf "$BASE" "--base"
 [ -z "$CLARA_ADDON" ] || check_gguf "$CLARA_ADDON" "--clara"
 
@@ -102,9 +107,10 @@ if [ -n "$CLARA_ADDON" ]; then
         REPORT+=(--ours-note "$CLARA has no bench command yet")
     else
         IFS=, read -ra TLIST <<<"$THREADS"
+        read -ra EXTRA <<<"${CLARA_BENCH_ARGS:-}"
         for t in "${TLIST[@]}"; do
-            echo "peer.sh: ours: $CLARA bench --base $BASE --clara $CLARA_ADDON --threads $t --json" >&2
-            "$CLARA" bench --base "$BASE" --clara "$CLARA_ADDON" --threads "$t" --json >"$TMP/ours.$t.json" ||
+            echo "peer.sh: ours: $CLARA bench --base $BASE --clara $CLARA_ADDON --threads $t --json ${EXTRA[*]}" >&2
+            "$CLARA" bench --base "$BASE" --clara "$CLARA_ADDON" --threads "$t" --json "${EXTRA[@]}" >"$TMP/ours.$t.json" ||
                 echo "peer.sh: clara bench --threads $t failed (status $?)" >&2
             REPORT+=(--ours "$t=$TMP/ours.$t.json")
         done
