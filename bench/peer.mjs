@@ -1,0 +1,341 @@
+// peer.mjs - llama.cpp (prebuilt, through the npm package node-llama-cpp 3.x) on one GGUF base model:
+// prompt processing (ppN: N random token ids in one batch on an empty sequence) and token
+// generation (tgN: N tokens decoded one at a time, greedy, after a short prompt), CPU only.
+// Driven by bench/peer.sh, which installs the package; usable alone:
+//
+//   node bench/peer.mjs --module-dir build/peer-llama --model F.gguf [--threads 1,2] [--reps 3]
+//        [--warmup 1] [--pp 256,512] [--tg 32] [--tg-prompt 16] [--flash-attn auto|on|off]
+//        [--seed 1] [--verbose]
+//   node bench/peer.mjs --report PEER.json [--ours THREADS=FILE ...] [--ours-note TEXT] [--json]
+//
+// stdout: one JSON line; stderr: progress. Every repetition starts from a cleared sequence (no KV
+// reuse); a repetition's figure is tokens / wall time of the evaluation call; the report is the
+// median. cpu_per_wall (process CPU time / wall time over the timed calls) shows how many threads
+// were really busy: about T when T threads compute, less when another process takes the cores.
+import { readFileSync, statSync, openSync, readSync, closeSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+
+function die(msg, code = 2) {
+    process.stderr.write(`peer.mjs: ${msg}\n`);
+    process.exit(code);
+}
+
+function parseArgs(argv) {
+    const o = { moduleDir: "build/peer-llama", model: null, threads: [2], reps: 3, warmup: 1,
+        pp: [256, 512], tg: 32, tgPrompt: 16, flashAttn: "auto", seed: 1, verbose: false };
+    const list = (v, name) => {
+        const r = String(v).split(",").map((s) => Number(s));
+        if (r.length === 0 || r.some((n) => !Number.isInteger(n) || n < 1)) die(`${name}: expected positive integers, got '${v}'`);
+        return r;
+    };
+    const int = (v, name, min) => {
+        const n = Number(v);
+        if (!Number.isInteger(n) || n < min) die(`${name}: expected an integer >= ${min}, got '${v}'`);
+        return n;
+    };
+    for (let i = 0; i < argv.length; i++) {
+        const a = argv[i];
+        const val = () => {
+            if (i + 1 >= argv.length) die(`${a} needs a value`);
+            return argv[++i];
+        };
+        switch (a) {
+            case "--module-dir": o.moduleDir = val(); break;
+            case "--model": o.model = val(); break;
+            case "--threads": o.threads = list(val(), a); break;
+            case "--reps": o.reps = int(val(), a, 1); break;
+            case "--warmup": o.warmup = int(val(), a, 0); break;
+            case "--pp": o.pp = list(val(), a); break;
+            case "--tg": o.tg = int(val(), a, 0); break;
+            case "--tg-prompt": o.tgPrompt = int(val(), a, 1); break;
+            case "--flash-attn": o.flashAttn = val(); break;
+            case "--seed": o.seed = int(val(), a, 0); break;
+            case "--verbose": o.verbose = true; break;
+            default: die(`unknown option '${a}'`);
+        }
+    }
+    if (!o.model) die("--model F.gguf is required");
+    if (!["auto", "on", "off"].includes(o.flashAttn)) die(`--flash-attn: auto, on or off, got '${o.flashAttn}'`);
+    return o;
+}
+
+const median = (xs) => {
+    const s = [...xs].sort((a, b) => a - b);
+    const m = s.length >> 1;
+    return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
+const round = (x, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
+
+// xorshift32: the same ids on every run and machine for a given seed.
+function makeRng(seed) {
+    let s = (seed * 2654435761 + 1) >>> 0 || 1;
+    return () => {
+        s ^= s << 13; s >>>= 0;
+        s ^= s >>> 17;
+        s ^= s << 5; s >>>= 0;
+        return s;
+    };
+}
+
+function gitBundleHead(path) {
+    // "# v2 git bundle\n<sha> HEAD\n": the llama.cpp commit the package's binaries were built from.
+    try {
+        const fd = openSync(path, "r");
+        const buf = Buffer.alloc(256);
+        const n = readSync(fd, buf, 0, buf.length, 0);
+        closeSync(fd);
+        const m = /^([0-9a-f]{40}) /m.exec(buf.subarray(0, n).toString("latin1"));
+        return m ? m[1] : null;
+    } catch {
+        return null;
+    }
+}
+
+async function timed(fn) {
+    const c0 = process.cpuUsage();
+    const t0 = process.hrtime.bigint();
+    await fn();
+    const wall = Number(process.hrtime.bigint() - t0) / 1e9;
+    const c = process.cpuUsage(c0);
+    return { wall, cpu: (c.user + c.system) / 1e6 };
+}
+
+async function main() {
+    const o = parseArgs(process.argv.slice(2));
+    const pkgDir = resolve(o.moduleDir, "node_modules", "node-llama-cpp");
+    let pkg;
+    try {
+        pkg = JSON.parse(readFileSync(join(pkgDir, "package.json"), "utf8"));
+    } catch {
+        die(`node-llama-cpp is not installed under ${o.moduleDir} (run bench/peer.sh, which installs it)`);
+    }
+    const nlc = await import(pathToFileURL(join(pkgDir, "dist", "index.js")).href);
+    const maxThreads = Math.max(...o.threads);
+    const logLevel = o.verbose ? "info" : "error";
+    let llama;
+    try {
+        llama = await nlc.getLlama({
+            gpu: false, build: "never", usePrebuiltBinaries: true, skipDownload: true,
+            maxThreads, logLevel, progressLogs: false,
+        });
+    } catch (e) {
+        const kind = e instanceof nlc.NoBinaryFoundError ? "no prebuilt llama.cpp CPU binary works on this machine" : "llama.cpp did not start";
+        die(`${kind} (node-llama-cpp ${pkg.version}, ${process.platform}-${process.arch}; building from source is off): ${e.message}`, 3);
+    }
+    if (llama.buildType !== "prebuilt")
+        die(`node-llama-cpp picked a '${llama.buildType}' binary, not its prebuilt one; remove ${pkgDir}/llama/localBuilds`, 3);
+    if (llama.gpu !== false) die(`expected a CPU-only backend, got gpu=${llama.gpu}`, 3);
+
+    let model;
+    try {
+        model = await llama.loadModel({ modelPath: resolve(o.model), gpuLayers: 0 });
+    } catch (e) {
+        die(`llama.cpp could not load ${o.model}: ${e.message}${o.verbose ? "" : " (rerun with --verbose for llama.cpp's log)"}`, 4);
+    }
+    const md = model.fileInfo?.metadata ?? {};
+    const arch = md.general?.architecture ?? null;
+    const nVocab = md[arch]?.vocab_size ?? md.tokenizer?.ggml?.tokens?.length ?? 32000;
+    const bos = model.tokens?.bos ?? null;
+    const eos = model.tokens?.eos ?? null;
+    const rng = makeRng(o.seed);
+    const randomIds = (n) => {
+        const ids = [];
+        while (ids.length < n) {
+            const t = 3 + (rng() % (nVocab - 3));
+            if (t !== bos && t !== eos) ids.push(t);
+        }
+        return ids;
+    };
+
+    const maxPp = Math.max(...o.pp);
+    // room past the longest evaluation: node-llama-cpp shifts the context (drops tokens) when a
+    // sequence would fill it
+    const ctxSize = Math.max(maxPp, o.tgPrompt + o.tg + 1) + 64;
+    const results = [];
+    for (const threads of o.threads) {
+        const context = await model.createContext({
+            contextSize: ctxSize, batchSize: Math.max(maxPp, o.tgPrompt), sequences: 1,
+            threads: { ideal: threads, min: threads },
+            flashAttention: o.flashAttn === "auto" ? "auto" : o.flashAttn === "on",
+        });
+        const seq = context.getSequence();
+        const entry = { threads, n_threads_reported: null, context_size: context.contextSize,
+            batch_size: context.batchSize, flash_attention: context.flashAttention };
+        const record = (name, n, runs) => {
+            const tps = runs.map((r) => n / r.wall);
+            entry[name] = {
+                tokens: n, tok_s: round(median(tps)), runs_tok_s: tps.map((x) => round(x)),
+                cpu_per_wall: round(median(runs.map((r) => r.cpu / r.wall))),
+            };
+            process.stderr.write(`peer.mjs: threads ${threads} ${name}: ${entry[name].tok_s} tok/s ` +
+                `(runs ${entry[name].runs_tok_s.join(", ")}; cpu/wall ${entry[name].cpu_per_wall})\n`);
+        };
+        for (const n of o.pp) {
+            const ids = randomIds(n);
+            const runs = [];
+            for (let r = 0; r < o.warmup + o.reps; r++) {
+                await seq.clearHistory();
+                const m = await timed(() => seq.evaluateWithoutGeneratingNewTokens(ids));
+                if (seq.nextTokenIndex !== n) die(`pp${n}: the sequence holds ${seq.nextTokenIndex} tokens after evaluation, expected ${n}`);
+                if (r >= o.warmup) runs.push(m);
+            }
+            entry.n_threads_reported = context.currentThreads;
+            record(`pp${n}`, n, runs);
+        }
+        if (o.tg > 0) {
+            const prompt = [...(bos != null ? [bos] : []), ...randomIds(o.tgPrompt - (bos != null ? 1 : 0))];
+            const runs = [];
+            for (let r = 0; r < o.warmup + o.reps; r++) {
+                await seq.clearHistory();
+                // greedy; EOS does not stop it (random weights may pick it)
+                const it = seq.evaluate(prompt, { temperature: 0, yieldEogToken: true });
+                const first = await it.next(); // prompt + first sampled token: not timed
+                if (first.done) die("tg: no token generated");
+                let got = 0;
+                const m = await timed(async () => {
+                    for (; got < o.tg; got++) if ((await it.next()).done) break;
+                });
+                await it.return();
+                if (got !== o.tg) die(`tg: generation stopped after ${got} of ${o.tg} tokens`);
+                if (r >= o.warmup) runs.push(m);
+            }
+            entry.n_threads_reported = context.currentThreads;
+            record(`tg${o.tg}`, o.tg, runs);
+        }
+        await seq.dispose();
+        await context.dispose();
+        results.push(entry);
+    }
+
+    let size = null;
+    try { size = statSync(o.model).size; } catch { /* reported as null */ }
+    const out = {
+        engine: "llama.cpp",
+        package: `node-llama-cpp@${pkg.version}`,
+        llama_cpp: { ...llama.llamaCppRelease, commit: gitBundleHead(join(pkgDir, "llama", "gitRelease.bundle")) },
+        build_type: llama.buildType,
+        system_info: llama.systemInfo.trim(),
+        model: { path: o.model, bytes: size, architecture: arch, type: model.typeDescription, n_vocab: nVocab },
+        reps: o.reps, warmup: o.warmup, tg_prompt: o.tgPrompt, seed: o.seed,
+        results,
+    };
+    process.stdout.write(JSON.stringify(out) + "\n");
+    await model.dispose();
+    await llama.dispose();
+}
+
+// ---- report: the peer's JSON (and ours, from `clara bench --json`, per thread count) as a table,
+// ratios ours/theirs and one combined JSON line. Ours is read tolerantly: `clara bench` is young and
+// any key may be missing; what is missing prints as n/a.
+function readJson(path) {
+    // the last line that parses as a JSON object
+    let lines;
+    try {
+        lines = readFileSync(path, "utf8").trim().split("\n");
+    } catch (e) {
+        return { error: e.message };
+    }
+    for (const l of [...lines].reverse()) {
+        try {
+            const v = JSON.parse(l);
+            if (v && typeof v === "object" && !Array.isArray(v)) return { value: v };
+        } catch { /* not this line */ }
+    }
+    const last = lines.pop() ?? "";
+    return { error: last ? `no JSON object in its output (last line: ${last.slice(0, 160)})` : "empty output" };
+}
+const num = (x) => (typeof x === "number" && Number.isFinite(x) ? x : null);
+const fmt = (x, d = 1) => (x == null ? "n/a" : x.toFixed(d));
+const ratio = (a, b) => (a != null && b != null && b > 0 ? round(a / b, 3) : null);
+
+function oursFor(ours, threads) {
+    const res = Array.isArray(ours?.results) ? ours.results : ours?.results ? [ours.results] : [];
+    const hit = res.find((r) => num(r?.threads ?? r?.n_threads) === threads) ?? (res.length === 1 ? res[0] : null);
+    if (!hit) return null;
+    const comp = Array.isArray(hit.compress) ? hit.compress : [];
+    const c16 = comp.find((c) => num(c?.batch) === 16) ?? null;
+    return {
+        compress_b16_tok_s: num(c16?.tokens_per_s),
+        compress_b16_docs_s: num(c16?.docs_per_s),
+        compress: comp.map((c) => ({ batch: num(c?.batch), tokens_per_s: num(c?.tokens_per_s), docs_per_s: num(c?.docs_per_s) })),
+        prefill_tok_s: num(hit.answer?.prefill_tok_s),
+        decode_tok_s: num(hit.answer?.decode_tok_s),
+    };
+}
+
+function report(argv) {
+    let peerPath = null, note = null, json = false;
+    const oursFiles = new Map();
+    for (let i = 0; i < argv.length; i++) {
+        const a = argv[i];
+        const val = () => (i + 1 < argv.length ? argv[++i] : die(`${a} needs a value`));
+        if (a === "--report") peerPath = val();
+        else if (a === "--ours") {
+            const [t, ...f] = val().split("=");
+            oursFiles.set(Number(t), f.join("="));
+        } else if (a === "--ours-note") note = val();
+        else if (a === "--json") json = true;
+        else die(`unknown option '${a}'`);
+    }
+    const peer = readJson(peerPath);
+    if (!peer.value) die(`${peerPath}: ${peer.error}`);
+    const p = peer.value;
+    const rows = [];
+    for (const r of p.results ?? []) {
+        const t = r.threads;
+        const tgKey = Object.keys(r).find((k) => /^tg\d+$/.test(k));
+        const theirs = { pp256: num(r.pp256?.tok_s), pp512: num(r.pp512?.tok_s), tg: num(tgKey ? r[tgKey]?.tok_s : null) };
+        let ours = null, oursNote = note;
+        if (oursFiles.has(t)) {
+            const o = readJson(oursFiles.get(t));
+            if (o.value) {
+                ours = oursFor(o.value, t);
+                if (!ours) oursNote = `clara bench output has no results for ${t} threads`;
+                else if (ours.compress_b16_tok_s == null && ours.decode_tok_s == null) {
+                    oursNote = "clara bench output has neither compress[batch 16].tokens_per_s nor answer.decode_tok_s";
+                    ours = null;
+                }
+            } else oursNote = `clara bench failed: ${o.error}`;
+        }
+        rows.push({
+            threads: t, theirs, ours, ours_note: ours ? null : oursNote ?? "not run (no --clara)",
+            ratios: {
+                compress_b16_vs_pp256: ratio(ours?.compress_b16_tok_s, theirs.pp256),
+                compress_b16_vs_pp512: ratio(ours?.compress_b16_tok_s, theirs.pp512),
+                decode_vs_tg: ratio(ours?.decode_tok_s, theirs.tg),
+            },
+        });
+    }
+    const lines = [];
+    const m = p.model ?? {};
+    lines.push(`peer: llama.cpp ${p.llama_cpp?.release ?? "?"} (commit ${p.llama_cpp?.commit ?? "?"}, ${p.package}, ${p.build_type}), ` +
+        `${m.type ?? "?"} ${m.path} (${m.bytes != null ? (m.bytes / 1e9).toFixed(2) + " GB" : "?"}), ` +
+        `median of ${p.reps} after ${p.warmup} warm-up, tg after a ${p.tg_prompt}-token prompt`);
+    const tgName = (p.results?.[0] && Object.keys(p.results[0]).find((k) => /^tg\d+$/.test(k))) ?? "tg";
+    lines.push(`| threads | llama.cpp pp256 tok/s | pp512 | ${tgName} | cpu/wall pp512, ${tgName} | ours compress b16 tok/s | ours/pp256 | ours/pp512 | ours decode tok/s | ours/tg |`);
+    lines.push("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for (const r of rows) {
+        const pr = (p.results ?? []).find((x) => x.threads === r.threads) ?? {};
+        lines.push(`| ${r.threads} | ${fmt(r.theirs.pp256)} | ${fmt(r.theirs.pp512)} | ${fmt(r.theirs.tg)} | ` +
+            `${fmt(num(pr.pp512?.cpu_per_wall), 2)}, ${fmt(num(pr[tgName]?.cpu_per_wall), 2)} | ` +
+            `${fmt(r.ours?.compress_b16_tok_s)} | ${fmt(r.ratios.compress_b16_vs_pp256, 2)} | ${fmt(r.ratios.compress_b16_vs_pp512, 2)} | ` +
+            `${fmt(r.ours?.decode_tok_s)} | ${fmt(r.ratios.decode_vs_tg, 2)} |`);
+    }
+    for (const r of rows) if (!r.ours) lines.push(`ours (${r.threads} thread${r.threads > 1 ? "s" : ""}): n/a - ${r.ours_note}`);
+    for (const pr of p.results ?? []) {
+        const busy = Object.values(pr).map((v) => num(v?.cpu_per_wall)).filter((v) => v != null);
+        if (busy.length && Math.min(...busy) < 0.8 * pr.threads)
+            lines.push(`warning: with ${pr.threads} thread${pr.threads > 1 ? "s" : ""} llama.cpp kept only ${fmt(Math.min(...busy), 2)} cores busy ` +
+                "(cpu/wall): the machine is not idle and its figures read low; rerun when idle");
+    }
+    const table = lines.join("\n") + "\n";
+    const combined = JSON.stringify({ peer: p, comparison: rows }) + "\n";
+    if (json) {
+        process.stderr.write(table);
+        process.stdout.write(combined);
+    } else process.stdout.write(table + combined);
+}
+
+if (process.argv.includes("--report")) report(process.argv.slice(2));
+else main().catch((e) => die(e?.stack ?? String(e), 1));

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# peer.sh - side-by-side with llama.cpp: prompt processing (pp256, pp512: that many random token ids
+# in one batch on an empty sequence, tokens/s) and token generation (tg32: tokens decoded one at a
+# time, greedy, after a 16-token prompt) of llama.cpp on a GGUF base model, CPU only, through the
+# prebuilt binaries of the npm package node-llama-cpp (pinned; installed once into
+# $PEER_DIR, default build/peer-llama; never built from source). Each figure is the median of R
+# repetitions after one warm-up; the sequence is cleared before each. With --clara, also runs ours
+# (`$BUILD/clara bench --base BASE --clara ADDON --threads N --json`, where that command exists)
+# and prints ours/theirs: compression tokens/s at batch 16 against pp256 and pp512, answer decode
+# tokens/s against tg.
+#
+#   bench/peer.sh --base BASE.gguf [--clara ADDON.gguf] [--threads N[,N...]] [--reps R] [--json]
+#                 [--tg N] [--flash-attn auto|on|off] [--verbose]
+#       (env: BUILD=build, PEER_DIR=build/peer-llama, CLARA_BENCH_ARGS="--batches 16 ..." extra
+#        options for `clara bench`)
+#
+# Output: a table and one JSON line ({"peer": ..., "comparison": [...]}); with --json only the JSON
+# line on stdout (the table goes to stderr). Needs node >= 20 and npm (first run only, ~85 MB).
+# The machine should be otherwise idle: llama.cpp's threads spin, and with a busy core their speed
+# collapses (cpu/wall in the table is how many cores it really kept busy).
+set -euo pipefail
+CALLER_DIR=$PWD
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+PEER_DIR=${PEER_DIR:-$BUILD/peer-llama}
+PKG_VERSION=3.21.1
+
+die() { echo "peer.sh: $*" >&2; exit 2; }
+usage() { sed -n "12,15p" "$0" | sed "s/^# \{0,1\}//" >&2; exit "${1:-2}"; }
+
+BASE= CLARA_ADDON= THREADS=2 REPS=3 JSON=0 TG=32 FA=auto VERBOSE=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --base) [ $# -ge 2 ] || usage; BASE=$2; shift 2 ;;
+        --clara) [ $# -ge 2 ] || usage; CLARA_ADDON=$2; shift 2 ;;
+        --threads) [ $# -ge 2 ] || usage; THREADS=$2; shift 2 ;;
+        --reps) [ $# -ge 2 ] || usage; REPS=$2; shift 2 ;;
+        --tg) [ $# -ge 2 ] || usage; TG=$2; shift 2 ;;
+        --flash-attn) [ $# -ge 2 ] || usage; FA=$2; shift 2 ;;
+        --json) JSON=1; shift ;;
+        --verbose) VERBOSE=(--verbose); shift ;;
+        -h|--help) usage 0 ;;
+        *) echo "peer.sh: unknown option '$1'" >&2; usage ;;
+    esac
+done
+[ -n "$BASE" ] || { echo "peer.sh: --base BASE.gguf is required" >&2; usage; }
+[[ "$THREADS" =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || die "--threads: expected N or N,N,..., got '$THREADS'"
+[[ "$REPS" =~ ^[1-9][0-9]*$ ]] || die "--reps: expected a positive integer, got '$REPS'"
+[[ "$TG" =~ ^[1-9][0-9]*$ ]] || die "--tg: expected a positive integer, got '$TG'"
+
+check_gguf() { # FILE WHAT
+    [ -e "$1" ] || die "$2 '$1': no such file"
+    [ -f "$1" ] && [ -r "$1" ] || die "$2 '$1': not a readable file"
+    [ "$(head -c 4 "$1")" = GGUF ] || die "$2 '$1': not a GGUF file (no 'GGUF' magic)"
+}
+# file arguments are relative to the caller's directory; BUILD and PEER_DIR to the repository's
+case "$BASE" in /*) ;; *) BASE=$CALLER_DIR/$BASE ;; esac
+case "$CLARA_ADDON" in /*|'') ;; *) CLARA_ADDON=$CALLER_DIR/$CLARA_ADDON ;; esac
+check_gguf "$BASE" "--base"
+[ -z "$CLARA_ADDON" ] || check_gguf "$CLARA_ADDON" "--clara"
+
+command -v node >/dev/null || die "node not found (node >= 20 is needed: apt-get install nodejs, or nodejs.org)"
+node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' ||
+    die "node $(node --version) is too old: node-llama-cpp $PKG_VERSION needs node >= 20"
+
+# Install the pinned package once. On Linux only its CPU binary package for this machine comes
+# along (--omit=optional, then named explicitly): the CUDA/Vulkan ones are ~650 MB more.
+# --ignore-scripts: its postinstall step could try to build llama.cpp from source.
+installed() { # DIR/node_modules/PKG -> its version, or nothing
+    node -e 'try { console.log(require(require("path").resolve(process.argv[1], "package.json")).version) } catch {}' "$1" 2>/dev/null
+}
+case "$(node -p process.platform)-$(node -p process.arch)" in
+    linux-x64) BIN_PKG=@node-llama-cpp/linux-x64 ;;
+    linux-arm64) BIN_PKG=@node-llama-cpp/linux-arm64 ;;
+    linux-arm) BIN_PKG=@node-llama-cpp/linux-armv7l ;;
+    *) BIN_PKG= ;;
+esac
+if [ "$(installed "$PEER_DIR/node_modules/node-llama-cpp")" != "$PKG_VERSION" ] ||
+    { [ -n "$BIN_PKG" ] && [ "$(installed "$PEER_DIR/node_modules/$BIN_PKG")" != "$PKG_VERSION" ]; }; then
+    command -v npm >/dev/null || die "npm not found (needed once, to install node-llama-cpp $PKG_VERSION into $PEER_DIR)"
+    echo "peer.sh: installing node-llama-cpp@$PKG_VERSION into $PEER_DIR" >&2
+    mkdir -p "$PEER_DIR"
+    if [ -n "$BIN_PKG" ]; then
+        PKGS=(--omit=optional "node-llama-cpp@$PKG_VERSION" "$BIN_PKG@$PKG_VERSION")
+    else
+        PKGS=("node-llama-cpp@$PKG_VERSION")
+    fi
+    npm install --prefix "$PEER_DIR" --save-exact --ignore-scripts --no-audit --no-fund --loglevel=error \
+        "${PKGS[@]}" >&2 || die "npm install node-llama-cpp@$PKG_VERSION failed (is the npm registry reachable?)"
+fi
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/clara-peer.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT
+
+echo "peer.sh: llama.cpp on $BASE, threads $THREADS, $REPS reps" >&2
+node bench/peer.mjs --module-dir "$PEER_DIR" --model "$BASE" --threads "$THREADS" --reps "$REPS" \
+    --tg "$TG" --flash-attn "$FA" "${VERBOSE[@]}" >"$TMP/peer.json" ||
+    die "the llama.cpp run failed (see above)"
+
+REPORT=(--report "$TMP/peer.json")
+if [ -n "$CLARA_ADDON" ]; then
+    CLARA=$BUILD/clara
+    HELP=$("$CLARA" bench --help 2>&1 || true)
+    if [ ! -x "$CLARA" ]; then
+        REPORT+=(--ours-note "$CLARA is not built (run make)")
+    elif [[ "$HELP" == *"unknown command 'bench'"* ]]; then
+        REPORT+=(--ours-note "$CLARA has no bench command yet")
+    else
+        IFS=, read -ra TLIST <<<"$THREADS"
+        read -ra EXTRA <<<"${CLARA_BENCH_ARGS:-}"
+        for t in "${TLIST[@]}"; do
+            echo "peer.sh: ours: $CLARA bench --base $BASE --clara $CLARA_ADDON --threads $t --json ${EXTRA[*]}" >&2
+            "$CLARA" bench --base "$BASE" --clara "$CLARA_ADDON" --threads "$t" --json "${EXTRA[@]}" >"$TMP/ours.$t.json" ||
+                echo "peer.sh: clara bench --threads $t failed (status $?)" >&2
+            REPORT+=(--ours "$t=$TMP/ours.$t.json")
+        done
+    fi
+fi
+[ "$JSON" = 0 ] || REPORT+=(--json)
+node bench/peer.mjs "${REPORT[@]}"
