@@ -28,7 +28,7 @@ PKG_VERSION=3.21.1
 die() { echo "peer.sh: $*" >&2; exit 2; }
 usage() { sed -n "12,15p" "$0" | sed "s/^# \{0,1\}//" >&2; exit "${1:-2}"; }
 
-BASE= CLARA_ADDON= THREADS=2 REPS=3 JSON=0 TG=32 FA=auto VERBOSE=()
+BASE='' CLARA_ADDON='' THREADS=2 REPS=3 JSON=0 TG=32 FA=auto VERBOSE=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --base) [ $# -ge 2 ] || usage; BASE=$2; shift 2 ;;
@@ -50,7 +50,7 @@ done
 
 check_gguf() { # FILE WHAT
     [ -e "$1" ] || die "$2 '$1': no such file"
-    [ -f "$1" ] && [ -r "$1" ] || die "$2 '$1': not a readable file"
+    { [ -f "$1" ] && [ -r "$1" ]; } || die "$2 '$1': not a readable file"
     [ "$(head -c 4 "$1")" = GGUF ] || die "$2 '$1': not a GGUF file (no 'GGUF' magic)"
 }
 # file arguments are relative to the caller's directory; BUILD and PEER_DIR to the repository's
