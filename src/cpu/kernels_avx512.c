@@ -117,41 +117,60 @@ static void qg_interleave_avx512(const uint8_t *rows, size_t K, uint8_t *panel) 
 
 #include "cpu/qgemm_kernel.inc"
 
-/* ---- q4_0 GEMV (decode): 4 blocks per step, scales gathered with one vpermw ---- */
+/* ---- q4_0 / q8_0 GEMV (decode): 4 blocks per step, block scales gathered by one permute ---- */
 
-/* Output rows [r0, r1) for T <= 4 activation rows prepared by clara_q40_gemv (qgemm.c): per
- * block pair the codes of both blocks in one zmm ([lo b, lo b+1, hi b, hi b+1], 16 each), so one
- * dpbusd (started from the -8*sum(a) offset lanes) gives both blocks' integer sums, and the
- * lanes' scales dw*da come from one permute of the 4 blocks' scales. */
-ALWAYS_INLINE void q40_gemv(int T, const clara_q40_gemv_args *g, uint64_t r0, uint64_t r1) {
-    const __m512i m4 = _mm512_set1_epi8(15);
-    /* 16-bit words 0, 9, 18, 27 (bytes 0, 18, 36, 54: the 4 blocks' scales) to words 0..3 */
-    const __m512i idx_d = _mm512_setr_epi32(9 << 16, 18 | 27 << 16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-                                            0, 0, 0, 0);
-    const __m512i idx01 = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
-    const __m512i idx23 = _mm512_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3, 2, 2, 2, 2, 3, 3, 3, 3);
-    size_t nb = g->nb, row_bytes = nb * 18;
+/* Output rows [r0, r1) for T <= 4 activation rows prepared by clara_q0_gemv (qgemm.c). Per
+ * block pair one zmm holds both blocks' codes as unsigned bytes (q4_0: [lo b, lo b+1, hi b,
+ * hi b+1], 16 each; q8_0: [b, b+1] with 128 added), so one dpbusd, started from the
+ * precomputed -off*sum(a) lanes, gives both blocks' integer sums; the lanes' scales dw*da come
+ * from one permute of the 4 blocks' f16 scales. */
+ALWAYS_INLINE void q0_gemv(bool Q8, int T, const clara_q0_gemv_args *g, uint64_t r0, uint64_t r1) {
+    const __m512i m4 = _mm512_set1_epi8(15), x80 = _mm512_set1_epi8((char)0x80);
+    /* the 4 scales' 16-bit words: q4_0 bytes 0, 18, 36, 54; q8_0 0, 34, 68, 102 (two windows) */
+    const __m512i idx_d = Q8 ? _mm512_setr_epi32(17 << 16, 34 | 51 << 16, 0, 0, 0, 0, 0, 0, 0, 0,
+                                                 0, 0, 0, 0, 0, 0)
+                             : _mm512_setr_epi32(9 << 16, 18 | 27 << 16, 0, 0, 0, 0, 0, 0, 0, 0,
+                                                 0, 0, 0, 0, 0, 0);
+    const __m512i idx01 = Q8 ? _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)
+                             : _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
+    const __m512i idx23 = _mm512_add_epi32(idx01, _mm512_set1_epi32(2));
+    const size_t bb = Q8 ? 34 : 18, gb = 4 * bb, nb = g->nb, row_bytes = nb * bb;
     for (uint64_t r = r0; r < r1; r++) {
         const uint8_t *w = g->W + r * row_bytes;
         __m512 acc0[4], acc1[4];
         for (int t = 0; t < T; t++) acc0[t] = acc1[t] = _mm512_setzero_ps();
         for (size_t q = 0; q < nb / 4; q++) {
-            const uint8_t *wb = w + 72 * q;
+            const uint8_t *wb = w + gb * q;
             /* the rows stream from memory: prefetch far ahead (CLARA_PF_BYTES, kernels.h) */
-            _mm_prefetch((const char *)(wb + CLARA_PF_BYTES), _MM_HINT_T0);
-            _mm_prefetch((const char *)(wb + CLARA_PF_BYTES + 64), _MM_HINT_T0);
-            __m512i win = _mm512_loadu_si512((const void *)wb);
-            __m128 dw = _mm_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi16(idx_d, win)));
-            __m256i x0 = _mm256_inserti128_si256(
-                _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(wb + 2))),
-                _mm_loadu_si128((const __m128i *)(wb + 20)), 1);
-            __m256i x1 = _mm256_inserti128_si256(
-                _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(wb + 38))),
-                _mm_loadu_si128((const __m128i *)(wb + 56)), 1);
-            __m512i X0 = _mm512_and_si512(
-                _mm512_inserti64x4(_mm512_castsi256_si512(x0), _mm256_srli_epi16(x0, 4), 1), m4);
-            __m512i X1 = _mm512_and_si512(
-                _mm512_inserti64x4(_mm512_castsi256_si512(x1), _mm256_srli_epi16(x1, 4), 1), m4);
+            for (size_t o = 0; o < gb; o += 64)
+                _mm_prefetch((const char *)(wb + CLARA_PF_BYTES + o), _MM_HINT_T0);
+            __m512i win = _mm512_loadu_si512((const void *)wb), X0, X1;
+            __m512i dh = Q8 ? _mm512_permutex2var_epi16(
+                                  win, idx_d, _mm512_loadu_si512((const void *)(wb + 64)))
+                            : _mm512_permutexvar_epi16(idx_d, win);
+            __m128 dw = _mm_cvtph_ps(_mm512_castsi512_si128(dh));
+            if (Q8) {
+                X0 = _mm512_inserti64x4(
+                    _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(wb + 2))),
+                    _mm256_loadu_si256((const __m256i *)(wb + 36)), 1);
+                X1 = _mm512_inserti64x4(
+                    _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(wb + 70))),
+                    _mm256_loadu_si256((const __m256i *)(wb + 104)), 1);
+                X0 = _mm512_xor_si512(X0, x80), X1 = _mm512_xor_si512(X1, x80);
+            } else {
+                __m256i x0 = _mm256_inserti128_si256(
+                    _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(wb + 2))),
+                    _mm_loadu_si128((const __m128i *)(wb + 20)), 1);
+                __m256i x1 = _mm256_inserti128_si256(
+                    _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(wb + 38))),
+                    _mm_loadu_si128((const __m128i *)(wb + 56)), 1);
+                X0 = _mm512_and_si512(
+                    _mm512_inserti64x4(_mm512_castsi256_si512(x0), _mm256_srli_epi16(x0, 4), 1),
+                    m4);
+                X1 = _mm512_and_si512(
+                    _mm512_inserti64x4(_mm512_castsi256_si512(x1), _mm256_srli_epi16(x1, 4), 1),
+                    m4);
+            }
             for (int t = 0; t < T; t++) {
                 const int8_t *A = g->A + (size_t)t * g->a_stride + 128 * q;
                 const int32_t *C = g->C + (size_t)t * g->c_stride + 32 * q;
@@ -173,20 +192,26 @@ ALWAYS_INLINE void q40_gemv(int T, const clara_q40_gemv_args *g, uint64_t r0, ui
     }
 }
 
-void clara_q40_gemv_avx512(const clara_q40_gemv_args *g, uint64_t r0, uint64_t r1) {
+void clara_q0_gemv_avx512(const clara_q0_gemv_args *g, uint64_t r0, uint64_t r1) {
+    bool q8 = g->q8;
+#define Q0_CASE(T)                                                                                 \
+    case T:                                                                                        \
+        if (q8)                                                                                    \
+            q0_gemv(true, T, g, r0, r1);                                                           \
+        else                                                                                       \
+            q0_gemv(false, T, g, r0, r1);                                                          \
+        break;
     switch (g->n) {
-    case 1:
-        q40_gemv(1, g, r0, r1);
-        break;
-    case 2:
-        q40_gemv(2, g, r0, r1);
-        break;
-    case 3:
-        q40_gemv(3, g, r0, r1);
-        break;
+        Q0_CASE(1)
+        Q0_CASE(2)
+        Q0_CASE(3)
     default:
-        q40_gemv(4, g, r0, r1);
+        if (q8)
+            q0_gemv(true, 4, g, r0, r1);
+        else
+            q0_gemv(false, 4, g, r0, r1);
     }
+#undef Q0_CASE
 }
 
 #if defined(__clang__)

@@ -180,7 +180,7 @@ static void matmul_quant(matmul_job *j, const float *x) {
     size_t have = (size_t)clara_pool_threads(j->ctx->pool) * j->ctx->row_cap * sizeof(float);
     uint8_t *buf = need <= have ? (uint8_t *)j->ctx->rowbuf : malloc(need);
     bool ok = buf && quantize_acts(j->isa, fmt, x, j->q.n, W->cols, buf, (size_t)stride);
-    bool done = ok && clara_q40_gemv(j->ctx, j->isa, W, buf, (size_t)stride, j->q.n, j->q.y,
+    bool done = ok && clara_q0_gemv(j->ctx, j->isa, W, buf, (size_t)stride, j->q.n, j->q.y,
                                      j->q.accumulate, j->q.alpha);
     if (ok && !done) {
         j->q.xq = buf;
