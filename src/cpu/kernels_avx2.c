@@ -17,9 +17,9 @@
 #define VLEN           8
 #define V_ZERO()       _mm256_setzero_ps()
 #define V_LOADU(p)     _mm256_loadu_ps(p)
-#define V_SET1(x)     _mm256_set1_ps(x)
-#define V_ADD(a, b)   _mm256_add_ps(a, b)
-#define V_MUL(a, b)   _mm256_mul_ps(a, b)
+#define V_SET1(x)      _mm256_set1_ps(x)
+#define V_ADD(a, b)    _mm256_add_ps(a, b)
+#define V_MUL(a, b)    _mm256_mul_ps(a, b)
 #define V_STOREU(p, v) _mm256_storeu_ps(p, v)
 #define V_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
 #define V_LOAD_F16(p)  _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
@@ -51,23 +51,23 @@ static inline float hsum256(__m256 v) {
 #include "cpu/kernels_actq.inc"
 #include "cpu/kernels_attn.inc"
 #include "cpu/qgemm.h"
-#define QG_RG           8
-#define QG_MAX_BITS     7
-#define QVI             __m256i
-#define QVF             __m256
-#define QV_LOADI(p)     _mm256_loadu_si256((const __m256i *)(p))
-#define QV_SET1I(x)     _mm256_set1_epi32(x)
+#define QG_RG       8
+#define QG_MAX_BITS 7
+#define QVI         __m256i
+#define QVF         __m256
+#define QV_LOADI(p) _mm256_loadu_si256((const __m256i *)(p))
+#define QV_SET1I(x) _mm256_set1_epi32(x)
 #define QV_DPBUSD(c, u, s)                                                                         \
     _mm256_add_epi32(c, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)))
-#define QV_CVT(i)       _mm256_cvtepi32_ps(i)
-#define QV_LOADF(p)     _mm256_loadu_ps(p)
-#define QV_SET1F(x)     _mm256_set1_ps(x)
-#define QV_MUL(a, b)    _mm256_mul_ps(a, b)
-#define QV_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define QV_CVT(i)        _mm256_cvtepi32_ps(i)
+#define QV_LOADF(p)      _mm256_loadu_ps(p)
+#define QV_SET1F(x)      _mm256_set1_ps(x)
+#define QV_MUL(a, b)     _mm256_mul_ps(a, b)
+#define QV_FMA(a, b, c)  _mm256_fmadd_ps(a, b, c)
 #define QV_FNMA(a, b, c) _mm256_fnmadd_ps(a, b, c)
-#define QV_ZEROF()      _mm256_setzero_ps()
-#define QV_STOREF(p, v) _mm256_storeu_ps(p, v)
-#define QKFN(name)      name##_avx2
+#define QV_ZEROF()       _mm256_setzero_ps()
+#define QV_STOREF(p, v)  _mm256_storeu_ps(p, v)
+#define QKFN(name)       name##_avx2
 
 /* Rows [16][K] -> panel [K/4][16] u32: per 32-byte column chunk, two 8 x 8 u32 transposes. */
 static void qg_interleave_avx2(const uint8_t *rows, size_t K, uint8_t *panel) {

@@ -18,9 +18,9 @@
 #define VLEN           16
 #define V_ZERO()       _mm512_setzero_ps()
 #define V_LOADU(p)     _mm512_loadu_ps(p)
-#define V_SET1(x)     _mm512_set1_ps(x)
-#define V_ADD(a, b)   _mm512_add_ps(a, b)
-#define V_MUL(a, b)   _mm512_mul_ps(a, b)
+#define V_SET1(x)      _mm512_set1_ps(x)
+#define V_ADD(a, b)    _mm512_add_ps(a, b)
+#define V_MUL(a, b)    _mm512_mul_ps(a, b)
 #define V_STOREU(p, v) _mm512_storeu_ps(p, v)
 #define V_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
 #define V_LOAD_F16(p)  _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p)))
@@ -61,22 +61,22 @@ static inline float hsum256(__m256 v) {
 #include "cpu/kernels_actq.inc"
 #include "cpu/kernels_attn.inc"
 #include "cpu/qgemm.h"
-#define QG_RG           16
-#define QG_MAX_BITS     8
-#define QVI             __m512i
-#define QVF             __m512
-#define QV_LOADI(p)     _mm512_loadu_si512((const void *)(p))
-#define QV_SET1I(x)     _mm512_set1_epi32(x)
+#define QG_RG              16
+#define QG_MAX_BITS        8
+#define QVI                __m512i
+#define QVF                __m512
+#define QV_LOADI(p)        _mm512_loadu_si512((const void *)(p))
+#define QV_SET1I(x)        _mm512_set1_epi32(x)
 #define QV_DPBUSD(c, u, s) _mm512_dpbusd_epi32(c, u, s)
-#define QV_CVT(i)       _mm512_cvtepi32_ps(i)
-#define QV_LOADF(p)     _mm512_loadu_ps(p)
-#define QV_SET1F(x)     _mm512_set1_ps(x)
-#define QV_MUL(a, b)    _mm512_mul_ps(a, b)
-#define QV_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
-#define QV_FNMA(a, b, c) _mm512_fnmadd_ps(a, b, c)
-#define QV_ZEROF()      _mm512_setzero_ps()
-#define QV_STOREF(p, v) _mm512_storeu_ps(p, v)
-#define QKFN(name)      name##_avx512
+#define QV_CVT(i)          _mm512_cvtepi32_ps(i)
+#define QV_LOADF(p)        _mm512_loadu_ps(p)
+#define QV_SET1F(x)        _mm512_set1_ps(x)
+#define QV_MUL(a, b)       _mm512_mul_ps(a, b)
+#define QV_FMA(a, b, c)    _mm512_fmadd_ps(a, b, c)
+#define QV_FNMA(a, b, c)   _mm512_fnmadd_ps(a, b, c)
+#define QV_ZEROF()         _mm512_setzero_ps()
+#define QV_STOREF(p, v)    _mm512_storeu_ps(p, v)
+#define QKFN(name)         name##_avx512
 
 /* Rows [32][K] -> panel [K/4][32] u32: per 64-byte column chunk, two 16 x 16 u32 transposes
  * (unpack 32-bit, unpack 64-bit, two 128-bit lane shuffles). */
@@ -127,10 +127,9 @@ static void qg_interleave_avx512(const uint8_t *rows, size_t K, uint8_t *panel) 
 ALWAYS_INLINE void q0_gemv(bool Q8, int T, const clara_q0_gemv_args *g, uint64_t r0, uint64_t r1) {
     const __m512i m4 = _mm512_set1_epi8(15), x80 = _mm512_set1_epi8((char)0x80);
     /* the 4 scales' 16-bit words: q4_0 bytes 0, 18, 36, 54; q8_0 0, 34, 68, 102 (two windows) */
-    const __m512i idx_d = Q8 ? _mm512_setr_epi32(17 << 16, 34 | 51 << 16, 0, 0, 0, 0, 0, 0, 0, 0,
-                                                 0, 0, 0, 0, 0, 0)
-                             : _mm512_setr_epi32(9 << 16, 18 | 27 << 16, 0, 0, 0, 0, 0, 0, 0, 0,
-                                                 0, 0, 0, 0, 0, 0);
+    const __m512i idx_d =
+        Q8 ? _mm512_setr_epi32(17 << 16, 34 | 51 << 16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+           : _mm512_setr_epi32(9 << 16, 18 | 27 << 16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
     const __m512i idx01 = Q8 ? _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)
                              : _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
     const __m512i idx23 = _mm512_add_epi32(idx01, _mm512_set1_epi32(2));
@@ -145,8 +144,8 @@ ALWAYS_INLINE void q0_gemv(bool Q8, int T, const clara_q0_gemv_args *g, uint64_t
             for (size_t o = 0; o < gb; o += 64)
                 _mm_prefetch((const char *)(wb + CLARA_PF_BYTES + o), _MM_HINT_T0);
             __m512i win = _mm512_loadu_si512((const void *)wb), X0, X1;
-            __m512i dh = Q8 ? _mm512_permutex2var_epi16(
-                                  win, idx_d, _mm512_loadu_si512((const void *)(wb + 64)))
+            __m512i dh = Q8 ? _mm512_permutex2var_epi16(win, idx_d,
+                                                        _mm512_loadu_si512((const void *)(wb + 64)))
                             : _mm512_permutexvar_epi16(idx_d, win);
             __m128 dw = _mm_cvtph_ps(_mm512_castsi512_si128(dh));
             if (Q8) {

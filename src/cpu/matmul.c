@@ -140,8 +140,8 @@ bool clara_quantize_act(clara_isa isa, clara_type fmt, const float *x, uint64_t 
 
 /* Quantizes the n activation rows to fmt (the partner format) into buf; false if any row cannot
  * be quantized (a non-finite value). */
-static bool quantize_acts(clara_isa isa, clara_type fmt, const float *x, uint32_t n,
-                          uint64_t cols, uint8_t *buf, size_t stride) {
+static bool quantize_acts(clara_isa isa, clara_type fmt, const float *x, uint32_t n, uint64_t cols,
+                          uint8_t *buf, size_t stride) {
     for (uint32_t t = 0; t < n; t++)
         if (!clara_quantize_act(isa, fmt, x + (size_t)t * cols, cols, buf + (size_t)t * stride))
             return false;
@@ -181,7 +181,7 @@ static void matmul_quant(matmul_job *j, const float *x) {
     uint8_t *buf = need <= have ? (uint8_t *)j->ctx->rowbuf : malloc(need);
     bool ok = buf && quantize_acts(j->isa, fmt, x, j->q.n, W->cols, buf, (size_t)stride);
     bool done = ok && clara_q0_gemv(j->ctx, j->isa, W, buf, (size_t)stride, j->q.n, j->q.y,
-                                     j->q.accumulate, j->q.alpha);
+                                    j->q.accumulate, j->q.alpha);
     if (ok && !done) {
         j->q.xq = buf;
         j->q.xq_stride = (size_t)stride;

@@ -153,8 +153,8 @@ void clara_qg_unpack_row(clara_type t, const uint8_t *row, size_t K, uint8_t *co
     }
 }
 
-void clara_qg_pack_act(const clara_qg_type *qt, const uint8_t *xq, size_t K, int8_t *aq,
-                       float *dx, int32_t *aoff, float *dxa) {
+void clara_qg_pack_act(const clara_qg_type *qt, const uint8_t *xq, size_t K, int8_t *aq, float *dx,
+                       int32_t *aoff, float *dxa) {
     const clara_type_info *ai = clara_type_get((uint32_t)qt->act_type);
     size_t nab = K / ai->block_size, per = ai->block_size / qt->B;
     size_t qoff = qt->act_type == CLARA_TYPE_Q8_1 ? 4 : qt->act_type == CLARA_TYPE_Q8_K ? 4 : 2;
@@ -207,8 +207,7 @@ static void act_task(void *arg, size_t task, int thread) {
     uint32_t t1 = t0 + j->tokens_per_task < j->n ? t0 + j->tokens_per_task : j->n;
     uint8_t *tmp = j->xq_tmp + (size_t)thread * j->xq_bytes;
     for (uint32_t t = t0; t < t1; t++) {
-        if (!clara_quantize_act(j->isa, (clara_type)j->qt.act_type, j->x + (size_t)t * K, K,
-                                tmp)) {
+        if (!clara_quantize_act(j->isa, (clara_type)j->qt.act_type, j->x + (size_t)t * K, K, tmp)) {
             atomic_store(&j->failed, true);
             return;
         }
@@ -308,14 +307,19 @@ bool clara_q0_gemv(clara_ctx *ctx, clara_isa isa, const clara_mat *W, const uint
                    size_t xq_stride, uint32_t n, float *y, bool accumulate, float alpha) {
     size_t nb = (size_t)W->cols / 32;
     bool q8 = W->type == CLARA_TYPE_Q8_0;
-    if ((W->type != CLARA_TYPE_Q4_0 && !q8) || isa != CLARA_ISA_AVX512 || n == 0 || n > 4 ||
-        nb % 4)
+    if ((W->type != CLARA_TYPE_Q4_0 && !q8) || isa != CLARA_ISA_AVX512 || n == 0 || n > 4 || nb % 4)
         return false;
     size_t a_b = align64(nb * 32), c_b = align64(nb * 64), da_b = align64(nb * 4);
     if (!reserve_scratch(ctx, (a_b + c_b + da_b) * n)) return false;
     q0_job j = {.rows = W->rows};
-    j.g = (clara_q0_gemv_args){.q8 = q8, .W = W->data, .nb = nb, .n = n, .y = y,
-                               .ldy = (size_t)W->rows, .accumulate = accumulate, .alpha = alpha};
+    j.g = (clara_q0_gemv_args){.q8 = q8,
+                               .W = W->data,
+                               .nb = nb,
+                               .n = n,
+                               .y = y,
+                               .ldy = (size_t)W->rows,
+                               .accumulate = accumulate,
+                               .alpha = alpha};
     uint8_t *base = ctx->qg_buf;
     int8_t *A = (int8_t *)base;
     int32_t *C = (int32_t *)(base + a_b * n);
@@ -336,8 +340,15 @@ bool clara_q0_gemv(clara_ctx *ctx, clara_isa isa, const clara_mat *W, const uint
 
 bool clara_qgemm(clara_ctx *ctx, clara_isa isa, const clara_mat *W, const float *x, uint32_t n,
                  float *y, bool accumulate, float alpha) {
-    qg_job j = {.ctx = ctx, .W = W, .x = x, .n = n, .y = y, .accumulate = accumulate,
-                .alpha = alpha, .G = 2, .isa = isa};
+    qg_job j = {.ctx = ctx,
+                .W = W,
+                .x = x,
+                .n = n,
+                .y = y,
+                .accumulate = accumulate,
+                .alpha = alpha,
+                .G = 2,
+                .isa = isa};
     if (!clara_qg_type_get(W->type, &j.qt)) return false;
     bool have = isa == CLARA_ISA_AVX512 ? clara_qg_level_avx512(&j.qt, &j.lv)
                 : isa == CLARA_ISA_AVX2 ? clara_qg_level_avx2(&j.qt, &j.lv)

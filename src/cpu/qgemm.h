@@ -63,8 +63,8 @@ void clara_qg_unpack_row(clara_type t, const uint8_t *row, size_t K, uint8_t *co
 
 /* Re-arranges one activation row already quantized to the partner format (xq) into row t of
  * the acts arrays (writable views of clara_qg_acts). */
-void clara_qg_pack_act(const clara_qg_type *qt, const uint8_t *xq, size_t K, int8_t *aq,
-                       float *dx, int32_t *aoff, float *dxa);
+void clara_qg_pack_act(const clara_qg_type *qt, const uint8_t *xq, size_t K, int8_t *aq, float *dx,
+                       int32_t *aoff, float *dxa);
 
 /* Kernel: for tokens [0, n) of acts and the panel's G*RG rows, out[t * ldo + i] = dot(row i,
  * token t) for i < rows_valid (i counts rows across the panel's groups). */

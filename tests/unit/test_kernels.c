@@ -201,9 +201,9 @@ static void test_quant_types(void) {
                                        CLARA_TYPE_Q4_1, CLARA_TYPE_Q5_0, CLARA_TYPE_Q5_1,
                                        CLARA_TYPE_Q5_K, CLARA_TYPE_Q6_K, CLARA_TYPE_Q8_K};
     /* 128 and 1536 columns: whole groups of 4 blocks (the q4_0 AVX-512 decode kernel) */
-    static const uint64_t shapes32[][2] = {{1, 32},  {7, 96},   {37, 320},
+    static const uint64_t shapes32[][2] = {{1, 32},    {7, 96},  {37, 320},
                                            {19, 1056}, {5, 128}, {41, 1536}};
-    static const uint64_t shapes256[][2] = {{1, 256}, {7, 512}, {37, 768},
+    static const uint64_t shapes256[][2] = {{1, 256},   {7, 512}, {37, 768},
                                             {19, 1280}, {5, 256}, {41, 1536}};
     static const uint32_t ns[] = {1, 2, 3, 7, 8, 33}; /* 8 and 33: the packed GEMM (qgemm.h) */
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
@@ -226,15 +226,33 @@ static void test_act_quant(void) {
         for (int i = 0; i < K; i++) {
             double r = frand();
             switch (c) {
-            case 0: x[i] = (float)r; break;
-            case 1: x[i] = (float)(r * 1e4); break;
-            case 2: x[i] = (float)(r * 1e-3); break;
-            case 3: x[i] = (float)((int)(r * 254) / 2.0); break; /* halves: .5 ties */
-            case 4: x[i] = 0.f; break;
-            case 5: x[i] = i % 7 == 0 ? (i % 2 ? 3.f : -3.f) : (float)r; break; /* tied +-max */
-            case 6: x[i] = (float)(r * 1e-39); break;                         /* subnormal */
-            case 7: x[i] = i == 5 ? 1.f : 0.f; break;
-            default: x[i] = (float)(r * 6e6); break; /* f16 scale overflow for q8_0 */
+            case 0:
+                x[i] = (float)r;
+                break;
+            case 1:
+                x[i] = (float)(r * 1e4);
+                break;
+            case 2:
+                x[i] = (float)(r * 1e-3);
+                break;
+            case 3:
+                x[i] = (float)((int)(r * 254) / 2.0);
+                break; /* halves: .5 ties */
+            case 4:
+                x[i] = 0.f;
+                break;
+            case 5:
+                x[i] = i % 7 == 0 ? (i % 2 ? 3.f : -3.f) : (float)r;
+                break; /* tied +-max */
+            case 6:
+                x[i] = (float)(r * 1e-39);
+                break; /* subnormal */
+            case 7:
+                x[i] = i == 5 ? 1.f : 0.f;
+                break;
+            default:
+                x[i] = (float)(r * 6e6);
+                break; /* f16 scale overflow for q8_0 */
             }
         }
         for (size_t f = 0; f < 3; f++) {
