@@ -114,19 +114,20 @@ static void matmul_task(void *arg, size_t task, int thread) {
         ref_quant_rows(&j->q, r0, r1);
 }
 
-/* Splits the rows into ~8 tasks per thread (the pool hands them out dynamically), in multiples
- * of 8 rows so SIMD register blocks stay whole. Results do not depend on the split. */
 /* Below this many multiply-adds a matmul runs on the calling thread: waking the workers costs
  * more than it saves (tiny models, LoRA products of single decode rows). */
 #define MATMUL_PARALLEL_MIN_MACS (1u << 18)
 
-static void run_job(matmul_job *j) {
-    int threads = clara_pool_threads(j->ctx->pool);
-    const clara_mat *W = j->f.W ? j->f.W : j->q.W;
-    uint32_t n = j->f.W ? j->f.n : j->q.n;
-    uint64_t per = j->rows / ((uint64_t)threads * 8);
+/* Multiples of 8 rows keep SIMD register blocks whole; results never depend on the split. */
+uint64_t clara_matmul_rows_per_task(const clara_ctx *ctx, const clara_mat *W, uint32_t n) {
+    uint64_t per = W->rows / ((uint64_t)clara_pool_threads(ctx->pool) * 8);
     per = per < 8 ? 8 : (per + 7) / 8 * 8;
-    if (j->rows * W->cols * n < MATMUL_PARALLEL_MIN_MACS) per = j->rows; /* one task */
+    return W->rows * W->cols * n < MATMUL_PARALLEL_MIN_MACS ? W->rows : per; /* small: one task */
+}
+
+static void run_job(matmul_job *j) {
+    const clara_mat *W = j->f.W ? j->f.W : j->q.W;
+    uint64_t per = clara_matmul_rows_per_task(j->ctx, W, j->f.W ? j->f.n : j->q.n);
     j->rows_per_task = per;
     size_t n_tasks = (size_t)((j->rows + per - 1) / per);
     clara_pool_run(j->ctx->pool, n_tasks, matmul_task, j);

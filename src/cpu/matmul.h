@@ -14,6 +14,11 @@
 void clara_matmul(clara_ctx *ctx, const clara_mat *W, const float *x, uint32_t n, float *y,
                   bool accumulate, float alpha);
 
+/* Weight rows per pool task for W x n activation rows: ~8 tasks per thread (handed out
+ * dynamically) in multiples of 8 rows, or all rows in one task when the product is too small to
+ * be worth waking the workers. */
+uint64_t clara_matmul_rows_per_task(const clara_ctx *ctx, const clara_mat *W, uint32_t n);
+
 /* Quantizes K activations to fmt with the SIMD quantizer of level isa where it applies, else
  * clara_quantize_row (same bytes either way); false if the row cannot be quantized. */
 bool clara_quantize_act(clara_isa isa, clara_type fmt, const float *x, uint64_t K, uint8_t *out);

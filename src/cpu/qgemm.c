@@ -60,99 +60,6 @@ static float f32at(const uint8_t *p) {
     return f;
 }
 
-/* Codes of a 32-block of q4_0/q4_1/q5_0/q5_1: nibbles of qs plus bit 4 from the u32 qh. */
-static void unpack_nibbles32(const uint8_t *qs, uint32_t qh, uint8_t *c) {
-    for (int j = 0; j < 16; j++) {
-        c[j] = (uint8_t)((qs[j] & 15) | ((qh >> j) & 1) << 4);
-        c[j + 16] = (uint8_t)((qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4);
-    }
-}
-
-static uint32_t u32at(const uint8_t *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-/* The 6-bit scale and min of q4_k/q5_k sub-block j (layout in quant.h). */
-static void kquant_scale_min(const uint8_t *s, int j, int *sc, int *m) {
-    if (j < 4) {
-        *sc = s[j] & 63;
-        *m = s[j + 4] & 63;
-    } else {
-        *sc = (s[j + 4] & 15) | (s[j - 4] >> 6) << 4;
-        *m = (s[j + 4] >> 4) | (s[j] >> 6) << 4;
-    }
-}
-
-static void unpack_qk(const uint8_t *w, int bits, uint8_t *c, float *s, float *m) {
-    const uint8_t *sc6 = w + 4, *qh = w + 16, *qs = w + (bits == 5 ? 48 : 16);
-    float d = f16at(w), dmin = f16at(w + 2);
-    for (int j = 0; j < 8; j++) {
-        int sc, mn, ch = j / 2, hi = j % 2;
-        kquant_scale_min(sc6, j, &sc, &mn);
-        s[j] = d * (float)sc; /* exact: 11-bit times 6-bit mantissa */
-        m[j] = dmin * (float)mn;
-        for (int l = 0; l < 32; l++) {
-            int q = hi ? qs[32 * ch + l] >> 4 : qs[32 * ch + l] & 15;
-            if (bits == 5) q |= (qh[l] >> j & 1) << 4;
-            c[32 * j + l] = (uint8_t)q;
-        }
-    }
-}
-
-static void unpack_q6k(const uint8_t *w, uint8_t *c, float *s, float *m) {
-    const uint8_t *ql = w, *qh = w + 128;
-    const int8_t *sc = (const int8_t *)(w + 192);
-    float d = f16at(w + 208);
-    for (int e = 0; e < 256; e++) {
-        int h = e / 128, r = e % 128, quarter = r / 32, l = r % 32;
-        int lo = ql[64 * h + l + (quarter & 1) * 32];
-        lo = quarter >= 2 ? lo >> 4 : lo & 15;
-        c[e] = (uint8_t)(lo | (qh[32 * h + l] >> (2 * quarter) & 3) << 4);
-    }
-    for (int j = 0; j < 16; j++) s[j] = d * (float)sc[j], m[j] = 0.f;
-}
-
-void clara_qg_unpack_row(clara_type t, const uint8_t *row, size_t K, uint8_t *codes, float *s,
-                         float *m) {
-    const clara_type_info *ti = clara_type_get((uint32_t)t);
-    size_t nsb = K / ti->block_size;
-    for (size_t i = 0; i < nsb; i++) {
-        const uint8_t *w = row + i * ti->type_size;
-        uint8_t *c = codes + i * ti->block_size;
-        switch (t) {
-        case CLARA_TYPE_Q4_0:
-        case CLARA_TYPE_Q4_1:
-            unpack_nibbles32(w + (t == CLARA_TYPE_Q4_0 ? 2 : 4), 0, c);
-            break;
-        case CLARA_TYPE_Q5_0:
-            unpack_nibbles32(w + 6, u32at(w + 2), c);
-            break;
-        case CLARA_TYPE_Q5_1:
-            unpack_nibbles32(w + 8, u32at(w + 4), c);
-            break;
-        case CLARA_TYPE_Q8_0:
-            for (int j = 0; j < 32; j++) c[j] = (uint8_t)(w[2 + j] ^ 0x80); /* q + 128 */
-            break;
-        case CLARA_TYPE_Q8_K:
-            for (int j = 0; j < 256; j++) c[j] = (uint8_t)(w[4 + j] ^ 0x80);
-            for (int j = 0; j < 8; j++) s[8 * i + j] = f32at(w), m[8 * i + j] = 0.f;
-            continue;
-        case CLARA_TYPE_Q4_K:
-        case CLARA_TYPE_Q5_K:
-            unpack_qk(w, t == CLARA_TYPE_Q5_K ? 5 : 4, c, s + 8 * i, m + 8 * i);
-            continue;
-        case CLARA_TYPE_Q6_K:
-            unpack_q6k(w, c, s + 16 * i, m + 16 * i);
-            continue;
-        default:
-            return;
-        }
-        /* the 32-blocks: d, and for q4_1/q5_1 x = d*q + min, i.e. m = -min */
-        s[i] = f16at(w);
-        m[i] = t == CLARA_TYPE_Q4_1 || t == CLARA_TYPE_Q5_1 ? -f16at(w + 2) : 0.f;
-    }
-}
-
 void clara_qg_pack_act(const clara_qg_type *qt, const uint8_t *xq, size_t K, int8_t *aq, float *dx,
                        int32_t *aoff, float *dxa) {
     const clara_type_info *ai = clara_type_get((uint32_t)qt->act_type);
@@ -216,8 +123,8 @@ static void act_task(void *arg, size_t task, int thread) {
     }
 }
 
-/* Unpacks rows [r0, r0 + G*RG) into the thread's panel: each row's codes contiguous (the SIMD
- * unpacker of the level, else the scalar one), then interleaved into the panel layout. */
+/* Unpacks rows [r0, r0 + G*RG) into the thread's panel: each row's codes contiguous (the level's
+ * SIMD unpacker), then interleaved into the panel layout. */
 static void unpack_panel(const qg_job *j, uint64_t r0, uint8_t *buf, clara_qg_panel *p) {
     size_t K = (size_t)j->W->cols, nb = j->acts.nb, R = (size_t)j->G * j->RG;
     uint64_t row_bytes = 0;
@@ -233,9 +140,7 @@ static void unpack_panel(const qg_job *j, uint64_t r0, uint8_t *buf, clara_qg_pa
             memset(rs, 0, nb * sizeof(float));
             memset(rm, 0, nb * sizeof(float));
         } else {
-            const uint8_t *src = (const uint8_t *)j->W->data + r * row_bytes;
-            if (!j->lv.unpack(j->W->type, src, K, rc, rs, rm))
-                clara_qg_unpack_row(j->W->type, src, K, rc, rs, rm);
+            j->lv.unpack(j->W->type, (const uint8_t *)j->W->data + r * row_bytes, K, rc, rs, rm);
         }
         for (size_t b = 0; b < nb; b++) s[b * R + i] = rs[b], m[b * R + i] = rm[b];
     }
@@ -329,10 +234,7 @@ bool clara_q0_gemv(clara_ctx *ctx, clara_isa isa, const clara_mat *W, const uint
     for (uint32_t t = 0; t < n; t++)
         q0_prep(q8, xq + t * xq_stride, nb, A + t * j.g.a_stride, C + t * j.g.c_stride,
                 DA + t * j.g.da_stride);
-    int threads = clara_pool_threads(ctx->pool);
-    uint64_t per_task = W->rows / ((uint64_t)threads * 8);
-    j.rows_per_task = per_task < 8 ? 8 : per_task;
-    if (W->rows * W->cols * n < (1u << 18)) j.rows_per_task = W->rows;
+    j.rows_per_task = clara_matmul_rows_per_task(ctx, W, n);
     clara_pool_run(ctx->pool, (size_t)((W->rows + j.rows_per_task - 1) / j.rows_per_task), q0_task,
                    &j);
     return true;

@@ -57,10 +57,6 @@ typedef struct {
     uint32_t groups, group_rows;
 } clara_qg_panel;
 
-/* Unpacks weight row `row` of type t (K columns) into codes[K], s[K/B], m[K/B]. */
-void clara_qg_unpack_row(clara_type t, const uint8_t *row, size_t K, uint8_t *codes, float *s,
-                         float *m);
-
 /* Re-arranges one activation row already quantized to the partner format (xq) into row t of
  * the acts arrays (writable views of clara_qg_acts). */
 void clara_qg_pack_act(const clara_qg_type *qt, const uint8_t *xq, size_t K, int8_t *aq, float *dx,
@@ -72,8 +68,9 @@ typedef void (*clara_qg_kernel_fn)(const clara_qg_type *qt, const clara_qg_panel
                                    const clara_qg_acts *a, uint32_t n, float *y, size_t ldy,
                                    uint32_t rows_valid, bool accumulate, float alpha);
 
-/* SIMD unpacking of one weight row (as clara_qg_unpack_row); false if the level lacks it for t. */
-typedef bool (*clara_qg_unpack_fn)(clara_type t, const uint8_t *row, size_t K, uint8_t *codes,
+/* Unpacks weight row `row` of a type clara_qg_type_get accepts (K columns) into codes[K] and
+ * the per-block s[K/B], m[K/B]. */
+typedef void (*clara_qg_unpack_fn)(clara_type t, const uint8_t *row, size_t K, uint8_t *codes,
                                    float *s, float *m);
 /* rows [2 * group_rows][K] codes -> the panel's [K/4][2 * group_rows] u32 layout. */
 typedef void (*clara_qg_interleave_fn)(const uint8_t *rows, size_t K, uint8_t *panel);
