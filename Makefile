@@ -62,6 +62,7 @@ AVX2_FLAGS   := -mavx2 -mfma -mf16c
 AVX512_FLAGS := -mavx512f -mavx512bw -mavx512vl -mavx512vnni -mavx512bf16 -mf16c -mfma
 $(BUILD)/obj/src/cpu/kernels_avx2.o: CFLAGS += $(AVX2_FLAGS)
 $(BUILD)/obj/src/cpu/kernels_avx512.o: CFLAGS += $(AVX512_FLAGS)
+$(BUILD)/obj/src/cpu/gemv_avx512.o: CFLAGS += $(AVX512_FLAGS)
 
 $(BENCH_TOK): tests/fixtures/tokenizer/tokenizer.model
 	@mkdir -p $(dir $@)
@@ -140,6 +141,7 @@ build/fuzz/obj/%.o: %.c
 	  $(FUZZ_ISA_FLAGS) -MMD -MP -c $< -o $@
 build/fuzz/obj/src/cpu/kernels_avx2.o: FUZZ_ISA_FLAGS := $(AVX2_FLAGS)
 build/fuzz/obj/src/cpu/kernels_avx512.o: FUZZ_ISA_FLAGS := $(AVX512_FLAGS)
+build/fuzz/obj/src/cpu/gemv_avx512.o: FUZZ_ISA_FLAGS := $(AVX512_FLAGS)
 build/fuzz/libclara.a: $(FUZZ_LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^

@@ -1,11 +1,14 @@
 /* bench_matmul.c - throughput of clara_matmul per weight type, instruction-set level and thread
  * count: GEMM (4096 x 4096 weights x 256 activation rows, GFLOP/s = 2*rows*cols*n / s) and GEMV
- * (14336 x 4096 weights, larger than the last-level cache, x 1 row: GB/s of weight bytes read).
+ * (4 matrices of 14336 x 4096 weights taken in turn, together well above the last-level cache as
+ * a decoder's layers are, x 1 row: GB/s of weight bytes read).
  *
  *   bench_matmul [SECONDS_PER_CASE] [TYPES...]     (types: f32 f16 bf16 q8_0 q4_0 q4_k ...)
+ * Environment: BENCH_CASES=gemm or gemv runs only that case (default both).
  * Each case runs at least once and repeats until SECONDS_PER_CASE (default 1) have passed; the
  * best repetition is reported. The machine limits to compare with are in
  * /work/shared/perf/ANCHORS.md (re-measure them in the same run before claiming ratios). */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,18 +51,22 @@ static int make_mat(clara_mat *W, clara_type t, uint64_t rows, uint64_t cols, ui
     return 0;
 }
 
-/* Best seconds per call over repetitions filling `secs`. */
-static double time_case(clara_ctx *ctx, const clara_mat *W, const float *x, uint32_t n, float *y,
-                        double secs) {
+/* Best seconds per call over repetitions filling `secs`, taking the n_w matrices in turn. */
+static double time_case(clara_ctx *ctx, const clara_mat *W, int n_w, const float *x, uint32_t n,
+                        float *y, double secs) {
     double best = 1e30, start = now();
+    int i = 0;
     do {
         double t0 = now();
-        clara_matmul(ctx, W, x, n, y, false, 1.0f);
+        clara_matmul(ctx, &W[i], x, n, y, false, 1.0f);
         double dt = now() - t0;
         if (dt < best) best = dt;
-    } while (now() - start < secs);
+        i = (i + 1) % n_w;
+    } while (now() - start < secs || i != 0);
     return best;
 }
+
+#define GEMV_MATS 4
 
 int main(int argc, char **argv) {
     double secs = argc > 1 ? atof(argv[1]) : 1.0;
@@ -68,6 +75,8 @@ int main(int argc, char **argv) {
     const char **names = argc > 2 ? (const char **)argv + 2 : def;
     const uint64_t K = 4096, M_GEMM = 4096, M_GEMV = 14336;
     const uint32_t N_GEMM = 256;
+    const char *cases = getenv("BENCH_CASES");
+    bool gemm = !cases || strcmp(cases, "gemv") != 0, gemv = !cases || strcmp(cases, "gemm") != 0;
     clara_ctx ctx[2];
     memset(ctx, 0, sizeof ctx);
     for (int i = 0; i < 2; i++) {
@@ -84,10 +93,12 @@ int main(int argc, char **argv) {
     printf("%-6s %-7s %3s %14s %14s\n", "type", "level", "thr", "GEMM GFLOP/s", "GEMV GB/s");
     for (int ti = 0; ti < n_types; ti++) {
         int t = clara_type_from_name(names[ti]);
-        clara_mat Wg, Wv;
+        clara_mat Wg, Wv[GEMV_MATS];
         uint64_t bg, bv;
-        if (t < 0 || make_mat(&Wg, (clara_type)t, M_GEMM, K, &bg) != 0 ||
-            make_mat(&Wv, (clara_type)t, M_GEMV, K, &bv) != 0) {
+        bool ok = t >= 0 && make_mat(&Wg, (clara_type)t, M_GEMM, K, &bg) == 0;
+        for (int m = 0; ok && m < GEMV_MATS; m++)
+            ok = make_mat(&Wv[m], (clara_type)t, M_GEMV, K, &bv) == 0;
+        if (!ok) {
             fprintf(stderr, "bench_matmul: cannot make %s weights\n", names[ti]);
             return 1;
         }
@@ -95,15 +106,16 @@ int main(int argc, char **argv) {
             if (!clara_isa_supported((clara_isa)lv)) continue;
             clara_isa_force((clara_isa)lv);
             for (int th = 1; th <= 2; th++) {
-                double tg = time_case(&ctx[th - 1], &Wg, x, N_GEMM, y, secs);
-                double tv = time_case(&ctx[th - 1], &Wv, x, 1, y, secs);
+                double tg = gemm ? time_case(&ctx[th - 1], &Wg, 1, x, N_GEMM, y, secs) : 0;
+                double tv = gemv ? time_case(&ctx[th - 1], Wv, GEMV_MATS, x, 1, y, secs) : 0;
                 printf("%-6s %-7s %3d %14.1f %14.2f\n", names[ti], clara_isa_name((clara_isa)lv),
-                       th, 2.0 * M_GEMM * K * N_GEMM / tg * 1e-9, (double)bv / tv * 1e-9);
+                       th, gemm ? 2.0 * M_GEMM * K * N_GEMM / tg * 1e-9 : 0.0,
+                       gemv ? (double)bv / tv * 1e-9 : 0.0);
                 fflush(stdout);
             }
         }
         free((void *)Wg.data);
-        free((void *)Wv.data);
+        for (int m = 0; m < GEMV_MATS; m++) free((void *)Wv[m].data);
     }
     for (int i = 0; i < 2; i++) {
         clara_pool_free(ctx[i].pool);

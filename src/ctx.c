@@ -61,6 +61,14 @@ void clara_ctx_free(clara_ctx *ctx) {
     free(ctx);
 }
 
+uint8_t *clara_ctx_scratch(clara_ctx *ctx, size_t need) {
+    if (ctx->qg_cap >= need) return ctx->qg_buf;
+    free(ctx->qg_buf);
+    ctx->qg_buf = aligned_alloc(64, (need + 63) & ~(size_t)63);
+    ctx->qg_cap = ctx->qg_buf ? need : 0;
+    return ctx->qg_buf;
+}
+
 clara_status clara_ctx_reserve_slot(clara_ctx *ctx, uint32_t slot, uint32_t n_ctx) {
     const clara_hparams *hp = &ctx->m->hp;
     if (n_ctx > hp->n_ctx)

@@ -33,7 +33,8 @@ struct clara_ctx {
     float *rope_inv_freq; /* [head_dim / 2] */
     float *xperm; /* inputs gathered for layers with an input permutation (GPTQ act-order) */
     size_t xperm_cap;
-    uint8_t *qg_buf; /* packed-GEMM scratch (cpu/qgemm.c): quantized activations, weight panels */
+    uint8_t *qg_buf; /* kernel scratch (clara_ctx_scratch): the packed GEMM's quantized
+                        activations and weight panels, the decode GEMV's prepared activations */
     size_t qg_cap;
     float *out_rows, *out_logits; /* [out_cap][n_embd], [out_cap][n_vocab]: last rows, logits */
     uint32_t out_cap;
@@ -41,6 +42,9 @@ struct clara_ctx {
 
 /* Makes slot `slot` hold at least n_ctx positions (keeping its contents). */
 clara_status clara_ctx_reserve_slot(clara_ctx *ctx, uint32_t slot, uint32_t n_ctx);
+/* ctx's kernel scratch grown to at least `need` bytes (64-byte aligned, contents not kept);
+ * NULL when out of memory. One user at a time: the matmul that asks owns it until it returns. */
+uint8_t *clara_ctx_scratch(clara_ctx *ctx, size_t need);
 /* Makes room for a batch of n_tokens rows attending over up to n_keys positions. */
 clara_status clara_ctx_reserve_rows(clara_ctx *ctx, uint32_t n_tokens, uint32_t n_keys);
 

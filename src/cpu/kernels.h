@@ -73,27 +73,6 @@ void clara_attn_values_avx2(const float *sc, float inv, const float *V, size_t s
 void clara_attn_values_avx512(const float *sc, float inv, const float *V, size_t stride,
                               uint32_t n_keys, uint32_t d, float *out);
 
-/* q4_0 / q8_0 GEMV for up to 4 activation rows (AVX-512): activations prepared per row t by
- * clara_q0_gemv (qgemm.c): A codes in the weights' byte order per block pair, C the
- * -off*sum offsets per dpbusd lane, DA the f32 block scales. Same value per element whatever
- * n is (rows never mix). */
-typedef struct {
-    bool q8;          /* q8_0 weights (else q4_0) */
-    const uint8_t *W; /* rows */
-    size_t nb;        /* blocks per row, a multiple of 4 */
-    uint32_t n;
-    const int8_t *A;
-    const int32_t *C;
-    const float *DA;
-    size_t a_stride, c_stride, da_stride; /* per activation row, in elements */
-    float *y;
-    size_t ldy;
-    bool accumulate;
-    float alpha;
-} clara_q0_gemv_args;
-
-void clara_q0_gemv_avx512(const clara_q0_gemv_args *g, uint64_t r0, uint64_t r1);
-
 /* Software prefetch distance of the decode (GEMV) kernels, which stream every weight once per
  * token. Measured on the 7B q4_0 decode (1 thread, Zen 5 VM): 1.5 KB ahead 5.5 tok/s, 3 KB 6.2,
  * 6 KB 7.5, 12 KB 7.9, 24 KB 8.4, 48 KB 7.3 (none: 4.9). Far prefetches also start the page

@@ -10,6 +10,7 @@
 #include "base/fp16.h"
 #include "base/log.h"
 #include "cpu/dispatch.h"
+#include "cpu/gemv.h"
 #include "cpu/kernels.h"
 #include "cpu/kernels_ref.h"
 #include "cpu/qgemm.h"
@@ -181,8 +182,8 @@ static void matmul_quant(matmul_job *j, const float *x) {
     size_t have = (size_t)clara_pool_threads(j->ctx->pool) * j->ctx->row_cap * sizeof(float);
     uint8_t *buf = need <= have ? (uint8_t *)j->ctx->rowbuf : malloc(need);
     bool ok = buf && quantize_acts(j->isa, fmt, x, j->q.n, W->cols, buf, (size_t)stride);
-    bool done = ok && clara_q0_gemv(j->ctx, j->isa, W, buf, (size_t)stride, j->q.n, j->q.y,
-                                    j->q.accumulate, j->q.alpha);
+    bool done = ok && clara_gemv_quant(j->ctx, j->isa, W, buf, (size_t)stride, j->q.n, j->q.y,
+                                       j->q.accumulate, j->q.alpha);
     if (ok && !done) {
         j->q.xq = buf;
         j->q.xq_stride = (size_t)stride;

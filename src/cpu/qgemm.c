@@ -163,83 +163,6 @@ static size_t align64(size_t n) {
     return (n + 63) & ~(size_t)63;
 }
 
-/* Grows ctx's packed-GEMM scratch to `need` bytes. */
-static bool reserve_scratch(clara_ctx *ctx, size_t need) {
-    if (ctx->qg_cap >= need) return true;
-    free(ctx->qg_buf);
-    ctx->qg_buf = aligned_alloc(64, align64(need));
-    ctx->qg_cap = ctx->qg_buf ? need : 0;
-    return ctx->qg_buf != NULL;
-}
-
-/* ---- q4_0 / q8_0 GEMV (decode) ---- */
-
-typedef struct {
-    clara_q0_gemv_args g;
-    uint64_t rows, rows_per_task;
-} q0_job;
-
-static void q0_task(void *arg, size_t task, int thread) {
-    (void)thread;
-    const q0_job *j = arg;
-    uint64_t r0 = task * j->rows_per_task;
-    uint64_t r1 = r0 + j->rows_per_task < j->rows ? r0 + j->rows_per_task : j->rows;
-    clara_q0_gemv_avx512(&j->g, r0, r1);
-}
-
-/* Re-arranges a q8_0 activation row for clara_q0_gemv_avx512 (kernels.h): per block pair the
- * codes in the order the kernel holds the weights (q4_0: first halves of both blocks, then the
- * second halves; q8_0: as they are), the -off * (sum of 4 codes) start value of each dpbusd lane,
- * and the block scales as f32. */
-static void q0_prep(bool q8, const uint8_t *xq, size_t nb, int8_t *A, int32_t *C, float *DA) {
-    int off = q8 ? 128 : 8;
-    for (size_t p = 0; p < nb / 2; p++) {
-        const int8_t *a0 = (const int8_t *)(xq + 2 * p * 34 + 2), *a1 = a0 + 34;
-        int8_t *o = A + 64 * p;
-        if (q8) {
-            memcpy(o, a0, 32), memcpy(o + 32, a1, 32);
-        } else {
-            memcpy(o, a0, 16), memcpy(o + 16, a1, 16), memcpy(o + 32, a0 + 16, 16);
-            memcpy(o + 48, a1 + 16, 16);
-        }
-        for (int l = 0; l < 16; l++)
-            C[16 * p + l] = -off * (o[4 * l] + o[4 * l + 1] + o[4 * l + 2] + o[4 * l + 3]);
-    }
-    for (size_t b = 0; b < nb; b++) DA[b] = f16at(xq + 34 * b);
-}
-
-bool clara_q0_gemv(clara_ctx *ctx, clara_isa isa, const clara_mat *W, const uint8_t *xq,
-                   size_t xq_stride, uint32_t n, float *y, bool accumulate, float alpha) {
-    size_t nb = (size_t)W->cols / 32;
-    bool q8 = W->type == CLARA_TYPE_Q8_0;
-    if ((W->type != CLARA_TYPE_Q4_0 && !q8) || isa != CLARA_ISA_AVX512 || n == 0 || n > 4 || nb % 4)
-        return false;
-    size_t a_b = align64(nb * 32), c_b = align64(nb * 64), da_b = align64(nb * 4);
-    if (!reserve_scratch(ctx, (a_b + c_b + da_b) * n)) return false;
-    q0_job j = {.rows = W->rows};
-    j.g = (clara_q0_gemv_args){.q8 = q8,
-                               .W = W->data,
-                               .nb = nb,
-                               .n = n,
-                               .y = y,
-                               .ldy = (size_t)W->rows,
-                               .accumulate = accumulate,
-                               .alpha = alpha};
-    uint8_t *base = ctx->qg_buf;
-    int8_t *A = (int8_t *)base;
-    int32_t *C = (int32_t *)(base + a_b * n);
-    float *DA = (float *)(base + (a_b + c_b) * n);
-    j.g.A = A, j.g.C = C, j.g.DA = DA;
-    j.g.a_stride = a_b, j.g.c_stride = c_b / 4, j.g.da_stride = da_b / 4;
-    for (uint32_t t = 0; t < n; t++)
-        q0_prep(q8, xq + t * xq_stride, nb, A + t * j.g.a_stride, C + t * j.g.c_stride,
-                DA + t * j.g.da_stride);
-    j.rows_per_task = clara_matmul_rows_per_task(ctx, W, n);
-    clara_pool_run(ctx->pool, (size_t)((W->rows + j.rows_per_task - 1) / j.rows_per_task), q0_task,
-                   &j);
-    return true;
-}
-
 bool clara_qgemm(clara_ctx *ctx, clara_isa isa, const clara_mat *W, const float *x, uint32_t n,
                  float *y, bool accumulate, float alpha) {
     qg_job j = {.ctx = ctx,
@@ -265,8 +188,8 @@ bool clara_qgemm(clara_ctx *ctx, clara_isa isa, const clara_mat *W, const float 
     j.panel_bytes = align64(2 * R * K + 2 * nb * R * 4 + 2 * nb * 4);
     size_t aq_b = align64((size_t)n * K), blk_b = align64((size_t)n * nb * 4);
     size_t need = aq_b + 3 * blk_b + (size_t)threads * (j.xq_bytes + j.panel_bytes);
-    if (!reserve_scratch(ctx, need)) return false;
-    uint8_t *p = ctx->qg_buf;
+    uint8_t *p = clara_ctx_scratch(ctx, need);
+    if (!p) return false;
     j.aq = (int8_t *)p, p += aq_b;
     j.dx = (float *)p, p += blk_b;
     j.aoff = (int32_t *)p, p += blk_b;

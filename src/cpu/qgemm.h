@@ -92,10 +92,4 @@ bool clara_qg_level_avx2(const clara_qg_type *qt, clara_qg_level *out);
 bool clara_qgemm(clara_ctx *ctx, clara_isa isa, const clara_mat *W, const float *x, uint32_t n,
                  float *y, bool accumulate, float alpha);
 
-/* q4_0 or q8_0 weights x up to 4 activation rows already quantized to q8_0 (row t at
- * xq + t*xq_stride), with the AVX-512 decode kernel; false (nothing written) when it does not
- * apply. */
-bool clara_q0_gemv(clara_ctx *ctx, clara_isa isa, const clara_mat *W, const uint8_t *xq,
-                   size_t xq_stride, uint32_t n, float *y, bool accumulate, float alpha);
-
 #endif

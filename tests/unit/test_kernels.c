@@ -205,7 +205,7 @@ static void test_quant_types(void) {
                                            {19, 1056}, {5, 128}, {41, 1536}};
     static const uint64_t shapes256[][2] = {{1, 256},   {7, 512}, {37, 768},
                                             {19, 1280}, {5, 256}, {41, 1536}};
-    static const uint32_t ns[] = {1, 2, 3, 7, 8, 33}; /* 8 and 33: the packed GEMM (qgemm.h) */
+    static const uint32_t ns[] = {1, 2, 3, 4, 7, 8, 33}; /* 8 and 33: the packed GEMM (qgemm.h) */
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         bool k = clara_type_get((uint32_t)types[ti])->block_size == 256;
         for (size_t s = 0; s < sizeof shapes32 / sizeof shapes32[0]; s++)

@@ -1,0 +1,50 @@
+/* gemv.h - the AVX-512 decode GEMV: quantized weights (q4_0, q8_0, q4_k, q6_k) times up to 4
+ * activation rows already quantized to the partner format (q8_0 or q8_k). Decode reads every
+ * weight once per token, so the kernels are built to keep up with memory: the activations are
+ * re-arranged once per call (gemv.c) into the order in which a 64-byte load of weight codes
+ * yields its bytes, and each weight block costs a few masks, shifts, permutes and one vpdpbusd
+ * per 64 codes. Integer sums per block are exact; only the f32 summation order differs from the
+ * reference dot (kernels_ref.c). */
+#ifndef CLARA_CPU_GEMV_H
+#define CLARA_CPU_GEMV_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cpu/dispatch.h"
+#include "ctx.h"
+#include "dtype.h"
+
+/* Activations prepared per row t (gemv.c):
+ *  q4_0 / q8_0 (per block pair): A the codes in the weights' byte order, C the -off * (sum of
+ *    4 codes) start value of each dpbusd lane, DA the f32 block scales;
+ *  q4_k (per super-block): A the codes with sub-blocks in the order 0 2 1 3 4 6 5 7 (the
+ *    nibbles of two 64-byte loads), C 16 int32 lanes: 0 in lanes 0..7, the sub-block sums
+ *    B_j (as 16-bit) in lanes 8+j, DA the pair (d, -d);
+ *  q6_k (per super-block): A the codes as they are, C the 16 bsums negated (as 16-bit), DA d. */
+typedef struct {
+    clara_type type;
+    const uint8_t *W; /* rows */
+    size_t nb;        /* blocks per row: of 32 (q4_0, q8_0; a multiple of 4) or 256 */
+    uint32_t n;
+    const int8_t *A;
+    const int32_t *C;
+    const float *DA;
+    size_t a_stride, c_stride, da_stride; /* per activation row, in elements */
+    float *y;
+    size_t ldy;
+    bool accumulate;
+    float alpha;
+} clara_gemv_args;
+
+/* Output rows [r0, r1) of g (kernels in gemv_avx512.c). Same value per element whatever n is. */
+void clara_gemv_avx512(const clara_gemv_args *g, uint64_t r0, uint64_t r1);
+
+/* y[t * W->rows + r] = dot (or += alpha * dot) for t < n <= 4, xq's rows at xq + t*xq_stride in
+ * the weight type's partner format; false (nothing written) when the kernel does not apply
+ * (other type or level, shape, no memory): the caller then runs the general kernels. */
+bool clara_gemv_quant(clara_ctx *ctx, clara_isa isa, const clara_mat *W, const uint8_t *xq,
+                      size_t xq_stride, uint32_t n, float *y, bool accumulate, float alpha);
+
+#endif

@@ -1,0 +1,300 @@
+/* gemv_avx512.c - the decode GEMV kernels of gemv.h (AVX-512 F/BW/VL + VNNI). Each weight row is
+ * read once with a prefetch CLARA_PF_BYTES ahead; T <= 4 activation rows share every load.
+ * Compiled for AVX-512 (Makefile flags; the pragma covers builds with common flags). */
+#if defined(__clang__)
+#pragma clang attribute push(                                                                      \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c"))), apply_to = function)
+#elif defined(__GNUC__)
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")
+#endif
+
+#include <immintrin.h>
+#include <string.h>
+
+#include "cpu/gemv.h"
+#include "cpu/kernels.h"
+
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+ALWAYS_INLINE void prefetch_ahead(const uint8_t *p, size_t bytes) {
+    for (size_t o = 0; o < bytes; o += 64)
+        _mm_prefetch((const char *)(p + CLARA_PF_BYTES + o), _MM_HINT_T0);
+}
+
+ALWAYS_INLINE void store_rows(int T, const clara_gemv_args *g, uint64_t r, const __m512 *acc) {
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++)
+        clara_gemm_store(g->y, g->ldy, (uint32_t)t, r, g->accumulate, g->alpha,
+                         _mm512_reduce_add_ps(acc[t]));
+}
+
+/* ---- q4_0 / q8_0: 4 blocks per step, block scales gathered by one permute ---- */
+
+/* Per block pair one zmm holds both blocks' codes as unsigned bytes (q4_0: [lo b, lo b+1, hi b,
+ * hi b+1], 16 each; q8_0: [b, b+1] with 128 added), so one dpbusd, started from the precomputed
+ * -off*sum(a) lanes, gives both blocks' integer sums; the lanes' scales dw*da come from one
+ * permute of the 4 blocks' f16 scales. */
+ALWAYS_INLINE void q0_gemv(bool Q8, int T, const clara_gemv_args *g, uint64_t r0, uint64_t r1) {
+    const __m512i m4 = _mm512_set1_epi8(15), x80 = _mm512_set1_epi8((char)0x80);
+    /* the 4 scales' 16-bit words: q4_0 bytes 0, 18, 36, 54; q8_0 0, 34, 68, 102 (two windows) */
+    const __m512i idx_d =
+        Q8 ? _mm512_setr_epi32(17 << 16, 34 | 51 << 16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+           : _mm512_setr_epi32(9 << 16, 18 | 27 << 16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    const __m512i idx01 = Q8 ? _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)
+                             : _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
+    const __m512i idx23 = _mm512_add_epi32(idx01, _mm512_set1_epi32(2));
+    const size_t bb = Q8 ? 34 : 18, gb = 4 * bb, nb = g->nb, row_bytes = nb * bb;
+    for (uint64_t r = r0; r < r1; r++) {
+        const uint8_t *w = g->W + r * row_bytes;
+        __m512 acc0[4], acc1[4];
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) acc0[t] = acc1[t] = _mm512_setzero_ps();
+        for (size_t q = 0; q < nb / 4; q++) {
+            const uint8_t *wb = w + gb * q;
+            prefetch_ahead(wb, gb);
+            __m512i win = _mm512_loadu_si512((const void *)wb), X0, X1;
+            __m512i dh = Q8 ? _mm512_permutex2var_epi16(win, idx_d,
+                                                        _mm512_loadu_si512((const void *)(wb + 64)))
+                            : _mm512_permutexvar_epi16(idx_d, win);
+            __m128 dw = _mm_cvtph_ps(_mm512_castsi512_si128(dh));
+            if (Q8) {
+                X0 = _mm512_inserti64x4(
+                    _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(wb + 2))),
+                    _mm256_loadu_si256((const __m256i *)(wb + 36)), 1);
+                X1 = _mm512_inserti64x4(
+                    _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(wb + 70))),
+                    _mm256_loadu_si256((const __m256i *)(wb + 104)), 1);
+                X0 = _mm512_xor_si512(X0, x80), X1 = _mm512_xor_si512(X1, x80);
+            } else {
+                __m256i x0 = _mm256_inserti128_si256(
+                    _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(wb + 2))),
+                    _mm_loadu_si128((const __m128i *)(wb + 20)), 1);
+                __m256i x1 = _mm256_inserti128_si256(
+                    _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(wb + 38))),
+                    _mm_loadu_si128((const __m128i *)(wb + 56)), 1);
+                X0 = _mm512_and_si512(
+                    _mm512_inserti64x4(_mm512_castsi256_si512(x0), _mm256_srli_epi16(x0, 4), 1),
+                    m4);
+                X1 = _mm512_and_si512(
+                    _mm512_inserti64x4(_mm512_castsi256_si512(x1), _mm256_srli_epi16(x1, 4), 1),
+                    m4);
+            }
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++) {
+                const int8_t *A = g->A + (size_t)t * g->a_stride + 128 * q;
+                const int32_t *C = g->C + (size_t)t * g->c_stride + 32 * q;
+                __m128 s4 = _mm_mul_ps(dw, _mm_loadu_ps(g->DA + (size_t)t * g->da_stride + 4 * q));
+                __m512 s = _mm512_castps128_ps512(s4);
+                __m512i i0 = _mm512_dpbusd_epi32(_mm512_loadu_si512((const void *)C), X0,
+                                                 _mm512_loadu_si512((const void *)A));
+                __m512i i1 = _mm512_dpbusd_epi32(_mm512_loadu_si512((const void *)(C + 16)), X1,
+                                                 _mm512_loadu_si512((const void *)(A + 64)));
+                acc0[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0), _mm512_permutexvar_ps(idx01, s),
+                                          acc0[t]);
+                acc1[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i1), _mm512_permutexvar_ps(idx23, s),
+                                          acc1[t]);
+            }
+        }
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) acc0[t] = _mm512_add_ps(acc0[t], acc1[t]);
+        store_rows(T, g, r, acc0);
+    }
+}
+
+/* ---- q4_k: one super-block (144 bytes) per step ---- */
+
+/* The 8 scales and 8 mins of a q4_k block as bytes [sc0..7, m0..7], from the block's first 16
+ * bytes (f16 d, f16 dmin, S[12]; quant.h): sc_j = S[j] & 63, m_j = S[j+4] & 63 for j < 4; for
+ * j >= 4 the low (sc) or high (m) nibble of S[j+4] below the top 2 bits of S[j-4] (sc) or S[j]. */
+ALWAYS_INLINE __m128i q4k_scales_mins(__m128i hdr) {
+    const __m128i sh_a = _mm_setr_epi8(4, 5, 6, 7, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m128i sh_b = _mm_setr_epi8(-1, -1, -1, -1, 4, 5, 6, 7, -1, -1, -1, -1, 8, 9, 10, 11);
+    const __m128i m_a = _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f);
+    /* [S0-3, S8-11, S4-7, S8-11], the last word's high nibbles moved down */
+    __m128i a = _mm_srlv_epi32(_mm_shuffle_epi8(hdr, sh_a), _mm_setr_epi32(0, 0, 0, 4));
+    /* [0, S0-3, 0, S4-7]: their top 2 bits to bits 4-5 */
+    __m128i b = _mm_srli_epi16(_mm_shuffle_epi8(hdr, sh_b), 2);
+    return _mm_or_si128(_mm_and_si128(a, m_a), _mm_and_si128(b, _mm_set1_epi8(0x30)));
+}
+
+/* Codes: the low / high nibbles of the two 64-byte loads hold sub-blocks (0,2), (1,3), (4,6),
+ * (5,7), 8 dpbusd lanes each; each lane (|sum| <= 4*15*128) is scaled by vpdpwssd against the
+ * lane's scale as (sc, 0). The mins term sum_j m_j*B_j is one more vpdpwssd. */
+ALWAYS_INLINE void q4k_gemv(int T, const clara_gemv_args *g, uint64_t r0, uint64_t r1) {
+    const __m512i m4 = _mm512_set1_epi8(15);
+    const __m512i P[4] = {_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2),
+                          _mm512_setr_epi32(1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 3),
+                          _mm512_setr_epi32(4, 4, 4, 4, 4, 4, 4, 4, 6, 6, 6, 6, 6, 6, 6, 6),
+                          _mm512_setr_epi32(5, 5, 5, 5, 5, 5, 5, 5, 7, 7, 7, 7, 7, 7, 7, 7)};
+    const size_t nb = g->nb, row_bytes = nb * 144;
+    for (uint64_t r = r0; r < r1; r++) {
+        const uint8_t *w = g->W + r * row_bytes;
+        __m512 acc[4], accm[4];
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) acc[t] = accm[t] = _mm512_setzero_ps();
+        for (size_t b = 0; b < nb; b++) {
+            const uint8_t *wb = w + 144 * b;
+            prefetch_ahead(wb, 144);
+            __m128i hdr = _mm_loadu_si128((const __m128i *)wb);
+            __m512i sc32 = _mm512_cvtepu8_epi32(q4k_scales_mins(hdr)); /* sc 0..7, m 8..15 */
+            __m512i q0 = _mm512_loadu_si512((const void *)(wb + 16));
+            __m512i q1 = _mm512_loadu_si512((const void *)(wb + 80));
+            __m512i X[4] = {
+                _mm512_and_si512(q0, m4), _mm512_and_si512(_mm512_srli_epi16(q0, 4), m4),
+                _mm512_and_si512(q1, m4), _mm512_and_si512(_mm512_srli_epi16(q1, 4), m4)};
+            __m512i S[4];
+#pragma GCC unroll 4
+            for (int v = 0; v < 4; v++) S[v] = _mm512_permutexvar_epi32(P[v], sc32);
+            __m128 dd = _mm_cvtph_ps(hdr); /* d, dmin */
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++) {
+                const int8_t *A = g->A + (size_t)t * g->a_stride + 256 * b;
+                const int32_t *C = g->C + (size_t)t * g->c_stride + 16 * b;
+                __m512i i01 = _mm512_setzero_si512(), i23 = _mm512_setzero_si512();
+#pragma GCC unroll 4
+                for (int v = 0; v < 4; v += 2) {
+                    __m512i *iv = v ? &i23 : &i01;
+#pragma GCC unroll 4
+                    for (int u = v; u < v + 2; u++) {
+                        __m512i p =
+                            _mm512_dpbusd_epi32(_mm512_setzero_si512(), X[u],
+                                                _mm512_loadu_si512((const void *)(A + 64 * u)));
+                        *iv = _mm512_dpwssd_epi32(*iv, p, S[u]);
+                    }
+                }
+                __m512i mn = _mm512_dpwssd_epi32(_mm512_setzero_si512(), sc32,
+                                                 _mm512_loadu_si512((const void *)C));
+                __m128 D =
+                    _mm_mul_ps(dd, _mm_castpd_ps(_mm_load_sd((
+                                       const double *)(g->DA + (size_t)t * g->da_stride + 2 * b))));
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(i01, i23)),
+                                         _mm512_broadcastss_ps(D), acc[t]);
+                accm[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(mn),
+                                          _mm512_broadcastss_ps(_mm_movehdup_ps(D)), accm[t]);
+            }
+        }
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) acc[t] = _mm512_add_ps(acc[t], accm[t]);
+        store_rows(T, g, r, acc);
+    }
+}
+
+/* ---- q6_k: one super-block (210 bytes) per step ---- */
+
+/* Codes: low / high nibbles of ql[64h..64h+63] with 2 bits of qh[32h..32h+31] each (shifted into
+ * bits 4-5 by per-half variable shifts) are the elements 128h + 0..63 / 64..127, i.e. sub-blocks
+ * in order, 4 dpbusd lanes each (|sum| <= 4*63*128). Lanes are scaled by vpdpwssd against
+ * (sc, 0); the -32 offset is one more vpdpwssd of (32*sc, 0) against the negated bsums. */
+ALWAYS_INLINE void q6k_gemv(int T, const clara_gemv_args *g, uint64_t r0, uint64_t r1) {
+    const __m512i m4 = _mm512_set1_epi8(15), m30 = _mm512_set1_epi8(0x30);
+    const __m512i lo16 = _mm512_set1_epi32(0xffff);
+    const __m512i shl = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
+    const __m512i shr = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
+    __m512i P[4];
+#pragma GCC unroll 4
+    for (int v = 0; v < 4; v++)
+        P[v] = _mm512_add_epi32(_mm512_set1_epi32(4 * v),
+                                _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3));
+    const size_t nb = g->nb, row_bytes = nb * 210;
+    for (uint64_t r = r0; r < r1; r++) {
+        const uint8_t *w = g->W + r * row_bytes;
+        __m512 acc[4];
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
+        for (size_t b = 0; b < nb; b++) {
+            const uint8_t *wb = w + 210 * b;
+            prefetch_ahead(wb, 210);
+            __m512i H = _mm512_loadu_si512((const void *)(wb + 128)), X[4];
+#pragma GCC unroll 4
+            for (int h = 0; h < 2; h++) {
+                __m512i L = _mm512_loadu_si512((const void *)(wb + 64 * h));
+                __m512i Hh =
+                    h ? _mm512_shuffle_i64x2(H, H, 0xee) : _mm512_shuffle_i64x2(H, H, 0x44);
+                /* a | (b & c): the nibble, and qh's 2 bits in bits 4-5 */
+                X[2 * h] = _mm512_ternarylogic_epi32(_mm512_and_si512(L, m4),
+                                                     _mm512_sllv_epi16(Hh, shl), m30, 0xf8);
+                X[2 * h + 1] =
+                    _mm512_ternarylogic_epi32(_mm512_and_si512(_mm512_srli_epi16(L, 4), m4),
+                                              _mm512_srlv_epi16(Hh, shr), m30, 0xf8);
+            }
+            __m512i sc32 = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(wb + 192)));
+            __m512i sc5 = _mm512_and_si512(_mm512_slli_epi32(sc32, 5), lo16);
+            sc32 = _mm512_and_si512(sc32, lo16);
+            __m512i S[4];
+#pragma GCC unroll 4
+            for (int v = 0; v < 4; v++) S[v] = _mm512_permutexvar_epi32(P[v], sc32);
+            uint16_t dh;
+            memcpy(&dh, wb + 208, 2);
+            __m128 d = _mm_cvtph_ps(_mm_cvtsi32_si128(dh));
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++) {
+                const int8_t *A = g->A + (size_t)t * g->a_stride + 256 * b;
+                const int32_t *C = g->C + (size_t)t * g->c_stride + 16 * b;
+                __m512i i01 = _mm512_dpwssd_epi32(_mm512_setzero_si512(), sc5,
+                                                  _mm512_loadu_si512((const void *)C));
+                __m512i i23 = _mm512_setzero_si512();
+#pragma GCC unroll 4
+                for (int v = 0; v < 4; v += 2) {
+                    __m512i *iv = v ? &i23 : &i01;
+#pragma GCC unroll 4
+                    for (int u = v; u < v + 2; u++) {
+                        __m512i p =
+                            _mm512_dpbusd_epi32(_mm512_setzero_si512(), X[u],
+                                                _mm512_loadu_si512((const void *)(A + 64 * u)));
+                        *iv = _mm512_dpwssd_epi32(*iv, p, S[u]);
+                    }
+                }
+                __m128 D = _mm_mul_ss(d, _mm_load_ss(g->DA + (size_t)t * g->da_stride + b));
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(i01, i23)),
+                                         _mm512_broadcastss_ps(D), acc[t]);
+            }
+        }
+        store_rows(T, g, r, acc);
+    }
+}
+
+#define GEMV_CASES(CALL)                                                                           \
+    switch (g->n) {                                                                                \
+    case 1:                                                                                        \
+        CALL(1);                                                                                   \
+        break;                                                                                     \
+    case 2:                                                                                        \
+        CALL(2);                                                                                   \
+        break;                                                                                     \
+    case 3:                                                                                        \
+        CALL(3);                                                                                   \
+        break;                                                                                     \
+    default:                                                                                       \
+        CALL(4);                                                                                   \
+    }
+
+void clara_gemv_avx512(const clara_gemv_args *g, uint64_t r0, uint64_t r1) {
+    switch (g->type) {
+    case CLARA_TYPE_Q4_0:
+#define CALL(T) q0_gemv(false, T, g, r0, r1)
+        GEMV_CASES(CALL)
+#undef CALL
+        break;
+    case CLARA_TYPE_Q8_0:
+#define CALL(T) q0_gemv(true, T, g, r0, r1)
+        GEMV_CASES(CALL)
+#undef CALL
+        break;
+    case CLARA_TYPE_Q4_K:
+#define CALL(T) q4k_gemv(T, g, r0, r1)
+        GEMV_CASES(CALL)
+#undef CALL
+        break;
+    case CLARA_TYPE_Q6_K:
+#define CALL(T) q6k_gemv(T, g, r0, r1)
+        GEMV_CASES(CALL)
+#undef CALL
+        break;
+    default: /* clara_gemv_quant admits no other type */
+        break;
+    }
+}
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#endif
