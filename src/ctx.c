@@ -28,10 +28,7 @@ clara_status clara_ctx_create(clara_model *m, const clara_ctx_params *params, cl
     if (s == CLARA_OK) {
         ctx->rowbuf = malloc((size_t)n * cap * sizeof(float));
         ctx->rope_inv_freq = malloc(hp->head_dim / 2 * sizeof(float));
-        ctx->ff_gate = malloc((size_t)CLARA_FFN_CHUNK_ROWS * hp->n_ff * sizeof(float));
-        ctx->ff_up = malloc((size_t)CLARA_FFN_CHUNK_ROWS * hp->n_ff * sizeof(float));
-        if (!ctx->rowbuf || !ctx->rope_inv_freq || !ctx->ff_gate || !ctx->ff_up)
-            s = clara_fail(CLARA_ERR_NOMEM, "out of memory");
+        if (!ctx->rowbuf || !ctx->rope_inv_freq) s = clara_fail(CLARA_ERR_NOMEM, "out of memory");
     }
     if (s != CLARA_OK) {
         clara_ctx_free(ctx);
@@ -126,9 +123,13 @@ clara_status clara_ctx_reserve_rows(clara_ctx *ctx, uint32_t n, uint32_t n_keys)
     for (int i = 0; i < ctx->m->n_file_adapters; i++)
         if (ctx->m->file_adapters[i].rank > rank) rank = ctx->m->file_adapters[i].rank;
     float **bufs[] = {&ctx->x, &ctx->xn, &ctx->q, &ctx->k, &ctx->v, &ctx->att, &ctx->lora_t};
-    size_t widths[] = {H, H > q ? H : q, q, kv, kv, q, rank};
+    /* lora_t: x·Aᵀ of every active adapter of a linear layer at once (fused LoRA, forward.c) */
+    size_t widths[] = {H, H > q ? H : q, q, kv, kv, q, rank * CLARA_MAX_ACTIVE};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0] && s == CLARA_OK; i++)
         s = grow(bufs[i], (size_t)n * widths[i]);
+    size_t ff_rows = n < CLARA_FFN_CHUNK_ROWS ? n : CLARA_FFN_CHUNK_ROWS;
+    if (s == CLARA_OK) s = grow(&ctx->ff_gate, ff_rows * hp->n_ff);
+    if (s == CLARA_OK) s = grow(&ctx->ff_up, ff_rows * hp->n_ff);
     /* gathered inputs: attention linears take n rows of up to max(H, q) values, the MLP chunks
      * of rows of n_ff values */
     size_t perm_need = (size_t)n * (H > q ? H : q);

@@ -13,9 +13,10 @@ typedef struct {
 } clara_kv_slot;
 
 /* Rows of the feed-forward block processed at once: bounds the two [rows][n_ff] buffers
- * (the largest activations, 2 x 29 MB at 7B) while each quantized weight matrix is unpacked
- * (cpu/qgemm.h) once per chunk: a whole 256-token document and its memory tokens fit one. */
-#define CLARA_FFN_CHUNK_ROWS 512
+ * (the largest activations: 2 x 117 MB at 7B for a batch this large, sized to the batch below
+ * that) while each quantized weight matrix is unpacked (cpu/qgemm.h) once per chunk: 2048 rows
+ * hold 7 documents of ~275 rows, and unpacking is ~3% of compression time at 512. */
+#define CLARA_FFN_CHUNK_ROWS 2048
 
 struct clara_ctx {
     clara_model *m;
@@ -25,7 +26,7 @@ struct clara_ctx {
     /* activations for up to cap_tokens rows of a batch */
     uint32_t cap_tokens;
     float *x, *xn, *q, *k, *v, *att, *lora_t;
-    float *ff_gate, *ff_up; /* [CLARA_FFN_CHUNK_ROWS][n_ff] */
+    float *ff_gate, *ff_up; /* [min(cap_tokens, CLARA_FFN_CHUNK_ROWS)][n_ff] */
     float *scores;          /* [n_threads][scores_cap] attention scores */
     uint32_t scores_cap;
     float *rowbuf;        /* [n_threads][row_cap] weight row converted to f32 */

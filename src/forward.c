@@ -54,8 +54,6 @@ static void rmsnorm_rows(const clara_ctx *ctx, float *out, const float *x, const
     for (uint32_t t = 0; t < rows; t++) rmsnorm(out + t * H, x + t * H, w, H, ctx->m->hp.rms_eps);
 }
 
-/* Linear layer over batch rows [r0, r0 + n) (x and y point at row r0) with each sequence's LoRA
- * deltas: y = x·Wᵀ + Σ scale·((x·Aᵀ)·Bᵀ). */
 /* x[t][perm[j]] for the n rows, in ctx->xperm (sized by clara_ctx_reserve_rows for models with
  * input permutations: act-order GPTQ imports). */
 static const float *permuted_inputs(clara_ctx *ctx, const int32_t *perm, const float *x, uint32_t n,
@@ -66,13 +64,24 @@ static const float *permuted_inputs(clara_ctx *ctx, const int32_t *perm, const f
     return ctx->xperm;
 }
 
+/* Most LoRA deltas one linear layer fuses into its matmul: one per run of consecutive sequences
+ * sharing an adapter (a compression batch needs one). */
+#define LINEAR_FUSED_DELTAS 16
+
+/* Linear layer over batch rows [r0, r0 + n) (x and y point at row r0) with each sequence's LoRA
+ * deltas: y = x·Wᵀ + Σ scale·((x·Aᵀ)·Bᵀ). Every x·Aᵀ is computed first (into lora_t, one after
+ * another), then the base product with the deltas fused (clara_matmul_lora); past
+ * LINEAR_FUSED_DELTAS the rest follow as separate products, in the same order. */
 static void linear(const batch *b, uint32_t layer, int lin, const float *x, uint32_t r0, uint32_t n,
                    float *y) {
     clara_ctx *ctx = b->ctx;
     const clara_mat *W = &ctx->m->layers[layer].w[lin];
     const int32_t *perm = ctx->m->layers[layer].in_perm[lin];
     const float *xw = perm ? permuted_inputs(ctx, perm, x, n, (size_t)W->cols) : x;
-    clara_matmul(ctx, W, xw, n, y, false, 1.0f);
+    clara_lora_delta d[LINEAR_FUSED_DELTAS];
+    int nd = 0;
+    bool base_done = false;
+    float *t = ctx->lora_t;
     for (uint32_t s = 0; s < b->n_seqs; s++) {
         const clara_adapter_set *set = b->seqs[s].adapters;
         uint32_t a = b->row0[s] > r0 ? b->row0[s] : r0;
@@ -82,12 +91,25 @@ static void linear(const batch *b, uint32_t layer, int lin, const float *x, uint
             if (!ad->mods) continue; /* a fresh adapter: B = 0 */
             const clara_lora *lo = &ad->mods[layer * CLARA_N_LIN + lin];
             if (!lo->a.data) continue; /* module missing from the file: contributes zero */
-            clara_matmul(ctx, &lo->a, x + (size_t)(a - r0) * W->cols, e - a, ctx->lora_t, false,
-                         1.0f);
-            clara_matmul(ctx, &lo->b, ctx->lora_t, e - a, y + (size_t)(a - r0) * W->rows, true,
-                         ad->scale);
+            clara_matmul(ctx, &lo->a, x + (size_t)(a - r0) * W->cols, e - a, t, false, 1.0f);
+            clara_lora_delta cur = {a - r0, e - a, t, &lo->b, ad->scale};
+            t += (size_t)(e - a) * lo->a.rows;
+            clara_lora_delta *last = nd ? &d[nd - 1] : NULL;
+            if (!base_done && last && last->B == cur.B && last->scale == cur.scale &&
+                last->t0 + last->n == cur.t0) {
+                last->n += cur.n; /* the next sequence's rows (and t's), same adapter */
+                continue;
+            }
+            if (!base_done && nd < LINEAR_FUSED_DELTAS) {
+                d[nd++] = cur;
+                continue;
+            }
+            if (!base_done) clara_matmul_lora(ctx, W, xw, n, y, d, nd);
+            base_done = true;
+            clara_matmul(ctx, cur.B, cur.t, cur.n, y + (size_t)cur.t0 * W->rows, true, cur.scale);
         }
     }
+    if (!base_done) clara_matmul_lora(ctx, W, xw, n, y, d, nd);
 }
 
 /* Rotates adjacent pairs (2i, 2i+1) of every head by pos·inv_freq[i]. Angles are formed in f32

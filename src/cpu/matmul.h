@@ -14,6 +14,22 @@
 void clara_matmul(clara_ctx *ctx, const clara_mat *W, const float *x, uint32_t n, float *y,
                   bool accumulate, float alpha);
 
+/* A LoRA delta added to rows [t0, t0 + n) of a matmul's output: y += scale * (t · Bᵀ), with
+ * t = [n][B->cols] (x·Aᵀ, computed beforehand). */
+typedef struct {
+    uint32_t t0, n;
+    const float *t;
+    const clara_mat *B;
+    float scale;
+} clara_lora_delta;
+
+/* y = x · Wᵀ, then the deltas in list order, with the bits of clara_matmul(W) followed by one
+ * clara_matmul(B, t, accumulate, scale) per delta. The packed GEMM (quantized weights, many
+ * rows) applies them to each panel's outputs while they are still in cache instead of in
+ * another pass over y. */
+void clara_matmul_lora(clara_ctx *ctx, const clara_mat *W, const float *x, uint32_t n, float *y,
+                       const clara_lora_delta *d, int n_d);
+
 /* Weight rows per pool task for W x n activation rows: ~8 tasks per thread (handed out
  * dynamically) in multiples of 8 rows, or all rows in one task when the product is too small to
  * be worth waking the workers. */

@@ -104,6 +104,8 @@ typedef struct {
     uint8_t *panels; /* [threads][panel_bytes] */
     size_t panel_bytes;
     uint32_t tokens_per_task;
+    const clara_lora_delta *deltas;
+    int n_deltas;
     _Atomic bool failed; /* an activation row could not be quantized (non-finite) */
 } qg_job;
 
@@ -157,6 +159,23 @@ static void gemm_task(void *arg, size_t task, int thread) {
     uint32_t valid = left < (uint64_t)j->G * j->RG ? (uint32_t)left : j->G * j->RG;
     j->lv.kernel(&j->qt, &p, &j->acts, j->n, j->y + r0, (size_t)j->W->rows, valid, j->accumulate,
                  j->alpha);
+    /* the panel's outputs are still in cache: add the LoRA deltas with the float kernels of
+     * this level, on the same rows (so the same arithmetic as a separate call) */
+    for (int i = 0; i < j->n_deltas; i++) {
+        const clara_lora_delta *d = &j->deltas[i];
+        clara_gemm_args a = {d->B,
+                             d->t,
+                             (size_t)d->B->cols,
+                             d->n,
+                             j->y + (size_t)d->t0 * j->W->rows,
+                             (size_t)j->W->rows,
+                             true,
+                             d->scale};
+        if (j->isa == CLARA_ISA_AVX512)
+            clara_gemm_f_avx512(&a, r0, r0 + valid);
+        else
+            clara_gemm_f_avx2(&a, r0, r0 + valid);
+    }
 }
 
 static size_t align64(size_t n) {
@@ -164,7 +183,7 @@ static size_t align64(size_t n) {
 }
 
 bool clara_qgemm(clara_ctx *ctx, clara_isa isa, const clara_mat *W, const float *x, uint32_t n,
-                 float *y, bool accumulate, float alpha) {
+                 float *y, bool accumulate, float alpha, const clara_lora_delta *d, int n_d) {
     qg_job j = {.ctx = ctx,
                 .W = W,
                 .x = x,
@@ -173,7 +192,9 @@ bool clara_qgemm(clara_ctx *ctx, clara_isa isa, const clara_mat *W, const float 
                 .accumulate = accumulate,
                 .alpha = alpha,
                 .G = 2,
-                .isa = isa};
+                .isa = isa,
+                .deltas = d,
+                .n_deltas = n_d};
     if (!clara_qg_type_get(W->type, &j.qt)) return false;
     bool have = isa == CLARA_ISA_AVX512 ? clara_qg_level_avx512(&j.qt, &j.lv)
                 : isa == CLARA_ISA_AVX2 ? clara_qg_level_avx2(&j.qt, &j.lv)

@@ -215,6 +215,47 @@ static void test_quant_types(void) {
     }
 }
 
+/* clara_matmul_lora (LoRA deltas fused into the packed GEMM's panels) gives the bits of the base
+ * product followed by one accumulate-matmul per delta, in order: deltas over a row split (two
+ * sequences) and a second delta over rows that already had one. */
+static void test_lora_fused(void) {
+    static const clara_type types[] = {CLARA_TYPE_Q4_0, CLARA_TYPE_Q4_K, CLARA_TYPE_Q8_0};
+    const uint64_t rows = 70, cols = 512, rank = 16;
+    const uint32_t n = 33;
+    test_mat B[2];
+    T_CHECK(mat_make(&B[0], CLARA_TYPE_BF16, rows, rank) == 0);
+    T_CHECK(mat_make(&B[1], CLARA_TYPE_F32, rows, rank) == 0);
+    float *x = rand_vec((size_t)n * cols), *t = rand_vec((size_t)n * rank * 2);
+    float *y1 = malloc((size_t)n * rows * sizeof(float)),
+          *y2 = malloc((size_t)n * rows * sizeof(float));
+    const clara_lora_delta d[3] = {{0, 10, t, &B[0].W, 0.5f},
+                                   {10, 23, t + 10 * rank, &B[0].W, 0.5f},
+                                   {4, 20, t + n * rank, &B[1].W, -2.0f}};
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        test_mat m;
+        T_CHECK(mat_make(&m, types[ti], rows, cols) == 0);
+        for (int lv = 0; lv < CLARA_ISA_COUNT; lv++) {
+            if (!clara_isa_supported((clara_isa)lv)) continue;
+            clara_isa_force((clara_isa)lv);
+            for (int th = 0; th < 2; th++) {
+                clara_ctx *ctx = th ? &g_c2.ctx : &g_c1.ctx;
+                clara_matmul(ctx, &m.W, x, n, y1, false, 1.0f);
+                for (int i = 0; i < 3; i++)
+                    clara_matmul(ctx, d[i].B, d[i].t, d[i].n, y1 + (size_t)d[i].t0 * rows, true,
+                                 d[i].scale);
+                clara_matmul_lora(ctx, &m.W, x, n, y2, d, 3);
+                T_CHECK_MSG(memcmp(y1, y2, (size_t)n * rows * sizeof(float)) == 0,
+                            "%s %s %d threads: fused LoRA deltas differ from separate products",
+                            clara_isa_name((clara_isa)lv), clara_type_name(types[ti]), th + 1);
+            }
+        }
+        clara_isa_force(clara_isa_best());
+        mat_free(&m);
+    }
+    mat_free(&B[0]), mat_free(&B[1]);
+    free(x), free(t), free(y1), free(y2);
+}
+
 /* The SIMD activation quantizers give the bytes of clara_quantize_row (the reference) for
  * ordinary rows, exact .5 ties, zero rows, tied +-max, huge and subnormal values. */
 static void test_act_quant(void) {
@@ -356,6 +397,7 @@ int main(void) {
     T_RUN(test_large_float);
     T_RUN(test_quant_types);
     T_RUN(test_act_quant);
+    T_RUN(test_lora_fused);
     T_RUN(test_attention);
     ctx_free(&g_c1);
     ctx_free(&g_c2);
