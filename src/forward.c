@@ -48,10 +48,77 @@ static void rmsnorm(float *out, const float *x, const float *w, size_t n, float 
     for (size_t i = 0; i < n; i++) out[i] = w[i] * (x[i] * inv);
 }
 
-static void rmsnorm_rows(const clara_ctx *ctx, float *out, const float *x, const float *w,
+/* Row-wise work (norms, activations, residual adds) split over the pool in row ranges; small
+ * batches (decode) run on the calling thread. Each row is computed as it would be alone. */
+typedef void (*rows_fn)(const void *arg, uint32_t r0, uint32_t r1);
+
+typedef struct {
+    rows_fn fn;
+    const void *arg;
+    uint32_t n, per;
+} rows_job;
+
+static void rows_task(void *arg, size_t task, int thread) {
+    (void)thread;
+    const rows_job *j = arg;
+    uint32_t r0 = (uint32_t)task * j->per, r1 = r0 + j->per < j->n ? r0 + j->per : j->n;
+    j->fn(j->arg, r0, r1);
+}
+
+static void parallel_rows(clara_ctx *ctx, uint32_t n, size_t row_elems, rows_fn fn,
+                          const void *arg) {
+    uint32_t threads = (uint32_t)clara_pool_threads(ctx->pool);
+    if (threads == 1 || (size_t)n * row_elems < (1u << 16)) {
+        fn(arg, 0, n);
+        return;
+    }
+    rows_job j = {fn, arg, n, (n + 4 * threads - 1) / (4 * threads)};
+    clara_pool_run(ctx->pool, (n + j.per - 1) / j.per, rows_task, &j);
+}
+
+typedef struct {
+    float *out;
+    const float *x, *w;
+    size_t H;
+    float eps;
+} rmsnorm_args;
+
+static void rmsnorm_range(const void *arg, uint32_t r0, uint32_t r1) {
+    const rmsnorm_args *a = arg;
+    for (uint32_t t = r0; t < r1; t++)
+        rmsnorm(a->out + t * a->H, a->x + t * a->H, a->w, a->H, a->eps);
+}
+
+static void rmsnorm_rows(clara_ctx *ctx, float *out, const float *x, const float *w,
                          uint32_t rows) {
-    size_t H = ctx->m->hp.n_embd;
-    for (uint32_t t = 0; t < rows; t++) rmsnorm(out + t * H, x + t * H, w, H, ctx->m->hp.rms_eps);
+    rmsnorm_args a = {out, x, w, ctx->m->hp.n_embd, ctx->m->hp.rms_eps};
+    parallel_rows(ctx, rows, a.H, rmsnorm_range, &a);
+}
+
+/* dst[r] += src[r] for rows of `width` values. */
+typedef struct {
+    float *dst;
+    const float *src;
+    size_t width;
+} add_args;
+
+static void add_range(const void *arg, uint32_t r0, uint32_t r1) {
+    const add_args *a = arg;
+    for (size_t i = r0 * a->width; i < r1 * a->width; i++) a->dst[i] += a->src[i];
+}
+
+static void add_rows(clara_ctx *ctx, float *dst, const float *src, uint32_t rows, size_t width) {
+    add_args a = {dst, src, width};
+    parallel_rows(ctx, rows, width, add_range, &a);
+}
+
+/* gate = silu(gate) * up, as the reference's f32 expression. */
+static void swiglu_range(const void *arg, uint32_t r0, uint32_t r1) {
+    const add_args *a = arg; /* dst = gate, src = up */
+    for (size_t i = r0 * a->width; i < r1 * a->width; i++) {
+        float g = a->dst[i];
+        a->dst[i] = g / (1.0f + expf(-g)) * a->src[i];
+    }
 }
 
 /* x[t][perm[j]] for the n rows, in ctx->xperm (sized by clara_ctx_reserve_rows for models with
@@ -239,7 +306,7 @@ static void attention_block(const batch *b, uint32_t layer) {
     clara_pool_run(ctx->pool, (size_t)b->n_seqs * hp->n_head, attn_task, &j);
     /* x += o_proj(att); the projection goes to xn (free now), then the residual add */
     linear(b, layer, CLARA_LIN_O, ctx->att, 0, n, ctx->xn);
-    for (size_t i = 0; i < (size_t)n * H; i++) ctx->x[i] += ctx->xn[i];
+    add_rows(ctx, ctx->x, ctx->xn, n, H);
 }
 
 /* The feed-forward block in chunks of rows, so that only [chunk][n_ff] buffers are needed. */
@@ -255,13 +322,11 @@ static void mlp_block(const batch *b, uint32_t layer) {
         float *xn = ctx->xn + (size_t)r0 * H;
         linear(b, layer, CLARA_LIN_GATE, xn, r0, n, ctx->ff_gate);
         linear(b, layer, CLARA_LIN_UP, xn, r0, n, ctx->ff_up);
-        for (size_t i = 0; i < (size_t)n * F; i++) {
-            float g = ctx->ff_gate[i];
-            ctx->ff_gate[i] = g / (1.0f + expf(-g)) * ctx->ff_up[i];
-        }
+        add_args g = {ctx->ff_gate, ctx->ff_up, F};
+        parallel_rows(ctx, n, F, swiglu_range, &g);
         /* the chunk's normed input is consumed: its rows receive the down projection */
         linear(b, layer, CLARA_LIN_DOWN, ctx->ff_gate, r0, n, xn);
-        for (size_t i = 0; i < (size_t)n * H; i++) ctx->x[(size_t)r0 * H + i] += xn[i];
+        add_rows(ctx, ctx->x + (size_t)r0 * H, xn, n, H);
     }
 }
 
