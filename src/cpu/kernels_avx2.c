@@ -62,6 +62,7 @@ static inline float hsum256(__m256 v) {
 #define QV_CVT(i)        _mm256_cvtepi32_ps(i)
 #define QV_LOADF(p)      _mm256_loadu_ps(p)
 #define QV_SET1F(x)      _mm256_set1_ps(x)
+#define QV_ADD(a, b)     _mm256_add_ps(a, b)
 #define QV_MUL(a, b)     _mm256_mul_ps(a, b)
 #define QV_FMA(a, b, c)  _mm256_fmadd_ps(a, b, c)
 #define QV_FNMA(a, b, c) _mm256_fnmadd_ps(a, b, c)

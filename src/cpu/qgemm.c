@@ -16,6 +16,10 @@
 #include "dtype.h"
 #include "quant.h"
 
+static size_t align64(size_t n) {
+    return (n + 63) & ~(size_t)63;
+}
+
 bool clara_qg_type_get(clara_type t, clara_qg_type *o) {
     switch (t) {
     case CLARA_TYPE_Q4_0:
@@ -101,8 +105,8 @@ typedef struct {
     int32_t *aoff;
     uint8_t *xq_tmp; /* [threads][partner row bytes] */
     size_t xq_bytes;
-    uint8_t *panels; /* [threads][panel_bytes] */
-    size_t panel_bytes;
+    uint8_t *panels; /* [threads][panel_bytes]: the unpacked panel, then its LoRA deltas */
+    size_t panel_bytes, unpack_bytes;
     uint32_t tokens_per_task;
     const clara_lora_delta *deltas;
     int n_deltas;
@@ -147,39 +151,41 @@ static void unpack_panel(const qg_job *j, uint64_t r0, uint8_t *buf, clara_qg_pa
         for (size_t b = 0; b < nb; b++) s[b * R + i] = rs[b], m[b * R + i] = rm[b];
     }
     j->lv.interleave(rows, K, codes);
-    *p = (clara_qg_panel){codes, s, m, j->G, j->RG};
+    *p = (clara_qg_panel){codes, s, m, j->G, j->RG, NULL, 0};
+}
+
+/* The panel's rows of each LoRA delta's B, as f32 transposed (bt[k][R]; rows past B are 0), in
+ * the thread's delta area, and the panel's delta list pointing at them. */
+static void panel_deltas(const qg_job *j, uint64_t r0, uint8_t *area, clara_qg_panel *p) {
+    size_t R = (size_t)j->G * j->RG;
+    clara_qg_delta *pd = (clara_qg_delta *)area;
+    float *bt = (float *)(area + align64((size_t)j->n_deltas * sizeof *pd));
+    for (int i = 0; i < j->n_deltas; i++) {
+        const clara_lora_delta *d = &j->deltas[i];
+        uint32_t k = (uint32_t)d->B->cols;
+        float row[QG_DELTA_MAX_K];
+        for (size_t r = 0; r < R; r++) {
+            const float *br = r0 + r < d->B->rows ? clara_mat_row_f32(d->B, r0 + r, row) : NULL;
+            for (uint32_t c = 0; c < k; c++) bt[c * R + r] = br ? br[c] : 0.0f;
+        }
+        pd[i] = (clara_qg_delta){d->t0, d->n, k, d->t, bt, d->scale};
+        bt += (size_t)k * R;
+    }
+    p->deltas = pd;
+    p->n_deltas = j->n_deltas;
 }
 
 static void gemm_task(void *arg, size_t task, int thread) {
     const qg_job *j = arg;
     uint64_t r0 = (uint64_t)task * j->G * j->RG;
     clara_qg_panel p;
-    unpack_panel(j, r0, j->panels + (size_t)thread * j->panel_bytes, &p);
+    uint8_t *area = j->panels + (size_t)thread * j->panel_bytes;
+    unpack_panel(j, r0, area, &p);
+    if (j->n_deltas) panel_deltas(j, r0, area + j->unpack_bytes, &p);
     uint64_t left = j->W->rows - r0;
     uint32_t valid = left < (uint64_t)j->G * j->RG ? (uint32_t)left : j->G * j->RG;
     j->lv.kernel(&j->qt, &p, &j->acts, j->n, j->y + r0, (size_t)j->W->rows, valid, j->accumulate,
                  j->alpha);
-    /* the panel's outputs are still in cache: add the LoRA deltas with the float kernels of
-     * this level, on the same rows (so the same arithmetic as a separate call) */
-    for (int i = 0; i < j->n_deltas; i++) {
-        const clara_lora_delta *d = &j->deltas[i];
-        clara_gemm_args a = {d->B,
-                             d->t,
-                             (size_t)d->B->cols,
-                             d->n,
-                             j->y + (size_t)d->t0 * j->W->rows,
-                             (size_t)j->W->rows,
-                             true,
-                             d->scale};
-        if (j->isa == CLARA_ISA_AVX512)
-            clara_gemm_f_avx512(&a, r0, r0 + valid);
-        else
-            clara_gemm_f_avx2(&a, r0, r0 + valid);
-    }
-}
-
-static size_t align64(size_t n) {
-    return (n + 63) & ~(size_t)63;
 }
 
 bool clara_qgemm(clara_ctx *ctx, clara_isa isa, const clara_mat *W, const float *x, uint32_t n,
@@ -206,7 +212,12 @@ bool clara_qgemm(clara_ctx *ctx, clara_isa isa, const clara_mat *W, const float 
     uint64_t xq_bytes = 0;
     clara_type_row_bytes((clara_type)j.qt.act_type, W->cols, &xq_bytes);
     j.xq_bytes = align64((size_t)xq_bytes);
-    j.panel_bytes = align64(2 * R * K + 2 * nb * R * 4 + 2 * nb * 4);
+    j.unpack_bytes = align64(2 * R * K + 2 * nb * R * 4 + 2 * nb * 4);
+    j.panel_bytes = j.unpack_bytes;
+    for (int i = 0; i < n_d; i++) {
+        if (d[i].B->cols > QG_DELTA_MAX_K) return false;
+        j.panel_bytes += align64(sizeof(clara_qg_delta)) + (size_t)d[i].B->cols * R * 4;
+    }
     size_t aq_b = align64((size_t)n * K), blk_b = align64((size_t)n * nb * 4);
     size_t need = aq_b + 3 * blk_b + (size_t)threads * (j.xq_bytes + j.panel_bytes);
     uint8_t *p = clara_ctx_scratch(ctx, need);

@@ -50,12 +50,25 @@ typedef struct {
     size_t K, nb;
 } clara_qg_acts;
 
+#define QG_DELTA_MAX_K 32 /* LoRA rank the packed GEMM fuses (larger: separate products) */
+
+/* A LoRA delta on one panel's rows (clara_lora_delta): tokens [t0, t0 + n) of the call get
+ * scale * (t[token] · Bᵀ), with the panel's rows of B as f32 transposed, bt[k][G*RG]. */
+typedef struct {
+    uint32_t t0, n, k;
+    const float *t; /* [n][k] */
+    const float *bt;
+    float scale;
+} clara_qg_delta;
+
 /* One weight panel: G groups of RG rows, all K columns. codes: [K/4][G][RG][4] bytes;
- * s, m: [nb][G][RG] f32. Rows past the matrix have s = m = 0. */
+ * s, m: [nb][G][RG] f32. Rows past the matrix have s = m = 0 (and B rows 0). */
 typedef struct {
     const uint8_t *codes;
     const float *s, *m;
     uint32_t groups, group_rows;
+    const clara_qg_delta *deltas; /* added to the outputs before they are stored */
+    int n_deltas;
 } clara_qg_panel;
 
 /* Re-arranges one activation row already quantized to the partner format (xq) into row t of
@@ -64,7 +77,9 @@ void clara_qg_pack_act(const clara_qg_type *qt, const uint8_t *xq, size_t K, int
                        int32_t *aoff, float *dxa);
 
 /* Kernel: for tokens [0, n) of acts and the panel's G*RG rows, out[t * ldo + i] = dot(row i,
- * token t) for i < rows_valid (i counts rows across the panel's groups). */
+ * token t) for i < rows_valid (i counts rows across the panel's groups), plus the panel's LoRA
+ * deltas with the arithmetic of the float short-K kernel (an FMA chain over k from 0, then
+ * out + scale * chain). */
 typedef void (*clara_qg_kernel_fn)(const clara_qg_type *qt, const clara_qg_panel *p,
                                    const clara_qg_acts *a, uint32_t n, float *y, size_t ldy,
                                    uint32_t rows_valid, bool accumulate, float alpha);
