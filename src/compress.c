@@ -60,12 +60,14 @@ static clara_status compress_group(clara_ctx *ctx, const clara_enc_row *rows, si
         uint32_t n = (uint32_t)rows[i].ids.n;
         clara_embed_tokens(m, rows[i].ids.ids, n, emb + off * H);
         for (uint32_t t = 0; t < n; t++) pos[off + t] = (int32_t)(rows[i].pad + t);
-        seqs[i - i0] = (clara_seq){n, emb + off * H, pos + off, -1, &set, hidden + off * H, NULL};
+        /* only the memory rows' states are wanted: the last layer skips the document rows */
+        seqs[i - i0] =
+            (clara_seq){n, emb + off * H, pos + off, -1, &set, hidden + off * H, NULL, rows[i].len};
         off += n;
     }
     if (s == CLARA_OK) s = clara_forward_batch(ctx, seqs, (uint32_t)(i1 - i0));
     for (size_t i = i0, off = 0; s == CLARA_OK && i < i1; off += rows[i].ids.n, i++)
-        memcpy(vectors + i * n_mem * H, hidden + (off + rows[i].len) * H,
+        memcpy(vectors + i * n_mem * H, hidden + (off + rows[i].len) * H, /* rows [len, n) */
                n_mem * H * sizeof(float));
     free(emb);
     free(hidden);

@@ -196,7 +196,8 @@ static void rope(const clara_ctx *ctx, float *v, uint32_t n_heads, int32_t pos) 
 }
 
 typedef struct {
-    const batch *b;
+    const batch *b;  /* keys and values: every row */
+    const batch *qb; /* query rows: b, or its last-layer subset (the last rows of each sequence) */
     uint32_t layer;
     clara_isa isa;
 } attn_job;
@@ -235,11 +236,12 @@ static void attn_task(void *arg, size_t task, int thread) {
     float *sc = ctx->scores + (size_t)thread * ctx->scores_cap;
     float scale = 1.0f / sqrtf((float)d);
     bool simd = j->isa >= CLARA_ISA_AVX2;
-    for (uint32_t t = 0; t < b->seqs[s].n; t++) {
-        size_t row = b->row0[s] + t;
+    uint32_t skip = b->seqs[s].n - j->qb->seqs[s].n; /* rows before the first query */
+    for (uint32_t t = 0; t < j->qb->seqs[s].n; t++) {
+        size_t row = j->qb->row0[s] + t;
         const float *q = ctx->q + row * q_dim + head * d;
         const float *Kh = K + kvh * d, *Vh = V + kvh * d;
-        uint32_t n_keys = n_past + t + 1;
+        uint32_t n_keys = n_past + skip + t + 1;
         if (j->isa == CLARA_ISA_AVX512)
             clara_attn_scores_avx512(q, Kh, kv_dim, n_keys, d, scale, sc);
         else if (simd)
@@ -272,18 +274,20 @@ static void attn_task(void *arg, size_t task, int thread) {
     }
 }
 
-/* RoPE on each row's q and k, then the k/v rows of cached sequences go into their slots. */
-static void rope_and_cache(const batch *b, uint32_t layer) {
+/* RoPE on the rows of q (n_heads per row, q_dim apart) or k. */
+static void rope_rows(const batch *b, float *v, size_t dim, uint32_t n_heads) {
+    for (uint32_t s = 0; s < b->n_seqs; s++)
+        for (uint32_t t = 0; t < b->seqs[s].n; t++)
+            rope(b->ctx, v + (b->row0[s] + t) * dim, n_heads, b->seqs[s].pos[t]);
+}
+
+/* The k/v rows of cached sequences go into their slots. */
+static void cache_kv(const batch *b, uint32_t layer) {
     clara_ctx *ctx = b->ctx;
     const clara_hparams *hp = &ctx->m->hp;
-    size_t q_dim = (size_t)hp->n_head * hp->head_dim, kv_dim = (size_t)hp->n_head_kv * hp->head_dim;
+    size_t kv_dim = (size_t)hp->n_head_kv * hp->head_dim;
     for (uint32_t s = 0; s < b->n_seqs; s++) {
         const clara_seq *sq = &b->seqs[s];
-        for (uint32_t t = 0; t < sq->n; t++) {
-            size_t row = b->row0[s] + t;
-            rope(ctx, ctx->q + row * q_dim, hp->n_head, sq->pos[t]);
-            rope(ctx, ctx->k + row * kv_dim, hp->n_head_kv, sq->pos[t]);
-        }
         if (sq->slot < 0) continue;
         clara_kv_slot *sl = &ctx->slots[sq->slot];
         size_t off = ((size_t)layer * sl->cap + sl->n_past) * kv_dim;
@@ -292,21 +296,40 @@ static void rope_and_cache(const batch *b, uint32_t layer) {
     }
 }
 
-static void attention_block(const batch *b, uint32_t layer) {
+/* Self-attention with the residual add. Keys and values come from every row of b; queries,
+ * outputs and the residual from the rows of qb (b itself, or for the last layer the rows whose
+ * outputs are wanted, whose residual rows x are then moved to qb's compact positions). */
+static void attention_block(const batch *b, const batch *qb, uint32_t layer) {
     clara_ctx *ctx = b->ctx;
     const clara_hparams *hp = &ctx->m->hp;
-    uint32_t n = b->n_rows;
-    size_t H = hp->n_embd;
+    uint32_t n = b->n_rows, nq = qb->n_rows;
+    size_t H = hp->n_embd, q_dim = (size_t)hp->n_head * hp->head_dim;
+    size_t kv_dim = (size_t)hp->n_head_kv * hp->head_dim;
     rmsnorm_rows(ctx, ctx->xn, ctx->x, ctx->m->layers[layer].attn_norm, n);
-    linear(b, layer, CLARA_LIN_Q, ctx->xn, 0, n, ctx->q);
+    const float *qin = ctx->xn;
+    if (qb != b) { /* the query rows' normed inputs, compact, in att (free until attention) */
+        for (uint32_t s = 0; s < b->n_seqs; s++)
+            memcpy(ctx->att + (size_t)qb->row0[s] * H,
+                   ctx->xn + (size_t)(b->row0[s + 1] - qb->seqs[s].n) * H,
+                   qb->seqs[s].n * H * sizeof(float));
+        qin = ctx->att;
+    }
+    linear(qb, layer, CLARA_LIN_Q, qin, 0, nq, ctx->q);
     linear(b, layer, CLARA_LIN_K, ctx->xn, 0, n, ctx->k);
     linear(b, layer, CLARA_LIN_V, ctx->xn, 0, n, ctx->v);
-    rope_and_cache(b, layer);
-    attn_job j = {b, layer, clara_isa_active()};
+    rope_rows(qb, ctx->q, q_dim, hp->n_head);
+    rope_rows(b, ctx->k, kv_dim, hp->n_head_kv);
+    cache_kv(b, layer);
+    attn_job j = {b, qb, layer, clara_isa_active()};
     clara_pool_run(ctx->pool, (size_t)b->n_seqs * hp->n_head, attn_task, &j);
     /* x += o_proj(att); the projection goes to xn (free now), then the residual add */
-    linear(b, layer, CLARA_LIN_O, ctx->att, 0, n, ctx->xn);
-    add_rows(ctx, ctx->x, ctx->xn, n, H);
+    linear(qb, layer, CLARA_LIN_O, ctx->att, 0, nq, ctx->xn);
+    if (qb != b) /* compact positions are never after the original ones */
+        for (uint32_t s = 0; s < b->n_seqs; s++)
+            memmove(ctx->x + (size_t)qb->row0[s] * H,
+                    ctx->x + (size_t)(b->row0[s + 1] - qb->seqs[s].n) * H,
+                    qb->seqs[s].n * H * sizeof(float));
+    add_rows(ctx, ctx->x, ctx->xn, nq, H);
 }
 
 /* The feed-forward block in chunks of rows, so that only [chunk][n_ff] buffers are needed. */
@@ -384,24 +407,49 @@ static clara_status prepare(clara_ctx *ctx, batch *b) {
     return clara_ctx_reserve_rows(ctx, b->n_rows, max_keys);
 }
 
+/* The last layer's query batch: each sequence's rows [out_from, n), with their positions and
+ * output pointers; NULL (qb = b) when every row is wanted. */
+static bool last_layer_rows(const batch *b, clara_seq *qseqs, uint32_t *qrow0, batch *qb) {
+    bool pruned = false;
+    qrow0[0] = 0;
+    for (uint32_t s = 0; s < b->n_seqs; s++) {
+        clara_seq q = b->seqs[s];
+        uint32_t from = q.out_from < q.n ? q.out_from : 0;
+        pruned |= from > 0;
+        q.n -= from, q.pos += from, q.embd = NULL, q.out_from = 0;
+        if (q.hidden) q.hidden += (size_t)from * b->ctx->m->hp.n_embd;
+        qseqs[s] = q;
+        qrow0[s + 1] = qrow0[s] + q.n;
+    }
+    *qb = (batch){b->ctx, qseqs, b->n_seqs, qrow0[b->n_seqs], qrow0};
+    return pruned;
+}
+
 clara_status clara_forward_batch(clara_ctx *ctx, const clara_seq *seqs, uint32_t n_seqs) {
     const clara_model *m = ctx->m;
     size_t H = m->hp.n_embd;
-    uint32_t *row0 = malloc((n_seqs + 1) * sizeof(uint32_t));
-    if (!row0) return clara_fail(CLARA_ERR_NOMEM, "out of memory");
-    batch b = {ctx, seqs, n_seqs, 0, row0};
+    uint32_t *row0 = malloc(2 * (n_seqs + 1) * sizeof(uint32_t));
+    clara_seq *qseqs = malloc((n_seqs ? n_seqs : 1) * sizeof *qseqs);
+    if (!row0 || !qseqs) {
+        free(row0), free(qseqs);
+        return clara_fail(CLARA_ERR_NOMEM, "out of memory");
+    }
+    batch b = {ctx, seqs, n_seqs, 0, row0}, qb;
     clara_status s = prepare(ctx, &b);
     if (s == CLARA_OK && b.n_rows > 0) {
+        bool pruned = last_layer_rows(&b, qseqs, row0 + n_seqs + 1, &qb);
         for (uint32_t i = 0; i < n_seqs; i++)
             memcpy(ctx->x + (size_t)row0[i] * H, seqs[i].embd, seqs[i].n * H * sizeof(float));
         for (uint32_t l = 0; l < m->hp.n_layer; l++) {
-            attention_block(&b, l);
-            mlp_block(&b, l);
+            bool last = pruned && l + 1 == m->hp.n_layer;
+            attention_block(&b, last ? &qb : &b, l);
+            mlp_block(last ? &qb : &b, l);
         }
         for (uint32_t i = 0; i < n_seqs; i++)
             if (seqs[i].slot >= 0) ctx->slots[seqs[i].slot].n_past += seqs[i].n;
-        s = outputs(&b);
+        s = outputs(pruned ? &qb : &b);
     }
     free(row0);
+    free(qseqs);
     return s;
 }

@@ -15,6 +15,11 @@ typedef struct {
     const clara_adapter_set *adapters; /* LoRA deltas summed over these (may be NULL/empty) */
     float *hidden;                     /* optional [n][n_embd]: final-norm states of every row */
     float *logits;                     /* optional [n_vocab]: logits of the last row */
+    /* Rows [out_from, n) are the ones whose outputs are wanted (hidden is then written from row
+     * out_from on; out_from < n). The last layer computes queries, attention, projections and
+     * feed-forward only for them: earlier rows give their keys and values, as every row does
+     * in every layer. 0: all rows (the outputs are the same either way). */
+    uint32_t out_from;
 } clara_seq;
 
 /* Rows attend causally to each other and to their slot's cached positions; with a slot they are

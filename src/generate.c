@@ -320,8 +320,9 @@ static clara_status decode(clara_ctx *ctx, gen_req *q, size_t n) {
     for (size_t i = 0; s == CLARA_OK && i < n; i++) {
         if (q[i].done) continue;
         clara_kv_clear(ctx, (uint32_t)i);
-        seqs[ns++] =
-            (clara_seq){q[i].n_prompt, q[i].emb, pos, (int)i, &q[i].set, NULL, q[i].logits};
+        /* only the last row's logits are wanted: the last layer skips the other rows */
+        seqs[ns++] = (clara_seq){q[i].n_prompt, q[i].emb, pos,         (int)i,
+                                 &q[i].set,     NULL,     q[i].logits, q[i].n_prompt - 1};
     }
     double t0 = now_ms();
     if (s == CLARA_OK && ns) s = clara_forward_batch(ctx, seqs, ns);
@@ -338,7 +339,7 @@ static clara_status decode(clara_ctx *ctx, gen_req *q, size_t n) {
             clara_embed_tokens(m, &r->ids[r->n_ids - 1], 1, rows + (size_t)ns * H);
             step_pos[ns] = (int32_t)(q[i].n_prompt + r->n_ids - 1);
             seqs[ns] = (clara_seq){
-                1, rows + (size_t)ns * H, &step_pos[ns], (int)i, &q[i].set, NULL, q[i].logits};
+                1, rows + (size_t)ns * H, &step_pos[ns], (int)i, &q[i].set, NULL, q[i].logits, 0};
             ns++;
         }
         if (!ns) break;

@@ -6,6 +6,8 @@
 #include <string.h>
 
 #include "clara.h"
+#include "ctx.h"
+#include "forward.h"
 #include "t.h"
 
 static clara_model *g_model;
@@ -84,6 +86,40 @@ static void test_mixed_batch_equals_single(void) {
 }
 
 /* The same request twice in one batch, and a batch of one, change nothing. */
+/* clara_seq.out_from: the last layer computing only the wanted rows gives those rows' hidden
+ * states and the logits bit for bit as computing every row does, and leaves earlier rows of
+ * hidden untouched; two sequences of different lengths in one batch (one-pass, no slot). */
+static void test_last_layer_rows(void) {
+    const clara_model *m = g_ctx->m;
+    size_t H = m->hp.n_embd, V = m->hp.n_vocab;
+    enum { N0 = 13, N1 = 7 };
+    int32_t ids[N0 + N1], pos[N0 + N1];
+    for (int i = 0; i < N0 + N1; i++) ids[i] = 3 + (i * 37) % 200, pos[i] = i < N0 ? i : i - N0;
+    float *emb = malloc((N0 + N1) * H * sizeof(float));
+    float *h_all = malloc((N0 + N1) * H * sizeof(float)),
+          *h_cut = malloc((N0 + N1) * H * sizeof(float));
+    float *l_all = malloc(2 * V * sizeof(float)), *l_cut = malloc(2 * V * sizeof(float));
+    clara_embed_tokens(m, ids, N0 + N1, emb);
+    memset(h_cut, 0x7f, (N0 + N1) * H * sizeof(float));
+    const uint32_t from[2] = {9, 6};
+    for (int cut = 0; cut < 2; cut++) {
+        float *h = cut ? h_cut : h_all, *l = cut ? l_cut : l_all;
+        clara_seq seqs[2] = {
+            {N0, emb, pos, -1, NULL, h, l, cut ? from[0] : 0},
+            {N1, emb + N0 * H, pos + N0, -1, NULL, h + N0 * H, l + V, cut ? from[1] : 0}};
+        T_EQ_INT(clara_forward_batch(g_ctx, seqs, 2), CLARA_OK);
+    }
+    T_CHECK(memcmp(l_all, l_cut, 2 * V * sizeof(float)) == 0);
+    T_CHECK(memcmp(h_all + from[0] * H, h_cut + from[0] * H, (N0 - from[0]) * H * sizeof(float)) ==
+            0);
+    T_CHECK(memcmp(h_all + (N0 + from[1]) * H, h_cut + (N0 + from[1]) * H,
+                   (N1 - from[1]) * H * sizeof(float)) == 0);
+    int untouched = 1;
+    for (size_t i = 0; i < from[0] * H; i++) untouched &= h_cut[i] != h_all[i];
+    T_CHECK(untouched);
+    free(emb), free(h_all), free(h_cut), free(l_all), free(l_cut);
+}
+
 static void test_duplicates_and_determinism(void) {
     clara_gen_params p[3] = {ask("Where is Cologne?", 0, 2, 10), ask("Where is Cologne?", 0, 2, 10),
                              ask("Where is Cologne?", 0, 2, 10)};
@@ -109,6 +145,7 @@ int main(void) {
     }
     T_RUN(test_mixed_batch_equals_single);
     T_RUN(test_duplicates_and_determinism);
+    T_RUN(test_last_layer_rows);
     clara_ctx_free(g_ctx);
     clara_model_free(g_model);
     return t_report("test_generate_batch");
