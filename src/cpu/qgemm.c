@@ -64,6 +64,21 @@ static float f32at(const uint8_t *p) {
     return f;
 }
 
+/* Sum of B codes, B a constant at each call so the loop vectorizes. */
+static inline int32_t code_sum(const int8_t *q, uint32_t B) {
+    int32_t sum = 0;
+    for (uint32_t l = 0; l < B; l++) sum += q[l];
+    return sum;
+}
+
+static int32_t code_sum16(const int8_t *q) {
+    return code_sum(q, 16);
+}
+
+static int32_t code_sum32(const int8_t *q) {
+    return code_sum(q, 32);
+}
+
 void clara_qg_pack_act(const clara_qg_type *qt, const uint8_t *xq, size_t K, int8_t *aq, float *dx,
                        int32_t *aoff, float *dxa) {
     const clara_type_info *ai = clara_type_get((uint32_t)qt->act_type);
@@ -75,8 +90,7 @@ void clara_qg_pack_act(const clara_qg_type *qt, const uint8_t *xq, size_t K, int
         const int8_t *q = (const int8_t *)(ab + qoff);
         memcpy(aq + i * ai->block_size, q, ai->block_size);
         for (size_t j = 0; j < per; j++) {
-            int32_t sum = 0;
-            for (uint32_t l = 0; l < qt->B; l++) sum += q[j * qt->B + l];
+            int32_t sum = qt->B == 32 ? code_sum32(q + j * 32) : code_sum16(q + j * 16);
             size_t b = i * per + j;
             dx[b] = d;
             aoff[b] = -qt->off * sum;
