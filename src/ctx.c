@@ -61,6 +61,7 @@ void clara_ctx_free(clara_ctx *ctx) {
 uint8_t *clara_ctx_scratch(clara_ctx *ctx, size_t need) {
     if (ctx->qg_cap >= need) return ctx->qg_buf;
     free(ctx->qg_buf);
+    ctx->qg_acts.valid = false;
     ctx->qg_buf = aligned_alloc(64, (need + 63) & ~(size_t)63);
     ctx->qg_cap = ctx->qg_buf ? need : 0;
     return ctx->qg_buf;

@@ -140,7 +140,7 @@ static const float *permuted_inputs(clara_ctx *ctx, const int32_t *perm, const f
  * another), then the base product with the deltas fused (clara_matmul_lora); past
  * LINEAR_FUSED_DELTAS the rest follow as separate products, in the same order. */
 static void linear(const batch *b, uint32_t layer, int lin, const float *x, uint32_t r0, uint32_t n,
-                   float *y) {
+                   float *y, bool same_x) {
     clara_ctx *ctx = b->ctx;
     const clara_mat *W = &ctx->m->layers[layer].w[lin];
     const int32_t *perm = ctx->m->layers[layer].in_perm[lin];
@@ -171,12 +171,12 @@ static void linear(const batch *b, uint32_t layer, int lin, const float *x, uint
                 d[nd++] = cur;
                 continue;
             }
-            if (!base_done) clara_matmul_lora(ctx, W, xw, n, y, d, nd);
+            if (!base_done) clara_matmul_lora(ctx, W, xw, n, y, d, nd, same_x && !perm);
             base_done = true;
             clara_matmul(ctx, cur.B, cur.t, cur.n, y + (size_t)cur.t0 * W->rows, true, cur.scale);
         }
     }
-    if (!base_done) clara_matmul_lora(ctx, W, xw, n, y, d, nd);
+    if (!base_done) clara_matmul_lora(ctx, W, xw, n, y, d, nd, same_x && !perm);
 }
 
 /* Rotates adjacent pairs (2i, 2i+1) of every head by pos·inv_freq[i]. Angles are formed in f32
@@ -314,16 +314,16 @@ static void attention_block(const batch *b, const batch *qb, uint32_t layer) {
                    qb->seqs[s].n * H * sizeof(float));
         qin = ctx->att;
     }
-    linear(qb, layer, CLARA_LIN_Q, qin, 0, nq, ctx->q);
-    linear(b, layer, CLARA_LIN_K, ctx->xn, 0, n, ctx->k);
-    linear(b, layer, CLARA_LIN_V, ctx->xn, 0, n, ctx->v);
+    linear(qb, layer, CLARA_LIN_Q, qin, 0, nq, ctx->q, false);
+    linear(b, layer, CLARA_LIN_K, ctx->xn, 0, n, ctx->k, true);
+    linear(b, layer, CLARA_LIN_V, ctx->xn, 0, n, ctx->v, true);
     rope_rows(qb, ctx->q, q_dim, hp->n_head);
     rope_rows(b, ctx->k, kv_dim, hp->n_head_kv);
     cache_kv(b, layer);
     attn_job j = {b, qb, layer, clara_isa_active()};
     clara_pool_run(ctx->pool, (size_t)b->n_seqs * hp->n_head, attn_task, &j);
     /* x += o_proj(att); the projection goes to xn (free now), then the residual add */
-    linear(qb, layer, CLARA_LIN_O, ctx->att, 0, nq, ctx->xn);
+    linear(qb, layer, CLARA_LIN_O, ctx->att, 0, nq, ctx->xn, false);
     if (qb != b) /* compact positions are never after the original ones */
         for (uint32_t s = 0; s < b->n_seqs; s++)
             memmove(ctx->x + (size_t)qb->row0[s] * H,
@@ -343,12 +343,12 @@ static void mlp_block(const batch *b, uint32_t layer) {
     for (uint32_t r0 = 0; r0 < b->n_rows; r0 += chunk) {
         uint32_t n = b->n_rows - r0 < chunk ? b->n_rows - r0 : chunk;
         float *xn = ctx->xn + (size_t)r0 * H;
-        linear(b, layer, CLARA_LIN_GATE, xn, r0, n, ctx->ff_gate);
-        linear(b, layer, CLARA_LIN_UP, xn, r0, n, ctx->ff_up);
+        linear(b, layer, CLARA_LIN_GATE, xn, r0, n, ctx->ff_gate, false);
+        linear(b, layer, CLARA_LIN_UP, xn, r0, n, ctx->ff_up, true);
         add_args g = {ctx->ff_gate, ctx->ff_up, F};
         parallel_rows(ctx, n, F, swiglu_range, &g);
         /* the chunk's normed input is consumed: its rows receive the down projection */
-        linear(b, layer, CLARA_LIN_DOWN, ctx->ff_gate, r0, n, xn);
+        linear(b, layer, CLARA_LIN_DOWN, ctx->ff_gate, r0, n, xn, false);
         add_rows(ctx, ctx->x + (size_t)r0 * H, xn, n, H);
     }
 }

@@ -114,6 +114,7 @@ bool clara_gemv_quant(clara_ctx *ctx, clara_isa isa, const clara_mat *W, const u
            da_b = align64(units * da_per * 4);
     uint8_t *base = clara_ctx_scratch(ctx, (a_b + c_b + da_b) * n);
     if (!base) return false;
+    ctx->qg_acts.valid = false; /* the packed GEMM's activations are overwritten */
     gemv_job j = {.rows = W->rows};
     j.g = (clara_gemv_args){.type = W->type,
                             .W = W->data,

@@ -170,8 +170,8 @@ static void quant_float_fallback(const clara_mat *W, const float *x, uint32_t n,
 
 static void matmul_quant(matmul_job *j, const float *x) {
     const clara_mat *W = j->q.W;
-    if (j->q.n >= QGEMM_MIN_ROWS &&
-        clara_qgemm(j->ctx, j->isa, W, x, j->q.n, j->q.y, j->q.accumulate, j->q.alpha, NULL, 0))
+    if (j->q.n >= QGEMM_MIN_ROWS && clara_qgemm(j->ctx, j->isa, W, x, j->q.n, j->q.y,
+                                                j->q.accumulate, j->q.alpha, NULL, 0, false))
         return;
     clara_type fmt = (clara_type)clara_vec_dot_type(W->type);
     uint64_t stride;
@@ -209,12 +209,12 @@ void clara_matmul(clara_ctx *ctx, const clara_mat *W, const float *x, uint32_t n
 }
 
 void clara_matmul_lora(clara_ctx *ctx, const clara_mat *W, const float *x, uint32_t n, float *y,
-                       const clara_lora_delta *d, int n_d) {
+                       const clara_lora_delta *d, int n_d, bool same_x) {
     if (n == 0 || W->rows == 0) return;
     bool float_b = true;
     for (int i = 0; i < n_d; i++) float_b = float_b && is_float_type(d[i].B->type);
-    if (n_d > 0 && float_b && n >= QGEMM_MIN_ROWS && !is_float_type(W->type) &&
-        clara_qgemm(ctx, clara_isa_active(), W, x, n, y, false, 1.0f, d, n_d))
+    if (float_b && n >= QGEMM_MIN_ROWS && !is_float_type(W->type) &&
+        clara_qgemm(ctx, clara_isa_active(), W, x, n, y, false, 1.0f, d, n_d, same_x))
         return;
     clara_matmul(ctx, W, x, n, y, false, 1.0f);
     for (int i = 0; i < n_d; i++)

@@ -26,9 +26,10 @@ typedef struct {
 /* y = x · Wᵀ, then the deltas in list order, with the bits of clara_matmul(W) followed by one
  * clara_matmul(B, t, accumulate, scale) per delta. The packed GEMM (quantized weights, many
  * rows) applies them to each panel's outputs while they are still in cache instead of in
- * another pass over y. */
+ * another pass over y. same_x: x is unchanged since the previous clara_matmul_lora on ctx (its
+ * quantized activations may be reused; q/k/v and gate/up share their input). */
 void clara_matmul_lora(clara_ctx *ctx, const clara_mat *W, const float *x, uint32_t n, float *y,
-                       const clara_lora_delta *d, int n_d);
+                       const clara_lora_delta *d, int n_d, bool same_x);
 
 /* Weight rows per pool task for W x n activation rows: ~8 tasks per thread (handed out
  * dynamically) in multiples of 8 rows, or all rows in one task when the product is too small to

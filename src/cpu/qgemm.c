@@ -202,8 +202,17 @@ static void gemm_task(void *arg, size_t task, int thread) {
                  j->alpha);
 }
 
+/* Whether the activations at the start of the scratch are x's, quantized as qt needs. */
+static bool acts_match(const clara_ctx *ctx, const float *x, uint32_t n, uint64_t K,
+                       const clara_qg_type *qt) {
+    const __typeof__(ctx->qg_acts) *a = &ctx->qg_acts;
+    return a->valid && a->x == x && a->n == n && a->K == K && a->act_type == qt->act_type &&
+           a->B == qt->B && a->off == qt->off;
+}
+
 bool clara_qgemm(clara_ctx *ctx, clara_isa isa, const clara_mat *W, const float *x, uint32_t n,
-                 float *y, bool accumulate, float alpha, const clara_lora_delta *d, int n_d) {
+                 float *y, bool accumulate, float alpha, const clara_lora_delta *d, int n_d,
+                 bool same_x) {
     qg_job j = {.ctx = ctx,
                 .W = W,
                 .x = x,
@@ -243,9 +252,15 @@ bool clara_qgemm(clara_ctx *ctx, clara_isa isa, const clara_mat *W, const float 
     j.xq_tmp = p, p += (size_t)threads * j.xq_bytes;
     j.panels = p;
     j.acts = (clara_qg_acts){j.aq, j.dx, j.aoff, j.dxa, K, nb};
-    j.tokens_per_task = n / ((uint32_t)threads * 4) + 1;
-    clara_pool_run(ctx->pool, (n + j.tokens_per_task - 1) / j.tokens_per_task, act_task, &j);
-    if (atomic_load(&j.failed)) return false; /* the caller's float fallback handles it */
+    if (!same_x || !acts_match(ctx, x, n, W->cols, &j.qt)) {
+        ctx->qg_acts.valid = false;
+        j.tokens_per_task = n / ((uint32_t)threads * 4) + 1;
+        clara_pool_run(ctx->pool, (n + j.tokens_per_task - 1) / j.tokens_per_task, act_task, &j);
+        if (atomic_load(&j.failed)) return false; /* the caller's float fallback handles it */
+        ctx->qg_acts.x = x, ctx->qg_acts.n = n, ctx->qg_acts.K = W->cols;
+        ctx->qg_acts.act_type = j.qt.act_type, ctx->qg_acts.B = j.qt.B, ctx->qg_acts.off = j.qt.off;
+        ctx->qg_acts.valid = true;
+    }
     clara_pool_run(ctx->pool, (size_t)((W->rows + R - 1) / R), gemm_task, &j);
     return true;
 }

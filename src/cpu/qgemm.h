@@ -103,10 +103,13 @@ bool clara_qg_level_avx512(const clara_qg_type *qt, clara_qg_level *out);
 bool clara_qg_level_avx2(const clara_qg_type *qt, clara_qg_level *out);
 
 /* y[t * W->rows + r] = dot (or += alpha * dot) for t < n, r < W->rows, with the packed kernels of
- * level isa, then the LoRA deltas d (clara_matmul_lora) on each panel's rows. False (nothing
+ * level isa, then the LoRA deltas d (clara_matmul_lora) on each panel's rows. same_x: x holds
+ * what it held at the previous call on ctx, so activations quantized then for the same
+ * pointer, rows, columns and format are reused. False (nothing
  * written) when the type or level has no kernel, memory runs out or an activation row is not
  * finite: the caller then uses another path. */
 bool clara_qgemm(clara_ctx *ctx, clara_isa isa, const clara_mat *W, const float *x, uint32_t n,
-                 float *y, bool accumulate, float alpha, const clara_lora_delta *d, int n_d);
+                 float *y, bool accumulate, float alpha, const clara_lora_delta *d, int n_d,
+                 bool same_x);
 
 #endif

@@ -226,14 +226,16 @@ static void test_lora_fused(void) {
     T_CHECK(mat_make(&B[0], CLARA_TYPE_BF16, rows, rank) == 0);
     T_CHECK(mat_make(&B[1], CLARA_TYPE_F32, rows, rank) == 0);
     float *x = rand_vec((size_t)n * cols), *t = rand_vec((size_t)n * rank * 2);
+    float *xc = malloc((size_t)n * cols * sizeof(float));
     float *y1 = malloc((size_t)n * rows * sizeof(float)),
           *y2 = malloc((size_t)n * rows * sizeof(float));
     const clara_lora_delta d[3] = {{0, 10, t, &B[0].W, 0.5f},
                                    {10, 23, t + 10 * rank, &B[0].W, 0.5f},
                                    {4, 20, t + n * rank, &B[1].W, -2.0f}};
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
-        test_mat m;
+        test_mat m, m2;
         T_CHECK(mat_make(&m, types[ti], rows, cols) == 0);
+        T_CHECK(mat_make(&m2, types[ti], rows, cols) == 0);
         for (int lv = 0; lv < CLARA_ISA_COUNT; lv++) {
             if (!clara_isa_supported((clara_isa)lv)) continue;
             clara_isa_force((clara_isa)lv);
@@ -243,17 +245,30 @@ static void test_lora_fused(void) {
                 for (int i = 0; i < 3; i++)
                     clara_matmul(ctx, d[i].B, d[i].t, d[i].n, y1 + (size_t)d[i].t0 * rows, true,
                                  d[i].scale);
-                clara_matmul_lora(ctx, &m.W, x, n, y2, d, 3);
+                clara_matmul_lora(ctx, &m.W, x, n, y2, d, 3, false);
                 T_CHECK_MSG(memcmp(y1, y2, (size_t)n * rows * sizeof(float)) == 0,
                             "%s %s %d threads: fused LoRA deltas differ from separate products",
                             clara_isa_name((clara_isa)lv), clara_type_name(types[ti]), th + 1);
+                /* another weight on the same input reuses its quantized activations (same_x) */
+                clara_matmul(ctx, &m2.W, x, n, y1, false, 1.0f);
+                clara_matmul_lora(ctx, &m.W, x, n, y2, NULL, 0, false);
+                clara_matmul_lora(ctx, &m2.W, x, n, y2, NULL, 0, true);
+                T_CHECK_MSG(memcmp(y1, y2, (size_t)n * rows * sizeof(float)) == 0,
+                            "%s %s %d threads: reused activations give other results",
+                            clara_isa_name((clara_isa)lv), clara_type_name(types[ti]), th + 1);
+                /* new values at the same address: not same_x, so quantized again */
+                for (size_t i = 0; i < (size_t)n * cols; i++) x[i] = -x[i] * 0.5f;
+                clara_matmul_lora(ctx, &m2.W, x, n, y2, NULL, 0, false);
+                memcpy(xc, x, (size_t)n * cols * sizeof(float)); /* another address */
+                clara_matmul(ctx, &m2.W, xc, n, y1, false, 1.0f);
+                T_CHECK(memcmp(y1, y2, (size_t)n * rows * sizeof(float)) == 0);
             }
         }
         clara_isa_force(clara_isa_best());
-        mat_free(&m);
+        mat_free(&m), mat_free(&m2);
     }
     mat_free(&B[0]), mat_free(&B[1]);
-    free(x), free(t), free(y1), free(y2);
+    free(x), free(xc), free(t), free(y1), free(y2);
 }
 
 /* The SIMD activation quantizers give the bytes of clara_quantize_row (the reference) for
