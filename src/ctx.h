@@ -18,6 +18,18 @@ typedef struct {
  * hold 7 documents of ~275 rows, and unpacking is ~3% of compression time at 512. */
 #define CLARA_FFN_CHUNK_ROWS 2048
 
+/* The input the packed GEMM's quantized activations (at the start of the kernel scratch) were made
+ * from, so a matmul on the same input can reuse them (cpu/qgemm.c); valid is cleared by any
+ * other use of the scratch. */
+typedef struct {
+    const float *x;
+    uint32_t n, B;
+    uint64_t K;
+    int act_type;
+    int32_t off;
+    bool valid;
+} clara_qg_acts_key;
+
 struct clara_ctx {
     clara_model *m;
     clara_pool *pool;
@@ -37,16 +49,7 @@ struct clara_ctx {
     uint8_t *qg_buf; /* kernel scratch (clara_ctx_scratch): the packed GEMM's quantized
                         activations and weight panels, the decode GEMV's prepared activations */
     size_t qg_cap;
-    /* what the packed GEMM's quantized activations at the start of qg_buf were made from, so a
-     * matmul on the same input can reuse them (cpu/qgemm.c); valid is cleared by any other use */
-    struct {
-        const float *x;
-        uint32_t n, B;
-        uint64_t K;
-        int act_type;
-        int32_t off;
-        bool valid;
-    } qg_acts;
+    clara_qg_acts_key qg_acts;    /* what the activations at the start of qg_buf were made from */
     float *out_rows, *out_logits; /* [out_cap][n_embd], [out_cap][n_vocab]: last rows, logits */
     uint32_t out_cap;
 };

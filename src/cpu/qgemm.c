@@ -205,7 +205,7 @@ static void gemm_task(void *arg, size_t task, int thread) {
 /* Whether the activations at the start of the scratch are x's, quantized as qt needs. */
 static bool acts_match(const clara_ctx *ctx, const float *x, uint32_t n, uint64_t K,
                        const clara_qg_type *qt) {
-    const __typeof__(ctx->qg_acts) *a = &ctx->qg_acts;
+    const clara_qg_acts_key *a = &ctx->qg_acts;
     return a->valid && a->x == x && a->n == n && a->K == K && a->act_type == qt->act_type &&
            a->B == qt->B && a->off == qt->off;
 }
