@@ -126,7 +126,41 @@ uint64_t clara_matmul_rows_per_task(const clara_ctx *ctx, const clara_mat *W, ui
     return W->rows * W->cols * n < MATMUL_PARALLEL_MIN_MACS ? W->rows : per; /* small: one task */
 }
 
+/* Float weights with few rows (LoRA down-projections x·Aᵀ, rank rows) and many tokens: tasks take
+ * token ranges with every row, so each reads its part of x once instead of every task reading all
+ * of x. Same bits: each output's arithmetic does not depend on the token tiling. */
+typedef struct {
+    const matmul_job *j;
+    uint32_t per;
+} token_job;
+
+static void token_task(void *arg, size_t task, int thread) {
+    (void)thread;
+    const token_job *tj = arg;
+    clara_gemm_args a = tj->j->f;
+    uint32_t t0 = (uint32_t)task * tj->per, t1 = t0 + tj->per < a.n ? t0 + tj->per : a.n;
+    a.x += (size_t)t0 * a.ldx, a.y += (size_t)t0 * a.ldy, a.n = t1 - t0;
+    if (tj->j->isa == CLARA_ISA_AVX512)
+        clara_gemm_f_avx512(&a, 0, a.W->rows);
+    else
+        clara_gemm_f_avx2(&a, 0, a.W->rows);
+}
+
+static bool run_by_tokens(matmul_job *j) {
+    const clara_gemm_args *a = &j->f;
+    uint32_t threads = (uint32_t)clara_pool_threads(j->ctx->pool);
+    if (!a->W || !is_float_type(a->W->type) || j->isa < CLARA_ISA_AVX2 || threads == 1 ||
+        a->W->rows > 32 || a->n < 64)
+        return false;
+    /* multiples of 6 tokens (the kernels' tile), at least 4 per task so none takes the GEMV path */
+    uint32_t per = (a->n / (4 * threads) + 5) / 6 * 6;
+    token_job tj = {j, per < 12 ? 12 : per};
+    clara_pool_run(j->ctx->pool, (a->n + tj.per - 1) / tj.per, token_task, &tj);
+    return true;
+}
+
 static void run_job(matmul_job *j) {
+    if (run_by_tokens(j)) return;
     const clara_mat *W = j->f.W ? j->f.W : j->q.W;
     uint64_t per = clara_matmul_rows_per_task(j->ctx, W, j->f.W ? j->f.n : j->q.n);
     j->rows_per_task = per;

@@ -188,7 +188,7 @@ static void test_float_types(void) {
     static const clara_type types[] = {CLARA_TYPE_F32, CLARA_TYPE_F16, CLARA_TYPE_BF16};
     static const uint64_t shapes[][2] = {{1, 1},    {5, 7},    {13, 33},  {37, 100},
                                          {70, 257}, {9, 1029}, {130, 16}, {16, 600}};
-    static const uint32_t ns[] = {1, 2, 3, 7, 33};
+    static const uint32_t ns[] = {1, 2, 3, 7, 33, 70}; /* 70: few rows split by tokens */
     for (size_t ti = 0; ti < 3; ti++)
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
             for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++)
