@@ -275,10 +275,26 @@ static void attn_task(void *arg, size_t task, int thread) {
 }
 
 /* RoPE on the rows of q (n_heads per row, q_dim apart) or k. */
+typedef struct {
+    const batch *b;
+    float *v;
+    size_t dim;
+    uint32_t n_heads;
+} rope_args;
+
+static void rope_range(const void *arg, uint32_t r0, uint32_t r1) {
+    const rope_args *a = arg;
+    const batch *b = a->b;
+    uint32_t s = 0;
+    for (uint32_t r = r0; r < r1; r++) {
+        while (b->row0[s + 1] <= r) s++;
+        rope(b->ctx, a->v + r * a->dim, a->n_heads, b->seqs[s].pos[r - b->row0[s]]);
+    }
+}
+
 static void rope_rows(const batch *b, float *v, size_t dim, uint32_t n_heads) {
-    for (uint32_t s = 0; s < b->n_seqs; s++)
-        for (uint32_t t = 0; t < b->seqs[s].n; t++)
-            rope(b->ctx, v + (b->row0[s] + t) * dim, n_heads, b->seqs[s].pos[t]);
+    rope_args a = {b, v, dim, n_heads};
+    parallel_rows(b->ctx, b->n_rows, dim, rope_range, &a);
 }
 
 /* The k/v rows of cached sequences go into their slots. */
