@@ -101,6 +101,22 @@ ALWAYS_INLINE void q0_gemv(bool Q8, int T, const clara_gemv_args *g, uint64_t r0
     }
 }
 
+/* ---- k-quants: the lanes of 4 x 64 codes, each lane sum scaled by its sub-block's scale ---- */
+
+/* start + sum over the 4 vectors of (the exact dpbusd lane sums of X[u] . A[64u..], each times
+ * the lane's scale in S[u] as (sc, 0) by vpdpwssd); two chains for latency. */
+ALWAYS_INLINE __m512i scaled_sums(const __m512i X[4], const __m512i S[4], const int8_t *A,
+                                  __m512i start) {
+    __m512i i[2] = {start, _mm512_setzero_si512()};
+#pragma GCC unroll 4
+    for (int u = 0; u < 4; u++) {
+        __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), X[u],
+                                        _mm512_loadu_si512((const void *)(A + 64 * u)));
+        i[u / 2] = _mm512_dpwssd_epi32(i[u / 2], p, S[u]);
+    }
+    return _mm512_add_epi32(i[0], i[1]);
+}
+
 /* ---- q4_k: one super-block (144 bytes) per step ---- */
 
 /* The 8 scales and 8 mins of a q4_k block as bytes [sc0..7, m0..7], from the block's first 16
@@ -150,25 +166,14 @@ ALWAYS_INLINE void q4k_gemv(int T, const clara_gemv_args *g, uint64_t r0, uint64
             for (int t = 0; t < T; t++) {
                 const int8_t *A = g->A + (size_t)t * g->a_stride + 256 * b;
                 const int32_t *C = g->C + (size_t)t * g->c_stride + 16 * b;
-                __m512i i01 = _mm512_setzero_si512(), i23 = _mm512_setzero_si512();
-#pragma GCC unroll 4
-                for (int v = 0; v < 4; v += 2) {
-                    __m512i *iv = v ? &i23 : &i01;
-#pragma GCC unroll 4
-                    for (int u = v; u < v + 2; u++) {
-                        __m512i p =
-                            _mm512_dpbusd_epi32(_mm512_setzero_si512(), X[u],
-                                                _mm512_loadu_si512((const void *)(A + 64 * u)));
-                        *iv = _mm512_dpwssd_epi32(*iv, p, S[u]);
-                    }
-                }
+                __m512i isum = scaled_sums(X, S, A, _mm512_setzero_si512());
                 __m512i mn = _mm512_dpwssd_epi32(_mm512_setzero_si512(), sc32,
                                                  _mm512_loadu_si512((const void *)C));
                 __m128 D =
                     _mm_mul_ps(dd, _mm_castpd_ps(_mm_load_sd((
                                        const double *)(g->DA + (size_t)t * g->da_stride + 2 * b))));
-                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(i01, i23)),
-                                         _mm512_broadcastss_ps(D), acc[t]);
+                acc[t] =
+                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_broadcastss_ps(D), acc[t]);
                 accm[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(mn),
                                           _mm512_broadcastss_ps(_mm_movehdup_ps(D)), accm[t]);
             }
@@ -230,23 +235,13 @@ ALWAYS_INLINE void q6k_gemv(int T, const clara_gemv_args *g, uint64_t r0, uint64
             for (int t = 0; t < T; t++) {
                 const int8_t *A = g->A + (size_t)t * g->a_stride + 256 * b;
                 const int32_t *C = g->C + (size_t)t * g->c_stride + 16 * b;
-                __m512i i01 = _mm512_dpwssd_epi32(_mm512_setzero_si512(), sc5,
-                                                  _mm512_loadu_si512((const void *)C));
-                __m512i i23 = _mm512_setzero_si512();
-#pragma GCC unroll 4
-                for (int v = 0; v < 4; v += 2) {
-                    __m512i *iv = v ? &i23 : &i01;
-#pragma GCC unroll 4
-                    for (int u = v; u < v + 2; u++) {
-                        __m512i p =
-                            _mm512_dpbusd_epi32(_mm512_setzero_si512(), X[u],
-                                                _mm512_loadu_si512((const void *)(A + 64 * u)));
-                        *iv = _mm512_dpwssd_epi32(*iv, p, S[u]);
-                    }
-                }
+                __m512i isum =
+                    scaled_sums(X, S, A,
+                                _mm512_dpwssd_epi32(_mm512_setzero_si512(), sc5,
+                                                    _mm512_loadu_si512((const void *)C)));
                 __m128 D = _mm_mul_ss(d, _mm_load_ss(g->DA + (size_t)t * g->da_stride + b));
-                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(i01, i23)),
-                                         _mm512_broadcastss_ps(D), acc[t]);
+                acc[t] =
+                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_broadcastss_ps(D), acc[t]);
             }
         }
         store_rows(T, g, r, acc);
