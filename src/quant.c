@@ -29,13 +29,6 @@ static void wr16(uint8_t *p, uint16_t v) {
     p[0] = (uint8_t)v;
     p[1] = (uint8_t)(v >> 8);
 }
-static float f16at(const uint8_t *p) {
-    return clara_f16_to_f32(rd16(p));
-}
-static float f32at(const uint8_t *p) {
-    return clara_bits_f32((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-                          (uint32_t)p[3] << 24);
-}
 static void wr32(uint8_t *p, uint32_t v) {
     for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
 }
@@ -303,7 +296,7 @@ static void qk_scales_codes(const float *x, uint8_t *b, int bits, uint8_t *L, bo
     wr16(b, scale_f16(max_scale / 63.f, bad));
     wr16(b + 2, scale_f16(max_min / 63.f, bad));
     /* requantize with the scales as stored, so each code is the nearest one the file can hold */
-    float d = f16at(b), dmin = f16at(b + 2);
+    float d = clara_f16_le(b), dmin = clara_f16_le(b + 2);
     for (int j = 0; j < 8; j++) {
         int sc, m;
         get_scale_min(j, s, &sc, &m);
@@ -371,7 +364,7 @@ static void q6_k_block(const float *x, uint8_t *b, bool *bad) {
         int v = clara_nearest_int(iscale * scales[ib]);
         sc[ib] = (int8_t)(v < -128 ? -128 : v > 127 ? 127 : v);
     }
-    float d16 = f16at(b + 208);
+    float d16 = clara_f16_le(b + 208);
     for (int j = 0; j < 16; j++) {
         float d = d16 * (float)sc[j];
         if (d == 0.f) continue;
@@ -406,7 +399,7 @@ static void q8_k_block(const float *x, uint8_t *b) {
 
 static void dq_q_0(const uint8_t *b, float *y, int bits) {
     const int off = 1 << (bits - 1);
-    float d = f16at(b);
+    float d = clara_f16_le(b);
     const uint8_t *qs = b + (bits == 5 ? 6 : 2);
     uint32_t qh = bits == 5 ? (uint32_t)b[2] | (uint32_t)b[3] << 8 | (uint32_t)b[4] << 16 |
                                   (uint32_t)b[5] << 24
@@ -420,7 +413,7 @@ static void dq_q_0(const uint8_t *b, float *y, int bits) {
 }
 
 static void dq_q_1(const uint8_t *b, float *y, int bits) {
-    float d = f16at(b), m = f16at(b + 2);
+    float d = clara_f16_le(b), m = clara_f16_le(b + 2);
     const uint8_t *qs = b + (bits == 5 ? 8 : 4);
     uint32_t qh = bits == 5 ? (uint32_t)b[4] | (uint32_t)b[5] << 8 | (uint32_t)b[6] << 16 |
                                   (uint32_t)b[7] << 24
@@ -434,13 +427,13 @@ static void dq_q_1(const uint8_t *b, float *y, int bits) {
 }
 
 static void dq_q8(const uint8_t *b, float *y, int hdr) {
-    float d = f16at(b);
+    float d = clara_f16_le(b);
     const int8_t *qs = (const int8_t *)(b + hdr);
     for (int j = 0; j < QK; j++) y[j] = (float)qs[j] * d;
 }
 
 static void dq_qk(const uint8_t *b, float *y, int bits) {
-    float d = f16at(b), dmin = f16at(b + 2);
+    float d = clara_f16_le(b), dmin = clara_f16_le(b + 2);
     const uint8_t *s = b + 4, *qh = b + 16, *qs = b + (bits == 5 ? 48 : 16);
     for (int c = 0; c < 4; c++) {
         int sc0, m0, sc1, m1;
@@ -463,7 +456,7 @@ static void dq_qk(const uint8_t *b, float *y, int bits) {
 static void dq_q6_k(const uint8_t *b, float *y) {
     const uint8_t *ql = b, *qh = b + 128;
     const int8_t *sc = (const int8_t *)(b + 192);
-    float d = f16at(b + 208);
+    float d = clara_f16_le(b + 208);
     for (int h = 0; h < 2; h++) {
         const uint8_t *l0 = ql + 64 * h, *h0 = qh + 32 * h;
         const int8_t *s = sc + 8 * h;
@@ -483,7 +476,7 @@ static void dq_q6_k(const uint8_t *b, float *y) {
 }
 
 static void dq_q8_k(const uint8_t *b, float *y) {
-    float d = f32at(b);
+    float d = clara_f32_le(b);
     const int8_t *qs = (const int8_t *)(b + 4);
     for (int j = 0; j < QKK; j++) y[j] = d * (float)qs[j];
 }
@@ -641,10 +634,10 @@ clara_status clara_dequantize_row(clara_type t, const void *src, uint64_t n, flo
                 yb[k] = clara_f16_to_f32(rd16(b)) * (float)((int)b[4 + k] - (int)rd16(b + 2));
             break;
         case CLARA_TYPE_F32:
-            yb[0] = f32at(b);
+            yb[0] = clara_f32_le(b);
             break;
         case CLARA_TYPE_F16:
-            yb[0] = f16at(b);
+            yb[0] = clara_f16_le(b);
             break;
         case CLARA_TYPE_BF16:
             yb[0] = clara_bf16_to_f32(rd16(b));

@@ -32,4 +32,14 @@ static inline uint16_t clara_f32_to_bf16(float f) {
 float clara_f16_to_f32(uint16_t h);
 uint16_t clara_f32_to_f16(float f);
 
+/* An f16 / f32 stored little-endian at p (the block formats of quant.h, GGUF data). */
+static inline float clara_f16_le(const uint8_t *p) {
+    return clara_f16_to_f32((uint16_t)(p[0] | p[1] << 8));
+}
+
+static inline float clara_f32_le(const uint8_t *p) {
+    return clara_bits_f32((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+                          (uint32_t)p[3] << 24);
+}
+
 #endif

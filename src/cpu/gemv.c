@@ -8,16 +8,6 @@
 #include "base/fp16.h"
 #include "cpu/matmul.h"
 
-static float f16at(const uint8_t *p) {
-    return clara_f16_to_f32((uint16_t)(p[0] | p[1] << 8));
-}
-
-static float f32at(const uint8_t *p) {
-    float f;
-    memcpy(&f, p, 4);
-    return f;
-}
-
 static int16_t i16at(const uint8_t *p) {
     return (int16_t)(uint16_t)(p[0] | p[1] << 8);
 }
@@ -44,7 +34,7 @@ static void prep_q0(bool q8, const uint8_t *xq, size_t nb, int8_t *A, int32_t *C
         for (int l = 0; l < 16; l++)
             C[16 * p + l] = -off * (o[4 * l] + o[4 * l + 1] + o[4 * l + 2] + o[4 * l + 3]);
     }
-    for (size_t b = 0; b < nb; b++) DA[b] = f16at(xq + 34 * b);
+    for (size_t b = 0; b < nb; b++) DA[b] = clara_f16_le(xq + 34 * b);
 }
 
 /* q8_k row (f32 d, 256 codes, 16 int16 bsums per block) -> q4_k layout: the nibbles of a
@@ -59,7 +49,7 @@ static void prep_q4_k(const uint8_t *xq, size_t nb, int8_t *A, int32_t *C, float
             C[16 * b + j] = 0;
             C[16 * b + 8 + j] = lane16(i16at(blk + 260 + 4 * j) + i16at(blk + 262 + 4 * j));
         }
-        DA[2 * b] = f32at(blk), DA[2 * b + 1] = -f32at(blk);
+        DA[2 * b] = clara_f32_le(blk), DA[2 * b + 1] = -clara_f32_le(blk);
     }
 }
 
@@ -69,7 +59,7 @@ static void prep_q6_k(const uint8_t *xq, size_t nb, int8_t *A, int32_t *C, float
         const uint8_t *blk = xq + 292 * b;
         memcpy(A + 256 * b, blk + 4, 256);
         for (int j = 0; j < 16; j++) C[16 * b + j] = lane16(-i16at(blk + 260 + 2 * j));
-        DA[b] = f32at(blk);
+        DA[b] = clara_f32_le(blk);
     }
 }
 

@@ -12,6 +12,7 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include "base/fp16.h"
 #include "cpu/kernels.h"
 
 #define VEC            __m512

@@ -11,13 +11,6 @@
 #include "dtype.h"
 #include "quant.h"
 
-static float f16at(const uint8_t *p) {
-    return clara_f16_to_f32((uint16_t)(p[0] | p[1] << 8));
-}
-static float f32at(const uint8_t *p) {
-    return clara_bits_f32((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-                          (uint32_t)p[3] << 24);
-}
 static uint32_t u32at(const uint8_t *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
@@ -72,13 +65,13 @@ static float dot_block32(clara_type t, const uint8_t *w, const uint8_t *a) {
     }
     int off = t == CLARA_TYPE_Q4_0 ? 8 : t == CLARA_TYPE_Q5_0 ? 16 : 0;
     for (int j = 0; j < 32; j++) sumi += (c[j] - off) * aq[j];
-    float dw = f16at(w), da = f16at(a);
+    float dw = clara_f16_le(w), da = clara_f16_le(a);
     if (t == CLARA_TYPE_Q4_1 || t == CLARA_TYPE_Q5_1) {
         /* The min term m * da * sum(a codes). ggml reads sum(a) from q8_1's f16 s field; that
          * rounding costs up to 2^-11 relative, so the exact integer sum is used instead. */
         int suma = 0;
         for (int j = 0; j < 32; j++) suma += aq[j];
-        return dw * da * (float)sumi + f16at(w + 2) * da * (float)suma;
+        return dw * da * (float)sumi + clara_f16_le(w + 2) * da * (float)suma;
     }
     return (float)sumi * (dw * da);
 }
@@ -108,8 +101,8 @@ static float dot_qk(const uint8_t *w, const uint8_t *a, int bits) {
         int16_t b1 = (int16_t)(a[262 + 4 * j] | a[263 + 4 * j] << 8);
         msum += m * (b0 + b1);
     }
-    float da = f32at(a);
-    return f16at(w) * da * (float)isum - f16at(w + 2) * da * (float)msum;
+    float da = clara_f32_le(a);
+    return clara_f16_le(w) * da * (float)isum - clara_f16_le(w + 2) * da * (float)msum;
 }
 
 /* q6_k super-block against q8_k: 16 sub-blocks of 16, |sum| <= 16*128*16*32*128 < 2^31. */
@@ -128,14 +121,14 @@ static float dot_q6k(const uint8_t *w, const uint8_t *a) {
         }
         isum += sc[j] * sub;
     }
-    return f16at(w + 208) * f32at(a) * (float)isum;
+    return clara_f16_le(w + 208) * clara_f32_le(a) * (float)isum;
 }
 
 static float dot_q8k(const uint8_t *w, const uint8_t *a) {
     const int8_t *wq = (const int8_t *)(w + 4), *aq = (const int8_t *)(a + 4);
     int isum = 0;
     for (int j = 0; j < 256; j++) isum += wq[j] * aq[j];
-    return f32at(w) * f32at(a) * (float)isum;
+    return clara_f32_le(w) * clara_f32_le(a) * (float)isum;
 }
 
 float clara_vec_dot_q_ref(clara_type t, const void *w, const void *a, uint64_t n) {

@@ -54,16 +54,6 @@ bool clara_qg_type_get(clara_type t, clara_qg_type *o) {
     }
 }
 
-static float f16at(const uint8_t *p) {
-    return clara_f16_to_f32((uint16_t)(p[0] | p[1] << 8));
-}
-
-static float f32at(const uint8_t *p) {
-    float f;
-    memcpy(&f, p, 4);
-    return f;
-}
-
 /* Sum of B codes, B a constant at each call so the loop vectorizes. */
 static inline int32_t code_sum(const int8_t *q, uint32_t B) {
     int32_t sum = 0;
@@ -86,7 +76,7 @@ void clara_qg_pack_act(const clara_qg_type *qt, const uint8_t *xq, size_t K, int
     size_t qoff = qt->act_type == CLARA_TYPE_Q8_1 ? 4 : qt->act_type == CLARA_TYPE_Q8_K ? 4 : 2;
     for (size_t i = 0; i < nab; i++) {
         const uint8_t *ab = xq + i * ai->type_size;
-        float d = qt->act_type == CLARA_TYPE_Q8_K ? f32at(ab) : f16at(ab);
+        float d = qt->act_type == CLARA_TYPE_Q8_K ? clara_f32_le(ab) : clara_f16_le(ab);
         const int8_t *q = (const int8_t *)(ab + qoff);
         memcpy(aq + i * ai->block_size, q, ai->block_size);
         for (size_t j = 0; j < per; j++) {
