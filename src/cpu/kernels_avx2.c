@@ -32,7 +32,8 @@
 #define KFN(name)     name##_avx2
 #define RM            2 /* GEMM block: 2 weight rows x 6 activation rows = 12 accumulators of 16 ymm */
 #define TM            6
-#define RG            4 /* GEMV: 4 weight rows x up to 3 activation rows */
+#define RG_F32        1 /* GEMV rows per step: f32 weights */
+#define RG_H          2 /* GEMV rows per step: f16/bf16 weights (one FMA chain per row and token) */
 
 /* Fixed pairwise reduction: halves, then the last four lanes. */
 static inline float hsum256(__m256 v) {

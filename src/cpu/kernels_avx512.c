@@ -33,7 +33,8 @@
 #define KFN(name)     name##_avx512
 #define RM            4 /* GEMM block: 4 weight rows x 6 activation rows = 24 accumulators of 32 zmm */
 #define TM            6
-#define RG            6 /* GEMV: 6 weight rows x up to 3 activation rows */
+#define RG_F32        4 /* GEMV rows per step: f32 weights */
+#define RG_H          1 /* GEMV rows per step: f16/bf16 weights (one FMA chain per row and token) */
 
 /* Fixed pairwise reduction: halves, then quarters, then the last four lanes. */
 static inline float hsum512(__m512 v) {
