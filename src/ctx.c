@@ -49,10 +49,22 @@ void clara_ctx_free(clara_ctx *ctx) {
         free(ctx->slots[i].v);
     }
     free(ctx->slots);
-    float *bufs[] = {ctx->x,        ctx->xn,         ctx->q,      ctx->k,
-                     ctx->v,        ctx->att,        ctx->lora_t, ctx->ff_gate,
-                     ctx->ff_up,    ctx->scores,     ctx->rowbuf, ctx->rope_inv_freq,
-                     ctx->out_rows, ctx->out_logits, ctx->xperm};
+    float *bufs[] = {ctx->x,
+                     ctx->xn,
+                     ctx->q,
+                     ctx->k,
+                     ctx->v,
+                     ctx->att,
+                     ctx->lora_t,
+                     ctx->ff_gate,
+                     ctx->ff_up,
+                     ctx->scores,
+                     ctx->attn_kv,
+                     ctx->rowbuf,
+                     ctx->rope_inv_freq,
+                     ctx->out_rows,
+                     ctx->out_logits,
+                     ctx->xperm};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(ctx->qg_buf);
     free(ctx);
@@ -114,9 +126,16 @@ clara_status clara_ctx_reserve_rows(clara_ctx *ctx, uint32_t n, uint32_t n_keys)
     const clara_hparams *hp = &ctx->m->hp;
     clara_status s = CLARA_OK;
     if (n_keys > ctx->scores_cap) {
-        s = grow(&ctx->scores, (size_t)clara_pool_threads(ctx->pool) * n_keys);
+        s = grow(&ctx->scores, (size_t)clara_pool_threads(ctx->pool) * CLARA_ATTN_ROWS * n_keys);
         if (s != CLARA_OK) return s;
         ctx->scores_cap = n_keys;
+    }
+    uint32_t copy_keys = n_keys < CLARA_ATTN_COPY_KEYS ? n_keys : CLARA_ATTN_COPY_KEYS;
+    if (copy_keys > ctx->attn_kv_cap) {
+        s = grow(&ctx->attn_kv,
+                 (size_t)clara_pool_threads(ctx->pool) * 2 * copy_keys * hp->head_dim);
+        if (s != CLARA_OK) return s;
+        ctx->attn_kv_cap = copy_keys;
     }
     if (n <= ctx->cap_tokens) return CLARA_OK;
     size_t H = hp->n_embd, q = (size_t)hp->n_head * hp->head_dim,

@@ -39,8 +39,10 @@ struct clara_ctx {
     uint32_t cap_tokens;
     float *x, *xn, *q, *k, *v, *att, *lora_t;
     float *ff_gate, *ff_up; /* [min(cap_tokens, CLARA_FFN_CHUNK_ROWS)][n_ff] */
-    float *scores;          /* [n_threads][scores_cap] attention scores */
+    float *scores;          /* [n_threads][CLARA_ATTN_ROWS][scores_cap] attention scores */
     uint32_t scores_cap;
+    float *attn_kv; /* [n_threads][2][attn_kv_cap][head_dim]: one head's keys, values (forward.c) */
+    uint32_t attn_kv_cap;
     float *rowbuf;        /* [n_threads][row_cap] weight row converted to f32 */
     size_t row_cap;       /* longest weight row (columns) of the model */
     float *rope_inv_freq; /* [head_dim / 2] */
@@ -53,6 +55,13 @@ struct clara_ctx {
     float *out_rows, *out_logits; /* [out_cap][n_embd], [out_cap][n_vocab]: last rows, logits */
     uint32_t out_cap;
 };
+
+/* Query rows that attention scores together (forward.c, cpu/kernels_attn.inc). */
+#define CLARA_ATTN_ROWS 4
+
+/* Attention copies one head's keys and values to contiguous rows for sequences of up to this
+ * many positions (forward.c); longer ones read them in place. */
+#define CLARA_ATTN_COPY_KEYS 4096
 
 /* Makes slot `slot` hold at least n_ctx positions (keeping its contents). */
 clara_status clara_ctx_reserve_slot(clara_ctx *ctx, uint32_t slot, uint32_t n_ctx);

@@ -221,7 +221,64 @@ static void seq_kv(const batch *b, uint32_t s, uint32_t layer, const float **K, 
     *n_past = sl->n_past;
 }
 
-/* Task = (sequence, query head): softmax(q·Kᵀ/sqrt(d)) · V with the causal limit per row. */
+/* Query rows of a sequence from which attention copies the head's keys and values first. */
+#define ATTN_COPY_MIN_ROWS 8
+
+/* One head's keys and values are rows kv_dim floats apart (4 KB at 7B): every key then falls in
+ * the same L1 set and a few L2 sets, and each query's pass over them misses the caches. For many
+ * query rows they are first copied to contiguous rows of d floats; the arithmetic is the same. */
+static void attn_copy_head(const float *src, size_t stride, uint32_t n, uint32_t d, float *dst) {
+    for (uint32_t k = 0; k < n; k++) memcpy(dst + (size_t)k * d, src + (size_t)k * stride, d * 4);
+}
+
+/* One head's keys and values for the queries of a sequence, and where its rows go. */
+typedef struct {
+    const float *K, *V; /* the head's first key / value row */
+    size_t stride;      /* between key (value) rows */
+    uint32_t d;
+    clara_isa isa;
+} attn_head;
+
+/* sc[k] = q·K[k] / sqrt(d) for the first n_keys keys. */
+static void attn_scores(const attn_head *h, const float *q, uint32_t n_keys, float scale,
+                        float *sc) {
+    if (h->isa == CLARA_ISA_AVX512)
+        clara_attn_scores_avx512(q, h->K, h->stride, n_keys, h->d, scale, sc);
+    else if (h->isa == CLARA_ISA_AVX2)
+        clara_attn_scores_avx2(q, h->K, h->stride, n_keys, h->d, scale, sc);
+    else
+        for (uint32_t k = 0; k < n_keys; k++)
+            sc[k] = clara_dot_f32(q, h->K + (size_t)k * h->stride, h->d) * scale;
+}
+
+/* out = softmax(sc[0, n_keys)) · V (sc is overwritten by the probabilities). */
+static void attn_softmax_values(const attn_head *h, float *sc, uint32_t n_keys, float *out) {
+    float mx = -INFINITY;
+    for (uint32_t k = 0; k < n_keys; k++)
+        if (sc[k] > mx) mx = sc[k];
+    double sum = 0;
+    for (uint32_t k = 0; k < n_keys; k++) {
+        sc[k] = expf(sc[k] - mx);
+        sum += sc[k];
+    }
+    float inv = (float)(1.0 / sum);
+    if (h->isa == CLARA_ISA_AVX512) {
+        clara_attn_values_avx512(sc, inv, h->V, h->stride, n_keys, h->d, out);
+    } else if (h->isa == CLARA_ISA_AVX2) {
+        clara_attn_values_avx2(sc, inv, h->V, h->stride, n_keys, h->d, out);
+    } else {
+        memset(out, 0, h->d * sizeof(float));
+        for (uint32_t k = 0; k < n_keys; k++) {
+            const float *vr = h->V + (size_t)k * h->stride;
+            float p = sc[k] * inv;
+            for (uint32_t e = 0; e < h->d; e++) out[e] += p * vr[e];
+        }
+    }
+}
+
+/* Task = (sequence, query head): softmax(q·Kᵀ/sqrt(d)) · V with the causal limit per row. Rows
+ * go 4 at a time where the level scores 4 queries together (their common keys; a row's last
+ * 1-3 keys alone), else one by one: the same bits either way. */
 static void attn_task(void *arg, size_t task, int thread) {
     const attn_job *j = arg;
     const batch *b = j->b;
@@ -233,44 +290,37 @@ static void attn_task(void *arg, size_t task, int thread) {
     const float *K, *V;
     uint32_t n_past;
     seq_kv(b, s, j->layer, &K, &V, &n_past);
-    float *sc = ctx->scores + (size_t)thread * ctx->scores_cap;
+    float *sc = ctx->scores + (size_t)thread * CLARA_ATTN_ROWS * ctx->scores_cap;
     float scale = 1.0f / sqrtf((float)d);
-    bool simd = j->isa >= CLARA_ISA_AVX2;
-    uint32_t skip = b->seqs[s].n - j->qb->seqs[s].n; /* rows before the first query */
-    for (uint32_t t = 0; t < j->qb->seqs[s].n; t++) {
-        size_t row = j->qb->row0[s] + t;
-        const float *q = ctx->q + row * q_dim + head * d;
-        const float *Kh = K + kvh * d, *Vh = V + kvh * d;
-        uint32_t n_keys = n_past + skip + t + 1;
-        if (j->isa == CLARA_ISA_AVX512)
-            clara_attn_scores_avx512(q, Kh, kv_dim, n_keys, d, scale, sc);
-        else if (simd)
-            clara_attn_scores_avx2(q, Kh, kv_dim, n_keys, d, scale, sc);
-        else
-            for (uint32_t k = 0; k < n_keys; k++)
-                sc[k] = clara_dot_f32(q, Kh + (size_t)k * kv_dim, d) * scale;
-        float mx = -INFINITY;
-        for (uint32_t k = 0; k < n_keys; k++)
-            if (sc[k] > mx) mx = sc[k];
-        double sum = 0;
-        for (uint32_t k = 0; k < n_keys; k++) {
-            sc[k] = expf(sc[k] - mx);
-            sum += sc[k];
+    uint32_t skip = b->seqs[s].n - j->qb->seqs[s].n;            /* rows before the first query */
+    uint32_t n_q = j->qb->seqs[s].n, keys0 = n_past + skip + 1; /* keys of the first query */
+    attn_head h = {K + kvh * d, V + kvh * d, kv_dim, d, j->isa};
+    if (n_q >= ATTN_COPY_MIN_ROWS && keys0 + n_q - 1 <= ctx->attn_kv_cap) {
+        float *kc = ctx->attn_kv + (size_t)thread * 2 * ctx->attn_kv_cap * d;
+        float *vc = kc + (size_t)ctx->attn_kv_cap * d;
+        attn_copy_head(h.K, kv_dim, keys0 + n_q - 1, d, kc);
+        attn_copy_head(h.V, kv_dim, keys0 + n_q - 1, d, vc);
+        h = (attn_head){kc, vc, d, d, j->isa};
+    }
+    const float *q0 = ctx->q + (size_t)j->qb->row0[s] * q_dim + head * d;
+    float *out0 = ctx->att + (size_t)j->qb->row0[s] * q_dim + head * d;
+    uint32_t t = 0;
+    if (j->isa == CLARA_ISA_AVX512)
+        for (; t + CLARA_ATTN_ROWS <= n_q; t += CLARA_ATTN_ROWS) {
+            uint32_t common = keys0 + t; /* row t + r has r more */
+            clara_attn_scores4_avx512(q0 + (size_t)t * q_dim, q_dim, h.K, h.stride, common, d,
+                                      scale, sc, ctx->scores_cap);
+            for (uint32_t r = 1; r < CLARA_ATTN_ROWS; r++)
+                clara_attn_scores_avx512(q0 + (size_t)(t + r) * q_dim,
+                                         h.K + (size_t)common * h.stride, h.stride, r, d, scale,
+                                         sc + (size_t)r * ctx->scores_cap + common);
+            for (uint32_t r = 0; r < CLARA_ATTN_ROWS; r++)
+                attn_softmax_values(&h, sc + (size_t)r * ctx->scores_cap, common + r,
+                                    out0 + (size_t)(t + r) * q_dim);
         }
-        float inv = (float)(1.0 / sum);
-        float *out = ctx->att + row * q_dim + head * d;
-        if (j->isa == CLARA_ISA_AVX512) {
-            clara_attn_values_avx512(sc, inv, Vh, kv_dim, n_keys, d, out);
-        } else if (simd) {
-            clara_attn_values_avx2(sc, inv, Vh, kv_dim, n_keys, d, out);
-        } else {
-            memset(out, 0, d * sizeof(float));
-            for (uint32_t k = 0; k < n_keys; k++) {
-                const float *vr = Vh + (size_t)k * kv_dim;
-                float p = sc[k] * inv;
-                for (uint32_t e = 0; e < d; e++) out[e] += p * vr[e];
-            }
-        }
+    for (; t < n_q; t++) {
+        attn_scores(&h, q0 + (size_t)t * q_dim, keys0 + t, scale, sc);
+        attn_softmax_values(&h, sc, keys0 + t, out0 + (size_t)t * q_dim);
     }
 }
 

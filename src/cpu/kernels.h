@@ -68,6 +68,13 @@ void clara_attn_scores_avx2(const float *q, const float *K, size_t stride, uint3
                             uint32_t d, float scale, float *sc);
 void clara_attn_scores_avx512(const float *q, const float *K, size_t stride, uint32_t n_keys,
                               uint32_t d, float scale, float *sc);
+/* The first n_keys scores of 4 query rows (q + r*q_stride) into sc + r*sc_stride: the same
+ * bits as clara_attn_scores per row, with each key loaded once for the 4 queries. */
+void clara_attn_scores4_avx2(const float *q, size_t q_stride, const float *K, size_t stride,
+                             uint32_t n_keys, uint32_t d, float scale, float *sc, size_t sc_stride);
+void clara_attn_scores4_avx512(const float *q, size_t q_stride, const float *K, size_t stride,
+                               uint32_t n_keys, uint32_t d, float scale, float *sc,
+                               size_t sc_stride);
 void clara_attn_values_avx2(const float *sc, float inv, const float *V, size_t stride,
                             uint32_t n_keys, uint32_t d, float *out);
 void clara_attn_values_avx512(const float *sc, float inv, const float *V, size_t stride,

@@ -54,6 +54,26 @@ static inline float hsum256(__m256 v) {
     return _mm_cvtss_f32(q);
 }
 
+/* 16 sums at once in hsum512's tree (halves, quarters, pairs, last two; float addition is
+ * commutative, so only the pairing matters): accumulator ATTN_ACC(r, c) ends in out[4 r + c]. */
+#define ATTN_ACC(r, c) (4 * (c) + (r))
+static inline void hsum16x512(const __m512 a[16], float *out) {
+    __m512 u[8], v[4], w[2];
+    for (int j = 0; j < 8; j++) /* lanes i + (i + 8): a[2j] in lanes 0-7, a[2j + 1] in 8-15 */
+        u[j] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * j], a[2 * j + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_f32x4(a[2 * j], a[2 * j + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    for (int m = 0; m < 4; m++) /* lanes i + (i + 4): a[4m + b] in 128-bit block b */
+        v[m] = _mm512_add_ps(_mm512_shuffle_f32x4(u[2 * m], u[2 * m + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_f32x4(u[2 * m], u[2 * m + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+    for (int p = 0; p < 2; p++) /* lanes i + (i + 2) within each block */
+        w[p] = _mm512_add_ps(_mm512_shuffle_ps(v[2 * p], v[2 * p + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_ps(v[2 * p], v[2 * p + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    /* the last pair: lane 4 b + j holds a[4 j + b] */
+    _mm512_storeu_ps(out, _mm512_add_ps(_mm512_shuffle_ps(w[0], w[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                        _mm512_shuffle_ps(w[0], w[1], _MM_SHUFFLE(3, 1, 3, 1))));
+}
+#define ATTN_HSUM16(a, out) hsum16x512(a, out)
+
 #include "cpu/kernels_float.inc"
 
 #define DOT_US(u, s) _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)

@@ -333,12 +333,12 @@ static void test_act_quant(void) {
  * of |terms| (as the float GEMM), odd head sizes and key counts included. */
 static void test_attention(void) {
     static const uint32_t ds[] = {8, 13, 64, 128, 136};
-    static const uint32_t nks[] = {1, 3, 4, 7, 33};
+    static const uint32_t nks[] = {1, 3, 4, 7, 33, 16};
     enum { STRIDE = 300 };
-    float *q = rand_vec(STRIDE), *K = rand_vec(33 * STRIDE), *V = rand_vec(33 * STRIDE);
+    float *q = rand_vec(4 * STRIDE), *K = rand_vec(33 * STRIDE), *V = rand_vec(33 * STRIDE);
     float sc[33], p[33], out[STRIDE];
     for (size_t di = 0; di < 5; di++)
-        for (size_t ni = 0; ni < 5; ni++) {
+        for (size_t ni = 0; ni < sizeof nks / sizeof nks[0]; ni++) {
             uint32_t d = ds[di], nk = nks[ni];
             float scale = 0.37f, inv = 0.21f;
             for (uint32_t k = 0; k < nk; k++) p[k] = (float)(0.5 + 0.5 * frand());
@@ -376,6 +376,19 @@ static void test_attention(void) {
                             clara_isa_name((clara_isa)lv), d, nk, alone);
                 T_CHECK_MSG(bad_v == 0, "%s attention values d=%u keys=%u: %d off",
                             clara_isa_name((clara_isa)lv), d, nk, bad_v);
+                /* 4 queries (rows of K used as queries, STRIDE apart) scored together: the
+                 * bits of each scored alone */
+                float sc4[4][33], one4[33];
+                (z ? clara_attn_scores4_avx512 : clara_attn_scores4_avx2)(q, STRIDE, K, STRIDE, nk,
+                                                                          d, scale, sc4[0], 33);
+                int differ4 = 0;
+                for (int r = 0; r < 4; r++) {
+                    (z ? clara_attn_scores_avx512 : clara_attn_scores_avx2)(
+                        q + (size_t)r * STRIDE, K, STRIDE, nk, d, scale, one4);
+                    differ4 += memcmp(one4, sc4[r], nk * sizeof(float)) != 0;
+                }
+                T_CHECK_MSG(differ4 == 0, "%s 4-query scores d=%u keys=%u: %d rows differ",
+                            clara_isa_name((clara_isa)lv), d, nk, differ4);
             }
         }
     free(q), free(K), free(V);
