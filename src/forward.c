@@ -262,16 +262,16 @@ static void attn_softmax_values(const attn_head *h, float *sc, uint32_t n_keys, 
         sum += sc[k];
     }
     float inv = (float)(1.0 / sum);
+    for (uint32_t k = 0; k < n_keys; k++) sc[k] *= inv; /* once per key, not per key and row */
     if (h->isa == CLARA_ISA_AVX512) {
-        clara_attn_values_avx512(sc, inv, h->V, h->stride, n_keys, h->d, out);
+        clara_attn_values_avx512(sc, h->V, h->stride, n_keys, h->d, out);
     } else if (h->isa == CLARA_ISA_AVX2) {
-        clara_attn_values_avx2(sc, inv, h->V, h->stride, n_keys, h->d, out);
+        clara_attn_values_avx2(sc, h->V, h->stride, n_keys, h->d, out);
     } else {
         memset(out, 0, h->d * sizeof(float));
         for (uint32_t k = 0; k < n_keys; k++) {
             const float *vr = h->V + (size_t)k * h->stride;
-            float p = sc[k] * inv;
-            for (uint32_t e = 0; e < h->d; e++) out[e] += p * vr[e];
+            for (uint32_t e = 0; e < h->d; e++) out[e] += sc[k] * vr[e];
         }
     }
 }

@@ -63,7 +63,8 @@ bool clara_quantize_act_avx2(clara_type fmt, const float *x, size_t K, uint8_t *
 bool clara_quantize_act_avx512(clara_type fmt, const float *x, size_t K, uint8_t *out);
 
 /* Attention inner loops (kernels_attn.inc): sc[k] = dot(q, K + k*stride, d) * scale, and
- * out[e] = sum_k sc[k]*inv * V[k*stride + e], as FMA chains over the level's lanes. */
+ * out[e] = sum_k p[k] * V[k*stride + e] (p: the probabilities), as FMA chains over the level's
+ * lanes. */
 void clara_attn_scores_avx2(const float *q, const float *K, size_t stride, uint32_t n_keys,
                             uint32_t d, float scale, float *sc);
 void clara_attn_scores_avx512(const float *q, const float *K, size_t stride, uint32_t n_keys,
@@ -75,10 +76,10 @@ void clara_attn_scores4_avx2(const float *q, size_t q_stride, const float *K, si
 void clara_attn_scores4_avx512(const float *q, size_t q_stride, const float *K, size_t stride,
                                uint32_t n_keys, uint32_t d, float scale, float *sc,
                                size_t sc_stride);
-void clara_attn_values_avx2(const float *sc, float inv, const float *V, size_t stride,
-                            uint32_t n_keys, uint32_t d, float *out);
-void clara_attn_values_avx512(const float *sc, float inv, const float *V, size_t stride,
-                              uint32_t n_keys, uint32_t d, float *out);
+void clara_attn_values_avx2(const float *p, const float *V, size_t stride, uint32_t n_keys,
+                            uint32_t d, float *out);
+void clara_attn_values_avx512(const float *p, const float *V, size_t stride, uint32_t n_keys,
+                              uint32_t d, float *out);
 
 /* Software prefetch distance of the decode (GEMV) kernels, which stream every weight once per
  * token. Measured on the 7B q4_0 decode (1 thread, Zen 5 VM): 1.5 KB ahead 5.5 tok/s, 3 KB 6.2,

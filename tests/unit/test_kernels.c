@@ -347,8 +347,9 @@ static void test_attention(void) {
                 bool z = lv == CLARA_ISA_AVX512;
                 (z ? clara_attn_scores_avx512 : clara_attn_scores_avx2)(q, K, STRIDE, nk, d, scale,
                                                                         sc);
-                (z ? clara_attn_values_avx512 : clara_attn_values_avx2)(p, inv, V, STRIDE, nk, d,
-                                                                        out);
+                float pin[33];
+                for (uint32_t k = 0; k < nk; k++) pin[k] = p[k] * inv;
+                (z ? clara_attn_values_avx512 : clara_attn_values_avx2)(pin, V, STRIDE, nk, d, out);
                 int bad_s = 0, bad_v = 0, alone = 0;
                 for (uint32_t k = 0; k < nk; k++) {
                     float one; /* a key scored alone: the same bits as in a group of 4 or 16 */
