@@ -112,9 +112,20 @@ static void add_rows(clara_ctx *ctx, float *dst, const float *src, uint32_t rows
     parallel_rows(ctx, rows, width, add_range, &a);
 }
 
-/* gate = silu(gate) * up, as the reference's f32 expression. */
+/* gate = silu(gate) * up: the reference's f32 expression with libm's expf at the scalar level. */
 static void swiglu_range(const void *arg, uint32_t r0, uint32_t r1) {
     const add_args *a = arg; /* dst = gate, src = up */
+    size_t i0 = r0 * a->width, n = (r1 - r0) * a->width;
+    switch (clara_isa_active()) { /* the SIMD levels' own exponential (kernels_swiglu.inc) */
+    case CLARA_ISA_AVX512:
+        clara_swiglu_avx512(a->dst + i0, a->src + i0, n);
+        return;
+    case CLARA_ISA_AVX2:
+        clara_swiglu_avx2(a->dst + i0, a->src + i0, n);
+        return;
+    default:
+        break;
+    }
     for (size_t i = r0 * a->width; i < r1 * a->width; i++) {
         float g = a->dst[i];
         a->dst[i] = g / (1.0f + expf(-g)) * a->src[i];

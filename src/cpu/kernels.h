@@ -81,6 +81,11 @@ void clara_attn_values_avx2(const float *p, const float *V, size_t stride, uint3
 void clara_attn_values_avx512(const float *p, const float *V, size_t stride, uint32_t n_keys,
                               uint32_t d, float *out);
 
+/* SwiGLU in place: gate[i] = gate[i] / (1 + e^-gate[i]) * up[i], with the level's vector
+ * exponential (kernels_swiglu.inc: within 2 ulp; the scalar reference uses libm's expf). */
+void clara_swiglu_avx2(float *gate, const float *up, size_t n);
+void clara_swiglu_avx512(float *gate, const float *up, size_t n);
+
 /* Software prefetch distance of the decode (GEMV) kernels, which stream every weight once per
  * token. Measured on the 7B q4_0 decode (1 thread, Zen 5 VM): 1.5 KB ahead 5.5 tok/s, 3 KB 6.2,
  * 6 KB 7.5, 12 KB 7.9, 24 KB 8.4, 48 KB 7.3 (none: 4.9). Far prefetches also start the page

@@ -52,6 +52,16 @@ static inline float hsum256(__m256 v) {
 /* maddubs saturates 16-bit pair sums: 2 * 127 * 127-bit codes fit, 8-bit codes (q8_0) do not */
 #include "cpu/kernels_actq.inc"
 #include "cpu/kernels_attn.inc"
+
+#define V_SUB(a, b) _mm256_sub_ps(a, b)
+#define V_DIV(a, b) _mm256_div_ps(a, b)
+#define V_MIN(a, b) _mm256_min_ps(a, b)
+#define V_MAX(a, b) _mm256_max_ps(a, b)
+#define V_ROUND(v)  _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define V_POW2(n)                                                                                  \
+    _mm256_castsi256_ps(                                                                           \
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23))
+#include "cpu/kernels_swiglu.inc"
 #include "cpu/qgemm.h"
 #define QG_RG       8
 #define QG_MAX_BITS 7

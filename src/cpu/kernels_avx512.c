@@ -82,6 +82,16 @@ static inline void hsum16x512(const __m512 a[16], float *out) {
 
 #include "cpu/kernels_actq.inc"
 #include "cpu/kernels_attn.inc"
+
+#define V_SUB(a, b) _mm512_sub_ps(a, b)
+#define V_DIV(a, b) _mm512_div_ps(a, b)
+#define V_MIN(a, b) _mm512_min_ps(a, b)
+#define V_MAX(a, b) _mm512_max_ps(a, b)
+#define V_ROUND(v)  _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define V_POW2(n)                                                                                  \
+    _mm512_castsi512_ps(                                                                           \
+        _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23))
+#include "cpu/kernels_swiglu.inc"
 #include "cpu/qgemm.h"
 #define QG_RG              16
 #define QG_MAX_BITS        8

@@ -395,6 +395,56 @@ static void test_attention(void) {
     free(q), free(K), free(V);
 }
 
+/* Distance in units in the last place between floats of the same sign (0 if equal). */
+static double ulps(float a, float b) {
+    if (a == b) return 0;
+    int32_t ia, ib;
+    memcpy(&ia, &a, 4);
+    memcpy(&ib, &b, 4);
+    if ((ia < 0) != (ib < 0)) return 1e9;
+    return fabs((double)ia - (double)ib);
+}
+
+/* The SIMD SwiGLU (its own exponential) against the same f32 expression with a correctly rounded
+ * exponential: within 2 ulp over gates from -120 to 120 (subnormal and overflowing exponentials
+ * included), exact special cases, and a value's result independent of its position (tails). */
+static void test_swiglu(void) {
+    enum { N = 4003 };
+    static float g[N], u[N], out[N], one[1];
+    for (int i = 0; i < N; i++) {
+        g[i] = i < 3000 ? -120.0f + 240.0f * (float)i / 2999 : (float)(frand() * 12);
+        u[i] = i % 3 ? 1.0f : (float)(0.5 + frand());
+    }
+    g[0] = 0.0f, g[1] = -0.0f, g[2] = INFINITY, g[3] = -INFINITY, g[4] = NAN, g[5] = 88.0f,
+    g[6] = -88.0f, g[7] = -87.5f, g[8] = 104.5f, g[9] = 1e-30f;
+    for (int lv = CLARA_ISA_AVX2; lv < CLARA_ISA_COUNT; lv++) {
+        if (!clara_isa_supported((clara_isa)lv)) continue;
+        void (*fn)(float *, const float *, size_t) =
+            lv == CLARA_ISA_AVX512 ? clara_swiglu_avx512 : clara_swiglu_avx2;
+        memcpy(out, g, sizeof g);
+        fn(out, u, N);
+        int bad = 0, moved = 0;
+        double worst = 0;
+        for (int i = 0; i < N; i++) {
+            /* the reference's f32 expression with a correctly rounded exponential (which
+             * overflows to inf, and the result to -0, for gates below -88.7 as expf does) */
+            float e = (float)exp(-(double)g[i]);
+            float w = g[i] / (1.0f + e) * u[i];
+            bool ok = isnan(w) ? isnan(out[i]) : ulps(out[i], w) <= 2;
+            if (!isnan(w) && !isinf(w) && ulps(out[i], w) > worst) worst = ulps(out[i], w);
+            bad += !ok;
+            one[0] = g[i]; /* alone, as a tail of one value */
+            fn(one, u + i, 1);
+            moved += memcmp(one, out + i, 4) != 0;
+        }
+        T_CHECK_MSG(bad == 0, "%s swiglu: %d of %d values off by more than 2 ulp (worst %.0f)",
+                    clara_isa_name((clara_isa)lv), bad, N, worst);
+        T_CHECK_MSG(moved == 0, "%s swiglu: %d values differ when computed alone",
+                    clara_isa_name((clara_isa)lv), moved);
+        T_CHECK(out[2] == INFINITY && out[0] == 0.0f && isnan(out[3]) && isnan(out[4]));
+    }
+}
+
 /* The K chunking of the GEMM (512 columns) and row blocks of 64 are crossed by this shape. */
 static void test_large_float(void) {
     check_case(CLARA_TYPE_F16, 200, 1500, 13, &g_c1, &g_c2);
@@ -434,6 +484,7 @@ int main(void) {
     T_RUN(test_act_quant);
     T_RUN(test_lora_fused);
     T_RUN(test_attention);
+    T_RUN(test_swiglu);
     ctx_free(&g_c1);
     ctx_free(&g_c2);
     fprintf(stderr, "kernels: levels tested:%s%s%s\n", n_levels_run & 1 ? " ref" : "",
