@@ -250,16 +250,26 @@ typedef struct {
     clara_isa isa;
 } attn_head;
 
-/* sc[k] = q·K[k] / sqrt(d) for the first n_keys keys. */
-static void attn_scores(const attn_head *h, const float *q, uint32_t n_keys, float scale,
+/* sc[k] = q·K[k] · scale for keys k in [k0, k1). */
+static void attn_scores(const attn_head *h, const float *q, uint32_t k0, uint32_t k1, float scale,
                         float *sc) {
+    const float *K = h->K + (size_t)k0 * h->stride;
     if (h->isa == CLARA_ISA_AVX512)
-        clara_attn_scores_avx512(q, h->K, h->stride, n_keys, h->d, scale, sc);
+        clara_attn_scores_avx512(q, K, h->stride, k1 - k0, h->d, scale, sc + k0);
     else if (h->isa == CLARA_ISA_AVX2)
-        clara_attn_scores_avx2(q, h->K, h->stride, n_keys, h->d, scale, sc);
+        clara_attn_scores_avx2(q, K, h->stride, k1 - k0, h->d, scale, sc + k0);
     else
-        for (uint32_t k = 0; k < n_keys; k++)
+        for (uint32_t k = k0; k < k1; k++)
             sc[k] = clara_dot_f32(q, h->K + (size_t)k * h->stride, h->d) * scale;
+}
+
+/* The first n_keys scores of CLARA_ATTN_ROWS query rows together (SIMD levels only). */
+static void attn_scores4(const attn_head *h, const float *q, size_t q_stride, uint32_t n_keys,
+                         float scale, float *sc, size_t sc_stride) {
+    if (h->isa == CLARA_ISA_AVX512)
+        clara_attn_scores4_avx512(q, q_stride, h->K, h->stride, n_keys, h->d, scale, sc, sc_stride);
+    else
+        clara_attn_scores4_avx2(q, q_stride, h->K, h->stride, n_keys, h->d, scale, sc, sc_stride);
 }
 
 /* out = softmax(sc[0, n_keys)) · V (sc is overwritten by the probabilities). */
@@ -273,7 +283,7 @@ static void attn_softmax_values(const attn_head *h, float *sc, uint32_t n_keys, 
         sum += sc[k];
     }
     float inv = (float)(1.0 / sum);
-    for (uint32_t k = 0; k < n_keys; k++) sc[k] *= inv; /* once per key, not per key and row */
+    for (uint32_t k = 0; k < n_keys; k++) sc[k] *= inv; /* here once, not per output block */
     if (h->isa == CLARA_ISA_AVX512) {
         clara_attn_values_avx512(sc, h->V, h->stride, n_keys, h->d, out);
     } else if (h->isa == CLARA_ISA_AVX2) {
@@ -287,9 +297,9 @@ static void attn_softmax_values(const attn_head *h, float *sc, uint32_t n_keys, 
     }
 }
 
-/* Task = (sequence, query head): softmax(q·Kᵀ/sqrt(d)) · V with the causal limit per row. Rows
- * go 4 at a time where the level scores 4 queries together (their common keys; a row's last
- * 1-3 keys alone), else one by one: the same bits either way. */
+/* Task = (sequence, query head): softmax(q·Kᵀ/sqrt(d)) · V with the causal limit per row. At
+ * the SIMD levels rows go 4 at a time (their common keys scored together, a row's last 1-3 keys
+ * alone), at the scalar level one by one: the same bits either way. */
 static void attn_task(void *arg, size_t task, int thread) {
     const attn_job *j = arg;
     const batch *b = j->b;
@@ -316,21 +326,19 @@ static void attn_task(void *arg, size_t task, int thread) {
     const float *q0 = ctx->q + (size_t)j->qb->row0[s] * q_dim + head * d;
     float *out0 = ctx->att + (size_t)j->qb->row0[s] * q_dim + head * d;
     uint32_t t = 0;
-    if (j->isa == CLARA_ISA_AVX512)
+    if (j->isa != CLARA_ISA_REF)
         for (; t + CLARA_ATTN_ROWS <= n_q; t += CLARA_ATTN_ROWS) {
             uint32_t common = keys0 + t; /* row t + r has r more */
-            clara_attn_scores4_avx512(q0 + (size_t)t * q_dim, q_dim, h.K, h.stride, common, d,
-                                      scale, sc, ctx->scores_cap);
+            attn_scores4(&h, q0 + (size_t)t * q_dim, q_dim, common, scale, sc, ctx->scores_cap);
             for (uint32_t r = 1; r < CLARA_ATTN_ROWS; r++)
-                clara_attn_scores_avx512(q0 + (size_t)(t + r) * q_dim,
-                                         h.K + (size_t)common * h.stride, h.stride, r, d, scale,
-                                         sc + (size_t)r * ctx->scores_cap + common);
+                attn_scores(&h, q0 + (size_t)(t + r) * q_dim, common, common + r, scale,
+                            sc + (size_t)r * ctx->scores_cap);
             for (uint32_t r = 0; r < CLARA_ATTN_ROWS; r++)
                 attn_softmax_values(&h, sc + (size_t)r * ctx->scores_cap, common + r,
                                     out0 + (size_t)(t + r) * q_dim);
         }
     for (; t < n_q; t++) {
-        attn_scores(&h, q0 + (size_t)t * q_dim, keys0 + t, scale, sc);
+        attn_scores(&h, q0 + (size_t)t * q_dim, 0, keys0 + t, scale, sc);
         attn_softmax_values(&h, sc, keys0 + t, out0 + (size_t)t * q_dim);
     }
 }
