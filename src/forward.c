@@ -116,7 +116,7 @@ static void add_rows(clara_ctx *ctx, float *dst, const float *src, uint32_t rows
 static void swiglu_range(const void *arg, uint32_t r0, uint32_t r1) {
     const add_args *a = arg; /* dst = gate, src = up */
     size_t i0 = r0 * a->width, n = (r1 - r0) * a->width;
-    switch (clara_isa_active()) { /* the SIMD levels' own exponential (kernels_swiglu.inc) */
+    switch (clara_isa_active()) { /* the SIMD levels' own exponential (kernels_exp.inc) */
     case CLARA_ISA_AVX512:
         clara_swiglu_avx512(a->dst + i0, a->src + i0, n);
         return;
@@ -272,8 +272,17 @@ static void attn_scores4(const attn_head *h, const float *q, size_t q_stride, ui
         clara_attn_scores4_avx2(q, q_stride, h->K, h->stride, n_keys, h->d, scale, sc, sc_stride);
 }
 
-/* out = softmax(sc[0, n_keys)) · V (sc is overwritten by the probabilities). */
-static void attn_softmax_values(const attn_head *h, float *sc, uint32_t n_keys, float *out) {
+/* sc[0, n_keys) = softmax(sc[0, n_keys)): libm's expf at the scalar level, the level's own
+ * exponential at the SIMD levels (kernels_exp.inc). */
+static void attn_softmax(clara_isa isa, float *sc, uint32_t n_keys) {
+    if (isa == CLARA_ISA_AVX512) {
+        clara_softmax_avx512(sc, n_keys);
+        return;
+    }
+    if (isa == CLARA_ISA_AVX2) {
+        clara_softmax_avx2(sc, n_keys);
+        return;
+    }
     float mx = -INFINITY;
     for (uint32_t k = 0; k < n_keys; k++)
         if (sc[k] > mx) mx = sc[k];
@@ -284,6 +293,11 @@ static void attn_softmax_values(const attn_head *h, float *sc, uint32_t n_keys, 
     }
     float inv = (float)(1.0 / sum);
     for (uint32_t k = 0; k < n_keys; k++) sc[k] *= inv; /* here once, not per output block */
+}
+
+/* out = softmax(sc[0, n_keys)) · V (sc is overwritten by the probabilities). */
+static void attn_softmax_values(const attn_head *h, float *sc, uint32_t n_keys, float *out) {
+    attn_softmax(h->isa, sc, n_keys);
     if (h->isa == CLARA_ISA_AVX512) {
         clara_attn_values_avx512(sc, h->V, h->stride, n_keys, h->d, out);
     } else if (h->isa == CLARA_ISA_AVX2) {
@@ -295,6 +309,19 @@ static void attn_softmax_values(const attn_head *h, float *sc, uint32_t n_keys, 
             for (uint32_t e = 0; e < h->d; e++) out[e] += sc[k] * vr[e];
         }
     }
+}
+
+/* attn_softmax_values of CLARA_ATTN_ROWS rows (scores sc_stride apart, row r over n_common + r
+ * keys) together, each value vector loaded once for all rows (SIMD levels only). */
+_Static_assert(CLARA_ATTN_ROWS == 4, "the 4-row attention kernels take 4 rows");
+static void attn_softmax_values4(const attn_head *h, float *sc, size_t sc_stride, uint32_t n_common,
+                                 float *out, size_t out_stride) {
+    for (uint32_t r = 0; r < CLARA_ATTN_ROWS; r++)
+        attn_softmax(h->isa, sc + (size_t)r * sc_stride, n_common + r);
+    if (h->isa == CLARA_ISA_AVX512)
+        clara_attn_values4_avx512(sc, sc_stride, h->V, h->stride, n_common, h->d, out, out_stride);
+    else
+        clara_attn_values4_avx2(sc, sc_stride, h->V, h->stride, n_common, h->d, out, out_stride);
 }
 
 /* Task = (sequence, query head): softmax(q·Kᵀ/sqrt(d)) · V with the causal limit per row. At
@@ -333,9 +360,7 @@ static void attn_task(void *arg, size_t task, int thread) {
             for (uint32_t r = 1; r < CLARA_ATTN_ROWS; r++)
                 attn_scores(&h, q0 + (size_t)(t + r) * q_dim, common, common + r, scale,
                             sc + (size_t)r * ctx->scores_cap);
-            for (uint32_t r = 0; r < CLARA_ATTN_ROWS; r++)
-                attn_softmax_values(&h, sc + (size_t)r * ctx->scores_cap, common + r,
-                                    out0 + (size_t)(t + r) * q_dim);
+            attn_softmax_values4(&h, sc, ctx->scores_cap, common, out0 + (size_t)t * q_dim, q_dim);
         }
     for (; t < n_q; t++) {
         attn_scores(&h, q0 + (size_t)t * q_dim, 0, keys0 + t, scale, sc);

@@ -80,11 +80,22 @@ void clara_attn_values_avx2(const float *p, const float *V, size_t stride, uint3
                             uint32_t d, float *out);
 void clara_attn_values_avx512(const float *p, const float *V, size_t stride, uint32_t n_keys,
                               uint32_t d, float *out);
+/* The values of 4 query rows (p + r*p_stride into out + r*out_stride), row r over keys
+ * [0, n_common + r): the same bits as clara_attn_values per row, each value vector loaded once
+ * for the 4 rows. */
+void clara_attn_values4_avx2(const float *p, size_t p_stride, const float *V, size_t stride,
+                             uint32_t n_common, uint32_t d, float *out, size_t out_stride);
+void clara_attn_values4_avx512(const float *p, size_t p_stride, const float *V, size_t stride,
+                               uint32_t n_common, uint32_t d, float *out, size_t out_stride);
 
 /* SwiGLU in place: gate[i] = gate[i] / (1 + e^-gate[i]) * up[i], with the level's vector
- * exponential (kernels_swiglu.inc: within 2 ulp; the scalar reference uses libm's expf). */
+ * exponential (kernels_exp.inc: within 2 ulp; the scalar reference uses libm's expf). */
 void clara_swiglu_avx2(float *gate, const float *up, size_t n);
 void clara_swiglu_avx512(float *gate, const float *up, size_t n);
+/* The attention softmax of sc[0, n) in place with the same exponential: the scalar reference's
+ * arithmetic otherwise (forward.c), the probabilities within 2 ulp of it but for rare ties. */
+void clara_softmax_avx2(float *sc, uint32_t n);
+void clara_softmax_avx512(float *sc, uint32_t n);
 
 /* Software prefetch distance of the decode (GEMV) kernels, which stream every weight once per
  * token. Measured on the 7B q4_0 decode (1 thread, Zen 5 VM): 1.5 KB ahead 5.5 tok/s, 3 KB 6.2,

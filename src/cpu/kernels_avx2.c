@@ -9,6 +9,7 @@
 #endif
 
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #include "base/fp16.h"
@@ -51,6 +52,8 @@ static inline float hsum256(__m256 v) {
 
 /* maddubs saturates 16-bit pair sums: 2 * 127 * 127-bit codes fit, 8-bit codes (q8_0) do not */
 #include "cpu/kernels_actq.inc"
+/* values of 4 query rows: 4 x 2 accumulators of the 16 registers */
+#define ATTN_V4_VECS 2
 #include "cpu/kernels_attn.inc"
 
 #define V_SUB(a, b) _mm256_sub_ps(a, b)
@@ -61,7 +64,8 @@ static inline float hsum256(__m256 v) {
 #define V_POW2(n)                                                                                  \
     _mm256_castsi256_ps(                                                                           \
         _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23))
-#include "cpu/kernels_swiglu.inc"
+#define V_NAN_TO(y, e) _mm256_blendv_ps(e, y, _mm256_cmp_ps(y, y, _CMP_UNORD_Q))
+#include "cpu/kernels_exp.inc"
 #include "cpu/qgemm.h"
 #define QG_RG       8
 #define QG_MAX_BITS 7

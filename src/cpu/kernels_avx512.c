@@ -10,6 +10,7 @@
 #endif
 
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #include "base/fp16.h"
@@ -81,6 +82,8 @@ static inline void hsum16x512(const __m512 a[16], float *out) {
 #include "cpu/kernels_quant.inc"
 
 #include "cpu/kernels_actq.inc"
+/* values of 4 query rows: 4 x 4 accumulators, 4 value vectors, 1 broadcast */
+#define ATTN_V4_VECS 4
 #include "cpu/kernels_attn.inc"
 
 #define V_SUB(a, b) _mm512_sub_ps(a, b)
@@ -91,7 +94,8 @@ static inline void hsum16x512(const __m512 a[16], float *out) {
 #define V_POW2(n)                                                                                  \
     _mm512_castsi512_ps(                                                                           \
         _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23))
-#include "cpu/kernels_swiglu.inc"
+#define V_NAN_TO(y, e) _mm512_mask_mov_ps(e, _mm512_cmp_ps_mask(y, y, _CMP_UNORD_Q), y)
+#include "cpu/kernels_exp.inc"
 #include "cpu/qgemm.h"
 #define QG_RG              16
 #define QG_MAX_BITS        8

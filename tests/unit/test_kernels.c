@@ -335,7 +335,7 @@ static void test_attention(void) {
     static const uint32_t ds[] = {8, 13, 64, 128, 136};
     static const uint32_t nks[] = {1, 3, 4, 7, 33, 16};
     enum { STRIDE = 300 };
-    float *q = rand_vec(4 * STRIDE), *K = rand_vec(33 * STRIDE), *V = rand_vec(33 * STRIDE);
+    float *q = rand_vec(4 * STRIDE), *K = rand_vec(36 * STRIDE), *V = rand_vec(36 * STRIDE);
     float sc[33], p[33], out[STRIDE];
     for (size_t di = 0; di < 5; di++)
         for (size_t ni = 0; ni < sizeof nks / sizeof nks[0]; ni++) {
@@ -390,6 +390,21 @@ static void test_attention(void) {
                 }
                 T_CHECK_MSG(differ4 == 0, "%s 4-query scores d=%u keys=%u: %d rows differ",
                             clara_isa_name((clara_isa)lv), d, nk, differ4);
+                /* values of 4 rows, row r over nk + r keys (probability rows of 36): the bits
+                 * of each row alone */
+                float p4[4][36], out4[4][STRIDE], one_v[STRIDE];
+                for (int r = 0; r < 4; r++)
+                    for (uint32_t k = 0; k < nk + 3; k++) p4[r][k] = (float)(0.5 + 0.5 * frand());
+                (z ? clara_attn_values4_avx512 : clara_attn_values4_avx2)(p4[0], 36, V, STRIDE, nk,
+                                                                          d, out4[0], STRIDE);
+                int differ_v4 = 0;
+                for (int r = 0; r < 4; r++) {
+                    (z ? clara_attn_values_avx512
+                       : clara_attn_values_avx2)(p4[r], V, STRIDE, nk + (uint32_t)r, d, one_v);
+                    differ_v4 += memcmp(one_v, out4[r], d * sizeof(float)) != 0;
+                }
+                T_CHECK_MSG(differ_v4 == 0, "%s 4-row values d=%u keys=%u: %d rows differ",
+                            clara_isa_name((clara_isa)lv), d, nk, differ_v4);
             }
         }
     free(q), free(K), free(V);
@@ -472,6 +487,48 @@ static void test_dispatch(void) {
             clara_isa_name(best), f->avx512vnni, f->avx512bf16, f->avx_vnni);
 }
 
+/* The SIMD softmax against the scalar reference's arithmetic with a correctly rounded
+ * exponential (e = exp(x - max) rounded to float, their sum in double, one multiply by the
+ * float 1/sum): within 3 ulp (2 from the exponential, the rest from 1/sum), over row lengths
+ * that leave every tail size; a NaN score makes the whole row NaN, as in the reference. */
+static void test_softmax(void) {
+    static const uint32_t ns[] = {1, 2, 7, 15, 16, 17, 33, 100, 273, 1000};
+    static float x[1000], got[1000];
+    for (int lv = CLARA_ISA_AVX2; lv < CLARA_ISA_COUNT; lv++) {
+        if (!clara_isa_supported((clara_isa)lv)) continue;
+        void (*fn)(float *, uint32_t) =
+            lv == CLARA_ISA_AVX512 ? clara_softmax_avx512 : clara_softmax_avx2;
+        int bad = 0;
+        double worst = 0;
+        for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
+            uint32_t n = ns[ni];
+            for (uint32_t k = 0; k < n; k++) x[k] = (float)(frand() * (ni % 2 ? 40 : 4));
+            memcpy(got, x, n * sizeof(float));
+            fn(got, n);
+            float mx = -INFINITY;
+            for (uint32_t k = 0; k < n; k++) mx = x[k] > mx ? x[k] : mx;
+            double sum = 0;
+            for (uint32_t k = 0; k < n; k++) sum += (float)exp((double)(x[k] - mx));
+            float inv = (float)(1.0 / sum);
+            for (uint32_t k = 0; k < n; k++) {
+                float want = (float)exp((double)(x[k] - mx)) * inv;
+                double u = ulps(got[k], want);
+                if (u > worst) worst = u;
+                bad += !(u <= 3);
+            }
+        }
+        T_CHECK_MSG(bad == 0, "%s softmax: %d probabilities off by more than 3 ulp (worst %.0f)",
+                    clara_isa_name((clara_isa)lv), bad, worst);
+        for (uint32_t k = 0; k < 20; k++) x[k] = (float)frand();
+        x[13] = NAN;
+        fn(x, 20);
+        int nan = 0;
+        for (uint32_t k = 0; k < 20; k++) nan += isnan(x[k]);
+        T_CHECK_MSG(nan == 20, "%s softmax: %d of 20 probabilities NaN after a NaN score",
+                    clara_isa_name((clara_isa)lv), nan);
+    }
+}
+
 int main(void) {
     if (ctx_init(&g_c1, 1, 4096) != 0 || ctx_init(&g_c2, 2, 4096) != 0) {
         fprintf(stderr, "test_kernels: setup failed\n");
@@ -485,6 +542,7 @@ int main(void) {
     T_RUN(test_lora_fused);
     T_RUN(test_attention);
     T_RUN(test_swiglu);
+    T_RUN(test_softmax);
     ctx_free(&g_c1);
     ctx_free(&g_c2);
     fprintf(stderr, "kernels: levels tested:%s%s%s\n", n_levels_run & 1 ? " ref" : "",
