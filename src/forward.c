@@ -40,12 +40,22 @@ void clara_embed_tokens(const clara_model *m, const int32_t *ids, uint32_t n, fl
     }
 }
 
-/* HF's RMSNorm: mean of squares, scale by 1/sqrt(mean + eps), then multiply by the weight. */
+/* HF's RMSNorm: mean of squares, scale by 1/sqrt(mean + eps), then multiply by the weight. The
+ * squares are summed in double in 4 independent chains (one serial chain waits on the add
+ * latency); the double sum's error (~1e-16 relative) moves the float mean only on rare ties. */
 static void rmsnorm(float *out, const float *x, const float *w, size_t n, float eps) {
-    double ss = 0;
-    for (size_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        s0 += (double)x[i] * x[i];
+        s1 += (double)x[i + 1] * x[i + 1];
+        s2 += (double)x[i + 2] * x[i + 2];
+        s3 += (double)x[i + 3] * x[i + 3];
+    }
+    for (; i < n; i++) s0 += (double)x[i] * x[i];
+    double ss = (s0 + s1) + (s2 + s3);
     float inv = 1.0f / sqrtf((float)(ss / (double)n) + eps);
-    for (size_t i = 0; i < n; i++) out[i] = w[i] * (x[i] * inv);
+    for (i = 0; i < n; i++) out[i] = w[i] * (x[i] * inv);
 }
 
 /* Row-wise work (norms, activations, residual adds) split over the pool in row ranges; small
@@ -457,8 +467,14 @@ static void mlp_block(const batch *b, uint32_t layer) {
         linear(b, layer, CLARA_LIN_UP, xn, r0, n, ctx->ff_up, true);
         add_args g = {ctx->ff_gate, ctx->ff_up, F};
         parallel_rows(ctx, n, F, swiglu_range, &g);
-        /* the chunk's normed input is consumed: its rows receive the down projection */
-        linear(b, layer, CLARA_LIN_DOWN, ctx->ff_gate, r0, n, xn, false);
+        /* the chunk's normed input is consumed: its rows receive the down projection, in equal
+         * parts of at most CLARA_DOWN_ROWS rows */
+        uint32_t nd = (n + CLARA_DOWN_ROWS - 1) / CLARA_DOWN_ROWS, per = (n + nd - 1) / nd;
+        for (uint32_t d0 = 0; d0 < n; d0 += per) {
+            uint32_t m = n - d0 < per ? n - d0 : per;
+            linear(b, layer, CLARA_LIN_DOWN, ctx->ff_gate + (size_t)d0 * F, r0 + d0, m,
+                   xn + (size_t)d0 * H, false);
+        }
         add_rows(ctx, ctx->x + (size_t)r0 * H, xn, n, H);
     }
 }

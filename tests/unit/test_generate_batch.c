@@ -2,6 +2,7 @@
  * batch (QA from text, QA from precomputed vectors, E2E retrieval, paraphrase, different lengths
  * and limits, plus requests that must fail alone) gets exactly the result it gets alone. Uses the
  * demo model that `make` builds (an E2E-style model with all three adapters). */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -131,6 +132,38 @@ static void test_duplicates_and_determinism(void) {
     for (int i = 0; i < 3; i++) clara_gen_result_free(&r[i]);
 }
 
+/* Twenty full-length documents (doc_max_length ids + n_mem memory rows each) in one call: the
+ * batch spans several compression passes, and each pass's down projection goes in parts
+ * (CLARA_DOWN_ROWS); every document's memory vectors are still those it gets alone. */
+static void test_compress_many_equals_single(void) {
+    enum { N = 20 };
+    static char text[N][2400];
+    clara_text docs[N];
+    for (int i = 0; i < N; i++) {
+        size_t len = 0;
+        for (int r = 0; r < 40; r++)
+            len += (size_t)snprintf(text[i] + len, sizeof text[i] - len,
+                                    "Document %d says the river %d flows north. ", i, r * 7 + i);
+        docs[i] = (clara_text){text[i], len};
+    }
+    size_t per = (size_t)clara_model_n_mem(g_model) * clara_model_n_embd(g_model);
+    float *all = malloc(N * per * sizeof(float)), *one = malloc(per * sizeof(float));
+    uint32_t n_tok[N], n_one;
+    T_EQ_INT(clara_compress(g_ctx, docs, N, all, n_tok), CLARA_OK);
+    uint32_t rows = 0;
+    int differ = 0;
+    for (int i = 0; i < N; i++) {
+        rows += n_tok[i] + clara_model_n_mem(g_model);
+        T_EQ_INT(clara_compress(g_ctx, &docs[i], 1, one, &n_one), CLARA_OK);
+        differ += n_one != n_tok[i] || memcmp(one, all + i * per, per * sizeof(float)) != 0;
+    }
+    T_CHECK_MSG(rows > 2 * CLARA_DOWN_ROWS, "only %u rows: the batch should need several passes",
+                rows);
+    T_CHECK_MSG(differ == 0, "%d of %d documents differ from their single compression", differ, N);
+    free(all);
+    free(one);
+}
+
 int main(void) {
     const char *build = getenv("BUILD");
     char path[1024];
@@ -146,6 +179,7 @@ int main(void) {
     T_RUN(test_mixed_batch_equals_single);
     T_RUN(test_duplicates_and_determinism);
     T_RUN(test_last_layer_rows);
+    T_RUN(test_compress_many_equals_single);
     clara_ctx_free(g_ctx);
     clara_model_free(g_model);
     return t_report("test_generate_batch");
