@@ -321,9 +321,10 @@ static void attn_softmax_values(const attn_head *h, float *sc, uint32_t n_keys, 
     }
 }
 
+_Static_assert(CLARA_ATTN_ROWS == 4, "the 4-row attention kernels take 4 rows");
+
 /* attn_softmax_values of CLARA_ATTN_ROWS rows (scores sc_stride apart, row r over n_common + r
  * keys) together, each value vector loaded once for all rows (SIMD levels only). */
-_Static_assert(CLARA_ATTN_ROWS == 4, "the 4-row attention kernels take 4 rows");
 static void attn_softmax_values4(const attn_head *h, float *sc, size_t sc_stride, uint32_t n_common,
                                  float *out, size_t out_stride) {
     for (uint32_t r = 0; r < CLARA_ATTN_ROWS; r++)

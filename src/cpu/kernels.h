@@ -93,7 +93,8 @@ void clara_attn_values4_avx512(const float *p, size_t p_stride, const float *V, 
 void clara_swiglu_avx2(float *gate, const float *up, size_t n);
 void clara_swiglu_avx512(float *gate, const float *up, size_t n);
 /* The attention softmax of sc[0, n) in place with the same exponential: the scalar reference's
- * arithmetic otherwise (forward.c), the probabilities within 2 ulp of it but for rare ties. */
+ * arithmetic otherwise (forward.c), the probabilities within 3 ulp of it with a correctly rounded
+ * exponential (2 measured). */
 void clara_softmax_avx2(float *sc, uint32_t n);
 void clara_softmax_avx512(float *sc, uint32_t n);
 
