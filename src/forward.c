@@ -453,14 +453,19 @@ static void attention_block(const batch *b, const batch *qb, uint32_t layer) {
     add_rows(ctx, ctx->x, ctx->xn, nq, H);
 }
 
+/* The size of the fewest equal parts of n rows with at most `most` rows each (0 for no rows). */
+static uint32_t equal_part(uint32_t n, uint32_t most) {
+    uint32_t parts = (n + most - 1) / most;
+    return parts ? (n + parts - 1) / parts : 0;
+}
+
 /* The feed-forward block in chunks of rows, so that only [chunk][n_ff] buffers are needed. */
 static void mlp_block(const batch *b, uint32_t layer) {
     clara_ctx *ctx = b->ctx;
     size_t H = ctx->m->hp.n_embd, F = ctx->m->hp.n_ff;
     rmsnorm_rows(ctx, ctx->xn, ctx->x, ctx->m->layers[layer].ffn_norm, b->n_rows);
     /* equal chunks (272 rows: one chunk, not 256 + 16, each unpacking the weights) */
-    uint32_t n_chunks = (b->n_rows + CLARA_FFN_CHUNK_ROWS - 1) / CLARA_FFN_CHUNK_ROWS;
-    uint32_t chunk = n_chunks ? (b->n_rows + n_chunks - 1) / n_chunks : 0;
+    uint32_t chunk = equal_part(b->n_rows, CLARA_FFN_CHUNK_ROWS);
     for (uint32_t r0 = 0; r0 < b->n_rows; r0 += chunk) {
         uint32_t n = b->n_rows - r0 < chunk ? b->n_rows - r0 : chunk;
         float *xn = ctx->xn + (size_t)r0 * H;
@@ -470,7 +475,7 @@ static void mlp_block(const batch *b, uint32_t layer) {
         parallel_rows(ctx, n, F, swiglu_range, &g);
         /* the chunk's normed input is consumed: its rows receive the down projection, in equal
          * parts of at most CLARA_DOWN_ROWS rows */
-        uint32_t nd = (n + CLARA_DOWN_ROWS - 1) / CLARA_DOWN_ROWS, per = (n + nd - 1) / nd;
+        uint32_t per = equal_part(n, CLARA_DOWN_ROWS);
         for (uint32_t d0 = 0; d0 < n; d0 += per) {
             uint32_t m = n - d0 < per ? n - d0 : per;
             linear(b, layer, CLARA_LIN_DOWN, ctx->ff_gate + (size_t)d0 * F, r0 + d0, m,
