@@ -266,23 +266,8 @@ function oursFor(ours, threads) {
     };
 }
 
-function report(argv) {
-    let peerPath = null, note = null, json = false;
-    const oursFiles = new Map();
-    for (let i = 0; i < argv.length; i++) {
-        const a = argv[i];
-        const val = () => (i + 1 < argv.length ? argv[++i] : die(`${a} needs a value`));
-        if (a === "--report") peerPath = val();
-        else if (a === "--ours") {
-            const [t, ...f] = val().split("=");
-            oursFiles.set(Number(t), f.join("="));
-        } else if (a === "--ours-note") note = val();
-        else if (a === "--json") json = true;
-        else die(`unknown option '${a}'`);
-    }
-    const peer = readJson(peerPath);
-    if (!peer.value) die(`${peerPath}: ${peer.error}`);
-    const p = peer.value;
+// The rows of one round: per thread count, theirs, ours and the ratios ours/theirs.
+function roundRows(p, oursFiles, note) {
     const rows = [];
     for (const r of p.results ?? []) {
         const t = r.threads;
@@ -309,25 +294,94 @@ function report(argv) {
             },
         });
     }
+    return rows;
+}
+
+// Over rounds (llama.cpp, then ours, then again): per thread count the median of every figure, and
+// of every ratio the median and the minimum of the per-round ratios. A ratio pairs figures taken
+// minutes apart, not hours: on a machine whose memory bandwidth drifts, that is the fair pairing.
+function summaryRows(rounds) {
+    const med = (xs) => {
+        const v = xs.filter((x) => x != null);
+        return v.length ? round(median(v), 3) : null;
+    };
+    const lo = (xs) => {
+        const v = xs.filter((x) => x != null);
+        return v.length ? Math.min(...v) : null;
+    };
+    const out = [];
+    for (const first of rounds[0]) {
+        const t = first.threads;
+        const all = rounds.map((rows) => rows.find((r) => r.threads === t)).filter(Boolean);
+        const pick = (f) => all.map(f);
+        const withOurs = all.filter((r) => r.ours);
+        out.push({
+            threads: t,
+            rounds: all.length,
+            theirs: { pp256: med(pick((r) => r.theirs.pp256)), pp512: med(pick((r) => r.theirs.pp512)), tg: med(pick((r) => r.theirs.tg)) },
+            ours: withOurs.length ? {
+                compress_b16_tok_s: med(withOurs.map((r) => r.ours.compress_b16_tok_s)),
+                decode_tok_s: med(withOurs.map((r) => r.ours.decode_tok_s)),
+            } : null,
+            ours_note: withOurs.length ? null : all[0].ours_note,
+            ratios: Object.fromEntries(Object.keys(first.ratios).map((k) => [k, med(pick((r) => r.ratios[k]))])),
+            min_ratios: Object.fromEntries(Object.keys(first.ratios).map((k) => [k, lo(pick((r) => r.ratios[k]))])),
+        });
+    }
+    return out;
+}
+
+function report(argv) {
+    // each --report starts a round; the --ours files after it belong to that round
+    const rounds = [];
+    let note = null, json = false;
+    for (let i = 0; i < argv.length; i++) {
+        const a = argv[i];
+        const val = () => (i + 1 < argv.length ? argv[++i] : die(`${a} needs a value`));
+        if (a === "--report") rounds.push({ path: val(), ours: new Map() });
+        else if (a === "--ours") {
+            if (!rounds.length) die("--ours needs a --report before it");
+            const [t, ...f] = val().split("=");
+            rounds[rounds.length - 1].ours.set(Number(t), f.join("="));
+        } else if (a === "--ours-note") note = val();
+        else if (a === "--json") json = true;
+        else die(`unknown option '${a}'`);
+    }
+    const peers = rounds.map((r) => {
+        const peer = readJson(r.path);
+        if (!peer.value) die(`${r.path}: ${peer.error}`);
+        return peer.value;
+    });
+    const perRound = rounds.map((r, i) => roundRows(peers[i], r.ours, note));
+    const p = peers[0];
+    const rows = perRound.length > 1 ? summaryRows(perRound) : perRound[0];
     const lines = [];
     const m = p.model ?? {};
     lines.push(`peer: llama.cpp ${p.llama_cpp?.release ?? "?"} (commit ${p.llama_cpp?.commit ?? "?"}, ${p.package}, ${p.build_type}), ` +
         `${m.type ?? "?"} ${m.path} (${m.bytes != null ? (m.bytes / 1e9).toFixed(2) + " GB" : "?"}), ` +
-        `median of ${p.reps} after ${p.warmup} warm-up, tg after a ${p.tg_prompt}-token prompt`);
+        `median of ${p.reps} after ${p.warmup} warm-up, tg after a ${p.tg_prompt}-token prompt` +
+        (perRound.length > 1 ? `, ${perRound.length} rounds (llama.cpp, then ours)` : ""));
     const tgName = (p.results?.[0] && Object.keys(p.results[0]).find((k) => /^tg\d+$/.test(k))) ?? "tg";
     lines.push(`| threads | llama.cpp pp256 tok/s | pp512 | ${tgName} | cpu/wall pp512, ${tgName} | ours compress b16 tok/s | ours/pp256 | ours/pp512 | ours decode tok/s | ours/tg |`);
     lines.push("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
-    for (const r of rows) {
-        const pr = (p.results ?? []).find((x) => x.threads === r.threads) ?? {};
-        lines.push(`| ${r.threads} | ${fmt(r.theirs.pp256)} | ${fmt(r.theirs.pp512)} | ${fmt(r.theirs.tg)} | ` +
+    const line = (label, r, pr) =>
+        lines.push(`| ${label} | ${fmt(r.theirs.pp256)} | ${fmt(r.theirs.pp512)} | ${fmt(r.theirs.tg)} | ` +
             `${fmt(num(pr.pp512?.cpu_per_wall), 2)}, ${fmt(num(pr[tgName]?.cpu_per_wall), 2)} | ` +
             `${fmt(r.ours?.compress_b16_tok_s)} | ${fmt(r.ratios.compress_b16_vs_pp256, 2)} | ${fmt(r.ratios.compress_b16_vs_pp512, 2)} | ` +
             `${fmt(r.ours?.decode_tok_s)} | ${fmt(r.ratios.decode_vs_tg, 2)} |`);
-    }
+    const peerFor = (q, t) => (q.results ?? []).find((x) => x.threads === t) ?? {};
+    if (perRound.length > 1)
+        perRound.forEach((rr, i) => rr.forEach((r) => line(`${r.threads} (round ${i + 1})`, r, peerFor(peers[i], r.threads))));
+    for (const r of rows) line(perRound.length > 1 ? `${r.threads} (median)` : `${r.threads}`, r, perRound.length > 1 ? {} : peerFor(p, r.threads));
+    for (const r of rows)
+        if (r.min_ratios)
+            lines.push(`threads ${r.threads}, ${r.rounds} rounds: a median row's ratio is the median of the rounds' ratios; ` +
+                `the lowest: ours/pp256 ${fmt(r.min_ratios.compress_b16_vs_pp256, 2)}, ` +
+                `ours/pp512 ${fmt(r.min_ratios.compress_b16_vs_pp512, 2)}, ours/tg ${fmt(r.min_ratios.decode_vs_tg, 2)}`);
     for (const r of rows) if (!r.ours) lines.push(`ours (${r.threads} thread${r.threads > 1 ? "s" : ""}): n/a - ${r.ours_note}`);
     // prompt processing keeps every thread busy; in generation llama.cpp's threads also wait between
     // tokens (~1.5 of 2 on an idle 2-vCPU machine), hence the lower bar there
-    for (const pr of p.results ?? []) {
+    for (const pr of peers.flatMap((q) => q.results ?? [])) {
         const low = Object.entries(pr).filter(([k, v]) => {
             const b = num(v?.cpu_per_wall);
             return b != null && b < (/^tg/.test(k) ? 0.6 : 0.8) * pr.threads;
@@ -338,7 +392,9 @@ function report(argv) {
                 " cores busy (cpu/wall): the machine is not idle and those figures read low; rerun when idle");
     }
     const table = lines.join("\n") + "\n";
-    const combined = JSON.stringify({ peer: p, comparison: rows }) + "\n";
+    const out = { peer: p, comparison: rows };
+    if (perRound.length > 1) out.rounds = perRound.map((rr, i) => ({ peer: peers[i], comparison: rr }));
+    const combined = JSON.stringify(out) + "\n";
     if (json) {
         process.stderr.write(table);
         process.stdout.write(combined);

@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
 # peer.sh - side-by-side with llama.cpp: prompt processing (pp256, pp512: that many random token ids
 # in one batch on an empty sequence, tokens/s) and token generation (tg32: tokens decoded one at a
-# time, greedy, after a 16-token prompt) of llama.cpp on a GGUF base model, CPU only, through the
+# time, greedy, after a 16-token prompt or --tg-prompt N) of llama.cpp on a GGUF base model, CPU only, through the
 # prebuilt binaries of the npm package node-llama-cpp (pinned; installed once into
 # $PEER_DIR, default build/peer-llama; never built from source). Each figure is the median of R
 # repetitions after one warm-up; the sequence is cleared before each. With --clara, also runs ours
 # (`$BUILD/clara bench --base BASE --clara ADDON --threads N --json`, where that command exists)
 # and prints ours/theirs: compression tokens/s at batch 16 against pp256 and pp512, answer decode
-# tokens/s against tg.
+# tokens/s against tg. With --rounds N the two take turns N times (llama.cpp, ours, llama.cpp, ...)
+# and the report gives each round's ratios, their medians and their minimum: on a machine whose
+# memory bandwidth drifts, a ratio should pair figures taken minutes apart.
 #
 #   bench/peer.sh --base BASE.gguf [--clara ADDON.gguf] [--threads N[,N...]] [--reps R] [--json]
-#                 [--tg N] [--flash-attn auto|on|off] [--verbose]
+#                 [--tg N] [--tg-prompt N] [--rounds N] [--flash-attn auto|on|off] [--verbose]
 #       (env: BUILD=build, PEER_DIR=build/peer-llama, CLARA_BENCH_ARGS="--batches 16 ..." extra
 #        options for `clara bench`)
 #
-# Output: a table and one JSON line ({"peer": ..., "comparison": [...]}); with --json only the JSON
+# Output: a table and one JSON line ({"peer": ..., "comparison": [...]}, and "rounds": [...] with
+# --rounds N > 1, "comparison" then holding the medians); with --json only the JSON
 # line on stdout (the table goes to stderr). Needs node >= 20 and npm (first run only, ~85 MB).
 # The machine should be otherwise idle: llama.cpp's threads spin, and with a busy core their speed
 # collapses (cpu/wall in the table is how many cores it really kept busy).
@@ -26,9 +29,9 @@ PEER_DIR=${PEER_DIR:-$BUILD/peer-llama}
 PKG_VERSION=3.21.1
 
 die() { echo "peer.sh: $*" >&2; exit 2; }
-usage() { sed -n "12,15p" "$0" | sed "s/^# \{0,1\}//" >&2; exit "${1:-2}"; }
+usage() { sed -n "14,17p" "$0" | sed "s/^# \{0,1\}//" >&2; exit "${1:-2}"; }
 
-BASE='' CLARA_ADDON='' THREADS=2 REPS=3 JSON=0 TG=32 FA=auto VERBOSE=()
+BASE='' CLARA_ADDON='' THREADS=2 REPS=3 JSON=0 TG=32 TG_PROMPT=16 ROUNDS=1 FA=auto VERBOSE=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --base) [ $# -ge 2 ] || usage; BASE=$2; shift 2 ;;
@@ -36,6 +39,8 @@ while [ $# -gt 0 ]; do
         --threads) [ $# -ge 2 ] || usage; THREADS=$2; shift 2 ;;
         --reps) [ $# -ge 2 ] || usage; REPS=$2; shift 2 ;;
         --tg) [ $# -ge 2 ] || usage; TG=$2; shift 2 ;;
+        --tg-prompt) [ $# -ge 2 ] || usage; TG_PROMPT=$2; shift 2 ;;
+        --rounds) [ $# -ge 2 ] || usage; ROUNDS=$2; shift 2 ;;
         --flash-attn) [ $# -ge 2 ] || usage; FA=$2; shift 2 ;;
         --json) JSON=1; shift ;;
         --verbose) VERBOSE=(--verbose); shift ;;
@@ -47,6 +52,8 @@ done
 [[ "$THREADS" =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || die "--threads: expected N or N,N,..., got '$THREADS'"
 [[ "$REPS" =~ ^[1-9][0-9]*$ ]] || die "--reps: expected a positive integer, got '$REPS'"
 [[ "$TG" =~ ^[1-9][0-9]*$ ]] || die "--tg: expected a positive integer, got '$TG'"
+[[ "$TG_PROMPT" =~ ^[1-9][0-9]*$ ]] || die "--tg-prompt: expected a positive integer, got '$TG_PROMPT'"
+[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "--rounds: expected a positive integer, got '$ROUNDS'"
 
 check_gguf() { # FILE WHAT
     [ -e "$1" ] || die "$2 '$1': no such file"
@@ -92,29 +99,35 @@ fi
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/clara-peer.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 
-echo "peer.sh: llama.cpp on $BASE, threads $THREADS, $REPS reps" >&2
-node bench/peer.mjs --module-dir "$PEER_DIR" --model "$BASE" --threads "$THREADS" --reps "$REPS" \
-    --tg "$TG" --flash-attn "$FA" "${VERBOSE[@]}" >"$TMP/peer.json" ||
-    die "the llama.cpp run failed (see above)"
-
-REPORT=(--report "$TMP/peer.json")
+CLARA=$BUILD/clara
+OURS_NOTE=''
 if [ -n "$CLARA_ADDON" ]; then
-    CLARA=$BUILD/clara
     HELP=$("$CLARA" bench --help 2>&1 || true)
     if [ ! -x "$CLARA" ]; then
-        REPORT+=(--ours-note "$CLARA is not built (run make)")
+        OURS_NOTE="$CLARA is not built (run make)"
     elif [[ "$HELP" == *"unknown command 'bench'"* ]]; then
-        REPORT+=(--ours-note "$CLARA has no bench command yet")
-    else
-        IFS=, read -ra TLIST <<<"$THREADS"
-        read -ra EXTRA <<<"${CLARA_BENCH_ARGS:-}"
-        for t in "${TLIST[@]}"; do
-            echo "peer.sh: ours: $CLARA bench --base $BASE --clara $CLARA_ADDON --threads $t --json ${EXTRA[*]}" >&2
-            "$CLARA" bench --base "$BASE" --clara "$CLARA_ADDON" --threads "$t" --json "${EXTRA[@]}" >"$TMP/ours.$t.json" ||
-                echo "peer.sh: clara bench --threads $t failed (status $?)" >&2
-            REPORT+=(--ours "$t=$TMP/ours.$t.json")
-        done
+        OURS_NOTE="$CLARA has no bench command yet"
     fi
 fi
+IFS=, read -ra TLIST <<<"$THREADS"
+read -ra EXTRA <<<"${CLARA_BENCH_ARGS:-}"
+REPORT=()
+for round in $(seq "$ROUNDS"); do
+    R=''
+    [ "$ROUNDS" = 1 ] || R=" (round $round of $ROUNDS)"
+    echo "peer.sh: llama.cpp on $BASE, threads $THREADS, $REPS reps$R" >&2
+    node bench/peer.mjs --module-dir "$PEER_DIR" --model "$BASE" --threads "$THREADS" --reps "$REPS" \
+        --tg "$TG" --tg-prompt "$TG_PROMPT" --flash-attn "$FA" "${VERBOSE[@]}" >"$TMP/peer.$round.json" ||
+        die "the llama.cpp run failed (see above)"
+    REPORT+=(--report "$TMP/peer.$round.json")
+    [ -n "$CLARA_ADDON" ] && [ -z "$OURS_NOTE" ] || continue
+    for t in "${TLIST[@]}"; do
+        echo "peer.sh: ours$R: $CLARA bench --base $BASE --clara $CLARA_ADDON --threads $t --json ${EXTRA[*]}" >&2
+        "$CLARA" bench --base "$BASE" --clara "$CLARA_ADDON" --threads "$t" --json "${EXTRA[@]}" >"$TMP/ours.$round.$t.json" ||
+            echo "peer.sh: clara bench --threads $t failed (status $?)" >&2
+        REPORT+=(--ours "$t=$TMP/ours.$round.$t.json")
+    done
+done
+[ -z "$OURS_NOTE" ] || REPORT+=(--ours-note "$OURS_NOTE")
 [ "$JSON" = 0 ] || REPORT+=(--json)
 node bench/peer.mjs "${REPORT[@]}"

@@ -1,0 +1,118 @@
+"""bench/peer.mjs's report (what bench/peer.sh prints): ratios ours/theirs from llama.cpp's JSON and
+`clara bench --json`, for one round (the figures of that round) and for several (per thread count
+the median of each figure, and of each per-round ratio its median and minimum). The inputs are
+written here with figures whose results are worked out by hand below; no llama.cpp run is needed,
+only node (the suite is skipped without it)."""
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+
+from harness import ROOT, check, report, run
+
+SCRIPT = os.path.join(ROOT, "bench", "peer.mjs")
+OUT = tempfile.mkdtemp(prefix="clara_peer_report_")
+
+
+def peer_json(path, threads_tg):
+    """llama.cpp's figures: {threads: (pp256, pp512, tg32)}."""
+    results = []
+    for t, (pp256, pp512, tg) in threads_tg.items():
+        results.append({"threads": t,
+                        "pp256": {"tokens": 256, "tok_s": pp256, "cpu_per_wall": 1.99},
+                        "pp512": {"tokens": 512, "tok_s": pp512, "cpu_per_wall": 1.99},
+                        "tg32": {"tokens": 32, "tok_s": tg, "cpu_per_wall": 1.9}})
+    doc = {"engine": "llama.cpp", "package": "node-llama-cpp@3.21.1", "build_type": "prebuilt",
+           "llama_cpp": {"release": "v0.4.0", "commit": "80fb11ac"},
+           "model": {"path": "base.gguf", "bytes": 4109035808, "type": "llama 7B Q4_0"},
+           "reps": 3, "warmup": 1, "tg_prompt": 208, "seed": 1, "results": results}
+    with open(path, "w") as f:
+        f.write("peer.mjs: progress lines are skipped\n" + json.dumps(doc) + "\n")
+    return path
+
+
+def ours_json(path, threads, compress_b16, decode):
+    doc = {"results": [{"threads": threads,
+                        "compress": [{"batch": 1, "tokens_per_s": 70.0, "docs_per_s": 0.27},
+                                     {"batch": 16, "tokens_per_s": compress_b16,
+                                      "docs_per_s": compress_b16 / 256}],
+                        "answer": {"prefill_tok_s": 80.0, "decode_tok_s": decode}}]}
+    with open(path, "w") as f:
+        json.dump(doc, f)
+    return path
+
+
+def report_of(*args):
+    p = subprocess.run(["node", SCRIPT] + list(args) + ["--json"], capture_output=True, text=True)
+    return p.returncode, (json.loads(p.stdout) if p.returncode == 0 else None), p.stderr
+
+
+def f(name):
+    return os.path.join(OUT, name)
+
+
+def test_one_round():
+    rc, out, err = report_of("--report", peer_json(f("p1"), {2: (40.0, 50.0, 10.0)}),
+                             "--ours", "2=" + ours_json(f("o1"), 2, 100.0, 15.0))
+    check(rc == 0, "one round: exit %d (%s)" % (rc, err.strip()))
+    if rc:
+        return
+    c = out["comparison"][0]
+    check(c["threads"] == 2 and c["theirs"] == {"pp256": 40.0, "pp512": 50.0, "tg": 10.0},
+          "one round: theirs %r" % c["theirs"])
+    check(c["ratios"] == {"compress_b16_vs_pp256": 2.5, "compress_b16_vs_pp512": 2.0,
+                          "decode_vs_tg": 1.5}, "one round: ratios %r" % c["ratios"])
+    check("rounds" not in out, "one round: no 'rounds' key (the output is as before --rounds)")
+    check("| 2 | 40.0 | 50.0 | 10.0 |" in err, "one round: the table's row:\n" + err)
+
+
+def test_three_rounds():
+    # tg 10, 8, 12 and decode 15, 7, 13: per-round ratios 1.5, 0.875, 1.0833; compression 100,
+    # 90, 120 against pp256 40, 45, 40: 2.5, 2.0, 3.0
+    rounds = [((40.0, 50.0, 10.0), 100.0, 15.0), ((45.0, 45.0, 8.0), 90.0, 7.0),
+              ((40.0, 40.0, 12.0), 120.0, 13.0)]
+    args = []
+    for i, (theirs, comp, dec) in enumerate(rounds):
+        args += ["--report", peer_json(f("r%d" % i), {2: theirs}),
+                 "--ours", "2=" + ours_json(f("q%d" % i), 2, comp, dec)]
+    rc, out, err = report_of(*args)
+    check(rc == 0, "three rounds: exit %d (%s)" % (rc, err.strip()))
+    if rc:
+        return
+    c = out["comparison"][0]
+    check(c["rounds"] == 3, "three rounds: counted %r" % c.get("rounds"))
+    check(c["theirs"] == {"pp256": 40.0, "pp512": 45.0, "tg": 10.0}, "medians of theirs %r" % c["theirs"])
+    check(c["ours"]["decode_tok_s"] == 13.0 and c["ours"]["compress_b16_tok_s"] == 100.0,
+          "medians of ours %r" % c["ours"])
+    # the median of the ratios (1.083), not the ratio of the medians (13 / 10 = 1.3)
+    check(c["ratios"]["decode_vs_tg"] == 1.083, "median decode ratio %r" % c["ratios"])
+    check(c["min_ratios"]["decode_vs_tg"] == 0.875, "lowest decode ratio %r" % c["min_ratios"])
+    check(c["ratios"]["compress_b16_vs_pp256"] == 2.5 and
+          c["min_ratios"]["compress_b16_vs_pp256"] == 2.0, "compression ratios %r %r" %
+          (c["ratios"], c["min_ratios"]))
+    per = [r["comparison"][0]["ratios"]["decode_vs_tg"] for r in out["rounds"]]
+    check(per == [1.5, 0.875, 1.083], "each round's decode ratio %r" % per)
+    check("| 2 (round 2) | 45.0 | 45.0 | 8.0 |" in err and "| 2 (median) |" in err,
+          "three rounds: the table has each round and the medians:\n" + err)
+    check("3 rounds: a median row's ratio is the median of the rounds' ratios; the lowest: "
+          "ours/pp256 2.00, ours/pp512 2.00, ours/tg 0.88" in err,
+          "three rounds: the lowest ratios line:\n" + err)
+
+
+def test_bad_arguments():
+    rc, _, err = report_of("--ours", "2=" + f("o1"), "--report", f("p1"))
+    check(rc == 2 and "--ours needs a --report before it" in err, "ours first: %d %s" % (rc, err))
+    rc, _, err = report_of("--report", f("missing.json"))
+    check(rc == 2 and "missing.json" in err, "missing file: %d %s" % (rc, err))
+
+
+if not shutil.which("node"):
+    print("SKIP test_peer_report.py: node is not installed")
+else:
+    run(test_one_round)
+    run(test_three_rounds)
+    run(test_bad_arguments)
+shutil.rmtree(OUT, True)
+report("test_peer_report.py")
