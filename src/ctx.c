@@ -93,19 +93,17 @@ clara_status clara_ctx_reserve_slot(clara_ctx *ctx, uint32_t slot, uint32_t n_ct
     }
     clara_kv_slot *sl = &ctx->slots[slot];
     if (n_ctx <= sl->cap) return CLARA_OK;
-    size_t kv_dim = (size_t)hp->n_head_kv * hp->head_dim, per_layer = (size_t)n_ctx * kv_dim;
-    float *k = malloc(per_layer * hp->n_layer * sizeof(float));
-    float *v = malloc(per_layer * hp->n_layer * sizeof(float));
+    size_t d = hp->head_dim, heads = (size_t)hp->n_layer * hp->n_head_kv;
+    float *k = malloc(heads * n_ctx * d * sizeof(float));
+    float *v = malloc(heads * n_ctx * d * sizeof(float));
     if (!k || !v) {
         free(k);
         free(v);
         return clara_fail(CLARA_ERR_NOMEM, "out of memory for a KV cache of %u positions", n_ctx);
     }
-    for (uint32_t l = 0; l < hp->n_layer && sl->n_past; l++) {
-        memcpy(k + l * per_layer, sl->k + (size_t)l * sl->cap * kv_dim,
-               (size_t)sl->n_past * kv_dim * sizeof(float));
-        memcpy(v + l * per_layer, sl->v + (size_t)l * sl->cap * kv_dim,
-               (size_t)sl->n_past * kv_dim * sizeof(float));
+    for (size_t h = 0; h < heads && sl->n_past; h++) { /* each (layer, head)'s rows move */
+        memcpy(k + h * n_ctx * d, sl->k + h * sl->cap * d, sl->n_past * d * sizeof(float));
+        memcpy(v + h * n_ctx * d, sl->v + h * sl->cap * d, sl->n_past * d * sizeof(float));
     }
     free(sl->k);
     free(sl->v);

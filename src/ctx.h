@@ -6,7 +6,10 @@
 #include "base/threadpool.h"
 #include "model.h"
 
-/* The KV cache of one sequence: [n_layer][cap][n_head_kv * head_dim] keys and values. */
+/* The KV cache of one sequence: keys and values [n_layer][n_head_kv][cap][head_dim]. Head-major,
+ * so that one head's keys (and values) are consecutive rows of head_dim floats: decoding reads
+ * them as one stream, where position-major rows kv_dim floats (4 KB at 7B) apart put every key
+ * in its own page and the same L1 set. */
 typedef struct {
     float *k, *v;
     uint32_t cap, n_past;

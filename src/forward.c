@@ -223,31 +223,36 @@ typedef struct {
     clara_isa isa;
 } attn_job;
 
-/* Keys/values of sequence s for this layer: its slot's cache (which already holds the batch
- * rows) or, for a one-pass sequence, the batch's own k/v rows. */
-static void seq_kv(const batch *b, uint32_t s, uint32_t layer, const float **K, const float **V,
-                   uint32_t *n_past) {
+/* Where a sequence's keys and values are for one layer: head h's key row k is at
+ * K + h * head_step + k * stride (and the same for V). */
+typedef struct {
+    const float *K, *V;
+    size_t head_step, stride;
+    uint32_t n_past;
+} seq_kv_view;
+
+/* Sequence s's keys/values: its slot's cache (head-major, already holding the batch rows) or,
+ * for a one-pass sequence, the batch's own k/v rows. */
+static seq_kv_view seq_kv(const batch *b, uint32_t s, uint32_t layer) {
     const clara_ctx *ctx = b->ctx;
-    size_t kv_dim = (size_t)ctx->m->hp.n_head_kv * ctx->m->hp.head_dim;
+    const clara_hparams *hp = &ctx->m->hp;
+    size_t d = hp->head_dim, kv_dim = (size_t)hp->n_head_kv * d;
     int slot = b->seqs[s].slot;
-    if (slot < 0) {
-        *K = ctx->k + (size_t)b->row0[s] * kv_dim;
-        *V = ctx->v + (size_t)b->row0[s] * kv_dim;
-        *n_past = 0;
-        return;
-    }
+    if (slot < 0)
+        return (seq_kv_view){ctx->k + (size_t)b->row0[s] * kv_dim,
+                             ctx->v + (size_t)b->row0[s] * kv_dim, d, kv_dim, 0};
     const clara_kv_slot *sl = &ctx->slots[slot];
-    *K = sl->k + (size_t)layer * sl->cap * kv_dim;
-    *V = sl->v + (size_t)layer * sl->cap * kv_dim;
-    *n_past = sl->n_past;
+    size_t off = (size_t)layer * hp->n_head_kv * sl->cap * d;
+    return (seq_kv_view){sl->k + off, sl->v + off, sl->cap * d, d, sl->n_past};
 }
 
 /* Query rows of a sequence from which attention copies the head's keys and values first. */
 #define ATTN_COPY_MIN_ROWS 8
 
-/* One head's keys and values are rows kv_dim floats apart (4 KB at 7B): every key then falls in
- * the same L1 set and a few L2 sets, and each query's pass over them misses the caches. For many
- * query rows they are first copied to contiguous rows of d floats; the arithmetic is the same. */
+/* In the batch's own rows (one-pass sequences) one head's keys and values are rows kv_dim floats
+ * apart (4 KB at 7B): every key then falls in the same L1 set and a few L2 sets, and each query's
+ * pass over them misses the caches. For many query rows they are first copied to contiguous rows
+ * of d floats; the arithmetic is the same. (A slot's cache is head-major: already contiguous.) */
 static void attn_copy_head(const float *src, size_t stride, uint32_t n, uint32_t d, float *dst) {
     for (uint32_t k = 0; k < n; k++) memcpy(dst + (size_t)k * d, src + (size_t)k * stride, d * 4);
 }
@@ -323,16 +328,18 @@ static void attn_softmax_values(const attn_head *h, float *sc, uint32_t n_keys, 
 
 _Static_assert(CLARA_ATTN_ROWS == 4, "the 4-row attention kernels take 4 rows");
 
-/* attn_softmax_values of CLARA_ATTN_ROWS rows (scores sc_stride apart, row r over n_common + r
- * keys) together, each value vector loaded once for all rows (SIMD levels only). */
+/* attn_softmax_values of CLARA_ATTN_ROWS rows (scores sc_stride apart, row r over
+ * n_common + r*step keys) together, each value vector loaded once for all rows (SIMD levels). */
 static void attn_softmax_values4(const attn_head *h, float *sc, size_t sc_stride, uint32_t n_common,
-                                 float *out, size_t out_stride) {
+                                 uint32_t step, float *out, size_t out_stride) {
     for (uint32_t r = 0; r < CLARA_ATTN_ROWS; r++)
-        attn_softmax(h->isa, sc + (size_t)r * sc_stride, n_common + r);
+        attn_softmax(h->isa, sc + (size_t)r * sc_stride, n_common + r * step);
     if (h->isa == CLARA_ISA_AVX512)
-        clara_attn_values4_avx512(sc, sc_stride, h->V, h->stride, n_common, h->d, out, out_stride);
+        clara_attn_values4_avx512(sc, sc_stride, h->V, h->stride, n_common, step, h->d, out,
+                                  out_stride);
     else
-        clara_attn_values4_avx2(sc, sc_stride, h->V, h->stride, n_common, h->d, out, out_stride);
+        clara_attn_values4_avx2(sc, sc_stride, h->V, h->stride, n_common, step, h->d, out,
+                                out_stride);
 }
 
 /* Task = (sequence, query head): softmax(q·Kᵀ/sqrt(d)) · V with the causal limit per row. At
@@ -344,21 +351,19 @@ static void attn_task(void *arg, size_t task, int thread) {
     clara_ctx *ctx = b->ctx;
     const clara_hparams *hp = &ctx->m->hp;
     uint32_t s = (uint32_t)(task / hp->n_head), head = (uint32_t)(task % hp->n_head);
-    uint32_t d = hp->head_dim, kv_dim = hp->n_head_kv * d, q_dim = hp->n_head * d;
+    uint32_t d = hp->head_dim, q_dim = hp->n_head * d;
     uint32_t kvh = head / (hp->n_head / hp->n_head_kv);
-    const float *K, *V;
-    uint32_t n_past;
-    seq_kv(b, s, j->layer, &K, &V, &n_past);
+    seq_kv_view kv = seq_kv(b, s, j->layer);
     float *sc = ctx->scores + (size_t)thread * CLARA_ATTN_ROWS * ctx->scores_cap;
     float scale = 1.0f / sqrtf((float)d);
-    uint32_t skip = b->seqs[s].n - j->qb->seqs[s].n;            /* rows before the first query */
-    uint32_t n_q = j->qb->seqs[s].n, keys0 = n_past + skip + 1; /* keys of the first query */
-    attn_head h = {K + kvh * d, V + kvh * d, kv_dim, d, j->isa};
-    if (n_q >= ATTN_COPY_MIN_ROWS && keys0 + n_q - 1 <= ctx->attn_kv_cap) {
+    uint32_t skip = b->seqs[s].n - j->qb->seqs[s].n;               /* rows before the first query */
+    uint32_t n_q = j->qb->seqs[s].n, keys0 = kv.n_past + skip + 1; /* keys of the first query */
+    attn_head h = {kv.K + kvh * kv.head_step, kv.V + kvh * kv.head_step, kv.stride, d, j->isa};
+    if (kv.stride != d && n_q >= ATTN_COPY_MIN_ROWS && keys0 + n_q - 1 <= ctx->attn_kv_cap) {
         float *kc = ctx->attn_kv + (size_t)thread * 2 * ctx->attn_kv_cap * d;
         float *vc = kc + (size_t)ctx->attn_kv_cap * d;
-        attn_copy_head(h.K, kv_dim, keys0 + n_q - 1, d, kc);
-        attn_copy_head(h.V, kv_dim, keys0 + n_q - 1, d, vc);
+        attn_copy_head(h.K, kv.stride, keys0 + n_q - 1, d, kc);
+        attn_copy_head(h.V, kv.stride, keys0 + n_q - 1, d, vc);
         h = (attn_head){kc, vc, d, d, j->isa};
     }
     const float *q0 = ctx->q + (size_t)j->qb->row0[s] * q_dim + head * d;
@@ -371,12 +376,47 @@ static void attn_task(void *arg, size_t task, int thread) {
             for (uint32_t r = 1; r < CLARA_ATTN_ROWS; r++)
                 attn_scores(&h, q0 + (size_t)(t + r) * q_dim, common, common + r, scale,
                             sc + (size_t)r * ctx->scores_cap);
-            attn_softmax_values4(&h, sc, ctx->scores_cap, common, out0 + (size_t)t * q_dim, q_dim);
+            attn_softmax_values4(&h, sc, ctx->scores_cap, common, 1, out0 + (size_t)t * q_dim,
+                                 q_dim);
         }
     for (; t < n_q; t++) {
         attn_scores(&h, q0 + (size_t)t * q_dim, 0, keys0 + t, scale, sc);
         attn_softmax_values(&h, sc, keys0 + t, out0 + (size_t)t * q_dim);
     }
+}
+
+/* Task = (sequence, key/value head) for query rows fewer than CLARA_ATTN_ROWS (decoding): the
+ * CLARA_ATTN_ROWS query heads that share the key/value head go together, over the same keys, so
+ * each key and value row is read once for them instead of once per head (4 times at 7B), by
+ * one thread. The same kernels, so the bits of attn_task. */
+static void attn_group_task(void *arg, size_t task, int thread) {
+    const attn_job *j = arg;
+    const batch *b = j->b;
+    clara_ctx *ctx = b->ctx;
+    const clara_hparams *hp = &ctx->m->hp;
+    uint32_t s = (uint32_t)(task / hp->n_head_kv), kvh = (uint32_t)(task % hp->n_head_kv);
+    uint32_t d = hp->head_dim, q_dim = hp->n_head * d;
+    seq_kv_view kv = seq_kv(b, s, j->layer);
+    float *sc = ctx->scores + (size_t)thread * CLARA_ATTN_ROWS * ctx->scores_cap;
+    float scale = 1.0f / sqrtf((float)d);
+    uint32_t skip = b->seqs[s].n - j->qb->seqs[s].n;
+    uint32_t n_q = j->qb->seqs[s].n, keys0 = kv.n_past + skip + 1;
+    attn_head h = {kv.K + kvh * kv.head_step, kv.V + kvh * kv.head_step, kv.stride, d, j->isa};
+    size_t head0 = (size_t)kvh * CLARA_ATTN_ROWS * d; /* the group's first query head */
+    for (uint32_t t = 0; t < n_q; t++) {
+        size_t row = (size_t)(j->qb->row0[s] + t) * q_dim + head0;
+        attn_scores4(&h, ctx->q + row, d, keys0 + t, scale, sc, ctx->scores_cap);
+        attn_softmax_values4(&h, sc, ctx->scores_cap, keys0 + t, 0, ctx->att + row, d);
+    }
+}
+
+/* Whether attention goes by key/value head groups (attn_group_task): at the SIMD levels, when
+ * every sequence has fewer query rows than the 4-row kernels take and the heads group by 4. */
+static bool attn_grouped(const batch *qb, const clara_hparams *hp, clara_isa isa) {
+    if (isa == CLARA_ISA_REF || hp->n_head != hp->n_head_kv * CLARA_ATTN_ROWS) return false;
+    for (uint32_t s = 0; s < qb->n_seqs; s++)
+        if (qb->seqs[s].n >= CLARA_ATTN_ROWS) return false;
+    return true;
 }
 
 /* RoPE on the rows of q (n_heads per row, q_dim apart) or k. */
@@ -402,18 +442,23 @@ static void rope_rows(const batch *b, float *v, size_t dim, uint32_t n_heads) {
     parallel_rows(b->ctx, b->n_rows, dim, rope_range, &a);
 }
 
-/* The k/v rows of cached sequences go into their slots. */
+/* The k/v rows of cached sequences go into their slots, each head's part to that head's rows. */
 static void cache_kv(const batch *b, uint32_t layer) {
     clara_ctx *ctx = b->ctx;
     const clara_hparams *hp = &ctx->m->hp;
-    size_t kv_dim = (size_t)hp->n_head_kv * hp->head_dim;
+    size_t d = hp->head_dim, kv_dim = (size_t)hp->n_head_kv * d;
     for (uint32_t s = 0; s < b->n_seqs; s++) {
         const clara_seq *sq = &b->seqs[s];
         if (sq->slot < 0) continue;
         clara_kv_slot *sl = &ctx->slots[sq->slot];
-        size_t off = ((size_t)layer * sl->cap + sl->n_past) * kv_dim;
-        memcpy(sl->k + off, ctx->k + (size_t)b->row0[s] * kv_dim, sq->n * kv_dim * sizeof(float));
-        memcpy(sl->v + off, ctx->v + (size_t)b->row0[s] * kv_dim, sq->n * kv_dim * sizeof(float));
+        for (uint32_t h = 0; h < hp->n_head_kv; h++) {
+            size_t dst = (((size_t)layer * hp->n_head_kv + h) * sl->cap + sl->n_past) * d;
+            for (uint32_t r = 0; r < sq->n; r++) {
+                size_t src = (size_t)(b->row0[s] + r) * kv_dim + h * d;
+                memcpy(sl->k + dst + r * d, ctx->k + src, d * sizeof(float));
+                memcpy(sl->v + dst + r * d, ctx->v + src, d * sizeof(float));
+            }
+        }
     }
 }
 
@@ -442,7 +487,10 @@ static void attention_block(const batch *b, const batch *qb, uint32_t layer) {
     rope_rows(b, ctx->k, kv_dim, hp->n_head_kv);
     cache_kv(b, layer);
     attn_job j = {b, qb, layer, clara_isa_active()};
-    clara_pool_run(ctx->pool, (size_t)b->n_seqs * hp->n_head, attn_task, &j);
+    if (attn_grouped(qb, hp, j.isa))
+        clara_pool_run(ctx->pool, (size_t)b->n_seqs * hp->n_head_kv, attn_group_task, &j);
+    else
+        clara_pool_run(ctx->pool, (size_t)b->n_seqs * hp->n_head, attn_task, &j);
     /* x += o_proj(att); the projection goes to xn (free now), then the residual add */
     linear(qb, layer, CLARA_LIN_O, ctx->att, 0, nq, ctx->xn, false);
     if (qb != b) /* compact positions are never after the original ones */

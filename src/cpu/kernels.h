@@ -81,12 +81,14 @@ void clara_attn_values_avx2(const float *p, const float *V, size_t stride, uint3
 void clara_attn_values_avx512(const float *p, const float *V, size_t stride, uint32_t n_keys,
                               uint32_t d, float *out);
 /* The values of 4 query rows (p + r*p_stride into out + r*out_stride), row r over keys
- * [0, n_common + r): the same bits as clara_attn_values per row, each value vector loaded once
- * for the 4 rows. */
+ * [0, n_common + r*step): the same bits as clara_attn_values per row, each value vector loaded
+ * once for the 4 rows. */
 void clara_attn_values4_avx2(const float *p, size_t p_stride, const float *V, size_t stride,
-                             uint32_t n_common, uint32_t d, float *out, size_t out_stride);
+                             uint32_t n_common, uint32_t step, uint32_t d, float *out,
+                             size_t out_stride);
 void clara_attn_values4_avx512(const float *p, size_t p_stride, const float *V, size_t stride,
-                               uint32_t n_common, uint32_t d, float *out, size_t out_stride);
+                               uint32_t n_common, uint32_t step, uint32_t d, float *out,
+                               size_t out_stride);
 
 /* SwiGLU in place: gate[i] = gate[i] / (1 + e^-gate[i]) * up[i], with the level's vector
  * exponential (kernels_exp.inc: within 2 ulp; the scalar reference uses libm's expf). */

@@ -7,12 +7,14 @@ cannot process (spec §14.4) and invalid inputs must fail cleanly with a non-zer
 
 Reduced precision (bf16/f16 GGUFs) is measured by test_precision.py."""
 
+import json
+import os
 import subprocess
 
 import numpy as np
 
 from harness import CLARA, FIXTURES, check, report, run
-from engine_cases import TOL, cases, clara, expected, gguf, max_abs, ref
+from engine_cases import OUT, TOL, cases, clara, expected, gguf, max_abs, passages, ref
 import ref_clara
 import gen_fixtures as gf
 
@@ -105,7 +107,35 @@ def test_long_prompt_is_not_truncated():
     compare_gen("long prompt", got, want)
 
 
+def test_grouped_query_heads():
+    """Decoding takes the 4 query heads of a key/value head together (7B's grouping; the tiny
+    fixtures group 2): a fixture shaped that way against the reference, both policies (the decoder
+    adapter applied or not), the first step from the prompt and 15 decoded steps."""
+    fx = os.path.join(FIXTURES, "..", "fixtures-gqa4")
+    gf.ensure(fx, shape="gqa4", variants=["instruct16"])
+    base, var = os.path.join(fx, "base"), os.path.join(fx, "instruct16")
+    model = os.path.join(OUT, "gqa4.instruct16.f32.gguf")
+    p = subprocess.run([CLARA, "convert", "--base", base, "--clara", var, "--out", model,
+                        "--type", "f32", "--quiet"], capture_output=True, text=True)
+    if not check(p.returncode == 0, "gqa4 convert: %s" % p.stderr):
+        return
+    P = passages()
+    for pol in ("hf", "all"):
+        m = ref_clara.Clara(base, var, adapter_policy=pol)
+        for k in (1, 3):
+            docs, q = [P[i][0][0] for i in range(k)], P[k][1][0]
+            args = [CLARA, "ask", "--model", model, "--json", "--threads", "2", "--adapter-policy",
+                    pol, "--query", q, "--max-new-tokens", "16", "--dump-logits"]
+            for d in docs:
+                args += ["--doc", d]
+            p = subprocess.run(args, capture_output=True)
+            name = "gqa4 ask %s k=%d" % (pol, k)
+            if check(p.returncode == 0, "%s: %s" % (name, p.stderr.decode(errors="replace"))):
+                compare_gen(name, json.loads(p.stdout), m.ask([q], [docs], 16)[0])
+
+
 run(test_fidelity_against_reference)
+run(test_grouped_query_heads)
 run(test_long_prompt_is_not_truncated)
 run(test_rejected_inputs)
 report("test_engine")

@@ -390,21 +390,25 @@ static void test_attention(void) {
                 }
                 T_CHECK_MSG(differ4 == 0, "%s 4-query scores d=%u keys=%u: %d rows differ",
                             clara_isa_name((clara_isa)lv), d, nk, differ4);
-                /* values of 4 rows, row r over nk + r keys (probability rows of 36): the bits
-                 * of each row alone */
+                /* values of 4 rows, row r over nk + r*step keys (probability rows of 36;
+                 * step 1: consecutive positions, 0: the query heads of one key/value head): the
+                 * bits of each row alone */
                 float p4[4][36], out4[4][STRIDE], one_v[STRIDE];
                 for (int r = 0; r < 4; r++)
                     for (uint32_t k = 0; k < nk + 3; k++) p4[r][k] = (float)(0.5 + 0.5 * frand());
-                (z ? clara_attn_values4_avx512 : clara_attn_values4_avx2)(p4[0], 36, V, STRIDE, nk,
-                                                                          d, out4[0], STRIDE);
-                int differ_v4 = 0;
-                for (int r = 0; r < 4; r++) {
-                    (z ? clara_attn_values_avx512
-                       : clara_attn_values_avx2)(p4[r], V, STRIDE, nk + (uint32_t)r, d, one_v);
-                    differ_v4 += memcmp(one_v, out4[r], d * sizeof(float)) != 0;
+                for (uint32_t step = 0; step <= 1; step++) {
+                    (z ? clara_attn_values4_avx512 : clara_attn_values4_avx2)(
+                        p4[0], 36, V, STRIDE, nk, step, d, out4[0], STRIDE);
+                    int differ_v4 = 0;
+                    for (uint32_t r = 0; r < 4; r++) {
+                        (z ? clara_attn_values_avx512
+                           : clara_attn_values_avx2)(p4[r], V, STRIDE, nk + r * step, d, one_v);
+                        differ_v4 += memcmp(one_v, out4[r], d * sizeof(float)) != 0;
+                    }
+                    T_CHECK_MSG(differ_v4 == 0,
+                                "%s 4-row values d=%u keys=%u step %u: %d rows differ",
+                                clara_isa_name((clara_isa)lv), d, nk, step, differ_v4);
                 }
-                T_CHECK_MSG(differ_v4 == 0, "%s 4-row values d=%u keys=%u: %d rows differ",
-                            clara_isa_name((clara_isa)lv), d, nk, differ_v4);
             }
         }
     free(q), free(K), free(V);
