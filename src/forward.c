@@ -342,6 +342,29 @@ static void attn_softmax_values4(const attn_head *h, float *sc, size_t sc_stride
                                 out_stride);
 }
 
+/* What both attention tasks start from for sequence s and key/value head kvh: the head's keys
+ * and values, the thread's score rows, the scale, the query rows and the first one's keys. */
+typedef struct {
+    attn_head h;
+    float *sc;
+    float scale;
+    uint32_t n_q, keys0;
+} attn_start;
+
+static attn_start attn_begin(const attn_job *j, uint32_t s, uint32_t kvh, int thread) {
+    const batch *b = j->b;
+    clara_ctx *ctx = b->ctx;
+    uint32_t d = ctx->m->hp.head_dim;
+    seq_kv_view kv = seq_kv(b, s, j->layer);
+    uint32_t skip = b->seqs[s].n - j->qb->seqs[s].n; /* rows before the first query */
+    return (attn_start){
+        {kv.K + kvh * kv.head_step, kv.V + kvh * kv.head_step, kv.stride, d, j->isa},
+        ctx->scores + (size_t)thread * CLARA_ATTN_ROWS * ctx->scores_cap,
+        1.0f / sqrtf((float)d),
+        j->qb->seqs[s].n,
+        kv.n_past + skip + 1};
+}
+
 /* Task = (sequence, query head): softmax(q·Kᵀ/sqrt(d)) · V with the causal limit per row. At
  * the SIMD levels rows go 4 at a time (their common keys scored together, a row's last 1-3 keys
  * alone), at the scalar level one by one: the same bits either way. */
@@ -352,18 +375,15 @@ static void attn_task(void *arg, size_t task, int thread) {
     const clara_hparams *hp = &ctx->m->hp;
     uint32_t s = (uint32_t)(task / hp->n_head), head = (uint32_t)(task % hp->n_head);
     uint32_t d = hp->head_dim, q_dim = hp->n_head * d;
-    uint32_t kvh = head / (hp->n_head / hp->n_head_kv);
-    seq_kv_view kv = seq_kv(b, s, j->layer);
-    float *sc = ctx->scores + (size_t)thread * CLARA_ATTN_ROWS * ctx->scores_cap;
-    float scale = 1.0f / sqrtf((float)d);
-    uint32_t skip = b->seqs[s].n - j->qb->seqs[s].n;               /* rows before the first query */
-    uint32_t n_q = j->qb->seqs[s].n, keys0 = kv.n_past + skip + 1; /* keys of the first query */
-    attn_head h = {kv.K + kvh * kv.head_step, kv.V + kvh * kv.head_step, kv.stride, d, j->isa};
-    if (kv.stride != d && n_q >= ATTN_COPY_MIN_ROWS && keys0 + n_q - 1 <= ctx->attn_kv_cap) {
+    attn_start a = attn_begin(j, s, head / (hp->n_head / hp->n_head_kv), thread);
+    attn_head h = a.h;
+    float *sc = a.sc, scale = a.scale;
+    uint32_t n_q = a.n_q, keys0 = a.keys0;
+    if (h.stride != d && n_q >= ATTN_COPY_MIN_ROWS && keys0 + n_q - 1 <= ctx->attn_kv_cap) {
         float *kc = ctx->attn_kv + (size_t)thread * 2 * ctx->attn_kv_cap * d;
         float *vc = kc + (size_t)ctx->attn_kv_cap * d;
-        attn_copy_head(h.K, kv.stride, keys0 + n_q - 1, d, kc);
-        attn_copy_head(h.V, kv.stride, keys0 + n_q - 1, d, vc);
+        attn_copy_head(h.K, h.stride, keys0 + n_q - 1, d, kc);
+        attn_copy_head(h.V, h.stride, keys0 + n_q - 1, d, vc);
         h = (attn_head){kc, vc, d, d, j->isa};
     }
     const float *q0 = ctx->q + (size_t)j->qb->row0[s] * q_dim + head * d;
@@ -391,22 +411,16 @@ static void attn_task(void *arg, size_t task, int thread) {
  * one thread. The same kernels, so the bits of attn_task. */
 static void attn_group_task(void *arg, size_t task, int thread) {
     const attn_job *j = arg;
-    const batch *b = j->b;
-    clara_ctx *ctx = b->ctx;
+    clara_ctx *ctx = j->b->ctx;
     const clara_hparams *hp = &ctx->m->hp;
     uint32_t s = (uint32_t)(task / hp->n_head_kv), kvh = (uint32_t)(task % hp->n_head_kv);
     uint32_t d = hp->head_dim, q_dim = hp->n_head * d;
-    seq_kv_view kv = seq_kv(b, s, j->layer);
-    float *sc = ctx->scores + (size_t)thread * CLARA_ATTN_ROWS * ctx->scores_cap;
-    float scale = 1.0f / sqrtf((float)d);
-    uint32_t skip = b->seqs[s].n - j->qb->seqs[s].n;
-    uint32_t n_q = j->qb->seqs[s].n, keys0 = kv.n_past + skip + 1;
-    attn_head h = {kv.K + kvh * kv.head_step, kv.V + kvh * kv.head_step, kv.stride, d, j->isa};
+    attn_start a = attn_begin(j, s, kvh, thread);
     size_t head0 = (size_t)kvh * CLARA_ATTN_ROWS * d; /* the group's first query head */
-    for (uint32_t t = 0; t < n_q; t++) {
+    for (uint32_t t = 0; t < a.n_q; t++) {
         size_t row = (size_t)(j->qb->row0[s] + t) * q_dim + head0;
-        attn_scores4(&h, ctx->q + row, d, keys0 + t, scale, sc, ctx->scores_cap);
-        attn_softmax_values4(&h, sc, ctx->scores_cap, keys0 + t, 0, ctx->att + row, d);
+        attn_scores4(&a.h, ctx->q + row, d, a.keys0 + t, a.scale, a.sc, ctx->scores_cap);
+        attn_softmax_values4(&a.h, a.sc, ctx->scores_cap, a.keys0 + t, 0, ctx->att + row, d);
     }
 }
 
