@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # peer.sh - side-by-side with llama.cpp: prompt processing (pp256, pp512: that many random token ids
 # in one batch on an empty sequence, tokens/s) and token generation (tg32: tokens decoded one at a
-# time, greedy, after a 16-token prompt or --tg-prompt N) of llama.cpp on a GGUF base model, CPU only, through the
-# prebuilt binaries of the npm package node-llama-cpp (pinned; installed once into
-# $PEER_DIR, default build/peer-llama; never built from source). Each figure is the median of R
+# time, greedy, after a 16-token prompt or --tg-prompt N) of llama.cpp on a GGUF base model, CPU
+# only, through the prebuilt binaries of the npm package node-llama-cpp (pinned; installed once
+# into $PEER_DIR, default build/peer-llama; never built from source). Each figure is the median of R
 # repetitions after one warm-up; the sequence is cleared before each. With --clara, also runs ours
 # (`$BUILD/clara bench --base BASE --clara ADDON --threads N --json`, where that command exists)
 # and prints ours/theirs: compression tokens/s at batch 16 against pp256 and pp512, answer decode
