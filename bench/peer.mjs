@@ -5,8 +5,14 @@
 //
 //   node bench/peer.mjs --module-dir build/peer-llama --model F.gguf [--threads 1,2] [--reps 3]
 //        [--warmup 1] [--pp 256,512] [--tg 32] [--tg-prompt 16] [--flash-attn auto|on|off]
-//        [--seed 1] [--verbose]
-//   node bench/peer.mjs --report PEER.json [--ours THREADS=FILE ...] [--ours-note TEXT] [--json]
+//        [--seed 1] [--verbose]                        (--pp 0: no pp; --tg 0: no tg)
+//   node bench/peer.mjs --report PEER.json [--also PEER.json ...] [--ours THREADS=FILE ...]
+//        [--ours-note TEXT] [--json]
+//
+// In a report, each --report starts a round; --also adds more llama.cpp results of that round
+// (merged per thread count: pp from one run, tg from another), and --ours files belong to the
+// round before them (the same thread count may come twice: `clara bench --parts compress` and
+// `--parts answer`).
 //
 // stdout: one JSON line; stderr: progress. Every repetition starts from a cleared sequence (no KV
 // reuse); a repetition's figure is tokens / wall time of the evaluation call; the report is the
@@ -46,7 +52,7 @@ function parseArgs(argv) {
             case "--threads": o.threads = list(val(), a); break;
             case "--reps": o.reps = int(val(), a, 1); break;
             case "--warmup": o.warmup = int(val(), a, 0); break;
-            case "--pp": o.pp = list(val(), a); break;
+            case "--pp": { const v = val(); o.pp = v === "0" ? [] : list(v, a); break; }
             case "--tg": o.tg = int(val(), a, 0); break;
             case "--tg-prompt": o.tgPrompt = int(val(), a, 1); break;
             case "--flash-attn": o.flashAttn = val(); break;
@@ -150,7 +156,7 @@ async function main() {
         return ids;
     };
 
-    const maxPp = Math.max(...o.pp);
+    const maxPp = Math.max(0, ...o.pp);
     // room past the longest evaluation: node-llama-cpp shifts the context (drops tokens) when a
     // sequence would fill it
     const ctxSize = Math.max(maxPp, o.tgPrompt + o.tg + 1) + 64;
@@ -266,6 +272,17 @@ function oursFor(ours, threads) {
     };
 }
 
+// Ours for one thread count from one or more `clara bench --json` outputs (--parts compress and
+// --parts answer): compress rows of all of them, each other figure from the first that has it.
+function oursMerged(values, threads) {
+    const parts = values.map((v) => oursFor(v, threads)).filter(Boolean);
+    if (!parts.length) return null;
+    const first = (k) => parts.map((x) => x[k]).find((x) => x != null) ?? null;
+    const out = { compress: parts.flatMap((x) => x.compress) };
+    for (const k of ["compress_b16_tok_s", "compress_b16_docs_s", "prefill_tok_s", "decode_tok_s"]) out[k] = first(k);
+    return out;
+}
+
 // The rows of one round: per thread count, theirs, ours and the ratios ours/theirs.
 function roundRows(p, oursFiles, note) {
     const rows = [];
@@ -275,15 +292,16 @@ function roundRows(p, oursFiles, note) {
         const theirs = { pp256: num(r.pp256?.tok_s), pp512: num(r.pp512?.tok_s), tg: num(tgKey ? r[tgKey]?.tok_s : null) };
         let ours = null, oursNote = note;
         if (oursFiles.has(t)) {
-            const o = readJson(oursFiles.get(t));
-            if (o.value) {
-                ours = oursFor(o.value, t);
+            const got = oursFiles.get(t).map(readJson);
+            const bad = got.find((o) => !o.value);
+            if (!bad) {
+                ours = oursMerged(got.map((o) => o.value), t);
                 if (!ours) oursNote = `clara bench output has no results for ${t} threads`;
                 else if (ours.compress_b16_tok_s == null && ours.decode_tok_s == null) {
                     oursNote = "clara bench output has neither compress[batch 16].tokens_per_s nor answer.decode_tok_s";
                     ours = null;
                 }
-            } else oursNote = `clara bench failed: ${o.error}`;
+            } else oursNote = `clara bench failed: ${bad.error}`;
         }
         rows.push({
             threads: t, theirs, ours, ours_note: ours ? null : oursNote ?? "not run (no --clara)",
@@ -297,7 +315,7 @@ function roundRows(p, oursFiles, note) {
     return rows;
 }
 
-// Over rounds (llama.cpp, then ours, then again): per thread count the median of every figure, and
+// Over rounds: per thread count the median of every figure, and
 // of every ratio the median and the minimum of the per-round ratios. A ratio pairs figures taken
 // minutes apart, not hours: on a machine whose memory bandwidth drifts, that is the fair pairing.
 function summaryRows(rounds) {
@@ -331,6 +349,19 @@ function summaryRows(rounds) {
     return out;
 }
 
+// One llama.cpp result from several runs of the same round: the first run's header, and per
+// thread count the figures of every run (each run's own ppN / tgN keys).
+function mergePeers(runs) {
+    const out = { ...runs[0], results: [] };
+    for (const run of runs)
+        for (const r of run.results ?? []) {
+            const hit = out.results.find((x) => x.threads === r.threads);
+            if (hit) Object.assign(hit, Object.fromEntries(Object.entries(r).filter(([k]) => /^(pp|tg)\d+$/.test(k))));
+            else out.results.push({ ...r });
+        }
+    return out;
+}
+
 function report(argv) {
     // each --report starts a round; the --ours files after it belong to that round
     const rounds = [];
@@ -338,19 +369,26 @@ function report(argv) {
     for (let i = 0; i < argv.length; i++) {
         const a = argv[i];
         const val = () => (i + 1 < argv.length ? argv[++i] : die(`${a} needs a value`));
-        if (a === "--report") rounds.push({ path: val(), ours: new Map() });
-        else if (a === "--ours") {
+        if (a === "--report") rounds.push({ paths: [val()], ours: new Map() });
+        else if (a === "--also") {
+            if (!rounds.length) die("--also needs a --report before it");
+            rounds[rounds.length - 1].paths.push(val());
+        } else if (a === "--ours") {
             if (!rounds.length) die("--ours needs a --report before it");
             const [t, ...f] = val().split("=");
-            rounds[rounds.length - 1].ours.set(Number(t), f.join("="));
+            const m = rounds[rounds.length - 1].ours;
+            m.set(Number(t), [...(m.get(Number(t)) ?? []), f.join("=")]);
         } else if (a === "--ours-note") note = val();
         else if (a === "--json") json = true;
         else die(`unknown option '${a}'`);
     }
     const peers = rounds.map((r) => {
-        const peer = readJson(r.path);
-        if (!peer.value) die(`${r.path}: ${peer.error}`);
-        return peer.value;
+        const got = r.paths.map((path) => {
+            const peer = readJson(path);
+            if (!peer.value) die(`${path}: ${peer.error}`);
+            return peer.value;
+        });
+        return mergePeers(got);
     });
     const perRound = rounds.map((r, i) => roundRows(peers[i], r.ours, note));
     const p = peers[0];
@@ -360,7 +398,8 @@ function report(argv) {
     lines.push(`peer: llama.cpp ${p.llama_cpp?.release ?? "?"} (commit ${p.llama_cpp?.commit ?? "?"}, ${p.package}, ${p.build_type}), ` +
         `${m.type ?? "?"} ${m.path} (${m.bytes != null ? (m.bytes / 1e9).toFixed(2) + " GB" : "?"}), ` +
         `median of ${p.reps} after ${p.warmup} warm-up, tg after a ${p.tg_prompt}-token prompt` +
-        (perRound.length > 1 ? `, ${perRound.length} rounds (llama.cpp, then ours)` : ""));
+        (perRound.length > 1 ? `, ${perRound.length} rounds` : "") +
+        (rounds.some((r) => r.paths.length > 1) ? " (each of ours next to its llama.cpp figure, who goes first alternating)" : ""));
     const tgName = (p.results?.[0] && Object.keys(p.results[0]).find((k) => /^tg\d+$/.test(k))) ?? "tg";
     lines.push(`| threads | llama.cpp pp256 tok/s | pp512 | ${tgName} | cpu/wall pp512, ${tgName} | ours compress b16 tok/s | ours/pp256 | ours/pp512 | ours decode tok/s | ours/tg |`);
     lines.push("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");

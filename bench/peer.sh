@@ -7,9 +7,10 @@
 # repetitions after one warm-up; the sequence is cleared before each. With --clara, also runs ours
 # (`$BUILD/clara bench --base BASE --clara ADDON --threads N --json`, where that command exists)
 # and prints ours/theirs: compression tokens/s at batch 16 against pp256 and pp512, answer decode
-# tokens/s against tg. With --rounds N the two take turns N times (llama.cpp, ours, llama.cpp, ...)
-# and the report gives each round's ratios, their medians and their minimum: on a machine whose
-# memory bandwidth drifts, a ratio should pair figures taken minutes apart.
+# tokens/s against tg. Each of our figures is measured right next to the llama.cpp figure it is
+# compared with, who goes first alternating between rounds. With --rounds N that repeats N times and
+# the report gives each round's ratios, their medians and their minimum: on a machine whose memory
+# bandwidth drifts, a ratio should pair figures taken seconds apart, not minutes.
 #
 #   bench/peer.sh --base BASE.gguf [--clara ADDON.gguf] [--threads N[,N...]] [--reps R] [--json]
 #                 [--tg N] [--tg-prompt N] [--rounds N] [--flash-attn auto|on|off] [--verbose]
@@ -29,7 +30,7 @@ PEER_DIR=${PEER_DIR:-$BUILD/peer-llama}
 PKG_VERSION=3.21.1
 
 die() { echo "peer.sh: $*" >&2; exit 2; }
-usage() { sed -n "14,17p" "$0" | sed "s/^# \{0,1\}//" >&2; exit "${1:-2}"; }
+usage() { sed -n "15,18p" "$0" | sed "s/^# \{0,1\}//" >&2; exit "${1:-2}"; }
 
 BASE='' CLARA_ADDON='' THREADS=2 REPS=3 JSON=0 TG=32 TG_PROMPT=16 ROUNDS=1 FA=auto VERBOSE=()
 while [ $# -gt 0 ]; do
@@ -111,22 +112,50 @@ if [ -n "$CLARA_ADDON" ]; then
 fi
 IFS=, read -ra TLIST <<<"$THREADS"
 read -ra EXTRA <<<"${CLARA_BENCH_ARGS:-}"
+R=''
+llama() { # OUT THREADS PP TG: peer.mjs with pp list PP (0: none) and TG generated tokens (0: none)
+    echo "peer.sh: llama.cpp$R, threads $2:$([ "$3" = 0 ] || echo " pp $3")$([ "$4" = 0 ] || echo " tg $4")" >&2
+    node bench/peer.mjs --module-dir "$PEER_DIR" --model "$BASE" --threads "$2" --reps "$REPS" \
+        --pp "$3" --tg "$4" --tg-prompt "$TG_PROMPT" --flash-attn "$FA" "${VERBOSE[@]}" >"$1" ||
+        die "the llama.cpp run failed (see above)"
+}
+ours() { # OUT THREADS PART
+    echo "peer.sh: ours$R: $CLARA bench --base $BASE --clara $CLARA_ADDON --threads $2 --json ${EXTRA[*]} --parts $3" >&2
+    "$CLARA" bench --base "$BASE" --clara "$CLARA_ADDON" --threads "$2" --json "${EXTRA[@]}" --parts "$3" >"$1" ||
+        echo "peer.sh: clara bench --threads $2 --parts $3 failed (status $?)" >&2
+}
+# Each of our figures is taken right next to llama.cpp's matching one (pp next to compression,
+# tg next to the answer), and who goes first alternates: odd rounds llama pp, ours compress,
+# ours answer, llama tg; even rounds the reverse. A drifting machine then shifts both sides of a
+# ratio alike.
 REPORT=()
 for round in $(seq "$ROUNDS"); do
-    R=''
     [ "$ROUNDS" = 1 ] || R=" (round $round of $ROUNDS)"
-    echo "peer.sh: llama.cpp on $BASE, threads $THREADS, $REPS reps$R" >&2
-    node bench/peer.mjs --module-dir "$PEER_DIR" --model "$BASE" --threads "$THREADS" --reps "$REPS" \
-        --tg "$TG" --tg-prompt "$TG_PROMPT" --flash-attn "$FA" "${VERBOSE[@]}" >"$TMP/peer.$round.json" ||
-        die "the llama.cpp run failed (see above)"
-    REPORT+=(--report "$TMP/peer.$round.json")
-    [ -n "$CLARA_ADDON" ] && [ -z "$OURS_NOTE" ] || continue
+    F=$TMP/r$round
+    if [ -z "$CLARA_ADDON" ] || [ -n "$OURS_NOTE" ]; then
+        llama "$F.peer.json" "$THREADS" 256,512 "$TG"
+        REPORT+=(--report "$F.peer.json")
+        continue
+    fi
+    PEERS=() OURS=()
     for t in "${TLIST[@]}"; do
-        echo "peer.sh: ours$R: $CLARA bench --base $BASE --clara $CLARA_ADDON --threads $t --json ${EXTRA[*]}" >&2
-        "$CLARA" bench --base "$BASE" --clara "$CLARA_ADDON" --threads "$t" --json "${EXTRA[@]}" >"$TMP/ours.$round.$t.json" ||
-            echo "peer.sh: clara bench --threads $t failed (status $?)" >&2
-        REPORT+=(--ours "$t=$TMP/ours.$round.$t.json")
+        if [ $((round % 2)) = 1 ]; then
+            llama "$F.pp.$t.json" "$t" 256,512 0
+            ours "$F.c.$t.json" "$t" compress
+            ours "$F.a.$t.json" "$t" answer
+            llama "$F.tg.$t.json" "$t" 0 "$TG"
+        else
+            ours "$F.c.$t.json" "$t" compress
+            llama "$F.pp.$t.json" "$t" 256,512 0
+            llama "$F.tg.$t.json" "$t" 0 "$TG"
+            ours "$F.a.$t.json" "$t" answer
+        fi
+        PEERS+=("$F.pp.$t.json" "$F.tg.$t.json")
+        OURS+=(--ours "$t=$F.c.$t.json" --ours "$t=$F.a.$t.json")
     done
+    REPORT+=(--report "${PEERS[0]}")
+    for f in "${PEERS[@]:1}"; do REPORT+=(--also "$f"); done
+    REPORT+=("${OURS[@]}")
 done
 [ -z "$OURS_NOTE" ] || REPORT+=(--ours-note "$OURS_NOTE")
 [ "$JSON" = 0 ] || REPORT+=(--json)

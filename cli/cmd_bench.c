@@ -28,35 +28,43 @@ typedef struct {
     uint32_t batches[BENCH_MAX_LIST];
     size_t n_threads, n_batches;
     int json, no_roofline, quiet, generated_text;
+    unsigned parts; /* BENCH_PART_* */
     clara_adapter_policy policy;
 } bench_opts;
 
+#define BENCH_PART_COMPRESS 1u
+#define BENCH_PART_ANSWER   2u
+
 static void bench_usage(FILE *out) {
-    fprintf(out,
-            "usage: clara bench (--model FILE | --base FILE --clara FILE) [--threads 1,2]\n"
-            "                   [--batches 1,4,16] [--reps N] [--gen-tokens N] [--doc-tokens N]\n"
-            "                   [--text-file FILE.jsonl | --generated-text] [--save-docs FILE]\n"
-            "                   [--no-roofline] [--adapter-policy hf|all] [--json] [--quiet]\n"
-            "       clara bench --generate 7b|1b|tiny --type T --out DIR [--seed N] [--quiet]\n"
-            "\n"
-            "Measures the machine's limits (memory read bandwidth, f32 FMA and int8 dot peaks),\n"
-            "document compression (docs/s, tokens/s, %% of peak) and answer latency from %d\n"
-            "compressed documents (prefill, decode tok/s, %% of the bandwidth roofline).\n"
-            "  --threads LIST     thread counts (default: physical cores, %d here)\n"
-            "  --batches LIST     documents per clara_compress call (default 1,4,16)\n"
-            "  --reps N           timed repetitions after a warm-up; medians (default 3)\n"
-            "  --gen-tokens N     tokens generated per answer, </s> ignored (default 32)\n"
-            "  --doc-tokens N     encoder-row tokens per document, as clara_compress counts\n"
-            "                     them (<ENC><s>text</s>; default 256)\n"
-            "  --text-file FILE   JSONL text to cut documents from (default: %s if\n"
-            "                     present, else generated sentences)\n"
-            "  --generated-text   generated sentences even if that file is present\n"
-            "  --save-docs FILE   write the documents used, one JSON string per line\n"
-            "  --no-roofline      skip the machine limits (percentages are then null)\n"
-            "  --generate SHAPE   write DIR/base.gguf (llama.cpp layout) and DIR/clara.gguf\n"
-            "                     (CLaRa add-on) with random weights; T is f32 f16 bf16 q8_0\n"
-            "                     q4_0 q4_1 q5_0 q5_1 q4_k_m q5_k_m q6_k\n",
-            ANSWER_DOCS, clara_physical_cores(), BENCH_DEFAULT_TEXT);
+    fprintf(
+        out,
+        "usage: clara bench (--model FILE | --base FILE --clara FILE) [--threads 1,2]\n"
+        "                   [--batches 1,4,16] [--reps N] [--gen-tokens N] [--doc-tokens N]\n"
+        "                   [--text-file FILE.jsonl | --generated-text] [--save-docs FILE]\n"
+        "                   [--no-roofline] [--adapter-policy hf|all] [--parts compress,answer]\n"
+        "                   [--json] [--quiet]\n"
+        "       clara bench --generate 7b|1b|tiny --type T --out DIR [--seed N] [--quiet]\n"
+        "\n"
+        "Measures the machine's limits (memory read bandwidth, f32 FMA and int8 dot peaks),\n"
+        "document compression (docs/s, tokens/s, %% of peak) and answer latency from %d\n"
+        "compressed documents (prefill, decode tok/s, %% of the bandwidth roofline).\n"
+        "  --threads LIST     thread counts (default: physical cores, %d here)\n"
+        "  --batches LIST     documents per clara_compress call (default 1,4,16)\n"
+        "  --reps N           timed repetitions after a warm-up; medians (default 3)\n"
+        "  --gen-tokens N     tokens generated per answer, </s> ignored (default 32)\n"
+        "  --doc-tokens N     encoder-row tokens per document, as clara_compress counts\n"
+        "                     them (<ENC><s>text</s>; default 256)\n"
+        "  --text-file FILE   JSONL text to cut documents from (default: %s if\n"
+        "                     present, else generated sentences)\n"
+        "  --generated-text   generated sentences even if that file is present\n"
+        "  --save-docs FILE   write the documents used, one JSON string per line\n"
+        "  --no-roofline      skip the machine limits (percentages are then null)\n"
+        "  --parts LIST       what to time: compress, answer or both (default both; a\n"
+        "                     part left out is [] / null in the JSON)\n"
+        "  --generate SHAPE   write DIR/base.gguf (llama.cpp layout) and DIR/clara.gguf\n"
+        "                     (CLaRa add-on) with random weights; T is f32 f16 bf16 q8_0\n"
+        "                     q4_0 q4_1 q5_0 q5_1 q4_k_m q5_k_m q6_k\n",
+        ANSWER_DOCS, clara_physical_cores(), BENCH_DEFAULT_TEXT);
 }
 
 static int fail(const char *fmt, ...) {
@@ -95,6 +103,22 @@ static int parse_list(const char *opt, const char *s, long lo, long hi, long *va
     }
 }
 
+/* "compress,answer" -> BENCH_PART_* bits; each part at most once. */
+static int parse_parts(const char *s, unsigned *parts) {
+    *parts = 0;
+    for (const char *p = s;; p++) {
+        size_t len = strcspn(p, ",");
+        unsigned bit = len == 8 && strncmp(p, "compress", 8) == 0 ? BENCH_PART_COMPRESS
+                       : len == 6 && strncmp(p, "answer", 6) == 0 ? BENCH_PART_ANSWER
+                                                                  : 0;
+        if (!bit || (*parts & bit))
+            return fail("--parts takes compress, answer or compress,answer, not '%s'", s);
+        *parts |= bit;
+        p += len;
+        if (*p == '\0') return 0;
+    }
+}
+
 static int set_option(bench_opts *o, int ch, const char *arg) {
     long vals[BENCH_MAX_LIST];
     switch (ch) {
@@ -114,6 +138,8 @@ static int set_option(bench_opts *o, int ch, const char *arg) {
         return parse_long("--doc-tokens", arg, 4, 100000, &o->doc_tokens);
     case 's':
         return parse_long("--seed", arg, 0, 0x7fffffffL, &o->seed);
+    case 'P':
+        return parse_parts(arg, &o->parts);
     case 'p':
         if (strcmp(arg, "hf") != 0 && strcmp(arg, "all") != 0)
             return fail("--adapter-policy must be hf or all, not '%s'", arg);
@@ -136,6 +162,7 @@ static const struct option k_opts[] = {
     {"save-docs", required_argument, 0, 'S'},
     {"no-roofline", no_argument, 0, 'N'},
     {"adapter-policy", required_argument, 0, 'p'},
+    {"parts", required_argument, 0, 'P'},
     {"json", no_argument, 0, 'j'},
     {"quiet", no_argument, 0, 'q'},
     {"generate", required_argument, 0, 'G'},
@@ -291,7 +318,7 @@ static int run_threads(bench_state *st, int threads) {
     cp.n_threads = threads;
     if (clara_ctx_create(st->model, &cp, &ctx) != CLARA_OK) return fail("%s", clara_last_error());
     r->threads = threads;
-    for (size_t i = 0; i < o->n_batches && rc == 0; i++) {
+    for (size_t i = 0; (o->parts & BENCH_PART_COMPRESS) && i < o->n_batches && rc == 0; i++) {
         note(o, "threads %d: compressing batches of %u", threads, o->batches[i]);
         if (bench_compress_run(ctx, st->model, st->docs.docs, o->batches[i], (int)o->reps, &st->mi,
                                &r->compress[i], n_tokens) != CLARA_OK)
@@ -300,9 +327,11 @@ static int run_threads(bench_state *st, int threads) {
             rc = check_tokens(st, n_tokens, o->batches[i]);
         r->n_compress = i + 1;
     }
-    if (rc == 0) note(o, "threads %d: answering from %d documents", threads, ANSWER_DOCS);
-    if (rc == 0 && bench_answer_run(ctx, st->model, st->docs.docs, ANSWER_DOCS, st->docs.query,
-                                    (uint32_t)o->gen_tokens, (int)o->reps, &r->answer) != CLARA_OK)
+    r->has_answer = rc == 0 && (o->parts & BENCH_PART_ANSWER);
+    if (r->has_answer) note(o, "threads %d: answering from %d documents", threads, ANSWER_DOCS);
+    if (r->has_answer &&
+        bench_answer_run(ctx, st->model, st->docs.docs, ANSWER_DOCS, st->docs.query,
+                         (uint32_t)o->gen_tokens, (int)o->reps, &r->answer) != CLARA_OK)
         rc = fail("%s", clara_last_error());
     clara_ctx_free(ctx);
     if (rc == 0) st->n_res++;
@@ -348,7 +377,11 @@ static int run_bench(const bench_opts *o) {
 }
 
 int cmd_bench(int argc, char **argv) {
-    bench_opts o = {.seed = 1, .reps = 3, .gen_tokens = 32, .doc_tokens = 256};
+    bench_opts o = {.seed = 1,
+                    .reps = 3,
+                    .gen_tokens = 32,
+                    .doc_tokens = 256,
+                    .parts = BENCH_PART_COMPRESS | BENCH_PART_ANSWER};
     o.threads[0] = clara_physical_cores();
     o.n_threads = 1;
     const uint32_t batches[] = {1, 4, 16};

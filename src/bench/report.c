@@ -59,6 +59,9 @@ static void table_machine(FILE *out, const bench_report *r) {
 }
 
 static void table_compress(FILE *out, const bench_report *r) {
+    size_t rows = 0;
+    for (size_t i = 0; i < r->n_res; i++) rows += r->res[i].n_compress;
+    if (rows == 0) return; /* --parts answer */
     fprintf(out,
             "compress         batch     docs/s   tokens/s  mean tokens    GFLOP/s  %% of %s peak\n",
             r->mi->quantized ? "int8" : "f32");
@@ -74,8 +77,9 @@ static void table_compress(FILE *out, const bench_report *r) {
 }
 
 static void table_answer(FILE *out, const bench_report *r) {
+    if (r->n_res == 0 || !r->res[0].has_answer) return; /* --parts compress: on every row */
     fprintf(out, "answer (%zu documents, %u generated tokens)\n", r->answer_docs,
-            r->n_res ? r->res[0].answer.gen_tokens : 0);
+            r->res[0].answer.gen_tokens);
     fprintf(out, "                 prompt tokens  prefill ms  prefill tok/s  decode tok/s  "
                  "roofline tok/s  %% of roofline\n");
     for (size_t i = 0; i < r->n_res; i++) {
@@ -145,6 +149,10 @@ static cJSON *json_result(const bench_report *r, const bench_thread_result *res)
         cJSON_AddNumberToObject(x, "gflops", c->flops_per_s / 1e9);
         add_num_or_null(x, "roofline_pct", compress_pct(r, c, res->threads));
         cJSON_AddItemToArray(cs, x);
+    }
+    if (!res->has_answer) {
+        cJSON_AddNullToObject(o, "answer");
+        return o;
     }
     const bench_answer_result *a = &res->answer;
     double roof = decode_roofline(r, res->threads);

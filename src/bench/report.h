@@ -5,6 +5,7 @@
 #ifndef CLARA_BENCH_REPORT_H
 #define CLARA_BENCH_REPORT_H
 
+#include <stdbool.h>
 #include <stdio.h>
 
 #include "bench/docs.h"
@@ -18,6 +19,7 @@ typedef struct {
     int threads;
     bench_compress_result compress[BENCH_MAX_LIST];
     size_t n_compress;
+    bool has_answer; /* false: not timed (clara bench --parts compress) */
     bench_answer_result answer;
 } bench_thread_result;
 

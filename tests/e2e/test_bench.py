@@ -133,6 +133,22 @@ def test_roofline():
           r.get("answer", {}).get("decode_roofline_tok_s", 0) > 0, "percentages are computed")
 
 
+def test_parts():
+    """--parts compress / answer time only that part (bench/peer.sh pairs each with llama.cpp's)."""
+    base, addon = os.path.join(OUT, "q4_k_m", "base.gguf"), os.path.join(OUT, "q4_k_m", "clara.gguf")
+    c = bench_json("--base", base, "--clara", addon, "--parts", "compress")["results"][0]
+    check([x["batch"] for x in c["compress"]] == [1, 2] and c["answer"] is None,
+          "--parts compress: batches 1 and 2, answer null: %s" % c)
+    a = bench_json("--base", base, "--clara", addon, "--parts", "answer", "--gen-tokens", "4")
+    r = a["results"][0]
+    check(r["compress"] == [] and r["answer"]["gen_tokens"] == 4 and r["answer"]["decode_tok_s"] > 0,
+          "--parts answer: no compress rows, an answer: %s" % r)
+    p = clara("bench", "--base", base, "--clara", addon, "--reps", "1", "--threads", "1",
+              "--no-roofline", "--quiet", "--parts", "answer", "--gen-tokens", "2")
+    check(p.returncode == 0 and "answer (5 documents" in p.stdout and "compress " not in p.stdout,
+          "--parts answer table: %r" % p.stdout[-400:])
+
+
 def expect_error(args, words):
     p = clara("bench", *args)
     lines = p.stderr.strip().splitlines()
@@ -149,6 +165,9 @@ def test_bad_options():
     expect_error(pair + ["--gen-tokens", "1"], ["--gen-tokens"])
     expect_error(pair + ["--doc-tokens", "300"], ["--doc-tokens", "259"])
     expect_error(pair + ["--frobnicate"], ["--frobnicate"])
+    expect_error(pair + ["--parts", "answer,answer"], ["--parts", "answer,answer"])
+    expect_error(pair + ["--parts", "decode"], ["--parts", "decode"])
+    expect_error(pair + ["--parts", ""], ["--parts"])
     expect_error(["--base", base], ["--model", "--clara"])
     expect_error(["--model", os.path.join(OUT, "missing.gguf")], ["missing.gguf"])
     expect_error(["--generate", "3b", "--type", "f16", "--out", OUT], ["3b"])
@@ -162,5 +181,6 @@ run(test_deterministic_seed)
 run(test_bench_json)
 run(test_single_file_and_generated_text)
 run(test_roofline)
+run(test_parts)
 run(test_bad_options)
 report("test_bench")

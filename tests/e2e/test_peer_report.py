@@ -17,13 +17,17 @@ OUT = tempfile.mkdtemp(prefix="clara_peer_report_")
 
 
 def peer_json(path, threads_tg):
-    """llama.cpp's figures: {threads: (pp256, pp512, tg32)}."""
+    """llama.cpp's figures: {threads: (pp256, pp512, tg32)}; None: that run did not measure it
+    (peer.mjs --pp 0 or --tg 0 leave the key out)."""
     results = []
     for t, (pp256, pp512, tg) in threads_tg.items():
-        results.append({"threads": t,
-                        "pp256": {"tokens": 256, "tok_s": pp256, "cpu_per_wall": 1.99},
-                        "pp512": {"tokens": 512, "tok_s": pp512, "cpu_per_wall": 1.99},
-                        "tg32": {"tokens": 32, "tok_s": tg, "cpu_per_wall": 1.9}})
+        r = {"threads": t}
+        if pp256 is not None:
+            r["pp256"] = {"tokens": 256, "tok_s": pp256, "cpu_per_wall": 1.99}
+            r["pp512"] = {"tokens": 512, "tok_s": pp512, "cpu_per_wall": 1.99}
+        if tg is not None:
+            r["tg32"] = {"tokens": 32, "tok_s": tg, "cpu_per_wall": 1.9}
+        results.append(r)
     doc = {"engine": "llama.cpp", "package": "node-llama-cpp@3.21.1", "build_type": "prebuilt",
            "llama_cpp": {"release": "v0.4.0", "commit": "80fb11ac"},
            "model": {"path": "base.gguf", "bytes": 4109035808, "type": "llama 7B Q4_0"},
@@ -34,11 +38,12 @@ def peer_json(path, threads_tg):
 
 
 def ours_json(path, threads, compress_b16, decode):
-    doc = {"results": [{"threads": threads,
-                        "compress": [{"batch": 1, "tokens_per_s": 70.0, "docs_per_s": 0.27},
-                                     {"batch": 16, "tokens_per_s": compress_b16,
-                                      "docs_per_s": compress_b16 / 256}],
-                        "answer": {"prefill_tok_s": 80.0, "decode_tok_s": decode}}]}
+    """`clara bench --json`; compress_b16 None: --parts answer, decode None: --parts compress."""
+    comp = [] if compress_b16 is None else [
+        {"batch": 1, "tokens_per_s": 70.0, "docs_per_s": 0.27},
+        {"batch": 16, "tokens_per_s": compress_b16, "docs_per_s": compress_b16 / 256}]
+    answer = None if decode is None else {"prefill_tok_s": 80.0, "decode_tok_s": decode}
+    doc = {"results": [{"threads": threads, "compress": comp, "answer": answer}]}
     with open(path, "w") as f:
         json.dump(doc, f)
     return path
@@ -101,9 +106,39 @@ def test_three_rounds():
           "three rounds: the lowest ratios line:\n" + err)
 
 
+def test_paired_round():
+    # what peer.sh gives per round: llama.cpp's pp and tg from separate runs per thread count, ours
+    # from --parts compress and --parts answer; 1 thread: pp256 20, tg 5 against 50 and 6 (2.5,
+    # 1.2); 2 threads: pp256 40, pp512 50, tg 10 against 90 and 9 (2.25, 1.8, 0.9)
+    args = ["--report", peer_json(f("pp1"), {1: (20.0, 25.0, None)}),
+            "--also", peer_json(f("tg1"), {1: (None, None, 5.0)}),
+            "--also", peer_json(f("pp2"), {2: (40.0, 50.0, None)}),
+            "--also", peer_json(f("tg2"), {2: (None, None, 10.0)}),
+            "--ours", "1=" + ours_json(f("c1"), 1, 50.0, None),
+            "--ours", "1=" + ours_json(f("a1"), 1, None, 6.0),
+            "--ours", "2=" + ours_json(f("c2"), 2, 90.0, None),
+            "--ours", "2=" + ours_json(f("a2"), 2, None, 9.0)]
+    rc, out, err = report_of(*args)
+    check(rc == 0, "paired round: exit %d (%s)" % (rc, err.strip()))
+    if rc:
+        return
+    got = {c["threads"]: (c["theirs"], c["ratios"]) for c in out["comparison"]}
+    check(got.get(1) == ({"pp256": 20.0, "pp512": 25.0, "tg": 5.0},
+                         {"compress_b16_vs_pp256": 2.5, "compress_b16_vs_pp512": 2.0,
+                          "decode_vs_tg": 1.2}), "paired round, 1 thread: %r" % (got.get(1),))
+    check(got.get(2) == ({"pp256": 40.0, "pp512": 50.0, "tg": 10.0},
+                         {"compress_b16_vs_pp256": 2.25, "compress_b16_vs_pp512": 1.8,
+                          "decode_vs_tg": 0.9}), "paired round, 2 threads: %r" % (got.get(2),))
+    check("| 2 | 40.0 | 50.0 | 10.0 | 1.99, 1.90 | 90.0 | 2.25 | 1.80 | 9.0 | 0.90 |" in err,
+          "paired round: the 2-thread row, cpu/wall from both runs:\n" + err)
+    check("who goes first alternating" in err, "paired round: the header says how it paired:\n" + err)
+
+
 def test_bad_arguments():
     rc, _, err = report_of("--ours", "2=" + f("o1"), "--report", f("p1"))
     check(rc == 2 and "--ours needs a --report before it" in err, "ours first: %d %s" % (rc, err))
+    rc, _, err = report_of("--also", f("p1"), "--report", f("p1"))
+    check(rc == 2 and "--also needs a --report before it" in err, "also first: %d %s" % (rc, err))
     rc, _, err = report_of("--report", f("missing.json"))
     check(rc == 2 and "missing.json" in err, "missing file: %d %s" % (rc, err))
 
@@ -113,6 +148,7 @@ if not shutil.which("node"):
 else:
     run(test_one_round)
     run(test_three_rounds)
+    run(test_paired_round)
     run(test_bad_arguments)
 shutil.rmtree(OUT, True)
 report("test_peer_report.py")
