@@ -160,8 +160,22 @@ static const float *permuted_inputs(clara_ctx *ctx, const int32_t *perm, const f
  * deltas: y = x·Wᵀ + Σ scale·((x·Aᵀ)·Bᵀ). Every x·Aᵀ is computed first (into lora_t, one after
  * another), then the base product with the deltas fused (clara_matmul_lora); past
  * LINEAR_FUSED_DELTAS the rest follow as separate products, in the same order. */
-static void linear(const batch *b, uint32_t layer, int lin, const float *x, uint32_t r0, uint32_t n,
-                   float *y, bool same_x) {
+/* y = x·Wᵀ with the deltas (clara_matmul_lora), or with base_given, y already holding x·Wᵀ
+ * (clara_matmul_group), only the deltas: the bits clara_matmul_lora gives with few rows, where it
+ * adds them one by one after the base product. */
+static void base_and_deltas(clara_ctx *ctx, const clara_mat *W, const float *xw, uint32_t n,
+                            float *y, const clara_lora_delta *d, int nd, bool same_x,
+                            bool base_given) {
+    if (!base_given) {
+        clara_matmul_lora(ctx, W, xw, n, y, d, nd, same_x);
+        return;
+    }
+    for (int i = 0; i < nd; i++)
+        clara_matmul(ctx, d[i].B, d[i].t, d[i].n, y + (size_t)d[i].t0 * W->rows, true, d[i].scale);
+}
+
+static void linear_ex(const batch *b, uint32_t layer, int lin, const float *x, uint32_t r0,
+                      uint32_t n, float *y, bool same_x, bool base_given) {
     clara_ctx *ctx = b->ctx;
     const clara_mat *W = &ctx->m->layers[layer].w[lin];
     const int32_t *perm = ctx->m->layers[layer].in_perm[lin];
@@ -192,12 +206,33 @@ static void linear(const batch *b, uint32_t layer, int lin, const float *x, uint
                 d[nd++] = cur;
                 continue;
             }
-            if (!base_done) clara_matmul_lora(ctx, W, xw, n, y, d, nd, same_x && !perm);
+            if (!base_done) base_and_deltas(ctx, W, xw, n, y, d, nd, same_x && !perm, base_given);
             base_done = true;
             clara_matmul(ctx, cur.B, cur.t, cur.n, y + (size_t)cur.t0 * W->rows, true, cur.scale);
         }
     }
-    if (!base_done) clara_matmul_lora(ctx, W, xw, n, y, d, nd, same_x && !perm);
+    if (!base_done) base_and_deltas(ctx, W, xw, n, y, d, nd, same_x && !perm, base_given);
+}
+
+static void linear(const batch *b, uint32_t layer, int lin, const float *x, uint32_t r0, uint32_t n,
+                   float *y, bool same_x) {
+    linear_ex(b, layer, lin, x, r0, n, y, same_x, false);
+}
+
+/* Linear layers lins[0, count) of one input x over rows [r0, r0 + n) (decode: q, k, v; gate,
+ * up): their base products in one parallel region where clara_matmul_group applies, then each
+ * one's deltas; else linear() one after another. Same bits either way. */
+static void linear_group(const batch *b, uint32_t layer, const int *lins, int count, const float *x,
+                         uint32_t r0, uint32_t n, float *const *ys) {
+    const clara_layer *L = &b->ctx->m->layers[layer];
+    const clara_mat *W[CLARA_MATMUL_GROUP_MAX];
+    bool grouped = count <= CLARA_MATMUL_GROUP_MAX;
+    for (int i = 0; grouped && i < count; i++) {
+        W[i] = &L->w[lins[i]];
+        grouped = !L->in_perm[lins[i]]; /* act-order imports permute x per layer */
+    }
+    grouped = grouped && clara_matmul_group(b->ctx, W, count, x, n, ys);
+    for (int i = 0; i < count; i++) linear_ex(b, layer, lins[i], x, r0, n, ys[i], i > 0, grouped);
 }
 
 /* Rotates adjacent pairs (2i, 2i+1) of every head by pos·inv_freq[i]. Angles are formed in f32
@@ -494,9 +529,15 @@ static void attention_block(const batch *b, const batch *qb, uint32_t layer) {
                    qb->seqs[s].n * H * sizeof(float));
         qin = ctx->att;
     }
-    linear(qb, layer, CLARA_LIN_Q, qin, 0, nq, ctx->q, false);
-    linear(b, layer, CLARA_LIN_K, ctx->xn, 0, n, ctx->k, true);
-    linear(b, layer, CLARA_LIN_V, ctx->xn, 0, n, ctx->v, true);
+    if (qb == b) {
+        static const int qkv[] = {CLARA_LIN_Q, CLARA_LIN_K, CLARA_LIN_V};
+        float *ys[] = {ctx->q, ctx->k, ctx->v};
+        linear_group(b, layer, qkv, 3, ctx->xn, 0, n, ys);
+    } else {
+        linear(qb, layer, CLARA_LIN_Q, qin, 0, nq, ctx->q, false);
+        linear(b, layer, CLARA_LIN_K, ctx->xn, 0, n, ctx->k, true);
+        linear(b, layer, CLARA_LIN_V, ctx->xn, 0, n, ctx->v, true);
+    }
     rope_rows(qb, ctx->q, q_dim, hp->n_head);
     rope_rows(b, ctx->k, kv_dim, hp->n_head_kv);
     cache_kv(b, layer);
@@ -531,8 +572,9 @@ static void mlp_block(const batch *b, uint32_t layer) {
     for (uint32_t r0 = 0; r0 < b->n_rows; r0 += chunk) {
         uint32_t n = b->n_rows - r0 < chunk ? b->n_rows - r0 : chunk;
         float *xn = ctx->xn + (size_t)r0 * H;
-        linear(b, layer, CLARA_LIN_GATE, xn, r0, n, ctx->ff_gate, false);
-        linear(b, layer, CLARA_LIN_UP, xn, r0, n, ctx->ff_up, true);
+        static const int gate_up[] = {CLARA_LIN_GATE, CLARA_LIN_UP};
+        float *ys[] = {ctx->ff_gate, ctx->ff_up};
+        linear_group(b, layer, gate_up, 2, xn, r0, n, ys);
         add_args g = {ctx->ff_gate, ctx->ff_up, F};
         parallel_rows(ctx, n, F, swiglu_range, &g);
         /* the chunk's normed input is consumed: its rows receive the down projection, in equal

@@ -63,81 +63,135 @@ static void prep_q6_k(const uint8_t *xq, size_t nb, int8_t *A, int32_t *C, float
     }
 }
 
+/* The prepared-activation layout of one weight type: per unit (a block pair, or a super-block)
+ * a_per code bytes, 16 C lanes and da_per scales; nb blocks per row. */
 typedef struct {
-    clara_gemv_args g;
-    uint64_t rows, rows_per_task;
-} gemv_job;
+    size_t nb, units, a_per, da_per;
+} gemv_shape;
 
-static void gemv_task(void *arg, size_t task, int thread) {
-    (void)thread;
-    const gemv_job *j = arg;
-    uint64_t r0 = task * j->rows_per_task;
-    uint64_t r1 = r0 + j->rows_per_task < j->rows ? r0 + j->rows_per_task : j->rows;
-    clara_gemv_avx512(&j->g, r0, r1);
+static bool gemv_shape_of(const clara_mat *W, gemv_shape *s) {
+    size_t nb;
+    switch (W->type) {
+    case CLARA_TYPE_Q4_0:
+    case CLARA_TYPE_Q8_0:
+        nb = (size_t)W->cols / 32;
+        *s = (gemv_shape){nb, nb / 2, 64, 2};
+        return nb % 4 == 0;
+    case CLARA_TYPE_Q4_K:
+    case CLARA_TYPE_Q6_K:
+        nb = (size_t)W->cols / 256;
+        *s = (gemv_shape){nb, nb, 256, W->type == CLARA_TYPE_Q4_K ? 2 : 1};
+        return true;
+    default:
+        return false;
+    }
 }
 
 static size_t align64(size_t n) {
     return (n + 63) & ~(size_t)63;
 }
 
-bool clara_gemv_quant(clara_ctx *ctx, clara_isa isa, const clara_mat *W, const uint8_t *xq,
-                      size_t xq_stride, uint32_t n, float *y, bool accumulate, float alpha) {
-    if (isa != CLARA_ISA_AVX512 || n == 0 || n > 4) return false;
-    /* per unit (a block pair, or a super-block): A bytes, 16 C lanes, DA floats */
-    size_t units, a_per, da_per, nb;
-    switch (W->type) {
-    case CLARA_TYPE_Q4_0:
-    case CLARA_TYPE_Q8_0:
-        nb = (size_t)W->cols / 32;
-        if (nb % 4) return false;
-        units = nb / 2, a_per = 64, da_per = 2;
-        break;
-    case CLARA_TYPE_Q4_K:
-    case CLARA_TYPE_Q6_K:
-        nb = (size_t)W->cols / 256;
-        units = nb, a_per = 256, da_per = W->type == CLARA_TYPE_Q4_K ? 2 : 1;
-        break;
-    default:
-        return false;
-    }
-    size_t a_b = align64(units * a_per), c_b = align64(units * 64),
-           da_b = align64(units * da_per * 4);
-    uint8_t *base = clara_ctx_scratch(ctx, (a_b + c_b + da_b) * n);
-    if (!base) return false;
-    ctx->qg_acts.valid = false; /* the packed GEMM's activations are overwritten */
-    gemv_job j = {.rows = W->rows};
-    j.g = (clara_gemv_args){.type = W->type,
-                            .W = W->data,
-                            .nb = nb,
-                            .n = n,
-                            .A = (const int8_t *)base,
-                            .C = (const int32_t *)(base + a_b * n),
-                            .DA = (const float *)(base + (a_b + c_b) * n),
-                            .a_stride = a_b,
-                            .c_stride = c_b / 4,
-                            .da_stride = da_b / 4,
-                            .y = y,
-                            .ldy = (size_t)W->rows,
-                            .accumulate = accumulate,
-                            .alpha = alpha};
+/* Bytes of n prepared rows: A, C and DA arrays, each row's 64-byte aligned. */
+static size_t prep_bytes(const gemv_shape *s, uint32_t n) {
+    return (align64(s->units * s->a_per) + align64(s->units * 64) +
+            align64(s->units * s->da_per * 4)) *
+           n;
+}
+
+/* Prepares the n rows of xq for W's kernel at base (prep_bytes long) and fills g but for y. */
+static void prep_rows(const clara_mat *W, const gemv_shape *s, const uint8_t *xq, size_t xq_stride,
+                      uint32_t n, uint8_t *base, clara_gemv_args *g) {
+    size_t a_b = align64(s->units * s->a_per), c_b = align64(s->units * 64);
+    size_t da_b = align64(s->units * s->da_per * 4);
+    *g = (clara_gemv_args){.type = W->type,
+                           .W = W->data,
+                           .nb = s->nb,
+                           .n = n,
+                           .A = (const int8_t *)base,
+                           .C = (const int32_t *)(base + a_b * n),
+                           .DA = (const float *)(base + (a_b + c_b) * n),
+                           .a_stride = a_b,
+                           .c_stride = c_b / 4,
+                           .da_stride = da_b / 4};
     for (uint32_t t = 0; t < n; t++) {
         const uint8_t *x = xq + t * xq_stride;
         int8_t *A = (int8_t *)base + t * a_b;
-        int32_t *C = (int32_t *)(base + a_b * n) + t * j.g.c_stride;
-        float *DA = (float *)(base + (a_b + c_b) * n) + t * j.g.da_stride;
+        int32_t *C = (int32_t *)(base + a_b * n) + t * g->c_stride;
+        float *DA = (float *)(base + (a_b + c_b) * n) + t * g->da_stride;
         switch (W->type) {
         case CLARA_TYPE_Q4_K:
-            prep_q4_k(x, nb, A, C, DA);
+            prep_q4_k(x, s->nb, A, C, DA);
             break;
         case CLARA_TYPE_Q6_K:
-            prep_q6_k(x, nb, A, C, DA);
+            prep_q6_k(x, s->nb, A, C, DA);
             break;
         default:
-            prep_q0(W->type == CLARA_TYPE_Q8_0, x, nb, A, C, DA);
+            prep_q0(W->type == CLARA_TYPE_Q8_0, x, s->nb, A, C, DA);
         }
     }
-    j.rows_per_task = clara_matmul_rows_per_task(ctx, W, n);
-    clara_pool_run(ctx->pool, (size_t)((W->rows + j.rows_per_task - 1) / j.rows_per_task),
-                   gemv_task, &j);
+}
+
+/* One parallel region over the rows of several matrices: part i's rows in tasks of
+ * rows_per_task[i] rows, numbered from task0[i]. */
+typedef struct {
+    clara_gemv_args g[CLARA_GEMV_GROUP_MAX];
+    uint64_t rows[CLARA_GEMV_GROUP_MAX], rows_per_task[CLARA_GEMV_GROUP_MAX];
+    size_t task0[CLARA_GEMV_GROUP_MAX + 1];
+    int count;
+} gemv_job;
+
+static void gemv_task(void *arg, size_t task, int thread) {
+    (void)thread;
+    const gemv_job *j = arg;
+    int i = 0;
+    while (task >= j->task0[i + 1]) i++;
+    uint64_t r0 = (task - j->task0[i]) * j->rows_per_task[i];
+    uint64_t r1 = r0 + j->rows_per_task[i] < j->rows[i] ? r0 + j->rows_per_task[i] : j->rows[i];
+    clara_gemv_avx512(&j->g[i], r0, r1);
+}
+
+bool clara_gemv_quant_group(clara_ctx *ctx, clara_isa isa, const clara_gemv_part *parts, int count,
+                            uint32_t n) {
+    if (isa != CLARA_ISA_AVX512 || n == 0 || n > 4 || count < 1 || count > CLARA_GEMV_GROUP_MAX)
+        return false;
+    gemv_shape sh[CLARA_GEMV_GROUP_MAX];
+    int prep_of[CLARA_GEMV_GROUP_MAX]; /* the part whose prepared rows part i uses */
+    size_t off[CLARA_GEMV_GROUP_MAX], total = 0;
+    for (int i = 0; i < count; i++) {
+        if (!gemv_shape_of(parts[i].W, &sh[i])) return false;
+        prep_of[i] = i;
+        for (int k = 0; k < i; k++)
+            if (prep_of[k] == k && parts[k].W->type == parts[i].W->type &&
+                parts[k].W->cols == parts[i].W->cols && parts[k].xq == parts[i].xq &&
+                parts[k].xq_stride == parts[i].xq_stride) {
+                prep_of[i] = k;
+                break;
+            }
+        if (prep_of[i] == i) off[i] = total, total += prep_bytes(&sh[i], n);
+    }
+    uint8_t *base = clara_ctx_scratch(ctx, total);
+    if (!base) return false;
+    ctx->qg_acts.valid = false; /* the packed GEMM's activations are overwritten */
+    gemv_job j = {.count = count};
+    for (int i = 0; i < count; i++) {
+        const clara_gemv_part *p = &parts[i];
+        if (prep_of[i] == i)
+            prep_rows(p->W, &sh[i], p->xq, p->xq_stride, n, base + off[i], &j.g[i]);
+        else
+            j.g[i] = j.g[prep_of[i]], j.g[i].W = p->W->data, j.g[i].type = p->W->type;
+        j.g[i].y = p->y, j.g[i].ldy = (size_t)p->W->rows;
+        j.g[i].accumulate = p->accumulate, j.g[i].alpha = p->alpha;
+        j.rows[i] = p->W->rows;
+        j.rows_per_task[i] = clara_matmul_rows_per_task(ctx, p->W, n);
+        j.task0[i + 1] =
+            j.task0[i] + (size_t)((j.rows[i] + j.rows_per_task[i] - 1) / j.rows_per_task[i]);
+    }
+    clara_pool_run(ctx->pool, j.task0[count], gemv_task, &j);
     return true;
+}
+
+bool clara_gemv_quant(clara_ctx *ctx, clara_isa isa, const clara_mat *W, const uint8_t *xq,
+                      size_t xq_stride, uint32_t n, float *y, bool accumulate, float alpha) {
+    clara_gemv_part p = {W, xq, xq_stride, y, accumulate, alpha};
+    return clara_gemv_quant_group(ctx, isa, &p, 1, n);
 }

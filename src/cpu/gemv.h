@@ -47,4 +47,22 @@ void clara_gemv_avx512(const clara_gemv_args *g, uint64_t r0, uint64_t r1);
 bool clara_gemv_quant(clara_ctx *ctx, clara_isa isa, const clara_mat *W, const uint8_t *xq,
                       size_t xq_stride, uint32_t n, float *y, bool accumulate, float alpha);
 
+/* Several such products in one parallel region (decode's q, k, v and gate, up: one wake-up and
+ * one tail instead of one per matrix); parts with the same type, width and xq share one
+ * re-arrangement of the activations. Same bits as clara_gemv_quant per part; false (nothing
+ * written) when any part does not apply. */
+#define CLARA_GEMV_GROUP_MAX 4
+
+typedef struct {
+    const clara_mat *W;
+    const uint8_t *xq;
+    size_t xq_stride;
+    float *y;
+    bool accumulate;
+    float alpha;
+} clara_gemv_part;
+
+bool clara_gemv_quant_group(clara_ctx *ctx, clara_isa isa, const clara_gemv_part *parts, int count,
+                            uint32_t n);
+
 #endif

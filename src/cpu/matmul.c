@@ -242,6 +242,40 @@ void clara_matmul(clara_ctx *ctx, const clara_mat *W, const float *x, uint32_t n
     matmul_quant(&j, x);
 }
 
+_Static_assert(CLARA_MATMUL_GROUP_MAX == CLARA_GEMV_GROUP_MAX, "one group size");
+
+bool clara_matmul_group(clara_ctx *ctx, const clara_mat *const *W, int count, const float *x,
+                        uint32_t n, float *const *y) {
+    clara_isa isa = clara_isa_active();
+    if (isa != CLARA_ISA_AVX512 || n == 0 || n > 4 || count < 1 || count > CLARA_GEMV_GROUP_MAX)
+        return false;
+    /* each partner format's quantized rows once, in the per-thread row buffers (unused here) */
+    clara_type fmt[CLARA_GEMV_GROUP_MAX];
+    uint8_t *xq[CLARA_GEMV_GROUP_MAX];
+    uint64_t stride[CLARA_GEMV_GROUP_MAX];
+    int n_fmt = 0;
+    size_t used = 0, have = (size_t)clara_pool_threads(ctx->pool) * ctx->row_cap * sizeof(float);
+    clara_gemv_part parts[CLARA_GEMV_GROUP_MAX];
+    for (int i = 0; i < count; i++) {
+        int f = clara_vec_dot_type(W[i]->type), k = 0;
+        if (is_float_type(W[i]->type) || f < 0 || W[i]->cols != W[0]->cols || W[i]->rows == 0)
+            return false;
+        while (k < n_fmt && fmt[k] != (clara_type)f) k++;
+        if (k == n_fmt) {
+            if (clara_type_row_bytes((clara_type)f, W[i]->cols, &stride[k]) != CLARA_OK ||
+                used + stride[k] * n > have)
+                return false;
+            xq[k] = (uint8_t *)ctx->rowbuf + used;
+            used += (size_t)stride[k] * n;
+            fmt[n_fmt++] = (clara_type)f;
+            if (!quantize_acts(isa, fmt[k], x, n, W[i]->cols, xq[k], (size_t)stride[k]))
+                return false; /* non-finite: each matmul's float fallback */
+        }
+        parts[i] = (clara_gemv_part){W[i], xq[k], (size_t)stride[k], y[i], false, 1.0f};
+    }
+    return clara_gemv_quant_group(ctx, isa, parts, count, n);
+}
+
 void clara_matmul_lora(clara_ctx *ctx, const clara_mat *W, const float *x, uint32_t n, float *y,
                        const clara_lora_delta *d, int n_d, bool same_x) {
     if (n == 0 || W->rows == 0) return;

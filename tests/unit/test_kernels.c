@@ -271,6 +271,82 @@ static void test_lora_fused(void) {
     free(x), free(xc), free(t), free(y1), free(y2);
 }
 
+/* clara_matmul_group (decode's q/k/v and gate/up in one parallel region) gives each matrix the
+ * bits of its own clara_matmul: shared and separate activation preparations (same type; another
+ * type of the same partner format; two partner formats), 1 and 2 threads, n = 1..4. Where it does
+ * not apply (another level, n > 4, a float matrix, widths that differ, non-finite inputs) it
+ * returns false and leaves y as it was. */
+static void test_matmul_group(void) {
+    static const clara_type sets[][3] = {{CLARA_TYPE_Q4_0, CLARA_TYPE_Q4_0, CLARA_TYPE_Q4_0},
+                                         {CLARA_TYPE_Q4_K, CLARA_TYPE_Q4_K, CLARA_TYPE_Q6_K},
+                                         {CLARA_TYPE_Q8_0, CLARA_TYPE_Q4_0, CLARA_TYPE_Q8_0},
+                                         {CLARA_TYPE_Q4_0, CLARA_TYPE_Q4_K, CLARA_TYPE_Q6_K},
+                                         {CLARA_TYPE_Q4_0, CLARA_TYPE_F16, CLARA_TYPE_Q4_0}};
+    static const uint64_t rows[3] = {70, 37, 130};
+    const uint64_t cols = 512;
+    const uint32_t nmax = 5;
+    float *x = rand_vec((size_t)nmax * cols), *y1 = malloc(nmax * rows[2] * sizeof(float));
+    float *y2[3], sentinel = -12345.0f;
+    for (int i = 0; i < 3; i++) y2[i] = malloc(nmax * rows[2] * sizeof(float));
+    for (size_t si = 0; si < sizeof sets / sizeof sets[0]; si++) {
+        test_mat m[3];
+        const clara_mat *W[3];
+        bool has_float = false;
+        for (int i = 0; i < 3; i++) {
+            T_CHECK(mat_make(&m[i], sets[si][i], rows[i], cols) == 0);
+            W[i] = &m[i].W;
+            has_float = has_float || is_float(sets[si][i]);
+        }
+        for (int lv = 0; lv < CLARA_ISA_COUNT; lv++) {
+            if (!clara_isa_supported((clara_isa)lv)) continue;
+            clara_isa_force((clara_isa)lv);
+            for (uint32_t n = 1; n <= nmax; n++)
+                for (int th = 0; th < 2; th++) {
+                    clara_ctx *ctx = th ? &g_c2.ctx : &g_c1.ctx;
+                    for (int i = 0; i < 3; i++)
+                        for (size_t e = 0; e < nmax * rows[2]; e++) y2[i][e] = sentinel;
+                    bool ok = clara_matmul_group(ctx, W, 3, x, n, y2);
+                    bool expect = lv == CLARA_ISA_AVX512 && n <= 4 && !has_float;
+                    T_CHECK_MSG(ok == expect, "%s set %zu n=%u: group %s", clara_isa_name(lv), si,
+                                n, ok ? "ran" : "declined");
+                    for (int i = 0; i < 3; i++) {
+                        size_t len = (size_t)n * rows[i];
+                        if (ok) {
+                            clara_matmul(ctx, W[i], x, n, y1, false, 1.0f);
+                            T_CHECK_MSG(memcmp(y1, y2[i], len * sizeof(float)) == 0,
+                                        "set %zu matrix %d (%s) n=%u %d threads: group differs "
+                                        "from clara_matmul",
+                                        si, i, clara_type_name(sets[si][i]), n, th + 1);
+                        }
+                        size_t touched = 0;
+                        for (size_t e = ok ? len : 0; e < nmax * rows[2]; e++)
+                            touched += y2[i][e] != sentinel;
+                        T_CHECK_MSG(touched == 0,
+                                    "set %zu matrix %d n=%u: %zu values written "
+                                    "outside its output",
+                                    si, i, n, touched);
+                    }
+                }
+            /* widths that differ, and non-finite inputs: declined, nothing written */
+            if (lv == CLARA_ISA_AVX512 && !has_float) {
+                clara_mat narrow = m[1].W;
+                narrow.cols = 256;
+                const clara_mat *Wn[3] = {W[0], &narrow, W[2]};
+                y2[0][0] = sentinel;
+                T_CHECK(!clara_matmul_group(&g_c2.ctx, Wn, 3, x, 1, y2) && y2[0][0] == sentinel);
+                float keep = x[cols + 3];
+                x[cols + 3] = NAN;
+                T_CHECK(!clara_matmul_group(&g_c2.ctx, W, 3, x, 2, y2) && y2[0][0] == sentinel);
+                x[cols + 3] = keep;
+            }
+        }
+        clara_isa_force(clara_isa_best());
+        for (int i = 0; i < 3; i++) mat_free(&m[i]);
+    }
+    free(x), free(y1);
+    for (int i = 0; i < 3; i++) free(y2[i]);
+}
+
 /* The SIMD activation quantizers give the bytes of clara_quantize_row (the reference) for
  * ordinary rows, exact .5 ties, zero rows, tied +-max, huge and subnormal values. */
 static void test_act_quant(void) {
@@ -544,6 +620,7 @@ int main(void) {
     T_RUN(test_quant_types);
     T_RUN(test_act_quant);
     T_RUN(test_lora_fused);
+    T_RUN(test_matmul_group);
     T_RUN(test_attention);
     T_RUN(test_swiglu);
     T_RUN(test_softmax);
