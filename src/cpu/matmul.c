@@ -244,11 +244,42 @@ void clara_matmul(clara_ctx *ctx, const clara_mat *W, const float *x, uint32_t n
 
 _Static_assert(CLARA_MATMUL_GROUP_MAX == CLARA_GEMV_GROUP_MAX, "one group size");
 
+/* Float matmuls in one parallel region: part i's row tasks numbered from task0[i]. */
+typedef struct {
+    matmul_job j[CLARA_MATMUL_GROUP_MAX];
+    size_t task0[CLARA_MATMUL_GROUP_MAX + 1];
+} group_job;
+
+static void group_task(void *arg, size_t task, int thread) {
+    group_job *g = arg;
+    int i = 0;
+    while (task >= g->task0[i + 1]) i++;
+    matmul_task(&g->j[i], task - g->task0[i], thread);
+}
+
+static bool float_group(clara_ctx *ctx, clara_isa isa, const clara_mat *const *W, int count,
+                        const float *x, uint32_t n, float *const *y) {
+    group_job g = {.task0 = {0}};
+    for (int i = 0; i < count; i++) {
+        const clara_mat *w = W[i];
+        if (!is_float_type(w->type) || w->cols != W[0]->cols || w->rows == 0) return false;
+        g.j[i] = (matmul_job){.ctx = ctx, .isa = isa, .rows = w->rows};
+        g.j[i].f = (clara_gemm_args){w, x, (size_t)w->cols, n, y[i], (size_t)w->rows, false, 1.0f};
+        g.j[i].rows_per_task = clara_matmul_rows_per_task(ctx, w, n);
+        g.task0[i + 1] =
+            g.task0[i] + (size_t)((w->rows + g.j[i].rows_per_task - 1) / g.j[i].rows_per_task);
+    }
+    clara_pool_run(ctx->pool, g.task0[count], group_task, &g);
+    return true;
+}
+
 bool clara_matmul_group(clara_ctx *ctx, const clara_mat *const *W, int count, const float *x,
                         uint32_t n, float *const *y) {
     clara_isa isa = clara_isa_active();
-    if (isa != CLARA_ISA_AVX512 || n == 0 || n > 4 || count < 1 || count > CLARA_GEMV_GROUP_MAX)
-        return false;
+    if (n == 0 || n > 4 || count < 1 || count > CLARA_GEMV_GROUP_MAX) return false;
+    /* float weights: the row tasks of each clara_matmul (under 64 rows of x it splits by rows) */
+    if (is_float_type(W[0]->type)) return float_group(ctx, isa, W, count, x, n, y);
+    if (isa != CLARA_ISA_AVX512) return false;
     /* each partner format's quantized rows once, in the per-thread row buffers (unused here) */
     clara_type fmt[CLARA_GEMV_GROUP_MAX];
     uint8_t *xq[CLARA_GEMV_GROUP_MAX];

@@ -272,16 +272,20 @@ static void test_lora_fused(void) {
 }
 
 /* clara_matmul_group (decode's q/k/v and gate/up in one parallel region) gives each matrix the
- * bits of its own clara_matmul: shared and separate activation preparations (same type; another
- * type of the same partner format; two partner formats), 1 and 2 threads, n = 1..4. Where it does
- * not apply (another level, n > 4, a float matrix, widths that differ, non-finite inputs) it
- * returns false and leaves y as it was. */
+ * bits of its own clara_matmul: quantized sets at AVX-512 with shared and separate activation
+ * preparations (same type; another type of the same partner format; two partner formats), float
+ * sets at every level; 1 and 2 threads, n = 1..4. Where it does not apply (quantized weights at
+ * another level, n > 4, float and quantized mixed, widths that differ, non-finite inputs to
+ * quantized weights) it returns false and leaves y as it was. */
 static void test_matmul_group(void) {
     static const clara_type sets[][3] = {{CLARA_TYPE_Q4_0, CLARA_TYPE_Q4_0, CLARA_TYPE_Q4_0},
                                          {CLARA_TYPE_Q4_K, CLARA_TYPE_Q4_K, CLARA_TYPE_Q6_K},
                                          {CLARA_TYPE_Q8_0, CLARA_TYPE_Q4_0, CLARA_TYPE_Q8_0},
                                          {CLARA_TYPE_Q4_0, CLARA_TYPE_Q4_K, CLARA_TYPE_Q6_K},
-                                         {CLARA_TYPE_Q4_0, CLARA_TYPE_F16, CLARA_TYPE_Q4_0}};
+                                         {CLARA_TYPE_Q4_0, CLARA_TYPE_F16, CLARA_TYPE_Q4_0},
+                                         {CLARA_TYPE_F16, CLARA_TYPE_F16, CLARA_TYPE_F16},
+                                         {CLARA_TYPE_F32, CLARA_TYPE_BF16, CLARA_TYPE_F16},
+                                         {CLARA_TYPE_F16, CLARA_TYPE_Q4_0, CLARA_TYPE_F16}};
     static const uint64_t rows[3] = {70, 37, 130};
     const uint64_t cols = 512;
     const uint32_t nmax = 5;
@@ -291,12 +295,13 @@ static void test_matmul_group(void) {
     for (size_t si = 0; si < sizeof sets / sizeof sets[0]; si++) {
         test_mat m[3];
         const clara_mat *W[3];
-        bool has_float = false;
+        int n_float = 0; /* all float: any level; all quantized: AVX-512; mixed: never */
         for (int i = 0; i < 3; i++) {
             T_CHECK(mat_make(&m[i], sets[si][i], rows[i], cols) == 0);
             W[i] = &m[i].W;
-            has_float = has_float || is_float(sets[si][i]);
+            n_float += is_float(sets[si][i]);
         }
+        bool has_float = n_float > 0;
         for (int lv = 0; lv < CLARA_ISA_COUNT; lv++) {
             if (!clara_isa_supported((clara_isa)lv)) continue;
             clara_isa_force((clara_isa)lv);
@@ -306,7 +311,7 @@ static void test_matmul_group(void) {
                     for (int i = 0; i < 3; i++)
                         for (size_t e = 0; e < nmax * rows[2]; e++) y2[i][e] = sentinel;
                     bool ok = clara_matmul_group(ctx, W, 3, x, n, y2);
-                    bool expect = lv == CLARA_ISA_AVX512 && n <= 4 && !has_float;
+                    bool expect = n <= 4 && (n_float == 3 || (lv == CLARA_ISA_AVX512 && !n_float));
                     T_CHECK_MSG(ok == expect, "%s set %zu n=%u: group %s", clara_isa_name(lv), si,
                                 n, ok ? "ran" : "declined");
                     for (int i = 0; i < 3; i++) {
@@ -327,8 +332,9 @@ static void test_matmul_group(void) {
                                     si, i, n, touched);
                     }
                 }
-            /* widths that differ, and non-finite inputs: declined, nothing written */
-            if (lv == CLARA_ISA_AVX512 && !has_float) {
+            /* widths that differ: declined, nothing written; non-finite inputs: declined for
+             * quantized weights (each matmul's float fallback follows), float weights run */
+            if ((lv == CLARA_ISA_AVX512 && !has_float) || n_float == 3) {
                 clara_mat narrow = m[1].W;
                 narrow.cols = 256;
                 const clara_mat *Wn[3] = {W[0], &narrow, W[2]};
@@ -336,7 +342,16 @@ static void test_matmul_group(void) {
                 T_CHECK(!clara_matmul_group(&g_c2.ctx, Wn, 3, x, 1, y2) && y2[0][0] == sentinel);
                 float keep = x[cols + 3];
                 x[cols + 3] = NAN;
-                T_CHECK(!clara_matmul_group(&g_c2.ctx, W, 3, x, 2, y2) && y2[0][0] == sentinel);
+                bool ran = clara_matmul_group(&g_c2.ctx, W, 3, x, 2, y2);
+                T_CHECK_MSG(ran == (n_float == 3), "set %zu: NaN input %s", si,
+                            ran ? "ran" : "declined");
+                if (ran) {
+                    clara_matmul(&g_c2.ctx, W[2], x, 2, y1, false, 1.0f);
+                    T_CHECK(memcmp(y1, y2[2], 2 * rows[2] * sizeof(float)) == 0 &&
+                            isnan(y2[2][rows[2]]));
+                } else {
+                    T_CHECK(y2[0][0] == sentinel);
+                }
                 x[cols + 3] = keep;
             }
         }
