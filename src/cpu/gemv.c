@@ -137,7 +137,6 @@ typedef struct {
     clara_gemv_args g[CLARA_GEMV_GROUP_MAX];
     uint64_t rows[CLARA_GEMV_GROUP_MAX], rows_per_task[CLARA_GEMV_GROUP_MAX];
     size_t task0[CLARA_GEMV_GROUP_MAX + 1];
-    int count;
 } gemv_job;
 
 static void gemv_task(void *arg, size_t task, int thread) {
@@ -172,13 +171,13 @@ bool clara_gemv_quant_group(clara_ctx *ctx, clara_isa isa, const clara_gemv_part
     uint8_t *base = clara_ctx_scratch(ctx, total);
     if (!base) return false;
     ctx->qg_acts.valid = false; /* the packed GEMM's activations are overwritten */
-    gemv_job j = {.count = count};
+    gemv_job j = {.task0 = {0}};
     for (int i = 0; i < count; i++) {
         const clara_gemv_part *p = &parts[i];
         if (prep_of[i] == i)
             prep_rows(p->W, &sh[i], p->xq, p->xq_stride, n, base + off[i], &j.g[i]);
         else
-            j.g[i] = j.g[prep_of[i]], j.g[i].W = p->W->data, j.g[i].type = p->W->type;
+            j.g[i] = j.g[prep_of[i]], j.g[i].W = p->W->data; /* same type and rows of x */
         j.g[i].y = p->y, j.g[i].ldy = (size_t)p->W->rows;
         j.g[i].accumulate = p->accumulate, j.g[i].alpha = p->alpha;
         j.rows[i] = p->W->rows;
