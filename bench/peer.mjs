@@ -315,9 +315,9 @@ function roundRows(p, oursFiles, note) {
     return rows;
 }
 
-// Over rounds: per thread count the median of every figure, and
-// of every ratio the median and the minimum of the per-round ratios. A ratio pairs figures taken
-// minutes apart, not hours: on a machine whose memory bandwidth drifts, that is the fair pairing.
+// Over rounds: per thread count the median of every figure, and of every ratio the median and the
+// minimum of the per-round ratios. A ratio pairs figures taken seconds apart (peer.sh's order), not
+// rounds apart: on a machine whose memory bandwidth drifts, that is the fair pairing.
 function summaryRows(rounds) {
     const med = (xs) => {
         const v = xs.filter((x) => x != null);
@@ -363,7 +363,7 @@ function mergePeers(runs) {
 }
 
 function report(argv) {
-    // each --report starts a round; the --ours files after it belong to that round
+    // each --report starts a round; the --also and --ours files after it belong to that round
     const rounds = [];
     let note = null, json = false;
     for (let i = 0; i < argv.length; i++) {

@@ -5,7 +5,8 @@
 # only, through the prebuilt binaries of the npm package node-llama-cpp (pinned; installed once
 # into $PEER_DIR, default build/peer-llama; never built from source). Each figure is the median of R
 # repetitions after one warm-up; the sequence is cleared before each. With --clara, also runs ours
-# (`$BUILD/clara bench --base BASE --clara ADDON --threads N --json`, where that command exists)
+# (`$BUILD/clara bench --base BASE --clara ADDON --threads N --json --parts compress`, then
+# `--parts answer`, where that command exists)
 # and prints ours/theirs: compression tokens/s at batch 16 against pp256 and pp512, answer decode
 # tokens/s against tg. Each of our figures is measured right next to the llama.cpp figure it is
 # compared with, who goes first alternating between rounds. With --rounds N that repeats N times and
@@ -30,7 +31,7 @@ PEER_DIR=${PEER_DIR:-$BUILD/peer-llama}
 PKG_VERSION=3.21.1
 
 die() { echo "peer.sh: $*" >&2; exit 2; }
-usage() { sed -n "15,18p" "$0" | sed "s/^# \{0,1\}//" >&2; exit "${1:-2}"; }
+usage() { sed -n "16,19p" "$0" | sed "s/^# \{0,1\}//" >&2; exit "${1:-2}"; }
 
 BASE='' CLARA_ADDON='' THREADS=2 REPS=3 JSON=0 TG=32 TG_PROMPT=16 ROUNDS=1 FA=auto VERBOSE=()
 while [ $# -gt 0 ]; do

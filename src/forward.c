@@ -156,24 +156,23 @@ static const float *permuted_inputs(clara_ctx *ctx, const int32_t *perm, const f
  * sharing an adapter (a compression batch needs one). */
 #define LINEAR_FUSED_DELTAS 16
 
-/* Linear layer over batch rows [r0, r0 + n) (x and y point at row r0) with each sequence's LoRA
- * deltas: y = x·Wᵀ + Σ scale·((x·Aᵀ)·Bᵀ). Every x·Aᵀ is computed first (into lora_t, one after
- * another), then the base product with the deltas fused (clara_matmul_lora); past
- * LINEAR_FUSED_DELTAS the rest follow as separate products, in the same order. */
 /* y = x·Wᵀ with the deltas (clara_matmul_lora), or with base_given, y already holding x·Wᵀ
  * (clara_matmul_group), only the deltas: the bits clara_matmul_lora gives with few rows, where it
  * adds them one by one after the base product. */
 static void base_and_deltas(clara_ctx *ctx, const clara_mat *W, const float *xw, uint32_t n,
                             float *y, const clara_lora_delta *d, int nd, bool same_x,
                             bool base_given) {
-    if (!base_given) {
+    if (base_given)
+        clara_lora_add(ctx, W->rows, y, d, nd);
+    else
         clara_matmul_lora(ctx, W, xw, n, y, d, nd, same_x);
-        return;
-    }
-    for (int i = 0; i < nd; i++)
-        clara_matmul(ctx, d[i].B, d[i].t, d[i].n, y + (size_t)d[i].t0 * W->rows, true, d[i].scale);
 }
 
+/* Linear layer over batch rows [r0, r0 + n) (x and y point at row r0) with each sequence's LoRA
+ * deltas: y = x·Wᵀ + Σ scale·((x·Aᵀ)·Bᵀ). Every x·Aᵀ is computed first (into lora_t, one after
+ * another), then the base product with the deltas fused (clara_matmul_lora); past
+ * LINEAR_FUSED_DELTAS the rest follow as separate products, in the same order. base_given: y
+ * already holds x·Wᵀ (linear_group), only the deltas are added. */
 static void linear_ex(const batch *b, uint32_t layer, int lin, const float *x, uint32_t r0,
                       uint32_t n, float *y, bool same_x, bool base_given) {
     clara_ctx *ctx = b->ctx;
@@ -208,7 +207,7 @@ static void linear_ex(const batch *b, uint32_t layer, int lin, const float *x, u
             }
             if (!base_done) base_and_deltas(ctx, W, xw, n, y, d, nd, same_x && !perm, base_given);
             base_done = true;
-            clara_matmul(ctx, cur.B, cur.t, cur.n, y + (size_t)cur.t0 * W->rows, true, cur.scale);
+            clara_lora_add(ctx, W->rows, y, &cur, 1);
         }
     }
     if (!base_done) base_and_deltas(ctx, W, xw, n, y, d, nd, same_x && !perm, base_given);

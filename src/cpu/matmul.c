@@ -316,6 +316,10 @@ void clara_matmul_lora(clara_ctx *ctx, const clara_mat *W, const float *x, uint3
         clara_qgemm(ctx, clara_isa_active(), W, x, n, y, false, 1.0f, d, n_d, same_x))
         return;
     clara_matmul(ctx, W, x, n, y, false, 1.0f);
+    clara_lora_add(ctx, W->rows, y, d, n_d);
+}
+
+void clara_lora_add(clara_ctx *ctx, uint64_t rows, float *y, const clara_lora_delta *d, int n_d) {
     for (int i = 0; i < n_d; i++)
-        clara_matmul(ctx, d[i].B, d[i].t, d[i].n, y + (size_t)d[i].t0 * W->rows, true, d[i].scale);
+        clara_matmul(ctx, d[i].B, d[i].t, d[i].n, y + (size_t)d[i].t0 * rows, true, d[i].scale);
 }

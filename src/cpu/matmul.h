@@ -31,6 +31,10 @@ typedef struct {
 void clara_matmul_lora(clara_ctx *ctx, const clara_mat *W, const float *x, uint32_t n, float *y,
                        const clara_lora_delta *d, int n_d, bool same_x);
 
+/* The deltas alone, in list order, onto y (rows outputs per row) already holding the base
+ * product: one clara_matmul(B, t, accumulate, scale) each. */
+void clara_lora_add(clara_ctx *ctx, uint64_t rows, float *y, const clara_lora_delta *d, int n_d);
+
 /* y[i] = x · W[i]ᵀ for count <= 4 matrices of one width and n <= 4 rows of x (decode's q, k, v
  * and gate, up): the bits of clara_matmul(W[i]) each, with all rows in one parallel region (and
  * for quantized weights the activations quantized once). Either all float weights (any level) or
