@@ -16,6 +16,9 @@
 #include "dtype.h"
 #include "quant.h"
 
+#define QG_TASK_PANELS 4
+#define QG_TASK_BYTES  (512u << 10)
+
 static size_t align64(size_t n) {
     return (n + 63) & ~(size_t)63;
 }
@@ -109,8 +112,9 @@ typedef struct {
     int32_t *aoff;
     uint8_t *xq_tmp; /* [threads][partner row bytes] */
     size_t xq_bytes;
-    uint8_t *panels; /* [threads][panel_bytes]: the unpacked panel, then its LoRA deltas */
+    uint8_t *panels; /* [threads][np][panel_bytes]: each unpacked panel, then its LoRA deltas */
     size_t panel_bytes, unpack_bytes;
+    int np; /* panels per task */
     uint32_t tokens_per_task;
     const clara_lora_delta *deltas;
     int n_deltas;
@@ -181,15 +185,29 @@ static void panel_deltas(const qg_job *j, uint64_t r0, uint8_t *area, clara_qg_p
 
 static void gemm_task(void *arg, size_t task, int thread) {
     const qg_job *j = arg;
-    uint64_t r0 = (uint64_t)task * j->G * j->RG;
-    clara_qg_panel p;
-    uint8_t *area = j->panels + (size_t)thread * j->panel_bytes;
-    unpack_panel(j, r0, area, &p);
-    if (j->n_deltas) panel_deltas(j, r0, area + j->unpack_bytes, &p);
-    uint64_t left = j->W->rows - r0;
-    uint32_t valid = left < (uint64_t)j->G * j->RG ? (uint32_t)left : j->G * j->RG;
-    j->lv.kernel(&j->qt, &p, &j->acts, j->n, j->y + r0, (size_t)j->W->rows, valid, j->accumulate,
+    const uint64_t R = (uint64_t)j->G * j->RG, r0 = (uint64_t)task * j->np * R;
+    const uint64_t left = j->W->rows - r0, span = (uint64_t)j->np * R;
+    const uint32_t valid = (uint32_t)(left < span ? left : span);
+    const int np = (int)((valid + R - 1) / R);
+    clara_qg_panel p[QG_TASK_PANELS];
+    for (int i = 0; i < np; i++) {
+        uint8_t *area = j->panels + ((size_t)thread * j->np + (size_t)i) * j->panel_bytes;
+        unpack_panel(j, r0 + (uint64_t)i * R, area, &p[i]);
+        if (j->n_deltas) panel_deltas(j, r0 + (uint64_t)i * R, area + j->unpack_bytes, &p[i]);
+    }
+    j->lv.kernel(&j->qt, p, np, &j->acts, j->n, j->y + r0, (size_t)j->W->rows, valid, j->accumulate,
                  j->alpha);
+}
+
+/* Panels per task: as many as fit QG_TASK_BYTES of unpacked codes (a share of the L2 cache, so
+ * that each tile's activations, read once from memory, serve all of them), up to
+ * QG_TASK_PANELS, while there are at least 4 tasks per thread to balance. */
+static int panels_per_task(uint64_t rows, size_t R, size_t K, int threads) {
+    int np = (int)(QG_TASK_BYTES / (R * K));
+    np = np < 1 ? 1 : np > QG_TASK_PANELS ? QG_TASK_PANELS : np;
+    while (np > 1 && (rows + (uint64_t)np * R - 1) / ((uint64_t)np * R) < 4 * (uint64_t)threads)
+        np--;
+    return np;
 }
 
 /* Whether the activations at the start of the scratch are x's, quantized as qt needs. */
@@ -232,7 +250,8 @@ bool clara_qgemm(clara_ctx *ctx, clara_isa isa, const clara_mat *W, const float 
         j.panel_bytes += align64(sizeof(clara_qg_delta)) + (size_t)d[i].B->cols * R * 4;
     }
     size_t aq_b = align64((size_t)n * K), blk_b = align64((size_t)n * nb * 4);
-    size_t need = aq_b + 3 * blk_b + (size_t)threads * (j.xq_bytes + j.panel_bytes);
+    j.np = panels_per_task(W->rows, R, K, threads);
+    size_t need = aq_b + 3 * blk_b + (size_t)threads * (j.xq_bytes + (size_t)j.np * j.panel_bytes);
     uint8_t *p = clara_ctx_scratch(ctx, need);
     if (!p) return false;
     j.aq = (int8_t *)p, p += aq_b;
@@ -251,6 +270,7 @@ bool clara_qgemm(clara_ctx *ctx, clara_isa isa, const clara_mat *W, const float 
         ctx->qg_acts.act_type = j.qt.act_type, ctx->qg_acts.B = j.qt.B, ctx->qg_acts.off = j.qt.off;
         ctx->qg_acts.valid = true;
     }
-    clara_pool_run(ctx->pool, (size_t)((W->rows + R - 1) / R), gemm_task, &j);
+    clara_pool_run(ctx->pool, (size_t)((W->rows + (uint64_t)j.np * R - 1) / ((uint64_t)j.np * R)),
+                   gemm_task, &j);
     return true;
 }

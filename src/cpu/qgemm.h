@@ -76,11 +76,13 @@ typedef struct {
 void clara_qg_pack_act(const clara_qg_type *qt, const uint8_t *xq, size_t K, int8_t *aq, float *dx,
                        int32_t *aoff, float *dxa);
 
-/* Kernel: for tokens [0, n) of acts and the panel's G*RG rows, out[t * ldo + i] = dot(row i,
- * token t) for i < rows_valid (i counts rows across the panel's groups), plus the panel's LoRA
- * deltas with the arithmetic of the float short-K kernel (an FMA chain over k from 0, then
- * out + scale * chain). */
-typedef void (*clara_qg_kernel_fn)(const clara_qg_type *qt, const clara_qg_panel *p,
+/* Kernel: for tokens [0, n) of acts and the G*RG rows of each of the np panels p[0..np) (rows
+ * counted on across them: panel i's row j is row i*G*RG + j), out[t * ldo + row] = dot(row,
+ * token t) for row < rows_valid (> (np - 1)*G*RG), plus each panel's LoRA deltas with the
+ * arithmetic of the float short-K kernel (an FMA chain over k from 0, then out + scale * chain).
+ * Tokens go in tiles, each tile through all np panels before the next: its activations are read
+ * from memory once per np panels. */
+typedef void (*clara_qg_kernel_fn)(const clara_qg_type *qt, const clara_qg_panel *p, int np,
                                    const clara_qg_acts *a, uint32_t n, float *y, size_t ldy,
                                    uint32_t rows_valid, bool accumulate, float alpha);
 

@@ -215,12 +215,23 @@ static void test_quant_types(void) {
     }
 }
 
+/* Enough rows for the packed GEMM to give each task several panels (qgemm.c panels_per_task: 4
+ * at 512 columns, the last task's 37 rows in 2 panels, one of them partial); the types of both
+ * block sizes and the asymmetric ones. */
+static void test_quant_multi_panel(void) {
+    static const clara_type types[] = {CLARA_TYPE_Q4_0, CLARA_TYPE_Q8_0, CLARA_TYPE_Q4_K,
+                                       CLARA_TYPE_Q6_K, CLARA_TYPE_Q5_1};
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
+        check_case(types[ti], 1061, 512, 33, &g_c1, &g_c2);
+}
+
 /* clara_matmul_lora (LoRA deltas fused into the packed GEMM's panels) gives the bits of the base
  * product followed by one accumulate-matmul per delta, in order: deltas over a row split (two
- * sequences) and a second delta over rows that already had one. */
-static void test_lora_fused(void) {
+ * sequences) and a second delta over rows that already had one; with one panel per task (70 rows)
+ * and with several (1061 rows). */
+static void lora_fused_case(uint64_t rows) {
     static const clara_type types[] = {CLARA_TYPE_Q4_0, CLARA_TYPE_Q4_K, CLARA_TYPE_Q8_0};
-    const uint64_t rows = 70, cols = 512, rank = 16;
+    const uint64_t cols = 512, rank = 16;
     const uint32_t n = 33;
     test_mat B[2];
     T_CHECK(mat_make(&B[0], CLARA_TYPE_BF16, rows, rank) == 0);
@@ -269,6 +280,11 @@ static void test_lora_fused(void) {
     }
     mat_free(&B[0]), mat_free(&B[1]);
     free(x), free(xc), free(t), free(y1), free(y2);
+}
+
+static void test_lora_fused(void) {
+    lora_fused_case(70);
+    lora_fused_case(1061);
 }
 
 /* clara_matmul_group (decode's q/k/v and gate/up in one parallel region) gives each matrix the
@@ -633,6 +649,7 @@ int main(void) {
     T_RUN(test_float_types);
     T_RUN(test_large_float);
     T_RUN(test_quant_types);
+    T_RUN(test_quant_multi_panel);
     T_RUN(test_act_quant);
     T_RUN(test_lora_fused);
     T_RUN(test_matmul_group);
