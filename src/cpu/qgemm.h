@@ -6,10 +6,12 @@
  * off, and a per-(row, block) f32 scale s and min m (m = 0 except for the asymmetric types q4_1,
  * q5_1, q4_k, q5_k). A task unpacks a few weight rows once into a panel where the codes of RG
  * rows x 4 consecutive k are one vector, so one VNNI dpbusd computes RG rows x 4 k for one
- * activation row, with the activation's 4 bytes broadcast. The activations are quantized to the
- * weight type's partner format exactly as the reference does (q8_0 / q8_1 / q8_k) and
- * re-arranged into codes plus per-block scale dx, -off*sum(codes) (the offset correction,
- * folded into the integer sum's start value) and dx*sum(codes) (for the min term).
+ * activation row, with the activation's 4 bytes broadcast; a task takes up to 4 panels and runs
+ * each tile of activation rows through all of them, reading the tile from memory once.
+ * The activations are quantized to the weight type's partner format exactly as the reference
+ * does (q8_0 / q8_1 / q8_k) and re-arranged into codes plus per-block scale dx, -off*sum(codes)
+ * (the offset correction, folded into the integer sum's start value) and dx*sum(codes) (for the
+ * min term).
  *
  * Per output element: for each block in increasing order, the exact integer sum of the block,
  * then acc = fma(float(isum), s*dx, acc), then acc -= m*(dx*asum) for asymmetric types. That
