@@ -36,6 +36,11 @@ enum {
     O_REQUEST_TIMEOUT,
     O_CONN_TIMEOUT,
     O_GRACE,
+    O_MAX_REQUEST_TOKENS,
+    O_READ_TIMEOUT,
+    O_MAX_CONNECTIONS,
+    O_MAX_CONNS_PER_CLIENT,
+    O_ALLOWED_HOSTS,
     O_COUNT
 };
 
@@ -64,7 +69,18 @@ static const struct {
     {"cache-dir", "CLARA_CACHE_DIR", "DIR", "accepted for compatibility (models are local files)"},
     {"request-timeout", "CLARA_REQUEST_TIMEOUT", "SECONDS", "per-request limit (default 300)"},
     {"conn-timeout", "CLARA_CONN_TIMEOUT", "SECONDS", "idle connection limit (default 30)"},
-    {"grace", "CLARA_GRACE", "SECONDS", "time to finish in-flight work on SIGTERM (default 10)"},
+    {"grace", "CLARA_GRACE", "SECONDS",
+     "time to finish in-flight work on SIGTERM, then cancel it (default 10)"},
+    {"max-request-tokens", "CLARA_MAX_REQUEST_TOKENS", "N",
+     "token cost limit of a request: documents+query+new (default 16384)"},
+    {"read-timeout", "CLARA_READ_TIMEOUT", "SECONDS",
+     "time a client has to send a request's headers and body (default 30)"},
+    {"max-connections", "CLARA_MAX_CONNECTIONS", "N", "open connections at most (default 512)"},
+    {"max-conns-per-client", "CLARA_MAX_CONNS_PER_CLIENT", "N",
+     "open connections from one client address at most (default 32)"},
+    {"allowed-hosts", "CLARA_ALLOWED_HOSTS", "LIST",
+     "Host names accepted, comma-separated or * (default: loopback names\n"
+     "                               on a loopback bind, else any)"},
 };
 
 static void usage(FILE *out) {
@@ -232,6 +248,10 @@ static int apply_numbers(srv_config *c, const char *val[O_COUNT], const char *sr
         {O_REQUEST_TIMEOUT, 1, 86400, &c->request_timeout},
         {O_CONN_TIMEOUT, 1, 86400, &c->conn_timeout},
         {O_GRACE, 0, 3600, &c->grace},
+        {O_MAX_REQUEST_TOKENS, 1, 1 << 30, &c->max_request_tokens},
+        {O_READ_TIMEOUT, 1, 86400, &c->read_timeout},
+        {O_MAX_CONNECTIONS, 4, 100000, &c->max_connections},
+        {O_MAX_CONNS_PER_CLIENT, 1, 100000, &c->max_conns_per_client},
     };
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
         int o = ints[i].opt;
@@ -275,6 +295,7 @@ static int apply_strings(srv_config *c, const char *val[O_COUNT], const char *sr
         c->api_key = strdup(val[O_API_KEY]);
     }
     if (val[O_CORS]) c->cors = parse_origins(val[O_CORS]);
+    if (val[O_ALLOWED_HOSTS]) c->allowed_hosts = parse_origins(val[O_ALLOWED_HOSTS]);
     if (val[O_BASE]) {
         c->base = strdup(val[O_BASE]);
         c->model = strdup(val[O_CLARA]);
@@ -321,6 +342,10 @@ int srv_config_load(srv_config *c, int argc, char **argv) {
     c->request_timeout = 300;
     c->conn_timeout = 30;
     c->grace = 10;
+    c->max_request_tokens = 16384;
+    c->read_timeout = 30;
+    c->max_connections = 512;
+    c->max_conns_per_client = 32;
     const char *val[O_COUNT], *src[O_COUNT];
     int rc = collect(argc, argv, val, src);
     if (rc != 0) return rc;
@@ -336,5 +361,7 @@ void srv_config_free(srv_config *c) {
     free(c->cache_dir);
     for (char **p = c->cors; p && *p; p++) free(*p);
     free(c->cors);
+    for (char **p = c->allowed_hosts; p && *p; p++) free(*p);
+    free(c->allowed_hosts);
     memset(c, 0, sizeof *c);
 }

@@ -46,7 +46,12 @@ typedef struct {
     char *cache_dir;     /* accepted for compatibility; unused (models are local files) */
     int request_timeout; /* seconds a request may wait and run */
     int conn_timeout;    /* seconds an idle/slow connection may stay open */
-    int grace;           /* seconds to finish in-flight work on SIGTERM */
+    int grace;           /* seconds to finish in-flight work on SIGTERM, then cancel it */
+    int max_request_tokens;   /* documents + query + max_new_tokens of one request */
+    int read_timeout;         /* seconds to receive a request's headers and body in full */
+    int max_connections;      /* open connections at most */
+    int max_conns_per_client; /* open connections from one client address at most */
+    char **allowed_hosts;     /* Host names accepted ("*" = any); NULL = default for the bind */
     bool demo;           /* serving the bundled demo model */
 } srv_config;
 

@@ -11,7 +11,6 @@ tasks of clients that left, keep-alive unload/reload and per-request 0 / -1, end
 not load the model, configuration errors, graceful SIGTERM."""
 
 import base64
-import http.client
 import json
 import os
 import re
@@ -20,84 +19,12 @@ import signal
 import socket
 import struct
 import subprocess
-import tempfile
 import threading
 import time
 
-from harness import BUILD, CLARA, FIXTURES, ROOT, check, report, run
-
-SERVER = os.path.join(BUILD, "clara-server")
-DEMO = os.path.join(BUILD, "demo", "clara-demo.gguf")
-TMP = tempfile.mkdtemp(prefix="clara-server-test-")
-SLOW = os.environ.get("SANITIZER") or "/tsan" in BUILD or "/asan" in BUILD or "/ubsan" in BUILD
-_servers = []
-
-
-class Server:
-    def __init__(self, *args, env=None):
-        self.log = os.path.join(TMP, "server-%d.log" % len(_servers))
-        e = {k: v for k, v in os.environ.items() if not k.startswith("CLARA_")}
-        e.update(env or {})
-        self.proc = subprocess.Popen([SERVER, "--port", "0", "--threads", "2"] + list(args),
-                                     stdout=subprocess.DEVNULL, stderr=open(self.log, "w"), env=e)
-        _servers.append(self)
-        self.port = None
-        deadline = time.time() + 30
-        while time.time() < deadline and self.proc.poll() is None:
-            m = re.search(r"listening on http://[^ ]*:(\d+)", self.text())
-            if m:
-                self.port = int(m.group(1))
-                break
-            time.sleep(0.02)
-        if self.port is None:
-            raise RuntimeError("server did not start: " + self.text()[-2000:])
-
-    def text(self):
-        with open(self.log, errors="replace") as f:
-            return f.read()
-
-    def request(self, method, path, body=None, headers=None, timeout=30):
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            if isinstance(body, (dict, list)):
-                body = json.dumps(body)
-            if isinstance(body, str):
-                body = body.encode()
-            h = {"Content-Type": "application/json"} if body is not None else {}
-            h.update(headers or {})
-            c.request(method, path, body=body, headers=h)
-            r = c.getresponse()
-            data = r.read()
-            try:
-                j = json.loads(data)
-            except ValueError:
-                j = None
-            return r.status, j, dict((k.lower(), v) for k, v in r.getheaders()), data
-        finally:
-            c.close()
-
-    def post(self, path, body, **kw):
-        return self.request("POST", path, body, **kw)
-
-    def get(self, path, **kw):
-        return self.request("GET", path, **kw)
-
-    def status(self):
-        return self.get("/status")[1]
-
-    def healthy(self):
-        return self.get("/health")[0] == 200
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
-
+from harness import CLARA, FIXTURES, ROOT, check, report, run
+from server_harness import (DEMO, SERVER, SLOW, TMP, Server, check_no_sanitizer_reports, cleanup,
+                            metric, raw_request, wait_for)
 
 def cli(cmd, memories, query=None, max_new_tokens=None, extra=(), model=DEMO):
     args = [CLARA, cmd, "--model", model, "--json", "--threads", "2"]
@@ -279,26 +206,6 @@ def test_parallel_clients():
     print("parallel: 160 requests in %.2f s" % (time.time() - t0))
 
 
-def raw_request(port, data, timeout=10, read=True):
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    try:
-        s.sendall(data)
-        if not read:
-            return b""
-        out = b""
-        while True:
-            try:
-                b = s.recv(65536)
-            except (ConnectionResetError, socket.timeout):
-                break
-            if not b:
-                break
-            out += b
-        return out
-    finally:
-        s.close()
-
-
 BIG = "x" * (300 << 10)
 M1 = {"memories": ["a"], "query": "q"}
 
@@ -455,11 +362,6 @@ def long_body(n=512, docs=1):
     return {"memories": mem, "query": CASES[0][1], "max_new_tokens": n}
 
 
-def metric(server, name):
-    m = re.search(r"^%s (\d+)" % re.escape(name), server.get("/metrics")[3].decode(), re.M)
-    return int(m.group(1)) if m else None
-
-
 def test_queue_disconnect_shutdown():
     q = Server("--parallel", "1", "--max-queue", "2")
     st, j, _, _ = q.post("/compress", long_body())
@@ -512,15 +414,6 @@ def test_queue_disconnect_shutdown():
     t.join()
     rc = q.proc.wait(timeout=20)
     check(res == [200] and rc == 0, "graceful stop: in-flight request %s, exit %s" % (res, rc))
-
-
-def wait_for(fn, timeout):
-    end = time.time() + timeout
-    while time.time() < end:
-        if fn():
-            return True
-        time.sleep(0.05)
-    return fn()
 
 
 def test_keep_alive():
@@ -687,15 +580,8 @@ if __name__ == "__main__":
                    test_other_models_and_config, test_two_file_mode, test_openapi_and_docs]:
             run(fn)
         check(S.stop() == 0, "main server exits 0 on SIGTERM")
-        errs = [s.log for s in _servers if re.search(r"(ERROR|WARNING): (Address|Thread)"
-                                                      r"Sanitizer|runtime error|LeakSanitizer",
-                                                      s.text())]
-        check(not errs, "no sanitizer reports in server logs (%s)" % errs)
+        check_no_sanitizer_reports()
     finally:
-        for s in _servers:
-            if s.proc.poll() is None:
-                s.proc.kill()
-                s.proc.wait()
-        shutil.rmtree(TMP, ignore_errors=True)
+        cleanup()
     print("server tests took %.1f s" % (time.time() - t0))
     report("test_server")

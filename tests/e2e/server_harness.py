@@ -1,0 +1,145 @@
+"""What every server suite needs: the real build/clara-server started on a free loopback port
+(--port 0, the port read from its "listening on" line), requests over real HTTP, raw sockets, the
+metrics, and cleanup that kills every server a suite started (call cleanup() in a finally)."""
+
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+from harness import BUILD, check
+
+SERVER = os.path.join(BUILD, "clara-server")
+DEMO = os.path.join(BUILD, "demo", "clara-demo.gguf")
+TMP = tempfile.mkdtemp(prefix="clara-server-test-")
+SLOW = bool(os.environ.get("SANITIZER")) or any(s in BUILD for s in ("/tsan", "/asan", "/ubsan"))
+SANITIZER_REPORT = re.compile(r"(ERROR|WARNING): (Address|Thread)Sanitizer|runtime error|"
+                              r"LeakSanitizer")
+_servers = []
+
+
+class Server:
+    def __init__(self, *args, env=None, threads=2):
+        self.log = os.path.join(TMP, "server-%d.log" % len(_servers))
+        e = {k: v for k, v in os.environ.items() if not k.startswith("CLARA_")}
+        e.update(env or {})
+        self.proc = subprocess.Popen([SERVER, "--port", "0", "--threads", str(threads)] +
+                                     list(args), stdout=subprocess.DEVNULL,
+                                     stderr=open(self.log, "w"), env=e)
+        _servers.append(self)
+        self.port = None
+        deadline = time.time() + 30
+        while time.time() < deadline and self.proc.poll() is None:
+            m = re.search(r"listening on http://[^ ]*:(\d+)", self.text())
+            if m:
+                self.port = int(m.group(1))
+                break
+            time.sleep(0.02)
+        if self.port is None:
+            raise RuntimeError("server did not start: " + self.text()[-2000:])
+
+    def text(self):
+        with open(self.log, errors="replace") as f:
+            return f.read()
+
+    def request(self, method, path, body=None, headers=None, timeout=30):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            if isinstance(body, (dict, list)):
+                body = json.dumps(body)
+            if isinstance(body, str):
+                body = body.encode()
+            h = {"Content-Type": "application/json"} if body is not None else {}
+            h.update(headers or {})
+            c.request(method, path, body=body, headers=h)
+            r = c.getresponse()
+            data = r.read()
+            try:
+                j = json.loads(data)
+            except ValueError:
+                j = None
+            return r.status, j, dict((k.lower(), v) for k, v in r.getheaders()), data
+        finally:
+            c.close()
+
+    def post(self, path, body, **kw):
+        return self.request("POST", path, body, **kw)
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
+
+    def status(self):
+        return self.get("/status")[1]
+
+    def healthy(self):
+        return self.get("/health")[0] == 200
+
+    def rss_kb(self, field="VmRSS"):
+        with open("/proc/%d/status" % self.proc.pid) as f:
+            m = re.search(r"^%s:\s+(\d+) kB" % field, f.read(), re.M)
+        return int(m.group(1))
+
+    def stop(self, timeout=20):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def raw_request(port, data, timeout=10, read=True, host="127.0.0.1", source=None):
+    """Sends raw bytes; returns everything the server sends until it closes (or the timeout)."""
+    s = socket.create_connection((host, port), timeout=timeout,
+                                 source_address=(source, 0) if source else None)
+    try:
+        s.sendall(data)
+        if not read:
+            return b""
+        out = b""
+        while True:
+            try:
+                b = s.recv(65536)
+            except (ConnectionResetError, socket.timeout):
+                break
+            if not b:
+                break
+            out += b
+        return out
+    finally:
+        s.close()
+
+
+def wait_for(fn, timeout):
+    end = time.time() + timeout
+    while time.time() < end:
+        if fn():
+            return True
+        time.sleep(0.05)
+    return fn()
+
+
+def metric(server, name):
+    m = re.search(r"^%s (\d+)" % re.escape(name), server.get("/metrics")[3].decode(), re.M)
+    return int(m.group(1)) if m else None
+
+
+def check_no_sanitizer_reports():
+    errs = [s.log for s in _servers if SANITIZER_REPORT.search(s.text())]
+    check(not errs, "no sanitizer reports in server logs (%s)" % errs)
+
+
+def cleanup():
+    for s in _servers:
+        if s.proc.poll() is None:
+            s.proc.kill()
+            s.proc.wait()
+    shutil.rmtree(TMP, ignore_errors=True)
