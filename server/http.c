@@ -1,10 +1,15 @@
-/* http.c - the libmicrohttpd glue: one thread per connection; routing (404/405), header-size
- * limit (431), API key (401/403, constant time, /health exempt), body-size limit (413, checked
- * against Content-Length before reading and while reading), CORS when origins are configured,
- * one log line and the metrics per request. Everything else is routes.c. */
+/* http.c - the libmicrohttpd glue: one thread per connection, each fed by the connection guard
+ * (guard.c), which has already checked the request's framing. Here: routing (404/405), the Host
+ * check against DNS rebinding (403), header-size limit (431), API key (401/403, constant time,
+ * /health exempt), JSON-only POST bodies (415: a web page cannot send those without CORS),
+ * body-size limit (413, from Content-Length before reading - also under Expect: 100-continue -
+ * and while reading), 503 while shutting down, CORS when origins are configured, one log line
+ * (control bytes escaped) and the metrics per request. Everything else is routes.c. */
 #include <errno.h>
 #include <microhttpd.h>
+#include <arpa/inet.h>
 #include <netdb.h>
+#include <strings.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,8 +25,10 @@
 
 typedef struct {
     srv_endpoint ep;
-    char method[16];
-    char path[128];
+    char method[40]; /* as sent, control bytes escaped for the log */
+    char path[160];
+    char note[200]; /* an error's message, for the log */
+    int guard_fd;   /* libmicrohttpd's socket, known to the guard (-1: none) */
     char *body;
     size_t len, cap;
     bool too_large;
@@ -63,7 +70,14 @@ static void add_cors(srv_server *s, struct MHD_Connection *c, struct MHD_Respons
 
 /* Queues r (taking its body) and records the status for the completion callback. */
 static enum MHD_Result send_reply(srv_server *s, struct MHD_Connection *c, conn_ctx *cx,
-                                  srv_reply *r, const char *allow) {
+                                  srv_reply *r, const char *allow, bool early) {
+    if (r->status == 499) {
+        /* the client left: 499 is the log's word for that, never an answer; just close */
+        free(r->body);
+        cx->status = 499;
+        snprintf(cx->note, sizeof cx->note, "%s", r->note);
+        return MHD_NO;
+    }
     const char *body = r->body ? r->body : "";
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(strlen(body), r->body ? (void *)r->body : (void *)"",
@@ -80,12 +94,14 @@ static enum MHD_Result send_reply(srv_server *s, struct MHD_Connection *c, conn_
         MHD_add_response_header(resp, "Retry-After", ra);
     }
     if (allow) MHD_add_response_header(resp, "Allow", allow);
+    /* an answer before the body is read: the rest of it will not be parsed as a next request */
+    if (early) MHD_add_response_header(resp, "Connection", "close");
     add_cors(s, c, resp);
-    /* 499 (the client left) is our own code for the log; nobody reads the answer */
     enum MHD_Result ok = MHD_queue_response(c, (unsigned)r->status, resp);
     MHD_destroy_response(resp);
     cx->status = r->status;
     cx->tokens = r->tokens;
+    snprintf(cx->note, sizeof cx->note, "%s", r->status >= 400 ? r->note : "");
     return ok;
 }
 
@@ -93,7 +109,7 @@ static enum MHD_Result send_error(srv_server *s, struct MHD_Connection *c, conn_
                                   const char *type, const char *msg, const char *allow) {
     srv_reply r = {0};
     srv_reply_error(&r, status, type, "%s", msg);
-    return send_reply(s, c, cx, &r, allow);
+    return send_reply(s, c, cx, &r, allow, true);
 }
 
 static enum MHD_Result sum_header(void *cls, enum MHD_ValueKind kind, const char *key,
@@ -103,13 +119,68 @@ static enum MHD_Result sum_header(void *cls, enum MHD_ValueKind kind, const char
     return MHD_YES;
 }
 
-/* 0 = authorised; otherwise the HTTP status to answer. */
+/* 0 = authorised; otherwise the HTTP status to answer. The scheme is case-insensitive (RFC
+ * 9110 11.1); the whole value counts, so bytes after a NUL cannot ride along. */
 static int check_auth(srv_server *s, struct MHD_Connection *c) {
     if (!s->cfg.api_key) return 0;
-    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
-    if (!h || strncmp(h, "Bearer ", 7) != 0 || h[7] == '\0') return 401;
-    const char *key = h + 7;
-    return srv_ct_equal(key, strlen(key), s->cfg.api_key, strlen(s->cfg.api_key)) ? 0 : 403;
+    const char *h = NULL;
+    size_t n = 0;
+    if (MHD_lookup_connection_value_n(c, MHD_HEADER_KIND, "Authorization", 13, &h, &n) != MHD_YES ||
+        !h || n < 7 || strncasecmp(h, "Bearer ", 7) != 0)
+        return 401;
+    size_t at = 7;
+    while (at < n && h[at] == ' ') at++;
+    if (at == n) return 401;
+    return srv_ct_equal(h + at, n - at, s->cfg.api_key, strlen(s->cfg.api_key)) ? 0 : 403;
+}
+
+static bool ieq_n(const char *a, size_t n, const char *lit) {
+    return strlen(lit) == n && strncasecmp(a, lit, n) == 0;
+}
+
+/* The name part of a Host value: "[::1]:8765" -> "[::1]", "Example.com:80" -> "Example.com". */
+static size_t host_name_len(const char *h) {
+    if (h[0] == '[') {
+        const char *e = strchr(h, ']');
+        return e ? (size_t)(e - h) + 1 : strlen(h);
+    }
+    const char *colon = strchr(h, ':');
+    return colon ? (size_t)(colon - h) : strlen(h);
+}
+
+static bool loopback_name(const char *h, size_t n) {
+    if (ieq_n(h, n, "localhost") || ieq_n(h, n, "[::1]")) return true;
+    if (n > 10 && strncasecmp(h + n - 10, ".localhost", 10) == 0) return true; /* RFC 6761 */
+    struct in_addr a;
+    char ip[16];
+    if (n >= sizeof ip) return false;
+    memcpy(ip, h, n);
+    ip[n] = '\0';
+    return inet_pton(AF_INET, ip, &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
+}
+
+/* DNS rebinding: a page on evil.example whose name resolves to 127.0.0.1 reaches a loopback
+ * server with Host: evil.example. A loopback server accepts only loopback names unless
+ * --allowed-hosts says otherwise; a server bound elsewhere accepts any unless configured. */
+static bool host_allowed(srv_server *s, struct MHD_Connection *c) {
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host");
+    if (!h) return true; /* HTTP/1.0 without Host; the guard requires it in HTTP/1.1 */
+    size_t n = host_name_len(h);
+    if (s->cfg.allowed_hosts) {
+        for (char **a = s->cfg.allowed_hosts; *a; a++)
+            if (strcmp(*a, "*") == 0 || ieq_n(h, n, *a)) return true;
+        return false;
+    }
+    return !srv_host_is_loopback(s->cfg.host) || loopback_name(h, n);
+}
+
+/* POST bodies must say they are JSON: a web page can send text/plain, form data or no type at
+ * all to any server without asking (a CORS "simple request"), but not application/json. */
+static bool json_content_type(struct MHD_Connection *c) {
+    const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
+    if (!ct) return false;
+    size_t n = strcspn(ct, "; \t");
+    return ieq_n(ct, n, "application/json");
 }
 
 static enum MHD_Result preflight(srv_server *s, struct MHD_Connection *c, conn_ctx *cx) {
@@ -143,22 +214,33 @@ static enum MHD_Result first_call(srv_server *s, struct MHD_Connection *c, conn_
     if (hdr > SRV_MAX_HEADER_BYTES)
         return send_error(s, c, cx, 431, "headers_too_large", "request headers are too large",
                           NULL);
+    if (!host_allowed(s, c))
+        return send_error(s, c, cx, 403, "host_not_allowed",
+                          "this Host is not allowed (DNS rebinding protection); the server "
+                          "accepts the names given with --allowed-hosts",
+                          NULL);
     int auth = cx->ep == SRV_EP_HEALTH ? 0 : check_auth(s, c);
     if (auth == 401)
         return send_error(s, c, cx, 401, "unauthorized",
                           "missing API key: send Authorization: Bearer <key>", NULL);
     if (auth == 403) return send_error(s, c, cx, 403, "forbidden", "invalid API key", NULL);
+    if (!is_get && !json_content_type(c))
+        return send_error(s, c, cx, 415, "unsupported_media_type",
+                          "send the body as JSON with Content-Type: application/json", NULL);
+    if (atomic_load(&s->draining) && cx->ep != SRV_EP_HEALTH)
+        return send_error(s, c, cx, 503, "shutting_down", "the server is shutting down", NULL);
     const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
     unsigned long long announced = cl ? strtoull(cl, NULL, 10) : 0;
     if (announced > s->cfg.max_body) {
-        /* Reading (and dropping) a moderately large body lets the client see the 413; answering
-         * at once would close the socket under a client that is still sending. */
-        cx->too_large = true;
-        if (announced / DISCARD_FACTOR > s->cfg.max_body) {
-            char msg[96];
-            snprintf(msg, sizeof msg, "the request body is larger than %zu bytes", s->cfg.max_body);
-            return send_error(s, c, cx, 413, "payload_too_large", msg, NULL);
-        }
+        /* answered before any of it is read (so also before a 100 Continue); the guard drains
+         * what the client still sends so that it sees the answer */
+        char msg[96];
+        snprintf(msg, sizeof msg, "the request body is larger than %zu bytes", s->cfg.max_body);
+        return send_error(s, c, cx, 413, "payload_too_large", msg, NULL);
+    }
+    if (announced > 0) {
+        cx->body = malloc((size_t)announced); /* exactly: no doubling growth for big bodies */
+        if (cx->body) cx->cap = (size_t)announced;
     }
     return MHD_YES;
 }
@@ -211,8 +293,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         *con_cls = cx;
         cx->t0 = srv_mono();
         cx->ep = SRV_EP_OTHER;
-        snprintf(cx->method, sizeof cx->method, "%s", method);
-        snprintf(cx->path, sizeof cx->path, "%s", url);
+        srv_log_escape(cx->method, sizeof cx->method, method);
+        srv_log_escape(cx->path, sizeof cx->path, url);
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        cx->guard_fd = ci ? ci->connect_fd : -1;
+        if (cx->guard_fd >= 0) srv_guard_busy(cx->guard_fd, +1);
         atomic_fetch_add(&s->inflight, 1);
         return first_call(s, c, cx, url, method);
     }
@@ -234,7 +320,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     srv_route(s, cx->ep, cx->body ? cx->body : "", cx->len, client_alive, c, &r);
     free(cx->body);
     cx->body = NULL;
-    return send_reply(s, c, cx, &r, NULL);
+    return send_reply(s, c, cx, &r, NULL, false);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
@@ -247,9 +333,11 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     if (!status) status = toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? 408 : 499;
     double ms = (srv_mono() - cx->t0) * 1e3;
     srv_metrics_request(cx->ep, status, ms);
-    clara_log(CLARA_LOG_INFO, "%s %s %d %.1f ms tokens=%llu%s", cx->method, cx->path, status, ms,
-              (unsigned long long)cx->tokens,
-              toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection closed)");
+    clara_log(CLARA_LOG_INFO, "%s %s %d %.1f ms tokens=%llu%s%s%s%s", cx->method, cx->path, status,
+              ms, (unsigned long long)cx->tokens,
+              toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection closed)",
+              cx->note[0] ? " error=\"" : "", cx->note, cx->note[0] ? "\"" : "");
+    if (cx->guard_fd >= 0) srv_guard_busy(cx->guard_fd, -1);
     free(cx->body);
     free(cx);
     *con_cls = NULL;
@@ -273,43 +361,31 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
 }
 
 void *srv_http_start(srv_server *s, int *port_out) {
-    struct addrinfo hints = {0}, *ai = NULL;
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE;
-    char port[16];
-    snprintf(port, sizeof port, "%d", s->cfg.port);
-    int gai = getaddrinfo(s->cfg.host, port, &hints, &ai);
-    if (gai != 0 || !ai) {
-        fprintf(stderr, "clara-server: error: cannot resolve host '%s': %s\n", s->cfg.host,
-                gai_strerror(gai));
-        return NULL;
-    }
+    /* The guard owns the listening socket and hands over checked connections. */
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                     MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
-    if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
+                     MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_USE_NO_LISTEN_SOCKET;
     struct MHD_Daemon *d = MHD_start_daemon(
-        flags, (uint16_t)s->cfg.port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)s->cfg.conn_timeout, MHD_OPTION_CONNECTION_LIMIT, (unsigned)512,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 << 10), MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
-        NULL, MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL, MHD_OPTION_END);
-    freeaddrinfo(ai);
+        flags, 0, NULL, NULL, on_request, s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->cfg.conn_timeout, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)s->cfg.max_connections + 16, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)(64 << 10), MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_UNESCAPE_CALLBACK,
+        no_unescape, NULL, MHD_OPTION_END);
     if (!d) {
-        fprintf(stderr, "clara-server: error: cannot listen on %s:%d (%s)\n", s->cfg.host,
-                s->cfg.port, errno ? strerror(errno) : "libmicrohttpd refused to start");
+        fprintf(stderr, "clara-server: error: libmicrohttpd refused to start\n");
         return NULL;
     }
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
-    *port_out = di ? di->port : s->cfg.port;
+    if (srv_guard_start(s, d, port_out) != 0) {
+        MHD_stop_daemon(d);
+        return NULL;
+    }
     return d;
 }
 
 void srv_http_quiesce(void *daemon) {
-    MHD_socket fd = MHD_quiesce_daemon(daemon);
-    if (fd != MHD_INVALID_SOCKET) close(fd);
+    (void)daemon; /* s->draining is set: new requests get 503 until srv_http_stop */
 }
 
 void srv_http_stop(void *daemon) {
+    srv_guard_stop();
     MHD_stop_daemon(daemon);
 }

@@ -12,11 +12,6 @@
 
 static srv_server g_srv;
 
-static bool is_loopback(const char *host) {
-    return strncmp(host, "127.", 4) == 0 || strcmp(host, "::1") == 0 ||
-           strcmp(host, "localhost") == 0;
-}
-
 static void banner(const srv_server *s, int port) {
     const srv_model_info *m = &s->info;
     if (s->cfg.demo) {
@@ -48,7 +43,7 @@ static void banner(const srv_server *s, int port) {
                 s->cfg.keep_alive);
     fprintf(stderr, "  auth:       %s; CORS %s\n", s->cfg.api_key ? "API key required" : "none",
             s->cfg.cors ? "on" : "off");
-    if (!is_loopback(s->cfg.host) && !s->cfg.api_key)
+    if (!srv_host_is_loopback(s->cfg.host) && !s->cfg.api_key)
         fprintf(stderr,
                 "clara-server: WARNING: listening on %s without an API key: anyone who "
                 "can reach this address can use the server (set CLARA_API_KEY)\n",

@@ -32,6 +32,7 @@ void srv_reply_error(srv_reply *r, int status, const char *type, const char *fmt
     r->status = status;
     r->content_type = "application/json";
     r->body = print_json(j);
+    snprintf(r->note, sizeof r->note, "%.*s", (int)sizeof r->note - 1, msg);
 }
 
 static double round_to(double v, double unit) {

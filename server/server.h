@@ -43,16 +43,16 @@ typedef struct {
     int max_queue;
     size_t max_body;
     int log_level;
-    char *cache_dir;     /* accepted for compatibility; unused (models are local files) */
-    int request_timeout; /* seconds a request may wait and run */
-    int conn_timeout;    /* seconds an idle/slow connection may stay open */
-    int grace;           /* seconds to finish in-flight work on SIGTERM, then cancel it */
+    char *cache_dir;          /* accepted for compatibility; unused (models are local files) */
+    int request_timeout;      /* seconds a request may wait and run */
+    int conn_timeout;         /* seconds an idle/slow connection may stay open */
+    int grace;                /* seconds to finish in-flight work on SIGTERM, then cancel it */
     int max_request_tokens;   /* documents + query + max_new_tokens of one request */
     int read_timeout;         /* seconds to receive a request's headers and body in full */
     int max_connections;      /* open connections at most */
     int max_conns_per_client; /* open connections from one client address at most */
     char **allowed_hosts;     /* Host names accepted ("*" = any); NULL = default for the bind */
-    bool demo;           /* serving the bundled demo model */
+    bool demo;                /* serving the bundled demo model */
 } srv_config;
 
 /* Fills cfg from CLARA_* variables then argv. Returns 0 to serve, 1 after printing help/version,
@@ -177,6 +177,7 @@ typedef struct {
     const char *content_type;
     int retry_after; /* > 0: add Retry-After */
     uint64_t tokens; /* for the log line */
+    char note[200];  /* an error's message, for the log line */
 } srv_reply;
 
 typedef struct srv_server srv_server;
@@ -201,16 +202,32 @@ struct srv_server {
 
 /* ---- HTTP (http.c) --------------------------------------------------------------------------- */
 
-/* Starts the daemon; *port_out receives the bound port. Returns NULL on failure (message
- * printed). */
+/* Starts the daemon behind the connection guard; *port_out receives the bound port. Returns NULL
+ * on failure (message printed). */
 void *srv_http_start(srv_server *s, int *port_out);
+/* Keeps accepting, but every request except /health is answered 503 shutting_down. */
 void srv_http_quiesce(void *daemon);
 void srv_http_stop(void *daemon);
+
+/* ---- the connection guard (guard.c) ---------------------------------------------------------- */
+
+struct MHD_Daemon;
+/* Listens on cfg.host:cfg.port and relays every connection to the daemon through the strict
+ * request framer, with the read deadline and the connection limits. */
+int srv_guard_start(srv_server *s, struct MHD_Daemon *mhd, int *port_out);
+void srv_guard_stop(void);
+/* A request on libmicrohttpd's socket fd starts (+1) or ends (-1): such a connection is never
+ * closed to make room for another. */
+void srv_guard_busy(int fd, int delta);
+int srv_guard_connections(void);
 
 /* ---- helpers (util.c) ------------------------------------------------------------------------ */
 
 double srv_now(void);  /* wall clock seconds */
 double srv_mono(void); /* monotonic seconds */
+bool srv_host_is_loopback(const char *host);
+/* Copies src into dst[cap] with control bytes, quotes, backslashes and non-ASCII as \xNN. */
+void srv_log_escape(char *dst, size_t cap, const char *src);
 bool srv_utf8_valid(const char *s, size_t n);
 /* True if a JSON text contains a \u0000 escape (cJSON would cut the string there). */
 bool srv_json_has_nul_escape(const char *s, size_t n);

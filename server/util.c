@@ -16,6 +16,24 @@ double srv_now(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+bool srv_host_is_loopback(const char *host) {
+    return strncmp(host, "127.", 4) == 0 || strcmp(host, "::1") == 0 ||
+           strcmp(host, "localhost") == 0;
+}
+
+/* Control bytes, quotes, backslashes and non-ASCII as \xNN: a log line stays one line of text
+ * whatever a client sends (no terminal escapes, no forged lines). */
+void srv_log_escape(char *dst, size_t cap, const char *src) {
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)src; *p && o + 5 < cap; p++) {
+        if (*p < 0x20 || *p >= 0x7f || *p == '\\' || *p == '"')
+            o += (size_t)snprintf(dst + o, cap - o, "\\x%02x", *p);
+        else
+            dst[o++] = (char)*p;
+    }
+    if (cap) dst[o < cap ? o : cap - 1] = '\0';
+}
+
 double srv_mono(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -108,10 +108,15 @@ def test_python_readme_shapes():
         "User-Agent": "python-requests/2.31.0", "Accept-Encoding": "gzip, deflate",
         "Accept": "*/*", "Connection": "keep-alive", "Content-Length": str(len(payload))})
     check(st == 200 and j["answer"] == SEQ.get(1), "requests json= shape")
-    # curl -d without a Content-Type header sends x-www-form-urlencoded; still JSON to us
+    # curl -d without -H sends x-www-form-urlencoded: refused (a web page can send that type to
+    # any server without asking), with a message that says what to send
     st, j, _, _ = S.post("/compress", json.dumps(body(CASES[1])),
                          headers={"Content-Type": "application/x-www-form-urlencoded"})
-    check(st == 200 and j["answer"] == SEQ.get(1), "form content type")
+    check(st == 415 and j["error_type"] == "unsupported_media_type" and
+          "application/json" in j["error"], "form content type -> 415 (%s %s)" % (st, j))
+    st, j, _, _ = S.post("/compress", json.dumps(body(CASES[1])),
+                         headers={"Content-Type": "Application/JSON; charset=utf-8"})
+    check(st == 200 and j["answer"] == SEQ.get(1), "JSON media type with parameters, any case")
     st, j, _, _ = S.get("/health")
     check(st == 200 and j["status"] == "ok", "GET /health {status: ok}")
     st, j, _, _ = S.get("/status")
@@ -284,14 +289,14 @@ def test_malformed_requests():
     n += check(st == 413 and j["error_type"] == "payload_too_large", "huge body -> 413 (%s)" % st)
     check(S.healthy(), "healthy after huge body")
     chunk = b"a" * 65536
-    req = (b"POST /compress HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+    req = (b"POST /compress HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n"
            b"Content-Type: application/json\r\n\r\n" +
            b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(80)) + b"0\r\n\r\n")
     out = raw_request(S.port, req)
     n += check(out.startswith(b"HTTP/1.1 413") and b"payload_too_large" in out,
                "chunked huge body -> 413 (%r)" % out[:40])
     check(S.healthy(), "healthy after chunked huge body")
-    out = raw_request(S.port, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Huge: " + b"h" * (200 << 10) +
+    out = raw_request(S.port, b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Huge: " + b"h" * (200 << 10) +
                       b"\r\n\r\n")
     n += check(out == b"" or re.match(rb"HTTP/1\.[01] 4\d\d", out) is not None,
                "200 KiB header -> 4xx or closed (%r)" % out[:40])
@@ -306,8 +311,8 @@ def test_malformed_requests():
 def test_slowloris():
     t0 = time.time()
     socks = []
-    for part in [b"POST /compress HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"memo",
-                 b"GET /health HTTP/1.1\r\nHost: x\r\n"]:
+    for part in [b"POST /compress HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n{\"memo",
+                 b"GET /health HTTP/1.1\r\nHost: localhost\r\n"]:
         s = socket.create_connection(("127.0.0.1", S.port), timeout=15)
         s.sendall(part)
         socks.append(s)
@@ -377,8 +382,8 @@ def test_queue_disconnect_shutdown():
     time.sleep(0.03 if not SLOW else 0.2)
     # a client that sends 7 documents and leaves while its task is still queued
     left = json.dumps({"memories": ["m%d" % i for i in range(7)], "query": "q"}).encode()
-    raw_request(q.port, b"POST /compress HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (
-        len(left), left), read=False)
+    raw_request(q.port, b"POST /compress HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n"
+                b"Content-Type: application/json\r\n\r\n%s" % (len(left), left), read=False)
     for t in ts:
         t.join()
     time.sleep(0.2)
