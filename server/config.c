@@ -196,7 +196,8 @@ static int check_backend(const char *b, const char *src) {
 }
 
 /* Collects the raw value of every option: environment first, then the command line. */
-static int collect(int argc, char **argv, const char *val[O_COUNT], const char *src[O_COUNT]) {
+static int collect(int argc, char **argv, const char *val[O_COUNT], const char *src[O_COUNT],
+                   char **api_key_arg) {
     struct option lo[O_COUNT + 3];
     for (int i = 0; i < O_COUNT; i++) {
         val[i] = getenv(g_opts[i].env);
@@ -225,6 +226,7 @@ static int collect(int argc, char **argv, const char *val[O_COUNT], const char *
         }
         val[ch] = optarg;
         src[ch] = g_opts[ch].flag;
+        if (ch == O_API_KEY) *api_key_arg = optarg;
     }
     if (optind < argc) {
         fprintf(stderr, "clara-server: unexpected argument '%s'\n", argv[optind]);
@@ -291,8 +293,11 @@ static int apply_strings(srv_config *c, const char *val[O_COUNT], const char *sr
     if (val[O_API_KEY_FILE] && !val[O_API_KEY]) {
         c->api_key = read_key_file(val[O_API_KEY_FILE]);
         if (!c->api_key) return -1;
-    } else if (val[O_API_KEY]) {
+    } else if (val[O_API_KEY] && *val[O_API_KEY]) {
         c->api_key = strdup(val[O_API_KEY]);
+        c->api_key_on_command_line = strcmp(src[O_API_KEY], "api-key") == 0;
+    } else if (val[O_API_KEY]) {
+        c->api_key_empty = true; /* --api-key '' means no key, as CLARA_API_KEY='' does */
     }
     if (val[O_CORS]) c->cors = parse_origins(val[O_CORS]);
     if (val[O_ALLOWED_HOSTS]) c->allowed_hosts = parse_origins(val[O_ALLOWED_HOSTS]);
@@ -347,9 +352,15 @@ int srv_config_load(srv_config *c, int argc, char **argv) {
     c->max_connections = 512;
     c->max_conns_per_client = 32;
     const char *val[O_COUNT], *src[O_COUNT];
-    int rc = collect(argc, argv, val, src);
+    char *key_arg = NULL;
+    int rc = collect(argc, argv, val, src, &key_arg);
     if (rc != 0) return rc;
+    const char *env_key = getenv("CLARA_API_KEY");
+    if (!val[O_API_KEY] && env_key && !*env_key) c->api_key_empty = true;
     if (apply_numbers(c, val, src) != 0 || apply_strings(c, val, src) != 0) return 2;
+    /* Other local users can read a process's arguments (ps, /proc/PID/cmdline): blank the key
+     * there now that it is copied (a window remains from exec to here: prefer the key file). */
+    if (key_arg) memset(key_arg, 'x', strlen(key_arg));
     return 0;
 }
 

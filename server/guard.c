@@ -63,16 +63,26 @@ static struct {
 
 static const char *reason(int status) {
     switch (status) {
-    case 400: return "Bad Request";
-    case 408: return "Request Timeout";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 501: return "Not Implemented";
-    case 503: return "Service Unavailable";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Error";
+    case 400:
+        return "Bad Request";
+    case 408:
+        return "Request Timeout";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 501:
+        return "Not Implemented";
+    case 503:
+        return "Service Unavailable";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Error";
     }
 }
 
@@ -329,8 +339,9 @@ static void *relay_main(void *arg) {
 /* ---- accepting ------------------------------------------------------------------------------- */
 
 static void client_ip(const struct sockaddr_storage *a, char *ip) {
-    const void *src = a->ss_family == AF_INET6 ? (const void *)&((struct sockaddr_in6 *)a)->sin6_addr
-                                               : (const void *)&((struct sockaddr_in *)a)->sin_addr;
+    const void *src = a->ss_family == AF_INET6
+                          ? (const void *)&((struct sockaddr_in6 *)a)->sin6_addr
+                          : (const void *)&((struct sockaddr_in *)a)->sin_addr;
     if (!inet_ntop(a->ss_family, src, ip, INET6_ADDRSTRLEN)) snprintf(ip, INET6_ADDRSTRLEN, "?");
 }
 
@@ -374,6 +385,7 @@ static void start_conn(int fd, struct sockaddr_storage *addr, socklen_t alen, co
     if (!c || !fr || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) != 0) {
         free(c);
         free(fr);
+        write_error(fd, ip, 503, "overloaded", "the server cannot take a connection now");
         close(fd);
         return;
     }
@@ -386,6 +398,7 @@ static void start_conn(int fd, struct sockaddr_storage *addr, socklen_t alen, co
     pthread_mutex_unlock(&G.mu);
     /* libmicrohttpd takes its end (and closes it itself, also on failure) */
     if (MHD_add_connection(G.mhd, sp[1], (struct sockaddr *)addr, alen) != MHD_YES) {
+        write_error(fd, ip, 503, "overloaded", "the server cannot take a connection now");
         conn_free(c);
         return;
     }
@@ -465,7 +478,8 @@ int srv_guard_start(srv_server *s, struct MHD_Daemon *mhd, int *port_out) {
     G.mhd = mhd;
     G.listen_fd = listen_on(s->cfg.host, s->cfg.port, port_out);
     if (G.listen_fd < 0) return -1;
-    if (pipe2(G.wake, O_CLOEXEC) != 0 || pthread_create(&G.accept_thread, NULL, accept_main, NULL)) {
+    if (pipe2(G.wake, O_CLOEXEC) != 0 ||
+        pthread_create(&G.accept_thread, NULL, accept_main, NULL)) {
         fprintf(stderr, "clara-server: error: cannot start the accept thread: %s\n",
                 strerror(errno));
         close(G.listen_fd);

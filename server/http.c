@@ -109,6 +109,7 @@ static enum MHD_Result send_error(srv_server *s, struct MHD_Connection *c, conn_
                                   const char *type, const char *msg, const char *allow) {
     srv_reply r = {0};
     srv_reply_error(&r, status, type, "%s", msg);
+    if (status == 503) r.retry_after = 1;
     return send_reply(s, c, cx, &r, allow, true);
 }
 
@@ -367,7 +368,9 @@ void *srv_http_start(srv_server *s, int *port_out) {
     struct MHD_Daemon *d = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->cfg.conn_timeout, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)s->cfg.max_connections + 16, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        /* the guard enforces the limit; connections it closed are counted here until their
+         * threads notice, so libmicrohttpd's own limit is far above it */
+        (unsigned)s->cfg.max_connections * 4 + 64, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)(64 << 10), MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_UNESCAPE_CALLBACK,
         no_unescape, NULL, MHD_OPTION_END);
     if (!d) {

@@ -41,8 +41,15 @@ static void banner(const srv_server *s, int port) {
     else
         fprintf(stderr, "  keep-alive: %d s (model loads on the first request)\n",
                 s->cfg.keep_alive);
-    fprintf(stderr, "  auth:       %s; CORS %s\n", s->cfg.api_key ? "API key required" : "none",
+    fprintf(stderr, "  auth:       %s; CORS %s\n",
+            s->cfg.api_key         ? "API key required"
+            : s->cfg.api_key_empty ? "none (the API key given is empty, which means no key)"
+                                   : "none",
             s->cfg.cors ? "on" : "off");
+    if (s->cfg.api_key_on_command_line)
+        fprintf(stderr, "clara-server: WARNING: --api-key on the command line is visible to other "
+                        "local users in the process list until startup blanks it; use "
+                        "--api-key-file FILE or CLARA_API_KEY instead\n");
     if (!srv_host_is_loopback(s->cfg.host) && !s->cfg.api_key)
         fprintf(stderr,
                 "clara-server: WARNING: listening on %s without an API key: anyone who "

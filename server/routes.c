@@ -465,13 +465,14 @@ static void health(srv_server *s, srv_reply *r) {
     cJSON *j = cJSON_CreateObject();
     pthread_mutex_lock(&s->state.mu);
     bool failed = s->state.load_failed, loaded = s->state.loaded;
-    char err[256];
-    snprintf(err, sizeof err, "%s", s->state.load_error);
     pthread_mutex_unlock(&s->state.mu);
     bool draining = atomic_load(&s->draining);
     cJSON_AddStringToObject(j, "status", draining ? "shutting_down" : failed ? "error" : "ok");
     cJSON_AddBoolToObject(j, "model_loaded", loaded);
-    if (failed) cJSON_AddStringToObject(j, "error", err);
+    /* /health needs no key: it says that loading failed, not why (the reason names files; it
+     * is in /status and the log) */
+    if (failed)
+        cJSON_AddStringToObject(j, "error", "the model cannot be loaded (details in /status)");
     r->status = draining || failed ? 503 : 200;
     r->content_type = "application/json";
     r->body = print_json(j);
@@ -494,6 +495,7 @@ static void status(srv_server *s, srv_reply *r) {
     cJSON_AddBoolToObject(j, "demo", s->cfg.demo);
     cJSON_AddBoolToObject(j, "initialized", st.loaded);
     cJSON_AddBoolToObject(j, "loading", st.loading);
+    if (st.load_failed) cJSON_AddStringToObject(j, "load_error", st.load_error);
     cJSON_AddStringToObject(j, "backend", "cpu");
     cJSON_AddStringToObject(j, "device", "cpu");
     cJSON_AddStringToObject(j, "dtype", s->info.type);

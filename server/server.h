@@ -30,14 +30,16 @@
 #define SRV_MAX_HEADER_BYTES     (8u << 10) /* total request header bytes we accept */
 
 typedef struct {
-    char *model;        /* GGUF path (owned); in two-file mode the CLaRa add-on */
-    char *base;         /* two-file mode: the base model GGUF (owned), else NULL */
-    char *host;         /* bind address */
-    int port;           /* 0 = any free port */
-    int threads;        /* engine threads, 0 = physical cores */
-    int parallel;       /* most tasks the scheduler takes together */
-    int keep_alive;     /* seconds; 0 = unload after each request; -1 = never */
-    char *api_key;      /* NULL = no authentication */
+    char *model;                  /* GGUF path (owned); in two-file mode the CLaRa add-on */
+    char *base;                   /* two-file mode: the base model GGUF (owned), else NULL */
+    char *host;                   /* bind address */
+    int port;                     /* 0 = any free port */
+    int threads;                  /* engine threads, 0 = physical cores */
+    int parallel;                 /* most tasks the scheduler takes together */
+    int keep_alive;               /* seconds; 0 = unload after each request; -1 = never */
+    char *api_key;                /* NULL = no authentication */
+    bool api_key_empty;           /* an empty key was given: no authentication (said at startup) */
+    bool api_key_on_command_line; /* visible in the process list: warned at startup */
     char **cors;        /* allowed origins ("*" allowed); NULL-terminated, NULL = CORS off */
     int max_new_tokens; /* default for requests that do not say */
     int max_queue;

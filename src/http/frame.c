@@ -225,8 +225,8 @@ static size_t feed_head(http_frame *f, const char *in, size_t n, char *out, size
          * lenient parser would have seen */
         bool lf = f->head[h - 1] == '\n', after_cr = h >= 2 && f->head[h - 2] == '\r';
         if (lf != after_cr)
-            return stop(f, 400, "bad_request", lf ? "bare LF in the request head"
-                                                  : "bare CR in the request head", i);
+            return stop(f, 400, "bad_request",
+                        lf ? "bare LF in the request head" : "bare CR in the request head", i);
         if (h >= 4 && memcmp(f->head + h - 4, "\r\n\r\n", 4) == 0) break;
         if (h > HTTP_LINE_MAX + 2 && !memchr(f->head, '\n', h))
             return stop(f, 414, "uri_too_long", "the request line is too long", i);
