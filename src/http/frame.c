@@ -292,6 +292,33 @@ static int chunk_size(const char *p, size_t n, uint64_t *size) {
     return 0;
 }
 
+/* Checks a complete line of the chunked coding (without its CRLF) and moves to the next state;
+ * -1 after stop() on an error. */
+static int check_line(http_frame *f, size_t ln) {
+    if (f->state == HTTP_FRAME_CHUNK_END) {
+        if (ln != 0) return stop(f, 400, "bad_request", "chunk data longer than its size", 0), -1;
+        f->state = HTTP_FRAME_CHUNK_SIZE;
+    } else if (f->state == HTTP_FRAME_CHUNK_SIZE) {
+        uint64_t size;
+        if (chunk_size(f->line, ln, &size) != 0)
+            return stop(f, 400, "bad_request", "invalid chunk size in the chunked body", 0), -1;
+        f->left = size;
+        f->trailers = 0;
+        f->state = size ? HTTP_FRAME_CHUNK_DATA : HTTP_FRAME_TRAILER;
+    } else if (ln == 0) {
+        request_done(f);
+    } else {
+        const char *type = NULL, *v;
+        char msg[sizeof f->msg];
+        errout e = {&type, msg, sizeof msg};
+        size_t nl, vl;
+        if (++f->trailers > HTTP_TRAILERS_MAX)
+            return stop(f, 431, "headers_too_large", "too many trailer fields", 0), -1;
+        if (split_field(f->line, ln, &nl, &v, &vl, &e) != 0) return stop(f, 400, type, msg, 0), -1;
+    }
+    return 0;
+}
+
 /* A line of the chunked coding (size line, the CRLF after data, a trailer line) is held until
  * its CRLF, then checked and passed on. */
 static size_t feed_line(http_frame *f, const char *in, size_t n, char *out, size_t *ol) {
@@ -307,31 +334,11 @@ static size_t feed_line(http_frame *f, const char *in, size_t n, char *out, size
     if (f->line[ln - 1] != '\n') return i;
     if (ln < 2 || f->line[ln - 2] != '\r' || memchr(f->line, '\r', ln - 2))
         return stop(f, 400, "bad_request", "bare CR or LF in the chunked body", i);
+    if (check_line(f, ln - 2) != 0) return i;
+    /* only a line found valid is passed on */
     memcpy(out + *ol, f->line, ln);
     *ol += ln;
     f->line_len = 0;
-    ln -= 2;
-    if (f->state == HTTP_FRAME_CHUNK_END) {
-        if (ln != 0) return stop(f, 400, "bad_request", "chunk data longer than its size", i);
-        f->state = HTTP_FRAME_CHUNK_SIZE;
-    } else if (f->state == HTTP_FRAME_CHUNK_SIZE) {
-        uint64_t size;
-        if (chunk_size(f->line, ln, &size) != 0)
-            return stop(f, 400, "bad_request", "invalid chunk size in the chunked body", i);
-        f->left = size;
-        f->trailers = 0;
-        f->state = size ? HTTP_FRAME_CHUNK_DATA : HTTP_FRAME_TRAILER;
-    } else if (ln == 0) {
-        request_done(f);
-    } else {
-        const char *type = NULL, *v;
-        char msg[sizeof f->msg];
-        errout e = {&type, msg, sizeof msg};
-        size_t nl, vl;
-        if (++f->trailers > HTTP_TRAILERS_MAX)
-            return stop(f, 431, "headers_too_large", "too many trailer fields", i);
-        if (split_field(f->line, ln, &nl, &v, &vl, &e) != 0) return stop(f, 400, type, msg, i);
-    }
     return i;
 }
 
