@@ -32,7 +32,8 @@ typedef struct {
     const float *attn_norm, *ffn_norm;
     clara_mat w[CLARA_N_LIN];
     /* GPTQ act-order imports: stored column j of w[l] holds input feature in_perm[l][j], so the
-     * layer computes w · x[in_perm] (docs/FORMAT.md); NULL when the columns are in order */
+     * layer computes w · x[in_perm] (docs/FORMAT.md); NULL when the columns are in order. Owned
+     * copies (indices must not change if the file does) */
     const int32_t *in_perm[CLARA_N_LIN];
 } clara_layer;
 
