@@ -356,6 +356,11 @@ void clara_model_free(clara_model *m) {
     free(m);
 }
 
+clara_status clara_model_check_files(const clara_model *m) {
+    clara_status s = m->base ? gguf_check_file(m->base) : CLARA_OK;
+    return s == CLARA_OK ? gguf_check_file(m->gguf) : s;
+}
+
 uint32_t clara_model_n_embd(const clara_model *m) {
     return m->hp.n_embd;
 }

@@ -96,4 +96,9 @@ struct clara_model {
 /* Element size in bytes of the plain types a clara_mat may hold. */
 size_t clara_mat_elem_size(clara_type t);
 
+/* Whether the files the model maps are unchanged on disk since it was loaded (gguf_check_file on
+ * each): a truncation or an in-place rewrite is CLARA_ERR_IO naming the file. Weights read since
+ * then may be garbage; a caller that gets an error throws its results away and frees the model. */
+clara_status clara_model_check_files(const clara_model *m);
+
 #endif
