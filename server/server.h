@@ -43,16 +43,16 @@ typedef struct {
     int max_queue;
     size_t max_body;
     int log_level;
-    char *cache_dir;     /* accepted for compatibility; unused (models are local files) */
-    int request_timeout; /* seconds a request may wait and run */
-    int conn_timeout;    /* seconds an idle/slow connection may stay open */
-    int grace;           /* seconds to finish in-flight work on SIGTERM, then cancel it */
+    char *cache_dir;          /* accepted for compatibility; unused (models are local files) */
+    int request_timeout;      /* seconds a request may wait and run */
+    int conn_timeout;         /* seconds an idle/slow connection may stay open */
+    int grace;                /* seconds to finish in-flight work on SIGTERM, then cancel it */
     int max_request_tokens;   /* documents + query + max_new_tokens of one request */
     int read_timeout;         /* seconds to receive a request's headers and body in full */
     int max_connections;      /* open connections at most */
     int max_conns_per_client; /* open connections from one client address at most */
     char **allowed_hosts;     /* Host names accepted ("*" = any); NULL = default for the bind */
-    bool demo;           /* serving the bundled demo model */
+    bool demo;                /* serving the bundled demo model */
 } srv_config;
 
 /* Fills cfg from CLARA_* variables then argv. Returns 0 to serve, 1 after printing help/version,
