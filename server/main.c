@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "base/log.h"
+#include "base/mapguard.h"
 #include "base/threadpool.h"
 #include "server.h"
 
@@ -81,6 +82,14 @@ int srv_main(int argc, char **argv) {
         return rc == 1 ? 0 : 2;
     }
     clara_log_set_level((clara_log_level)s->cfg.log_level);
+    /* A model file truncated or overwritten in place while mapped must fail requests, not kill
+     * the server: faults in model mappings read zeros and the scheduler discards those results
+     * (base/mapguard.h). Installed before the probe, which maps the files too. */
+    if (clara_mapguard_install() != CLARA_OK) {
+        fprintf(stderr, "clara-server: error: %s\n", clara_last_error());
+        srv_config_free(&s->cfg);
+        return 1;
+    }
     if (srv_probe_model(&s->cfg, &s->info) != 0) {
         srv_config_free(&s->cfg);
         return 1;

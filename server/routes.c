@@ -464,7 +464,7 @@ static void health(srv_server *s, srv_reply *r) {
     cJSON *j = cJSON_CreateObject();
     pthread_mutex_lock(&s->state.mu);
     bool failed = s->state.load_failed, loaded = s->state.loaded;
-    char err[256];
+    char err[sizeof s->state.load_error];
     snprintf(err, sizeof err, "%s", s->state.load_error);
     pthread_mutex_unlock(&s->state.mu);
     bool draining = atomic_load(&s->draining);
