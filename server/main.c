@@ -33,12 +33,22 @@ static void banner(const srv_server *s, int port) {
                 "**************************************************************************\n\n");
     }
     fprintf(stderr, "clara-server %s\n", CLARA_VERSION);
-    fprintf(stderr, "  model:      %s (%s)\n", s->cfg.model, m->name);
+    if (s->cfg.base)
+        fprintf(stderr, "  model:      %s (%s) on base %s\n", s->cfg.model, m->name, s->cfg.base);
+    else
+        fprintf(stderr, "  model:      %s (%s)\n", s->cfg.model, m->name);
     fprintf(stderr, "  type:       %s, %u memory tokens x %u, vocabulary %u, retrieval %s\n",
             m->type, m->n_mem, m->n_embd, m->n_vocab, m->can_retrieve ? "yes" : "no");
-    fprintf(stderr,
-            "  memory:     model file %.1f MiB (mapped when loaded), resident now %.1f MiB\n",
-            (double)m->file_bytes / 1048576.0, (double)srv_rss_bytes() / 1048576.0);
+    if (s->cfg.base)
+        fprintf(stderr,
+                "  memory:     base %.1f MiB + add-on %.1f MiB (mapped when loaded), resident now "
+                "%.1f MiB\n",
+                (double)m->base_file_bytes / 1048576.0, (double)m->file_bytes / 1048576.0,
+                (double)srv_rss_bytes() / 1048576.0);
+    else
+        fprintf(stderr,
+                "  memory:     model file %.1f MiB (mapped when loaded), resident now %.1f MiB\n",
+                (double)m->file_bytes / 1048576.0, (double)srv_rss_bytes() / 1048576.0);
     fprintf(stderr, "  engine:     cpu backend, %s, %d threads, up to %d requests per pass\n",
             srv_isa(), s->cfg.threads > 0 ? s->cfg.threads : clara_physical_cores(),
             s->cfg.parallel);
