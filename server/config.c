@@ -271,6 +271,14 @@ static int apply_numbers(srv_config *c, const char *val[O_COUNT], const char *sr
     return 0;
 }
 
+/* A model path that is not a regular file is a configuration error now: a FIFO would block the
+ * startup load forever, a directory would fail later and less clearly. */
+static bool regular_file(const char *what, const char *path, const char *src) {
+    if (clara_file_check(path) == CLARA_OK) return true;
+    fprintf(stderr, "clara-server: error: %s (%s): %s\n", what, src, clara_last_error());
+    return false;
+}
+
 static int apply_strings(srv_config *c, const char *val[O_COUNT], const char *src[O_COUNT]) {
     if (!val[O_BASE] != !val[O_CLARA] || (val[O_BASE] && val[O_MODEL])) {
         fprintf(stderr, "clara-server: error: give --model FILE, or --base FILE with --clara FILE "
@@ -304,21 +312,22 @@ static int apply_strings(srv_config *c, const char *val[O_COUNT], const char *sr
     if (val[O_BASE]) {
         c->base = strdup(val[O_BASE]);
         c->model = strdup(val[O_CLARA]);
-        if (c->base && access(c->base, R_OK) != 0) {
-            fprintf(stderr, "clara-server: error: base model %s (%s): %s\n", c->base, src[O_BASE],
-                    strerror(errno));
-            return -1;
-        }
     } else if (val[O_MODEL]) {
         c->model = strdup(val[O_MODEL]);
     } else {
         c->model = demo_model_path();
         c->demo = true;
     }
-    if (!c->model || !c->host) {
+    if (!c->model || !c->host || (val[O_BASE] && !c->base)) {
         fprintf(stderr, "clara-server: error: out of memory\n");
         return -1;
     }
+    if (c->base && access(c->base, R_OK) != 0) {
+        fprintf(stderr, "clara-server: error: base model %s (%s): %s\n", c->base, src[O_BASE],
+                strerror(errno));
+        return -1;
+    }
+    if (c->base && !regular_file("base model", c->base, src[O_BASE])) return -1;
     if (access(c->model, R_OK) != 0) {
         if (c->demo)
             fprintf(stderr,
@@ -329,10 +338,12 @@ static int apply_strings(srv_config *c, const char *val[O_COUNT], const char *sr
             fprintf(stderr,
                     "clara-server: error: model %s (%s): %s; --model/CLARA_MODEL names a "
                     "GGUF file written by `clara convert` (not a Hugging Face repo id)\n",
-                    c->model, src[O_MODEL], strerror(errno));
+                    c->model, src[c->base ? O_CLARA : O_MODEL], strerror(errno));
         return -1;
     }
-    return 0;
+    return regular_file(c->base ? "add-on" : "model", c->model, src[c->base ? O_CLARA : O_MODEL])
+               ? 0
+               : -1;
 }
 
 int srv_config_load(srv_config *c, int argc, char **argv) {

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "base/log.h"
+#include "base/mapguard.h"
 #include "base/threadpool.h"
 #include "server.h"
 
@@ -27,12 +28,22 @@ static void banner(const srv_server *s, int port) {
                 "**************************************************************************\n\n");
     }
     fprintf(stderr, "clara-server %s\n", CLARA_VERSION);
-    fprintf(stderr, "  model:      %s (%s)\n", s->cfg.model, m->name);
+    if (s->cfg.base)
+        fprintf(stderr, "  model:      %s (%s) on base %s\n", s->cfg.model, m->name, s->cfg.base);
+    else
+        fprintf(stderr, "  model:      %s (%s)\n", s->cfg.model, m->name);
     fprintf(stderr, "  type:       %s, %u memory tokens x %u, vocabulary %u, retrieval %s\n",
             m->type, m->n_mem, m->n_embd, m->n_vocab, m->can_retrieve ? "yes" : "no");
-    fprintf(stderr,
-            "  memory:     model file %.1f MiB (mapped when loaded), resident now %.1f MiB\n",
-            (double)m->file_bytes / 1048576.0, (double)srv_rss_bytes() / 1048576.0);
+    if (s->cfg.base)
+        fprintf(stderr,
+                "  memory:     base %.1f MiB + add-on %.1f MiB (mapped when loaded), resident now "
+                "%.1f MiB\n",
+                (double)m->base_file_bytes / 1048576.0, (double)m->file_bytes / 1048576.0,
+                (double)srv_rss_bytes() / 1048576.0);
+    else
+        fprintf(stderr,
+                "  memory:     model file %.1f MiB (mapped when loaded), resident now %.1f MiB\n",
+                (double)m->file_bytes / 1048576.0, (double)srv_rss_bytes() / 1048576.0);
     fprintf(stderr, "  engine:     cpu backend, %s, %d threads, up to %d requests per pass\n",
             srv_isa(), s->cfg.threads > 0 ? s->cfg.threads : clara_physical_cores(),
             s->cfg.parallel);
@@ -83,6 +94,14 @@ int srv_main(int argc, char **argv) {
         return rc == 1 ? 0 : 2;
     }
     clara_log_set_level((clara_log_level)s->cfg.log_level);
+    /* A model file truncated or overwritten in place while mapped must fail requests, not kill
+     * the server: faults in model mappings read zeros and the scheduler discards those results
+     * (base/mapguard.h). Installed before the probe, which maps the files too. */
+    if (clara_mapguard_install() != CLARA_OK) {
+        fprintf(stderr, "clara-server: error: %s\n", clara_last_error());
+        srv_config_free(&s->cfg);
+        return 1;
+    }
     if (srv_probe_model(&s->cfg, &s->info) != 0) {
         srv_config_free(&s->cfg);
         return 1;

@@ -520,7 +520,11 @@ static void status(srv_server *s, srv_reply *r) {
     cJSON_AddStringToObject(j, "isa", srv_isa());
     cJSON *mem = cJSON_AddObjectToObject(j, "memory");
     cJSON_AddNumberToObject(mem, "rss_bytes", (double)srv_rss_bytes());
-    cJSON_AddNumberToObject(mem, "model_file_bytes", (double)s->info.file_bytes);
+    /* everything mapped when loaded: in two-file mode the base and the add-on */
+    cJSON_AddNumberToObject(mem, "model_file_bytes",
+                            (double)(s->info.file_bytes + s->info.base_file_bytes));
+    if (s->cfg.base)
+        cJSON_AddNumberToObject(mem, "base_file_bytes", (double)s->info.base_file_bytes);
     cJSON_AddNumberToObject(j, "queue_depth", srv_queue_depth(&s->queue));
     cJSON_AddNumberToObject(j, "model_loads", (double)st.loads);
     cJSON_AddNumberToObject(j, "model_unloads", (double)st.unloads);

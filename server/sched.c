@@ -1,12 +1,17 @@
 /* sched.c - the scheduler: the one thread that owns the engine. It loads the model when the first
  * task arrives (requests arriving meanwhile simply queue), takes up to --parallel queued tasks at
  * a time, compresses the documents of all of them in one clara_compress call, answers each, and
- * unloads the model once it has been idle for the keep-alive period (Ollama-style). */
+ * unloads the model once it has been idle for the keep-alive period (Ollama-style).
+ *
+ * The model file may change while the server runs. Every load re-validates it against the shape
+ * the startup probe fixed (requests are validated and buffers sized by it) and logs whether it is
+ * the file validated at startup; a pass checks the loaded files before it starts (changed: reload)
+ * and after it ends (changed or truncated under the engine: its results are discarded, 503). */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 
 #include "base/log.h"
@@ -28,6 +33,7 @@ static struct {
 } S;
 
 static void fill_info(const clara_model *m, const char *path, srv_model_info *info) {
+    memset(info, 0, sizeof *info);
     info->n_mem = clara_model_n_mem(m);
     info->n_embd = clara_model_n_embd(m);
     info->n_vocab = clara_model_n_vocab(m);
@@ -41,8 +47,13 @@ static void fill_info(const clara_model *m, const char *path, srv_model_info *in
         name = name ? name + 1 : path;
     }
     snprintf(info->name, sizeof info->name, "%s", name);
-    struct stat sb;
-    info->file_bytes = stat(path, &sb) == 0 ? (uint64_t)sb.st_size : 0;
+    /* from the mappings, not the paths: the files as loaded, even if replaced since */
+    info->file_bytes = gguf_file_size(m->gguf);
+    gguf_file_id(m->gguf, &info->file_id);
+    if (m->base) {
+        info->base_file_bytes = gguf_file_size(m->base);
+        gguf_file_id(m->base, &info->base_id);
+    }
 }
 
 /* One model file, or a base GGUF plus a CLaRa add-on (two-file mode). */
@@ -54,13 +65,117 @@ static clara_status open_model(const srv_config *cfg, clara_model **m) {
 
 int srv_probe_model(const srv_config *cfg, srv_model_info *info) {
     clara_model *m = NULL;
-    if (open_model(cfg, &m) != CLARA_OK) {
+    clara_status s = open_model(cfg, &m);
+    if (s == CLARA_OK) s = clara_model_check_files(m); /* truncated while we read it */
+    if (s != CLARA_OK) {
         fprintf(stderr, "clara-server: error: cannot load the model: %s\n", clara_last_error());
+        clara_model_free(m);
         return -1;
     }
     fill_info(m, cfg->model, info);
     clara_model_free(m);
     return 0;
+}
+
+/* "X" or "X (base Y)": the files a load reads. */
+static void files_label(char *out, size_t cap) {
+    if (S.cfg->base)
+        snprintf(out, cap, "%s (base %s)", S.cfg->model, S.cfg->base);
+    else
+        snprintf(out, cap, "%s", S.cfg->model);
+}
+
+/* snprintf for messages, which may be cut at the buffer's size (paths can be long). */
+static void msgf(char *out, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void msgf(char *out, size_t cap, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(out, cap, fmt, ap);
+    va_end(ap);
+}
+
+/* Appends ", what" to a list being built in out. */
+static void list_add(char *out, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void list_add(char *out, size_t cap, const char *fmt, ...) {
+    size_t len = strlen(out);
+    if (len && len + 2 < cap) {
+        snprintf(out + len, cap - len, ", ");
+        len += 2;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    if (len < cap) vsnprintf(out + len, cap - len, fmt, ap);
+    va_end(ap);
+}
+
+/* What differs between the startup shape and a freshly loaded model's, as "n_mem 16 -> 2, ..."
+ * (empty when nothing does). Requests were validated and buffers are sized by the startup shape,
+ * so a model of another shape must not serve them. */
+static void shape_diff(const srv_model_info *was, const srv_model_info *now, char *out,
+                       size_t cap) {
+    out[0] = '\0';
+    if (now->n_mem != was->n_mem) list_add(out, cap, "n_mem %u -> %u", was->n_mem, now->n_mem);
+    if (now->n_embd != was->n_embd) list_add(out, cap, "n_embd %u -> %u", was->n_embd, now->n_embd);
+    if (now->n_vocab != was->n_vocab)
+        list_add(out, cap, "vocabulary %u -> %u", was->n_vocab, now->n_vocab);
+    if (now->n_ctx != was->n_ctx) list_add(out, cap, "context %u -> %u", was->n_ctx, now->n_ctx);
+    if (now->can_retrieve != was->can_retrieve)
+        list_add(out, cap, "retrieval %s -> %s", was->can_retrieve ? "yes" : "no",
+                 now->can_retrieve ? "yes" : "no");
+}
+
+static bool same_file(const clara_file_id *a, const clara_file_id *b) {
+    return a->dev == b->dev && a->ino == b->ino && a->size == b->size && a->mtime_ns == b->mtime_ns;
+}
+
+/* How a loaded file differs from the one the startup probe validated ("" when it is that one).
+ * Inode numbers are reused, so a new file may carry the old one's: no guess at how it changed. */
+static void file_change(const char *label, const clara_file_id *was, const clara_file_id *now,
+                        char *out, size_t cap) {
+    if (same_file(was, now)) return;
+    list_add(out, cap, "%s changed since startup (inode %llu -> %llu, %llu -> %llu bytes%s)", label,
+             (unsigned long long)was->ino, (unsigned long long)now->ino,
+             (unsigned long long)was->size, (unsigned long long)now->size,
+             was->mtime_ns != now->mtime_ns ? ", new modification time" : "");
+}
+
+/* Says on every load whether the files are those validated at startup or new files of the same
+ * shape (a model replaced by renaming a new file over its path). */
+static void log_loaded(const srv_model_info *now, double secs) {
+    char change[512] = "";
+    file_change(S.cfg->base ? "add-on" : "model file", &S.info->file_id, &now->file_id, change,
+                sizeof change);
+    if (S.cfg->base) file_change("base", &S.info->base_id, &now->base_id, change, sizeof change);
+    char files[600];
+    files_label(files, sizeof files);
+    if (!change[0])
+        CLARA_LOGI("model loaded in %.3f s: %s, the file validated at startup", secs, files);
+    else
+        CLARA_LOGI("model loaded in %.3f s: %s: %s, re-validated: the same shape "
+                   "(n_mem %u, n_embd %u, vocabulary %u, context %u, retrieval %s), type %s",
+                   secs, files, change, now->n_mem, now->n_embd, now->n_vocab, now->n_ctx,
+                   now->can_retrieve ? "yes" : "no", now->type);
+}
+
+/* Opens the model and checks it is still what the server validated at startup: files unchanged
+ * while being read, the startup shape. On failure err says why. */
+static clara_status open_validated(srv_model_info *now, char *err, size_t cap) {
+    clara_status s = open_model(S.cfg, &S.m);
+    if (s == CLARA_OK) s = clara_model_check_files(S.m); /* truncated while we read it */
+    if (s != CLARA_OK) {
+        snprintf(err, cap, "%s", clara_last_error());
+        return s;
+    }
+    fill_info(S.m, S.cfg->model, now);
+    char diff[256];
+    shape_diff(S.info, now, diff, sizeof diff);
+    if (!diff[0]) return CLARA_OK;
+    char files[600];
+    files_label(files, sizeof files);
+    msgf(err, cap, "model file %s changed since startup: %s; restart the server to serve it", files,
+         diff);
+    return CLARA_ERR_INVALID_ARG;
 }
 
 static int load_model(void) {
@@ -71,15 +186,18 @@ static int load_model(void) {
     double t0 = srv_mono();
     clara_ctx_params cp = clara_ctx_default_params();
     cp.n_threads = S.cfg->threads;
-    clara_status s = open_model(S.cfg, &S.m);
-    if (s == CLARA_OK) s = clara_ctx_create(S.m, &cp, &S.ctx);
+    srv_model_info now;
+    char err[sizeof st->load_error];
+    clara_status s = open_validated(&now, err, sizeof err);
+    if (s == CLARA_OK && (s = clara_ctx_create(S.m, &cp, &S.ctx)) != CLARA_OK)
+        snprintf(err, sizeof err, "%s", clara_last_error());
     pthread_mutex_lock(&st->mu);
     st->loading = false;
     if (s != CLARA_OK) {
-        snprintf(st->load_error, sizeof st->load_error, "%s", clara_last_error());
+        snprintf(st->load_error, sizeof st->load_error, "%s", err);
         st->load_failed = true;
         pthread_mutex_unlock(&st->mu);
-        CLARA_LOGE("loading %s failed: %s", S.cfg->model, clara_last_error());
+        CLARA_LOGE("loading %s failed: %s", S.cfg->model, err);
         clara_model_free(S.m);
         S.m = NULL;
         return -1;
@@ -91,11 +209,11 @@ static int load_model(void) {
     st->loads++;
     pthread_mutex_unlock(&st->mu);
     srv_metrics_load(true);
-    CLARA_LOGI("model loaded in %.3f s", srv_mono() - t0);
+    log_loaded(&now, srv_mono() - t0);
     return 0;
 }
 
-static void unload_model(void) {
+static void unload_model(const char *why) {
     if (!S.m) return;
     clara_ctx_free(S.ctx);
     clara_model_free(S.m);
@@ -107,7 +225,7 @@ static void unload_model(void) {
     S.st->unloads++;
     pthread_mutex_unlock(&S.st->mu);
     srv_metrics_load(false);
-    CLARA_LOGI("model unloaded (idle)");
+    CLARA_LOGI("model unloaded (%s)", why);
 }
 
 static void task_fail(srv_task *t, int status, const char *type, const char *msg) {
@@ -269,6 +387,48 @@ static void generate_phase(srv_task **b, int n) {
     }
 }
 
+/* A loaded model whose files changed on disk since it was loaded (rewritten in place, truncated)
+ * goes before the batch: the batch then loads, and validates, what is there now instead of
+ * computing on pages that may be another model's or may vanish. */
+static void drop_if_changed(void) {
+    if (!S.m || clara_model_check_files(S.m) == CLARA_OK) return;
+    CLARA_LOGW("%s; reloading the model", clara_last_error());
+    unload_model("its file changed on disk");
+}
+
+static void discard_results(srv_task *t) {
+    free(t->out_vectors);
+    free(t->enc_tokens);
+    t->out_vectors = NULL;
+    t->enc_tokens = NULL;
+    if (t->has_gen) clara_gen_result_free(&t->gen);
+    t->has_gen = false;
+}
+
+/* Results computed while a model file changed under the engine may be garbage: pages that
+ * vanished read as zeros (the SIGBUS guard), rewritten ones as another model's weights. Every
+ * task of the batch that computed something fails with 503 and the model goes; the next request
+ * loads and validates what is on disk then. */
+static void discard_if_changed(srv_task **b, int n) {
+    if (!S.m || clara_model_check_files(S.m) == CLARA_OK) return;
+    char why[sizeof S.st->load_error], msg[sizeof b[0]->error];
+    snprintf(why, sizeof why, "%s", clara_last_error());
+    msgf(msg, sizeof msg,
+         "the model file changed on disk while this request ran, so its result was discarded: "
+         "%s (replace a model by renaming a new file over it)",
+         why);
+    int failed = 0;
+    for (int i = 0; i < n; i++) {
+        /* a client error (bad input, gone) did not come from the weights and stays */
+        if (b[i]->status >= 400 && b[i]->status < 500) continue;
+        discard_results(b[i]);
+        task_fail(b[i], 503, "model_unavailable", msg);
+        failed++;
+    }
+    CLARA_LOGE("%s: %d request(s) of this pass failed", why, failed);
+    unload_model("its file changed on disk");
+}
+
 static void run_batch(srv_task **b, int n) {
     double now = srv_mono();
     for (int i = 0; i < n; i++) {
@@ -278,11 +438,12 @@ static void run_batch(srv_task **b, int n) {
         b[i]->n_mem = S.info->n_mem;
         b[i]->n_embd = S.info->n_embd;
     }
+    drop_if_changed();
     if (!S.m) {
         double t0 = srv_mono();
         if (load_model() != 0) {
-            char msg[400];
-            snprintf(msg, sizeof msg, "the model cannot be loaded: %s", S.st->load_error);
+            char msg[sizeof b[0]->error];
+            msgf(msg, sizeof msg, "the model cannot be loaded: %s", S.st->load_error);
             for (int i = 0; i < n; i++) task_fail(b[i], 503, "model_unavailable", msg);
             return;
         }
@@ -294,6 +455,7 @@ static void run_batch(srv_task **b, int n) {
     generate_phase(b, n);
     for (int i = 0; i < n; i++)
         if (b[i]->status == 0) task_fail(b[i], 499, "client_closed", "the client went away");
+    discard_if_changed(b, n);
 }
 
 /* The last task's keep_alive (or the default) decides when the model goes. */
@@ -320,7 +482,7 @@ static void idle_wait(srv_queue *q) {
     double at = unload_deadline();
     if (at >= 0 && srv_now() >= at) {
         pthread_mutex_unlock(&q->mu);
-        unload_model();
+        unload_model("idle");
         pthread_mutex_lock(&q->mu);
         return;
     }
@@ -391,7 +553,7 @@ static void *sched_main(void *arg) {
         pthread_mutex_lock(&q->mu);
     }
     pthread_mutex_unlock(&q->mu);
-    unload_model();
+    unload_model("stopping");
     return NULL;
 }
 

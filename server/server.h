@@ -17,6 +17,7 @@
 
 #include <cJSON.h>
 
+#include "base/mapfile.h"
 #include "clara.h"
 
 /* ---- configuration (config.c) ---------------------------------------------------------------- */
@@ -135,19 +136,22 @@ void srv_task_complete(srv_queue *q, srv_task *t);
 
 /* ---- the scheduler (sched.c) ----------------------------------------------------------------- */
 
-/* What the startup probe learned about the model (fixed for the server's life). */
+/* What the startup probe learned about the model (fixed for the server's life: requests are
+ * validated and buffers sized by its shape, so every later load must have the same one). */
 typedef struct {
     uint32_t n_mem, n_embd, n_vocab, n_ctx;
     bool can_retrieve;
-    char type[32];  /* weight type of the file, e.g. "f32" */
-    char name[128]; /* general.name or the file name */
-    uint64_t file_bytes;
+    char type[32];                  /* weight type of the file, e.g. "f32" */
+    char name[128];                 /* general.name or the file name */
+    uint64_t file_bytes;            /* the model file; in two-file mode the add-on */
+    uint64_t base_file_bytes;       /* two-file mode: the base model file; else 0 */
+    clara_file_id file_id, base_id; /* the files as validated (base_id zero in one-file mode) */
 } srv_model_info;
 
 typedef struct {
     pthread_mutex_t mu; /* guards everything below */
     bool loaded, loading, load_failed;
-    char load_error[256];
+    char load_error[512];
     double load_time_s;
     double last_activity; /* wall clock, 0 = never */
     double unload_at;     /* wall clock; < 0 = never / not loaded */

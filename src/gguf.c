@@ -562,6 +562,14 @@ const uint8_t *gguf_file_data(const gguf_ctx *c) {
 size_t gguf_file_size(const gguf_ctx *c) {
     return c->len;
 }
+bool gguf_file_id(const gguf_ctx *c, clara_file_id *out) {
+    if (!c->map.data) return false;
+    *out = c->map.id;
+    return true;
+}
+clara_status gguf_check_file(const gguf_ctx *c) {
+    return clara_mapped_check(&c->map, c->name);
+}
 size_t gguf_n_kv(const gguf_ctx *c) {
     return c->n_kv;
 }

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/mapfile.h"
 #include "clara.h"
 
 #define GGUF_DEFAULT_ALIGNMENT 32
@@ -68,6 +69,11 @@ uint64_t gguf_data_offset(const gguf_ctx *ctx); /* file offset of the data secti
 /* The whole file image (for callers that checksum or re-read it). */
 const uint8_t *gguf_file_data(const gguf_ctx *ctx);
 size_t gguf_file_size(const gguf_ctx *ctx);
+/* For a context from gguf_open: the file as fstat saw it when mapped (false for gguf_parse). */
+bool gguf_file_id(const gguf_ctx *ctx, clara_file_id *out);
+/* For a context from gguf_open: whether the mapped file is unchanged on disk since
+ * (clara_mapped_check); CLARA_OK for gguf_parse. */
+clara_status gguf_check_file(const gguf_ctx *ctx);
 
 size_t gguf_n_kv(const gguf_ctx *ctx);
 const char *gguf_kv_key(const gguf_ctx *ctx, size_t i);

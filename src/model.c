@@ -144,11 +144,20 @@ static clara_status bind_perm(const clara_model *m, uint32_t layer, int l, uint6
         ((uintptr_t)t->data & 3) != 0)
         return clara_fail(CLARA_ERR_FORMAT, "%s: '%s' must be an aligned i32 vector of %llu",
                           gguf_name(g), name, (unsigned long long)in);
-    const int32_t *p = (const int32_t *)t->data;
+    /* A copy, checked once: these are indices, and the mapped file could be rewritten in place
+     * under a loaded model (garbage weights are thrown away, an index out of range would not
+     * be). */
+    int32_t *p = malloc(in * sizeof *p);
     uint8_t *seen = calloc(in, 1);
-    if (!seen) return clara_fail(CLARA_ERR_NOMEM, "out of memory");
+    if (!p || !seen) {
+        free(p);
+        free(seen);
+        return clara_fail(CLARA_ERR_NOMEM, "out of memory");
+    }
+    memcpy(p, t->data, in * sizeof *p);
     for (uint64_t j = 0; j < in; j++) {
         if (p[j] < 0 || (uint64_t)p[j] >= in || seen[p[j]]) {
+            free(p);
             free(seen);
             return clara_fail(CLARA_ERR_FORMAT, "%s: '%s' is not a permutation of 0..%llu",
                               gguf_name(g), name, (unsigned long long)in - 1);
@@ -337,12 +346,19 @@ clara_status clara_model_load_pair(const char *base_path, const char *clara_path
 void clara_model_free(clara_model *m) {
     if (!m) return;
     for (int i = 0; i < m->n_file_adapters; i++) free(m->file_adapters[i].mods);
+    for (uint32_t i = 0; m->layers && i < m->hp.n_layer; i++)
+        for (int l = 0; l < CLARA_N_LIN; l++) free((void *)m->layers[i].in_perm[l]);
     free(m->layers);
     free(m->meta.mem_ids);
     if (m->tok) clara_tokenizer_free(m->tok);
     if (m->gguf) gguf_free(m->gguf);
     if (m->base) gguf_free(m->base);
     free(m);
+}
+
+clara_status clara_model_check_files(const clara_model *m) {
+    clara_status s = m->base ? gguf_check_file(m->base) : CLARA_OK;
+    return s == CLARA_OK ? gguf_check_file(m->gguf) : s;
 }
 
 uint32_t clara_model_n_embd(const clara_model *m) {

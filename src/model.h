@@ -32,7 +32,8 @@ typedef struct {
     const float *attn_norm, *ffn_norm;
     clara_mat w[CLARA_N_LIN];
     /* GPTQ act-order imports: stored column j of w[l] holds input feature in_perm[l][j], so the
-     * layer computes w · x[in_perm] (docs/FORMAT.md); NULL when the columns are in order */
+     * layer computes w · x[in_perm] (docs/FORMAT.md); NULL when the columns are in order. Owned
+     * copies (indices must not change if the file does) */
     const int32_t *in_perm[CLARA_N_LIN];
 } clara_layer;
 
@@ -94,5 +95,10 @@ struct clara_model {
 
 /* Element size in bytes of the plain types a clara_mat may hold. */
 size_t clara_mat_elem_size(clara_type t);
+
+/* Whether the files the model maps are unchanged on disk since it was loaded (gguf_check_file on
+ * each): a truncation or an in-place rewrite is CLARA_ERR_IO naming the file. Weights read since
+ * then may be garbage; a caller that gets an error throws its results away and frees the model. */
+clara_status clara_model_check_files(const clara_model *m);
 
 #endif
