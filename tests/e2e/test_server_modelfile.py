@@ -74,7 +74,9 @@ def test_rename_other_shape():
         r = s.post("/v1/answer", {"query": Q, "vectors": first[1]["vectors"], "max_new_tokens": 8})
         check(unavailable(r, msg), "/v1/answer with startup-shape vectors -> 503 (%s)" % (r[:2],))
     h = s.get("/health")
-    check(h[0] == 503 and re.search(msg, h[1].get("error", "")), "/health says why (%s)" % h[1])
+    check(h[0] == 503 and h[1]["status"] == "error", "/health says the load failed (%s)" % h[1])
+    st = s.get("/status")[1]
+    check(re.search(msg, st.get("load_error", "")), "/status says why (%s)" % st.get("load_error"))
     check(re.search(r"loading .* failed: model file .* changed since startup", s.text()),
           "the log says the load failed and why")
     replace_by_rename(small_model(), path)
