@@ -26,7 +26,8 @@ clara_status clara_enc_row_build(const clara_model *m, const clara_text *doc, si
     uint32_t M = m->meta.doc_max_length + 3;
     clara_ids *ids = &row->ids;
     clara_status s = clara_check_text(m, "document", index, doc->text, doc->len);
-    if (s == CLARA_OK) s = clara_ids_push(ids, m->meta.enc_id);
+    if (s != CLARA_OK) return s; /* its message names the document already */
+    s = clara_ids_push(ids, m->meta.enc_id);
     if (s == CLARA_OK) s = clara_ids_push(ids, m->meta.bos_id);
     if (s == CLARA_OK) s = clara_tokenizer_encode(m->tok, doc->text, doc->len, ids);
     if (s == CLARA_OK) s = clara_ids_push(ids, m->meta.eos_id);

@@ -164,6 +164,24 @@ static void test_compress_many_equals_single(void) {
     free(one);
 }
 
+/* The special-token error names the document once (it used to say "document 1: document 1"). */
+static void test_special_token_message(void) {
+    const clara_text docs[] = {{"fine", 4}, {"bad <MEM0> here", 15}};
+    size_t per = (size_t)clara_model_n_mem(g_model) * clara_model_n_embd(g_model);
+    float *vec = malloc(2 * per * sizeof(float));
+    T_EQ_INT(clara_compress(g_ctx, docs, 2, vec, NULL), CLARA_ERR_INVALID_ARG);
+    T_EQ_STR(clara_last_error(), "document 1 contains the special token '<MEM0>' at byte 4; "
+                                 "special-token strings are not allowed in input text");
+    clara_gen_params p = ask("q", 0, 0, 4);
+    p.docs = docs;
+    p.n_docs = 2;
+    clara_gen_result r;
+    T_EQ_INT(clara_generate(g_ctx, &p, &r), CLARA_ERR_INVALID_ARG);
+    T_EQ_STR(clara_last_error(), "document 1 contains the special token '<MEM0>' at byte 4; "
+                                 "special-token strings are not allowed in input text");
+    free(vec);
+}
+
 int main(void) {
     const char *build = getenv("BUILD");
     char path[1024];
@@ -180,6 +198,7 @@ int main(void) {
     T_RUN(test_duplicates_and_determinism);
     T_RUN(test_last_layer_rows);
     T_RUN(test_compress_many_equals_single);
+    T_RUN(test_special_token_message);
     clara_ctx_free(g_ctx);
     clara_model_free(g_model);
     return t_report("test_generate_batch");
