@@ -43,16 +43,16 @@ typedef struct {
     int max_queue;
     size_t max_body;
     int log_level;
-    char *cache_dir;     /* accepted for compatibility; unused (models are local files) */
-    int request_timeout; /* seconds a request may wait and run */
-    int conn_timeout;    /* seconds an idle/slow connection may stay open */
-    int grace;           /* seconds to finish in-flight work on SIGTERM, then cancel it */
+    char *cache_dir;          /* accepted for compatibility; unused (models are local files) */
+    int request_timeout;      /* seconds a request may wait and run */
+    int conn_timeout;         /* seconds an idle/slow connection may stay open */
+    int grace;                /* seconds to finish in-flight work on SIGTERM, then cancel it */
     int max_request_tokens;   /* documents + query + max_new_tokens of one request */
     int read_timeout;         /* seconds to receive a request's headers and body in full */
     int max_connections;      /* open connections at most */
     int max_conns_per_client; /* open connections from one client address at most */
     char **allowed_hosts;     /* Host names accepted ("*" = any); NULL = default for the bind */
-    bool demo;           /* serving the bundled demo model */
+    bool demo;                /* serving the bundled demo model */
 } srv_config;
 
 /* Fills cfg from CLARA_* variables then argv. Returns 0 to serve, 1 after printing help/version,
@@ -104,7 +104,7 @@ typedef struct srv_task {
     /* synchronisation (the queue's mutex) */
     double enqueued_at;
     bool done;
-    atomic_bool cancelled; /* the client left or timed out: skip it if not started */
+    atomic_bool cancelled; /* the client left or timed out: skip it, or stop it if running */
     int refs;              /* handler + queue/scheduler */
     pthread_cond_t cv;
 } srv_task;
@@ -154,6 +154,9 @@ typedef struct {
 } srv_state;
 
 int srv_sched_start(const srv_config *cfg, const srv_model_info *info, srv_queue *q, srv_state *st);
+/* Cancels every task: what is running stops within a transformer layer or a decoding step, what
+ * is queued never starts; their clients get 503 shutting_down (the end of the grace period). */
+void srv_sched_cancel_all(void);
 /* Stops the scheduler thread after the queue drains (or fails what is left), frees the model. */
 void srv_sched_stop(void);
 /* Loads the model once to check it and fill info, then frees it. */
