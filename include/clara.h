@@ -8,6 +8,7 @@
 #ifndef CLARA_H
 #define CLARA_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -27,6 +28,7 @@ typedef enum {
     CLARA_ERR_NOMEM = 4,       /* allocation failed or a size exceeds a safety limit */
     CLARA_ERR_INVALID_ARG = 5, /* the caller passed something invalid */
     CLARA_ERR_NOT_FOUND = 6,   /* a required key, tensor or file is missing */
+    CLARA_ERR_CANCELLED = 7,   /* the caller's cancellation callback asked to stop */
 } clara_status;
 
 /* Tensor element types. The numeric values are GGUF's (ggml_type) so they are written to files
@@ -121,6 +123,25 @@ typedef struct {
 clara_status clara_compress(clara_ctx *ctx, const clara_text *docs, size_t n_docs, float *vectors,
                             uint32_t *n_tokens);
 
+/* Cancellation of a clara_compress_ex call, per document (a server compresses the documents of
+ * several requests in one call, and one request's client may leave). */
+typedef struct {
+    /* Optional. Polled on the calling thread for each document still being compressed, between
+     * transformer layers (several times per layer for long passes). Once it returns true for a
+     * document, that document leaves the running pass and is not asked about again; a pass whose
+     * documents are all cancelled stops there. It should stay true once true, so that the caller
+     * can tell afterwards which documents were dropped. */
+    bool (*cancelled)(void *arg, size_t doc);
+    void *cancel_arg;
+} clara_compress_params;
+
+/* clara_compress with cancellation. Returns CLARA_ERR_CANCELLED when any document was cancelled;
+ * the vectors of the others are written all the same (bit-identical to an uncancelled call), and
+ * n_tokens of every document. params may be NULL (= clara_compress). */
+clara_status clara_compress_ex(clara_ctx *ctx, const clara_text *docs, size_t n_docs,
+                               float *vectors, uint32_t *n_tokens,
+                               const clara_compress_params *params);
+
 typedef enum {
     CLARA_TASK_ANSWER = 0,   /* QA prompt (spec §8) from documents or vectors */
     CLARA_TASK_RETRIEVE = 1, /* E2E: rank documents by the query vector, answer from top-k (§10) */
@@ -139,6 +160,13 @@ typedef struct {
     int paraphrase_template; /* 0..12 */
     float *first_logits;     /* optional out [n_vocab]: logits of the first generated step */
     int ignore_eos; /* 1: keep generating after </s> until max_new_tokens (benchmarks); default 0 */
+    /* Optional cancellation (llama.cpp's abort callback, per request): polled on the calling
+     * thread between transformer layers (several times per layer for a long prompt) and between
+     * decoding steps. Once it returns true, the request leaves the running batch (status
+     * CLARA_ERR_CANCELLED, its KV slot is no longer extended) and is not asked about again; the
+     * other requests go on and get exactly the ids they get without it. */
+    bool (*cancelled)(void *arg);
+    void *cancel_arg;
 } clara_gen_params;
 
 typedef struct {

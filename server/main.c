@@ -1,10 +1,12 @@
 /* main.c - clara-server's lifetime: configuration, the startup check of the model and the banner,
  * the scheduler and HTTP threads, and a graceful stop on SIGTERM/SIGINT (stop accepting, let
- * in-flight requests finish within the grace period, exit 0). */
+ * in-flight requests finish within the grace period, cancel what is left, exit 0; a second
+ * signal exits at once). */
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "base/log.h"
 #include "base/mapguard.h"
@@ -72,18 +74,47 @@ static void banner(const srv_server *s, int port) {
     fflush(stderr);
 }
 
-/* Stop accepting, give in-flight requests up to the grace period, then stop the scheduler
- * (queued tasks still waiting get 503) and the HTTP threads. */
-static void shutdown_server(srv_server *s, void *daemon) {
-    atomic_store(&s->draining, true);
-    srv_http_quiesce(daemon);
-    double until = srv_mono() + s->cfg.grace;
+/* Seconds the answers of cancelled requests get to go out before the HTTP threads stop (they
+ * are written as soon as the scheduler lets go of the tasks, within milliseconds). */
+#define SHUTDOWN_REPLY_S 0.5
+
+/* Waits up to `seconds` for the requests being handled to finish; returns how many are left. */
+static int wait_inflight(srv_server *s, double seconds) {
+    double until = srv_mono() + seconds;
     while (atomic_load(&s->inflight) > 0 && srv_mono() < until) {
         struct timespec ts = {0, 20 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
+    return atomic_load(&s->inflight);
+}
+
+/* Stop accepting, give in-flight requests up to the grace period, then cancel what is left (the
+ * engine drops it within a layer or a decoding step; its clients get 503), stop the scheduler
+ * and, once those answers are out, the HTTP threads: the whole takes the grace period plus about
+ * a second at most. */
+static void shutdown_server(srv_server *s, void *daemon) {
+    atomic_store(&s->draining, true);
+    srv_http_quiesce(daemon);
+    int left = wait_inflight(s, s->cfg.grace);
+    if (left > 0)
+        CLARA_LOGW("grace period of %d s over: cancelling %d request(s) still in flight",
+                   s->cfg.grace, left);
+    srv_sched_cancel_all();
     srv_sched_stop();
+    wait_inflight(s, SHUTDOWN_REPLY_S);
     srv_http_stop(daemon);
+}
+
+/* Runs once the first SIGINT/SIGTERM is taken: a second one ends the process at once, without
+ * waiting for the grace period (status 128 + the signal, as a shell reports a process killed by
+ * it: 130 for SIGINT, 143 for SIGTERM). */
+static void *second_signal(void *arg) {
+    const sigset_t *set = arg;
+    int sig = 0;
+    if (sigwait(set, &sig) != 0) return NULL;
+    CLARA_LOGW("second %s: exiting now without finishing in-flight requests",
+               sig == SIGINT ? "SIGINT" : "SIGTERM");
+    _exit(128 + sig);
 }
 
 int srv_main(int argc, char **argv) {
@@ -114,7 +145,7 @@ int srv_main(int argc, char **argv) {
     atomic_init(&s->draining, false);
 
     /* Every thread started from here on inherits the blocked set; only sigwait sees them. */
-    sigset_t set;
+    static sigset_t set; /* second_signal's, which may outlive this frame */
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
@@ -131,8 +162,10 @@ int srv_main(int argc, char **argv) {
         banner(s, port);
         int sig = 0;
         sigwait(&set, &sig);
-        CLARA_LOGI("%s: finishing in-flight requests (grace %d s)",
+        CLARA_LOGI("%s: finishing in-flight requests (grace %d s; a second signal exits at once)",
                    sig == SIGINT ? "SIGINT" : "SIGTERM", s->cfg.grace);
+        pthread_t watcher;
+        if (pthread_create(&watcher, NULL, second_signal, &set) == 0) pthread_detach(watcher);
         shutdown_server(s, daemon);
         CLARA_LOGI("stopped");
         rc = 0;

@@ -1,7 +1,10 @@
 /* sched.c - the scheduler: the one thread that owns the engine. It loads the model when the first
  * task arrives (requests arriving meanwhile simply queue), takes up to --parallel queued tasks at
- * a time, compresses the documents of all of them in one clara_compress call, answers each, and
- * unloads the model once it has been idle for the keep-alive period (Ollama-style).
+ * a time, refuses those over --max-request-tokens, compresses the documents of all of them in
+ * shared passes, answers each, and unloads the model once it has been idle for the keep-alive
+ * period (Ollama-style). A task whose client left or timed out, or every task once the shutdown's
+ * grace period is over, is cancelled: the engine drops it from the running pass within a layer or
+ * a decoding step, and the rest of the batch goes on.
  *
  * The model file may change while the server runs. Every load re-validates it against the shape
  * the startup probe fixed (requests are validated and buffers sized by it) and logs whether it is
@@ -30,6 +33,7 @@ static struct {
     bool started;
     clara_model *m; /* owned by the scheduler thread */
     clara_ctx *ctx;
+    atomic_bool abort; /* the grace period is over: every task is cancelled */
 } S;
 
 static void fill_info(const clara_model *m, const char *path, srv_model_info *info) {
@@ -243,31 +247,84 @@ static void task_fail_engine(srv_task *t, clara_status s) {
         task_fail(t, 500, "engine_error", clara_last_error());
 }
 
+/* Whether task t is to stop: its client left or timed out (wait_task), or the shutdown's grace
+ * period is over. Never goes back to false. */
+static bool task_cancelled(srv_task *t) {
+    return atomic_load(&t->cancelled) || atomic_load(&S.abort);
+}
+
 static bool task_live(srv_task *t) {
-    return t->status == 0 && !atomic_load(&t->cancelled);
+    return t->status == 0 && !task_cancelled(t);
 }
 
-/* Real token counts of the documents as tokenized (no special tokens, no truncation). */
-static void count_tokens(srv_task *t) {
-    for (size_t i = 0; i < t->n_docs; i++) {
-        clara_ids ids = {0};
-        if (clara_tokenizer_encode(S.m->tok, t->docs[i].text, t->docs[i].len, &ids) == CLARA_OK)
-            t->original_tokens += ids.n;
-        clara_ids_free(&ids);
+/* The engine's cancellation callbacks: a generation request is a task; a document of a shared
+ * compress pass belongs to owner[doc] (for one task alone, every entry is that task). */
+static bool gen_cancelled(void *arg) {
+    return task_cancelled(arg);
+}
+
+static bool doc_cancelled(void *arg, size_t doc) {
+    return task_cancelled(((srv_task **)arg)[doc]);
+}
+
+static size_t n_tokens_of(const char *text, size_t len) {
+    clara_ids ids = {0};
+    size_t n = clara_tokenizer_encode(S.m->tok, text, len, &ids) == CLARA_OK ? ids.n : 0;
+    clara_ids_free(&ids);
+    return n;
+}
+
+/* What task t costs in tokens, the measure of --max-request-tokens: each document's encoder row
+ * as the engine compresses it (<ENC><s>text</s> cut at doc_max_length + 3: the n_tokens that
+ * /v1/compress reports), or n_mem per document sent as vectors; then, when it generates, the
+ * query's tokens and max_new_tokens. Also fills original_tokens (the documents' own tokens,
+ * uncut). Text the tokenizer rejects counts 0 here; the engine reports it. */
+static uint64_t task_cost(srv_task *t, uint64_t *docs_cost, uint64_t *query_cost) {
+    uint64_t cut = (uint64_t)S.m->meta.doc_max_length + 3;
+    *docs_cost = t->in_vectors ? (uint64_t)t->n_docs * S.info->n_mem : 0;
+    for (size_t i = 0; t->docs && i < t->n_docs; i++) {
+        uint64_t n = n_tokens_of(t->docs[i].text, t->docs[i].len);
+        t->original_tokens += n;
+        *docs_cost += n + 3 < cut ? n + 3 : cut;
     }
+    bool generates = t->ep != SRV_EP_V1_COMPRESS;
+    *query_cost = generates && t->query ? n_tokens_of(t->query, t->query_len) : 0;
+    return *docs_cost + *query_cost + (generates ? t->max_new_tokens : 0);
 }
 
-static int compress_task(srv_task *t) {
+/* Refuses task t (413 too_many_tokens) when it costs more than --max-request-tokens, before any
+ * of the batch is compressed: the largest request the other limits let through (1,024 documents
+ * of 4 KB, 512 new tokens) is hours of compute for a 7B model on a CPU. */
+static void check_cost(srv_task *t) {
+    uint64_t docs, query, cost = task_cost(t, &docs, &query);
+    if (cost <= (uint64_t)S.cfg->max_request_tokens) return;
+    char msg[300];
+    snprintf(msg, sizeof msg,
+             "the request costs %llu tokens (documents %llu, query %llu, max_new_tokens %u); "
+             "the limit is %d (--max-request-tokens, CLARA_MAX_REQUEST_TOKENS)",
+             (unsigned long long)cost, (unsigned long long)docs, (unsigned long long)query,
+             t->ep != SRV_EP_V1_COMPRESS ? t->max_new_tokens : 0, S.cfg->max_request_tokens);
+    task_fail(t, 413, "too_many_tokens", msg);
+}
+
+/* Task t's documents compressed alone (after a shared pass failed); a cancelled task is left as
+ * it is (status 0). */
+static void compress_task(srv_task *t) {
     size_t per = (size_t)t->n_mem * t->n_embd;
     t->out_vectors = malloc(t->n_docs * per * sizeof(float) + 1);
     t->enc_tokens = malloc(t->n_docs * sizeof(uint32_t) + 1);
-    if (!t->out_vectors || !t->enc_tokens) {
+    srv_task **owner = malloc(t->n_docs * sizeof *owner + 1);
+    if (!t->out_vectors || !t->enc_tokens || !owner) {
+        free(owner);
         task_fail(t, 500, "out_of_memory", "out of memory");
-        return -1;
+        return;
     }
-    clara_status s = clara_compress(S.ctx, t->docs, t->n_docs, t->out_vectors, t->enc_tokens);
-    if (s != CLARA_OK) task_fail_engine(t, s);
-    return s == CLARA_OK ? 0 : -1;
+    for (size_t i = 0; i < t->n_docs; i++) owner[i] = t;
+    clara_compress_params cp = {doc_cancelled, owner};
+    clara_status s =
+        clara_compress_ex(S.ctx, t->docs, t->n_docs, t->out_vectors, t->enc_tokens, &cp);
+    if (s != CLARA_OK && s != CLARA_ERR_CANCELLED) task_fail_engine(t, s);
+    free(owner);
 }
 
 /* Whether documents of task t go through the shared compress pass: only /v1/compress, which
@@ -277,30 +334,41 @@ static bool wants_compress(const srv_task *t) {
     return t->docs && t->n_docs > 0 && t->ep == SRV_EP_V1_COMPRESS;
 }
 
-/* One clara_compress call over the documents of every task that wants it; if it fails (one
- * document is rejected), each task is compressed alone so the error lands on the right one. */
+/* One clara_compress_ex call over the documents of every task that wants it, each document
+ * cancelled with its task; if it fails (one document is rejected), each task still wanted is
+ * compressed alone so the error lands on the right one. Tasks cancelled meanwhile get nothing
+ * (status 0). */
 static void compress_phase(srv_task **b, int n) {
     size_t total = 0, per = (size_t)S.info->n_mem * S.info->n_embd;
-    int n_tasks = 0;
-    for (int i = 0; i < n; i++)
-        if (task_live(b[i]) && wants_compress(b[i])) total += b[i]->n_docs, n_tasks++;
+    bool in[SCHED_MAX_BATCH]; /* taking part: fixed here, as liveness may change meanwhile */
+    int n_tasks = 0, n_docs = 0;
+    for (int i = 0; i < n; i++) {
+        in[i] = task_live(b[i]) && wants_compress(b[i]);
+        if (in[i]) total += b[i]->n_docs, n_tasks++;
+    }
     if (n_tasks == 0) return;
     double t0 = srv_mono();
     clara_text *docs = malloc(total * sizeof *docs + 1);
+    srv_task **owner = malloc(total * sizeof *owner + 1);
     float *vec = malloc(total * per * sizeof(float) + 1);
     uint32_t *ntok = malloc(total * sizeof(uint32_t) + 1);
-    bool ok = docs && vec && ntok;
+    bool ok = docs && owner && vec && ntok;
     size_t at = 0;
     for (int i = 0; ok && i < n; i++) {
-        if (!task_live(b[i]) || !wants_compress(b[i])) continue;
+        if (!in[i]) continue;
         memcpy(docs + at, b[i]->docs, b[i]->n_docs * sizeof *docs);
+        for (size_t d = 0; d < b[i]->n_docs; d++) owner[at + d] = b[i];
         at += b[i]->n_docs;
     }
-    ok = ok && clara_compress(S.ctx, docs, total, vec, ntok) == CLARA_OK;
+    clara_compress_params cp = {doc_cancelled, owner};
+    clara_status s = ok ? clara_compress_ex(S.ctx, docs, total, vec, ntok, &cp) : CLARA_ERR_NOMEM;
+    ok = s == CLARA_OK || s == CLARA_ERR_CANCELLED; /* the vectors of tasks still wanted are good */
     at = 0;
     for (int i = 0; i < n; i++) {
         srv_task *t = b[i];
-        if (!task_live(t) || !wants_compress(t)) continue;
+        if (!in[i]) continue;
+        at += t->n_docs;
+        if (!task_live(t)) continue;
         if (!ok) {
             compress_task(t);
         } else {
@@ -309,20 +377,22 @@ static void compress_phase(srv_task **b, int n) {
             if (!t->out_vectors || !t->enc_tokens) {
                 task_fail(t, 500, "out_of_memory", "out of memory");
             } else {
-                memcpy(t->out_vectors, vec + at * per, t->n_docs * per * sizeof(float));
-                memcpy(t->enc_tokens, ntok + at, t->n_docs * sizeof(uint32_t));
+                size_t first = at - t->n_docs;
+                memcpy(t->out_vectors, vec + first * per, t->n_docs * per * sizeof(float));
+                memcpy(t->enc_tokens, ntok + first, t->n_docs * sizeof(uint32_t));
             }
-            at += t->n_docs;
         }
+        if (task_live(t)) n_docs += (int)t->n_docs; /* compressed, not cancelled or failed */
         t->compress_ms = (srv_mono() - t0) * 1e3;
     }
-    srv_metrics_batch(n_tasks, (int)total);
+    srv_metrics_batch(n_tasks, n_docs);
     free(docs);
+    free(owner);
     free(vec);
     free(ntok);
 }
 
-static void set_params(const srv_task *t, clara_gen_params *p) {
+static void set_params(srv_task *t, clara_gen_params *p) {
     *p = clara_gen_default_params();
     p->task = t->ep == SRV_EP_V1_RETRIEVE ? CLARA_TASK_RETRIEVE : CLARA_TASK_ANSWER;
     p->query = t->query;
@@ -334,6 +404,8 @@ static void set_params(const srv_task *t, clara_gen_params *p) {
         p->docs = t->docs;
     p->max_new_tokens = t->max_new_tokens;
     p->top_k = t->top_k;
+    p->cancelled = gen_cancelled;
+    p->cancel_arg = t;
 }
 
 /* Every generation task of the pass in one clara_generate_batch call: shared compression
@@ -354,11 +426,12 @@ static void generate_phase(srv_task **b, int n) {
         set_params(b[i], &params[k++]);
     }
     if (k == 0) return;
-    int docs = 0;
-    for (int i = 0; i < k; i++)
-        if (params[i].docs) docs += (int)params[i].n_docs;
     double t0 = srv_mono();
     clara_status s = clara_generate_batch(S.ctx, params, (size_t)k, results, st);
+    int docs = 0; /* compressed: those of requests given as text and not cancelled */
+    for (int i = 0; i < k; i++)
+        if (params[i].docs && (s != CLARA_OK || st[i] != CLARA_ERR_CANCELLED))
+            docs += (int)params[i].n_docs;
     srv_metrics_batch(k, docs);
     double ms = (srv_mono() - t0) * 1e3;
     for (int i = 0; i < k; i++) {
@@ -366,6 +439,10 @@ static void generate_phase(srv_task **b, int n) {
         t->generate_ms = ms;
         if (s != CLARA_OK) {
             task_fail_engine(t, s);
+            continue;
+        }
+        if (st[i] == CLARA_ERR_CANCELLED) { /* status stays 0: run_batch says why */
+            clara_gen_result_free(&results[i]);
             continue;
         }
         if (st[i] != CLARA_OK) {
@@ -429,6 +506,19 @@ static void discard_if_changed(srv_task **b, int n) {
     unload_model("its file changed on disk");
 }
 
+/* Task t was cancelled before it finished: its client left or timed out (the handler has answered
+ * already), or the grace period is over (the client gets 503). */
+static void cancelled(srv_task *t) {
+    bool client = atomic_load(&t->cancelled);
+    CLARA_LOGI("%s request cancelled: %s", srv_endpoint_name(t->ep),
+               client ? "its client left or timed out" : "the grace period is over");
+    if (client)
+        task_fail(t, 499, "client_closed", "the client went away");
+    else
+        task_fail(t, 503, "shutting_down",
+                  "the server is shutting down: the request was cancelled after the grace period");
+}
+
 static void run_batch(srv_task **b, int n) {
     double now = srv_mono();
     for (int i = 0; i < n; i++) {
@@ -450,11 +540,11 @@ static void run_batch(srv_task **b, int n) {
         for (int i = 0; i < n; i++) b[i]->load_ms = (srv_mono() - t0) * 1e3;
     }
     for (int i = 0; i < n; i++)
-        if (task_live(b[i]) && b[i]->docs) count_tokens(b[i]);
+        if (task_live(b[i])) check_cost(b[i]);
     compress_phase(b, n);
     generate_phase(b, n);
     for (int i = 0; i < n; i++)
-        if (b[i]->status == 0) task_fail(b[i], 499, "client_closed", "the client went away");
+        if (b[i]->status == 0) cancelled(b[i]);
     discard_if_changed(b, n);
 }
 
@@ -526,10 +616,10 @@ static void *sched_main(void *arg) {
             continue;
         }
         gather(q, max);
-        bool stopping = q->stop;
+        bool stopping = q->stop || atomic_load(&S.abort);
         int n = srv_queue_pop_locked(q, batch, stopping ? SCHED_MAX_BATCH : max);
         pthread_mutex_unlock(&q->mu);
-        /* Tasks whose client left while queued cost nothing more. */
+        /* Tasks whose client left while queued cost nothing more; once stopping, none runs. */
         int k = 0;
         for (int i = 0; i < n; i++) {
             if (atomic_load(&batch[i]->cancelled) || stopping) {
@@ -563,6 +653,7 @@ int srv_sched_start(const srv_config *cfg, const srv_model_info *info, srv_queue
     S.info = info;
     S.q = q;
     S.st = st;
+    atomic_init(&S.abort, false);
     if (pthread_create(&S.thread, NULL, sched_main, NULL) != 0) {
         fprintf(stderr, "clara-server: error: cannot start the scheduler thread: %s\n",
                 strerror(errno));
@@ -570,6 +661,10 @@ int srv_sched_start(const srv_config *cfg, const srv_model_info *info, srv_queue
     }
     S.started = true;
     return 0;
+}
+
+void srv_sched_cancel_all(void) {
+    atomic_store(&S.abort, true);
 }
 
 void srv_sched_stop(void) {

@@ -107,7 +107,7 @@ typedef struct srv_task {
     /* synchronisation (the queue's mutex) */
     double enqueued_at;
     bool done;
-    atomic_bool cancelled; /* the client left or timed out: skip it if not started */
+    atomic_bool cancelled; /* the client left or timed out: skip it, or stop it if running */
     int refs;              /* handler + queue/scheduler */
     pthread_cond_t cv;
 } srv_task;
@@ -160,6 +160,9 @@ typedef struct {
 } srv_state;
 
 int srv_sched_start(const srv_config *cfg, const srv_model_info *info, srv_queue *q, srv_state *st);
+/* Cancels every task: what is running stops within a transformer layer or a decoding step, what
+ * is queued never starts; their clients get 503 shutting_down (the end of the grace period). */
+void srv_sched_cancel_all(void);
 /* Stops the scheduler thread after the queue drains (or fails what is left), frees the model. */
 void srv_sched_stop(void);
 /* Loads the model once to check it and fill info, then frees it. */

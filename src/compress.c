@@ -26,7 +26,8 @@ clara_status clara_enc_row_build(const clara_model *m, const clara_text *doc, si
     uint32_t M = m->meta.doc_max_length + 3;
     clara_ids *ids = &row->ids;
     clara_status s = clara_check_text(m, "document", index, doc->text, doc->len);
-    if (s == CLARA_OK) s = clara_ids_push(ids, m->meta.enc_id);
+    if (s != CLARA_OK) return s; /* its message names the document already */
+    s = clara_ids_push(ids, m->meta.enc_id);
     if (s == CLARA_OK) s = clara_ids_push(ids, m->meta.bos_id);
     if (s == CLARA_OK) s = clara_tokenizer_encode(m->tok, doc->text, doc->len, ids);
     if (s == CLARA_OK) s = clara_ids_push(ids, m->meta.eos_id);
@@ -62,14 +63,15 @@ static clara_status compress_group(clara_ctx *ctx, const clara_enc_row *rows, si
         clara_embed_tokens(m, rows[i].ids.ids, n, emb + off * H);
         for (uint32_t t = 0; t < n; t++) pos[off + t] = (int32_t)(rows[i].pad + t);
         /* only the memory rows' states are wanted: the last layer skips the document rows */
-        seqs[i - i0] =
-            (clara_seq){n, emb + off * H, pos + off, -1, &set, hidden + off * H, NULL, rows[i].len};
+        seqs[i - i0] = (clara_seq){n,    emb + off * H, pos + off,     -1, &set, hidden + off * H,
+                                   NULL, rows[i].len,   rows[i].cancel};
         off += n;
     }
     if (s == CLARA_OK) s = clara_forward_batch(ctx, seqs, (uint32_t)(i1 - i0));
     for (size_t i = i0, off = 0; s == CLARA_OK && i < i1; off += rows[i].ids.n, i++)
-        memcpy(vectors + i * n_mem * H, hidden + (off + rows[i].len) * H, /* rows [len, n) */
-               n_mem * H * sizeof(float));
+        if (!rows[i].cancel || !rows[i].cancel->hit)
+            memcpy(vectors + i * n_mem * H, hidden + (off + rows[i].len) * H, /* rows [len, n) */
+                   n_mem * H * sizeof(float));
     free(emb);
     free(hidden);
     free(pos);
@@ -89,27 +91,66 @@ clara_status clara_enc_rows_run(clara_ctx *ctx, const clara_enc_row *rows, size_
     return s;
 }
 
+/* A document's cancellation: the caller's per-document callback bound to the document. */
+typedef struct {
+    clara_cancel c;
+    const clara_compress_params *p;
+    size_t doc;
+} doc_cancel;
+
+static bool doc_cancelled(void *arg) {
+    const doc_cancel *d = arg;
+    return d->p->cancelled(d->p->cancel_arg, d->doc);
+}
+
+/* Binds each row to its document's cancellation (nothing when the caller gave no callback). */
+static void bind_cancel(clara_enc_row *rows, doc_cancel *dc, size_t n_docs,
+                        const clara_compress_params *p) {
+    for (size_t i = 0; dc && i < n_docs; i++) {
+        dc[i] = (doc_cancel){{doc_cancelled, &dc[i], false}, p, i};
+        rows[i].cancel = &dc[i].c;
+    }
+}
+
 static clara_status compress_with(clara_ctx *ctx, const clara_text *docs, size_t n_docs,
-                                  const clara_adapter *ad, float *vectors, uint32_t *n_tokens) {
+                                  const clara_adapter *ad, float *vectors, uint32_t *n_tokens,
+                                  const clara_compress_params *p) {
     clara_enc_row *rows = calloc(n_docs ? n_docs : 1, sizeof *rows);
-    if (!rows) return clara_fail(CLARA_ERR_NOMEM, "out of memory");
+    doc_cancel *dc = p && p->cancelled ? calloc(n_docs ? n_docs : 1, sizeof *dc) : NULL;
+    if (!rows || (p && p->cancelled && !dc)) {
+        free(rows);
+        free(dc);
+        return clara_fail(CLARA_ERR_NOMEM, "out of memory");
+    }
     clara_status s = CLARA_OK;
     /* every document is tokenized and checked before any compute */
     for (size_t i = 0; i < n_docs && s == CLARA_OK; i++)
         s = clara_enc_row_build(ctx->m, &docs[i], i, &rows[i]);
+    bind_cancel(rows, dc, n_docs, p);
     if (s == CLARA_OK) s = clara_enc_rows_run(ctx, rows, n_docs, ad, vectors);
+    size_t dropped = 0;
     for (size_t i = 0; i < n_docs; i++) {
         if (n_tokens && s == CLARA_OK) n_tokens[i] = rows[i].len;
+        dropped += dc && dc[i].c.hit;
         clara_ids_free(&rows[i].ids);
     }
+    if (s == CLARA_OK && dropped)
+        s = clara_fail(CLARA_ERR_CANCELLED, "%zu of %zu documents were cancelled", dropped, n_docs);
     free(rows);
+    free(dc);
     return s;
+}
+
+clara_status clara_compress_ex(clara_ctx *ctx, const clara_text *docs, size_t n_docs,
+                               float *vectors, uint32_t *n_tokens,
+                               const clara_compress_params *params) {
+    if (!ctx->m->encoder)
+        return clara_fail(CLARA_ERR_INVALID_ARG,
+                          "this model has no encoder_adapter to compress with");
+    return compress_with(ctx, docs, n_docs, ctx->m->encoder, vectors, n_tokens, params);
 }
 
 clara_status clara_compress(clara_ctx *ctx, const clara_text *docs, size_t n_docs, float *vectors,
                             uint32_t *n_tokens) {
-    if (!ctx->m->encoder)
-        return clara_fail(CLARA_ERR_INVALID_ARG,
-                          "this model has no encoder_adapter to compress with");
-    return compress_with(ctx, docs, n_docs, ctx->m->encoder, vectors, n_tokens);
+    return clara_compress_ex(ctx, docs, n_docs, vectors, n_tokens, NULL);
 }

@@ -255,6 +255,8 @@ typedef struct {
     const batch *qb; /* query rows: b, or its last-layer subset (the last rows of each sequence) */
     uint32_t layer;
     clara_isa isa;
+    uint32_t t0, t1;  /* this round's query rows [t0, t1) of each sequence */
+    const bool *skip; /* [n_seqs]: sequences cancelled since the layer began */
 } attn_job;
 
 /* Where a sequence's keys and values are for one layer: head h's key row k is at
@@ -399,9 +401,10 @@ static attn_start attn_begin(const attn_job *j, uint32_t s, uint32_t kvh, int th
         kv.n_past + skip + 1};
 }
 
-/* Task = (sequence, query head): softmax(q·Kᵀ/sqrt(d)) · V with the causal limit per row. At
- * the SIMD levels rows go 4 at a time (their common keys scored together, a row's last 1-3 keys
- * alone), at the scalar level one by one: the same bits either way. */
+/* Task = (sequence, query head): softmax(q·Kᵀ/sqrt(d)) · V with the causal limit per row, for
+ * the round's query rows. At the SIMD levels rows go 4 at a time (their common keys scored
+ * together, a row's last 1-3 keys alone), at the scalar level one by one: the same bits either
+ * way. */
 static void attn_task(void *arg, size_t task, int thread) {
     const attn_job *j = arg;
     const batch *b = j->b;
@@ -409,11 +412,13 @@ static void attn_task(void *arg, size_t task, int thread) {
     const clara_hparams *hp = &ctx->m->hp;
     uint32_t s = (uint32_t)(task / hp->n_head), head = (uint32_t)(task % hp->n_head);
     uint32_t d = hp->head_dim, q_dim = hp->n_head * d;
+    if (j->skip[s] || j->t0 >= j->qb->seqs[s].n) return;
     attn_start a = attn_begin(j, s, head / (hp->n_head / hp->n_head_kv), thread);
     attn_head h = a.h;
     float *sc = a.sc, scale = a.scale;
-    uint32_t n_q = a.n_q, keys0 = a.keys0;
-    if (h.stride != d && n_q >= ATTN_COPY_MIN_ROWS && keys0 + n_q - 1 <= ctx->attn_kv_cap) {
+    uint32_t n_q = a.n_q < j->t1 ? a.n_q : j->t1, keys0 = a.keys0;
+    /* whether to copy is decided on all the sequence's rows, so each round does as one would */
+    if (h.stride != d && a.n_q >= ATTN_COPY_MIN_ROWS && keys0 + a.n_q - 1 <= ctx->attn_kv_cap) {
         float *kc = ctx->attn_kv + (size_t)thread * 2 * ctx->attn_kv_cap * d;
         float *vc = kc + (size_t)ctx->attn_kv_cap * d;
         attn_copy_head(h.K, h.stride, keys0 + n_q - 1, d, kc);
@@ -422,7 +427,7 @@ static void attn_task(void *arg, size_t task, int thread) {
     }
     const float *q0 = ctx->q + (size_t)j->qb->row0[s] * q_dim + head * d;
     float *out0 = ctx->att + (size_t)j->qb->row0[s] * q_dim + head * d;
-    uint32_t t = 0;
+    uint32_t t = j->t0; /* a multiple of CLARA_ATTN_ROWS: rows group as in one round */
     if (j->isa != CLARA_ISA_REF)
         for (; t + CLARA_ATTN_ROWS <= n_q; t += CLARA_ATTN_ROWS) {
             uint32_t common = keys0 + t; /* row t + r has r more */
@@ -449,9 +454,10 @@ static void attn_group_task(void *arg, size_t task, int thread) {
     const clara_hparams *hp = &ctx->m->hp;
     uint32_t s = (uint32_t)(task / hp->n_head_kv), kvh = (uint32_t)(task % hp->n_head_kv);
     uint32_t d = hp->head_dim, q_dim = hp->n_head * d;
+    if (j->skip[s] || j->t0 >= j->qb->seqs[s].n) return;
     attn_start a = attn_begin(j, s, kvh, thread);
     size_t head0 = (size_t)kvh * CLARA_ATTN_ROWS * d; /* the group's first query head */
-    for (uint32_t t = 0; t < a.n_q; t++) {
+    for (uint32_t t = j->t0; t < a.n_q && t < j->t1; t++) {
         size_t row = (size_t)(j->qb->row0[s] + t) * q_dim + head0;
         attn_scores4(&a.h, ctx->q + row, d, a.keys0 + t, a.scale, a.sc, ctx->scores_cap);
         attn_softmax_values4(&a.h, a.sc, ctx->scores_cap, a.keys0 + t, 0, ctx->att + row, d);
@@ -510,10 +516,61 @@ static void cache_kv(const batch *b, uint32_t layer) {
     }
 }
 
+/* Query rows per sequence that attention takes in one round when sequences can be cancelled:
+ * between rounds the batch is asked again, so a long prompt stops within a round rather than a
+ * layer (17,500 rows of the demo model: ~1 s per layer, almost all attention). A multiple of
+ * CLARA_ATTN_ROWS, so rows group as in one round; compression rows (at most 275 per sequence)
+ * always fit in one round. */
+#define ATTN_ROUND_ROWS 512
+
+/* Polls the sequences of b not yet cancelled; skip[s] is set for those cancelled now. Returns
+ * whether any sequence is left. */
+static bool poll_cancelled(const batch *b, bool *skip) {
+    bool left = false;
+    for (uint32_t s = 0; s < b->n_seqs; s++) {
+        if (!skip[s] && clara_cancel_poll(b->seqs[s].cancel)) skip[s] = true;
+        left |= !skip[s];
+    }
+    return left;
+}
+
+/* Attention of the batch in rounds of query rows (one round when no sequence can be cancelled).
+ * Returns false when every sequence was cancelled on the way (the layer is abandoned); rows of
+ * sequences cancelled meanwhile are zeros, and leave the batch at the next layer. */
+static bool attention_rounds(const batch *b, const batch *qb, uint32_t layer, bool *skip) {
+    clara_ctx *ctx = b->ctx;
+    const clara_hparams *hp = &ctx->m->hp;
+    uint32_t most = 0;
+    bool can_cancel = false;
+    for (uint32_t s = 0; s < b->n_seqs; s++) {
+        if (qb->seqs[s].n > most) most = qb->seqs[s].n;
+        can_cancel |= b->seqs[s].cancel != NULL;
+    }
+    uint32_t step = can_cancel ? ATTN_ROUND_ROWS : most;
+    attn_job j = {b, qb, layer, clara_isa_active(), 0, 0, skip};
+    bool grouped = attn_grouped(qb, hp, j.isa);
+    for (uint32_t t0 = 0; t0 < most; t0 += step) {
+        if (t0 > 0 && !poll_cancelled(b, skip)) return false;
+        j.t0 = t0;
+        j.t1 = most - t0 < step ? most : t0 + step;
+        if (grouped)
+            clara_pool_run(ctx->pool, (size_t)b->n_seqs * hp->n_head_kv, attn_group_task, &j);
+        else
+            clara_pool_run(ctx->pool, (size_t)b->n_seqs * hp->n_head, attn_task, &j);
+    }
+    size_t q_dim = (size_t)hp->n_head * hp->head_dim;
+    for (uint32_t s = 0; s < b->n_seqs; s++)
+        if (skip[s]) /* defined values for the rest of the layer, which nobody reads */
+            memset(ctx->att + (size_t)qb->row0[s] * q_dim, 0,
+                   qb->seqs[s].n * q_dim * sizeof(float));
+    return true;
+}
+
 /* Self-attention with the residual add. Keys and values come from every row of b; queries,
  * outputs and the residual from the rows of qb (b itself, or for the last layer the rows whose
- * outputs are wanted, whose residual rows x are then moved to qb's compact positions). */
-static void attention_block(const batch *b, const batch *qb, uint32_t layer) {
+ * outputs are wanted, whose residual rows x are then moved to qb's compact positions). Returns
+ * false when every sequence was cancelled during the attention (the layer stops there). */
+static bool attention_block(const batch *b, const batch *qb, uint32_t layer, bool *skip) {
     clara_ctx *ctx = b->ctx;
     const clara_hparams *hp = &ctx->m->hp;
     uint32_t n = b->n_rows, nq = qb->n_rows;
@@ -540,11 +597,7 @@ static void attention_block(const batch *b, const batch *qb, uint32_t layer) {
     rope_rows(qb, ctx->q, q_dim, hp->n_head);
     rope_rows(b, ctx->k, kv_dim, hp->n_head_kv);
     cache_kv(b, layer);
-    attn_job j = {b, qb, layer, clara_isa_active()};
-    if (attn_grouped(qb, hp, j.isa))
-        clara_pool_run(ctx->pool, (size_t)b->n_seqs * hp->n_head_kv, attn_group_task, &j);
-    else
-        clara_pool_run(ctx->pool, (size_t)b->n_seqs * hp->n_head, attn_task, &j);
+    if (!attention_rounds(b, qb, layer, skip)) return false;
     /* x += o_proj(att); the projection goes to xn (free now), then the residual add */
     linear(qb, layer, CLARA_LIN_O, ctx->att, 0, nq, ctx->xn, false);
     if (qb != b) /* compact positions are never after the original ones */
@@ -553,6 +606,7 @@ static void attention_block(const batch *b, const batch *qb, uint32_t layer) {
                     ctx->x + (size_t)(b->row0[s + 1] - qb->seqs[s].n) * H,
                     qb->seqs[s].n * H * sizeof(float));
     add_rows(ctx, ctx->x, ctx->xn, nq, H);
+    return true;
 }
 
 /* The size of the fewest equal parts of n rows with at most `most` rows each (0 for no rows). */
@@ -588,14 +642,20 @@ static void mlp_block(const batch *b, uint32_t layer) {
     }
 }
 
-/* Final norm, hidden-state capture and logits of each sequence's last row (one matmul for all). */
+/* Whether sequence s of b was cancelled (its outputs are not written). */
+static bool seq_dropped(const batch *b, uint32_t s) {
+    return b->seqs[s].cancel && b->seqs[s].cancel->hit;
+}
+
+/* Final norm, hidden-state capture and logits of each sequence's last row (one matmul for all),
+ * for the sequences not cancelled. */
 static clara_status outputs(const batch *b) {
     clara_ctx *ctx = b->ctx;
     const clara_model *m = ctx->m;
     size_t H = m->hp.n_embd, V = m->hp.n_vocab;
     rmsnorm_rows(ctx, ctx->xn, ctx->x, m->output_norm, b->n_rows);
     uint32_t n_log = 0;
-    for (uint32_t s = 0; s < b->n_seqs; s++) n_log += b->seqs[s].logits != NULL;
+    for (uint32_t s = 0; s < b->n_seqs; s++) n_log += b->seqs[s].logits && !seq_dropped(b, s);
     if (n_log > ctx->out_cap) { /* grow-only: decoding steps reuse the buffers */
         float *r = realloc(ctx->out_rows, n_log * H * sizeof(float));
         if (r) ctx->out_rows = r;
@@ -606,6 +666,7 @@ static clara_status outputs(const batch *b) {
     }
     for (uint32_t s = 0, i = 0; s < b->n_seqs; s++) {
         const clara_seq *sq = &b->seqs[s];
+        if (seq_dropped(b, s)) continue;
         if (sq->hidden)
             memcpy(sq->hidden, ctx->xn + (size_t)b->row0[s] * H, sq->n * H * sizeof(float));
         if (sq->logits)
@@ -615,7 +676,7 @@ static clara_status outputs(const batch *b) {
     if (!n_log) return CLARA_OK;
     clara_matmul(ctx, &m->output, ctx->out_rows, n_log, ctx->out_logits, false, 1.0f);
     for (uint32_t s = 0, i = 0; s < b->n_seqs; s++)
-        if (b->seqs[s].logits)
+        if (b->seqs[s].logits && !seq_dropped(b, s))
             memcpy(b->seqs[s].logits, ctx->out_logits + (size_t)i++ * V, V * sizeof(float));
     return CLARA_OK;
 }
@@ -660,31 +721,76 @@ static bool last_layer_rows(const batch *b, clara_seq *qseqs, uint32_t *qrow0, b
     return pruned;
 }
 
+/* Drops the sequences of b that are cancelled now: the rows of the others move together to the
+ * front of x, in order (a row never moves to a later position). Rows are computed independently
+ * of each other, so the rest of the batch gives the same bits. Returns how many are left. */
+static uint32_t drop_cancelled(batch *b, clara_seq *seqs) {
+    size_t H = b->ctx->m->hp.n_embd;
+    uint32_t k = 0, row = 0;
+    for (uint32_t s = 0; s < b->n_seqs; s++) {
+        if (clara_cancel_poll(seqs[s].cancel)) continue;
+        uint32_t from = b->row0[s]; /* read before row0[k <= s] is rewritten */
+        if (from != row)
+            memmove(b->ctx->x + (size_t)row * H, b->ctx->x + (size_t)from * H,
+                    seqs[s].n * H * sizeof(float));
+        seqs[k] = seqs[s];
+        b->row0[k++] = row;
+        row += seqs[s].n;
+    }
+    b->row0[k] = row;
+    b->n_seqs = k;
+    b->n_rows = row;
+    return k;
+}
+
+/* The layers over the batch (live: its sequences, rewritten as they leave). Before each layer
+ * the cancelled sequences leave; between rounds of attention they stop being computed. *out
+ * receives the last layer's query batch, whose rows are the outputs. Returns false when no
+ * sequence is left. */
+static bool run_layers(batch *b, clara_seq *live, clara_seq *qseqs, bool *skip, batch *out) {
+    const clara_model *m = b->ctx->m;
+    for (uint32_t l = 0; l < m->hp.n_layer; l++) {
+        if (drop_cancelled(b, live) == 0) return false;
+        memset(skip, 0, b->n_seqs * sizeof *skip);
+        batch qb; /* its row starts follow b's */
+        bool pruned =
+            l + 1 == m->hp.n_layer && last_layer_rows(b, qseqs, b->row0 + b->n_seqs + 1, &qb);
+        const batch *q = pruned ? &qb : b;
+        if (!attention_block(b, q, l, skip)) return false;
+        mlp_block(q, l);
+        *out = *q;
+    }
+    return true;
+}
+
 clara_status clara_forward_batch(clara_ctx *ctx, const clara_seq *seqs, uint32_t n_seqs) {
     const clara_model *m = ctx->m;
     size_t H = m->hp.n_embd;
     uint32_t *row0 = malloc(2 * (n_seqs + 1) * sizeof(uint32_t));
     clara_seq *qseqs = malloc((n_seqs ? n_seqs : 1) * sizeof *qseqs);
-    if (!row0 || !qseqs) {
-        free(row0), free(qseqs);
+    clara_seq *live = malloc((n_seqs ? n_seqs : 1) * sizeof *live);
+    bool *skip = malloc((n_seqs ? n_seqs : 1) * sizeof *skip);
+    if (!row0 || !qseqs || !live || !skip) {
+        free(row0), free(qseqs), free(live), free(skip);
         return clara_fail(CLARA_ERR_NOMEM, "out of memory");
     }
-    batch b = {ctx, seqs, n_seqs, 0, row0}, qb;
+    if (n_seqs) memcpy(live, seqs, n_seqs * sizeof *live);
+    batch b = {ctx, live, n_seqs, 0, row0};
     clara_status s = prepare(ctx, &b);
     if (s == CLARA_OK && b.n_rows > 0) {
-        bool pruned = last_layer_rows(&b, qseqs, row0 + n_seqs + 1, &qb);
         for (uint32_t i = 0; i < n_seqs; i++)
             memcpy(ctx->x + (size_t)row0[i] * H, seqs[i].embd, seqs[i].n * H * sizeof(float));
-        for (uint32_t l = 0; l < m->hp.n_layer; l++) {
-            bool last = pruned && l + 1 == m->hp.n_layer;
-            attention_block(&b, last ? &qb : &b, l);
-            mlp_block(last ? &qb : &b, l);
+        batch ob = b;
+        if (run_layers(&b, live, qseqs, skip, &ob)) {
+            for (uint32_t i = 0; i < b.n_seqs; i++) /* live[i] and ob.seqs[i]: one sequence */
+                if (live[i].slot >= 0 && !seq_dropped(&ob, i))
+                    ctx->slots[live[i].slot].n_past += live[i].n;
+            s = outputs(&ob);
         }
-        for (uint32_t i = 0; i < n_seqs; i++)
-            if (seqs[i].slot >= 0) ctx->slots[seqs[i].slot].n_past += seqs[i].n;
-        s = outputs(pruned ? &qb : &b);
     }
     free(row0);
     free(qseqs);
+    free(live);
+    free(skip);
     return s;
 }

@@ -6,6 +6,21 @@
 
 #include "ctx.h"
 
+/* A sequence's cancellation check: the caller's callback and the answer once it said yes (the
+ * callback is not asked again, and every sequence sharing the check sees the same answer).
+ * Polled on the calling thread only. */
+typedef struct {
+    bool (*fn)(void *arg);
+    void *arg;
+    bool hit;
+} clara_cancel;
+
+/* Whether c (may be NULL) asks to stop, latching the answer. */
+static inline bool clara_cancel_poll(clara_cancel *c) {
+    if (c && !c->hit && c->fn && c->fn(c->arg)) c->hit = true;
+    return c && c->hit;
+}
+
 typedef struct {
     uint32_t n;         /* rows of this sequence in the batch */
     const float *embd;  /* [n][n_embd] input embeddings (token rows or injected vectors) */
@@ -20,10 +35,15 @@ typedef struct {
      * feed-forward only for them: earlier rows give their keys and values, as every row does
      * in every layer. 0: all rows (the outputs are the same either way). */
     uint32_t out_from;
+    /* Optional: polled before every layer and between rounds of a long attention. Once it fires,
+     * the sequence leaves the batch: its rows are no longer computed, its outputs are not written
+     * and its slot is not extended (the rest of the batch gives the same bits as without it). */
+    clara_cancel *cancel;
 } clara_seq;
 
 /* Rows attend causally to each other and to their slot's cached positions; with a slot they are
- * appended to it. */
+ * appended to it. Sequences cancelled on the way are dropped (their outputs left as they were);
+ * that is no error, even when every sequence is dropped. */
 clara_status clara_forward_batch(clara_ctx *ctx, const clara_seq *seqs, uint32_t n_seqs);
 void clara_kv_clear(clara_ctx *ctx, uint32_t slot);
 

@@ -31,6 +31,7 @@ typedef struct {
     uint32_t n_prompt;
     float *logits; /* [n_vocab] of the latest step */
     bool done;
+    clara_cancel cancel; /* the caller's callback (p->cancelled), latched */
 } gen_req;
 
 clara_gen_params clara_gen_default_params(void) {
@@ -70,6 +71,23 @@ static void fail(gen_req *q, clara_status s) {
     q->st = s;
     const char *msg = clara_last_error();
     q->r->error = strdup(msg && *msg ? msg : clara_status_name(s));
+}
+
+/* Fails every request still running whose caller has cancelled it since the last look (between
+ * phases and decoding steps; passes in between drop them themselves). One that has its answer
+ * already keeps it. */
+static void check_cancelled(gen_req *q, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (q[i].st == CLARA_OK && !q[i].done && clara_cancel_poll(&q[i].cancel)) {
+            fail(&q[i], clara_fail(CLARA_ERR_CANCELLED, "the request was cancelled"));
+            q[i].done = true;
+        }
+}
+
+/* What the passes poll for request q: nothing when its caller gave no callback (a long prompt's
+ * attention then goes in one round). */
+static clara_cancel *cancel_of(gen_req *q) {
+    return q->cancel.fn ? &q->cancel : NULL;
 }
 
 static size_t docs_k(const clara_model *m, const clara_gen_params *p) {
@@ -159,6 +177,7 @@ static void compress_requests(clara_ctx *ctx, gen_req *q, size_t n, bool queries
             clara_text t =
                 queries ? (clara_text){q[i].p->query, q[i].p->query_len} : q[i].p->docs[d];
             clara_status s = clara_enc_row_build(m, &t, d, &rows[at + d]);
+            rows[at + d].cancel = cancel_of(&q[i]);
             if (s != CLARA_OK) fail(&q[i], s);
         }
         if (q[i].st != CLARA_OK) /* this request is out: its rows go now */
@@ -178,6 +197,7 @@ static void compress_requests(clara_ctx *ctx, gen_req *q, size_t n, bool queries
     float *vec = rows && first ? malloc(live * per * sizeof(float) + 1) : NULL;
     clara_status s = vec ? clara_enc_rows_run(ctx, rows, live, ad, vec)
                          : clara_fail(CLARA_ERR_NOMEM, "out of memory compressing documents");
+    check_cancelled(q, n); /* requests cancelled in the passes have no vectors */
     for (size_t i = 0; i < n; i++) {
         if (!takes_part(&q[i], queries)) continue;
         size_t cnt = queries ? 1 : q[i].p->n_docs;
@@ -321,12 +341,14 @@ static clara_status decode(clara_ctx *ctx, gen_req *q, size_t n) {
         if (q[i].done) continue;
         clara_kv_clear(ctx, (uint32_t)i);
         /* only the last row's logits are wanted: the last layer skips the other rows */
-        seqs[ns++] = (clara_seq){q[i].n_prompt, q[i].emb, pos,         (int)i,
-                                 &q[i].set,     NULL,     q[i].logits, q[i].n_prompt - 1};
+        seqs[ns++] = (clara_seq){q[i].n_prompt, q[i].emb,          pos,
+                                 (int)i,        &q[i].set,         NULL,
+                                 q[i].logits,   q[i].n_prompt - 1, cancel_of(&q[i])};
     }
     double t0 = now_ms();
     if (s == CLARA_OK && ns) s = clara_forward_batch(ctx, seqs, ns);
     charge(q, n, offsetof(clara_gen_result, prefill_ms), &t0);
+    check_cancelled(q, n); /* those dropped from the prefill have no logits */
     for (size_t i = 0; s == CLARA_OK && i < n; i++)
         if (!q[i].done && q[i].p->first_logits)
             memcpy(q[i].p->first_logits, q[i].logits, V * sizeof(float));
@@ -339,11 +361,13 @@ static clara_status decode(clara_ctx *ctx, gen_req *q, size_t n) {
             clara_embed_tokens(m, &r->ids[r->n_ids - 1], 1, rows + (size_t)ns * H);
             step_pos[ns] = (int32_t)(q[i].n_prompt + r->n_ids - 1);
             seqs[ns] = (clara_seq){
-                1, rows + (size_t)ns * H, &step_pos[ns], (int)i, &q[i].set, NULL, q[i].logits, 0};
+                1, rows + (size_t)ns * H, &step_pos[ns], (int)i, &q[i].set, NULL, q[i].logits,
+                0, cancel_of(&q[i])};
             ns++;
         }
         if (!ns) break;
         s = clara_forward_batch(ctx, seqs, ns);
+        check_cancelled(q, n); /* between steps; those dropped from this one have no logits */
     }
     charge(q, n, offsetof(clara_gen_result, decode_ms), &t0);
     for (size_t i = 0; s == CLARA_OK && i < n; i++)
@@ -367,6 +391,7 @@ static void prepare(clara_ctx *ctx, gen_req *q, size_t n) {
         for (size_t i = 0; i < n; i++) fail(&q[i], clara_fail(CLARA_ERR_NOMEM, "out of memory"));
         return;
     }
+    check_cancelled(q, n);
     for (size_t i = 0; i < n; i++) {
         bool from_docs = q[i].p->vectors == NULL;
         q[i].set = generation_set(m, from_docs);
@@ -390,6 +415,7 @@ static void prepare(clara_ctx *ctx, gen_req *q, size_t n) {
     }
     free(out);
     charge(q, n, offsetof(clara_gen_result, compress_ms), &t0);
+    check_cancelled(q, n);
     for (size_t i = 0; i < n; i++)
         if (q[i].st == CLARA_OK) {
             clara_status s = prompt_embeddings(m, &q[i]);
@@ -403,7 +429,10 @@ clara_status clara_generate_batch(clara_ctx *ctx, const clara_gen_params *params
     if (!q) return clara_fail(CLARA_ERR_NOMEM, "out of memory");
     for (size_t i = 0; i < n; i++) {
         memset(&results[i], 0, sizeof results[i]);
-        q[i] = (gen_req){.p = &params[i], .r = &results[i], .st = CLARA_OK};
+        q[i] = (gen_req){.p = &params[i],
+                         .r = &results[i],
+                         .st = CLARA_OK,
+                         .cancel = {params[i].cancelled, params[i].cancel_arg, false}};
         clara_status s = validate(ctx->m, &params[i]);
         if (s != CLARA_OK) fail(&q[i], s);
     }

@@ -3,6 +3,7 @@
 #define CLARA_PIPELINE_H
 
 #include "ctx.h"
+#include "forward.h"
 
 /* Spec §14.4: rejects text containing a special-token string ("<what> <index> contains ..."). */
 clara_status clara_check_text(const clara_model *m, const char *what, size_t index,
@@ -13,14 +14,15 @@ clara_status clara_check_text(const clara_model *m, const char *what, size_t ind
  * absolute positions. */
 typedef struct {
     clara_ids ids;
-    uint32_t len; /* real tokens before the memory ids */
-    uint32_t pad; /* pad columns the reference puts in front */
+    uint32_t len;         /* real tokens before the memory ids */
+    uint32_t pad;         /* pad columns the reference puts in front */
+    clara_cancel *cancel; /* optional: the document's cancellation (shared by a request's rows) */
 } clara_enc_row;
 
 clara_status clara_enc_row_build(const clara_model *m, const clara_text *doc, size_t index,
                                  clara_enc_row *row);
 /* Runs rows in batches (one weight read per batch) with adapter `ad`; vectors[i] receives row
- * i's n_mem final-norm states. */
+ * i's n_mem final-norm states, except for rows cancelled on the way (left as they were). */
 clara_status clara_enc_rows_run(clara_ctx *ctx, const clara_enc_row *rows, size_t n,
                                 const clara_adapter *ad, float *vectors);
 

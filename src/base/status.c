@@ -62,6 +62,8 @@ const char *clara_status_name(clara_status st) {
         return "invalid argument";
     case CLARA_ERR_NOT_FOUND:
         return "not found";
+    case CLARA_ERR_CANCELLED:
+        return "cancelled";
     }
     return "unknown status";
 }

@@ -15,8 +15,8 @@ static size_t feed_all(http_frame *f, const char *in, size_t n, char *out, size_
     size_t cut = split < n ? split : n;
     const size_t parts[2][2] = {{0, cut}, {cut, n}};
     for (int i = 0; i < 2; i++) {
-        size_t used = http_frame_feed(f, in + parts[i][0], parts[i][1] - parts[i][0], out + total,
-                                      &ol);
+        size_t used =
+            http_frame_feed(f, in + parts[i][0], parts[i][1] - parts[i][0], out + total, &ol);
         total += ol;
         if (used < parts[i][1] - parts[i][0]) break; /* stopped on an error */
     }
@@ -35,8 +35,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     http_frame_init(b);
     size_t la = feed_all(a, in, n, oa, n + 1);
     size_t lb = feed_all(b, in, n, ob, split);
-    if (la != lb || memcmp(oa, ob, la) != 0 || a->state != b->state ||
-        a->requests != b->requests || a->status != b->status)
+    if (la != lb || memcmp(oa, ob, la) != 0 || a->state != b->state || a->requests != b->requests ||
+        a->status != b->status)
         __builtin_trap();
     /* passed-on bytes are a subsequence of the input (only empty lines between requests drop) */
     size_t j = 0;

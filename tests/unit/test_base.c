@@ -69,6 +69,7 @@ static void test_errors(void) {
     clara_fail_context(s, "in file %s", "x.gguf");
     T_EQ_STR(clara_last_error(), "in file x.gguf: bad thing at 7");
     T_EQ_STR(clara_status_name(CLARA_ERR_NOT_FOUND), "not found");
+    T_EQ_STR(clara_status_name(CLARA_ERR_CANCELLED), "cancelled");
 }
 
 static void test_outfile(void) {

@@ -37,8 +37,8 @@ static void test_valid_streams_pass_unchanged(void) {
         char *out = feed(f, stream, n, step, &got);
         T_CHECK_MSG(f->state == HTTP_FRAME_HEAD && f->requests == 4, "step %zu: state %d, %llu",
                     step, (int)f->state, (unsigned long long)f->requests);
-        T_CHECK_MSG(got == n && memcmp(out, stream, n) == 0, "step %zu: passed on %zu of %zu",
-                    step, got, n);
+        T_CHECK_MSG(got == n && memcmp(out, stream, n) == 0, "step %zu: passed on %zu of %zu", step,
+                    got, n);
         T_CHECK(http_frame_idle(f));
         free(out);
     }
@@ -83,7 +83,8 @@ static void test_errors(void) {
     expect_error("GET /a\x7f HTTP/1.1\r\nHost: a\r\n\r\n", 400, 0);
     expect_error("GET / HTTP/1.1\r\nHost: a\r\nX: \x01\r\n\r\n", 400, 0);
     /* the head before a bad chunk was passed on; nothing after the bad line is */
-    static const char chunked[] = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+    static const char chunked[] =
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
     char buf[256];
     snprintf(buf, sizeof buf, "%s2\r\nabc\r\n0\r\n\r\n", chunked);
     expect_error(buf, 400, strlen(chunked) + 5);

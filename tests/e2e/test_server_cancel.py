@@ -1,0 +1,342 @@
+"""clara-server cancellation, shutdown and the per-request token limit, over real HTTP with the
+demo model.
+
+Work that nobody waits for any more must stop: after a 504 (--request-timeout) or a client that
+disconnects, the scheduler is free for the next request within a transformer layer or decoding
+step; SIGTERM with --grace N exits within N + ~1 s even while a long generation runs (what was
+still running answers 503 shutting_down); a second SIGINT/SIGTERM exits at once (status 128 +
+signal). --max-request-tokens bounds a request's cost (encoder tokens of its documents after the
+doc_max_length cut, or n_mem per document sent as vectors, + query tokens + max_new_tokens) with
+a 413 too_many_tokens before anything is compressed. Also: the engine's message for a document
+with a special-token string names the document once.
+
+The heavy requests are what the demo model finds slow: 1,024 documents of 3.9 KB (4 MB of JSON)
+or 1,024 documents' vectors (a 17,500-token prompt) with 512 new tokens, seconds of compute on
+two cores (tens of seconds under ASan). Bounds are generous against a loaded machine but each is
+several times below what the same test measures when the work is not cancelled."""
+
+import base64
+import json
+import os
+import random
+import re
+import signal
+import socket
+import struct
+import subprocess
+import threading
+import time
+
+from harness import CLARA, check, report, run
+from server_harness import DEMO, SLOW, Server, check_no_sanitizer_reports, cleanup, metric, wait_for
+
+BIG = "1073741824"  # --max-request-tokens for the heavy requests: no token limit in the way
+N_MEM, N_EMBD = 16, 64  # the demo model
+SPECIAL_MSG = ("document 1 contains the special token '<MEM0>' at byte 4; special-token strings "
+               "are not allowed in input text")
+
+
+def heavy_docs(n_docs=1024, new=512):
+    """The largest request within the other limits: 1,024 memories of ~3.9 KB, 512 new tokens."""
+    mem = [("Document %d. " % i) + "word " * 780 for i in range(n_docs)]
+    return json.dumps({"memories": mem, "query": "What do the documents say?",
+                       "max_new_tokens": new})
+
+
+def vectors(n, seed=1):
+    rnd = random.Random(seed)
+    raw = struct.pack("<%de" % (n * N_MEM * N_EMBD),
+                      *[rnd.uniform(-1, 1) for _ in range(n * N_MEM * N_EMBD)])
+    return {"dtype": "f16", "shape": [n, N_MEM, N_EMBD], "data": base64.b64encode(raw).decode()}
+
+
+_HEAVY_ANSWER = None
+
+
+def heavy_answer():
+    """Generation only: a 17,500-token prompt from 1,024 documents' vectors, 512 new tokens."""
+    global _HEAVY_ANSWER
+    if _HEAVY_ANSWER is None:
+        _HEAVY_ANSWER = json.dumps({"vectors": vectors(1024), "query": "What is it about?",
+                                    "max_new_tokens": 512})
+    return _HEAVY_ANSWER
+
+
+SMALL = {"memories": ["The sky is blue."], "query": "What colour is the sky?", "max_new_tokens": 8}
+
+
+def open_request(port, path, body):
+    """Sends a whole POST and returns the socket without reading the answer."""
+    data = body.encode() if isinstance(body, str) else body
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    s.sendall(b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+              b"Content-Length: %d\r\n\r\n" % (path.encode(), len(data)) + data)
+    return s
+
+
+def in_background(fn, out):
+    """Runs fn() in a thread; out receives its result or the exception."""
+    def body():
+        try:
+            out.append(fn())
+        except Exception as e:  # a connection the server closed is a result too
+            out.append(e)
+    t = threading.Thread(target=body)
+    t.start()
+    return t
+
+
+def n_query_tokens(text):
+    out = subprocess.run([CLARA, "tokenize", "--model", DEMO, "--json", "--text", text],
+                         capture_output=True, text=True, timeout=60)
+    return len(json.loads(out.stdout)["ids"])
+
+
+def test_timeout_frees_scheduler():
+    """A request that times out (504) is cancelled: the next small request does not wait for it."""
+    budget = 6 if SLOW else 3
+    s = Server("--request-timeout", str(budget), "--max-request-tokens", BIG)
+    check(s.post("/compress", SMALL)[0] == 200, "warm-up request (loads the model)")
+    gen0 = metric(s, "clara_generated_tokens_total")
+    t0 = time.time()
+    st, j, _, _ = s.post("/compress", heavy_docs(), timeout=300)
+    took = time.time() - t0
+    check(st == 504 and j and j["error_type"] == "timeout", "the heavy request times out (%s %s)" % (
+        st, j))
+    check(took < budget + 2, "the 504 comes at the deadline (%.2f s, budget %d s)" % (took, budget))
+    t0 = time.time()
+    st, j, _, _ = s.post("/compress", SMALL, timeout=300)
+    took = time.time() - t0
+    print("the small request after the 504: %.3f s (%s)" % (took, j and j.get("timings")))
+    check(st == 200, "the next small request succeeds (%s %s)" % (st, j))
+    check(took < budget / 2.0, "it is answered in %.2f s, well within its own %d s" % (
+        took, budget))
+    if st == 200:
+        check(j["timings"]["queue_ms"] < budget * 500, "its queue_ms %s" % j["timings"])
+    gen1 = metric(s, "clara_generated_tokens_total")
+    check(gen1 - gen0 < 512, "the timed-out request never generated its 512 tokens (%d -> %d)" % (
+        gen0, gen1))
+    check(s.stop() == 0, "exit 0")
+
+
+def test_disconnect_frees_scheduler():
+    """A client that disconnects mid-generation frees the scheduler for the next request."""
+    bound_ms = 2500 if SLOW else 1000
+    s = Server("--max-request-tokens", BIG)
+    check(s.post("/compress", SMALL)[0] == 200, "warm-up request")
+    gen0 = metric(s, "clara_generated_tokens_total")
+    sock = open_request(s.port, "/v1/answer", heavy_answer())
+    time.sleep(2.0 if SLOW else 0.8)  # the prompt of 17,500 tokens is being processed
+    sock.close()
+    check(wait_for(lambda: re.search(r"POST /v1/answer 499", s.text()) is not None, 10),
+          "the departed client is noticed (logged as 499)")
+    st, j, _, _ = s.post("/compress", SMALL, timeout=300)
+    check(st == 200, "the next request succeeds (%s)" % st)
+    print("the request after the disconnect: %s" % (j and j.get("timings")))
+    if st == 200:
+        q = j["timings"]["queue_ms"]
+        check(q < bound_ms, "its queue_ms is %.0f (< %d): the abandoned work was dropped" % (
+            q, bound_ms))
+    gen1 = metric(s, "clara_generated_tokens_total")
+    check(gen1 - gen0 < 512, "the abandoned request never generated its 512 tokens (%d -> %d)" % (
+        gen0, gen1))
+    check(s.stop() == 0, "exit 0")
+
+
+def test_compress_disconnect_keeps_others():
+    """/v1/compress: two clients with 1,024 documents each leave; a third's request, in the same
+    or the next pass, gets exactly the vectors it gets alone, and soon."""
+    bound_ms = 2500 if SLOW else 1000
+    s = Server("--max-request-tokens", BIG)
+    small = {"documents": ["The sky is blue.", "Paris is in France. " * 20, "One, two."]}
+    st, alone, _, _ = s.post("/v1/compress", small)
+    check(st == 200, "the small /v1/compress alone")
+    docs0 = metric(s, "clara_documents_compressed_total")
+    body = json.dumps({"documents": json.loads(heavy_docs())["memories"]})
+    socks = [open_request(s.port, "/v1/compress", body) for _ in range(2)]
+    res = []
+    t = in_background(lambda: s.post("/v1/compress", small, timeout=300), res)
+    time.sleep(1.5 if SLOW else 0.4)
+    for k in socks:
+        k.close()
+    t.join()
+    st, j = (res[0][0], res[0][1]) if res and isinstance(res[0], tuple) else (res, None)
+    check(st == 200 and j["vectors"]["data"] == alone["vectors"]["data"],
+          "the remaining request gets the vectors it gets alone (%s)" % st)
+    st, j, _, _ = s.post("/v1/compress", small, timeout=300)
+    check(st == 200 and j["timings"]["queue_ms"] < bound_ms,
+          "the next request waits %s ms (< %d)" % (j and j.get("timings"), bound_ms))
+    docs1 = metric(s, "clara_documents_compressed_total")
+    check(docs1 - docs0 == 6, "only the small requests' 6 documents count as compressed, not "
+          "the departed clients' (%d -> %d)" % (docs0, docs1))
+    check(s.stop() == 0, "exit 0")
+
+
+def test_sigterm_grace_is_a_bound():
+    """SIGTERM with --grace 2 while 512-token generations run: exit 0 within grace + ~1 s; what
+    was still running is cancelled and answered 503 shutting_down."""
+    grace, slack = 2, 1.0
+    s = Server("--grace", str(grace), "--max-request-tokens", BIG)
+    check(s.post("/compress", SMALL)[0] == 200, "warm-up request")
+    res = []
+    ts = [in_background(lambda: s.post("/v1/answer", heavy_answer(), timeout=300), res)
+          for _ in range(2)]
+    time.sleep(1.5 if SLOW else 0.5)
+    t0 = time.time()
+    s.proc.send_signal(signal.SIGTERM)
+    try:
+        rc = s.proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        rc = None
+    took = time.time() - t0
+    for t in ts:
+        t.join()
+    print("exit after SIGTERM with --grace %d: %.2f s" % (grace, took))
+    check(rc == 0, "exit status 0 (%s)" % rc)
+    check(took <= grace + slack, "exited %.2f s after SIGTERM (grace %d s + %.1f s)" % (
+        took, grace, slack))
+    got = [r if isinstance(r, Exception) else (r[0], r[1] and r[1].get("error_type")) for r in res]
+    check(all(isinstance(g, tuple) and g == (503, "shutting_down") for g in got),
+          "the cancelled requests are answered 503 shutting_down (%s)" % got)
+    check("cancel" in s.text(), "the log says what was cancelled")
+
+
+def test_second_signal_exits_at_once():
+    """A second SIGINT during a long grace period ends the process at once, status 128 + 2."""
+    s = Server("--grace", "60", "--max-request-tokens", BIG)
+    check(s.post("/compress", SMALL)[0] == 200, "warm-up request")
+    res = []
+    t = in_background(lambda: s.post("/v1/answer", heavy_answer(), timeout=300), res)
+    time.sleep(1.5 if SLOW else 0.5)
+    s.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    t0 = time.time()
+    s.proc.send_signal(signal.SIGINT)
+    try:
+        rc = s.proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        rc = None
+    took = time.time() - t0
+    t.join()
+    print("exit after the second signal: %.2f s" % took)
+    check(rc == 130, "exit status 130 after a second SIGINT (%s)" % rc)
+    check(took < (2.0 if SLOW else 1.0), "exited %.2f s after the second signal" % took)
+    # the same for SIGTERM twice: 143
+    s = Server("--grace", "60", "--max-request-tokens", BIG)
+    res = []
+    t = in_background(lambda: s.post("/v1/answer", heavy_answer(), timeout=300), res)
+    time.sleep(1.5 if SLOW else 0.5)
+    s.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    s.proc.send_signal(signal.SIGTERM)
+    try:
+        rc = s.proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        rc = None
+    t.join()
+    check(rc == 143, "exit status 143 after a second SIGTERM (%s)" % rc)
+
+
+def test_token_limit():
+    """--max-request-tokens: documents' encoder tokens (after the doc_max_length cut) + query
+    tokens + max_new_tokens; vectors count n_mem each; 413 too_many_tokens before compressing."""
+    ref = Server()
+    docs = ["A short memory.", "word " * 400]  # the second is cut to doc_max_length + 3 = 259
+    query, new = "What is it?", 20
+    st, j, _, _ = ref.post("/v1/compress", {"documents": docs})
+    enc = j["n_tokens"] if st == 200 else [0, 0]
+    check(enc[1] == 259, "the long document's encoder row is cut to 259 tokens (%s)" % enc)
+    ref.stop()
+    cost = sum(enc) + n_query_tokens(query) + new
+    answer = {"documents": docs, "query": query, "max_new_tokens": new}
+    s = Server("--max-request-tokens", str(cost))
+    st, j, _, _ = s.post("/v1/answer", answer)
+    check(st == 200, "a request costing exactly the limit (%d) is served (%s %s)" % (cost, st, j))
+    check(s.post("/v1/compress", {"documents": docs})[0] == 200, "/v1/compress: documents only")
+    s.stop()
+    s = Server(env={"CLARA_MAX_REQUEST_TOKENS": str(cost - 1)})
+    docs0 = metric(s, "clara_documents_compressed_total")
+    for path, b in [("/v1/answer", answer), ("/compress", {"memories": docs, "query": query,
+                                                           "max_new_tokens": new})]:
+        st, j, _, _ = s.post(path, b)
+        check(st == 413 and j and j["error_type"] == "too_many_tokens", "%s: one token over the limit "
+              "-> 413 too_many_tokens (%s %s)" % (path, st, j))
+        msg = j.get("error", "") if j else ""
+        check(str(cost) in msg and str(cost - 1) in msg and "--max-request-tokens" in msg and
+              "CLARA_MAX_REQUEST_TOKENS" in msg, "the message gives the count, the limit and "
+              "the setting: %r" % msg)
+    check(metric(s, "clara_documents_compressed_total") == docs0,
+          "nothing was compressed for the refused requests")
+    check(s.post("/v1/compress", {"documents": docs})[0] == 200,
+          "/v1/compress costs only the documents' tokens")
+    s.stop()
+    s = Server("--max-request-tokens", str(sum(enc) - 1))
+    st, j, _, _ = s.post("/v1/compress", {"documents": docs})
+    check(st == 413 and j and j["error_type"] == "too_many_tokens",
+          "/v1/compress over the limit -> 413 (%s)" % st)
+    s.stop()
+    # vectors: n_mem tokens per document
+    vcost = 3 * N_MEM + n_query_tokens(query) + new
+    vbody = {"vectors": vectors(3), "query": query, "max_new_tokens": new}
+    s = Server("--max-request-tokens", str(vcost))
+    check(s.post("/v1/answer", vbody)[0] == 200, "vectors at the limit (%d) are served" % vcost)
+    s.stop()
+    s = Server("--max-request-tokens", str(vcost - 1))
+    st, j, _, _ = s.post("/v1/answer", vbody)
+    check(st == 413 and str(vcost) in j["error"], "vectors over the limit -> 413 (%s %s)" % (st, j))
+    s.stop()
+    # the default limit (16384) refuses the largest request the other limits let through, which
+    # would be minutes of compute on a 7B model, without computing anything
+    s = Server()
+    t0 = time.time()
+    st, j, _, _ = s.post("/compress", heavy_docs(), timeout=300)
+    took = time.time() - t0
+    check(st == 413 and "16384" in j["error"], "1,024 memories of 3.9 KB -> 413 by default (%s)"
+          % st)
+    check(took < (20 if SLOW else 5), "refused in %.2f s" % took)
+    check(metric(s, "clara_documents_compressed_total") == 0, "nothing compressed")
+    s.stop()
+
+
+def test_special_token_message():
+    """A document with a special-token string: 422 with the document named once."""
+    s = Server()
+    for path, b in [("/v1/compress", {"documents": ["fine", "bad <MEM0> here"]}),
+                    ("/compress", {"memories": ["fine", "bad <MEM0> here"], "query": "q"}),
+                    ("/v1/answer", {"documents": ["fine", "bad <MEM0> here"], "query": "q"})]:
+        st, j, _, _ = s.post(path, b)
+        check(st == 422 and j and j["error_type"] == "invalid_input" and j["error"] == SPECIAL_MSG,
+              "%s: 422 with %r (%s %s)" % (path, SPECIAL_MSG, st, j))
+    out = subprocess.run([CLARA, "ask", "--model", DEMO, "--doc", "fine", "--doc",
+                          "bad <MEM0> here", "--query", "q"], capture_output=True, text=True,
+                         timeout=60)
+    check(out.returncode != 0 and out.stderr.strip().endswith(": " + SPECIAL_MSG) and
+          out.stderr.count("document 1") == 1, "clara ask says it once: %r" % out.stderr)
+    s.stop()
+
+
+def test_docs():
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with open(os.path.join(root, "docs", "API.md")) as f:
+        doc = f.read()
+    for w in ["CLARA_MAX_REQUEST_TOKENS", "--max-request-tokens", "too_many_tokens", "130"]:
+        check(w in doc, "docs/API.md mentions %s" % w)
+    s = Server()
+    st, j, _, _ = s.get("/openapi.json")
+    check(st == 200 and "too_many_tokens" in json.dumps(j), "openapi.json lists too_many_tokens")
+    s.stop()
+
+
+if __name__ == "__main__":
+    t0 = time.time()
+    try:
+        for fn in [test_special_token_message, test_token_limit, test_docs,
+                   test_timeout_frees_scheduler, test_disconnect_frees_scheduler,
+                   test_compress_disconnect_keeps_others, test_sigterm_grace_is_a_bound,
+                   test_second_signal_exits_at_once]:
+            run(fn)
+        check_no_sanitizer_reports()
+    finally:
+        cleanup()
+    print("cancel tests took %.1f s" % (time.time() - t0))
+    report("test_server_cancel")
