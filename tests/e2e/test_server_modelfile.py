@@ -161,7 +161,7 @@ def test_change_during_request():
     server recovers once the file is good again."""
     path = os.path.join(TMP, "busy.gguf")
     shutil.copyfile(DEMO, path)
-    s = Server("--model", path, "--keep-alive", "-1")
+    s = Server("--model", path, "--keep-alive", "-1", "--max-request-tokens", "200000")
     docs = [("Document %d. " % i) + "word " * 300 for i in range(200)]
     body = {"memories": docs, "query": Q, "max_new_tokens": 512}
     t0 = time.time()
