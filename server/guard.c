@@ -157,7 +157,9 @@ static guard_conn *pick_victim(void) {
 }
 
 /* Called by the HTTP handlers: a request on libmicrohttpd's socket `fd` starts (+1) or ends
- * (-1). A connection being served is never evicted. */
+ * (-1). A connection being served is never evicted. A closed connection's descriptor number can
+ * be reused while its relay is still registered; new connections are linked first, so the first
+ * match is the live one. */
 void srv_guard_busy(int fd, int delta) {
     pthread_mutex_lock(&G.mu);
     for (guard_conn *c = G.head; c; c = c->next) {
@@ -209,8 +211,8 @@ static void mark_reading(guard_conn *c, bool reading, double now) {
 /* Client bytes: through the framer into c2m. Returns -1 to stop reading (EOF or an error). */
 static int from_client(guard_conn *c, relay *r) {
     ssize_t k = recv(c->cfd, r->in, sizeof r->in, MSG_DONTWAIT);
-    if (k < 0) return errno == EAGAIN || errno == EINTR ? 0 : (r->client_eof = true, -1);
-    if (k == 0) {
+    if (k < 0 && (errno == EAGAIN || errno == EINTR)) return 0;
+    if (k <= 0) {
         /* A client that closes (or half-closes) its side is taken as gone: libmicrohttpd sees
          * the end of input, and a request still running is cancelled. */
         r->client_eof = true;
