@@ -276,10 +276,11 @@ def test_shutdown_503():
                 "query": "q", "max_new_tokens": 512}
     res = []
     ts = [threading.Thread(target=lambda: res.append(g.post("/compress", long_req,
-                                                            timeout=120)[0])) for _ in range(3)]
+                                                            timeout=120)[0])) for _ in range(6)]
     for t in ts:
         t.start()
-    time.sleep(0.3 if not SLOW else 2)
+    # once the first is answered, five more (one at a time: --parallel 1) are still in flight
+    check(wait_for(lambda: "POST /compress 200" in g.text(), 60), "the first long request done")
     g.proc.send_signal(signal.SIGTERM)
     check(wait_for(lambda: "finishing in-flight" in g.text(), 5), "shutdown started")
     st, j, _, _ = g.get("/health")
@@ -289,7 +290,7 @@ def test_shutdown_503():
           "a new request during the grace period -> 503 shutting_down (%s %s)" % (st, j))
     for t in ts:
         t.join()
-    check(res == [200] * 3, "the in-flight requests finished (%s)" % res)
+    check(res == [200] * 6, "the in-flight requests finished (%s)" % res)
     check(g.proc.wait(timeout=30) == 0, "exit 0")
 
 
