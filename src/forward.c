@@ -615,14 +615,20 @@ static uint32_t equal_part(uint32_t n, uint32_t most) {
     return parts ? (n + parts - 1) / parts : 0;
 }
 
-/* The feed-forward block in chunks of rows, so that only [chunk][n_ff] buffers are needed. */
-static void mlp_block(const batch *b, uint32_t layer) {
+/* The feed-forward block in chunks of rows, so that only [chunk][n_ff] buffers are needed. The
+ * sequences of `all` (b itself, or the whole batch whose query rows b holds) are asked between
+ * chunks whether they were cancelled: a long prompt's feed-forward is several chunks (on a 7B
+ * model about half a second each), so it stops within one. Returns false when none is left (the
+ * layer is abandoned); rows of those cancelled meanwhile are computed to the end of the layer
+ * and leave the batch at the next one. */
+static bool mlp_block(const batch *all, const batch *b, uint32_t layer, bool *skip) {
     clara_ctx *ctx = b->ctx;
     size_t H = ctx->m->hp.n_embd, F = ctx->m->hp.n_ff;
     rmsnorm_rows(ctx, ctx->xn, ctx->x, ctx->m->layers[layer].ffn_norm, b->n_rows);
     /* equal chunks (272 rows: one chunk, not 256 + 16, each unpacking the weights) */
     uint32_t chunk = equal_part(b->n_rows, CLARA_FFN_CHUNK_ROWS);
     for (uint32_t r0 = 0; r0 < b->n_rows; r0 += chunk) {
+        if (r0 > 0 && !poll_cancelled(all, skip)) return false;
         uint32_t n = b->n_rows - r0 < chunk ? b->n_rows - r0 : chunk;
         float *xn = ctx->xn + (size_t)r0 * H;
         static const int gate_up[] = {CLARA_LIN_GATE, CLARA_LIN_UP};
@@ -640,6 +646,7 @@ static void mlp_block(const batch *b, uint32_t layer) {
         }
         add_rows(ctx, ctx->x + (size_t)r0 * H, xn, n, H);
     }
+    return true;
 }
 
 /* Whether sequence s of b was cancelled (its outputs are not written). */
@@ -756,8 +763,7 @@ static bool run_layers(batch *b, clara_seq *live, clara_seq *qseqs, bool *skip, 
         bool pruned =
             l + 1 == m->hp.n_layer && last_layer_rows(b, qseqs, b->row0 + b->n_seqs + 1, &qb);
         const batch *q = pruned ? &qb : b;
-        if (!attention_block(b, q, l, skip)) return false;
-        mlp_block(q, l);
+        if (!attention_block(b, q, l, skip) || !mlp_block(b, q, l, skip)) return false;
         *out = *q;
     }
     return true;

@@ -28,6 +28,9 @@ class Server:
     def __init__(self, *args, env=None, threads=2):
         self.log = os.path.join(TMP, "server-%d.log" % len(_servers))
         e = {k: v for k, v in os.environ.items() if not k.startswith("CLARA_")}
+        # ThreadSanitizer sleeps 1 s at exit by default (to catch races in atexit handlers),
+        # which the exit-time bounds would count; no other option changes
+        e.setdefault("TSAN_OPTIONS", "atexit_sleep_ms=0")
         e.update(env or {})
         self.proc = subprocess.Popen([SERVER, "--port", "0", "--threads", str(threads)] +
                                      list(args), stdout=subprocess.DEVNULL,

@@ -437,6 +437,50 @@ static void test_cancel_forward_rounds(void) {
     free(ids), free(pos), free(emb), free(la), free(lb), free(la1), free(lb1);
 }
 
+/* A prompt of more than one feed-forward chunk (CLARA_FFN_CHUNK_ROWS) is asked between chunks
+ * too: with callbacks that never fire, the same bits as without and, per layer but the last, one
+ * poll before it, one between attention rounds, one between feed-forward chunks; both sequences
+ * cancelled at the first layer's feed-forward poll stop there (nothing of the second layer
+ * written). */
+static void test_cancel_forward_ffn_chunks(void) {
+    const clara_model *m = g_ctx->m;
+    size_t H = m->hp.n_embd, V = m->hp.n_vocab;
+    enum { NA = 2000, NB = 600 }; /* 2,600 rows: two chunks of 1,300; four attention rounds */
+    int32_t *ids = malloc((NA + NB) * sizeof(int32_t)), *pos = malloc(NA * sizeof(int32_t));
+    for (int i = 0; i < NA + NB; i++) ids[i] = 5 + (i * 53) % 900;
+    for (int i = 0; i < NA; i++) pos[i] = i;
+    float *emb = malloc((NA + NB) * H * sizeof(float));
+    clara_embed_tokens(m, ids, NA + NB, emb);
+    float *la = malloc(V * sizeof(float)), *lb = malloc(V * sizeof(float));
+    float *la1 = malloc(V * sizeof(float)), *lb1 = malloc(V * sizeof(float));
+    T_EQ_INT(clara_ctx_reserve_slot(g_ctx, 0, NA + 1), CLARA_OK);
+    T_EQ_INT(clara_ctx_reserve_slot(g_ctx, 1, NB + 1), CLARA_OK);
+    clara_seq plain[2] = {{NA, emb, pos, 0, NULL, NULL, la, NA - 1, NULL},
+                          {NB, emb + NA * H, pos, 1, NULL, NULL, lb, NB - 1, NULL}};
+    clara_kv_clear(g_ctx, 0), clara_kv_clear(g_ctx, 1);
+    T_EQ_INT(clara_forward_batch(g_ctx, plain, 2), CLARA_OK);
+    probe pa = {0, 1 << 30, 0, 0}, pb = {0, 1 << 30, 1, 0};
+    clara_cancel ca = {probe_fires, &pa, false}, cb = {probe_fires, &pb, false};
+    clara_seq two[2] = {{NA, emb, pos, 0, NULL, NULL, la1, NA - 1, &ca},
+                        {NB, emb + NA * H, pos, 1, NULL, NULL, lb1, NB - 1, &cb}};
+    clara_kv_clear(g_ctx, 0), clara_kv_clear(g_ctx, 1);
+    T_EQ_INT(clara_forward_batch(g_ctx, two, 2), CLARA_OK);
+    T_CHECK(memcmp(la, la1, V * sizeof(float)) == 0 && memcmp(lb, lb1, V * sizeof(float)) == 0);
+    /* the last layer computes only the rows whose outputs are wanted: one poll before it */
+    int per_layer = 1 + (NA + 511) / 512 - 1 + 1;
+    T_CHECK_MSG(pa.calls == ((int)m->hp.n_layer - 1) * per_layer + 1, "%d polls, want %d x %d + 1",
+                pa.calls, (int)m->hp.n_layer - 1, per_layer);
+    pa = (probe){0, per_layer, 0, 0}, pb = (probe){0, per_layer, 1, 0};
+    ca.hit = cb.hit = false;
+    clara_kv_clear(g_ctx, 0), clara_kv_clear(g_ctx, 1);
+    fill_slot(0), fill_slot(1);
+    T_EQ_INT(clara_forward_batch(g_ctx, two, 2), CLARA_OK);
+    T_CHECK(ca.hit && cb.hit && pa.calls == per_layer && pb.calls == per_layer);
+    T_CHECK(slot_layer_untouched(0, 1) && slot_layer_untouched(1, 1));
+    T_CHECK(g_ctx->slots[0].n_past == 0 && g_ctx->slots[1].n_past == 0);
+    free(ids), free(pos), free(emb), free(la), free(lb), free(la1), free(lb1);
+}
+
 int main(void) {
     const char *build = getenv("BUILD");
     char path[1024];
@@ -457,6 +501,7 @@ int main(void) {
     T_RUN(test_cancel_requests);
     T_RUN(test_cancel_compress);
     T_RUN(test_cancel_forward_rounds);
+    T_RUN(test_cancel_forward_ffn_chunks);
     clara_ctx_free(g_ctx);
     clara_model_free(g_model);
     return t_report("test_generate_batch");
