@@ -28,6 +28,11 @@
 #define SRV_MAX_QUERY_BYTES      (16u << 10)
 #define SRV_MAX_NEW_TOKENS_LIMIT 512
 #define SRV_MAX_HEADER_BYTES     (8u << 10) /* total request header bytes we accept */
+/* Bodies are scanned (base/json_scan.h) before cJSON builds a tree, which costs ~100 bytes a value:
+ * these bound that tree. The largest valid request holds 1,024 documents and a dozen other
+ * values, 3 levels deep; unknown fields (ignored) get the rest. */
+#define SRV_JSON_MAX_VALUES 4096
+#define SRV_JSON_MAX_DEPTH  16
 
 typedef struct {
     char *model;        /* GGUF path (owned); in two-file mode the CLaRa add-on */
@@ -43,16 +48,16 @@ typedef struct {
     int max_queue;
     size_t max_body;
     int log_level;
-    char *cache_dir;     /* accepted for compatibility; unused (models are local files) */
-    int request_timeout; /* seconds a request may wait and run */
-    int conn_timeout;    /* seconds an idle/slow connection may stay open */
-    int grace;           /* seconds to finish in-flight work on SIGTERM, then cancel it */
+    char *cache_dir;          /* accepted for compatibility; unused (models are local files) */
+    int request_timeout;      /* seconds a request may wait and run */
+    int conn_timeout;         /* seconds an idle/slow connection may stay open */
+    int grace;                /* seconds to finish in-flight work on SIGTERM, then cancel it */
     int max_request_tokens;   /* documents + query + max_new_tokens of one request */
     int read_timeout;         /* seconds to receive a request's headers and body in full */
     int max_connections;      /* open connections at most */
     int max_conns_per_client; /* open connections from one client address at most */
     char **allowed_hosts;     /* Host names accepted ("*" = any); NULL = default for the bind */
-    bool demo;           /* serving the bundled demo model */
+    bool demo;                /* serving the bundled demo model */
 } srv_config;
 
 /* Fills cfg from CLARA_* variables then argv. Returns 0 to serve, 1 after printing help/version,
