@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "base/fp16.h"
+#include "base/json_scan.h"
 #include "base/threadpool.h"
 #include "server.h"
 
@@ -40,47 +41,64 @@ static double round_to(double v, double unit) {
 
 /* ---- validation ------------------------------------------------------------------------------ */
 
-/* Parses the body as one JSON object. Returns NULL after filling *r on failure. */
-static cJSON *parse_body(const char *body, size_t len, srv_reply *r) {
+/* Scans the body before cJSON sees it: cJSON spends ~100 bytes a value, so 4 MB of "1," would
+ * cost ~200 MB. Texts within SRV_JSON_MAX_VALUES / SRV_JSON_MAX_DEPTH (every valid request is)
+ * build a tree about the size of the body. Returns 0, or -1 after filling *r. */
+static int scan_body(const char *body, size_t len, srv_reply *r) {
+    clara_json_scan_result sr;
+    switch (clara_json_scan(body, len, SRV_JSON_MAX_VALUES, SRV_JSON_MAX_DEPTH, &sr)) {
+    case CLARA_JSON_OK:
+        break;
+    case CLARA_JSON_SYNTAX:
+        srv_reply_error(r, 400, "invalid_json", "malformed JSON near byte %zu", sr.offset);
+        return -1;
+    case CLARA_JSON_TOO_MANY:
+        srv_reply_error(r, 422, "validation_error",
+                        "the request body holds more than %d JSON values (byte %zu); a request "
+                        "needs at most %d documents and a few fields",
+                        SRV_JSON_MAX_VALUES, sr.offset, SRV_MAX_MEMORIES);
+        return -1;
+    case CLARA_JSON_TOO_DEEP:
+        srv_reply_error(r, 422, "validation_error",
+                        "the request body nests arrays and objects more than %d deep (byte %zu)",
+                        SRV_JSON_MAX_DEPTH, sr.offset);
+        return -1;
+    }
+    if (sr.root != '{') {
+        srv_reply_error(r, 422, "validation_error", "the request body must be a JSON object");
+        return -1;
+    }
+    return 0;
+}
+
+/* Everything about the body that needs no allocation: UTF-8, NUL bytes, the JSON scan. Returns 0,
+ * or -1 after filling *r. */
+static int check_body(const char *body, size_t len, srv_reply *r) {
     if (len == 0) {
         srv_reply_error(r, 400, "invalid_json", "the request body is empty; send a JSON object");
-        return NULL;
+        return -1;
     }
     if (!srv_utf8_valid(body, len)) {
         srv_reply_error(r, 400, "invalid_utf8", "the request body is not valid UTF-8");
-        return NULL;
+        return -1;
     }
     if (memchr(body, '\0', len)) {
         srv_reply_error(r, 400, "invalid_json", "the request body contains a NUL byte");
-        return NULL;
+        return -1;
     }
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
-    if (root) {
-        while (end < body + len && strchr(" \t\r\n", *end)) end++;
-        if (end != body + len) {
-            cJSON_Delete(root);
-            root = NULL;
-            end = end < body + len ? end : NULL;
-        }
-    } else {
-        end = cJSON_GetErrorPtr();
-    }
-    if (!root) {
-        size_t at = end && end >= body && end <= body + len ? (size_t)(end - body) : 0;
-        srv_reply_error(r, 400, "invalid_json", "malformed JSON near byte %zu", at);
-        return NULL;
-    }
-    if (!cJSON_IsObject(root)) {
-        cJSON_Delete(root);
-        srv_reply_error(r, 422, "validation_error", "the request body must be a JSON object");
-        return NULL;
-    }
+    if (scan_body(body, len, r) != 0) return -1;
     if (srv_json_has_nul_escape(body, len)) {
-        cJSON_Delete(root);
         srv_reply_error(r, 422, "validation_error", "text must not contain NUL (\\u0000)");
-        return NULL;
+        return -1;
     }
+    return 0;
+}
+
+/* Parses a body check_body accepted: exactly one object, never a text cJSON refuses
+ * (fuzz_jsonscan), so a failure here is an allocation failing. NULL after filling *r. */
+static cJSON *parse_body(const char *body, size_t len, srv_reply *r) {
+    cJSON *root = cJSON_ParseWithLength(body, len);
+    if (!root) srv_reply_error(r, 500, "out_of_memory", "out of memory");
     return root;
 }
 
@@ -426,8 +444,8 @@ static void run_model_request(srv_server *s, srv_endpoint ep, const char *body, 
         srv_reply_error(r, 500, "out_of_memory", "out of memory");
         return;
     }
-    t->root = parse_body(body, len, r);
-    if (!t->root || build_task(s, t, r) != 0) {
+    if (check_body(body, len, r) != 0 || !(t->root = parse_body(body, len, r)) ||
+        build_task(s, t, r) != 0) {
         srv_task_release(t);
         return;
     }
