@@ -81,6 +81,7 @@ int srv_main(int argc, char **argv) {
         return rc == 1 ? 0 : 2;
     }
     clara_log_set_level((clara_log_level)s->cfg.log_level);
+    srv_memory_init();
     if (srv_probe_model(&s->cfg, &s->info) != 0) {
         srv_config_free(&s->cfg);
         return 1;

@@ -241,6 +241,8 @@ static int get_vectors(srv_task *t, cJSON *v, const srv_model_info *info, srv_re
         srv_reply_error(r, 500, "out_of_memory", "out of memory");
         return -1;
     }
+    /* the base64 (most of the body) is not needed while the task waits and runs */
+    cJSON_DeleteItemFromObjectCaseSensitive(v, "data");
     t->n_docs = n;
     return 0;
 }
@@ -436,6 +438,79 @@ static void count_request(srv_server *s, bool ok, double ms) {
     pthread_mutex_unlock(&s->state.mu);
 }
 
+/* ---- the parse budget ------------------------------------------------------------------------ */
+
+/* Bytes of bodies parsed and validated at once. Meanwhile a request holds up to ~3 times its body
+ * (the tree's strings, the base64 of vectors decoded and widened to f32), and parsing is CPU work
+ * that more threads would not finish sooner on a few cores: without a bound, 64 bodies of 4 MB
+ * would hold ~1 GB at once. A body over the whole budget (a --max-body above it) waits until it
+ * is parsed alone. */
+#define PARSE_BUDGET (16u << 20)
+
+static pthread_mutex_t g_parse_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_parse_cv = PTHREAD_COND_INITIALIZER;
+static size_t g_parse_bytes; /* under g_parse_mu */
+
+/* Takes len bytes of the budget, waiting for it. Returns 0; 1 if the client left or 2 at the
+ * deadline first (nothing taken). */
+static int parse_acquire(size_t len, double deadline, bool (*alive)(void *), void *arg) {
+    int why = 0;
+    pthread_mutex_lock(&g_parse_mu);
+    while (!why && g_parse_bytes > 0 && g_parse_bytes + len > PARSE_BUDGET) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 50 * 1000 * 1000;
+        if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+        pthread_cond_timedwait(&g_parse_cv, &g_parse_mu, &ts);
+        pthread_mutex_unlock(&g_parse_mu); /* alive() is a syscall: not under the lock */
+        why = alive && !alive(arg) ? 1 : srv_mono() > deadline ? 2 : 0;
+        pthread_mutex_lock(&g_parse_mu);
+    }
+    if (!why) g_parse_bytes += len;
+    pthread_mutex_unlock(&g_parse_mu);
+    return why;
+}
+
+static void parse_release(size_t len) {
+    pthread_mutex_lock(&g_parse_mu);
+    g_parse_bytes -= len;
+    pthread_cond_broadcast(&g_parse_cv);
+    pthread_mutex_unlock(&g_parse_mu);
+}
+
+/* Checks the body, then parses and validates it into t within the parse budget. Returns 0, or -1
+ * with *r filled. */
+static int parse_task(srv_server *s, srv_task *t, const char *body, size_t len, double t0,
+                      bool (*alive)(void *), void *arg, srv_reply *r) {
+    if (check_body(body, len, r) != 0) return -1;
+    int why = parse_acquire(len, t0 + s->cfg.request_timeout, alive, arg);
+    if (why == 1) {
+        srv_reply_error(r, 499, "client_closed", "the client went away");
+        return -1;
+    }
+    if (why == 2) {
+        srv_reply_error(r, 503, "overloaded",
+                        "too many large requests are being read; retry later");
+        r->retry_after = 1;
+        return -1;
+    }
+    t->root = parse_body(body, len, r);
+    int rc = t->root && build_task(s, t, r) == 0 ? 0 : -1;
+    parse_release(len);
+    return rc;
+}
+
+/* Parsed requests at least this large hand their freed memory back at once (malloc_trim): their
+ * trees are up to thousands of small blocks that the heaps would otherwise keep. */
+#define TRIM_AFTER_BYTES (1u << 20)
+
+/* Frees the task; after a large parsed body, returns the heaps' free pages too. */
+static void finish_task(srv_task *t, size_t len) {
+    bool trim = len >= TRIM_AFTER_BYTES && t->root;
+    srv_task_release(t);
+    if (trim) srv_memory_trim();
+}
+
 static void run_model_request(srv_server *s, srv_endpoint ep, const char *body, size_t len,
                               bool (*alive)(void *), void *arg, srv_reply *r) {
     double t0 = srv_mono();
@@ -444,9 +519,8 @@ static void run_model_request(srv_server *s, srv_endpoint ep, const char *body, 
         srv_reply_error(r, 500, "out_of_memory", "out of memory");
         return;
     }
-    if (check_body(body, len, r) != 0 || !(t->root = parse_body(body, len, r)) ||
-        build_task(s, t, r) != 0) {
-        srv_task_release(t);
+    if (parse_task(s, t, body, len, t0, alive, arg, r) != 0) {
+        finish_task(t, len);
         return;
     }
     t->enqueued_at = srv_mono();
@@ -472,7 +546,7 @@ static void run_model_request(srv_server *s, srv_endpoint ep, const char *body, 
         }
         count_request(s, r->status == 200, ms);
     }
-    srv_task_release(t);
+    finish_task(t, len);
 }
 
 /* ---- endpoints that never touch the model ------------------------------------------------------

@@ -224,6 +224,10 @@ char *srv_base64_encode(const void *data, size_t n); /* malloc'd, NUL-terminated
 /* Decodes standard base64 (padding optional, no whitespace); returns malloc'd bytes or NULL. */
 unsigned char *srv_base64_decode(const char *s, size_t n, size_t *out_len);
 uint64_t srv_rss_bytes(void);
+/* At start: large blocks always get their own mapping, so freeing them returns the memory. */
+void srv_memory_init(void);
+/* Returns the heaps' free pages to the kernel (after a large request: its tree's small blocks). */
+void srv_memory_trim(void);
 const char *srv_isa(void);
 
 extern const char srv_openapi_json[];
