@@ -125,6 +125,7 @@ int srv_main(int argc, char **argv) {
         return rc == 1 ? 0 : 2;
     }
     clara_log_set_level((clara_log_level)s->cfg.log_level);
+    srv_memory_init();
     /* A model file truncated or overwritten in place while mapped must fail requests, not kill
      * the server: faults in model mappings read zeros and the scheduler discards those results
      * (base/mapguard.h). Installed before the probe, which maps the files too. */

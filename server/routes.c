@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "base/fp16.h"
+#include "base/json_scan.h"
 #include "base/threadpool.h"
 #include "server.h"
 
@@ -41,47 +42,64 @@ static double round_to(double v, double unit) {
 
 /* ---- validation ------------------------------------------------------------------------------ */
 
-/* Parses the body as one JSON object. Returns NULL after filling *r on failure. */
-static cJSON *parse_body(const char *body, size_t len, srv_reply *r) {
+/* Scans the body before cJSON sees it: cJSON spends ~100 bytes a value, so 4 MB of "1," would
+ * cost ~200 MB. Texts within SRV_JSON_MAX_VALUES / SRV_JSON_MAX_DEPTH (every valid request is)
+ * build a tree about the size of the body. Returns 0, or -1 after filling *r. */
+static int scan_body(const char *body, size_t len, srv_reply *r) {
+    clara_json_scan_result sr;
+    switch (clara_json_scan(body, len, SRV_JSON_MAX_VALUES, SRV_JSON_MAX_DEPTH, &sr)) {
+    case CLARA_JSON_OK:
+        break;
+    case CLARA_JSON_SYNTAX:
+        srv_reply_error(r, 400, "invalid_json", "malformed JSON near byte %zu", sr.offset);
+        return -1;
+    case CLARA_JSON_TOO_MANY:
+        srv_reply_error(r, 422, "validation_error",
+                        "the request body holds more than %d JSON values (byte %zu); a request "
+                        "needs at most %d documents and a few fields",
+                        SRV_JSON_MAX_VALUES, sr.offset, SRV_MAX_MEMORIES);
+        return -1;
+    case CLARA_JSON_TOO_DEEP:
+        srv_reply_error(r, 422, "validation_error",
+                        "the request body nests arrays and objects more than %d deep (byte %zu)",
+                        SRV_JSON_MAX_DEPTH, sr.offset);
+        return -1;
+    }
+    if (sr.root != '{') {
+        srv_reply_error(r, 422, "validation_error", "the request body must be a JSON object");
+        return -1;
+    }
+    return 0;
+}
+
+/* Everything about the body that needs no allocation: UTF-8, NUL bytes, the JSON scan. Returns 0,
+ * or -1 after filling *r. */
+static int check_body(const char *body, size_t len, srv_reply *r) {
     if (len == 0) {
         srv_reply_error(r, 400, "invalid_json", "the request body is empty; send a JSON object");
-        return NULL;
+        return -1;
     }
     if (!srv_utf8_valid(body, len)) {
         srv_reply_error(r, 400, "invalid_utf8", "the request body is not valid UTF-8");
-        return NULL;
+        return -1;
     }
     if (memchr(body, '\0', len)) {
         srv_reply_error(r, 400, "invalid_json", "the request body contains a NUL byte");
-        return NULL;
+        return -1;
     }
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
-    if (root) {
-        while (end < body + len && strchr(" \t\r\n", *end)) end++;
-        if (end != body + len) {
-            cJSON_Delete(root);
-            root = NULL;
-            end = end < body + len ? end : NULL;
-        }
-    } else {
-        end = cJSON_GetErrorPtr();
-    }
-    if (!root) {
-        size_t at = end && end >= body && end <= body + len ? (size_t)(end - body) : 0;
-        srv_reply_error(r, 400, "invalid_json", "malformed JSON near byte %zu", at);
-        return NULL;
-    }
-    if (!cJSON_IsObject(root)) {
-        cJSON_Delete(root);
-        srv_reply_error(r, 422, "validation_error", "the request body must be a JSON object");
-        return NULL;
-    }
+    if (scan_body(body, len, r) != 0) return -1;
     if (srv_json_has_nul_escape(body, len)) {
-        cJSON_Delete(root);
         srv_reply_error(r, 422, "validation_error", "text must not contain NUL (\\u0000)");
-        return NULL;
+        return -1;
     }
+    return 0;
+}
+
+/* Parses a body check_body accepted: exactly one object, never a text cJSON refuses
+ * (fuzz_jsonscan), so a failure here is an allocation failing. NULL after filling *r. */
+static cJSON *parse_body(const char *body, size_t len, srv_reply *r) {
+    cJSON *root = cJSON_ParseWithLength(body, len);
+    if (!root) srv_reply_error(r, 500, "out_of_memory", "out of memory");
     return root;
 }
 
@@ -224,6 +242,8 @@ static int get_vectors(srv_task *t, cJSON *v, const srv_model_info *info, srv_re
         srv_reply_error(r, 500, "out_of_memory", "out of memory");
         return -1;
     }
+    /* the base64 (most of the body) is not needed while the task waits and runs */
+    cJSON_DeleteItemFromObjectCaseSensitive(v, "data");
     t->n_docs = n;
     return 0;
 }
@@ -419,6 +439,79 @@ static void count_request(srv_server *s, bool ok, double ms) {
     pthread_mutex_unlock(&s->state.mu);
 }
 
+/* ---- the parse budget ------------------------------------------------------------------------ */
+
+/* Bytes of bodies parsed and validated at once. Meanwhile a request holds up to ~3 times its body
+ * (the tree's strings, the base64 of vectors decoded and widened to f32), and parsing is CPU work
+ * that more threads would not finish sooner on a few cores: without a bound, 64 bodies of 4 MB
+ * would hold ~1 GB at once. A body over the whole budget (a --max-body above it) waits until it
+ * is parsed alone. */
+#define PARSE_BUDGET (16u << 20)
+
+static pthread_mutex_t g_parse_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_parse_cv = PTHREAD_COND_INITIALIZER;
+static size_t g_parse_bytes; /* under g_parse_mu */
+
+/* Takes len bytes of the budget, waiting for it. Returns 0; 1 if the client left or 2 at the
+ * deadline first (nothing taken). */
+static int parse_acquire(size_t len, double deadline, bool (*alive)(void *), void *arg) {
+    int why = 0;
+    pthread_mutex_lock(&g_parse_mu);
+    while (!why && g_parse_bytes > 0 && g_parse_bytes + len > PARSE_BUDGET) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 50 * 1000 * 1000;
+        if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+        pthread_cond_timedwait(&g_parse_cv, &g_parse_mu, &ts);
+        pthread_mutex_unlock(&g_parse_mu); /* alive() is a syscall: not under the lock */
+        why = alive && !alive(arg) ? 1 : srv_mono() > deadline ? 2 : 0;
+        pthread_mutex_lock(&g_parse_mu);
+    }
+    if (!why) g_parse_bytes += len;
+    pthread_mutex_unlock(&g_parse_mu);
+    return why;
+}
+
+static void parse_release(size_t len) {
+    pthread_mutex_lock(&g_parse_mu);
+    g_parse_bytes -= len;
+    pthread_cond_broadcast(&g_parse_cv);
+    pthread_mutex_unlock(&g_parse_mu);
+}
+
+/* Checks the body, then parses and validates it into t within the parse budget. Returns 0, or -1
+ * with *r filled. */
+static int parse_task(srv_server *s, srv_task *t, const char *body, size_t len, double t0,
+                      bool (*alive)(void *), void *arg, srv_reply *r) {
+    if (check_body(body, len, r) != 0) return -1;
+    int why = parse_acquire(len, t0 + s->cfg.request_timeout, alive, arg);
+    if (why == 1) {
+        srv_reply_error(r, 499, "client_closed", "the client went away");
+        return -1;
+    }
+    if (why == 2) {
+        srv_reply_error(r, 503, "overloaded",
+                        "too many large requests are being read; retry later");
+        r->retry_after = 1;
+        return -1;
+    }
+    t->root = parse_body(body, len, r);
+    int rc = t->root && build_task(s, t, r) == 0 ? 0 : -1;
+    parse_release(len);
+    return rc;
+}
+
+/* Parsed requests at least this large hand their freed memory back at once (malloc_trim): their
+ * trees are up to thousands of small blocks that the heaps would otherwise keep. */
+#define TRIM_AFTER_BYTES (1u << 20)
+
+/* Frees the task; after a large parsed body, returns the heaps' free pages too. */
+static void finish_task(srv_task *t, size_t len) {
+    bool trim = len >= TRIM_AFTER_BYTES && t->root;
+    srv_task_release(t);
+    if (trim) srv_memory_trim();
+}
+
 static void run_model_request(srv_server *s, srv_endpoint ep, const char *body, size_t len,
                               bool (*alive)(void *), void *arg, srv_reply *r) {
     double t0 = srv_mono();
@@ -427,9 +520,8 @@ static void run_model_request(srv_server *s, srv_endpoint ep, const char *body, 
         srv_reply_error(r, 500, "out_of_memory", "out of memory");
         return;
     }
-    t->root = parse_body(body, len, r);
-    if (!t->root || build_task(s, t, r) != 0) {
-        srv_task_release(t);
+    if (parse_task(s, t, body, len, t0, alive, arg, r) != 0) {
+        finish_task(t, len);
         return;
     }
     t->enqueued_at = srv_mono();
@@ -455,7 +547,7 @@ static void run_model_request(srv_server *s, srv_endpoint ep, const char *body, 
         }
         count_request(s, r->status == 200, ms);
     }
-    srv_task_release(t);
+    finish_task(t, len);
 }
 
 /* ---- endpoints that never touch the model ------------------------------------------------------

@@ -29,6 +29,11 @@
 #define SRV_MAX_QUERY_BYTES      (16u << 10)
 #define SRV_MAX_NEW_TOKENS_LIMIT 512
 #define SRV_MAX_HEADER_BYTES     (8u << 10) /* total request header bytes we accept */
+/* Bodies are scanned (base/json_scan.h) before cJSON builds a tree, which costs ~100 bytes a value:
+ * these bound that tree. The largest valid request holds 1,024 documents and a dozen other
+ * values, 3 levels deep; unknown fields (ignored) get the rest. */
+#define SRV_JSON_MAX_VALUES 4096
+#define SRV_JSON_MAX_DEPTH  16
 
 typedef struct {
     char *model;                  /* GGUF path (owned); in two-file mode the CLaRa add-on */
@@ -245,6 +250,10 @@ char *srv_base64_encode(const void *data, size_t n); /* malloc'd, NUL-terminated
 /* Decodes standard base64 (padding optional, no whitespace); returns malloc'd bytes or NULL. */
 unsigned char *srv_base64_decode(const char *s, size_t n, size_t *out_len);
 uint64_t srv_rss_bytes(void);
+/* At start: large blocks always get their own mapping, so freeing them returns the memory. */
+void srv_memory_init(void);
+/* Returns the heaps' free pages to the kernel (after a large request: its tree's small blocks). */
+void srv_memory_trim(void);
 const char *srv_isa(void);
 
 extern const char srv_openapi_json[];
