@@ -37,7 +37,7 @@ def main():
     s = Server("--keep-alive", "-1", "--log-level", "warn", "--max-conns-per-client", "200",
                "--max-connections", "1024", *a.server_args, threads=a.threads)
     try:
-        path, body, _ = bodies()["valid"]
+        path, body = bodies()["valid"]
         st, _, err = post_raw(s.port, path, body, 300)
         if st != 200:
             print("warm-up request: %s %s" % (st, err))

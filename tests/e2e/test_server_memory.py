@@ -7,17 +7,20 @@ the model and its working buffers are in the baseline).
 
 Checks: the peak resident memory (VmHWM, reset before the burst) stays below the baseline + 1 GiB;
 VmRSS is back under the baseline + 100 MiB within 10 s; every request is answered with a JSON
-2xx/4xx saying what was wrong; /health still answers 200. Under a sanitizer the RSS figures are
-the sanitizer's (shadow memory, quarantine of freed blocks), so only those two bounds are skipped
-there, with the reason printed; everything else is checked."""
+2xx/4xx saying what was wrong; /health still answers 200. Under AddressSanitizer the bounds hold
+as they are (its shadow is in the baseline). Under ThreadSanitizer the RSS figures are mostly its
+shadow of every page touched (+979 MiB peak measured for this load), so only those two bounds are
+skipped there, with the reason printed; everything else is checked, with longer timeouts."""
 
+import os
 import time
 
-from harness import check, report, run
+from harness import BUILD, check, report, run
 from json_memory_load import MIX, bodies, burst, post_raw, reset_peak, settle
 from server_harness import SLOW, Server, check_no_sanitizer_reports, cleanup
 
 S = None
+TSAN = os.environ.get("SANITIZER") == "thread" or "/tsan" in BUILD
 MIB = 1024
 PEAK_LIMIT_KB = 1024 * MIB
 SETTLE_LIMIT_KB = 100 * MIB
@@ -48,7 +51,7 @@ def answered_well(kind, status, j):
 
 
 def test_amplification_burst():
-    path, body, _ = bodies()["valid"]
+    path, body = bodies()["valid"]
     st, j, err = post_raw(S.port, path, body, 600 if SLOW else 120)
     check(st == 200, "a maximal valid request (1,024 memories, %d bytes) answered: %s %s" % (
         len(body), st, err or str(j)[:200]))
@@ -68,9 +71,9 @@ def test_amplification_burst():
     bad = [(k, st, err or str(j)[:160]) for k, st, j, err in res if not answered_well(k, st, j)]
     check(len(res) == len(MIX) == 64 and not bad,
           "all 64 answered with the right JSON 2xx/4xx (%d bad: %s)" % (len(bad), bad[:4]))
-    if SLOW:
-        print("skipped under a sanitizer: the two RSS bounds (its shadow memory and the "
-              "quarantine of freed blocks are in RSS)")
+    if TSAN:
+        print("skipped under ThreadSanitizer: the two RSS bounds (its shadow of every page the "
+              "burst touched is in RSS)")
     else:
         check(peak - base < PEAK_LIMIT_KB,
               "peak RSS %+.0f MiB over the baseline, under +1024 MiB" % ((peak - base) / MIB))
