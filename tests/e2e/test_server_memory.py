@@ -102,8 +102,10 @@ def test_limits_named():
 def main():
     global S
     try:
+        # the token limit is raised so that the real maximal requests (1,024 full documents,
+        # 265,219 tokens) are computed and their memory counts
         S = Server("--keep-alive", "-1", "--max-conns-per-client", "200", "--max-connections",
-                   "1024")
+                   "1024", "--max-request-tokens", "300000")
         t0 = time.time()
         run(test_amplification_burst)
         run(test_limits_named)
