@@ -7,7 +7,7 @@
  * Environment: BENCH_CASES=gemm or gemv runs only that case (default both).
  * Each case runs at least once and repeats until SECONDS_PER_CASE (default 1) have passed; the
  * best repetition is reported. The machine limits to compare with are in
- * /work/shared/perf/ANCHORS.md (re-measure them in the same run before claiming ratios). */
+ * the project's performance anchors (re-measure them in the same run before claiming ratios). */
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 SECS=${1:-2}
 BUILD=${BUILD:-build}
 PYTHON=${PYTHON:-/usr/bin/python3}
-PASSAGES=${PASSAGES:-/work/shared/data/wiki-passages-qa.jsonl}
+PASSAGES=${PASSAGES:-tests/data/wiki-passages-qa.jsonl}
 OUT=$BUILD/bench/tokenizer
 mkdir -p "$OUT"
 

@@ -9,7 +9,7 @@
 # The checkpoint (~16 GB) is generated once (tests/fixtures/gen_fixtures.py --shape 7b) and reused.
 # Each type is converted with `clara convert --type T` (quantized types go through a temporary
 # bf16 file), then `clara ask` answers one question from 5 real passages
-# (shared/data/wiki-passages-qa.jsonl), 16 new tokens.
+# (tests/data/wiki-passages-qa.jsonl), 16 new tokens.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR=${DIR:-build/bench/fx7b}
@@ -17,7 +17,7 @@ THREADS=${THREADS:-2}
 PYTHON=${PYTHON:-/usr/bin/python3}
 CLARA=${CLARA:-build/clara}
 TYPES=${*:-q4_k_m q4_0 q8_0 f16}
-DATA=${DATA:-../shared/data/wiki-passages-qa.jsonl}
+DATA=${DATA:-tests/data/wiki-passages-qa.jsonl}
 
 [ -x "$CLARA" ] || make -j2 "$CLARA"
 mkdir -p "$DIR"

@@ -54,8 +54,9 @@ static void bench_usage(FILE *out) {
         "  --gen-tokens N     tokens generated per answer, </s> ignored (default 32)\n"
         "  --doc-tokens N     encoder-row tokens per document, as clara_compress counts\n"
         "                     them (<ENC><s>text</s>; default 256)\n"
-        "  --text-file FILE   JSONL text to cut documents from (default: %s if\n"
-        "                     present, else generated sentences)\n"
+        "  --text-file FILE   JSONL text to cut documents from (default, if present:\n"
+        "                     %s;\n"
+        "                     else generated sentences)\n"
         "  --generated-text   generated sentences even if that file is present\n"
         "  --save-docs FILE   write the documents used, one JSON string per line\n"
         "  --no-roofline      skip the machine limits (percentages are then null)\n"
@@ -64,7 +65,8 @@ static void bench_usage(FILE *out) {
         "  --generate SHAPE   write DIR/base.gguf (llama.cpp layout) and DIR/clara.gguf\n"
         "                     (CLaRa add-on) with random weights; T is f32 f16 bf16 q8_0\n"
         "                     q4_0 q4_1 q5_0 q5_1 q4_k_m q5_k_m q6_k\n",
-        ANSWER_DOCS, clara_physical_cores(), BENCH_DEFAULT_TEXT);
+        ANSWER_DOCS, clara_physical_cores(),
+        bench_default_text() ? bench_default_text() : "tests/data/wiki-passages-qa.jsonl");
 }
 
 static int fail(const char *fmt, ...) {

@@ -8,6 +8,7 @@
 
 #include <cJSON.h>
 #include <stdbool.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -248,11 +249,29 @@ static clara_status load_tokenizer(const char *path, clara_tokenizer **tok) {
     return s;
 }
 
+const char *bench_default_text(void) {
+    static char path[PATH_MAX];
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return NULL;
+    exe[n] = '\0';
+    /* the repository root is one or two levels above the build directory */
+    for (int up = 0; up < 3; up++) {
+        char *slash = strrchr(exe, '/');
+        if (!slash) return NULL;
+        *slash = '\0';
+        if (up == 0) continue;
+        int k = snprintf(path, sizeof path, "%s/%s", exe, BENCH_DEFAULT_TEXT_REL);
+        if (k > 0 && (size_t)k < sizeof path && access(path, R_OK) == 0) return path;
+    }
+    return NULL;
+}
+
 clara_status bench_docs_build(const bench_docs_params *p, bench_docs *out) {
     memset(out, 0, sizeof *out);
     if (p->target < 4) return clara_fail(CLARA_ERR_INVALID_ARG, "documents need at least 4 tokens");
     const char *file = p->text_file;
-    if (!file && !p->generated && access(BENCH_DEFAULT_TEXT, R_OK) == 0) file = BENCH_DEFAULT_TEXT;
+    if (!file && !p->generated) file = bench_default_text();
     snprintf(out->source, sizeof out->source, "%s", file ? file : "generated");
     word_list wl = {0};
     clara_tokenizer *tok = NULL;

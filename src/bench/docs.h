@@ -11,13 +11,18 @@
 
 #include "clara.h"
 
-/* Used when no --text-file is given and this file exists (the project's shared passages). */
-#define BENCH_DEFAULT_TEXT "/work/shared/data/wiki-passages-qa.jsonl"
+/* Used when no --text-file is given and the file exists: the project's passages, found relative
+ * to the executable (build/clara or build/asan/clara -> tests/data/...), so a clone of the
+ * repository has them. */
+#define BENCH_DEFAULT_TEXT_REL "tests/data/wiki-passages-qa.jsonl"
+
+/* The default text file's path (in a static buffer), or NULL when it is not there. */
+const char *bench_default_text(void);
 
 typedef struct {
     const char *tokenizer_gguf; /* the model file, or the add-on in two-file mode */
-    const char *text_file;      /* NULL: BENCH_DEFAULT_TEXT if readable, else generated text */
-    bool generated;             /* generated text even if BENCH_DEFAULT_TEXT exists */
+    const char *text_file;      /* NULL: bench_default_text() if there, else generated text */
+    bool generated;             /* generated text even if the default file exists */
     size_t n_docs;
     uint32_t target; /* encoder-row tokens per document (text tokens + 3) */
 } bench_docs_params;

@@ -30,7 +30,7 @@ if not os.path.isabs(BUILD):
     BUILD = os.path.join(ROOT, BUILD)
 FIXTURES = os.path.join(BUILD, "fixtures")
 PY = "/usr/bin/python3"
-DATA = "/work/shared/data/wiki-passages-qa.jsonl"
+DATA = os.path.join(ROOT, "tests", "data", "wiki-passages-qa.jsonl")
 F32 = np.float32
 
 passed = 0

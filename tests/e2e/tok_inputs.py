@@ -1,5 +1,5 @@
 """Shared inputs for the tokenizer end-to-end suites (test_tokenizer.py, test_tokenizer_peer.py):
-the real passages and questions of /work/shared/data/wiki-passages-qa.jsonl (when present) plus
+the real passages and questions of tests/data/wiki-passages-qa.jsonl plus
 hand-picked edge cases, and helpers to convert the fixture models and to run `clara tokenize`."""
 
 import json
@@ -11,7 +11,8 @@ import tempfile
 
 from harness import CLARA, FIXTURES, ROOT
 
-PASSAGES = os.environ.get("CLARA_PASSAGES", "/work/shared/data/wiki-passages-qa.jsonl")
+PASSAGES = os.environ.get("CLARA_PASSAGES",
+                          os.path.join(ROOT, "tests", "data", "wiki-passages-qa.jsonl"))
 TOKDIR = os.path.join(ROOT, "tests", "fixtures", "tokenizer")
 SPACE_MARK = "\u2581"
 

@@ -2,7 +2,7 @@
 """gen_tokenizer.py - builds the small tokenizer test data for tests/unit/test_hf_tokenizer.c.
 
 Trains a tiny SentencePiece BPE model (byte fallback, Llama/Mistral-like options) on passages of
-/work/shared/data/wiki-passages-qa.jsonl, converts it to a Hugging Face tokenizer.json in the
+tests/data/wiki-passages-qa.jsonl, converts it to a Hugging Face tokenizer.json in the
 "legacy" Llama/Mistral layout (what transformers' LlamaConverter wrote for Mistral-7B v0.2), and
 writes expected.json with the values Python's sentencepiece reports, which the C reader must match.
 Run with Debian's /usr/bin/python3 (it has the sentencepiece module):
@@ -20,7 +20,8 @@ import tempfile
 import sentencepiece as spm
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DATA = sys.argv[1] if len(sys.argv) > 1 else "/work/shared/data/wiki-passages-qa.jsonl"
+DATA = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "data", "wiki-passages-qa.jsonl")
 
 # Mistral-7B-Instruct-v0.2's current chat template (spec section 8.2).
 CHAT_TEMPLATE = (
