@@ -203,6 +203,7 @@ static int usage(FILE *f, int rc) {
     fprintf(f, "usage: clara tokenize --model FILE.gguf (--text T | --input-file F) [--json]\n"
                "       clara tokenize --model FILE.gguf --decode (--ids 1,2,3 | --input-file F) "
                "[--json]\n"
+               "--threads N is accepted as by every model command (tokenizing uses one thread).\n"
                "--input-file: one JSON string (or, with --decode, one JSON id array) per line;\n"
                "prints one {\"ids\":[...]} (or {\"text\":\"...\"}) line per input line.\n");
     return rc;
@@ -215,6 +216,7 @@ static int parse_args(int argc, char **argv, tok_args *a) {
                                          {"ids", required_argument, 0, 'I'},
                                          {"json", no_argument, 0, 'j'},
                                          {"decode", no_argument, 0, 'd'},
+                                         {"threads", required_argument, 0, 'T'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     int ch;
@@ -239,6 +241,16 @@ static int parse_args(int argc, char **argv, tok_args *a) {
         case 'd':
             a->decode = 1;
             break;
+        case 'T': { /* every model command takes it; tokenizing runs on one thread */
+            char *end;
+            long n = strtol(optarg, &end, 10);
+            if (*optarg == '\0' || *end != '\0' || n < 1 || n > 1024) {
+                fprintf(stderr, "clara tokenize: error: --threads takes 1 to 1024, not '%s'\n",
+                        optarg);
+                return 2;
+            }
+            break;
+        }
         case 'h':
             return usage(stdout, 0) - 1; /* -1: done, exit 0 */
         default:

@@ -180,6 +180,13 @@ def test_cli_errors():
     os.unlink(f.name)
     p = cli(["--model", model])
     check(p.returncode == 2, "usage error")
+    # --threads is taken as by every model command (the README says so)
+    p = cli(["--model", model, "--text", "Hi there", "--json", "--threads", "2"])
+    q = cli(["--model", model, "--text", "Hi there", "--json"])
+    check(p.returncode == 0 and p.stdout == q.stdout, "--threads 2 accepted: %r" % p.stderr)
+    for bad in ["0", "x", ""]:
+        p = cli(["--model", model, "--text", "x", "--threads", bad])
+        check(p.returncode == 2 and b"--threads" in p.stderr, "--threads %r refused" % bad)
 
 
 run(test_variants)
