@@ -9,9 +9,14 @@ total_pass=0
 total_fail=0
 log=$(mktemp)
 
+EOL="" # on a terminal, clears the rest of the "running" line
+if [ -t 1 ]; then EOL=$'\033[K'; fi
+
 run_suite() { # name, command...
     local name=$1
     shift
+    # some suites take a minute: say which one is running (on a terminal, on the same line)
+    if [ -t 1 ]; then printf 'running %s ...\r' "$name"; else echo "running $name"; fi
     "$@" >"$log" 2>&1
     local rc=$?
     local line
@@ -25,10 +30,10 @@ run_suite() { # name, command...
     total_pass=$((total_pass + p))
     total_fail=$((total_fail + f))
     if [ "$f" -ne 0 ]; then
-        echo "FAILED  $name ($p passed, $f failed, exit $rc):"
+        printf 'FAILED  %s (%s passed, %s failed, exit %s):%s\n' "$name" "$p" "$f" "$rc" "$EOL"
         tail -40 "$log" | sed 's/^/    /'
     else
-        echo "ok      $name ($p passed)"
+        printf 'ok      %s (%s passed)%s\n' "$name" "$p" "$EOL"
     fi
 }
 
