@@ -21,6 +21,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,10 +42,11 @@ typedef struct guard_conn {
     int cfd, mfd, mhd_fd; /* client socket; our end of the pair; libmicrohttpd's end */
     char ip[INET6_ADDRSTRLEN];
     double accepted, req_started, last_io;
-    bool reading;   /* part of a request has arrived, not all of it */
-    int busy;       /* requests libmicrohttpd is handling (under G.mu) */
-    bool evicted;   /* closed by the accept thread to make room */
-    http_frame *fr; /* the framer state (large: heap) */
+    bool reading;      /* part of a request has arrived, not all of it */
+    int busy;          /* requests libmicrohttpd is handling (under G.mu) */
+    uint64_t answered; /* requests libmicrohttpd has finished (under G.mu) */
+    bool evicted;      /* closed by the accept thread to make room */
+    http_frame *fr;    /* the framer state (large: heap) */
     struct guard_conn *prev, *next;
 } guard_conn;
 
@@ -144,11 +146,12 @@ static int count_ip(const char *ip) {
 }
 
 /* The connection to close for a new client: the one that has been sending its request longest,
- * else the longest idle one; never one being served. Under G.mu. */
+ * else the longest idle one; never one being served (a request whose body is still coming counts
+ * as being sent, even though libmicrohttpd has seen its head). Under G.mu. */
 static guard_conn *pick_victim(void) {
     guard_conn *best = NULL;
     for (guard_conn *c = G.head; c; c = c->next) {
-        if (c->busy || c->evicted) continue;
+        if ((c->busy && !c->reading) || c->evicted) continue;
         double key = c->reading ? c->req_started - 1e9 : c->last_io;
         double bkey = !best ? 0 : best->reading ? best->req_started - 1e9 : best->last_io;
         if (!best || key < bkey) best = c;
@@ -165,10 +168,19 @@ void srv_guard_busy(int fd, int delta) {
     for (guard_conn *c = G.head; c; c = c->next) {
         if (c->mhd_fd == fd) {
             c->busy += delta;
+            if (delta < 0) c->answered++;
             break;
         }
     }
     pthread_mutex_unlock(&G.mu);
+}
+
+/* How many requests libmicrohttpd has answered on c. */
+static uint64_t answered(guard_conn *c) {
+    pthread_mutex_lock(&G.mu);
+    uint64_t n = c->answered;
+    pthread_mutex_unlock(&G.mu);
+    return n;
 }
 
 /* ---- one connection's relay ------------------------------------------------------------------ */
@@ -179,8 +191,14 @@ typedef struct {
     size_t c2m_off, c2m_len;
     char m2c[RELAY_BUF]; /* libmicrohttpd's answers for the client */
     size_t m2c_off, m2c_len;
-    bool client_eof, mhd_eof, failing;
-    double fail_at;     /* when the framer stopped on an error */
+    bool client_eof, mhd_eof;
+    /* An error to answer (the framer's, or the read deadline's): nothing more is passed on, and
+     * the answer goes out once libmicrohttpd has answered the complete requests before it. */
+    bool failing;
+    double fail_at;
+    int fail_status;
+    const char *fail_type;
+    char fail_msg[160];
     double write_stall; /* since when the client has not taken pending bytes (0: not stalled) */
 } relay;
 
@@ -208,6 +226,20 @@ static void mark_reading(guard_conn *c, bool reading, double now) {
     pthread_mutex_unlock(&G.mu);
 }
 
+static void start_failing(relay *r, int status, const char *type, const char *msg) {
+    r->failing = true;
+    r->fail_at = srv_mono();
+    r->fail_status = status;
+    r->fail_type = type;
+    snprintf(r->fail_msg, sizeof r->fail_msg, "%s", msg);
+}
+
+static void pause_deadline(guard_conn *c, double seconds) {
+    pthread_mutex_lock(&G.mu);
+    c->req_started += seconds;
+    pthread_mutex_unlock(&G.mu);
+}
+
 /* Client bytes: through the framer into c2m. Returns -1 to stop reading (EOF or an error). */
 static int from_client(guard_conn *c, relay *r) {
     ssize_t k = recv(c->cfd, r->in, sizeof r->in, MSG_DONTWAIT);
@@ -224,10 +256,7 @@ static int from_client(guard_conn *c, relay *r) {
     r->c2m_off = 0;
     r->c2m_len = out;
     mark_reading(c, !http_frame_idle(c->fr), srv_mono());
-    if (c->fr->state == HTTP_FRAME_ERROR) {
-        r->failing = true;
-        shutdown(c->mfd, SHUT_WR);
-    }
+    if (c->fr->state == HTTP_FRAME_ERROR) start_failing(r, c->fr->status, c->fr->type, c->fr->msg);
     return 0;
 }
 
@@ -237,8 +266,8 @@ static int from_client(guard_conn *c, relay *r) {
 static int next_timeout(const guard_conn *c, const relay *r, double now) {
     const srv_config *cfg = &G.s->cfg;
     double at = -1;
-    if (c->reading && !r->failing) at = c->req_started + cfg->read_timeout;
-    if (r->failing) at = r->fail_at + 2.0;
+    if (c->reading && !r->failing && !r->c2m_len) at = c->req_started + cfg->read_timeout;
+    if (r->failing) at = now + 0.05; /* libmicrohttpd's "answered" is polled */
     if (r->write_stall > 0) {
         double w = r->write_stall + cfg->conn_timeout;
         at = at < 0 || w < at ? w : at;
@@ -248,19 +277,38 @@ static int next_timeout(const guard_conn *c, const relay *r, double now) {
     return ms < 0 ? 0 : ms > 1e6 ? 1000000 : (int)ms + 1;
 }
 
-/* 1: the connection is over. */
+/* Checked on every turn of the loop: 1 when the connection is over. A request whose head and
+ * body did not arrive within --read-timeout turns into a 408 to answer. */
 static int timed_out(guard_conn *c, relay *r, double now) {
     const srv_config *cfg = &G.s->cfg;
     if (r->write_stall > 0 && now - r->write_stall >= cfg->conn_timeout) return 1;
-    if (r->failing && now - r->fail_at >= 2.0) return 1;
-    if (c->reading && !r->failing && now - c->req_started >= cfg->read_timeout) {
+    /* answers to what came before the error that never come: give up */
+    if (r->failing && now - r->fail_at >= cfg->request_timeout + 2.0) return 1;
+    if (c->reading && !r->failing && !r->c2m_len && now - c->req_started >= cfg->read_timeout) {
         char msg[96];
         snprintf(msg, sizeof msg, "the request was not received in full within %d s",
                  cfg->read_timeout);
-        write_error(c->cfd, c->ip, 408, "request_timeout", msg);
-        return 1;
+        start_failing(r, 408, "request_timeout", msg);
     }
     return 0;
+}
+
+/* Once libmicrohttpd has answered every complete request, what it wrote is in the socketpair:
+ * pass it all on before the error answer. */
+static void drain_to_client(guard_conn *c, relay *r) {
+    double until = srv_mono() + 1.0;
+    for (;;) {
+        if (r->m2c_len && flush(c->cfd, r->m2c, &r->m2c_off, &r->m2c_len) < 0) return;
+        if (r->m2c_len) {
+            struct pollfd p = {c->cfd, POLLOUT, 0};
+            if (srv_mono() > until || poll(&p, 1, 50) < 0) return;
+            continue;
+        }
+        ssize_t k = recv(c->mfd, r->m2c, sizeof r->m2c, MSG_DONTWAIT);
+        if (k <= 0) return;
+        r->m2c_off = 0;
+        r->m2c_len = (size_t)k;
+    }
 }
 
 /* Closing a socket with unread input makes the kernel send a reset, which can destroy the answer
@@ -298,14 +346,17 @@ static void relay_loop(guard_conn *c, relay *r) {
         short ev0 = (short)((want_in ? POLLIN : 0) | (r->m2c_len ? POLLOUT : 0));
         short ev1 = (short)((!r->mhd_eof && !r->m2c_len ? POLLIN : 0) | (r->c2m_len ? POLLOUT : 0));
         struct pollfd p[2] = {{c->cfd, ev0, 0}, {c->mfd, ev1, 0}};
-        int rc = poll(p, 2, next_timeout(c, r, srv_mono()));
+        double before = srv_mono();
+        bool held_back = r->c2m_len > 0;
+        int rc = poll(p, 2, next_timeout(c, r, before));
         if (rc < 0 && errno != EINTR) return;
         double now = srv_mono();
-        if (rc == 0 && timed_out(c, r, now)) return;
-        if (p[0].revents & (POLLIN | POLLHUP | POLLERR) && want_in) {
-            from_client(c, r);
-            if (r->failing && !r->fail_at) r->fail_at = now;
-        }
+        /* time spent waiting for libmicrohttpd to take bytes (it reads a pipelined request only
+         * after answering the one before) is the server's, not the client's: the read deadline
+         * does not count it */
+        if (held_back && c->reading) pause_deadline(c, now - before);
+        if (timed_out(c, r, now)) return;
+        if (p[0].revents & (POLLIN | POLLHUP | POLLERR) && want_in) from_client(c, r);
         /* libmicrohttpd may close its input after an early answer (413, 415, ...): the rest of
          * the client's request is then dropped, and the answer still read and passed on */
         if (r->c2m_len && flush(c->mfd, r->c2m, &r->c2m_off, &r->c2m_len) < 0)
@@ -313,9 +364,15 @@ static void relay_loop(guard_conn *c, relay *r) {
         if (to_client(c, r, p[1].revents, now) < 0) return;
         if (r->mhd_eof && !r->m2c_len) break;
         if (r->client_eof && r->failing) return;
+        if (r->failing && !r->m2c_len && answered(c) >= c->fr->requests) {
+            drain_to_client(c, r);
+            break;
+        }
     }
-    /* libmicrohttpd is done with the connection (it answered what came before an error) */
-    if (r->failing) write_error(c->cfd, c->ip, c->fr->status, c->fr->type, c->fr->msg);
+    /* libmicrohttpd answered what came before the error; it may also have answered the request
+     * in error itself (an early 413, 415, ... before its body was read): then that is the answer */
+    if (r->failing && answered(c) <= c->fr->requests)
+        write_error(c->cfd, c->ip, r->fail_status, r->fail_type, r->fail_msg);
     linger_close(c, r);
 }
 

@@ -139,14 +139,17 @@ static bool ieq_n(const char *a, size_t n, const char *lit) {
     return strlen(lit) == n && strncasecmp(a, lit, n) == 0;
 }
 
-/* The name part of a Host value: "[::1]:8765" -> "[::1]", "Example.com:80" -> "Example.com". */
-static size_t host_name_len(const char *h) {
-    if (h[0] == '[') {
-        const char *e = strchr(h, ']');
-        return e ? (size_t)(e - h) + 1 : strlen(h);
-    }
-    const char *colon = strchr(h, ':');
-    return colon ? (size_t)(colon - h) : strlen(h);
+/* The name part of a Host value: "[::1]:8765" -> "[::1]", "Example.com:80" -> "Example.com".
+ * Returns false unless what follows the name is nothing or ":" and a port number, so that
+ * "localhost:80@evil.example" or "[::1].evil.example" are no loopback names. */
+static bool host_name(const char *h, size_t *n) {
+    const char *e = h[0] == '[' ? strchr(h, ']') : h + strcspn(h, ":");
+    if (!e) return false;
+    if (h[0] == '[') e++;
+    *n = (size_t)(e - h);
+    if (*e == '\0') return true;
+    if (*e != ':' || !e[1] || strlen(e + 1) > 5) return false;
+    return strspn(e + 1, "0123456789") == strlen(e + 1);
 }
 
 static bool loopback_name(const char *h, size_t n) {
@@ -166,7 +169,8 @@ static bool loopback_name(const char *h, size_t n) {
 static bool host_allowed(srv_server *s, struct MHD_Connection *c) {
     const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host");
     if (!h) return true; /* HTTP/1.0 without Host; the guard requires it in HTTP/1.1 */
-    size_t n = host_name_len(h);
+    size_t n;
+    if (!host_name(h, &n)) return false;
     if (s->cfg.allowed_hosts) {
         for (char **a = s->cfg.allowed_hosts; *a; a++)
             if (strcmp(*a, "*") == 0 || ieq_n(h, n, *a)) return true;

@@ -194,6 +194,36 @@ int http_frame_check_head(const char *head, size_t n, int *body, uint64_t *lengt
     return decide_body(&fr, *http10, body, length, &e);
 }
 
+/* Writes a checked head as the server behind will read it: the request line, then each field as
+ * "name:value" with the whitespace around the value removed (libmicrohttpd 0.9.75 keeps trailing
+ * whitespace, so "Transfer-Encoding: chunked " would be chunked to us and not to it), and
+ * without Cookie fields (unused here; libmicrohttpd answers some malformed ones with its own
+ * page). Never longer than the head, and a subsequence of it. Returns the length written. */
+static size_t canonical_head(const char *head, size_t n, char *out) {
+    const char *p = head, *end = head + n;
+    const char *eol = memchr(p, '\r', (size_t)(end - p));
+    size_t o = (size_t)(eol - p) + 2;
+    memcpy(out, p, o);
+    p = eol + 2;
+    while (p < end) {
+        eol = memchr(p, '\r', (size_t)(end - p));
+        size_t ln = (size_t)(eol - p), nl, vl;
+        const char *v, *type = NULL;
+        char msg[8];
+        errout e = {&type, msg, sizeof msg};
+        if (ln > 0 && split_field(p, ln, &nl, &v, &vl, &e) == 0 && !ieq(p, nl, "cookie")) {
+            memcpy(out + o, p, nl + 1);
+            memcpy(out + o + nl + 1, v, vl);
+            o += nl + 1 + vl;
+            memcpy(out + o, "\r\n", 2);
+            o += 2;
+        }
+        p = eol + 2;
+    }
+    memcpy(out + o, "\r\n", 2);
+    return o + 2;
+}
+
 static size_t stop(http_frame *f, int status, const char *type, const char *msg, size_t used) {
     f->state = HTTP_FRAME_ERROR;
     f->status = status;
@@ -239,8 +269,7 @@ static size_t feed_head(http_frame *f, const char *in, size_t n, char *out, size
     char msg[sizeof f->msg];
     int st = http_frame_check_head(f->head, h, &body, &len, &f->http10, &type, msg, sizeof msg);
     if (st) return stop(f, st, type, msg, i);
-    memcpy(out + *ol, f->head, h);
-    *ol += h;
+    *ol += canonical_head(f->head, h, out + *ol);
     f->head_len = 0;
     if (body == 1) {
         f->state = HTTP_FRAME_BODY;

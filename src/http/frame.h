@@ -1,9 +1,11 @@
 /* frame.h - strict HTTP/1.1 request framing (RFC 9112), as a pure incremental parser over bytes.
  *
  * The server's connection guard feeds it everything a client sends. It holds each request head
- * until the blank line, validates it (request line, field syntax, the framing headers), and then
- * passes the head and the body through unchanged, following Content-Length or the chunked coding
- * to know where the body ends and the next request begins. Anything ambiguous - a request that a
+ * until the blank line, validates it (request line, field syntax, the framing headers), passes it
+ * on in a canonical form (fields as "name:value", whitespace around values removed, no Cookie
+ * fields: what the server behind reads is exactly what was checked), and then passes the body
+ * through unchanged, following Content-Length or the chunked coding to know where the body ends
+ * and the next request begins. Anything ambiguous - a request that a
  * proxy in front and the server behind could split differently (request smuggling), or that
  * libmicrohttpd would answer with its own HTML page - is an error with an HTTP status and a
  * message, and nothing after it is passed on. No allocation, no I/O: fuzzed directly. */

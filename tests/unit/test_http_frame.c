@@ -23,29 +23,39 @@ static char *feed(http_frame *f, const char *s, size_t n, size_t step, size_t *o
     return out;
 }
 
-static void test_valid_streams_pass_unchanged(void) {
+/* Heads are passed on canonical ("name:value", no whitespace around values, no Cookie); bodies,
+ * chunk lines and trailers unchanged. */
+static void test_valid_streams_pass_canonical(void) {
     static const char stream[] =
         "POST /compress HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n{}"
-        "POST /v1/answer HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: Chunked\r\n\r\n"
+        "POST /v1/answer HTTP/1.1\r\nHost: localhost \r\nTransfer-Encoding: Chunked\t\r\n"
+        "Cookie: a=\"\r\n\r\n"
         "3;name=value\r\nabc\r\nA\r\n0123456789\r\n0\r\nX-Trailer: yes\r\n\r\n"
         "GET /health HTTP/1.0\r\n\r\n"
         "GET /status HTTP/1.1\r\nHost: [::1]:8765\r\nX-Empty:\r\nX-Tab: a\tb\r\n\r\n";
-    size_t n = sizeof stream - 1;
+    static const char want[] =
+        "POST /compress HTTP/1.1\r\nHost:localhost\r\nContent-Length:2\r\n\r\n{}"
+        "POST /v1/answer HTTP/1.1\r\nHost:localhost\r\nTransfer-Encoding:Chunked\r\n\r\n"
+        "3;name=value\r\nabc\r\nA\r\n0123456789\r\n0\r\nX-Trailer: yes\r\n\r\n"
+        "GET /health HTTP/1.0\r\n\r\n"
+        "GET /status HTTP/1.1\r\nHost:[::1]:8765\r\nX-Empty:\r\nX-Tab:a\tb\r\n\r\n";
+    size_t n = sizeof stream - 1, wn = sizeof want - 1;
     http_frame *f = malloc(sizeof *f);
     for (size_t step = 1; step <= n; step += step < 8 ? 1 : 13) {
         size_t got;
         char *out = feed(f, stream, n, step, &got);
         T_CHECK_MSG(f->state == HTTP_FRAME_HEAD && f->requests == 4, "step %zu: state %d, %llu",
                     step, (int)f->state, (unsigned long long)f->requests);
-        T_CHECK_MSG(got == n && memcmp(out, stream, n) == 0, "step %zu: passed on %zu of %zu", step,
-                    got, n);
+        T_CHECK_MSG(got == wn && memcmp(out, want, wn) == 0, "step %zu: passed on %zu, want %zu",
+                    step, got, wn);
         T_CHECK(http_frame_idle(f));
         free(out);
     }
     /* empty lines before a request are dropped, not passed on */
     size_t got;
     char *out = feed(f, "\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", 31, 5, &got);
-    T_CHECK(got == 27 && memcmp(out, "GET / HTTP/1.1", 14) == 0 && f->requests == 1);
+    T_CHECK(got == 26 && memcmp(out, "GET / HTTP/1.1\r\nHost:a\r\n\r\n", 26) == 0 &&
+            f->requests == 1);
     free(out);
     free(f);
 }
@@ -104,7 +114,7 @@ static void test_errors(void) {
 }
 
 int main(void) {
-    test_valid_streams_pass_unchanged();
+    test_valid_streams_pass_canonical();
     test_errors();
     return t_report("test_http_frame");
 }
