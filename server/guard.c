@@ -41,7 +41,7 @@
 typedef struct guard_conn {
     int cfd, mfd, mhd_fd; /* client socket; our end of the pair; libmicrohttpd's end */
     char ip[INET6_ADDRSTRLEN];
-    double accepted, req_started, last_io;
+    double req_started, last_io;
     bool reading;      /* part of a request has arrived, not all of it */
     int busy;          /* requests libmicrohttpd is handling (under G.mu) */
     uint64_t answered; /* requests libmicrohttpd has finished (under G.mu) */
@@ -56,7 +56,7 @@ static struct {
     int n;
     int listen_fd, wake[2];
     pthread_t accept_thread;
-    bool started, stopping;
+    bool started;
     srv_server *s;
     struct MHD_Daemon *mhd;
 } G = {.mu = PTHREAD_MUTEX_INITIALIZER, .listen_fd = -1, .wake = {-1, -1}};
@@ -88,6 +88,33 @@ static const char *reason(int status) {
     }
 }
 
+/* Sends what is pending from buf[*off, *len) to fd; returns -1 when the peer is gone. */
+static int flush(int fd, const char *buf, size_t *off, size_t *len) {
+    while (*off < *len) {
+        ssize_t k = send(fd, buf + *off, *len - *off, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (k > 0) {
+            *off += (size_t)k;
+        } else if (k < 0 && (errno == EAGAIN || errno == EINTR)) {
+            return 0;
+        } else {
+            return -1;
+        }
+    }
+    *off = *len = 0;
+    return 0;
+}
+
+/* Sends buf[0, n) to fd, waiting for room until `until`; -1 when the peer is gone or time ran
+ * out. For the guard's own short answers and the last bytes before them. */
+static int send_until(int fd, const char *buf, size_t n, double until) {
+    size_t off = 0, len = n;
+    while (flush(fd, buf, &off, &len) == 0 && len) {
+        struct pollfd p = {fd, POLLOUT, 0};
+        if (srv_mono() > until || poll(&p, 1, 50) < 0) return -1;
+    }
+    return len ? -1 : 0;
+}
+
 /* Writes a JSON error and gives the client up to a second to take it (the reply is small; a
  * client that does not read it loses it). */
 static void write_error(int fd, const char *ip, int status, const char *type, const char *msg) {
@@ -99,25 +126,8 @@ static void write_error(int fd, const char *ip, int status, const char *type, co
                       "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
                       "Connection: close\r\n%s\r\n",
                       status, reason(status), blen, status == 503 ? "Retry-After: 1\r\n" : "");
-    struct iovec {
-        const char *p;
-        size_t n;
-    } parts[2] = {{head, (size_t)hl}, {r.body ? r.body : "", blen}};
     double until = srv_mono() + 1.0;
-    for (int i = 0; i < 2; i++) {
-        size_t off = 0;
-        while (off < parts[i].n && srv_mono() < until) {
-            ssize_t k = send(fd, parts[i].p + off, parts[i].n - off, MSG_NOSIGNAL | MSG_DONTWAIT);
-            if (k > 0) {
-                off += (size_t)k;
-            } else if (k < 0 && (errno == EAGAIN || errno == EINTR)) {
-                struct pollfd p = {fd, POLLOUT, 0};
-                poll(&p, 1, 50);
-            } else {
-                break;
-            }
-        }
-    }
+    if (send_until(fd, head, (size_t)hl, until) == 0 && r.body) send_until(fd, r.body, blen, until);
     free(r.body);
     srv_metrics_request(SRV_EP_OTHER, status, 0);
     clara_log(CLARA_LOG_INFO, "%s: %d %s (%s)", ip, status, type, msg);
@@ -202,23 +212,8 @@ typedef struct {
     double write_stall; /* since when the client has not taken pending bytes (0: not stalled) */
 } relay;
 
-/* Sends what is pending from buf[*off, *len) to fd; returns -1 when the peer is gone. */
-static int flush(int fd, const char *buf, size_t *off, size_t *len) {
-    while (*off < *len) {
-        ssize_t k = send(fd, buf + *off, *len - *off, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (k > 0) {
-            *off += (size_t)k;
-        } else if (k < 0 && (errno == EAGAIN || errno == EINTR)) {
-            return 0;
-        } else {
-            return -1;
-        }
-    }
-    *off = *len = 0;
-    return 0;
-}
-
-static void mark_reading(guard_conn *c, bool reading, double now) {
+/* Bytes moved at `now`; whether part of a request has arrived but not all of it. */
+static void note_io(guard_conn *c, bool reading, double now) {
     pthread_mutex_lock(&G.mu);
     if (reading && !c->reading) c->req_started = now;
     c->reading = reading;
@@ -255,7 +250,7 @@ static int from_client(guard_conn *c, relay *r) {
     http_frame_feed(c->fr, r->in, (size_t)k, r->c2m, &out);
     r->c2m_off = 0;
     r->c2m_len = out;
-    mark_reading(c, !http_frame_idle(c->fr), srv_mono());
+    note_io(c, !http_frame_idle(c->fr), srv_mono());
     if (c->fr->state == HTTP_FRAME_ERROR) start_failing(r, c->fr->status, c->fr->type, c->fr->msg);
     return 0;
 }
@@ -298,16 +293,13 @@ static int timed_out(guard_conn *c, relay *r, double now) {
 static void drain_to_client(guard_conn *c, relay *r) {
     double until = srv_mono() + 1.0;
     for (;;) {
-        if (r->m2c_len && flush(c->cfd, r->m2c, &r->m2c_off, &r->m2c_len) < 0) return;
-        if (r->m2c_len) {
-            struct pollfd p = {c->cfd, POLLOUT, 0};
-            if (srv_mono() > until || poll(&p, 1, 50) < 0) return;
-            continue;
-        }
+        if (r->m2c_len &&
+            send_until(c->cfd, r->m2c + r->m2c_off, r->m2c_len - r->m2c_off, until) != 0)
+            return;
         ssize_t k = recv(c->mfd, r->m2c, sizeof r->m2c, MSG_DONTWAIT);
-        if (k <= 0) return;
         r->m2c_off = 0;
-        r->m2c_len = (size_t)k;
+        r->m2c_len = k > 0 ? (size_t)k : 0;
+        if (k <= 0) return;
     }
 }
 
@@ -336,7 +328,7 @@ static int to_client(guard_conn *c, relay *r, short revents, double now) {
     if (!r->m2c_len) return 0;
     if (flush(c->cfd, r->m2c, &r->m2c_off, &r->m2c_len) < 0) return -1;
     r->write_stall = r->m2c_len ? (r->write_stall > 0 ? r->write_stall : now) : 0;
-    mark_reading(c, c->reading, now);
+    note_io(c, c->reading, now);
     return 0;
 }
 
@@ -451,7 +443,7 @@ static void start_conn(int fd, struct sockaddr_storage *addr, socklen_t alen, co
     http_frame_init(fr);
     *c = (guard_conn){.cfd = fd, .mfd = sp[0], .mhd_fd = sp[1], .fr = fr};
     snprintf(c->ip, sizeof c->ip, "%s", ip);
-    c->accepted = c->last_io = srv_mono();
+    c->last_io = srv_mono();
     pthread_mutex_lock(&G.mu);
     link_conn(c);
     pthread_mutex_unlock(&G.mu);
@@ -573,11 +565,4 @@ void srv_guard_stop(void) {
         struct timespec ts = {0, 10 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
-}
-
-int srv_guard_connections(void) {
-    pthread_mutex_lock(&G.mu);
-    int n = G.n;
-    pthread_mutex_unlock(&G.mu);
-    return n;
 }

@@ -8,14 +8,12 @@
 #include <errno.h>
 #include <microhttpd.h>
 #include <arpa/inet.h>
-#include <netdb.h>
 #include <strings.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include "base/log.h"
 #include "server.h"
@@ -386,10 +384,6 @@ void *srv_http_start(srv_server *s, int *port_out) {
         return NULL;
     }
     return d;
-}
-
-void srv_http_quiesce(void *daemon) {
-    (void)daemon; /* s->draining is set: new requests get 503 until srv_http_stop */
 }
 
 void srv_http_stop(void *daemon) {

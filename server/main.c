@@ -1,5 +1,5 @@
 /* main.c - clara-server's lifetime: configuration, the startup check of the model and the banner,
- * the scheduler and HTTP threads, and a graceful stop on SIGTERM/SIGINT (stop accepting, let
+ * the scheduler and HTTP threads, and a graceful stop on SIGTERM/SIGINT (new requests get 503,
  * in-flight requests finish within the grace period, cancel what is left, exit 0; a second
  * signal exits at once). */
 #include <signal.h>
@@ -88,13 +88,13 @@ static int wait_inflight(srv_server *s, double seconds) {
     return atomic_load(&s->inflight);
 }
 
-/* Stop accepting, give in-flight requests up to the grace period, then cancel what is left (the
- * engine drops it within a layer or a decoding step; its clients get 503), stop the scheduler
+/* Answer new requests 503, give in-flight requests up to the grace period, then cancel what is left
+ * (the engine drops it within a layer or a decoding step; its clients get 503), stop the scheduler
  * and, once those answers are out, the HTTP threads: the whole takes the grace period plus about
  * a second at most. */
 static void shutdown_server(srv_server *s, void *daemon) {
+    /* connections are still accepted, so clients get a clear answer rather than a refusal */
     atomic_store(&s->draining, true);
-    srv_http_quiesce(daemon);
     int left = wait_inflight(s, s->cfg.grace);
     if (left > 0)
         CLARA_LOGW("grace period of %d s over: cancelling %d request(s) still in flight",

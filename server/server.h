@@ -219,8 +219,6 @@ struct srv_server {
 /* Starts the daemon behind the connection guard; *port_out receives the bound port. Returns NULL
  * on failure (message printed). */
 void *srv_http_start(srv_server *s, int *port_out);
-/* Keeps accepting, but every request except /health is answered 503 shutting_down. */
-void srv_http_quiesce(void *daemon);
 void srv_http_stop(void *daemon);
 
 /* ---- the connection guard (guard.c) ---------------------------------------------------------- */
@@ -233,7 +231,6 @@ void srv_guard_stop(void);
 /* A request on libmicrohttpd's socket fd starts (+1) or ends (-1): such a connection is never
  * closed to make room for another. */
 void srv_guard_busy(int fd, int delta);
-int srv_guard_connections(void);
 
 /* ---- helpers (util.c) ------------------------------------------------------------------------ */
 
