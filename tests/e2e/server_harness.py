@@ -88,6 +88,13 @@ class Server:
             m = re.search(r"^%s:\s+(\d+) kB" % field, f.read(), re.M)
         return int(m.group(1))
 
+    def wait(self, timeout=120):
+        """The exit status, or None if the process is still running after `timeout` s."""
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
     def stop(self, timeout=20):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)

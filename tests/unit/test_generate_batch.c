@@ -57,14 +57,11 @@ static bool probe_fires(void *arg) {
     return true;
 }
 
-static void test_mixed_batch_equals_single(void) {
-    size_t per = (size_t)clara_model_n_mem(g_model) * clara_model_n_embd(g_model);
-    float *vec = malloc(3 * per * sizeof(float));
-    T_EQ_INT(clara_compress(g_ctx, k_docs + 1, 3, vec, NULL), CLARA_OK);
-    enum { N = 8 };
-    clara_gen_params p[N];
+/* Five requests of every kind: documents shared between compression passes, a request from
+ * vectors (3 documents' worth in vec), a retrieval (its own query pass), different lengths. */
+static void five_requests(clara_gen_params *p, const float *vec) {
     p[0] = ask("What is the capital of France?", 0, 1, 12);
-    p[1] = ask("Which river flows through Basel?", 0, 3, 5);
+    p[1] = ask("Which river flows through Basel?", 0, 3, 10);
     p[2] = ask("How many hearts does an octopus have?", 2, 4, 16);
     p[3] = ask("Answer from vectors", 0, 0, 9);
     p[3].docs = NULL;
@@ -73,6 +70,16 @@ static void test_mixed_batch_equals_single(void) {
     p[4] = ask("Which is the highest mountain?", 0, 6, 7);
     p[4].task = CLARA_TASK_RETRIEVE;
     p[4].top_k = 2;
+}
+
+static void test_mixed_batch_equals_single(void) {
+    size_t per = (size_t)clara_model_n_mem(g_model) * clara_model_n_embd(g_model);
+    float *vec = malloc(3 * per * sizeof(float));
+    T_EQ_INT(clara_compress(g_ctx, k_docs + 1, 3, vec, NULL), CLARA_OK);
+    enum { N = 8 };
+    clara_gen_params p[N];
+    five_requests(p, vec);
+    p[1].max_new_tokens = 5;
     p[5] = ask(NULL, 1, 2, 6);
     p[5].query = NULL;
     p[5].query_len = 0;
@@ -198,22 +205,7 @@ static void test_special_token_message(void) {
     free(vec);
 }
 
-enum { NC = 5 };
-
-/* The batch of the cancellation tests: documents shared with the target's compression passes, a
- * request from vectors, a retrieval (its own query pass), different lengths. */
-static void cancel_batch(clara_gen_params *p, const float *vec) {
-    p[0] = ask("What is the capital of France?", 0, 1, 12);
-    p[1] = ask("Which river flows through Basel?", 0, 3, 10);
-    p[2] = ask("How many hearts does an octopus have?", 2, 4, 16);
-    p[3] = ask("Answer from vectors", 0, 0, 9);
-    p[3].docs = NULL;
-    p[3].vectors = vec;
-    p[3].n_docs = 3;
-    p[4] = ask("Which is the highest mountain?", 0, 6, 7);
-    p[4].task = CLARA_TASK_RETRIEVE;
-    p[4].top_k = 2;
-}
+enum { NC = 5 }; /* the cancellation tests run five_requests */
 
 /* Request `target` cancelled at its k-th poll, for every k its uncancelled run polls: in the
  * compression passes, between phases, in the prefill and between decoding steps. It ends
@@ -221,7 +213,7 @@ static void cancel_batch(clara_gen_params *p, const float *vec) {
  * gets exactly the ids it gets alone. With a callback that never fires, nothing changes. */
 static void cancel_sweep(int target, const clara_gen_result *alone, const float *vec) {
     clara_gen_params p[NC];
-    cancel_batch(p, vec);
+    five_requests(p, vec);
     probe pr = {0, 1 << 30, target, 0};
     p[target].cancelled = probe_fires;
     p[target].cancel_arg = &pr;
@@ -264,7 +256,7 @@ static void test_cancel_requests(void) {
     float *vec = malloc(3 * per * sizeof(float));
     T_EQ_INT(clara_compress(g_ctx, k_docs + 1, 3, vec, NULL), CLARA_OK);
     clara_gen_params p[NC];
-    cancel_batch(p, vec);
+    five_requests(p, vec);
     clara_gen_result alone[NC];
     for (int i = 0; i < NC; i++) T_EQ_INT(clara_generate(g_ctx, &p[i], &alone[i]), CLARA_OK);
     cancel_sweep(1, alone, vec); /* documents in the shared passes */
