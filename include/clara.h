@@ -193,6 +193,46 @@ clara_status clara_generate_batch(clara_ctx *ctx, const clara_gen_params *params
                                   clara_gen_result *results, clara_status *statuses);
 void clara_gen_result_free(clara_gen_result *r);
 
+
+/* ---- memory-store support: chunks, query vectors, model fingerprints ----------------------- */
+
+/* The encoder's doc_max_length (256 for the released checkpoints): a document of at most this
+ * many text tokens is compressed whole; a longer one is cut (the reference's behaviour). */
+uint32_t clara_model_doc_max_length(const clara_model *model);
+
+/* Number of text tokens of `text` as the encoder sees it (without <ENC>, <s> and </s>). */
+clara_status clara_count_tokens(const clara_model *model, const char *text, size_t len,
+                                uint32_t *n_tokens);
+
+typedef struct {
+    size_t start, len;   /* byte range of the chunk in the text */
+    uint32_t n_tokens;   /* its text tokens when encoded on its own */
+} clara_chunk;
+
+/* Splits text into consecutive chunks of at most max_tokens text tokens each (0 = the model's
+ * doc_max_length), so that compressing each chunk as its own document cuts nothing. Chunks end
+ * after whitespace (a word is split only when it alone exceeds max_tokens, then at a UTF-8
+ * character boundary); the chunks cover the text exactly, in order, and whitespace-only text
+ * gives no chunk. *chunks is malloc'd (free()); *n_chunks its count. max_chunks > 0 bounds the
+ * count: more fail with CLARA_ERR_NOMEM naming the limit. */
+clara_status clara_split_text(const clara_model *model, const char *text, size_t len,
+                              uint32_t max_tokens, size_t max_chunks, clara_chunk **chunks,
+                              size_t *n_chunks);
+
+/* Compresses queries with the query-reasoner adapter (E2E retrieval, the same vectors
+ * CLARA_TASK_RETRIEVE ranks with): vectors[n][n_mem][n_embd]. CLARA_ERR_UNSUPPORTED when the
+ * model has no query reasoner. */
+clara_status clara_compress_queries(clara_ctx *ctx, const clara_text *queries, size_t n,
+                                    float *vectors);
+
+/* A fingerprint of everything a document's vectors depend on: the engine's numerics version, the
+ * model's shape and CLaRa settings, every tensor's name, type and shape, and a SHA-256 over the
+ * adapters' bytes and samples of every other tensor's bytes (docs/STORE.md). 64 lowercase hex
+ * digits and a NUL. Vectors stored under one fingerprint are never mixed with another's. */
+#define CLARA_FINGERPRINT_LEN 64
+clara_status clara_model_fingerprint(const clara_model *model,
+                                     char out[CLARA_FINGERPRINT_LEN + 1]);
+
 #ifdef __cplusplus
 }
 #endif
