@@ -76,7 +76,8 @@ static void test_incremental_splits(void) {
     for (size_t i = 0; i < strlen(m); i++) clara_sha256_update(&c, m + i, 1);
     uint8_t d[CLARA_SHA256_LEN];
     clara_sha256_final(&c, d);
-    T_CHECK(hex_eq(d, sizeof d, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"));
+    T_CHECK(
+        hex_eq(d, sizeof d, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"));
 }
 
 int main(void) {
