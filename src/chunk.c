@@ -54,11 +54,11 @@ typedef struct {
     const clara_model *m;
     const char *text;
     size_t len;
-    uint32_t limit;     /* max tokens per chunk */
-    size_t window;      /* bytes a chunk of `limit` tokens can cover at most */
-    size_t *cand;       /* candidate chunk ends of the current search, ascending */
+    uint32_t limit; /* max tokens per chunk */
+    size_t window;  /* bytes a chunk of `limit` tokens can cover at most */
+    size_t *cand;   /* candidate chunk ends of the current search, ascending */
     size_t n_cand, cap_cand;
-    clara_ids ids;      /* encode scratch */
+    clara_ids ids;          /* encode scratch */
     double bytes_per_token; /* of the last attempt: where the next search starts */
 } splitter;
 
@@ -169,8 +169,8 @@ static clara_status next_chunk(splitter *sp, size_t start, clara_chunk *out) {
 
 /* Refuses what no chunking can serve: bad arguments, a limit the encoder would cut, text that
  * is not valid UTF-8 or holds special-token strings (the encoder refuses those). */
-static clara_status split_check(const clara_model *m, const char *text, size_t len,
-                                uint32_t *limit, clara_chunk **chunks, size_t *n_chunks) {
+static clara_status split_check(const clara_model *m, const char *text, size_t len, uint32_t *limit,
+                                clara_chunk **chunks, size_t *n_chunks) {
     if (!m || !chunks || !n_chunks || (len && !text))
         return clara_fail(CLARA_ERR_INVALID_ARG, "split_text: NULL argument");
     uint32_t dml = m->meta.doc_max_length;

@@ -40,12 +40,12 @@
 #include "base/threadpool.h"
 #include "model.h"
 
-#define FP_VERSION      "clara-vectors-1"
-#define FP_WHOLE_MAX    ((uint64_t)1 << 20) /* tensors up to 1 MiB are hashed whole */
-#define FP_EDGE         4096                /* bytes hashed at each end of a larger tensor */
-#define FP_WINDOWS      32                  /* evenly spaced windows in between */
-#define FP_WINDOW       512
-#define FP_MAX_THREADS  8
+#define FP_VERSION     "clara-vectors-1"
+#define FP_WHOLE_MAX   ((uint64_t)1 << 20) /* tensors up to 1 MiB are hashed whole */
+#define FP_EDGE        4096                /* bytes hashed at each end of a larger tensor */
+#define FP_WINDOWS     32                  /* evenly spaced windows in between */
+#define FP_WINDOW      512
+#define FP_MAX_THREADS 8
 
 typedef struct {
     const gguf_tensor *t;
@@ -78,7 +78,8 @@ static bool ends_with(const char *s, const char *suffix) {
 }
 
 static bool is_lora(const char *name) {
-    return strncmp(name, "clara.", 6) == 0 && (ends_with(name, ".lora_a") || ends_with(name, ".lora_b"));
+    return strncmp(name, "clara.", 6) == 0 &&
+           (ends_with(name, ".lora_a") || ends_with(name, ".lora_b"));
 }
 
 /* The digest of one tensor's sampled bytes (the recipe above). */
@@ -148,8 +149,8 @@ static void put_header(clara_sha256_ctx *c, const clara_model *m, size_t n_tenso
     const clara_hparams *hp = &m->hp;
     const clara_meta *mt = &m->meta;
     put_str(c, FP_VERSION);
-    const uint32_t u[] = {mt->n_mem,   hp->n_embd,    mt->doc_max_length, hp->n_layer, hp->n_head,
-                          hp->n_head_kv, hp->head_dim, hp->n_ff,        hp->n_vocab};
+    const uint32_t u[] = {mt->n_mem,     hp->n_embd,   mt->doc_max_length, hp->n_layer, hp->n_head,
+                          hp->n_head_kv, hp->head_dim, hp->n_ff,           hp->n_vocab};
     for (size_t i = 0; i < sizeof u / sizeof u[0]; i++) put_u32(c, u[i]);
     put_f32(c, hp->rope_theta);
     put_f32(c, hp->rms_eps);
