@@ -17,30 +17,38 @@ typedef struct {
     clara_adapter_policy policy;
     clara_text *docs;
     size_t n_docs, cap_docs;
+    clara_text *queries; /* compress: every --query, compressed with the query reasoner */
+    size_t n_queries;
     char *docs_file_text;
 } engine_opts;
 
 static void engine_usage(FILE *out, const char *cmd) {
-    fprintf(out,
-            "usage: clara %s (--model FILE | --base FILE --clara FILE) [--doc TEXT ...]\n"
-            "          [--docs-file FILE.jsonl]%s\n"
-            "          [--threads N] [--adapter-policy hf|all] [--json]\n"
-            "\n"
-            "  --model FILE          a GGUF written by `clara convert`\n"
-            "  --base F --clara F    two-file mode: any GGUF of the base model (llama.cpp layout)\n"
-            "                        and an add-on from `clara convert --addon-only`\n"
-            "  --doc TEXT            a document (repeat for several)\n"
-            "  --docs-file FILE      documents, one per line: a JSON string or {\"text\": ...}\n"
-            "  --threads N           worker threads (default: physical cores)\n"
-            "  --adapter-policy P    hf (default: as AutoModel.from_pretrained) or all\n"
-            "                        (pure_inference: every adapter in the file)\n"
-            "  --json                machine-readable output\n",
-            cmd,
-            strcmp(cmd, "compress") == 0     ? ""
-            : strcmp(cmd, "paraphrase") == 0 ? "\n          [--template 0..12] [--max-new-tokens N]"
-            : strcmp(cmd, "retrieve") == 0
-                ? "\n          --query TEXT [--top-k K] [--max-new-tokens N]"
-                : "\n          --query TEXT [--max-new-tokens N]");
+    fprintf(
+        out,
+        "usage: clara %s (--model FILE | --base FILE --clara FILE) [--doc TEXT ...]\n"
+        "          [--docs-file FILE.jsonl]%s\n"
+        "          [--threads N] [--adapter-policy hf|all] [--json]\n"
+        "\n"
+        "  --model FILE          a GGUF written by `clara convert`\n"
+        "  --base F --clara F    two-file mode: any GGUF of the base model (llama.cpp layout)\n"
+        "                        and an add-on from `clara convert --addon-only`\n"
+        "  --doc TEXT            a document (repeat for several)\n"
+        "  --docs-file FILE      documents, one per line: a JSON string or {\"text\": ...}\n"
+        "  --threads N           worker threads (default: physical cores)\n"
+        "  --adapter-policy P    hf (default: as AutoModel.from_pretrained) or all\n"
+        "                        (pure_inference: every adapter in the file)\n"
+        "  --json                machine-readable output\n"
+        "%s",
+        cmd,
+        strcmp(cmd, "compress") == 0     ? "\n          [--query TEXT ...]"
+        : strcmp(cmd, "paraphrase") == 0 ? "\n          [--template 0..12] [--max-new-tokens N]"
+        : strcmp(cmd, "retrieve") == 0 ? "\n          --query TEXT [--top-k K] [--max-new-tokens N]"
+                                       : "\n          --query TEXT [--max-new-tokens N]",
+        strcmp(cmd, "compress") == 0
+            ? "  --query TEXT          (repeatable) also compress TEXT as an E2E retrieval query\n"
+              "                        (query-reasoner adapter): the vectors /v1/retrieve ranks\n"
+              "                        documents with (cosine similarity); no --doc needed\n"
+            : "");
 }
 
 static int add_doc(engine_opts *o, const char *text, size_t len) {
@@ -142,6 +150,12 @@ static int parse_opts(int argc, char **argv, engine_opts *o) {
             break;
         case 'q':
             o->query = optarg;
+            if (strcmp(o->cmd, "compress") == 0) {
+                clara_text *q = realloc(o->queries, (o->n_queries + 1) * sizeof *q);
+                if (!q) return 2;
+                o->queries = q;
+                o->queries[o->n_queries++] = (clara_text){optarg, strlen(optarg)};
+            }
             break;
         case 't':
             if (parse_int(o->cmd, "--threads", optarg, 1, 1024, &o->threads)) return 2;
@@ -209,39 +223,56 @@ static cJSON *int_array(const int32_t *v, size_t n) {
     return a;
 }
 
+/* {"vectors": [[n_embd floats] x n_mem]} items of a JSON array, one per text. */
+static void add_vector_items(cJSON *arr, const clara_model *m, const float *vec, size_t n,
+                             const uint32_t *ntok) {
+    size_t H = clara_model_n_embd(m), per = (size_t)clara_model_n_mem(m) * H;
+    for (size_t i = 0; i < n; i++) {
+        cJSON *d = cJSON_CreateObject(), *vs = cJSON_AddArrayToObject(d, "vectors");
+        if (ntok) cJSON_AddNumberToObject(d, "n_tokens", ntok[i]);
+        for (uint32_t j = 0; j < clara_model_n_mem(m); j++)
+            cJSON_AddItemToArray(vs, float_array(vec + i * per + (size_t)j * H, H));
+        cJSON_AddItemToArray(arr, d);
+    }
+}
+
+static void print_vectors(const char *what, const clara_model *m, const float *vec, size_t n,
+                          const uint32_t *ntok) {
+    size_t per = (size_t)clara_model_n_mem(m) * clara_model_n_embd(m);
+    for (size_t i = 0; i < n; i++) {
+        printf("%s %zu: ", what, i);
+        if (ntok) printf("%u tokens -> ", ntok[i]);
+        printf("%u vectors of %u (first values %.6f %.6f %.6f)\n", clara_model_n_mem(m),
+               clara_model_n_embd(m), vec[i * per], vec[i * per + 1], vec[i * per + 2]);
+    }
+}
+
 static int run_compress(clara_ctx *ctx, clara_model *m, engine_opts *o) {
     size_t per = (size_t)clara_model_n_mem(m) * clara_model_n_embd(m);
     float *vec = malloc(o->n_docs * per * sizeof(float) + 1);
+    float *qvec = malloc(o->n_queries * per * sizeof(float) + 1);
     uint32_t *ntok = malloc(o->n_docs * sizeof(uint32_t) + 1);
-    if (!vec || !ntok || clara_compress(ctx, o->docs, o->n_docs, vec, ntok) != CLARA_OK) {
+    int rc = 0;
+    if (!vec || !qvec || !ntok || clara_compress(ctx, o->docs, o->n_docs, vec, ntok) != CLARA_OK ||
+        (o->n_queries && clara_compress_queries(ctx, o->queries, o->n_queries, qvec) != CLARA_OK)) {
         fprintf(stderr, "clara compress: error: %s\n",
-                vec && ntok ? clara_last_error() : "out of memory");
-        free(vec);
-        free(ntok);
-        return 1;
-    }
-    if (o->json) {
-        cJSON *root = cJSON_CreateObject(), *docs = cJSON_AddArrayToObject(root, "docs");
-        for (size_t i = 0; i < o->n_docs; i++) {
-            cJSON *d = cJSON_CreateObject(), *vs = cJSON_AddArrayToObject(d, "vectors");
-            cJSON_AddNumberToObject(d, "n_tokens", ntok[i]);
-            for (uint32_t j = 0; j < clara_model_n_mem(m); j++)
-                cJSON_AddItemToArray(vs,
-                                     float_array(vec + i * per + (size_t)j * clara_model_n_embd(m),
-                                                 clara_model_n_embd(m)));
-            cJSON_AddItemToArray(docs, d);
-        }
+                vec && qvec && ntok ? clara_last_error() : "out of memory");
+        rc = 1;
+    } else if (o->json) {
+        cJSON *root = cJSON_CreateObject();
+        add_vector_items(cJSON_AddArrayToObject(root, "docs"), m, vec, o->n_docs, ntok);
+        if (o->n_queries)
+            add_vector_items(cJSON_AddArrayToObject(root, "queries"), m, qvec, o->n_queries, NULL);
         print_json(root);
         cJSON_Delete(root);
     } else {
-        for (size_t i = 0; i < o->n_docs; i++)
-            printf("document %zu: %u tokens -> %u vectors of %u (first values %.6f %.6f %.6f)\n", i,
-                   ntok[i], clara_model_n_mem(m), clara_model_n_embd(m), vec[i * per],
-                   vec[i * per + 1], vec[i * per + 2]);
+        print_vectors("document", m, vec, o->n_docs, ntok);
+        print_vectors("query", m, qvec, o->n_queries, NULL);
     }
     free(vec);
+    free(qvec);
     free(ntok);
-    return 0;
+    return rc;
 }
 
 static void print_gen(const engine_opts *o, const clara_model *m, const clara_gen_result *r,
@@ -317,7 +348,7 @@ static int run_engine(int argc, char **argv, const char *cmd) {
     o.max_new_tokens = -1;
     int rc = parse_opts(argc, argv, &o);
     if (rc == 0 && o.docs_file && read_docs_file(&o) != 0) rc = 1;
-    if (rc == 0 && o.n_docs == 0 && strcmp(cmd, "ask") != 0) {
+    if (rc == 0 && o.n_docs == 0 && strcmp(cmd, "ask") != 0 && o.n_queries == 0) {
         fprintf(stderr, "clara %s: give at least one --doc or a --docs-file\n", cmd);
         rc = 2;
     }
@@ -352,6 +383,7 @@ static int run_engine(int argc, char **argv, const char *cmd) {
     clara_ctx_free(ctx);
     clara_model_free(m);
     free(o.docs);
+    free(o.queries);
     free(o.docs_file_text);
     return rc < 0 ? 0 : rc;
 }

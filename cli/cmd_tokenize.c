@@ -7,6 +7,10 @@
  *   clara tokenize --model M.gguf --decode --ids 1,2,3 [--json] -> text / {"text":"..."}
  *   clara tokenize --model M.gguf --decode --input-file F     -> one {"text":"..."} per line of F
  *                                                                (each line a JSON id array)
+ *   clara tokenize (--model M.gguf | --base B --clara C) --chunks N (--text T | --input-file F)
+ *       -> the memory store's chunks of at most N text tokens (0: the model's doc_max_length):
+ *          {"n_tokens":T,"chunks":[{"start":S,"len":L,"n_tokens":K},...]} per text (byte ranges;
+ *          n_tokens of the whole text and of each chunk encoded on its own)
  * Errors (unreadable model, invalid UTF-8, bad ids, bad lines) print one line and exit 1. */
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -18,14 +22,17 @@
 
 #include "base/mapfile.h"
 #include "cli.h"
+#include "clara.h"
 #include "gguf.h"
 #include "tokenizer.h"
 
 #define MAX_INPUT_FILE ((size_t)1 << 30)
 
 typedef struct {
-    const char *model, *text, *input, *ids;
+    const char *model, *base, *clara, *text, *input, *ids;
     int json, decode;
+    long chunks;          /* --chunks N: max tokens per chunk; -1 without the option */
+    const clara_model *m; /* loaded for --chunks only (chunking needs doc_max_length) */
 } tok_args;
 
 static int fail(const char *what) {
@@ -82,6 +89,23 @@ static int encode_one(const clara_tokenizer *t, const char *text, size_t len, in
     }
     clara_ids_free(&v);
     return rc;
+}
+
+/* --chunks: the text's chunks as one JSON line (clara_split_text, clara_count_tokens). */
+static int chunks_one(const tok_args *a, const char *text, size_t len) {
+    uint32_t total;
+    clara_chunk *c = NULL;
+    size_t n = 0;
+    if (clara_count_tokens(a->m, text, len, &total) != CLARA_OK ||
+        clara_split_text(a->m, text, len, (uint32_t)a->chunks, 0, &c, &n) != CLARA_OK)
+        return fail(clara_last_error());
+    printf("{\"n_tokens\":%u,\"chunks\":[", total);
+    for (size_t i = 0; i < n; i++)
+        printf("%s{\"start\":%zu,\"len\":%zu,\"n_tokens\":%u}", i ? "," : "", c[i].start, c[i].len,
+               c[i].n_tokens);
+    puts("]}");
+    free(c);
+    return 0;
 }
 
 /* Prints {"text":"..."} for text of len bytes that may hold NUL bytes: cJSON escapes each
@@ -154,7 +178,9 @@ static int batch_line(const clara_tokenizer *t, const char *line, size_t len, si
             cJSON_Delete(j);
             return fail(msg);
         }
-        rc = encode_one(t, j->valuestring, strlen(j->valuestring), 1);
+        size_t n = strlen(j->valuestring);
+        rc =
+            a->chunks >= 0 ? chunks_one(a, j->valuestring, n) : encode_one(t, j->valuestring, n, 1);
         cJSON_Delete(j);
         return rc;
     }
@@ -200,12 +226,21 @@ static int run_batch(const clara_tokenizer *t, const tok_args *a) {
 }
 
 static int usage(FILE *f, int rc) {
-    fprintf(f, "usage: clara tokenize --model FILE.gguf (--text T | --input-file F) [--json]\n"
-               "       clara tokenize --model FILE.gguf --decode (--ids 1,2,3 | --input-file F) "
-               "[--json]\n"
-               "--threads N is accepted as by every model command (tokenizing uses one thread).\n"
-               "--input-file: one JSON string (or, with --decode, one JSON id array) per line;\n"
-               "prints one {\"ids\":[...]} (or {\"text\":\"...\"}) line per input line.\n");
+    fprintf(f,
+            "usage: clara tokenize --model FILE.gguf (--text T | --input-file F) [--json]\n"
+            "       clara tokenize --model FILE.gguf --decode (--ids 1,2,3 | --input-file F) "
+            "[--json]\n"
+            "       clara tokenize (--model FILE.gguf | --base B.gguf --clara C.gguf) --chunks N\n"
+            "                      (--text T | --input-file F)\n"
+            "--threads N is accepted as by every model command (tokenizing uses one thread).\n"
+            "--input-file: one JSON string (or, with --decode, one JSON id array) per line;\n"
+            "prints one {\"ids\":[...]} (or {\"text\":\"...\"}) line per input line.\n"
+            "--chunks N: split each text as the memory store does, into chunks of at most N\n"
+            "text tokens (0: the model's doc_max_length) that end after whitespace (a longer\n"
+            "word is split between characters); prints one JSON line per text:\n"
+            "{\"n_tokens\":T,\"chunks\":[{\"start\":S,\"len\":L,\"n_tokens\":K},...]} (byte\n"
+            "ranges of the text; n_tokens of the whole text and of each chunk on its own).\n"
+            "It loads the whole model (two-file mode: --base and --clara).\n");
     return rc;
 }
 
@@ -217,6 +252,9 @@ static int parse_args(int argc, char **argv, tok_args *a) {
                                          {"json", no_argument, 0, 'j'},
                                          {"decode", no_argument, 0, 'd'},
                                          {"threads", required_argument, 0, 'T'},
+                                         {"chunks", required_argument, 0, 'c'},
+                                         {"base", required_argument, 0, 'B'},
+                                         {"clara", required_argument, 0, 'C'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     int ch;
@@ -241,6 +279,23 @@ static int parse_args(int argc, char **argv, tok_args *a) {
         case 'd':
             a->decode = 1;
             break;
+        case 'B':
+            a->base = optarg;
+            break;
+        case 'C':
+            a->clara = optarg;
+            break;
+        case 'c': {
+            char *end;
+            long n = strtol(optarg, &end, 10);
+            if (*optarg == '\0' || *end != '\0' || n < 0 || n > 1000000) {
+                fprintf(stderr, "clara tokenize: error: --chunks takes 0 to 1000000, not '%s'\n",
+                        optarg);
+                return 2;
+            }
+            a->chunks = n;
+            break;
+        }
         case 'T': { /* every model command takes it; tokenizing runs on one thread */
             char *end;
             long n = strtol(optarg, &end, 10);
@@ -258,16 +313,35 @@ static int parse_args(int argc, char **argv, tok_args *a) {
         }
     }
     int n_in = !!a->text + !!a->input + !!a->ids;
-    if (optind != argc || !a->model || n_in != 1 || (a->decode && a->text) ||
-        (!a->decode && a->ids))
+    /* two-file mode only for --chunks (the rest reads just the tokenizer, in the add-on) */
+    bool pair = a->base && a->clara && !a->model && a->chunks >= 0;
+    if (optind != argc || (!a->model && !pair) || (a->model && (a->base || a->clara)) ||
+        n_in != 1 || (a->decode && a->text) || (!a->decode && a->ids) ||
+        (a->chunks >= 0 && a->decode))
         return usage(stderr, 2);
     return 0;
 }
 
+/* --chunks: the whole model (chunking needs its doc_max_length and special tokens). */
+static int run_chunks(tok_args *a) {
+    clara_model_params mp = clara_model_default_params();
+    clara_model *m;
+    clara_status s = a->model ? clara_model_load(a->model, &mp, &m)
+                              : clara_model_load_pair(a->base, a->clara, &mp, &m);
+    if (s != CLARA_OK) return fail(clara_last_error());
+    a->m = m;
+    int rc = a->input ? run_batch(NULL, a) : chunks_one(a, a->text, strlen(a->text));
+    clara_model_free(m);
+    if (fflush(stdout) != 0 && rc == 0) rc = fail("writing the output failed");
+    return rc;
+}
+
 int cmd_tokenize(int argc, char **argv) {
     tok_args a = {0};
+    a.chunks = -1;
     int rc = parse_args(argc, argv, &a);
     if (rc) return rc < 0 ? 0 : rc;
+    if (a.chunks >= 0) return run_chunks(&a);
     gguf_ctx *g;
     if (gguf_open(a.model, &g) != CLARA_OK) return fail(clara_last_error());
     clara_tokenizer *t;

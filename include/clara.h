@@ -193,7 +193,6 @@ clara_status clara_generate_batch(clara_ctx *ctx, const clara_gen_params *params
                                   clara_gen_result *results, clara_status *statuses);
 void clara_gen_result_free(clara_gen_result *r);
 
-
 /* ---- memory-store support: chunks, query vectors, model fingerprints ----------------------- */
 
 /* The encoder's doc_max_length (256 for the released checkpoints): a document of at most this
@@ -205,8 +204,8 @@ clara_status clara_count_tokens(const clara_model *model, const char *text, size
                                 uint32_t *n_tokens);
 
 typedef struct {
-    size_t start, len;   /* byte range of the chunk in the text */
-    uint32_t n_tokens;   /* its text tokens when encoded on its own */
+    size_t start, len; /* byte range of the chunk in the text */
+    uint32_t n_tokens; /* its text tokens when encoded on its own */
 } clara_chunk;
 
 /* Splits text into consecutive chunks of at most max_tokens text tokens each (0 = the model's
@@ -230,8 +229,7 @@ clara_status clara_compress_queries(clara_ctx *ctx, const clara_text *queries, s
  * adapters' bytes and samples of every other tensor's bytes (docs/STORE.md). 64 lowercase hex
  * digits and a NUL. Vectors stored under one fingerprint are never mixed with another's. */
 #define CLARA_FINGERPRINT_LEN 64
-clara_status clara_model_fingerprint(const clara_model *model,
-                                     char out[CLARA_FINGERPRINT_LEN + 1]);
+clara_status clara_model_fingerprint(const clara_model *model, char out[CLARA_FINGERPRINT_LEN + 1]);
 
 #ifdef __cplusplus
 }

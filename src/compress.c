@@ -154,3 +154,23 @@ clara_status clara_compress(clara_ctx *ctx, const clara_text *docs, size_t n_doc
                             uint32_t *n_tokens) {
     return clara_compress_ex(ctx, docs, n_docs, vectors, n_tokens, NULL);
 }
+
+/* E2E retrieval's query vectors (generate.c compresses the question the same way: one encoder
+ * row per query, run with the query reasoner), so that a store can rank its own documents with
+ * exactly the scores CLARA_TASK_RETRIEVE would give. Retrieval refuses an empty question, and
+ * so does this. */
+clara_status clara_compress_queries(clara_ctx *ctx, const clara_text *queries, size_t n,
+                                    float *vectors) {
+    const clara_model *m = ctx->m;
+    if (!m->query)
+        return clara_fail(CLARA_ERR_UNSUPPORTED,
+                          "this model has no query_reasoner_adapter (query vectors need a CLaRa "
+                          "E2E checkpoint)");
+    for (size_t i = 0; i < n; i++) {
+        if (!queries[i].text || queries[i].len == 0)
+            return clara_fail(CLARA_ERR_INVALID_ARG, "query %zu is empty", i);
+        clara_status s = clara_check_text(m, "query", i, queries[i].text, queries[i].len);
+        if (s != CLARA_OK) return s;
+    }
+    return compress_with(ctx, queries, n, m->query, vectors, NULL, NULL);
+}

@@ -524,6 +524,20 @@ uint32_t clara_tokenizer_n_vocab(const clara_tokenizer *t) {
     return t->n_vocab;
 }
 
+size_t clara_tokenizer_max_token_bytes(const clara_tokenizer *t) {
+    /* a fused <unk> can stand for any run of characters that have no piece of their own; with
+     * every <0xXX> piece present, byte fallback leaves <unk> unused */
+    bool all_bytes = t->byte_fallback;
+    for (int b = 0; all_bytes && b < 256; b++) all_bytes = t->byte_id[b] >= 0;
+    if (t->unk_id >= 0 && t->fuse_unk && !all_bytes) return 0;
+    /* a piece's bytes bound the input it covers: its "▁" (3 bytes) stands for one space or for
+     * nothing (the prepended one), and a <0xXX> piece or <unk> for at most one character */
+    size_t most = 4;
+    for (uint32_t id = 0; id < t->n_vocab; id++)
+        if (!(t->flags[id] & TOKF_ADDED) && t->piece_len[id] > most) most = t->piece_len[id];
+    return most;
+}
+
 const char *clara_tokenizer_piece(const clara_tokenizer *t, int32_t id) {
     return id >= 0 && (uint32_t)id < t->n_vocab ? tok_piece(t, id) : NULL;
 }

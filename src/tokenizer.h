@@ -55,6 +55,10 @@ clara_status clara_tokenizer_decode_len(const clara_tokenizer *t, const int32_t 
                                         char **text, size_t *len);
 
 uint32_t clara_tokenizer_n_vocab(const clara_tokenizer *t);
+/* An upper bound on the input bytes one encoded token stands for (the longest piece, at least
+ * the 4 bytes of one character), so n tokens never cover more than n times this many bytes of
+ * text; 0 when there is no bound (<unk> fuses runs of unknown characters of any length). */
+size_t clara_tokenizer_max_token_bytes(const clara_tokenizer *t);
 /* The piece of an id (NUL-terminated), or NULL when out of range. */
 const char *clara_tokenizer_piece(const clara_tokenizer *t, int32_t id);
 /* True for added tokens flagged special (<unk>, <s>, </s>, CLaRa's tokens). */
