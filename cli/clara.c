@@ -19,6 +19,8 @@ static const clara_cmd g_cmds[] = {
     {"retrieve", "rank documents by a question and answer from the top-k (E2E models)",
      cmd_retrieve},
     {"paraphrase", "paraphrase documents from their memory vectors", cmd_paraphrase},
+    {"memory", "the memory store: add, list, get, rm, query, reindex, export, import",
+     cmd_memory},
     {"bench", "benchmark a model against the machine's limits (or --generate one)", cmd_bench},
     {"serve", "run the HTTP server (the same as clara-server)", cmd_serve},
     {"version", "print the version", cmd_version},

@@ -20,5 +20,6 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_version(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_memory(int argc, char **argv);
 
 #endif

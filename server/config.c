@@ -14,6 +14,7 @@
 #include "base/log.h"
 #include "base/mapfile.h"
 #include "server.h"
+#include "store/store.h"
 
 enum {
     O_MODEL,
@@ -41,6 +42,10 @@ enum {
     O_MAX_CONNECTIONS,
     O_MAX_CONNS_PER_CLIENT,
     O_ALLOWED_HOSTS,
+    O_DB,
+    O_VECTOR_CACHE,
+    O_VECTOR_DTYPE,
+    O_COMPRESS_CUT,
     O_COUNT
 };
 
@@ -81,6 +86,15 @@ static const struct {
     {"allowed-hosts", "CLARA_ALLOWED_HOSTS", "LIST",
      "Host names accepted, comma-separated or * (default: loopback names\n"
      "                               on a loopback bind, else any)"},
+    {"db", "CLARA_DB", "FILE|URL",
+     "memory store: a SQLite file, postgresql://... (replicas share one),\n"
+     "                               or none (default $XDG_DATA_HOME/clara-server/memories.db)"},
+    {"vector-cache", "CLARA_VECTOR_CACHE", "MB",
+     "memory for cached stored vectors (default 512)"},
+    {"vector-dtype", "CLARA_VECTOR_DTYPE", "T", "stored vectors: f16 (default) or f32"},
+    {"compress-cut", "CLARA_COMPRESS_CUT", "0|1",
+     "/compress: 1 cuts memories longer than doc_max_length tokens as the\n"
+     "                               reference does (default 0: read them in chunks)"},
 };
 
 static void usage(FILE *out) {
@@ -265,6 +279,16 @@ static int apply_numbers(srv_config *c, const char *val[O_COUNT], const char *sr
         if (parse_long("max-body", src[O_MAX_BODY], val[O_MAX_BODY], 1024, 1L << 30, &v)) return -1;
         c->max_body = (size_t)v;
     }
+    if (val[O_VECTOR_CACHE]) {
+        if (parse_long("vector-cache", src[O_VECTOR_CACHE], val[O_VECTOR_CACHE], 1, 1L << 20, &v))
+            return -1;
+        c->vector_cache = (size_t)v << 20;
+    }
+    if (val[O_COMPRESS_CUT]) {
+        if (parse_long("compress-cut", src[O_COMPRESS_CUT], val[O_COMPRESS_CUT], 0, 1, &v))
+            return -1;
+        c->compress_cut = v == 1;
+    }
     if (val[O_KEEP_ALIVE] &&
         parse_duration("keep-alive", src[O_KEEP_ALIVE], val[O_KEEP_ALIVE], &c->keep_alive))
         return -1;
@@ -279,7 +303,27 @@ static bool regular_file(const char *what, const char *path, const char *src) {
     return false;
 }
 
+static int apply_store(srv_config *c, const char *val[O_COUNT], const char *src[O_COUNT]) {
+    if (val[O_VECTOR_DTYPE]) {
+        if (strcmp(val[O_VECTOR_DTYPE], "f16") && strcmp(val[O_VECTOR_DTYPE], "f32")) {
+            fprintf(stderr, "clara-server: error: vector-dtype (%s) must be f16 or f32, not '%s'\n",
+                    src[O_VECTOR_DTYPE], val[O_VECTOR_DTYPE]);
+            return -1;
+        }
+        c->vectors_f32 = strcmp(val[O_VECTOR_DTYPE], "f32") == 0;
+    }
+    if (val[O_DB] && strcmp(val[O_DB], "none") == 0) return 0;
+    c->db = val[O_DB] && *val[O_DB] ? strdup(val[O_DB]) : store_default_path();
+    if (!c->db) {
+        fprintf(stderr, "clara-server: error: no --db given and neither XDG_DATA_HOME nor HOME "
+                        "is set: pass --db FILE (or --db none)\n");
+        return -1;
+    }
+    return 0;
+}
+
 static int apply_strings(srv_config *c, const char *val[O_COUNT], const char *src[O_COUNT]) {
+    if (apply_store(c, val, src) != 0) return -1;
     if (!val[O_BASE] != !val[O_CLARA] || (val[O_BASE] && val[O_MODEL])) {
         fprintf(stderr, "clara-server: error: give --model FILE, or --base FILE with --clara FILE "
                         "(two-file mode)\n");
@@ -381,6 +425,7 @@ void srv_config_free(srv_config *c) {
     free(c->host);
     free(c->api_key);
     free(c->cache_dir);
+    free(c->db);
     for (char **p = c->cors; p && *p; p++) free(*p);
     free(c->cors);
     for (char **p = c->allowed_hosts; p && *p; p++) free(*p);

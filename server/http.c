@@ -190,7 +190,7 @@ static enum MHD_Result preflight(srv_server *s, struct MHD_Connection *c, conn_c
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
     if (!resp) return MHD_NO;
-    MHD_add_response_header(resp, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+    MHD_add_response_header(resp, "Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS");
     MHD_add_response_header(resp, "Access-Control-Allow-Headers", "Authorization, Content-Type");
     MHD_add_response_header(resp, "Access-Control-Max-Age", "600");
     add_cors(s, c, resp);
@@ -205,13 +205,27 @@ static enum MHD_Result preflight(srv_server *s, struct MHD_Connection *c, conn_c
 static enum MHD_Result first_call(srv_server *s, struct MHD_Connection *c, conn_ctx *cx,
                                   const char *url, const char *method) {
     int ri = find_route(url);
-    if (ri < 0) return send_error(s, c, cx, 404, "not_found", "no such endpoint", NULL);
-    cx->ep = g_routes[ri].ep;
-    bool is_get = strcmp(g_routes[ri].method, "GET") == 0;
-    if (strcmp(method, "OPTIONS") == 0 && s->cfg.cors) return preflight(s, c, cx);
-    if (strcmp(method, g_routes[ri].method) != 0 && !(is_get && strcmp(method, "HEAD") == 0))
-        return send_error(s, c, cx, 405, "method_not_allowed", "method not allowed here",
-                          is_get ? "GET, HEAD" : "POST");
+    bool is_head = strcmp(method, "HEAD") == 0;
+    bool has_body; /* POST and PUT carry a JSON body */
+    if (ri >= 0) {
+        cx->ep = g_routes[ri].ep;
+        bool is_get = strcmp(g_routes[ri].method, "GET") == 0;
+        if (strcmp(method, "OPTIONS") == 0 && s->cfg.cors) return preflight(s, c, cx);
+        if (strcmp(method, g_routes[ri].method) != 0 && !(is_get && is_head))
+            return send_error(s, c, cx, 405, "method_not_allowed", "method not allowed here",
+                              is_get ? "GET, HEAD" : "POST");
+        has_body = !is_get;
+    } else {
+        const char *allow = NULL;
+        cx->ep = srv_store_match(url, is_head ? "GET" : method, &allow);
+        if (cx->ep == SRV_EP_OTHER) {
+            if (!allow) return send_error(s, c, cx, 404, "not_found", "no such endpoint", NULL);
+            if (strcmp(method, "OPTIONS") == 0 && s->cfg.cors) return preflight(s, c, cx);
+            return send_error(s, c, cx, 405, "method_not_allowed", "method not allowed here",
+                              allow);
+        }
+        has_body = strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0;
+    }
     size_t hdr = 0;
     MHD_get_connection_values(c, MHD_HEADER_KIND, sum_header, &hdr);
     if (hdr > SRV_MAX_HEADER_BYTES)
@@ -227,7 +241,7 @@ static enum MHD_Result first_call(srv_server *s, struct MHD_Connection *c, conn_
         return send_error(s, c, cx, 401, "unauthorized",
                           "missing API key: send Authorization: Bearer <key>", NULL);
     if (auth == 403) return send_error(s, c, cx, 403, "forbidden", "invalid API key", NULL);
-    if (!is_get && !json_content_type(c))
+    if (has_body && !json_content_type(c))
         return send_error(s, c, cx, 415, "unsupported_media_type",
                           "send the body as JSON with Content-Type: application/json", NULL);
     if (atomic_load(&s->draining) && cx->ep != SRV_EP_HEALTH)
@@ -320,7 +334,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return send_error(s, c, cx, 413, "payload_too_large", msg, NULL);
     }
     srv_reply r = {0};
-    srv_route(s, cx->ep, cx->body ? cx->body : "", cx->len, client_alive, c, &r);
+    srv_target target = {url, MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "limit"),
+                         MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "after")};
+    srv_route(s, cx->ep, &target, cx->body ? cx->body : "", cx->len, client_alive, c, &r);
     free(cx->body);
     cx->body = NULL;
     return send_reply(s, c, cx, &r, NULL, false);

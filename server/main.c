@@ -138,9 +138,14 @@ int srv_main(int argc, char **argv) {
         srv_config_free(&s->cfg);
         return 1;
     }
+    if (srv_store_open(s) != 0) {
+        srv_config_free(&s->cfg);
+        return 1;
+    }
     if (srv_queue_init(&s->queue, s->cfg.max_queue) != 0) return 1;
     pthread_mutex_init(&s->state.mu, NULL);
     s->state.unload_at = -1;
+    memcpy(s->state.fingerprint, s->info.fingerprint, sizeof s->state.fingerprint);
     s->started_at = srv_now();
     atomic_init(&s->inflight, 0);
     atomic_init(&s->draining, false);
@@ -172,6 +177,7 @@ int srv_main(int argc, char **argv) {
         rc = 0;
     }
     srv_queue_destroy(&s->queue);
+    srv_store_close(s);
     pthread_mutex_destroy(&s->state.mu);
     srv_config_free(&s->cfg);
     return rc;

@@ -28,9 +28,28 @@ static struct {
     int loaded;
 } M = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
-static const char *g_ep_names[SRV_EP_COUNT] = {"/compress",    "/v1/compress",  "/v1/answer",
-                                               "/v1/retrieve", "/health",       "/status",
-                                               "/metrics",     "/openapi.json", "other"};
+/* In srv_endpoint's order; store endpoints by their route pattern (bounded label values). */
+static const char *g_ep_names[SRV_EP_COUNT] = {
+    "/compress",
+    "/v1/compress",
+    "/v1/answer",
+    "/v1/retrieve",
+    "GET /v1/collections",
+    "GET /v1/collections/{c}",
+    "DELETE /v1/collections/{c}",
+    "POST /v1/collections/{c}/memories",
+    "GET /v1/collections/{c}/memories",
+    "GET /v1/collections/{c}/memories/{id}",
+    "PUT /v1/collections/{c}/memories/{id}",
+    "DELETE /v1/collections/{c}/memories/{id}",
+    "POST /v1/collections/{c}/query",
+    "query vectors",
+    "/health",
+    "/status",
+    "/metrics",
+    "/openapi.json",
+    "other",
+};
 
 const char *srv_endpoint_name(srv_endpoint ep) {
     return ep < SRV_EP_COUNT ? g_ep_names[ep] : "other";

@@ -22,6 +22,11 @@ srv_task *srv_task_new(srv_endpoint ep) {
 static void task_free(srv_task *t) {
     cJSON_Delete(t->root);
     free(t->docs);
+    free(t->texts);
+    free(t->chunks);
+    free(t->chunk_of);
+    free(t->cut);
+    free(t->query_vectors);
     free(t->in_vectors);
     free(t->out_vectors);
     free(t->enc_tokens);

@@ -12,6 +12,7 @@
 #include "base/fp16.h"
 #include "base/json_scan.h"
 #include "base/threadpool.h"
+#include "base/base64.h"
 #include "server.h"
 
 static char *print_json(cJSON *j) {
@@ -217,7 +218,7 @@ static int get_vectors(srv_task *t, cJSON *v, const srv_model_info *info, srv_re
     size_t n;
     if (dims_check(cJSON_GetObjectItemCaseSensitive(v, "shape"), info, &n, r)) return -1;
     size_t count = n * info->n_mem * info->n_embd, raw_len = 0;
-    unsigned char *raw = srv_base64_decode(data->valuestring, strlen(data->valuestring), &raw_len);
+    unsigned char *raw = clara_base64_decode(data->valuestring, strlen(data->valuestring), &raw_len);
     if (!raw || raw_len != count * (f16 ? 2 : 4)) {
         free(raw);
         srv_reply_error(r, 422, "validation_error",
@@ -277,8 +278,22 @@ static int get_common(srv_server *s, srv_task *t, srv_reply *r) {
     return 0;
 }
 
+/* "chunk": true asks a /v1 endpoint to split long documents into chunks instead of cutting them
+ * (the reference's behaviour, the default there); /compress chunks unless --compress-cut. */
+static int get_chunking(srv_server *s, srv_task *t, srv_reply *r) {
+    cJSON *c = cJSON_GetObjectItemCaseSensitive(t->root, "chunk");
+    t->split = t->ep == SRV_EP_COMPRESS && !s->cfg.compress_cut;
+    if (!c || cJSON_IsNull(c)) return 0;
+    if (!cJSON_IsBool(c)) {
+        srv_reply_error(r, 422, "validation_error", "'chunk' must be true or false");
+        return -1;
+    }
+    t->split = cJSON_IsTrue(c);
+    return 0;
+}
+
 static int build_task(srv_server *s, srv_task *t, srv_reply *r) {
-    if (get_common(s, t, r)) return -1;
+    if (get_common(s, t, r) || get_chunking(s, t, r)) return -1;
     switch (t->ep) {
     case SRV_EP_COMPRESS:
         return get_docs(t, "memories", r) || get_query(t, r) ? -1 : 0;
@@ -364,6 +379,22 @@ static void add_counts(cJSON *j, const srv_task *t) {
             compressed > 0 ? round_to((double)t->original_tokens / compressed, 0.01) : 0);
 }
 
+/* How long documents were read: split into chunks (chunks_read, and for each chunk the document
+ * it came from), or cut at doc_max_length tokens (the documents that were). */
+static void add_chunking(cJSON *j, const srv_task *t) {
+    if (!t->docs) return;
+    if (t->split) {
+        cJSON_AddNumberToObject(j, "chunks_read", (double)t->n_docs);
+        cJSON *of = cJSON_AddArrayToObject(j, "chunk_of");
+        for (size_t i = 0; of && i < t->n_docs; i++)
+            cJSON_AddItemToArray(of, cJSON_CreateNumber(t->chunk_of[i]));
+        return;
+    }
+    cJSON *cut = cJSON_AddArrayToObject(j, "cut_documents");
+    for (size_t i = 0; cut && i < t->n_cut; i++)
+        cJSON_AddItemToArray(cut, cJSON_CreateNumber(t->cut[i]));
+}
+
 static cJSON *vectors_json(const srv_task *t) {
     size_t count = t->n_docs * t->n_mem * t->n_embd;
     size_t esz = t->out_f16 ? 2 : 4;
@@ -374,7 +405,7 @@ static cJSON *vectors_json(const srv_task *t) {
             t->out_f16 ? clara_f32_to_f16(t->out_vectors[i]) : clara_f32_bits(t->out_vectors[i]);
         for (size_t b = 0; b < esz; b++) raw[i * esz + b] = (unsigned char)(u >> (8 * b));
     }
-    char *b64 = srv_base64_encode(raw, count * esz);
+    char *b64 = clara_base64_encode(raw, count * esz);
     free(raw);
     if (!b64) return NULL;
     cJSON *v = cJSON_CreateObject();
@@ -408,6 +439,7 @@ static void success_reply(const srv_task *t, double latency_ms, srv_reply *r) {
         r->tokens = t->gen.n_ids;
     }
     add_counts(j, t);
+    add_chunking(j, t);
     cJSON_AddNumberToObject(j, "latency_ms", round_to(latency_ms, 0.1));
     if (t->has_gen) {
         cJSON_AddNumberToObject(j, "prompt_tokens", t->gen.prompt_tokens);
@@ -428,7 +460,7 @@ static void success_reply(const srv_task *t, double latency_ms, srv_reply *r) {
     if (!r->body) srv_reply_error(r, 500, "out_of_memory", "out of memory");
 }
 
-static void count_request(srv_server *s, bool ok, double ms) {
+void srv_count_request(srv_server *s, bool ok, double ms) {
     pthread_mutex_lock(&s->state.mu);
     if (ok) {
         s->state.requests_served++;
@@ -479,10 +511,9 @@ static void parse_release(size_t len) {
     pthread_mutex_unlock(&g_parse_mu);
 }
 
-/* Checks the body, then parses and validates it into t within the parse budget. Returns 0, or -1
- * with *r filled. */
-static int parse_task(srv_server *s, srv_task *t, const char *body, size_t len, double t0,
-                      bool (*alive)(void *), void *arg, srv_reply *r) {
+int srv_parse_body(srv_server *s, const char *body, size_t len, double t0, bool (*alive)(void *),
+                   void *arg, cJSON **root, srv_reply *r) {
+    *root = NULL;
     if (check_body(body, len, r) != 0) return -1;
     int why = parse_acquire(len, t0 + s->cfg.request_timeout, alive, arg);
     if (why == 1) {
@@ -495,10 +526,17 @@ static int parse_task(srv_server *s, srv_task *t, const char *body, size_t len, 
         r->retry_after = 1;
         return -1;
     }
-    t->root = parse_body(body, len, r);
-    int rc = t->root && build_task(s, t, r) == 0 ? 0 : -1;
+    *root = parse_body(body, len, r);
     parse_release(len);
-    return rc;
+    return *root ? 0 : -1;
+}
+
+/* Checks the body, then parses and validates it into t within the parse budget. Returns 0, or -1
+ * with *r filled. */
+static int parse_task(srv_server *s, srv_task *t, const char *body, size_t len, double t0,
+                      bool (*alive)(void *), void *arg, srv_reply *r) {
+    if (srv_parse_body(s, body, len, t0, alive, arg, &t->root, r) != 0) return -1;
+    return build_task(s, t, r) == 0 ? 0 : -1;
 }
 
 /* Parsed requests at least this large hand their freed memory back at once (malloc_trim): their
@@ -510,6 +548,31 @@ static void finish_task(srv_task *t, size_t len) {
     bool trim = len >= TRIM_AFTER_BYTES && t->root;
     srv_task_release(t);
     if (trim) srv_memory_trim();
+}
+
+int srv_run_task(srv_server *s, srv_task *t, bool (*alive)(void *), void *arg, srv_reply *r) {
+    t->enqueued_at = srv_mono();
+    if (atomic_load(&s->draining)) {
+        srv_reply_error(r, 503, "shutting_down", "the server is shutting down");
+        return -2;
+    }
+    if (srv_queue_push(&s->queue, t) != 0) {
+        srv_reply_error(r, 503, "overloaded", "the request queue is full (%d); retry later",
+                        s->cfg.max_queue);
+        r->retry_after = 1;
+        return -2;
+    }
+    int why = wait_task(s, t, alive, arg);
+    if (why == 1) {
+        srv_reply_error(r, 499, "client_closed", "the client went away");
+    } else if (why == 2) {
+        srv_reply_error(r, 504, "timeout", "the request did not finish within %d s",
+                        s->cfg.request_timeout);
+    } else if (t->status != 200) {
+        srv_reply_error(r, t->status, t->error_type ? t->error_type : "error", "%s", t->error);
+        if (t->status == 503) r->retry_after = 1;
+    }
+    return why == 0 && t->status == 200 ? 0 : -1;
 }
 
 static void run_model_request(srv_server *s, srv_endpoint ep, const char *body, size_t len,
@@ -524,29 +587,10 @@ static void run_model_request(srv_server *s, srv_endpoint ep, const char *body, 
         finish_task(t, len);
         return;
     }
-    t->enqueued_at = srv_mono();
-    if (atomic_load(&s->draining)) {
-        srv_reply_error(r, 503, "shutting_down", "the server is shutting down");
-    } else if (srv_queue_push(&s->queue, t) != 0) {
-        srv_reply_error(r, 503, "overloaded", "the request queue is full (%d); retry later",
-                        s->cfg.max_queue);
-        r->retry_after = 1;
-    } else {
-        int why = wait_task(s, t, alive, arg);
-        double ms = (srv_mono() - t0) * 1e3;
-        if (why == 1) {
-            srv_reply_error(r, 499, "client_closed", "the client went away");
-        } else if (why == 2) {
-            srv_reply_error(r, 504, "timeout", "the request did not finish within %d s",
-                            s->cfg.request_timeout);
-        } else if (t->status != 200) {
-            srv_reply_error(r, t->status, t->error_type ? t->error_type : "error", "%s", t->error);
-            if (t->status == 503) r->retry_after = 1;
-        } else {
-            success_reply(t, ms, r);
-        }
-        count_request(s, r->status == 200, ms);
-    }
+    int rc = srv_run_task(s, t, alive, arg, r);
+    if (rc == 0) success_reply(t, (srv_mono() - t0) * 1e3, r);
+    /* refused before queueing (shutting down, queue full) is not counted as served or failed */
+    if (rc != -2) srv_count_request(s, r->status == 200, (srv_mono() - t0) * 1e3);
     finish_task(t, len);
 }
 
@@ -626,8 +670,15 @@ static void status(srv_server *s, srv_reply *r) {
     r->body = print_json(j);
 }
 
-void srv_route(srv_server *s, srv_endpoint ep, const char *body, size_t len, bool (*alive)(void *),
-               void *alive_arg, srv_reply *r) {
+void srv_reply_json(srv_reply *r, int status, cJSON *j) {
+    r->status = status;
+    r->content_type = "application/json";
+    r->body = print_json(j);
+    if (!r->body) srv_reply_error(r, 500, "out_of_memory", "out of memory");
+}
+
+void srv_route(srv_server *s, srv_endpoint ep, const srv_target *target, const char *body,
+               size_t len, bool (*alive)(void *), void *alive_arg, srv_reply *r) {
     r->content_type = "application/json";
     switch (ep) {
     case SRV_EP_HEALTH:
@@ -645,8 +696,14 @@ void srv_route(srv_server *s, srv_endpoint ep, const char *body, size_t len, boo
         r->status = 200;
         r->body = strdup(srv_openapi_json);
         break;
-    default:
+    case SRV_EP_COMPRESS:
+    case SRV_EP_V1_COMPRESS:
+    case SRV_EP_V1_ANSWER:
+    case SRV_EP_V1_RETRIEVE:
         run_model_request(s, ep, body, len, alive, alive_arg, r);
+        break;
+    default:
+        srv_store_route(s, ep, target, body, len, alive, alive_arg, r);
         break;
     }
     if (!r->body) srv_reply_error(r, 500, "out_of_memory", "out of memory");

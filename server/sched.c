@@ -43,6 +43,9 @@ static void fill_info(const clara_model *m, const char *path, srv_model_info *in
     info->n_vocab = clara_model_n_vocab(m);
     info->n_ctx = clara_model_n_ctx(m);
     info->can_retrieve = clara_model_can_retrieve(m) != 0;
+    info->doc_max_length = clara_model_doc_max_length(m);
+    info->generation_top_k = clara_model_generation_top_k(m);
+    if (clara_model_fingerprint(m, info->fingerprint) != CLARA_OK) info->fingerprint[0] = '\0';
     snprintf(info->type, sizeof info->type, "%s",
              m->hp.n_layer ? clara_type_name(m->layers[0].w[CLARA_LIN_Q].type) : "?");
     const char *name = NULL;
@@ -207,6 +210,7 @@ static int load_model(void) {
         return -1;
     }
     st->loaded = true;
+    memcpy(st->fingerprint, now.fingerprint, sizeof st->fingerprint);
     st->load_failed = false;
     st->load_error[0] = '\0';
     st->load_time_s = srv_mono() - t0;
@@ -287,7 +291,7 @@ static uint64_t task_cost(srv_task *t, uint64_t *docs_cost, uint64_t *query_cost
         t->original_tokens += n;
         *docs_cost += n + 3 < cut ? n + 3 : cut;
     }
-    bool generates = t->ep != SRV_EP_V1_COMPRESS;
+    bool generates = t->ep != SRV_EP_V1_COMPRESS && t->ep != SRV_EP_MEM_ADD;
     *query_cost = generates && t->query ? n_tokens_of(t->query, t->query_len) : 0;
     return *docs_cost + *query_cost + (generates ? t->max_new_tokens : 0);
 }
@@ -331,7 +335,100 @@ static void compress_task(srv_task *t) {
  * returns the vectors. Generation tasks give their documents to clara_generate_batch, which
  * compresses the documents of all of them in shared passes itself. */
 static bool wants_compress(const srv_task *t) {
-    return t->docs && t->n_docs > 0 && t->ep == SRV_EP_V1_COMPRESS;
+    return t->docs && t->n_docs > 0 && (t->ep == SRV_EP_V1_COMPRESS || t->ep == SRV_EP_MEM_ADD);
+}
+
+/* Splits task t's documents into chunks of at most doc_max_length tokens, which then stand in
+ * for them (the store's memories; /compress by default; /v1 requests that ask). */
+static void split_docs(srv_task *t) {
+    size_t n = 0, cap = t->n_docs;
+    clara_text *docs = malloc(cap * sizeof *docs + 1);
+    clara_chunk *chunks = malloc(cap * sizeof *chunks + 1);
+    uint32_t *of = malloc(cap * sizeof *of + 1);
+    bool ok = docs && chunks && of;
+    for (size_t i = 0; ok && i < t->n_docs && t->status == 0; i++) {
+        clara_chunk *c = NULL;
+        size_t k = 0;
+        clara_status st = clara_split_text(S.m, t->docs[i].text, t->docs[i].len, 0,
+                                           SRV_MAX_CHUNKS, &c, &k);
+        if (st != CLARA_OK) {
+            char msg[sizeof t->error];
+            snprintf(msg, sizeof msg, "document %zu: %s", i, clara_last_error());
+            task_fail(t, st == CLARA_ERR_NOMEM ? 413 : 422,
+                      st == CLARA_ERR_NOMEM ? "too_large" : "invalid_input", msg);
+            break;
+        }
+        if (n + k > cap) {
+            cap = (n + k) * 2;
+            clara_text *d2 = realloc(docs, cap * sizeof *docs);
+            if (d2) docs = d2;
+            clara_chunk *c2 = realloc(chunks, cap * sizeof *chunks);
+            if (c2) chunks = c2;
+            uint32_t *o2 = realloc(of, cap * sizeof *of);
+            if (o2) of = o2;
+            ok = d2 && c2 && o2;
+        }
+        for (size_t j = 0; ok && j < k; j++, n++) {
+            docs[n] = (clara_text){t->docs[i].text + c[j].start, c[j].len};
+            chunks[n] = c[j];
+            of[n] = (uint32_t)i;
+        }
+        free(c);
+    }
+    if (!ok) task_fail(t, 500, "out_of_memory", "out of memory");
+    if (t->status != 0) {
+        free(docs);
+        free(chunks);
+        free(of);
+        return;
+    }
+    t->texts = t->docs;
+    t->n_texts = t->n_docs;
+    t->docs = docs;
+    t->n_docs = n;
+    t->chunks = chunks;
+    t->chunk_of = of;
+}
+
+/* Documents of task t that the encoder cuts (more than doc_max_length tokens), to report. */
+static void find_cut(srv_task *t) {
+    t->n_texts = t->n_docs;
+    for (size_t i = 0; i < t->n_docs; i++) {
+        uint32_t n = 0;
+        if (clara_count_tokens(S.m, t->docs[i].text, t->docs[i].len, &n) != CLARA_OK ||
+            n <= S.info->doc_max_length)
+            continue;
+        if (!t->cut && !(t->cut = malloc(t->n_docs * sizeof *t->cut))) return;
+        t->cut[t->n_cut++] = (uint32_t)i;
+    }
+}
+
+static void prepare_docs(srv_task *t) {
+    if (!t->docs || t->in_vectors || !task_live(t)) return;
+    if (t->split) {
+        split_docs(t);
+        if (t->status == 0 && t->n_docs == 0)
+            task_fail(t, 422, "invalid_input", "the text is empty (or only whitespace)");
+    } else {
+        find_cut(t);
+    }
+}
+
+/* Query-reasoner vectors of every SRV_EP_QUERY_VEC task, in one pass. */
+static void query_phase(srv_task **b, int n) {
+    for (int i = 0; i < n; i++) {
+        srv_task *t = b[i];
+        if (t->ep != SRV_EP_QUERY_VEC || !task_live(t)) continue;
+        size_t per = (size_t)S.info->n_mem * S.info->n_embd;
+        t->query_vectors = malloc(per * sizeof(float));
+        clara_text q = {t->query, t->query_len};
+        double t0 = srv_mono();
+        clara_status s = t->query_vectors ? clara_compress_queries(S.ctx, &q, 1, t->query_vectors)
+                                          : CLARA_ERR_NOMEM;
+        t->compress_ms = (srv_mono() - t0) * 1e3;
+        if (s != CLARA_OK) task_fail_engine(t, s);
+        else t->status = 200;
+    }
 }
 
 /* One clara_compress_ex call over the documents of every task that wants it, each document
@@ -418,7 +515,7 @@ static void generate_phase(srv_task **b, int n) {
     int k = 0;
     for (int i = 0; i < n; i++) {
         if (!task_live(b[i])) continue;
-        if (b[i]->ep == SRV_EP_V1_COMPRESS) {
+        if (b[i]->ep == SRV_EP_V1_COMPRESS || b[i]->ep == SRV_EP_MEM_ADD) {
             b[i]->status = 200;
             continue;
         }
@@ -539,8 +636,20 @@ static void run_batch(srv_task **b, int n) {
         }
         for (int i = 0; i < n; i++) b[i]->load_ms = (srv_mono() - t0) * 1e3;
     }
-    for (int i = 0; i < n; i++)
+    char fp[CLARA_FINGERPRINT_LEN + 1];
+    pthread_mutex_lock(&S.st->mu);
+    memcpy(fp, S.st->fingerprint, sizeof fp);
+    pthread_mutex_unlock(&S.st->mu);
+    for (int i = 0; i < n; i++) {
+        memcpy(b[i]->fingerprint, fp, sizeof fp);
+        /* vectors of another model (the file was replaced since they were made) */
+        if (b[i]->expect_fingerprint[0] && strcmp(b[i]->expect_fingerprint, fp) != 0)
+            task_fail(b[i], 503, "model_changed",
+                      "the model changed while this request ran; retry it");
         if (task_live(b[i])) check_cost(b[i]);
+        prepare_docs(b[i]);
+    }
+    query_phase(b, n);
     compress_phase(b, n);
     generate_phase(b, n);
     for (int i = 0; i < n; i++)

@@ -29,6 +29,7 @@
 #define SRV_MAX_QUERY_BYTES      (16u << 10)
 #define SRV_MAX_NEW_TOKENS_LIMIT 512
 #define SRV_MAX_HEADER_BYTES     (8u << 10) /* total request header bytes we accept */
+#define SRV_MAX_CHUNKS           4096       /* chunks of one document or memory (~1M tokens) */
 /* Bodies are scanned (base/json_scan.h) before cJSON builds a tree, which costs ~100 bytes a value:
  * these bound that tree. The largest valid request holds 1,024 documents and a dozen other
  * values, 3 levels deep; unknown fields (ignored) get the rest. */
@@ -61,6 +62,10 @@ typedef struct {
     int max_conns_per_client; /* open connections from one client address at most */
     char **allowed_hosts;     /* Host names accepted ("*" = any); NULL = default for the bind */
     bool demo;                /* serving the bundled demo model */
+    char *db;                 /* memory store: SQLite file or postgresql:// URL; NULL = none */
+    size_t vector_cache;      /* bytes of the store's in-memory vector cache */
+    bool vectors_f32;         /* store vectors as f32 (default f16) */
+    bool compress_cut;        /* /compress cuts long memories as the reference does */
 } srv_config;
 
 /* Fills cfg from CLARA_* variables then argv. Returns 0 to serve, 1 after printing help/version,
@@ -75,6 +80,16 @@ typedef enum {
     SRV_EP_V1_COMPRESS, /* POST /v1/compress */
     SRV_EP_V1_ANSWER,   /* POST /v1/answer */
     SRV_EP_V1_RETRIEVE, /* POST /v1/retrieve */
+    SRV_EP_COLL_LIST,   /* GET /v1/collections */
+    SRV_EP_COLL_GET,    /* GET /v1/collections/{c} */
+    SRV_EP_COLL_DELETE, /* DELETE /v1/collections/{c} */
+    SRV_EP_MEM_ADD,     /* POST /v1/collections/{c}/memories */
+    SRV_EP_MEM_LIST,    /* GET /v1/collections/{c}/memories */
+    SRV_EP_MEM_GET,     /* GET /v1/collections/{c}/memories/{id} */
+    SRV_EP_MEM_PUT,     /* PUT /v1/collections/{c}/memories/{id} */
+    SRV_EP_MEM_DELETE,  /* DELETE /v1/collections/{c}/memories/{id} */
+    SRV_EP_MEM_QUERY,   /* POST /v1/collections/{c}/query */
+    SRV_EP_QUERY_VEC,   /* (internal task) query-reasoner vectors of a query */
     SRV_EP_HEALTH,
     SRV_EP_STATUS,
     SRV_EP_METRICS,
@@ -95,6 +110,19 @@ typedef struct srv_task {
     bool has_keep_alive;
     int keep_alive;
     bool out_f16; /* /v1/compress: return f16 vectors */
+    /* long documents: split each into chunks of at most doc_max_length tokens (the chunks
+     * replace docs: docs[i] is chunk i of document chunk_of[i]); otherwise documents longer than
+     * that are cut and listed in cut[] */
+    bool split;
+    size_t n_texts;        /* documents as given (before splitting) */
+    clara_text *texts;     /* split: the documents as given (docs then holds the chunks) */
+    clara_chunk *chunks;   /* split: [n_docs] spans into texts[chunk_of[i]] */
+    uint32_t *chunk_of;    /* split: [n_docs] */
+    uint32_t *cut;         /* not split: indices of documents that were cut */
+    size_t n_cut;
+    char fingerprint[CLARA_FINGERPRINT_LEN + 1];        /* of the model that ran the task */
+    char expect_fingerprint[CLARA_FINGERPRINT_LEN + 1]; /* given vectors belong to this model */
+    float *query_vectors; /* SRV_EP_QUERY_VEC: [n_mem][n_embd] */
 
     /* results, written by the scheduler before `done` */
     int status; /* HTTP status; 200 on success */
@@ -146,6 +174,8 @@ void srv_task_complete(srv_queue *q, srv_task *t);
 typedef struct {
     uint32_t n_mem, n_embd, n_vocab, n_ctx;
     bool can_retrieve;
+    uint32_t doc_max_length, generation_top_k;
+    char fingerprint[CLARA_FINGERPRINT_LEN + 1]; /* at startup (srv_state has the current one) */
     char type[32];                  /* weight type of the file, e.g. "f32" */
     char name[128];                 /* general.name or the file name */
     uint64_t file_bytes;            /* the model file; in two-file mode the add-on */
@@ -158,6 +188,7 @@ typedef struct {
     bool loaded, loading, load_failed;
     char load_error[512];
     double load_time_s;
+    char fingerprint[CLARA_FINGERPRINT_LEN + 1]; /* of the model (last loaded, else probed) */
     double last_activity; /* wall clock, 0 = never */
     double unload_at;     /* wall clock; < 0 = never / not loaded */
     uint64_t requests_served, errors, loads, unloads;
@@ -196,16 +227,26 @@ typedef struct {
 
 typedef struct srv_server srv_server;
 
+/* Where a request went: its path (decoded) and the query arguments the store endpoints read. */
+typedef struct {
+    const char *path;
+    const char *limit, *after; /* ?limit=N&after=CURSOR, or NULL */
+} srv_target;
+
 /* Handles a routed, authorised request whose whole body is in (body, len). `alive` tells whether
  * the client is still connected (polled while waiting). */
-void srv_route(srv_server *s, srv_endpoint ep, const char *body, size_t len, bool (*alive)(void *),
-               void *alive_arg, srv_reply *out);
+void srv_route(srv_server *s, srv_endpoint ep, const srv_target *target, const char *body,
+               size_t len, bool (*alive)(void *), void *alive_arg, srv_reply *out);
 /* An error reply {success:false, error, error_type}. */
 void srv_reply_error(srv_reply *r, int status, const char *type, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+struct store;
+
 struct srv_server {
     srv_config cfg;
+    struct store *store;   /* NULL until opened (a PostgreSQL server may come up later) */
+    pthread_mutex_t store_mu; /* opening the store */
     srv_model_info info;
     srv_queue queue;
     srv_state state;
@@ -213,6 +254,28 @@ struct srv_server {
     atomic_int inflight;
     atomic_bool draining;
 };
+
+/* ---- the memory store's endpoints (memory.c, memory_query.c) ---------------------------------- */
+
+/* Opens the configured store at startup. 0 = open (or none configured, or a PostgreSQL server
+ * not reachable yet: retried by requests), -1 = a configuration error to stop on (printed). */
+int srv_store_open(srv_server *s);
+void srv_store_close(srv_server *s);
+/* Which store endpoint a path and method name: the endpoint, or SRV_EP_OTHER with *allow set to
+ * the methods the path takes (405), or with *allow NULL when no such path (404). */
+srv_endpoint srv_store_match(const char *path, const char *method, const char **allow);
+void srv_store_route(srv_server *s, srv_endpoint ep, const srv_target *target, const char *body,
+                     size_t len, bool (*alive)(void *), void *alive_arg, srv_reply *r);
+
+/* Shared by routes.c and memory.c: body checks, parse budget, waiting for the scheduler. */
+int srv_parse_body(srv_server *s, const char *body, size_t len, double t0, bool (*alive)(void *),
+                   void *arg, cJSON **root, srv_reply *r);
+/* Queues t and waits for it; fills *r with the error when it did not succeed. Returns 0 when t
+ * ran with status 200, -2 when it was refused before queueing (shutting down, queue full), -1
+ * otherwise. */
+int srv_run_task(srv_server *s, srv_task *t, bool (*alive)(void *), void *arg, srv_reply *r);
+void srv_reply_json(srv_reply *r, int status, cJSON *j);
+void srv_count_request(srv_server *s, bool ok, double ms);
 
 /* ---- HTTP (http.c) --------------------------------------------------------------------------- */
 
@@ -243,9 +306,6 @@ bool srv_utf8_valid(const char *s, size_t n);
 /* True if a JSON text contains a \u0000 escape (cJSON would cut the string there). */
 bool srv_json_has_nul_escape(const char *s, size_t n);
 bool srv_ct_equal(const char *a, size_t alen, const char *b, size_t blen);
-char *srv_base64_encode(const void *data, size_t n); /* malloc'd, NUL-terminated */
-/* Decodes standard base64 (padding optional, no whitespace); returns malloc'd bytes or NULL. */
-unsigned char *srv_base64_decode(const char *s, size_t n, size_t *out_len);
 uint64_t srv_rss_bytes(void);
 /* At start: large blocks always get their own mapping, so freeing them returns the memory. */
 void srv_memory_init(void);
