@@ -33,7 +33,8 @@ CFLAGS   += -std=c11 -Wall -Wextra -Werror $(OPT) -g -MMD -MP $(SANFLAGS)
 LDFLAGS  += $(SANFLAGS)
 LDLIBS   += $(PKG_LIBS) -lm -lpthread
 
-LIB_SRC  := $(sort $(wildcard src/*.c src/base/*.c src/convert/*.c src/cpu/*.c src/bench/*.c src/http/*.c src/store/*.c))
+LIB_SRC  := $(sort $(wildcard src/*.c src/base/*.c src/convert/*.c src/cpu/*.c src/bench/*.c src/http/*.c \
+                    src/store/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 # `clara bench --generate` embeds the project's small trained tokenizer, so random-weight models
 # get a real vocabulary without any file at run time.
