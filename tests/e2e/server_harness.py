@@ -31,6 +31,8 @@ class Server:
         # ThreadSanitizer sleeps 1 s at exit by default (to catch races in atexit handlers),
         # which the exit-time bounds would count; no other option changes
         e.setdefault("TSAN_OPTIONS", "atexit_sleep_ms=0")
+        # the default memory store lives under XDG_DATA_HOME: one per server, never the user's
+        e["XDG_DATA_HOME"] = os.path.join(TMP, "data-%d" % len(_servers))
         e.update(env or {})
         self.proc = subprocess.Popen([SERVER, "--port", "0", "--threads", str(threads)] +
                                      list(args), stdout=subprocess.DEVNULL,
