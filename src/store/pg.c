@@ -472,7 +472,10 @@ static store_code pg_begin(db *d, bool write, store_err *err) {
 static store_code pg_commit(db *d, store_err *err) {
     pg_db *p = (pg_db *)d;
     store_code rc = ensure_connected(p, err);
-    p->in_tx = false; /* committed, rolled back, or gone with the connection */
+    /* committed, rolled back, or gone with the connection. A connection lost during COMMIT
+     * leaves the outcome unknown: STORE_UNAVAILABLE, and the caller's retry must cope with
+     * finding its write done (its unique ids make that a conflict, not a duplicate). */
+    p->in_tx = false;
     return rc == STORE_OK ? exec_simple(p, "COMMIT", "COMMIT", err) : rc;
 }
 
