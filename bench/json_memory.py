@@ -35,7 +35,8 @@ def main():
         ks = a.kinds.split(",")
         mix = [ks[i % len(ks)] for i in range(64)]
     s = Server("--keep-alive", "-1", "--log-level", "warn", "--max-conns-per-client", "200",
-               "--max-connections", "1024", "--max-request-tokens", "300000", *a.server_args,
+               "--max-connections", "1024", "--max-request-tokens", "300000", "--compress-cut", "1",
+               "--db", "none", *a.server_args,
                threads=a.threads)
     try:
         path, body = bodies()["valid"]

@@ -13,13 +13,18 @@
 
 typedef struct {
     const char *cmd, *model, *base, *clara, *query, *docs_file;
-    int threads, json, dump_logits, max_new_tokens, top_k, template_index;
+    int threads, json, dump_logits, max_new_tokens, top_k, template_index, chunk;
     clara_adapter_policy policy;
     clara_text *docs;
     size_t n_docs, cap_docs;
     clara_text *queries; /* compress: every --query, compressed with the query reasoner */
     size_t n_queries;
     char *docs_file_text;
+    /* long documents: --chunk splits them (chunk i is of document chunk_of[i]); otherwise those
+     * the encoder cuts are listed in cut[] and reported */
+    clara_text *chunk_docs;
+    uint32_t *chunk_of, *cut;
+    size_t n_cut;
 } engine_opts;
 
 static void engine_usage(FILE *out, const char *cmd) {
@@ -37,6 +42,9 @@ static void engine_usage(FILE *out, const char *cmd) {
         "  --threads N           worker threads (default: physical cores)\n"
         "  --adapter-policy P    hf (default: as AutoModel.from_pretrained) or all\n"
         "                        (pure_inference: every adapter in the file)\n"
+        "  --chunk               read documents longer than the model's doc_max_length\n"
+        "                        tokens in chunks (default: cut them, as the reference\n"
+        "                        does, and say so)\n"
         "  --json                machine-readable output\n"
         "%s",
         cmd,
@@ -123,6 +131,7 @@ static int parse_opts(int argc, char **argv, engine_opts *o) {
         {"template", required_argument, 0, 'T'},
         {"adapter-policy", required_argument, 0, 'p'},
         {"json", no_argument, 0, 'j'},
+        {"chunk", no_argument, 0, 'K'},
         {"dump-logits", no_argument, 0, 'L'},
         {"help", no_argument, 0, 'h'},
         {"base", required_argument, 0, 'B'},
@@ -182,6 +191,9 @@ static int parse_opts(int argc, char **argv, engine_opts *o) {
             break;
         case 'j':
             o->json = 1;
+            break;
+        case 'K':
+            o->chunk = 1;
             break;
         case 'L':
             o->dump_logits = 1;
@@ -247,6 +259,70 @@ static void print_vectors(const char *what, const clara_model *m, const float *v
     }
 }
 
+/* --chunk: the documents become their chunks. Otherwise: which documents the encoder cuts, said
+ * on stderr (and in --json output as cut_documents). Returns 0, or 1 after an error message. */
+static int prepare_docs(const clara_model *m, engine_opts *o) {
+    uint32_t limit = clara_model_doc_max_length(m);
+    size_t n = 0, cap = o->n_docs + 1;
+    if (!o->chunk) {
+        o->cut = malloc(cap * sizeof *o->cut);
+        for (size_t i = 0; o->cut && i < o->n_docs; i++) {
+            uint32_t t = 0;
+            if (clara_count_tokens(m, o->docs[i].text, o->docs[i].len, &t) != CLARA_OK ||
+                t <= limit)
+                continue;
+            o->cut[o->n_cut++] = (uint32_t)i;
+            fprintf(stderr,
+                    "clara %s: document %zu has %u tokens; the encoder reads its first %u "
+                    "(--chunk reads it whole, in chunks)\n",
+                    o->cmd, i, t, limit);
+        }
+        return 0;
+    }
+    o->chunk_docs = malloc(cap * sizeof *o->chunk_docs);
+    o->chunk_of = malloc(cap * sizeof *o->chunk_of);
+    for (size_t i = 0; o->chunk_docs && o->chunk_of && i < o->n_docs; i++) {
+        clara_chunk *c = NULL;
+        size_t k = 0;
+        if (clara_split_text(m, o->docs[i].text, o->docs[i].len, 0, 4096, &c, &k) != CLARA_OK) {
+            fprintf(stderr, "clara %s: error: document %zu: %s\n", o->cmd, i, clara_last_error());
+            return 1;
+        }
+        if (k == 0 && (c = realloc(c, sizeof *c))) { /* an empty document stays one document */
+            c[0] = (clara_chunk){0, o->docs[i].len, 0};
+            k = 1;
+        }
+        if (n + k > cap) {
+            cap = (n + k) * 2;
+            clara_text *d = realloc(o->chunk_docs, cap * sizeof *d);
+            uint32_t *f = d ? realloc(o->chunk_of, cap * sizeof *f) : NULL;
+            if (d) o->chunk_docs = d;
+            if (f) o->chunk_of = f;
+            if (!d || !f) k = 0, o->n_docs = i; /* out of memory: stop */
+        }
+        for (size_t j = 0; j < k; j++, n++) {
+            o->chunk_docs[n] = (clara_text){o->docs[i].text + c[j].start, c[j].len};
+            o->chunk_of[n] = (uint32_t)i;
+        }
+        free(c);
+    }
+    if (!o->chunk_docs || !o->chunk_of) {
+        fprintf(stderr, "clara %s: error: out of memory\n", o->cmd);
+        return 1;
+    }
+    o->docs = o->chunk_docs; /* run_engine keeps and frees the array given */
+    o->n_docs = n;
+    return 0;
+}
+
+/* cut_documents or chunk_of, as the server's replies carry them. */
+static void add_chunking(cJSON *root, const engine_opts *o) {
+    cJSON *a = cJSON_AddArrayToObject(root, o->chunk ? "chunk_of" : "cut_documents");
+    size_t n = o->chunk ? o->n_docs : o->n_cut;
+    for (size_t i = 0; a && i < n; i++)
+        cJSON_AddItemToArray(a, cJSON_CreateNumber(o->chunk ? o->chunk_of[i] : o->cut[i]));
+}
+
 static int run_compress(clara_ctx *ctx, clara_model *m, engine_opts *o) {
     size_t per = (size_t)clara_model_n_mem(m) * clara_model_n_embd(m);
     float *vec = malloc(o->n_docs * per * sizeof(float) + 1);
@@ -263,6 +339,7 @@ static int run_compress(clara_ctx *ctx, clara_model *m, engine_opts *o) {
         add_vector_items(cJSON_AddArrayToObject(root, "docs"), m, vec, o->n_docs, ntok);
         if (o->n_queries)
             add_vector_items(cJSON_AddArrayToObject(root, "queries"), m, qvec, o->n_queries, NULL);
+        add_chunking(root, o);
         print_json(root);
         cJSON_Delete(root);
     } else {
@@ -303,6 +380,7 @@ static void print_gen(const engine_opts *o, const clara_model *m, const clara_ge
         for (size_t i = 0; i < r->k; i++) cJSON_AddItemToArray(tk, cJSON_CreateNumber(r->top_k[i]));
         cJSON_AddItemToObject(root, "scores", float_array(r->scores, r->n_scores));
     }
+    if (o->n_docs || o->n_cut) add_chunking(root, o);
     cJSON *tm = cJSON_AddObjectToObject(root, "timings");
     cJSON_AddNumberToObject(tm, "compress_ms", r->compress_ms);
     cJSON_AddNumberToObject(tm, "prefill_ms", r->prefill_ms);
@@ -370,6 +448,8 @@ static int run_engine(int argc, char **argv, const char *cmd) {
             rc = 1;
         }
     }
+    clara_text *given = o.docs; /* --chunk replaces o.docs with the chunks */
+    if (rc == 0) rc = prepare_docs(m, &o);
     if (rc == 0) {
         if (strcmp(cmd, "compress") == 0)
             rc = run_compress(ctx, m, &o);
@@ -382,7 +462,10 @@ static int run_engine(int argc, char **argv, const char *cmd) {
     }
     clara_ctx_free(ctx);
     clara_model_free(m);
-    free(o.docs);
+    free(given);
+    free(o.chunk_docs);
+    free(o.chunk_of);
+    free(o.cut);
     free(o.queries);
     free(o.docs_file_text);
     return rc < 0 ? 0 : rc;

@@ -56,47 +56,105 @@ static int fail(const mem_opts *o, const char *msg) {
 }
 
 static int parse(int argc, char **argv, mem_opts *o) {
-    static const struct option opts[] = {
-        {"db", required_argument, 0, 'd'},        {"model", required_argument, 0, 'm'},
-        {"base", required_argument, 0, 'B'},      {"clara", required_argument, 0, 'C'},
-        {"collection", required_argument, 0, 'c'}, {"id", required_argument, 0, 'i'},
-        {"text", required_argument, 0, 't'},      {"file", required_argument, 0, 'f'},
-        {"metadata", required_argument, 0, 'M'},  {"query", required_argument, 0, 'q'},
-        {"filter", required_argument, 0, 'F'},    {"out", required_argument, 0, 'o'},
-        {"in", required_argument, 0, 'I'},        {"after", required_argument, 0, 'a'},
-        {"dtype", required_argument, 0, 'D'},     {"threads", required_argument, 0, 'T'},
-        {"top-k", required_argument, 0, 'k'},     {"max-new-tokens", required_argument, 0, 'n'},
-        {"limit", required_argument, 0, 'l'},     {"all", no_argument, 0, 'A'},
-        {"json", no_argument, 0, 'j'},            {"skip-existing", no_argument, 0, 's'},
-        {"help", no_argument, 0, 'h'},            {0, 0, 0, 0}};
+    static const struct option opts[] = {{"db", required_argument, 0, 'd'},
+                                         {"model", required_argument, 0, 'm'},
+                                         {"base", required_argument, 0, 'B'},
+                                         {"clara", required_argument, 0, 'C'},
+                                         {"collection", required_argument, 0, 'c'},
+                                         {"id", required_argument, 0, 'i'},
+                                         {"text", required_argument, 0, 't'},
+                                         {"file", required_argument, 0, 'f'},
+                                         {"metadata", required_argument, 0, 'M'},
+                                         {"query", required_argument, 0, 'q'},
+                                         {"filter", required_argument, 0, 'F'},
+                                         {"out", required_argument, 0, 'o'},
+                                         {"in", required_argument, 0, 'I'},
+                                         {"after", required_argument, 0, 'a'},
+                                         {"dtype", required_argument, 0, 'D'},
+                                         {"threads", required_argument, 0, 'T'},
+                                         {"top-k", required_argument, 0, 'k'},
+                                         {"max-new-tokens", required_argument, 0, 'n'},
+                                         {"limit", required_argument, 0, 'l'},
+                                         {"all", no_argument, 0, 'A'},
+                                         {"json", no_argument, 0, 'j'},
+                                         {"skip-existing", no_argument, 0, 's'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
-        case 'd': o->db = optarg; break;
-        case 'm': o->model = optarg; break;
-        case 'B': o->base = optarg; break;
-        case 'C': o->clara = optarg; break;
-        case 'c': o->collection = optarg; break;
-        case 'i': o->id = optarg; break;
-        case 't': o->text = optarg; break;
-        case 'f': o->file = optarg; break;
-        case 'M': o->metadata = optarg; break;
-        case 'q': o->query = optarg; break;
-        case 'F': o->filter = optarg; break;
-        case 'o': o->out = optarg; break;
-        case 'I': o->in = optarg; break;
-        case 'a': o->after = optarg; break;
-        case 'D': o->dtype = optarg; break;
-        case 'T': o->threads = atoi(optarg); break;
-        case 'k': o->top_k = atoi(optarg); break;
-        case 'n': o->max_new_tokens = atoi(optarg); break;
-        case 'l': o->limit = atoi(optarg); break;
-        case 'A': o->all = 1; break;
-        case 'j': o->json = 1; break;
-        case 's': o->skip_existing = 1; break;
-        case 'h': usage(stdout); return -1;
-        default: return 2;
+        case 'd':
+            o->db = optarg;
+            break;
+        case 'm':
+            o->model = optarg;
+            break;
+        case 'B':
+            o->base = optarg;
+            break;
+        case 'C':
+            o->clara = optarg;
+            break;
+        case 'c':
+            o->collection = optarg;
+            break;
+        case 'i':
+            o->id = optarg;
+            break;
+        case 't':
+            o->text = optarg;
+            break;
+        case 'f':
+            o->file = optarg;
+            break;
+        case 'M':
+            o->metadata = optarg;
+            break;
+        case 'q':
+            o->query = optarg;
+            break;
+        case 'F':
+            o->filter = optarg;
+            break;
+        case 'o':
+            o->out = optarg;
+            break;
+        case 'I':
+            o->in = optarg;
+            break;
+        case 'a':
+            o->after = optarg;
+            break;
+        case 'D':
+            o->dtype = optarg;
+            break;
+        case 'T':
+            o->threads = atoi(optarg);
+            break;
+        case 'k':
+            o->top_k = atoi(optarg);
+            break;
+        case 'n':
+            o->max_new_tokens = atoi(optarg);
+            break;
+        case 'l':
+            o->limit = atoi(optarg);
+            break;
+        case 'A':
+            o->all = 1;
+            break;
+        case 'j':
+            o->json = 1;
+            break;
+        case 's':
+            o->skip_existing = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return -1;
+        default:
+            return 2;
         }
     }
     if (optind < argc) {
@@ -200,9 +258,11 @@ static int run_add(const mem_opts *o, store *st) {
     clara_text *docs = rc == 0 ? malloc(n * sizeof *docs) : NULL;
     v = rc == 0 ? malloc(n * per * sizeof *v) : NULL;
     if (rc == 0 && (!docs || !v)) rc = fail(o, "out of memory");
-    for (size_t i = 0; rc == 0 && i < n; i++) docs[i] = (clara_text){text + chunks[i].start, chunks[i].len};
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        docs[i] = (clara_text){text + chunks[i].start, chunks[i].len};
     if (rc == 0 && n > 1) fprintf(stderr, "compressing %zu chunks...\n", n);
-    if (rc == 0 && clara_compress(e.ctx, docs, n, v, NULL) != CLARA_OK) rc = fail(o, clara_last_error());
+    if (rc == 0 && clara_compress(e.ctx, docs, n, v, NULL) != CLARA_OK)
+        rc = fail(o, clara_last_error());
     char id[1][STORE_NAME_MAX + 1];
     store_err err = {0};
     store_memory_in in = {o->id, text, len, o->metadata, chunks, n, v, 0, 0};
@@ -276,8 +336,10 @@ static int run_get(const mem_opts *o, store *st) {
     store_memory m;
     store_err err = {0};
     if (store_get(st, o->collection, o->id, &m, &err) != STORE_OK) return fail(o, err.msg);
-    if (o->json) print_memory(o, &m);
-    else printf("%s\n", m.text);
+    if (o->json)
+        print_memory(o, &m);
+    else
+        printf("%s\n", m.text);
     store_memory_free(&m);
     return 0;
 }
@@ -319,9 +381,15 @@ static int run_query(const mem_opts *o, store *st) {
                                           qv) != CLARA_OK))
         rc = fail(o, qv ? clara_last_error() : "out of memory");
     uint32_t k = o->top_k > 0 ? (uint32_t)o->top_k : clara_model_generation_top_k(e.m);
-    store_query q = {o->collection, &e.sm, cosine ? STORE_SELECT_COSINE : STORE_SELECT_FULLTEXT,
-                     qv, o->query, strlen(o->query), k ? k : 5,
-                     o->top_k > 0 ? 0 : (1024 - 128) / (e.sm.n_mem + 1), o->filter};
+    store_query q = {o->collection,
+                     &e.sm,
+                     cosine ? STORE_SELECT_COSINE : STORE_SELECT_FULLTEXT,
+                     qv,
+                     o->query,
+                     strlen(o->query),
+                     k ? k : 5,
+                     o->top_k > 0 ? 0 : (1024 - 128) / (e.sm.n_mem + 1),
+                     o->filter};
     store_selection sel = {0};
     store_err err = {0};
     if (rc == 0 && store_select(st, &q, &sel, &err) != STORE_OK) rc = fail(o, err.msg);
@@ -414,15 +482,22 @@ int cmd_memory(int argc, char **argv) {
         return rc;
     }
     engine e = {0};
-    if (strcmp(o.sub, "add") == 0) rc = run_add(&o, st);
-    else if (strcmp(o.sub, "list") == 0) rc = run_list(&o, st);
-    else if (strcmp(o.sub, "get") == 0) rc = run_get(&o, st);
-    else if (strcmp(o.sub, "rm") == 0) rc = run_rm(&o, st);
-    else if (strcmp(o.sub, "query") == 0) rc = run_query(&o, st);
+    if (strcmp(o.sub, "add") == 0)
+        rc = run_add(&o, st);
+    else if (strcmp(o.sub, "list") == 0)
+        rc = run_list(&o, st);
+    else if (strcmp(o.sub, "get") == 0)
+        rc = run_get(&o, st);
+    else if (strcmp(o.sub, "rm") == 0)
+        rc = run_rm(&o, st);
+    else if (strcmp(o.sub, "query") == 0)
+        rc = run_query(&o, st);
     else if (strcmp(o.sub, "reindex") == 0)
         rc = load_engine(&o, &e) || run_reindex(&o, st, o.collection, &e);
-    else if (strcmp(o.sub, "export") == 0) rc = run_export(&o, st);
-    else if (strcmp(o.sub, "import") == 0) rc = run_import(&o, st);
+    else if (strcmp(o.sub, "export") == 0)
+        rc = run_export(&o, st);
+    else if (strcmp(o.sub, "import") == 0)
+        rc = run_import(&o, st);
     else {
         fprintf(stderr, "clara memory: unknown command '%s'\n\n", o.sub);
         usage(stderr);

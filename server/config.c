@@ -89,8 +89,7 @@ static const struct {
     {"db", "CLARA_DB", "FILE|URL",
      "memory store: a SQLite file, postgresql://... (replicas share one),\n"
      "                               or none (default $XDG_DATA_HOME/clara-server/memories.db)"},
-    {"vector-cache", "CLARA_VECTOR_CACHE", "MB",
-     "memory for cached stored vectors (default 512)"},
+    {"vector-cache", "CLARA_VECTOR_CACHE", "MB", "memory for cached stored vectors (default 512)"},
     {"vector-dtype", "CLARA_VECTOR_DTYPE", "T", "stored vectors: f16 (default) or f32"},
     {"compress-cut", "CLARA_COMPRESS_CUT", "0|1",
      "/compress: 1 cuts memories longer than doc_max_length tokens as the\n"

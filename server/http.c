@@ -190,7 +190,8 @@ static enum MHD_Result preflight(srv_server *s, struct MHD_Connection *c, conn_c
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
     if (!resp) return MHD_NO;
-    MHD_add_response_header(resp, "Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS");
+    MHD_add_response_header(resp, "Access-Control-Allow-Methods",
+                            "GET, POST, PUT, DELETE, OPTIONS");
     MHD_add_response_header(resp, "Access-Control-Allow-Headers", "Authorization, Content-Type");
     MHD_add_response_header(resp, "Access-Control-Max-Age", "600");
     add_cors(s, c, resp);

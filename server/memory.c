@@ -59,8 +59,7 @@ store *srv_mem_store(srv_server *s, srv_reply *r) {
             s->store = NULL;
             srv_mem_store_error(r, &err);
         } else {
-            CLARA_LOGI("memory store: %s %s", store_backend_name(s->store),
-                       store_where(s->store));
+            CLARA_LOGI("memory store: %s %s", store_backend_name(s->store), store_where(s->store));
         }
     }
     store *st = s->store;
@@ -89,7 +88,8 @@ void srv_mem_store_error(srv_reply *r, const store_err *e) {
     if (e->code == STORE_UNAVAILABLE || e->code == STORE_READONLY) r->retry_after = 1;
 }
 
-/* ---- routing ---------------------------------------------------------------------------------- */
+/* ---- routing ----------------------------------------------------------------------------------
+ */
 
 #define PREFIX "/v1/collections"
 
@@ -140,10 +140,10 @@ srv_endpoint srv_store_match(const char *path, const char *method, const char **
 /* The collection (and memory id) of a request, checked; -1 with *r filled (422). */
 static int names_of(const srv_target *tg, srv_endpoint ep, char *coll, char *id, srv_reply *r) {
     const char *allow;
-    static const char *const methods[] = {[SRV_EP_COLL_GET] = "GET",    [SRV_EP_COLL_DELETE] = "DELETE",
-                                          [SRV_EP_MEM_ADD] = "POST",    [SRV_EP_MEM_LIST] = "GET",
-                                          [SRV_EP_MEM_GET] = "GET",     [SRV_EP_MEM_PUT] = "PUT",
-                                          [SRV_EP_MEM_DELETE] = "DELETE", [SRV_EP_MEM_QUERY] = "POST"};
+    static const char *const methods[] = {
+        [SRV_EP_COLL_GET] = "GET",      [SRV_EP_COLL_DELETE] = "DELETE", [SRV_EP_MEM_ADD] = "POST",
+        [SRV_EP_MEM_LIST] = "GET",      [SRV_EP_MEM_GET] = "GET",        [SRV_EP_MEM_PUT] = "PUT",
+        [SRV_EP_MEM_DELETE] = "DELETE", [SRV_EP_MEM_QUERY] = "POST"};
     classify(tg->path, coll, SRV_PATH_NAME_MAX, id, &allow, methods[ep]);
     store_err err = {0};
     size_t cl = strlen(tg->path); /* a name cut by the buffer is too long anyway */
@@ -302,8 +302,7 @@ static int memory_item(const cJSON *e, int i, store_memory_in *m, char **meta, s
     const cJSON *id = cJSON_IsObject(e) ? cJSON_GetObjectItemCaseSensitive(e, "id") : NULL;
     const cJSON *md = cJSON_IsObject(e) ? cJSON_GetObjectItemCaseSensitive(e, "metadata") : NULL;
     if (!cJSON_IsString(text) || !text->valuestring[0]) {
-        srv_reply_error(r, 422, "validation_error", "memory %d needs a non-empty 'text' string",
-                        i);
+        srv_reply_error(r, 422, "validation_error", "memory %d needs a non-empty 'text' string", i);
         return -1;
     }
     if (id && !cJSON_IsNull(id)) {
@@ -436,12 +435,11 @@ static void write_memories(srv_server *s, store *st, srv_endpoint ep, const char
         store_model m;
         srv_mem_model(s, t->fingerprint, &m);
         store_err err = {0};
-        char (*ids)[STORE_NAME_MAX + 1] = calloc(n, sizeof *ids);
+        char(*ids)[STORE_NAME_MAX + 1] = calloc(n, sizeof *ids);
         double t0 = srv_mono();
-        store_code rc = !ids ? store_fail(&err, STORE_NOMEM, "out of memory")
-                        : put ? (mems[0].id = id,
-                                 store_replace(st, coll, &m, dt, &mems[0], mems[0].metadata == NULL,
-                                               &err))
+        store_code rc = !ids  ? store_fail(&err, STORE_NOMEM, "out of memory")
+                        : put ? (mems[0].id = id, store_replace(st, coll, &m, dt, &mems[0],
+                                                                mems[0].metadata == NULL, &err))
                               : store_add(st, coll, true, &m, dt, mems, n, ids, &err);
         double store_ms = (srv_mono() - t0) * 1e3;
         if (rc != STORE_OK) {

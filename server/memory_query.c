@@ -19,14 +19,14 @@
 #define RECOMPRESS_BATCH 32
 /* The prompt budget within which every chunk is used (the reference cuts prompts at 1,024 tokens;
  * the system text, template and a question take about 128 of them). */
-#define PROMPT_BUDGET 1024
+#define PROMPT_BUDGET   1024
 #define PROMPT_OVERHEAD 128
 
 typedef struct {
     const char *query;
     size_t query_len;
     uint32_t max_new_tokens;
-    long top_k; /* 0 = not given */
+    long top_k;   /* 0 = not given */
     char *filter; /* JSON text or NULL */
 } query_req;
 
@@ -195,8 +195,7 @@ static void answer_reply(const srv_task *t, const store_selection *sel, const do
 
 /* Generates the answer from the selected chunks' vectors (made by model fp). */
 static void answer(srv_server *s, const query_req *q, store_selection *sel, const char *fp,
-                   const double ph[3], double t0, bool (*alive)(void *), void *arg,
-                   srv_reply *r) {
+                   const double ph[3], double t0, bool (*alive)(void *), void *arg, srv_reply *r) {
     srv_task *t = srv_task_new(SRV_EP_MEM_QUERY);
     if (!t) {
         srv_reply_error(r, 500, "out_of_memory", "out of memory");

@@ -218,7 +218,8 @@ static int get_vectors(srv_task *t, cJSON *v, const srv_model_info *info, srv_re
     size_t n;
     if (dims_check(cJSON_GetObjectItemCaseSensitive(v, "shape"), info, &n, r)) return -1;
     size_t count = n * info->n_mem * info->n_embd, raw_len = 0;
-    unsigned char *raw = clara_base64_decode(data->valuestring, strlen(data->valuestring), &raw_len);
+    unsigned char *raw =
+        clara_base64_decode(data->valuestring, strlen(data->valuestring), &raw_len);
     if (!raw || raw_len != count * (f16 ? 2 : 4)) {
         free(raw);
         srv_reply_error(r, 422, "validation_error",

@@ -20,6 +20,7 @@
 #include "base/log.h"
 #include "dtype.h"
 #include "model.h"
+#include "pipeline.h"
 #include "server.h"
 
 #define SCHED_MAX_BATCH 64
@@ -289,7 +290,9 @@ static uint64_t task_cost(srv_task *t, uint64_t *docs_cost, uint64_t *query_cost
     for (size_t i = 0; t->docs && i < t->n_docs; i++) {
         uint64_t n = n_tokens_of(t->docs[i].text, t->docs[i].len);
         t->original_tokens += n;
-        *docs_cost += n + 3 < cut ? n + 3 : cut;
+        /* read whole in chunks of doc_max_length tokens (3 more tokens each), or cut */
+        uint64_t chunks = n ? (n + cut - 4) / (cut - 3) : 1;
+        *docs_cost += t->split ? n + 3 * chunks : n + 3 < cut ? n + 3 : cut;
     }
     bool generates = t->ep != SRV_EP_V1_COMPRESS && t->ep != SRV_EP_MEM_ADD;
     *query_cost = generates && t->query ? n_tokens_of(t->query, t->query_len) : 0;
@@ -307,7 +310,8 @@ static void check_cost(srv_task *t) {
              "the request costs %llu tokens (documents %llu, query %llu, max_new_tokens %u); "
              "the limit is %d (--max-request-tokens, CLARA_MAX_REQUEST_TOKENS)",
              (unsigned long long)cost, (unsigned long long)docs, (unsigned long long)query,
-             t->ep != SRV_EP_V1_COMPRESS ? t->max_new_tokens : 0, S.cfg->max_request_tokens);
+             t->ep != SRV_EP_V1_COMPRESS && t->ep != SRV_EP_MEM_ADD ? t->max_new_tokens : 0,
+             S.cfg->max_request_tokens);
     task_fail(t, 413, "too_many_tokens", msg);
 }
 
@@ -349,11 +353,21 @@ static void split_docs(srv_task *t) {
     for (size_t i = 0; ok && i < t->n_docs && t->status == 0; i++) {
         clara_chunk *c = NULL;
         size_t k = 0;
-        clara_status st = clara_split_text(S.m, t->docs[i].text, t->docs[i].len, 0,
-                                           SRV_MAX_CHUNKS, &c, &k);
+        /* the engine's own message for special tokens, naming the document as given */
+        clara_status st = clara_check_text(S.m, "document", i, t->docs[i].text, t->docs[i].len);
+        bool named = st != CLARA_OK; /* the message names the document already */
+        if (st == CLARA_OK)
+            st = clara_split_text(S.m, t->docs[i].text, t->docs[i].len, 0, SRV_MAX_CHUNKS, &c, &k);
+        if (st == CLARA_OK && k == 0 && (c = realloc(c, sizeof *c))) {
+            c[0] = (clara_chunk){0, t->docs[i].len, 0}; /* an empty document stays one */
+            k = 1;
+        }
         if (st != CLARA_OK) {
             char msg[sizeof t->error];
-            snprintf(msg, sizeof msg, "document %zu: %s", i, clara_last_error());
+            if (named)
+                snprintf(msg, sizeof msg, "%s", clara_last_error());
+            else
+                snprintf(msg, sizeof msg, "document %zu: %s", i, clara_last_error());
             task_fail(t, st == CLARA_ERR_NOMEM ? 413 : 422,
                       st == CLARA_ERR_NOMEM ? "too_large" : "invalid_input", msg);
             break;
@@ -407,8 +421,6 @@ static void prepare_docs(srv_task *t) {
     if (!t->docs || t->in_vectors || !task_live(t)) return;
     if (t->split) {
         split_docs(t);
-        if (t->status == 0 && t->n_docs == 0)
-            task_fail(t, 422, "invalid_input", "the text is empty (or only whitespace)");
     } else {
         find_cut(t);
     }
@@ -426,8 +438,10 @@ static void query_phase(srv_task **b, int n) {
         clara_status s = t->query_vectors ? clara_compress_queries(S.ctx, &q, 1, t->query_vectors)
                                           : CLARA_ERR_NOMEM;
         t->compress_ms = (srv_mono() - t0) * 1e3;
-        if (s != CLARA_OK) task_fail_engine(t, s);
-        else t->status = 200;
+        if (s != CLARA_OK)
+            task_fail_engine(t, s);
+        else
+            t->status = 200;
     }
 }
 

@@ -114,15 +114,15 @@ typedef struct srv_task {
      * replace docs: docs[i] is chunk i of document chunk_of[i]); otherwise documents longer than
      * that are cut and listed in cut[] */
     bool split;
-    size_t n_texts;        /* documents as given (before splitting) */
-    clara_text *texts;     /* split: the documents as given (docs then holds the chunks) */
-    clara_chunk *chunks;   /* split: [n_docs] spans into texts[chunk_of[i]] */
-    uint32_t *chunk_of;    /* split: [n_docs] */
-    uint32_t *cut;         /* not split: indices of documents that were cut */
+    size_t n_texts;      /* documents as given (before splitting) */
+    clara_text *texts;   /* split: the documents as given (docs then holds the chunks) */
+    clara_chunk *chunks; /* split: [n_docs] spans into texts[chunk_of[i]] */
+    uint32_t *chunk_of;  /* split: [n_docs] */
+    uint32_t *cut;       /* not split: indices of documents that were cut */
     size_t n_cut;
     char fingerprint[CLARA_FINGERPRINT_LEN + 1];        /* of the model that ran the task */
     char expect_fingerprint[CLARA_FINGERPRINT_LEN + 1]; /* given vectors belong to this model */
-    float *query_vectors; /* SRV_EP_QUERY_VEC: [n_mem][n_embd] */
+    float *query_vectors;                               /* SRV_EP_QUERY_VEC: [n_mem][n_embd] */
 
     /* results, written by the scheduler before `done` */
     int status; /* HTTP status; 200 on success */
@@ -176,10 +176,10 @@ typedef struct {
     bool can_retrieve;
     uint32_t doc_max_length, generation_top_k;
     char fingerprint[CLARA_FINGERPRINT_LEN + 1]; /* at startup (srv_state has the current one) */
-    char type[32];                  /* weight type of the file, e.g. "f32" */
-    char name[128];                 /* general.name or the file name */
-    uint64_t file_bytes;            /* the model file; in two-file mode the add-on */
-    uint64_t base_file_bytes;       /* two-file mode: the base model file; else 0 */
+    char type[32];                               /* weight type of the file, e.g. "f32" */
+    char name[128];                              /* general.name or the file name */
+    uint64_t file_bytes;                         /* the model file; in two-file mode the add-on */
+    uint64_t base_file_bytes;                    /* two-file mode: the base model file; else 0 */
     clara_file_id file_id, base_id; /* the files as validated (base_id zero in one-file mode) */
 } srv_model_info;
 
@@ -189,8 +189,8 @@ typedef struct {
     char load_error[512];
     double load_time_s;
     char fingerprint[CLARA_FINGERPRINT_LEN + 1]; /* of the model (last loaded, else probed) */
-    double last_activity; /* wall clock, 0 = never */
-    double unload_at;     /* wall clock; < 0 = never / not loaded */
+    double last_activity;                        /* wall clock, 0 = never */
+    double unload_at;                            /* wall clock; < 0 = never / not loaded */
     uint64_t requests_served, errors, loads, unloads;
     double latency_sum_ms;
 } srv_state;
@@ -245,7 +245,7 @@ struct store;
 
 struct srv_server {
     srv_config cfg;
-    struct store *store;   /* NULL until opened (a PostgreSQL server may come up later) */
+    struct store *store;      /* NULL until opened (a PostgreSQL server may come up later) */
     pthread_mutex_t store_mu; /* opening the store */
     srv_model_info info;
     srv_queue queue;
@@ -255,7 +255,8 @@ struct srv_server {
     atomic_bool draining;
 };
 
-/* ---- the memory store's endpoints (memory.c, memory_query.c) ---------------------------------- */
+/* ---- the memory store's endpoints (memory.c, memory_query.c) ----------------------------------
+ */
 
 /* Opens the configured store at startup. 0 = open (or none configured, or a PostgreSQL server
  * not reachable yet: retried by requests), -1 = a configuration error to stop on (printed). */

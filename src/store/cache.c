@@ -61,10 +61,14 @@ void store_index_free(store_index *ix) {
 }
 
 static void lru_unlink(store_cache *c, entry *e) {
-    if (e->prev) e->prev->next = e->next;
-    else c->head = e->next;
-    if (e->next) e->next->prev = e->prev;
-    else c->tail = e->prev;
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        c->head = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    else
+        c->tail = e->prev;
     e->prev = e->next = NULL;
 }
 
@@ -153,8 +157,8 @@ bool store_cache_get_vectors(store_cache *c, int64_t chunk_id, int64_t model_id,
     return hit;
 }
 
-void store_cache_put_vectors(store_cache *c, int64_t chunk_id, int64_t model_id,
-                             const float *v, size_t n_floats) {
+void store_cache_put_vectors(store_cache *c, int64_t chunk_id, int64_t model_id, const float *v,
+                             size_t n_floats) {
     size_t bytes = n_floats * sizeof(float) + sizeof(entry);
     entry *e = calloc(1, sizeof *e);
     float *copy = malloc(n_floats * sizeof(float));
@@ -164,8 +168,12 @@ void store_cache_put_vectors(store_cache *c, int64_t chunk_id, int64_t model_id,
         return; /* a cache that cannot grow just misses */
     }
     memcpy(copy, v, n_floats * sizeof(float));
-    *e = (entry){.kind = KIND_VECTORS, .a = chunk_id, .b = model_id, .bytes = bytes,
-                 .vectors = copy, .n_floats = n_floats};
+    *e = (entry){.kind = KIND_VECTORS,
+                 .a = chunk_id,
+                 .b = model_id,
+                 .bytes = bytes,
+                 .vectors = copy,
+                 .n_floats = n_floats};
     pthread_mutex_lock(&c->mu);
     if (make_room(c, bytes)) {
         insert(c, e);
@@ -200,8 +208,8 @@ store_index *store_cache_put_index(store_cache *c, store_index *ix) {
     ix->refs = 1; /* the caller's */
     entry *e = calloc(1, sizeof *e);
     if (!e) return ix;
-    *e = (entry){.kind = KIND_INDEX, .a = ix->coll_id, .b = 0, .bytes = ix->bytes + sizeof *e,
-                 .ix = ix};
+    *e = (entry){
+        .kind = KIND_INDEX, .a = ix->coll_id, .b = 0, .bytes = ix->bytes + sizeof *e, .ix = ix};
     pthread_mutex_lock(&c->mu);
     /* an older index of the collection goes first, whether or not the new one fits */
     entry *old = *find_slot(c, KIND_INDEX, ix->coll_id, 0);

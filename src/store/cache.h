@@ -36,8 +36,8 @@ void store_cache_free(store_cache *c);
 /* Vectors of a chunk as stored (f16 or f32 bytes); copies into out (n_floats f32) if present. */
 bool store_cache_get_vectors(store_cache *c, int64_t chunk_id, int64_t model_id, float *out,
                              size_t n_floats);
-void store_cache_put_vectors(store_cache *c, int64_t chunk_id, int64_t model_id,
-                             const float *v, size_t n_floats);
+void store_cache_put_vectors(store_cache *c, int64_t chunk_id, int64_t model_id, const float *v,
+                             size_t n_floats);
 
 /* The cached index of a collection at `version` with sketches of model_id (0 = any), or NULL.
  * A returned index is referenced: give it back with store_index_release. */

@@ -8,10 +8,10 @@
 
 #include "store/store_internal.h"
 
-store_code store_catch_up(store *s, const char *collection, const store_model *m,
-                          store_dtype dtype, size_t batch, store_compress_fn compress, void *arg,
-                          void (*progress)(void *arg, int64_t done, int64_t total),
-                          int64_t *done, store_err *err) {
+store_code store_catch_up(store *s, const char *collection, const store_model *m, store_dtype dtype,
+                          size_t batch, store_compress_fn compress, void *arg,
+                          void (*progress)(void *arg, int64_t done, int64_t total), int64_t *done,
+                          store_err *err) {
     size_t per = (size_t)m->n_mem * m->n_embd;
     int64_t total = -1;
     *done = 0;

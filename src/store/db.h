@@ -44,11 +44,21 @@ typedef struct {
     size_t n;
 } db_val;
 
-static inline db_val db_int(int64_t i) { return (db_val){DB_INT, i, 0, 0, 0}; }
-static inline db_val db_real(double r) { return (db_val){DB_REAL, 0, r, 0, 0}; }
-static inline db_val db_text(const char *s, size_t n) { return (db_val){DB_TEXT, 0, 0, s, n}; }
-static inline db_val db_blob(const void *p, size_t n) { return (db_val){DB_BLOB, 0, 0, p, n}; }
-static inline db_val db_null(void) { return (db_val){DB_NULL, 0, 0, 0, 0}; }
+static inline db_val db_int(int64_t i) {
+    return (db_val){DB_INT, i, 0, 0, 0};
+}
+static inline db_val db_real(double r) {
+    return (db_val){DB_REAL, 0, r, 0, 0};
+}
+static inline db_val db_text(const char *s, size_t n) {
+    return (db_val){DB_TEXT, 0, 0, s, n};
+}
+static inline db_val db_blob(const void *p, size_t n) {
+    return (db_val){DB_BLOB, 0, 0, p, n};
+}
+static inline db_val db_null(void) {
+    return (db_val){DB_NULL, 0, 0, 0, 0};
+}
 
 typedef struct db db;         /* one connection (backend-defined) */
 typedef struct db_row db_row; /* the current row of a result (backend-defined) */

@@ -135,12 +135,13 @@ store_code store_export(store *s, const char *collection, int (*fn)(void *arg, c
     pthread_mutex_lock(&s->mu);
     /* one read transaction: the export is a consistent snapshot */
     store_code rc = s->d->ops->begin(s->d, false, err);
-    if (rc == STORE_OK && collection) rc = store_coll_find(s, collection, false, &coll_id, NULL, err);
+    if (rc == STORE_OK && collection)
+        rc = store_coll_find(s, collection, false, &coll_id, NULL, err);
     db_val a[] = {db_int(coll_id), db_int(coll_id)};
     if (rc == STORE_OK)
-        rc = s->d->ops->query(s->d,
-                              "SELECT id FROM memories WHERE ? = 0 OR collection_id = ? ORDER BY id",
-                              a, 2, read_id, &ir, NULL, err);
+        rc = s->d->ops->query(
+            s->d, "SELECT id FROM memories WHERE ? = 0 OR collection_id = ? ORDER BY id", a, 2,
+            read_id, &ir, NULL, err);
     for (size_t i = 0; rc == STORE_OK && i < ir.n; i++) {
         export_state e = {s, cJSON_CreateObject(), NULL, ir.ids[i], false};
         db_val b[] = {db_int(ir.ids[i])};
@@ -199,14 +200,16 @@ static store_code import_vectors(const cJSON *vm, size_t n, store_model *m, stor
     size_t i = 0;
     for (const cJSON *d = data->child; d; d = d->next, i++) {
         size_t len = 0;
-        unsigned char *raw =
-            cJSON_IsString(d) ? clara_base64_decode(d->valuestring, strlen(d->valuestring), &len)
-                              : NULL;
+        unsigned char *raw = cJSON_IsString(d)
+                                 ? clara_base64_decode(d->valuestring, strlen(d->valuestring), &len)
+                                 : NULL;
         bool ok = raw && store_decode_vectors(raw, len, *dtype, *out + i * per, per);
         free(raw);
         if (!ok)
-            return store_fail(err, STORE_INVALID, "chunk %zu's vectors are not base64 of %zu %s "
-                              "values", i, per, dt);
+            return store_fail(err, STORE_INVALID,
+                              "chunk %zu's vectors are not base64 of %zu %s "
+                              "values",
+                              i, per, dt);
     }
     return STORE_OK;
 }
@@ -229,8 +232,10 @@ static store_code chunk_ids_of(store *s, const char *coll, const char *id, size_
                                      a, 2, read_chunk_id, &ir, NULL, err);
     pthread_mutex_unlock(&s->mu);
     if (rc == STORE_OK && ir.n != n) rc = store_fail(err, STORE_IO, "the memory changed meanwhile");
-    if (rc != STORE_OK) free(ir.ids);
-    else *out = ir.ids;
+    if (rc != STORE_OK)
+        free(ir.ids);
+    else
+        *out = ir.ids;
     return rc;
 }
 
@@ -251,8 +256,7 @@ static store_code import_chunks(const cJSON *arr, size_t text_len, clara_chunk *
             ln->valuedouble > (double)(text_len - at) || nt->valuedouble < 0 ||
             nt->valuedouble > 1e6)
             return store_fail(err, STORE_INVALID,
-                              "chunk %zu: start, len and n_tokens must cover the text in order",
-                              i);
+                              "chunk %zu: start, len and n_tokens must cover the text in order", i);
         (*out)[i] = (clara_chunk){at, (size_t)ln->valuedouble, (uint32_t)nt->valuedouble};
         at += (*out)[i].len;
     }
@@ -282,14 +286,23 @@ store_code store_import_line(store *s, const char *line, size_t len, bool skip_e
     store_code rc = coll && text && id ? STORE_OK
                                        : store_fail(err, STORE_INVALID,
                                                     "a line needs 'collection', 'id' and 'text'");
-    if (rc == STORE_OK) rc = import_chunks(cJSON_GetObjectItemCaseSensitive(j, "chunks"), strlen(text), &chunks, &n, err);
-    if (rc == STORE_OK && meta && cJSON_IsObject(meta) && !(meta_text = cJSON_PrintUnformatted(meta)))
+    if (rc == STORE_OK)
+        rc = import_chunks(cJSON_GetObjectItemCaseSensitive(j, "chunks"), strlen(text), &chunks, &n,
+                           err);
+    if (rc == STORE_OK && meta && cJSON_IsObject(meta) &&
+        !(meta_text = cJSON_PrintUnformatted(meta)))
         rc = store_fail(err, STORE_NOMEM, "out of memory");
     if (rc == STORE_OK && vecs && cJSON_GetArraySize(vecs) > 0)
         rc = import_vectors(cJSON_GetArrayItem(vecs, 0), n, &m, &dtype, &v, err);
     const cJSON *cr = cJSON_GetObjectItemCaseSensitive(j, "created_ms");
     const cJSON *up = cJSON_GetObjectItemCaseSensitive(j, "updated_ms");
-    store_memory_in in = {id, text, strlen(text), meta_text, chunks, n, v,
+    store_memory_in in = {id,
+                          text,
+                          strlen(text),
+                          meta_text,
+                          chunks,
+                          n,
+                          v,
                           cJSON_IsNumber(cr) ? (int64_t)cr->valuedouble : 0,
                           cJSON_IsNumber(up) ? (int64_t)up->valuedouble : 0};
     if (rc == STORE_OK) rc = store_add(s, coll, true, v ? &m : NULL, dtype, &in, 1, NULL, err);

@@ -25,8 +25,8 @@ static char *dup_col(const db_ops *o, db_row *r, int col, size_t *len) {
     return c;
 }
 
-#define MEMORY_COLUMNS                                                                        \
-    "m.ext_id, m.text, m.metadata, m.created_ms, m.updated_ms, m.n_chunks, "                  \
+#define MEMORY_COLUMNS                                                                             \
+    "m.ext_id, m.text, m.metadata, m.created_ms, m.updated_ms, m.n_chunks, "                       \
     "(SELECT COALESCE(SUM(c.n_tokens), 0) FROM chunks c WHERE c.memory_id = m.id), m.id"
 
 typedef struct {
@@ -222,8 +222,8 @@ store_code store_pending_chunks(store *s, const char *collection, const store_mo
     pending_rows pr = {s, NULL, 0, 0, false};
     pthread_mutex_lock(&s->mu);
     int64_t coll_id = 0, model_id = 0;
-    store_code rc = collection ? store_coll_find(s, collection, false, &coll_id, NULL, err)
-                               : STORE_OK;
+    store_code rc =
+        collection ? store_coll_find(s, collection, false, &coll_id, NULL, err) : STORE_OK;
     if (rc == STORE_OK) rc = store_model_find(s, m, NULL, &model_id, NULL, err);
     const char *where = " FROM chunks c JOIN memories m ON m.id = c.memory_id WHERE (? = 0 OR "
                         "m.collection_id = ?) AND NOT EXISTS (SELECT 1 FROM vectors v WHERE "

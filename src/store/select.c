@@ -56,8 +56,10 @@ static int read_chunk(void *arg, db_row *r) {
     ix->mem_rowids[i] = o->col_int(r, 1);
     const void *sk = o->col_null(r, 2) ? NULL : o->col_blob(r, 2, &len);
     ix->has_vectors[i] = sk && len == STORE_SKETCH_DIM * sizeof(float);
-    if (ix->has_vectors[i]) memcpy(ix->sketches + i * STORE_SKETCH_DIM, sk, len);
-    else memset(ix->sketches + i * STORE_SKETCH_DIM, 0, STORE_SKETCH_DIM * sizeof(float));
+    if (ix->has_vectors[i])
+        memcpy(ix->sketches + i * STORE_SKETCH_DIM, sk, len);
+    else
+        memset(ix->sketches + i * STORE_SKETCH_DIM, 0, STORE_SKETCH_DIM * sizeof(float));
     return 0;
 }
 
@@ -120,8 +122,10 @@ static const cJSON *meta_of(const store_index *ix, int64_t rowid) {
     size_t lo = 0, hi = ix->n_mems;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        if (ix->meta_rowids[mid] < rowid) lo = mid + 1;
-        else hi = mid;
+        if (ix->meta_rowids[mid] < rowid)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return lo < ix->n_mems && ix->meta_rowids[lo] == rowid ? ix->metas[lo] : NULL;
 }
@@ -170,8 +174,8 @@ static store_code chunk_vectors(store *s, int64_t chunk_id, int64_t model_id, si
     db_val a[] = {db_int(chunk_id), db_int(model_id)};
     pthread_mutex_lock(&s->mu);
     store_code rc = s->d->ops->query(
-        s->d, "SELECT dtype, data FROM vectors WHERE chunk_id = ? AND model_id = ?", a, 2,
-        read_vec, &v, NULL, err);
+        s->d, "SELECT dtype, data FROM vectors WHERE chunk_id = ? AND model_id = ?", a, 2, read_vec,
+        &v, NULL, err);
     pthread_mutex_unlock(&s->mu);
     if (rc != STORE_OK) return rc;
     if (!v.ok)
@@ -219,7 +223,7 @@ static store_code rank_cosine(store *s, const store_query *q, const store_index 
         if (rc == STORE_OK) sc[i] = store_cosine(q->query_vectors, v, per);
     }
     if (rc == STORE_OK && nc > 0 && !out->exact) { /* exact ties: lower position first */
-        for (size_t i = 1; i < nc; i++) /* candidates back into index order */
+        for (size_t i = 1; i < nc; i++)            /* candidates back into index order */
             for (size_t j = i; j > 0 && cand[j - 1] > cand[j]; j--) {
                 size_t t = cand[j];
                 cand[j] = cand[j - 1];
@@ -289,8 +293,10 @@ static size_t position_of(const store_index *ix, int64_t chunk_id) {
     size_t lo = 0, hi = ix->n;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        if (ix->chunk_ids[mid] < chunk_id) lo = mid + 1;
-        else hi = mid;
+        if (ix->chunk_ids[mid] < chunk_id)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return lo < ix->n && ix->chunk_ids[lo] == chunk_id ? lo : SIZE_MAX;
 }
@@ -304,8 +310,8 @@ static store_code rank_fulltext(store *s, const store_query *q, const store_inde
     fts_rows f = {s->d->ops, NULL, NULL, 0, 4 * k + 64};
     f.ids = malloc(f.cap * sizeof *f.ids);
     f.scores = malloc(f.cap * sizeof *f.scores);
-    store_code rc = words && f.ids && f.scores ? STORE_OK
-                                              : store_fail(err, STORE_NOMEM, "out of memory");
+    store_code rc =
+        words && f.ids && f.scores ? STORE_OK : store_fail(err, STORE_NOMEM, "out of memory");
     if (rc == STORE_OK && *words) {
         bool lite = s->d->dialect == DB_DIALECT_SQLITE;
         db_val lw = db_text(words, strlen(words)), lc = db_int(ix->coll_id),

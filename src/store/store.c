@@ -35,9 +35,9 @@ store_code store_open(const store_options *o, store **out, store_err *err) {
     store_code rc = store_url_is_postgres(o->url) ? db_pg_open(o->url, &dopt, &s->d, err)
                                                   : db_sqlite_open(o->url, &dopt, &s->d, err);
     if (rc == STORE_OK) rc = store_schema_migrate(s->d, err);
-    s->cache = rc == STORE_OK ? store_cache_new(o->cache_bytes ? o->cache_bytes
-                                                               : STORE_DEFAULT_CACHE)
-                              : NULL;
+    s->cache = rc == STORE_OK
+                   ? store_cache_new(o->cache_bytes ? o->cache_bytes : STORE_DEFAULT_CACHE)
+                   : NULL;
     if (rc == STORE_OK && !s->cache) rc = store_fail(err, STORE_NOMEM, "out of memory");
     if (rc != STORE_OK) {
         if (s->d) s->d->ops->close(s->d);
@@ -57,8 +57,12 @@ void store_close(store *s) {
     free(s);
 }
 
-const char *store_backend_name(const store *s) { return s->d->ops->name; }
-const char *store_where(const store *s) { return s->d->where; }
+const char *store_backend_name(const store *s) {
+    return s->d->ops->name;
+}
+const char *store_where(const store *s) {
+    return s->d->where;
+}
 
 void store_cache_stats_get(store *s, store_cache_stats *o) {
     store_cache_stats_read(s->cache, &o->bytes, &o->limit, &o->hits, &o->misses, &o->entries);
@@ -118,8 +122,8 @@ store_code store_coll_find(store *s, const char *name, bool create, int64_t *id,
                         "ON CONFLICT (name) DO NOTHING",
                         a, 2, NULL, err);
         if (rc == STORE_OK)
-            rc = store_q_int(s, "SELECT id, version FROM collections WHERE name = ?", a, 1, &q,
-                             err);
+            rc =
+                store_q_int(s, "SELECT id, version FROM collections WHERE name = ?", a, 1, &q, err);
     }
     if (rc != STORE_OK) return rc;
     if (!q.found) return store_fail(err, STORE_NOT_FOUND, "no collection named '%s'", name);
@@ -160,9 +164,8 @@ store_code store_model_find(store *s, const store_model *m, const float *first, 
     size_t per = (size_t)m->n_mem * m->n_embd;
     model_read r = {s, 0, NULL, per, false};
     db_val a[] = {db_text(m->fingerprint, strlen(m->fingerprint))};
-    store_code rc = s->d->ops->query(s->d,
-                                     "SELECT id, anchor FROM models WHERE fingerprint = ?", a, 1,
-                                     read_model, &r, NULL, err);
+    store_code rc = s->d->ops->query(s->d, "SELECT id, anchor FROM models WHERE fingerprint = ?", a,
+                                     1, read_model, &r, NULL, err);
     if (rc == STORE_OK && !r.found && first) {
         float *u = malloc(per * sizeof(float));
         if (!u) return store_fail(err, STORE_NOMEM, "out of memory");
@@ -181,8 +184,8 @@ store_code store_model_find(store *s, const store_model *m, const float *first, 
                         ins, 6, NULL, err);
         free(u);
         if (rc == STORE_OK)
-            rc = s->d->ops->query(s->d, "SELECT id, anchor FROM models WHERE fingerprint = ?", a,
-                                  1, read_model, &r, NULL, err);
+            rc = s->d->ops->query(s->d, "SELECT id, anchor FROM models WHERE fingerprint = ?", a, 1,
+                                  read_model, &r, NULL, err);
     }
     if (rc == STORE_OK && r.found && !r.anchor)
         rc = store_fail(err, STORE_CORRUPT, "model %.12s… in %s has no valid anchor",
@@ -194,8 +197,10 @@ store_code store_model_find(store *s, const store_model *m, const float *first, 
         return rc;
     }
     *id = r.id;
-    if (anchor) *anchor = r.anchor;
-    else free(r.anchor);
+    if (anchor)
+        *anchor = r.anchor;
+    else
+        free(r.anchor);
     return STORE_OK;
 }
 
@@ -275,8 +280,7 @@ static store_code check_metadata(const char *meta, store_err *err) {
     cJSON *j = cJSON_ParseWithLength(meta, len);
     bool ok = j && cJSON_IsObject(j);
     cJSON_Delete(j);
-    return ok ? STORE_OK
-              : store_fail(err, STORE_INVALID, "metadata must be a JSON object");
+    return ok ? STORE_OK : store_fail(err, STORE_INVALID, "metadata must be a JSON object");
 }
 
 store_code store_check_memory(const store_memory_in *m, store_err *err) {
@@ -288,8 +292,8 @@ store_code store_check_memory(const store_memory_in *m, store_err *err) {
         return store_fail(err, STORE_INVALID, "the memory's text is empty (or only whitespace)");
     if (m->n_chunks > STORE_MAX_CHUNKS)
         return store_fail(err, STORE_TOO_LARGE,
-                          "the memory's text makes %zu chunks; at most %d are allowed",
-                          m->n_chunks, STORE_MAX_CHUNKS);
+                          "the memory's text makes %zu chunks; at most %d are allowed", m->n_chunks,
+                          STORE_MAX_CHUNKS);
     for (size_t i = 0; i < m->n_chunks; i++)
         if (m->chunks[i].start > m->text_len || m->chunks[i].len > m->text_len - m->chunks[i].start)
             return store_fail(err, STORE_INVALID, "chunk %zu lies outside the text", i);
@@ -322,9 +326,9 @@ static store_code insert_memory(store *s, int64_t coll_id, int64_t model_id, con
     int64_t mem_id = q.i;
     for (size_t c = 0; rc == STORE_OK && c < m->n_chunks; c++) {
         const clara_chunk *ch = &m->chunks[c];
-        db_val b[] = {db_int(mem_id), db_int((int64_t)c), db_int((int64_t)ch->start),
-                      db_int((int64_t)ch->len), db_int(ch->n_tokens),
-                      db_text(m->text + ch->start, ch->len)};
+        db_val b[] = {
+            db_int(mem_id),           db_int((int64_t)c),   db_int((int64_t)ch->start),
+            db_int((int64_t)ch->len), db_int(ch->n_tokens), db_text(m->text + ch->start, ch->len)};
         rc = store_q_int(s,
                          "INSERT INTO chunks (memory_id, seq, byte_start, byte_len, n_tokens, "
                          "text) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
@@ -342,9 +346,9 @@ store_code store_txn_end(store *s, store_code rc, store_err *err) {
     return rc;
 }
 
-store_code store_add(store *s, const char *collection, bool create_collection,
-                     const store_model *m, store_dtype dtype, const store_memory_in *mems,
-                     size_t n, char (*ids_out)[STORE_NAME_MAX + 1], store_err *err) {
+store_code store_add(store *s, const char *collection, bool create_collection, const store_model *m,
+                     store_dtype dtype, const store_memory_in *mems, size_t n,
+                     char (*ids_out)[STORE_NAME_MAX + 1], store_err *err) {
     for (size_t i = 0; i < n; i++) {
         store_code rc = store_check_memory(&mems[i], err);
         if (rc != STORE_OK) return rc;
@@ -365,8 +369,7 @@ store_code store_add(store *s, const char *collection, bool create_collection,
     for (size_t i = 0; rc == STORE_OK && i < n; i++) {
         char gen[33];
         const char *id = mems[i].id && *mems[i].id ? mems[i].id : (new_id(gen), gen);
-        rc = insert_memory(s, coll_id, model_id, anchor, per, dtype, &mems[i], id, collection,
-                           err);
+        rc = insert_memory(s, coll_id, model_id, anchor, per, dtype, &mems[i], id, collection, err);
         if (rc == STORE_OK && ids_out) snprintf(ids_out[i], STORE_NAME_MAX + 1, "%s", id);
     }
     if (rc == STORE_OK) rc = store_coll_bump(s, coll_id, err);
@@ -396,13 +399,13 @@ static store_code delete_chunks(store *s, int64_t mem_id, store_err *err) {
     store_code rc = store_exec(
         s, "DELETE FROM vectors WHERE chunk_id IN (SELECT id FROM chunks WHERE memory_id = ?)", a,
         1, NULL, err);
-    if (rc == STORE_OK) rc = store_exec(s, "DELETE FROM chunks WHERE memory_id = ?", a, 1, NULL, err);
+    if (rc == STORE_OK)
+        rc = store_exec(s, "DELETE FROM chunks WHERE memory_id = ?", a, 1, NULL, err);
     return rc;
 }
 
-store_code store_replace(store *s, const char *collection, const store_model *m,
-                         store_dtype dtype, const store_memory_in *mem, bool keep_metadata,
-                         store_err *err) {
+store_code store_replace(store *s, const char *collection, const store_model *m, store_dtype dtype,
+                         const store_memory_in *mem, bool keep_metadata, store_err *err) {
     store_code rc = store_check_memory(mem, err);
     if (rc != STORE_OK) return rc;
     if (!mem->id || !*mem->id) return store_fail(err, STORE_INVALID, "which memory? (no id)");
@@ -435,8 +438,11 @@ store_code store_replace(store *s, const char *collection, const store_model *m,
     }
     for (size_t c = 0; rc == STORE_OK && c < mem->n_chunks; c++) {
         const clara_chunk *ch = &mem->chunks[c];
-        db_val b[] = {db_int(mem_id), db_int((int64_t)c), db_int((int64_t)ch->start),
-                      db_int((int64_t)ch->len), db_int(ch->n_tokens),
+        db_val b[] = {db_int(mem_id),
+                      db_int((int64_t)c),
+                      db_int((int64_t)ch->start),
+                      db_int((int64_t)ch->len),
+                      db_int(ch->n_tokens),
                       db_text(mem->text + ch->start, ch->len)};
         store_q1 q;
         rc = store_q_int(s,
@@ -463,7 +469,8 @@ store_code store_delete_memory(store *s, const char *collection, const char *id,
         if (rc == STORE_OK) rc = store_mem_find(s, coll_id, collection, id, &mem_id, err);
         if (rc == STORE_OK) rc = delete_chunks(s, mem_id, err);
         db_val a[] = {db_int(mem_id)};
-        if (rc == STORE_OK) rc = store_exec(s, "DELETE FROM memories WHERE id = ?", a, 1, NULL, err);
+        if (rc == STORE_OK)
+            rc = store_exec(s, "DELETE FROM memories WHERE id = ?", a, 1, NULL, err);
         if (rc == STORE_OK) rc = store_coll_bump(s, coll_id, err);
         rc = store_txn_end(s, rc, err);
     }
@@ -491,7 +498,8 @@ store_code store_delete_collection(store *s, const char *collection, int64_t *n_
                             a, 1, NULL, err);
         if (rc == STORE_OK)
             rc = store_exec(s, "DELETE FROM memories WHERE collection_id = ?", a, 1, &n, err);
-        if (rc == STORE_OK) rc = store_exec(s, "DELETE FROM collections WHERE id = ?", a, 1, NULL, err);
+        if (rc == STORE_OK)
+            rc = store_exec(s, "DELETE FROM collections WHERE id = ?", a, 1, NULL, err);
         rc = store_txn_end(s, rc, err);
     }
     pthread_mutex_unlock(&s->mu);

@@ -16,12 +16,12 @@
 #include "clara.h"
 #include "store/db.h"
 
-#define STORE_NAME_MAX       128      /* bytes of a collection name or memory id */
-#define STORE_MAX_CHUNKS     4096     /* chunks of one memory (~1M tokens) */
-#define STORE_METADATA_MAX   (64 << 10)
-#define STORE_LIST_MAX       1000     /* memories per page */
-#define STORE_SKETCH_DIM     256      /* floats of a chunk's ranking sketch */
-#define STORE_DEFAULT_CACHE  (512u << 20)
+#define STORE_NAME_MAX      128  /* bytes of a collection name or memory id */
+#define STORE_MAX_CHUNKS    4096 /* chunks of one memory (~1M tokens) */
+#define STORE_METADATA_MAX  (64 << 10)
+#define STORE_LIST_MAX      1000 /* memories per page */
+#define STORE_SKETCH_DIM    256  /* floats of a chunk's ranking sketch */
+#define STORE_DEFAULT_CACHE (512u << 20)
 
 typedef struct store store;
 
@@ -68,15 +68,14 @@ typedef enum { STORE_F16 = 1, STORE_F32 = 0 } store_dtype; /* GGUF type ids */
 /* Adds memories to a collection (created if missing when create_collection), all or none.
  * ids_out[i] (optional, STORE_NAME_MAX + 1 bytes each) receives each memory's id. A duplicate
  * id is STORE_CONFLICT naming it. */
-store_code store_add(store *s, const char *collection, bool create_collection,
-                     const store_model *m, store_dtype dtype, const store_memory_in *mems,
-                     size_t n, char (*ids_out)[STORE_NAME_MAX + 1], store_err *err);
+store_code store_add(store *s, const char *collection, bool create_collection, const store_model *m,
+                     store_dtype dtype, const store_memory_in *mems, size_t n,
+                     char (*ids_out)[STORE_NAME_MAX + 1], store_err *err);
 
 /* Replaces a memory's text (and metadata when given; keep_metadata keeps the old) and chunks;
  * vectors of other models for the old text are dropped. */
-store_code store_replace(store *s, const char *collection, const store_model *m,
-                         store_dtype dtype, const store_memory_in *mem, bool keep_metadata,
-                         store_err *err);
+store_code store_replace(store *s, const char *collection, const store_model *m, store_dtype dtype,
+                         const store_memory_in *mem, bool keep_metadata, store_err *err);
 
 store_code store_delete_memory(store *s, const char *collection, const char *id, store_err *err);
 store_code store_delete_collection(store *s, const char *collection, int64_t *n_deleted,
@@ -132,10 +131,10 @@ store_code store_put_vectors(store *s, const store_model *m, store_dtype dtype,
  * progress (optional) is called after each batch with (done, total). */
 typedef store_code (*store_compress_fn)(void *arg, const clara_text *texts, size_t n,
                                         float *vectors, store_err *err);
-store_code store_catch_up(store *s, const char *collection, const store_model *m,
-                          store_dtype dtype, size_t batch, store_compress_fn compress, void *arg,
-                          void (*progress)(void *arg, int64_t done, int64_t total),
-                          int64_t *done, store_err *err);
+store_code store_catch_up(store *s, const char *collection, const store_model *m, store_dtype dtype,
+                          size_t batch, store_compress_fn compress, void *arg,
+                          void (*progress)(void *arg, int64_t done, int64_t total), int64_t *done,
+                          store_err *err);
 
 /* The default store: $XDG_DATA_HOME/clara-server/memories.db, else
  * ~/.local/share/clara-server/memories.db (memories are data, not a cache). malloc'd; NULL when
@@ -163,9 +162,9 @@ typedef struct {
 } store_query;
 
 typedef struct {
-    size_t n;            /* selected chunks, best first (or in added order for "all") */
-    float *vectors;      /* [n][n_mem][n_embd] f32 */
-    float *scores;       /* cosine; full-text: the database's relevance (higher is better) */
+    size_t n;       /* selected chunks, best first (or in added order for "all") */
+    float *vectors; /* [n][n_mem][n_embd] f32 */
+    float *scores;  /* cosine; full-text: the database's relevance (higher is better) */
     int64_t *chunk_ids;
     char **memory_ids;   /* the memory each chunk belongs to */
     char **texts;        /* each chunk's text */

@@ -63,9 +63,20 @@ SEQ = {}  # case index -> /compress answer
 
 
 def test_compress_equals_cli():
+    """/compress reads long memories in chunks (as `clara ask --chunk`); --compress-cut 1 cuts
+    them as the reference does (as `clara ask`, which says which documents it cut)."""
+    cut = Server("--compress-cut", "1")
+    for i, c in enumerate(CASES):
+        st, j, _, _ = cut.post("/compress", body(c))
+        want = cli("ask", c[0], c[1], c[2])
+        check(st == 200 and j["answer"] == want["answer"] and
+              j["cut_documents"] == want["cut_documents"],
+              "case %d: --compress-cut 1 answers as clara ask (cut %s)" % (i, j.get("cut_documents")))
+        check(j.get("compressed_tokens") == 16 * len(c[0]), "case %d: cut: compressed_tokens" % i)
+    check(cut.stop() == 0, "the --compress-cut server stops")
     for i, c in enumerate(CASES):
         st, j, _, _ = S.post("/compress", body(c))
-        want = cli("ask", c[0], c[1], c[2])
+        want = cli("ask", c[0], c[1], c[2], extra=["--chunk"])
         if not check(st == 200 and j and j["success"] is True, "case %d: status %s %s" % (i, st, j)):
             continue
         SEQ[i] = j["answer"]
@@ -75,8 +86,11 @@ def test_compress_equals_cli():
         orig = sum(n_tokens(m) for m in c[0])
         check(j["original_tokens"] == orig, "case %d: original_tokens %s vs %d" % (
             i, j["original_tokens"], orig))
-        check(j["compressed_tokens"] == 16 * len(c[0]), "case %d: compressed_tokens" % i)
-        check(abs(j["compression_ratio"] - orig / (16.0 * len(c[0]))) <= 0.0051,
+        n_chunks = len(want["chunk_of"])
+        check(j["chunks_read"] == n_chunks and j["chunk_of"] == want["chunk_of"],
+              "case %d: read in %d chunks, as clara ask --chunk" % (i, n_chunks))
+        check(j["compressed_tokens"] == 16 * n_chunks, "case %d: compressed_tokens" % i)
+        check(abs(j["compression_ratio"] - orig / (16.0 * n_chunks)) <= 0.0051,
               "case %d: compression_ratio %s" % (i, j["compression_ratio"]))
         check(isinstance(j["latency_ms"], (int, float)) and j["latency_ms"] >= 0, "latency_ms")
         check(set(j["timings"]) >= {"queue_ms", "compress_ms", "generate_ms"}, "timings")
@@ -368,7 +382,7 @@ def long_body(n=512, docs=1):
 
 
 def test_queue_disconnect_shutdown():
-    q = Server("--parallel", "1", "--max-queue", "2")
+    q = Server("--parallel", "1", "--max-queue", "2", "--compress-cut", "1")
     st, j, _, _ = q.post("/compress", long_body())
     gen = j["generated_tokens"]
     check(gen > 100, "long request generates many tokens (%d)" % gen)

@@ -28,12 +28,19 @@ import threading
 import time
 
 from harness import CLARA, check, report, run
-from server_harness import DEMO, SLOW, Server, check_no_sanitizer_reports, cleanup, metric, wait_for
+from server_harness import DEMO, SLOW, check_no_sanitizer_reports, cleanup, metric, wait_for
+from server_harness import Server as ChunkingServer
 
 BIG = "1073741824"  # --max-request-tokens for the heavy requests: no token limit in the way
 N_MEM, N_EMBD = 16, 64  # the demo model
 SPECIAL_MSG = ("document 1 contains the special token '<MEM0>' at byte 4; special-token strings "
                "are not allowed in input text")
+
+
+def Server(*args, **kw):
+    """Long memories cut as the reference does (--compress-cut 1): the heavy requests and the
+    costs below are the reference's; test_token_limit_chunked covers the default."""
+    return ChunkingServer("--compress-cut", "1", *args, **kw)
 
 
 def heavy_docs(n_docs=1024, new=512):
@@ -291,6 +298,26 @@ def test_token_limit():
     s.stop()
 
 
+def test_token_limit_chunked():
+    """/compress reads long memories whole, in chunks: its cost counts every token of them (and
+    3 tokens of each chunk's encoder row)."""
+    docs, query, new = ["A short memory.", "word " * 400], "What is it?", 20
+    n = [n_query_tokens(d) for d in docs]
+    chunks = [-(-k // 256) for k in n]
+    cost = sum(n) + 3 * sum(chunks) + n_query_tokens(query) + new
+    body = {"memories": docs, "query": query, "max_new_tokens": new}
+    s = ChunkingServer("--max-request-tokens", str(cost))
+    st, j, _, _ = s.post("/compress", body)
+    check(st == 200 and j["chunks_read"] == sum(chunks), "a chunked request costing exactly the "
+          "limit (%d) is served in %d chunks (%s %s)" % (cost, sum(chunks), st, j))
+    s.stop()
+    s = ChunkingServer("--max-request-tokens", str(cost - 1))
+    st, j, _, _ = s.post("/compress", body)
+    check(st == 413 and str(cost) in j.get("error", ""), "one token over -> 413 naming the cost "
+          "%d (%s %s)" % (cost, st, j))
+    s.stop()
+
+
 def test_special_token_message():
     """A document with a special-token string: 422 with the document named once."""
     s = Server()
@@ -323,7 +350,8 @@ def test_docs():
 if __name__ == "__main__":
     t0 = time.time()
     try:
-        for fn in [test_special_token_message, test_token_limit, test_docs,
+        for fn in [test_special_token_message, test_token_limit, test_token_limit_chunked,
+                   test_docs,
                    test_timeout_frees_scheduler, test_disconnect_frees_scheduler,
                    test_compress_disconnect_keeps_others, test_sigterm_grace_is_a_bound,
                    test_second_signal_exits_at_once]:

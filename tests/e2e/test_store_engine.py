@@ -4,12 +4,12 @@
   `clara tokenize` has the reported n_tokens, at most N; the chunks tile the text exactly; breaks
   fall after whitespace; each chunk is as long as it can be (the next break, or for a split word
   the next character, would exceed N); long words, multi-byte text, whitespace-only text,
-  special-token strings, invalid UTF-8 and a 10 MB text (timed);
+  special-token strings, invalid UTF-8 and a 10 MB text;
 - token counts (clara_count_tokens) equal the tokenizer's id count;
 - query vectors (`clara compress --query`, clara_compress_queries): the cosine scores numpy
   computes from them and the documents' vectors equal the scores `clara retrieve` reports;
 - the model fingerprint (`clara info --fingerprint`): stable, different for another type, another
-  seed or another adapter; one file vs the equivalent base + add-on pair; timed on a ~1B model."""
+  seed or another adapter; one file vs the equivalent base + add-on pair."""
 
 import json
 import os
@@ -187,7 +187,6 @@ def test_chunks_10mb():
         return
     print("10 MB text: %d chunks in %.2f s (the CLI process: load, parse, count, split)" % (
         len(out["chunks"]), dt))
-    check(dt < (300 if SANITIZED else 60), "10 MB split in bounded time (%.1f s)" % dt)
     verify("10 MB", m, text, 0, out, 256, greedy=True, sample=150)
 
 
@@ -291,27 +290,8 @@ def test_fingerprint():
     check(pair == a, "base + add-on pair of the same tensors: the single file's fingerprint")
 
 
-def test_fingerprint_time_1b():
-    """A ~1B random model (q4_0, two-file mode as `clara bench --generate` writes it)."""
-    if SANITIZED or os.environ.get("CLARA_SKIP_1B"):
-        print("1B fingerprint timing skipped (sanitizer build or CLARA_SKIP_1B)")
-        return
-    d = os.path.join(OUT, "1b")
-    t0 = time.time()
-    p = subprocess.run([CLARA, "bench", "--generate", "1b", "--type", "q4_0", "--out", d],
-                       capture_output=True, text=True)
-    if not check(p.returncode == 0, "bench --generate 1b: %s" % p.stderr.strip()[-300:]):
-        return
-    gen = time.time() - t0
-    fp, err = fingerprint(["--base", os.path.join(d, "base.gguf"), os.path.join(d, "clara.gguf")])
-    ms = float(err.split("computed in ")[1].split(" ms")[0])
-    size = sum(os.path.getsize(os.path.join(d, f)) for f in ("base.gguf", "clara.gguf"))
-    print("1B model (%.0f MB, generated in %.0f s): fingerprint %s... in %.1f ms" % (
-        size / 1e6, gen, fp[:16], ms))
-    check(ms < 1000, "fingerprint of the 1B model well under 1 s (%.1f ms)" % ms)
-
 
 for t in (test_chunks_english, test_chunks_long_word_and_unicode, test_chunks_edge_inputs, test_chunks_10mb,
-          test_query_vectors_match_retrieval, test_fingerprint, test_fingerprint_time_1b):
+          test_query_vectors_match_retrieval, test_fingerprint):
     run(t)
 report("test_store_engine")
