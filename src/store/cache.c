@@ -191,7 +191,7 @@ store_index *store_cache_get_index(store_cache *c, int64_t coll_id, int64_t vers
     pthread_mutex_lock(&c->mu);
     entry *e = *find_slot(c, KIND_INDEX, coll_id, 0);
     store_index *ix = NULL;
-    if (e && e->ix->version == version && (model_id == 0 || e->ix->model_id == model_id)) {
+    if (e && e->ix->version == version && e->ix->model_id == model_id) {
         ix = e->ix;
         ix->refs++;
         lru_unlink(c, e);

@@ -39,7 +39,8 @@ bool store_cache_get_vectors(store_cache *c, int64_t chunk_id, int64_t model_id,
 void store_cache_put_vectors(store_cache *c, int64_t chunk_id, int64_t model_id, const float *v,
                              size_t n_floats);
 
-/* The cached index of a collection at `version` with sketches of model_id (0 = any), or NULL.
+/* The cached index of a collection at `version` with the sketches of model_id (0: a model with
+ * no vectors stored), or NULL.
  * A returned index is referenced: give it back with store_index_release. */
 store_index *store_cache_get_index(store_cache *c, int64_t coll_id, int64_t version,
                                    int64_t model_id);

@@ -97,6 +97,11 @@ class PostgresServer:
         self._psql("postgres", "CREATE DATABASE %s" % dbname)
         self.url = "postgresql://%s@127.0.0.1:%d/%s" % (user, self.port, dbname)
 
+    def new_database(self, name):
+        """Another empty database on this server; returns its URL."""
+        self._psql("postgres", "CREATE DATABASE %s" % name)
+        return "postgresql://%s@127.0.0.1:%d/%s" % (self.user, self.port, name)
+
     def _bin(self, name):
         return os.path.join(self.bindir, name)
 

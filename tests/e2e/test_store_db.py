@@ -35,6 +35,21 @@ def run_bin(args=(), env=None, timeout=300, user=None):
     return r.returncode, r.stdout
 
 
+CORE = os.path.join(BUILD, "tests", "test_store_core")
+
+
+def test_store_core():
+    """The store above the database (selection, cache, replicas, export/import) on SQLite, then
+    on PostgreSQL: two fresh databases (import goes from one to the other)."""
+    env = dict(os.environ, CLARA_TEST_PG=PG.new_database("core_a"),
+               CLARA_TEST_PG2=PG.new_database("core_b"))
+    r = subprocess.run([CORE], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       text=True, timeout=600)
+    p, f = counts(r.stdout)
+    check(r.returncode == 0 and f == 0 and "not set" not in r.stdout,
+          "the store core passes on SQLite and PostgreSQL (%d checks): %s" % (p, r.stdout[-2000:]))
+
+
 def test_sqlite():
     rc, out = run_bin()
     p, f = counts(out)
@@ -137,6 +152,7 @@ def main():
     PG = PostgresServer()
     try:
         run(test_postgres)
+        run(test_store_core)
         run(test_pg_restart)
     finally:
         PG.cleanup()
