@@ -12,6 +12,7 @@
 #include "base/mapguard.h"
 #include "base/threadpool.h"
 #include "server.h"
+#include "store/store.h"
 
 static srv_server g_srv;
 
@@ -54,6 +55,14 @@ static void banner(const srv_server *s, int port) {
     else
         fprintf(stderr, "  keep-alive: %d s (model loads on the first request)\n",
                 s->cfg.keep_alive);
+    if (s->store)
+        fprintf(stderr, "  memories:   %s %s (vectors %s, cache %zu MiB)\n",
+                store_backend_name(s->store), store_where(s->store),
+                s->cfg.vectors_f32 ? "f32" : "f16",
+                (s->cfg.vector_cache ? s->cfg.vector_cache : STORE_DEFAULT_CACHE) >> 20);
+    else
+        fprintf(stderr, "  memories:   %s\n",
+                s->cfg.db ? "store not reachable yet (requests retry)" : "no store (--db none)");
     fprintf(stderr, "  auth:       %s; CORS %s\n",
             s->cfg.api_key         ? "API key required"
             : s->cfg.api_key_empty ? "none (the API key given is empty, which means no key)"

@@ -570,7 +570,9 @@ def test_openapi_and_docs():
     st, j, _, _ = S.get("/openapi.json")
     check(st == 200 and j["openapi"].startswith("3."), "openapi.json is OpenAPI 3")
     paths = ["/compress", "/v1/compress", "/v1/answer", "/v1/retrieve", "/health", "/status",
-             "/metrics", "/openapi.json"]
+             "/metrics", "/openapi.json", "/v1/collections", "/v1/collections/{c}",
+             "/v1/collections/{c}/memories", "/v1/collections/{c}/memories/{id}",
+             "/v1/collections/{c}/query"]
     check(sorted(j["paths"]) == sorted(paths), "openapi lists every endpoint")
     with open(os.path.join(ROOT, "docs", "API.md")) as f:
         doc = f.read()
@@ -578,7 +580,8 @@ def test_openapi_and_docs():
         check(("`%s`" % p) in doc or (" %s" % p) in doc, "docs/API.md documents %s" % p)
     for v in ["CLARA_MODEL", "CLARA_HOST", "CLARA_PORT", "CLARA_BACKEND", "CLARA_KEEP_ALIVE",
               "CLARA_API_KEY", "CLARA_CORS_ORIGINS", "CLARA_MAX_NEW_TOKENS", "CLARA_LOG_LEVEL",
-              "CLARA_THREADS", "CLARA_PARALLEL", "CLARA_MAX_QUEUE", "CLARA_MAX_BODY"]:
+              "CLARA_THREADS", "CLARA_PARALLEL", "CLARA_MAX_QUEUE", "CLARA_MAX_BODY", "CLARA_DB",
+              "CLARA_VECTOR_CACHE", "CLARA_VECTOR_DTYPE", "CLARA_COMPRESS_CUT"]:
         check(v in doc, "docs/API.md documents %s" % v)
     m = S.get("/metrics")[3].decode()
     for name in ["clara_requests_total", "clara_request_duration_seconds_bucket",
