@@ -152,8 +152,8 @@ static void check_cosine(store *s, const char *coll, const float *all, int n, si
         sketch_seen |= !sel.exact;
         store_selection_free(&sel);
     }
-    T_CHECK_MSG(agree >= queries * 99 / 100, "top-%zu equals brute force on %d of %d queries (n=%d)",
-                k, agree, queries, n);
+    T_CHECK_MSG(agree >= queries * 99 / 100,
+                "top-%zu equals brute force on %d of %d queries (n=%d)", k, agree, queries, n);
     T_CHECK(n > 256 ? sketch_seen && !exact_seen : exact_seen && !sketch_seen);
 }
 
@@ -334,8 +334,10 @@ int main(void) {
     snprintf(b, sizeof b, "%s/b.db", dir);
     run_store(a, b);
     const char *pg = getenv("CLARA_TEST_PG"), *pg2 = getenv("CLARA_TEST_PG2");
-    if (pg && pg2) run_store(pg, pg2);
-    else printf("CLARA_TEST_PG(2) not set: PostgreSQL runs from tests/e2e/test_store_db.py\n");
+    if (pg && pg2)
+        run_store(pg, pg2);
+    else
+        printf("CLARA_TEST_PG(2) not set: PostgreSQL runs from tests/e2e/test_store_db.py\n");
     char cmd[200];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0) return 1;
