@@ -145,9 +145,7 @@ static int names_of(const srv_target *tg, srv_endpoint ep, char *coll, char *id,
         [SRV_EP_MEM_LIST] = "GET",      [SRV_EP_MEM_GET] = "GET",        [SRV_EP_MEM_PUT] = "PUT",
         [SRV_EP_MEM_DELETE] = "DELETE", [SRV_EP_MEM_QUERY] = "POST"};
     classify(tg->path, coll, SRV_PATH_NAME_MAX, id, &allow, methods[ep]);
-    store_err err = {0};
-    size_t cl = strlen(tg->path); /* a name cut by the buffer is too long anyway */
-    (void)cl;
+    store_err err = {0}; /* a name cut by the buffer is longer than any valid one anyway */
     if (store_check_name("collection name", coll, strlen(coll), &err) != STORE_OK ||
         ((ep == SRV_EP_MEM_GET || ep == SRV_EP_MEM_PUT || ep == SRV_EP_MEM_DELETE) &&
          store_check_name("memory id", id, strlen(id), &err) != STORE_OK)) {

@@ -14,6 +14,7 @@
 #include "base/threadpool.h"
 #include "base/base64.h"
 #include "server.h"
+#include "store/store.h"
 
 static char *print_json(cJSON *j) {
     char *s = j ? cJSON_PrintUnformatted(j) : NULL;
@@ -619,6 +620,31 @@ static cJSON *time_or_null(double t) {
     return t > 0 ? cJSON_CreateNumber(round_to(t, 0.001)) : cJSON_CreateNull();
 }
 
+/* The memory store: where, and its cache's figures (null without a store). */
+static void add_store_status(srv_server *s, cJSON *j) {
+    pthread_mutex_lock(&s->store_mu);
+    store *st = s->store;
+    pthread_mutex_unlock(&s->store_mu);
+    if (!s->cfg.db) {
+        cJSON_AddNullToObject(j, "store");
+        return;
+    }
+    cJSON *o = cJSON_AddObjectToObject(j, "store");
+    cJSON_AddBoolToObject(o, "connected", st != NULL);
+    if (!st) return;
+    cJSON_AddStringToObject(o, "backend", store_backend_name(st));
+    cJSON_AddStringToObject(o, "location", store_where(st));
+    cJSON_AddStringToObject(o, "vector_dtype", s->cfg.vectors_f32 ? "f32" : "f16");
+    store_cache_stats cs;
+    store_cache_stats_get(st, &cs);
+    cJSON *c = cJSON_AddObjectToObject(o, "cache");
+    cJSON_AddNumberToObject(c, "bytes", (double)cs.bytes);
+    cJSON_AddNumberToObject(c, "limit_bytes", (double)cs.limit);
+    cJSON_AddNumberToObject(c, "entries", (double)cs.entries);
+    cJSON_AddNumberToObject(c, "hits", (double)cs.hits);
+    cJSON_AddNumberToObject(c, "misses", (double)cs.misses);
+}
+
 static void status(srv_server *s, srv_reply *r) {
     srv_state st;
     pthread_mutex_lock(&s->state.mu);
@@ -663,6 +689,7 @@ static void status(srv_server *s, srv_reply *r) {
     if (s->cfg.base)
         cJSON_AddNumberToObject(mem, "base_file_bytes", (double)s->info.base_file_bytes);
     cJSON_AddNumberToObject(j, "queue_depth", srv_queue_depth(&s->queue));
+    add_store_status(s, j);
     cJSON_AddNumberToObject(j, "model_loads", (double)st.loads);
     cJSON_AddNumberToObject(j, "model_unloads", (double)st.unloads);
     cJSON_AddStringToObject(j, "version", CLARA_VERSION);

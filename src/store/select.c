@@ -187,13 +187,40 @@ static store_code chunk_vectors(store *s, int64_t chunk_id, int64_t model_id, si
 
 /* ---- the two rankings -------------------------------------------------------------------- */
 
+typedef struct {
+    size_t cand;
+    float score;
+} cand_score;
+
+static int by_cand(const void *a, const void *b) {
+    size_t x = ((const cand_score *)a)->cand, y = ((const cand_score *)b)->cand;
+    return x < y ? -1 : x > y;
+}
+
+/* Sorts the candidates (and their scores) by position. */
+static void sort_by_position(size_t *cand, float *sc, size_t n) {
+    cand_score *p = malloc((n + 1) * sizeof *p);
+    if (!p) { /* insertion sort in place: slow for many candidates, still right */
+        for (size_t i = 1; i < n; i++)
+            for (size_t j = i; j > 0 && cand[j - 1] > cand[j]; j--) {
+                size_t t = cand[j];
+                float f = sc[j];
+                cand[j] = cand[j - 1], sc[j] = sc[j - 1];
+                cand[j - 1] = t, sc[j - 1] = f;
+            }
+        return;
+    }
+    for (size_t i = 0; i < n; i++) p[i] = (cand_score){cand[i], sc[i]};
+    qsort(p, n, sizeof *p, by_cand);
+    for (size_t i = 0; i < n; i++) cand[i] = p[i].cand, sc[i] = p[i].score;
+    free(p);
+}
+
 /* Cosine: exact over all allowed chunks when few, else exact over the best by sketch. Fills
  * pick[k] (index positions) and score[k]; *k_out may be below k for a small collection. */
 static store_code rank_cosine(store *s, const store_query *q, const store_index *ix,
-                              const size_t *allowed, size_t n_allowed, const float *anchor,
-                              size_t *pick, float *score, float *vecs, size_t *k_out,
-                              store_selection *out, store_err *err) {
-    (void)anchor;
+                              const size_t *allowed, size_t n_allowed, size_t *pick, float *score,
+                              float *vecs, size_t *k_out, store_selection *out, store_err *err) {
     size_t per = (size_t)q->m->n_mem * q->m->n_embd;
     size_t k = q->top_k < n_allowed ? q->top_k : n_allowed;
     size_t C = EXACT_MIN > EXACT_PER_TOPK * k ? EXACT_MIN : EXACT_PER_TOPK * k;
@@ -222,17 +249,8 @@ static store_code rank_cosine(store *s, const store_query *q, const store_index 
         rc = chunk_vectors(s, ix->chunk_ids[pos], ix->model_id, per, v, err);
         if (rc == STORE_OK) sc[i] = store_cosine(q->query_vectors, v, per);
     }
-    if (rc == STORE_OK && nc > 0 && !out->exact) { /* exact ties: lower position first */
-        for (size_t i = 1; i < nc; i++)            /* candidates back into index order */
-            for (size_t j = i; j > 0 && cand[j - 1] > cand[j]; j--) {
-                size_t t = cand[j];
-                cand[j] = cand[j - 1];
-                cand[j - 1] = t;
-                float f = sc[j];
-                sc[j] = sc[j - 1];
-                sc[j - 1] = f;
-            }
-    }
+    if (rc == STORE_OK && !out->exact) /* back into added order: exact ties go to the older */
+        sort_by_position(cand, sc, nc);
     size_t *best = rc == STORE_OK ? malloc((k + 1) * sizeof *best) : NULL;
     if (rc == STORE_OK && !best) rc = store_fail(err, STORE_NOMEM, "out of memory");
     if (rc == STORE_OK) store_top_k(sc, nc, k, best);
@@ -415,12 +433,11 @@ static store_code describe(store *s, const store_index *ix, const size_t *pick, 
 }
 
 /* The collection's index, from the cache or the database. */
-static store_code get_index(store *s, const store_query *q, store_index **ix, float **anchor,
-                            store_err *err) {
+static store_code get_index(store *s, const store_query *q, store_index **ix, store_err *err) {
     int64_t coll_id = 0, version = 0, model_id = 0;
     pthread_mutex_lock(&s->mu);
     store_code rc = store_coll_find(s, q->collection, false, &coll_id, &version, err);
-    if (rc == STORE_OK) rc = store_model_find(s, q->m, NULL, &model_id, anchor, err);
+    if (rc == STORE_OK) rc = store_model_find(s, q->m, NULL, &model_id, NULL, err);
     *ix = rc == STORE_OK ? store_cache_get_index(s->cache, coll_id, version, model_id) : NULL;
     if (rc == STORE_OK && !*ix) {
         rc = load_index(s, coll_id, version, model_id, ix, err);
@@ -442,8 +459,7 @@ store_code store_select(store *s, const store_query *q, store_selection *out, st
         }
     }
     store_index *ix = NULL;
-    float *anchor = NULL;
-    store_code rc = get_index(s, q, &ix, &anchor, err);
+    store_code rc = get_index(s, q, &ix, err);
     size_t n_allowed = 0, k = 0, per = (size_t)q->m->n_mem * q->m->n_embd;
     size_t *allowed = rc == STORE_OK ? allowed_chunks(ix, filter, &n_allowed) : NULL;
     if (rc == STORE_OK && !allowed) rc = store_fail(err, STORE_NOMEM, "out of memory");
@@ -469,8 +485,8 @@ store_code store_select(store *s, const store_query *q, store_selection *out, st
         }
     } else if (rc == STORE_OK && q->mode == STORE_SELECT_COSINE) {
         out->method = "cosine";
-        rc = rank_cosine(s, q, ix, allowed, n_allowed, anchor, pick, out->scores, out->vectors, &k,
-                         out, err);
+        rc = rank_cosine(s, q, ix, allowed, n_allowed, pick, out->scores, out->vectors, &k, out,
+                         err);
     } else if (rc == STORE_OK) {
         out->method = "fulltext";
         bool *is_allowed = calloc(ix->n + 1, 1);
@@ -488,7 +504,6 @@ store_code store_select(store *s, const store_query *q, store_selection *out, st
     if (ix) store_index_release(s->cache, ix);
     free(allowed);
     free(pick);
-    free(anchor);
     cJSON_Delete(filter);
     out->rank_ms = mono_ms() - t0;
     if (rc != STORE_OK) store_selection_free(out);
