@@ -422,8 +422,8 @@ static int run_import(const mem_opts *o, store *st) {
     }
     free(line);
     if (f != stdin) fclose(f);
-    fprintf(stderr, "imported %zu memor%s%s", rc ? added - 1 : added, added == 1 ? "y" : "ies",
-            skipped ? "" : "\n");
+    if (rc) added--; /* the line that failed */
+    fprintf(stderr, "imported %zu memor%s%s", added, added == 1 ? "y" : "ies", skipped ? "" : "\n");
     if (skipped) fprintf(stderr, ", skipped %zu already there\n", skipped);
     return rc;
 }
