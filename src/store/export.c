@@ -305,9 +305,9 @@ store_code store_import_line(store *s, const char *line, size_t len, bool skip_e
     const double ms_max = 9007199254740992.0; /* 2^53: exact in JSON numbers and int64 */
     if (rc == STORE_OK && ((cr && !(cJSON_IsNumber(cr) && fabs(cr->valuedouble) <= ms_max)) ||
                            (up && !(cJSON_IsNumber(up) && fabs(up->valuedouble) <= ms_max))))
-        rc = store_fail(err, STORE_INVALID, "'created_ms' and 'updated_ms' must be numbers of "
-                                            "milliseconds");
-    store_memory_in in = {id, text, text ? strlen(text) : 0, meta_text, chunks, n, v,
+        rc = store_fail(err, STORE_INVALID, "'created_ms' and 'updated_ms' must be milliseconds");
+    size_t text_len = text ? strlen(text) : 0;
+    store_memory_in in = {id, text, text_len, meta_text, chunks, n, v,
                           cJSON_IsNumber(cr) ? (int64_t)cr->valuedouble : 0,
                           cJSON_IsNumber(up) ? (int64_t)up->valuedouble : 0};
     if (rc == STORE_OK) rc = store_add(s, coll, true, v ? &m : NULL, dtype, &in, 1, NULL, err);
