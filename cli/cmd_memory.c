@@ -310,9 +310,14 @@ static int run_list(const mem_opts *o, store *st) {
         store_collection *c = NULL;
         size_t n = 0;
         if (store_collections(st, &c, &n, &err) != STORE_OK) return fail(o, err.msg);
-        for (size_t i = 0; i < n; i++)
-            printf("%s\t%lld memories\t%lld chunks\n", c[i].name, (long long)c[i].n_memories,
-                   (long long)c[i].n_chunks);
+        for (size_t i = 0; i < n; i++) {
+            if (o->json)
+                printf("{\"name\":\"%s\",\"memories\":%lld,\"chunks\":%lld}\n", c[i].name,
+                       (long long)c[i].n_memories, (long long)c[i].n_chunks);
+            else
+                printf("%s\t%lld memories\t%lld chunks\n", c[i].name, (long long)c[i].n_memories,
+                       (long long)c[i].n_chunks);
+        }
         store_collections_free(c, n);
         return 0;
     }
@@ -368,6 +373,34 @@ static int run_reindex(const mem_opts *o, store *st, const char *coll, engine *e
     return 0;
 }
 
+/* query --json: the answer and the selection, as the server's query reply names them. */
+static void print_query_json(const engine *e, const store_selection *sel,
+                             const clara_gen_result *res) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "answer", res->text ? res->text : "");
+    cJSON *arr = cJSON_AddArrayToObject(j, "memories");
+    for (size_t i = 0; i < sel->n; i++) {
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddStringToObject(m, "id", sel->memory_ids[i]);
+        cJSON_AddNumberToObject(m, "chunk", sel->chunk_seq[i]);
+        cJSON_AddStringToObject(m, "text", sel->texts[i]);
+        cJSON_AddNumberToObject(m, "score", sel->scores[i]);
+        cJSON_AddItemToArray(arr, m);
+    }
+    cJSON *how = cJSON_AddObjectToObject(j, "selection");
+    cJSON_AddStringToObject(how, "method", sel->method);
+    cJSON_AddBoolToObject(how, "exact", sel->exact || strcmp(sel->method, "cosine") != 0);
+    cJSON_AddNumberToObject(how, "considered", (double)sel->considered);
+    cJSON_AddNumberToObject(how, "scored_exactly", (double)sel->candidates);
+    cJSON_AddStringToObject(j, "model", e->fp);
+    cJSON_AddNumberToObject(j, "prompt_tokens", res->prompt_tokens);
+    cJSON_AddNumberToObject(j, "generated_tokens", (double)res->n_ids);
+    char *s = cJSON_PrintUnformatted(j);
+    if (s) puts(s);
+    free(s);
+    cJSON_Delete(j);
+}
+
 static int run_query(const mem_opts *o, store *st) {
     if (!o->collection || !o->query) return fail(o, "query needs --collection C --query Q");
     engine e = {0};
@@ -405,7 +438,9 @@ static int run_query(const mem_opts *o, store *st) {
         if (o->max_new_tokens > 0) p.max_new_tokens = (uint32_t)o->max_new_tokens;
         if (clara_generate(e.ctx, &p, &res) != CLARA_OK) rc = fail(o, clara_last_error());
     }
-    if (rc == 0) {
+    if (rc == 0 && o->json) {
+        print_query_json(&e, &sel, &res);
+    } else if (rc == 0) {
         printf("%s\n", res.text);
         for (size_t i = 0; i < sel.n; i++)
             fprintf(stderr, "  [%s #%u  %s %.4f] %.60s\n", sel.memory_ids[i], sel.chunk_seq[i],
@@ -455,8 +490,8 @@ static int run_import(const mem_opts *o, store *st) {
     }
     free(line);
     if (f != stdin) fclose(f);
-    fprintf(stderr, "imported %zu memor%s%s", rc ? added - 1 : added, added == 1 ? "y" : "ies",
-            skipped ? "" : "\n");
+    if (rc) added--; /* the line that failed */
+    fprintf(stderr, "imported %zu memor%s%s", added, added == 1 ? "y" : "ies", skipped ? "" : "\n");
     if (skipped) fprintf(stderr, ", skipped %zu already there\n", skipped);
     return rc;
 }

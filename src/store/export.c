@@ -8,6 +8,7 @@
  *                 "dtype": "f16", "data": ["<base64 of chunk 0, little-endian>", ...]}]}
  *
  * Import writes a line back as it was exported (ids, times, vectors): nothing is recompressed. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -286,19 +287,36 @@ store_code store_import_line(store *s, const char *line, size_t len, bool skip_e
     store_code rc = coll && text && id ? STORE_OK
                                        : store_fail(err, STORE_INVALID,
                                                     "a line needs 'collection', 'id' and 'text'");
+    if (rc == STORE_OK && meta && !cJSON_IsNull(meta) && !cJSON_IsObject(meta))
+        rc = store_fail(err, STORE_INVALID, "'metadata' must be an object or null");
+    if (rc == STORE_OK && vecs && !cJSON_IsArray(vecs))
+        rc = store_fail(err, STORE_INVALID, "'vectors' must be an array");
     if (rc == STORE_OK)
         rc = import_chunks(cJSON_GetObjectItemCaseSensitive(j, "chunks"), strlen(text), &chunks, &n,
                            err);
     if (rc == STORE_OK && meta && cJSON_IsObject(meta) &&
         !(meta_text = cJSON_PrintUnformatted(meta)))
         rc = store_fail(err, STORE_NOMEM, "out of memory");
+    /* every further model's vectors are checked before anything is written: a line is imported
+     * whole or not at all (a half-imported memory would be skipped by a retry with
+     * --skip-existing, losing those vectors for good) */
+    for (int i = 1; rc == STORE_OK && i < cJSON_GetArraySize(vecs); i++) {
+        rc = import_vectors(cJSON_GetArrayItem(vecs, i), n, &m, &dtype, &v, err);
+        free(v);
+        v = NULL;
+    }
     if (rc == STORE_OK && vecs && cJSON_GetArraySize(vecs) > 0)
         rc = import_vectors(cJSON_GetArrayItem(vecs, 0), n, &m, &dtype, &v, err);
     const cJSON *cr = cJSON_GetObjectItemCaseSensitive(j, "created_ms");
     const cJSON *up = cJSON_GetObjectItemCaseSensitive(j, "updated_ms");
+    const double ms_max = 9007199254740992.0; /* 2^53: exact in JSON numbers and int64 */
+    if (rc == STORE_OK && ((cr && !(cJSON_IsNumber(cr) && fabs(cr->valuedouble) <= ms_max)) ||
+                           (up && !(cJSON_IsNumber(up) && fabs(up->valuedouble) <= ms_max))))
+        rc = store_fail(err, STORE_INVALID, "'created_ms' and 'updated_ms' must be milliseconds");
+    size_t text_len = text ? strlen(text) : 0;
     store_memory_in in = {id,
                           text,
-                          strlen(text),
+                          text_len,
                           meta_text,
                           chunks,
                           n,
