@@ -137,7 +137,32 @@ srv_endpoint srv_store_match(const char *path, const char *method, const char **
     return classify(path, coll, sizeof coll, id, allow, method);
 }
 
-/* The collection (and memory id) of a request, checked; -1 with *r filled (422). */
+static int hex_digit(char c) {
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                        : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                                               : -1;
+}
+
+/* Decodes a path segment's %XX escapes in place (clients escape ':' and the like); false for a
+ * '%' not followed by two hex digits, and for %00. A decoded '/' or control byte is refused by the name check
+ * afterwards, never taken as structure: the path was split before decoding. */
+static bool percent_decode(char *s) {
+    char *o = s;
+    for (const char *p = s; *p; p++) {
+        if (*p != '%') {
+            *o++ = *p;
+            continue;
+        }
+        int hi = hex_digit(p[1]), lo = hi < 0 ? -1 : hex_digit(p[2]);
+        if (lo < 0 || (hi | lo) == 0) return false; /* %00 would end the name early */
+        *o++ = (char)(hi * 16 + lo);
+        p += 2;
+    }
+    *o = '\0';
+    return true;
+}
+
+/* The collection (and memory id) of a request, decoded and checked; -1 with *r filled (422). */
 static int names_of(const srv_target *tg, srv_endpoint ep, char *coll, char *id, srv_reply *r) {
     const char *allow;
     static const char *const methods[] = {
@@ -145,6 +170,12 @@ static int names_of(const srv_target *tg, srv_endpoint ep, char *coll, char *id,
         [SRV_EP_MEM_LIST] = "GET",      [SRV_EP_MEM_GET] = "GET",        [SRV_EP_MEM_PUT] = "PUT",
         [SRV_EP_MEM_DELETE] = "DELETE", [SRV_EP_MEM_QUERY] = "POST"};
     classify(tg->path, coll, SRV_PATH_NAME_MAX, id, &allow, methods[ep]);
+    if (!percent_decode(coll) || !percent_decode(id)) {
+        srv_reply_error(r, 422, "invalid_name",
+                        "malformed percent-encoding in the path (%%XX with two hex digits, not "
+                        "%%00)");
+        return -1;
+    }
     store_err err = {0}; /* a name cut by the buffer is longer than any valid one anyway */
     if (store_check_name("collection name", coll, strlen(coll), &err) != STORE_OK ||
         ((ep == SRV_EP_MEM_GET || ep == SRV_EP_MEM_PUT || ep == SRV_EP_MEM_DELETE) &&
