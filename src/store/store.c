@@ -105,6 +105,41 @@ store_code store_exec(store *s, const char *sql, const db_val *args, int n, int6
     return s->d->ops->query(s->d, sql, args, n, NULL, NULL, changes, err);
 }
 
+/* Ids are never handed out twice. The vector cache is keyed by chunk id, and the collection index
+ * by collection id and version (which starts from 0 again in a new collection), in this process
+ * and in any other on the same database: a reused id would be served the deleted row's cached
+ * vectors or index. PostgreSQL's identity columns never reuse a number, but SQLite gives a new
+ * row the table's largest id + 1, i.e. the id of a deleted row that held the largest one. So on
+ * SQLite, before rows of chunks or collections are deleted, the largest id the table holds is
+ * kept in clara_meta ('max_id.<table>'), and a new row takes the larger of that and the table's
+ * largest id, + 1 (what SQLite's AUTOINCREMENT does, which the schema cannot gain in place). */
+#define MAX_ID_KEEP(table)                                                                         \
+    "INSERT INTO clara_meta (key, value) SELECT 'max_id." table "', CAST(m AS TEXT) FROM "         \
+    "(SELECT max(id) AS m FROM " table ") WHERE m > coalesce((SELECT CAST(value AS INTEGER) "      \
+    "FROM clara_meta WHERE key = 'max_id." table "'), 0) ON CONFLICT (key) DO UPDATE SET "         \
+    "value = excluded.value"
+#define MAX_ID_NEXT(table)                                                                         \
+    "max(coalesce((SELECT max(id) FROM " table "), 0), coalesce((SELECT CAST(value AS "            \
+    "INTEGER) FROM clara_meta WHERE key = 'max_id." table "'), 0)) + 1"
+
+/* Keeps the largest id of chunks and (when collections) of collections, before a delete. */
+static store_code keep_max_ids(store *s, bool collections, store_err *err) {
+    if (s->d->dialect != DB_DIALECT_SQLITE) return STORE_OK;
+    store_code rc = store_exec(s, MAX_ID_KEEP("chunks"), NULL, 0, NULL, err);
+    if (rc == STORE_OK && collections)
+        rc = store_exec(s, MAX_ID_KEEP("collections"), NULL, 0, NULL, err);
+    return rc;
+}
+
+/* INSERT INTO chunks, with an id never used before on SQLite. */
+static const char *insert_chunk_sql(store *s) {
+    return s->d->dialect == DB_DIALECT_SQLITE
+               ? "INSERT INTO chunks (id, memory_id, seq, byte_start, byte_len, n_tokens, text) "
+                 "VALUES (" MAX_ID_NEXT("chunks") ", ?, ?, ?, ?, ?, ?) RETURNING id"
+               : "INSERT INTO chunks (memory_id, seq, byte_start, byte_len, n_tokens, text) "
+                 "VALUES (?, ?, ?, ?, ?, ?) RETURNING id";
+}
+
 store_code store_coll_find(store *s, const char *name, bool create, int64_t *id, int64_t *version,
                            store_err *err) {
     store_code rc = store_check_name("collection name", name, strlen(name), err);
@@ -114,8 +149,12 @@ store_code store_coll_find(store *s, const char *name, bool create, int64_t *id,
     rc = store_q_int(s, "SELECT id, version FROM collections WHERE name = ?", a, 1, &q, err);
     if (rc == STORE_OK && !q.found && create) {
         rc = store_exec(s,
-                        "INSERT INTO collections (name, created_ms) VALUES (?, ?) "
-                        "ON CONFLICT (name) DO NOTHING",
+                        s->d->dialect == DB_DIALECT_SQLITE
+                            ? "INSERT INTO collections (id, name, created_ms) VALUES "
+                              "(" MAX_ID_NEXT("collections") ", ?, ?) ON CONFLICT (name) DO "
+                              "NOTHING"
+                            : "INSERT INTO collections (name, created_ms) VALUES (?, ?) "
+                              "ON CONFLICT (name) DO NOTHING",
                         a, 2, NULL, err);
         if (rc == STORE_OK)
             rc = store_q_int(s, "SELECT id, version FROM collections WHERE name = ?", a, 1, &q,
@@ -325,10 +364,7 @@ static store_code insert_memory(store *s, int64_t coll_id, int64_t model_id, con
         db_val b[] = {db_int(mem_id), db_int((int64_t)c), db_int((int64_t)ch->start),
                       db_int((int64_t)ch->len), db_int(ch->n_tokens),
                       db_text(m->text + ch->start, ch->len)};
-        rc = store_q_int(s,
-                         "INSERT INTO chunks (memory_id, seq, byte_start, byte_len, n_tokens, "
-                         "text) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-                         b, 6, &q, err);
+        rc = store_q_int(s, insert_chunk_sql(s), b, 6, &q, err);
         if (rc == STORE_OK && m->vectors)
             rc = store_write_vectors(s, q.i, model_id, anchor, m->vectors + c * per, per, dtype,
                                      err);
@@ -393,9 +429,12 @@ store_code store_mem_find(store *s, int64_t coll_id, const char *coll, const cha
 /* Deletes a memory's vectors and chunks (the FTS index follows by trigger / generated column). */
 static store_code delete_chunks(store *s, int64_t mem_id, store_err *err) {
     db_val a[] = {db_int(mem_id)};
-    store_code rc = store_exec(
-        s, "DELETE FROM vectors WHERE chunk_id IN (SELECT id FROM chunks WHERE memory_id = ?)", a,
-        1, NULL, err);
+    store_code rc = keep_max_ids(s, false, err);
+    if (rc == STORE_OK)
+        rc = store_exec(s,
+                        "DELETE FROM vectors WHERE chunk_id IN (SELECT id FROM chunks WHERE "
+                        "memory_id = ?)",
+                        a, 1, NULL, err);
     if (rc == STORE_OK) rc = store_exec(s, "DELETE FROM chunks WHERE memory_id = ?", a, 1, NULL, err);
     return rc;
 }
@@ -439,10 +478,7 @@ store_code store_replace(store *s, const char *collection, const store_model *m,
                       db_int((int64_t)ch->len), db_int(ch->n_tokens),
                       db_text(mem->text + ch->start, ch->len)};
         store_q1 q;
-        rc = store_q_int(s,
-                         "INSERT INTO chunks (memory_id, seq, byte_start, byte_len, n_tokens, "
-                         "text) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-                         b, 6, &q, err);
+        rc = store_q_int(s, insert_chunk_sql(s), b, 6, &q, err);
         if (rc == STORE_OK && mem->vectors)
             rc = store_write_vectors(s, q.i, model_id, anchor, mem->vectors + c * per, per, dtype,
                                      err);
@@ -479,6 +515,7 @@ store_code store_delete_collection(store *s, const char *collection, int64_t *n_
     if (rc == STORE_OK) {
         rc = store_coll_find(s, collection, false, &coll_id, NULL, err);
         db_val a[] = {db_int(coll_id)};
+        if (rc == STORE_OK) rc = keep_max_ids(s, true, err);
         if (rc == STORE_OK)
             rc = store_exec(s,
                             "DELETE FROM vectors WHERE chunk_id IN (SELECT c.id FROM chunks c "
