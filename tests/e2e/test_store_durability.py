@@ -3,7 +3,7 @@ add memories, on SQLite and on a real PostgreSQL server (tests/e2e/pg_harness.py
 
 For each backend: writer threads add memories in a loop (one or several per request, short texts
 and long ones that make several chunks, explicit and generated ids, metadata) while the test kills
-the server 20-300 ms after each restart became ready, >= 50 times (fewer under a sanitizer), and
+the server 20-300 ms after each restart became ready, 50 times (CLARA_DURABILITY_KILLS), and
 restarts it on the same --db. Every memory acknowledged with 201 is recorded with its text and
 metadata. After each kill (server down) and at the end (after a clean stop):
 
@@ -35,9 +35,9 @@ import time
 
 from harness import BUILD, CLARA, check, report, run
 from pg_harness import PostgresServer
-from server_harness import DEMO, SLOW, TMP, Server, check_no_sanitizer_reports, cleanup
+from server_harness import DEMO, TMP, Server, check_no_sanitizer_reports, cleanup
 
-KILLS = int(os.environ.get("CLARA_DURABILITY_KILLS", "25" if SLOW else "50"))
+KILLS = int(os.environ.get("CLARA_DURABILITY_KILLS", "50"))
 SEED = int(os.environ.get("CLARA_DURABILITY_SEED", str(int(time.time() * 1000) % 1000000)))
 WRITERS = 3
 COLLECTIONS = ("dur-a", "dur-b")

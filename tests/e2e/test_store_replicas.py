@@ -31,7 +31,7 @@ import time
 
 from harness import ROOT, check, report, run
 from pg_harness import PostgresServer, free_port, unprivileged_user
-from server_harness import DEMO, SLOW, TMP, Server, check_no_sanitizer_reports, cleanup
+from server_harness import DEMO, TMP, Server, check_no_sanitizer_reports, cleanup
 
 NGINX = os.environ.get("NGINX", "/usr/sbin/nginx")
 TEMPLATE = os.path.join(ROOT, "deploy", "nginx.conf")
