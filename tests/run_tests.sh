@@ -17,7 +17,19 @@ run_suite() { # name, command...
     shift
     # some suites take a minute: say which one is running (on a terminal, on the same line)
     if [ -t 1 ]; then printf 'running %s ...\r' "$name"; else echo "running $name"; fi
-    "$@" >"$log" 2>&1
+    "$@" >"$log" 2>&1 &
+    local pid=$! ticks=0
+    # a long suite says every 15 s which case it is in (Python suites print "case NAME")
+    while kill -0 "$pid" 2>/dev/null; do
+        sleep 0.2
+        ticks=$((ticks + 1))
+        if [ $((ticks % 75)) -eq 0 ]; then
+            local case
+            case=$(grep -oE '^case [^ ]+' "$log" | tail -1 | cut -c6-)
+            printf '  ... %s: %s (%d s)%s\n' "$name" "${case:-starting}" $((ticks / 5)) "$EOL"
+        fi
+    done
+    wait "$pid"
     local rc=$?
     local line
     line=$(grep -E '[0-9]+ passed, [0-9]+ failed' "$log" | tail -1)

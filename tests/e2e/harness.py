@@ -30,6 +30,7 @@ def check(cond, msg):
 
 def run(fn):
     global _failed
+    print("case %s" % fn.__name__, flush=True)  # tests/run_tests.sh shows it during long suites
     try:
         fn()
     except Exception:
