@@ -53,7 +53,7 @@ void store_index_free(store_index *ix) {
     for (size_t i = 0; i < ix->n_mems; i++) cJSON_Delete(ix->metas[i]);
     free(ix->chunk_ids);
     free(ix->mem_rowids);
-    free(ix->sketches);
+    free(ix->codes);
     free(ix->has_vectors);
     free(ix->meta_rowids);
     free(ix->metas);

@@ -3,7 +3,7 @@
  * - a chunk's vectors under a model, keyed by (chunk id, model id). Chunk rows are never updated
  *   (a replaced memory gets new chunks with new ids), so these entries never go stale.
  * - a collection's index: its chunks in the order they were added, the memory of each, the
- *   memories' metadata (for filters) and, for one model, the chunks' ranking sketches. It is valid
+ *   memories' metadata (for filters) and, for one model, the chunks' sign-bit codes. It is valid
  *   for one value of the collection's `version`, which every write bumps: a replica that finds
  *   another version in the database (another replica wrote) loads it again. */
 #ifndef CLARA_STORE_CACHE_H
@@ -21,7 +21,8 @@ typedef struct {
     int64_t coll_id, version, model_id; /* model_id 0: no sketches */
     size_t n;                           /* chunks */
     int64_t *chunk_ids, *mem_rowids;    /* [n], added order */
-    float *sketches;                    /* [n][STORE_SKETCH_DIM] or NULL */
+    size_t words;                       /* 64-bit words of a code (rank.h) */
+    uint64_t *codes;                    /* [n][words]: the chunks' sign-bit codes */
     bool *has_vectors;                  /* [n]: the chunk has vectors under model_id */
     size_t n_mems;
     int64_t *meta_rowids; /* [n_mems] sorted: memories that have metadata */

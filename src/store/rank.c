@@ -17,43 +17,54 @@ float store_cosine(const float *q, const float *a, size_t n) {
     return (float)(dot / (fmax(sqrt(qn), 1e-12) * fmax(sqrt(an), 1e-12)));
 }
 
-void store_unit(const float *a, size_t n, float *out) {
-    double s = 0;
-    for (size_t i = 0; i < n; i++) s += (double)a[i] * a[i];
-    float inv = (float)(1.0 / fmax(sqrt(s), 1e-12));
-    for (size_t i = 0; i < n; i++) out[i] = a[i] * inv;
-}
-
-/* splitmix64: 64 signs of row-block w of input i. Changing it changes every stored sketch, so it
- * is part of the store's format (docs/STORE.md). */
-static uint64_t sign_bits(uint64_t i, uint64_t w) {
-    uint64_t z = (i * (STORE_SKETCH_DIM / 64) + w + 1) * 0x9e3779b97f4a7c15ull;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-void store_sketch(const float *v, const float *anchor, size_t n, float *out) {
-    double s = 0;
-    for (size_t i = 0; i < n; i++) s += (double)v[i] * v[i];
-    float inv = (float)(1.0 / fmax(sqrt(s), 1e-12));
-    float acc[STORE_SKETCH_DIM] = {0};
+void store_sign_code(const float *v, size_t n, uint64_t *out) {
+    memset(out, 0, store_code_words(n) * sizeof *out);
     for (size_t i = 0; i < n; i++) {
-        float x = v[i] * inv - (anchor ? anchor[i] : 0.0f);
-        uint32_t xb;
-        memcpy(&xb, &x, 4);
-        for (int w = 0; w < STORE_SKETCH_DIM / 64; w++) {
-            uint64_t bits = sign_bits(i, (uint64_t)w);
-            float *a = acc + w * 64;
-            for (int b = 0; b < 64; b++) {
-                uint32_t y = xb ^ (uint32_t)((bits >> b) & 1u) << 31; /* -x where the bit is set */
-                float f;
-                memcpy(&f, &y, 4);
-                a[b] += f;
-            }
-        }
+        uint32_t u;
+        memcpy(&u, &v[i], 4);
+        out[i / 64] |= (uint64_t)(u >> 31) << (i % 64);
     }
-    memcpy(out, acc, sizeof acc);
+}
+
+/* The same sum two ways: with the POPCNT instruction (every x86-64 CPU these machines come as
+ * has it; the compiler's portable popcount is a slow call), or with shifts and masks. */
+__attribute__((target("popcnt"))) static void hamming_popcnt(const uint64_t *q,
+                                                             const uint64_t *codes, size_t n,
+                                                             size_t words, uint32_t *out) {
+    for (size_t i = 0; i < n; i++) {
+        const uint64_t *c = codes + i * words;
+        uint64_t d = 0;
+        for (size_t w = 0; w < words; w++) d += (uint64_t)__builtin_popcountll(q[w] ^ c[w]);
+        out[i] = (uint32_t)d;
+    }
+}
+
+static uint64_t bits_set(uint64_t x) {
+    x -= (x >> 1) & 0x5555555555555555ull;
+    x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
+    x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0full;
+    return (x * 0x0101010101010101ull) >> 56;
+}
+
+static void hamming_portable(const uint64_t *q, const uint64_t *codes, size_t n, size_t words,
+                             uint32_t *out) {
+    for (size_t i = 0; i < n; i++) {
+        const uint64_t *c = codes + i * words;
+        uint64_t d = 0;
+        for (size_t w = 0; w < words; w++) d += bits_set(q[w] ^ c[w]);
+        out[i] = (uint32_t)d;
+    }
+}
+
+void store_hamming(const uint64_t *q, const uint64_t *codes, size_t n, size_t words,
+                   uint32_t *out) {
+#if defined(__x86_64__)
+    if (__builtin_cpu_supports("popcnt")) {
+        hamming_popcnt(q, codes, n, words, out);
+        return;
+    }
+#endif
+    hamming_portable(q, codes, n, words, out);
 }
 
 typedef struct {

@@ -224,7 +224,7 @@ store_code store_pending_chunks(store *s, const char *collection, const store_mo
     int64_t coll_id = 0, model_id = 0;
     store_code rc =
         collection ? store_coll_find(s, collection, false, &coll_id, NULL, err) : STORE_OK;
-    if (rc == STORE_OK) rc = store_model_find(s, m, NULL, &model_id, NULL, err);
+    if (rc == STORE_OK) rc = store_model_find(s, m, false, &model_id, err);
     const char *where = " FROM chunks c JOIN memories m ON m.id = c.memory_id WHERE (? = 0 OR "
                         "m.collection_id = ?) AND NOT EXISTS (SELECT 1 FROM vectors v WHERE "
                         "v.chunk_id = c.id AND v.model_id = ?)";
@@ -263,8 +263,7 @@ store_code store_put_vectors(store *s, const store_model *m, store_dtype dtype,
         return rc;
     }
     int64_t model_id = 0;
-    float *anchor = NULL;
-    rc = store_model_find(s, m, vectors, &model_id, &anchor, err);
+    rc = store_model_find(s, m, true, &model_id, err);
     for (size_t i = 0; rc == STORE_OK && i < n; i++) {
         db_val a[] = {db_int(chunk_ids[i])};
         store_q1 q; /* the chunk's collection, or nothing when it was deleted meanwhile */
@@ -273,12 +272,11 @@ store_code store_put_vectors(store *s, const store_model *m, store_dtype dtype,
                          "c.memory_id WHERE c.id = ?",
                          a, 1, &q, err);
         if (rc == STORE_OK && q.found)
-            rc = store_write_vectors(s, chunk_ids[i], model_id, anchor, vectors + i * per, per,
+            rc = store_write_vectors(s, chunk_ids[i], model_id, vectors + i * per, per,
                                      dtype, err);
         if (rc == STORE_OK && q.found) rc = store_coll_bump(s, q.i, err);
     }
     rc = store_txn_end(s, rc, err);
     pthread_mutex_unlock(&s->mu);
-    free(anchor);
     return rc;
 }

@@ -10,7 +10,7 @@
 #include "store/store_internal.h"
 
 /* Cosine mode scores at least this many candidates exactly (all of a smaller collection) and
- * 16 per requested chunk: a sketch error that pushes a true top-k chunk below the 256th place is
+ * 16 per requested chunk: a code distance that puts a true top-k chunk below the 256th place is
  * what it takes to miss one (bench/store.sh measures how often that happens). */
 #define EXACT_MIN      256
 #define EXACT_PER_TOPK 16
@@ -37,11 +37,11 @@ static bool grow_chunks(index_load *l) {
     if (c) ix->chunk_ids = c;
     int64_t *m = realloc(ix->mem_rowids, cap * sizeof *m);
     if (m) ix->mem_rowids = m;
-    float *sk = realloc(ix->sketches, cap * STORE_SKETCH_DIM * sizeof *sk);
-    if (sk) ix->sketches = sk;
+    uint64_t *k = realloc(ix->codes, cap * ix->words * sizeof *k);
+    if (k) ix->codes = k;
     bool *h = realloc(ix->has_vectors, cap * sizeof *h);
     if (h) ix->has_vectors = h;
-    if (!c || !m || !sk || !h) return false;
+    if (!c || !m || !k || !h) return false;
     l->cap = cap;
     return true;
 }
@@ -54,12 +54,13 @@ static int read_chunk(void *arg, db_row *r) {
     size_t i = ix->n++, len = 0;
     ix->chunk_ids[i] = o->col_int(r, 0);
     ix->mem_rowids[i] = o->col_int(r, 1);
-    const void *sk = o->col_null(r, 2) ? NULL : o->col_blob(r, 2, &len);
-    ix->has_vectors[i] = sk && len == STORE_SKETCH_DIM * sizeof(float);
+    const void *code = o->col_null(r, 2) ? NULL : o->col_blob(r, 2, &len);
+    size_t bytes = ix->words * sizeof(uint64_t);
+    ix->has_vectors[i] = code && len == bytes;
     if (ix->has_vectors[i])
-        memcpy(ix->sketches + i * STORE_SKETCH_DIM, sk, len);
+        memcpy(ix->codes + i * ix->words, code, bytes);
     else
-        memset(ix->sketches + i * STORE_SKETCH_DIM, 0, STORE_SKETCH_DIM * sizeof(float));
+        memset(ix->codes + i * ix->words, 0, bytes);
     return 0;
 }
 
@@ -85,14 +86,15 @@ static int read_meta(void *arg, db_row *r) {
     return 0;
 }
 
-/* Reads the index of collection coll_id with the sketches of model_id (under the caller's lock). */
+/* Reads the index of collection coll_id with the codes of model_id (under the caller's lock). */
 static store_code load_index(store *s, int64_t coll_id, int64_t version, int64_t model_id,
-                             store_index **out, store_err *err) {
+                             size_t words, store_index **out, store_err *err) {
     index_load l = {s, calloc(1, sizeof(store_index)), 0, 0, false};
     if (!l.ix) return store_fail(err, STORE_NOMEM, "out of memory");
     l.ix->coll_id = coll_id;
     l.ix->version = version;
     l.ix->model_id = model_id;
+    l.ix->words = words;
     db_val a[] = {db_int(model_id), db_int(coll_id)};
     store_code rc = s->d->ops->query(s->d,
                                      "SELECT c.id, c.memory_id, v.sketch FROM chunks c JOIN "
@@ -110,7 +112,7 @@ static store_code load_index(store *s, int64_t coll_id, int64_t version, int64_t
         store_index_free(l.ix);
         return rc;
     }
-    l.ix->bytes = l.cap * (2 * sizeof(int64_t) + STORE_SKETCH_DIM * sizeof(float) + 1) +
+    l.ix->bytes = l.cap * (2 * sizeof(int64_t) + words * sizeof(uint64_t) + 1) +
                   l.mcap * (sizeof(int64_t) + sizeof(cJSON *) + 256);
     *out = l.ix;
     return STORE_OK;
@@ -216,6 +218,35 @@ static void sort_by_position(size_t *cand, float *sc, size_t n) {
     free(p);
 }
 
+/* The C allowed chunks whose codes are nearest the query's (ties: the older first) into cand[];
+ * sc[] is scratch. */
+static store_code nearest_codes(const store_query *q, const store_index *ix, const size_t *allowed,
+                                size_t n_allowed, size_t C, size_t *cand, float *sc,
+                                store_err *err) {
+    size_t per = (size_t)q->m->n_mem * q->m->n_embd, W = ix->words;
+    uint64_t *qc = malloc(W * sizeof *qc);
+    uint32_t *d = malloc(n_allowed * sizeof *d);
+    uint64_t *packed = NULL;
+    bool all = n_allowed == ix->n; /* no filter: the codes are contiguous already */
+    if (!all) packed = malloc(n_allowed * W * sizeof *packed);
+    if (!qc || !d || (!all && !packed)) {
+        free(qc);
+        free(d);
+        free(packed);
+        return store_fail(err, STORE_NOMEM, "out of memory");
+    }
+    store_sign_code(q->query_vectors, per, qc);
+    for (size_t i = 0; !all && i < n_allowed; i++)
+        memcpy(packed + i * W, ix->codes + allowed[i] * W, W * sizeof *packed);
+    store_hamming(qc, all ? ix->codes : packed, n_allowed, W, d);
+    for (size_t i = 0; i < n_allowed; i++) sc[i] = -(float)d[i]; /* exact: d < 2^24 */
+    store_top_k(sc, n_allowed, C, cand);
+    free(qc);
+    free(d);
+    free(packed);
+    return STORE_OK;
+}
+
 /* Cosine: exact over all allowed chunks when few, else exact over the best by sketch. Fills
  * pick[k] (index positions) and score[k]; *k_out may be below k for a small collection. */
 static store_code rank_cosine(store *s, const store_query *q, const store_index *ix,
@@ -228,16 +259,9 @@ static store_code rank_cosine(store *s, const store_query *q, const store_index 
     float *sc = malloc((n_allowed + 1) * sizeof *sc);
     float *v = malloc(per * sizeof *v);
     store_code rc = cand && sc && v ? STORE_OK : store_fail(err, STORE_NOMEM, "out of memory");
-    if (rc == STORE_OK && n_allowed > C) { /* pre-select by sketch */
-        float qs[STORE_SKETCH_DIM];
-        store_sketch(q->query_vectors, NULL, per, qs);
-        for (size_t i = 0; i < n_allowed; i++) {
-            const float *sk = ix->sketches + allowed[i] * STORE_SKETCH_DIM;
-            float d = 0;
-            for (int j = 0; j < STORE_SKETCH_DIM; j++) d += qs[j] * sk[j];
-            sc[i] = d;
-        }
-        store_top_k(sc, n_allowed, C, cand);
+    if (rc == STORE_OK && n_allowed > C) /* pre-select by code */
+        rc = nearest_codes(q, ix, allowed, n_allowed, C, cand, sc, err);
+    if (rc == STORE_OK && n_allowed > C) {
         nc = C;
         out->exact = false;
     } else {
@@ -437,10 +461,11 @@ static store_code get_index(store *s, const store_query *q, store_index **ix, st
     int64_t coll_id = 0, version = 0, model_id = 0;
     pthread_mutex_lock(&s->mu);
     store_code rc = store_coll_find(s, q->collection, false, &coll_id, &version, err);
-    if (rc == STORE_OK) rc = store_model_find(s, q->m, NULL, &model_id, NULL, err);
+    if (rc == STORE_OK) rc = store_model_find(s, q->m, false, &model_id, err);
     *ix = rc == STORE_OK ? store_cache_get_index(s->cache, coll_id, version, model_id) : NULL;
     if (rc == STORE_OK && !*ix) {
-        rc = load_index(s, coll_id, version, model_id, ix, err);
+        size_t words = store_code_words((size_t)q->m->n_mem * q->m->n_embd);
+        rc = load_index(s, coll_id, version, model_id, words, ix, err);
         if (rc == STORE_OK) *ix = store_cache_put_index(s->cache, *ix);
     }
     pthread_mutex_unlock(&s->mu);

@@ -143,65 +143,34 @@ store_code store_coll_bump(store *s, int64_t coll_id, store_err *err) {
 typedef struct {
     store *s;
     int64_t id;
-    float *anchor;
-    size_t n;
     bool found;
 } model_read;
 
 static int read_model(void *arg, db_row *r) {
     model_read *m = arg;
-    const db_ops *o = m->s->d->ops;
     m->found = true;
-    m->id = o->col_int(r, 0);
-    size_t len = 0;
-    const void *p = o->col_blob(r, 1, &len);
-    if (len == m->n * sizeof(float) && (m->anchor = malloc(len))) memcpy(m->anchor, p, len);
+    m->id = m->s->d->ops->col_int(r, 0);
     return 1;
 }
 
-store_code store_model_find(store *s, const store_model *m, const float *first, int64_t *id,
-                            float **anchor, store_err *err) {
-    size_t per = (size_t)m->n_mem * m->n_embd;
-    model_read r = {s, 0, NULL, per, false};
+store_code store_model_find(store *s, const store_model *m, bool create, int64_t *id,
+                            store_err *err) {
+    model_read r = {s, 0, false};
     db_val a[] = {db_text(m->fingerprint, strlen(m->fingerprint))};
-    store_code rc = s->d->ops->query(s->d, "SELECT id, anchor FROM models WHERE fingerprint = ?", a,
-                                     1, read_model, &r, NULL, err);
-    if (rc == STORE_OK && !r.found && first) {
-        float *u = malloc(per * sizeof(float));
-        if (!u) return store_fail(err, STORE_NOMEM, "out of memory");
-        store_unit(first, per, u);
+    const char *find = "SELECT id FROM models WHERE fingerprint = ?";
+    store_code rc = s->d->ops->query(s->d, find, a, 1, read_model, &r, NULL, err);
+    if (rc == STORE_OK && !r.found && create) {
         const char *name = m->name ? m->name : "";
-        db_val ins[] = {a[0],
-                        db_int(m->n_mem),
-                        db_int(m->n_embd),
-                        db_text(name, strlen(name)),
-                        db_blob(u, per * sizeof(float)),
+        db_val ins[] = {a[0], db_int(m->n_mem), db_int(m->n_embd), db_text(name, strlen(name)),
                         db_int(store_now_ms())};
         rc = store_exec(s,
-                        "INSERT INTO models (fingerprint, n_mem, n_embd, name, anchor, "
-                        "created_ms) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (fingerprint) DO "
-                        "NOTHING",
-                        ins, 6, NULL, err);
-        free(u);
-        if (rc == STORE_OK)
-            rc = s->d->ops->query(s->d, "SELECT id, anchor FROM models WHERE fingerprint = ?", a, 1,
-                                  read_model, &r, NULL, err);
+                        "INSERT INTO models (fingerprint, n_mem, n_embd, name, created_ms) "
+                        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (fingerprint) DO NOTHING",
+                        ins, 5, NULL, err);
+        if (rc == STORE_OK) rc = s->d->ops->query(s->d, find, a, 1, read_model, &r, NULL, err);
     }
-    if (rc == STORE_OK && r.found && !r.anchor)
-        rc = store_fail(err, STORE_CORRUPT, "model %.12s… in %s has no valid anchor",
-                        m->fingerprint, s->d->where);
-    if (rc != STORE_OK || !r.found) {
-        free(r.anchor);
-        if (rc == STORE_OK) *id = 0;
-        if (anchor) *anchor = NULL;
-        return rc;
-    }
-    *id = r.id;
-    if (anchor)
-        *anchor = r.anchor;
-    else
-        free(r.anchor);
-    return STORE_OK;
+    *id = rc == STORE_OK && r.found ? r.id : 0;
+    return rc;
 }
 
 void *store_encode_vectors(const float *v, size_t n, store_dtype dtype, size_t *bytes) {
@@ -230,24 +199,25 @@ bool store_decode_vectors(const void *p, size_t bytes, int dtype, float *out, si
     return false;
 }
 
-/* Writes one chunk's vectors and sketch. The sketch is taken of the vectors as stored (f16
- * rounding included), so that it describes exactly what ranking reads back. */
-store_code store_write_vectors(store *s, int64_t chunk_id, int64_t model_id, const float *anchor,
-                               const float *v, size_t per, store_dtype dtype, store_err *err) {
-    size_t bytes;
+/* Writes one chunk's vectors and code. The code is taken of the vectors as stored (f16 rounding
+ * included), so that it describes exactly what ranking reads back. */
+store_code store_write_vectors(store *s, int64_t chunk_id, int64_t model_id, const float *v,
+                               size_t per, store_dtype dtype, store_err *err) {
+    size_t bytes, words = store_code_words(per);
     void *data = store_encode_vectors(v, per, dtype, &bytes);
     float *back = malloc(per * sizeof(float));
-    float sketch[STORE_SKETCH_DIM];
-    if (!data || !back) {
+    uint64_t *code = malloc(words * sizeof *code);
+    if (!data || !back || !code) {
         free(data);
         free(back);
+        free(code);
         return store_fail(err, STORE_NOMEM, "out of memory");
     }
     store_decode_vectors(data, bytes, dtype, back, per);
-    store_sketch(back, anchor, per, sketch);
+    store_sign_code(back, per, code);
     free(back);
     db_val a[] = {db_int(chunk_id), db_int(model_id), db_int(dtype), db_blob(data, bytes),
-                  db_blob(sketch, sizeof sketch)};
+                  db_blob(code, words * sizeof *code)};
     store_code rc = store_exec(s,
                                "INSERT INTO vectors (chunk_id, model_id, dtype, data, sketch) "
                                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (chunk_id, model_id) DO "
@@ -255,6 +225,7 @@ store_code store_write_vectors(store *s, int64_t chunk_id, int64_t model_id, con
                                "sketch = excluded.sketch",
                                a, 5, NULL, err);
     free(data);
+    free(code);
     return rc;
 }
 
@@ -301,8 +272,7 @@ store_code store_check_memory(const store_memory_in *m, store_err *err) {
 }
 
 /* Inserts one memory's row, chunks and vectors (inside the caller's transaction). */
-static store_code insert_memory(store *s, int64_t coll_id, int64_t model_id, const float *anchor,
-                                size_t per, store_dtype dtype, const store_memory_in *m,
+static store_code insert_memory(store *s, int64_t coll_id, int64_t model_id, size_t per, store_dtype dtype, const store_memory_in *m,
                                 const char *id, const char *coll_name, store_err *err) {
     int64_t now = store_now_ms();
     int64_t created = m->created_ms ? m->created_ms : now;
@@ -334,7 +304,7 @@ static store_code insert_memory(store *s, int64_t coll_id, int64_t model_id, con
                          "text) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
                          b, 6, &q, err);
         if (rc == STORE_OK && m->vectors)
-            rc = store_write_vectors(s, q.i, model_id, anchor, m->vectors + c * per, per, dtype,
+            rc = store_write_vectors(s, q.i, model_id, m->vectors + c * per, per, dtype,
                                      err);
     }
     return rc;
@@ -354,8 +324,8 @@ store_code store_add(store *s, const char *collection, bool create_collection, c
         if (rc != STORE_OK) return rc;
     }
     size_t per = m ? (size_t)m->n_mem * m->n_embd : 0;
-    const float *first = NULL;
-    for (size_t i = 0; i < n && !first; i++) first = mems[i].vectors;
+    bool vectors = false;
+    for (size_t i = 0; i < n; i++) vectors |= mems[i].vectors != NULL;
     pthread_mutex_lock(&s->mu);
     store_code rc = s->d->ops->begin(s->d, true, err);
     if (rc != STORE_OK) {
@@ -363,19 +333,17 @@ store_code store_add(store *s, const char *collection, bool create_collection, c
         return rc;
     }
     int64_t coll_id = 0, model_id = 0;
-    float *anchor = NULL;
     rc = store_coll_find(s, collection, create_collection, &coll_id, NULL, err);
-    if (rc == STORE_OK && first) rc = store_model_find(s, m, first, &model_id, &anchor, err);
+    if (rc == STORE_OK && vectors) rc = store_model_find(s, m, true, &model_id, err);
     for (size_t i = 0; rc == STORE_OK && i < n; i++) {
         char gen[33];
         const char *id = mems[i].id && *mems[i].id ? mems[i].id : (new_id(gen), gen);
-        rc = insert_memory(s, coll_id, model_id, anchor, per, dtype, &mems[i], id, collection, err);
+        rc = insert_memory(s, coll_id, model_id, per, dtype, &mems[i], id, collection, err);
         if (rc == STORE_OK && ids_out) snprintf(ids_out[i], STORE_NAME_MAX + 1, "%s", id);
     }
     if (rc == STORE_OK) rc = store_coll_bump(s, coll_id, err);
     rc = store_txn_end(s, rc, err);
     pthread_mutex_unlock(&s->mu);
-    free(anchor);
     return rc;
 }
 
@@ -417,11 +385,10 @@ store_code store_replace(store *s, const char *collection, const store_model *m,
         return rc;
     }
     int64_t coll_id = 0, mem_id = 0, model_id = 0;
-    float *anchor = NULL;
     rc = store_coll_find(s, collection, false, &coll_id, NULL, err);
     if (rc == STORE_OK) rc = store_mem_find(s, coll_id, collection, mem->id, &mem_id, err);
     if (rc == STORE_OK && mem->vectors)
-        rc = store_model_find(s, m, mem->vectors, &model_id, &anchor, err);
+        rc = store_model_find(s, m, true, &model_id, err);
     if (rc == STORE_OK) rc = delete_chunks(s, mem_id, err);
     if (rc == STORE_OK) {
         bool keep = keep_metadata && !mem->metadata;
@@ -450,13 +417,12 @@ store_code store_replace(store *s, const char *collection, const store_model *m,
                          "text) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
                          b, 6, &q, err);
         if (rc == STORE_OK && mem->vectors)
-            rc = store_write_vectors(s, q.i, model_id, anchor, mem->vectors + c * per, per, dtype,
+            rc = store_write_vectors(s, q.i, model_id, mem->vectors + c * per, per, dtype,
                                      err);
     }
     if (rc == STORE_OK) rc = store_coll_bump(s, coll_id, err);
     rc = store_txn_end(s, rc, err);
     pthread_mutex_unlock(&s->mu);
-    free(anchor);
     return rc;
 }
 

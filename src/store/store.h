@@ -20,7 +20,6 @@
 #define STORE_MAX_CHUNKS    4096 /* chunks of one memory (~1M tokens) */
 #define STORE_METADATA_MAX  (64 << 10)
 #define STORE_LIST_MAX      1000 /* memories per page */
-#define STORE_SKETCH_DIM    256  /* floats of a chunk's ranking sketch */
 #define STORE_DEFAULT_CACHE (512u << 20)
 
 typedef struct store store;

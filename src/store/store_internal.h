@@ -39,12 +39,11 @@ store_code store_mem_find(store *s, int64_t coll_id, const char *coll, const cha
                           int64_t *mem_id, store_err *err);
 store_code store_check_memory(const store_memory_in *m, store_err *err);
 
-/* The model's row (id, anchor); with `first` vectors, created when missing (its anchor is their
- * unit vector). *id = 0 when missing and not created. */
-store_code store_model_find(store *s, const store_model *m, const float *first, int64_t *id,
-                            float **anchor, store_err *err);
-store_code store_write_vectors(store *s, int64_t chunk_id, int64_t model_id, const float *anchor,
-                               const float *v, size_t per, store_dtype dtype, store_err *err);
+/* The model's row id, created when missing if `create`; *id = 0 when missing. */
+store_code store_model_find(store *s, const store_model *m, bool create, int64_t *id,
+                            store_err *err);
+store_code store_write_vectors(store *s, int64_t chunk_id, int64_t model_id, const float *v,
+                               size_t per, store_dtype dtype, store_err *err);
 void *store_encode_vectors(const float *v, size_t n, store_dtype dtype, size_t *bytes);
 bool store_decode_vectors(const void *p, size_t bytes, int dtype, float *out, size_t n);
 

@@ -1,7 +1,7 @@
 /* test_store_core.c - the memory store above the database: the ranking arithmetic against
  * hand-computed values, the bounded cache, and the store's behaviour on a real SQLite file (and
  * PostgreSQL when CLARA_TEST_PG holds a connection string; tests/e2e/test_store_db.py sets it):
- * selection equal to exact brute force, filters, full text, replicas' cache invalidation, models
+ * selection equal to exact brute force (with and without code pre-selection), filters, full text, replicas' cache invalidation, models
  * kept apart, export/import round trips. */
 #include <unistd.h>
 
@@ -11,7 +11,7 @@
 #include "store/store.h"
 #include "t.h"
 
-enum { N_MEM = 2, N_EMBD = 8, PER = N_MEM * N_EMBD };
+enum { N_MEM = 4, N_EMBD = 256, PER = N_MEM * N_EMBD };
 
 static const char *FP_A = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 static const char *FP_B = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
@@ -37,27 +37,34 @@ static void test_top_k(void) {
     T_EQ_INT(out[6], 3);
 }
 
-/* Each sketch entry of a basis vector is one sign, +-1; the anchor enters linearly. */
-static void test_sketch(void) {
-    float e[PER] = {0}, sk[STORE_SKETCH_DIM], v[PER], u[PER], sv[STORE_SKETCH_DIM],
-          su[STORE_SKETCH_DIM], svu[STORE_SKETCH_DIM];
-    e[3] = 5;
-    store_sketch(e, NULL, PER, sk);
-    bool signs = true;
-    for (int j = 0; j < STORE_SKETCH_DIM; j++) signs &= sk[j] == 1 || sk[j] == -1;
-    T_CHECK(signs);
-    for (int i = 0; i < PER; i++) {
-        v[i] = (float)(i % 5) - 1.5f;
-        u[i] = (float)((i * 7) % 3) + 0.25f;
+/* A code is the sign bits; the Hamming distance counts the values whose signs differ, on every
+ * path (POPCNT or not: the same sums). */
+static void test_code(void) {
+    enum { N = 200 }; /* not a multiple of 64: the last word is partial */
+    float a[N], b[N];
+    for (int i = 0; i < N; i++) {
+        a[i] = (float)((i * 37) % 11) - 5.0f;
+        b[i] = i % 3 == 0 ? -a[i] : a[i];
     }
-    float uu[PER];
-    store_unit(u, PER, uu);
-    store_sketch(v, NULL, PER, sv);
-    store_sketch(uu, NULL, PER, su);
-    store_sketch(v, uu, PER, svu);
-    double worst = 0;
-    for (int j = 0; j < STORE_SKETCH_DIM; j++) worst = fmax(worst, fabs(svu[j] - (sv[j] - su[j])));
-    T_CHECK_MSG(worst < 1e-5, "P(unit(v) - u) = P unit(v) - P u (off by %g)", worst);
+    a[7] = -0.0f; /* a negative zero has its sign bit: counted like a negative value */
+    b[7] = 0.0f;
+    uint64_t ca[4], cb[4], zero[4] = {0};
+    T_EQ_INT(store_code_words(N), 4);
+    store_sign_code(a, N, ca);
+    store_sign_code(b, N, cb);
+    int neg = 0, differ = 0;
+    for (int i = 0; i < N; i++) {
+        neg += signbit(a[i]) != 0;
+        differ += signbit(a[i]) != signbit(b[i]);
+    }
+    uint32_t d[2];
+    uint64_t both[8];
+    memcpy(both, zero, sizeof zero);
+    memcpy(both + 4, cb, sizeof cb);
+    store_hamming(ca, both, 2, 4, d);
+    T_EQ_INT(d[0], neg);
+    T_EQ_INT(d[1], differ);
+    T_CHECK(ca[3] >> (N - 192) == 0); /* nothing past the last value */
 }
 
 static void test_cache(void) {
@@ -123,7 +130,7 @@ static void add_many(store *s, const char *coll, int n, float *all) {
 }
 
 /* Cosine selection equals exact brute force over every stored vector, both when it scores
- * everything and when it pre-selects by sketch. */
+ * everything and when it pre-selects by code. */
 static void check_cosine(store *s, const char *coll, const float *all, int n, size_t k) {
     store_model m = model(FP_A);
     int agree = 0, queries = 40;
@@ -325,7 +332,7 @@ static void run_store(const char *url, const char *url2) {
 int main(void) {
     T_RUN(test_cosine);
     T_RUN(test_top_k);
-    T_RUN(test_sketch);
+    T_RUN(test_code);
     T_RUN(test_cache);
     char dir[] = "/tmp/clara-store-core-XXXXXX";
     if (!mkdtemp(dir)) return 1;
