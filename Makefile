@@ -172,3 +172,8 @@ clean:
 	rm -rf build
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+# bench/store.sh's program: the memory store's ranking, recall and size (direct store access).
+$(BUILD)/bench/bench_store: bench/bench_store.c $(BUILD)/libclara.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libclara.a $(LDLIBS)

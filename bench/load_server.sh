@@ -21,7 +21,7 @@ import http.client, json, os, re, signal, subprocess, sys, tempfile, threading, 
 
 build, clients, dur = os.environ["BUILD"], int(os.environ["CLIENTS"]), float(os.environ["SECONDS_LOAD"])
 args = [os.path.join(build, "clara-server"), "--host", "127.0.0.1", "--port", "0", "--log-level", "warn",
-        "--keep-alive", "-1"]
+        "--keep-alive", "-1", "--db", "none"]  # no memory store: never one under ~/.local/share
 if os.environ.get("MODEL"):
     args += ["--model", os.environ["MODEL"]]
 log = tempfile.NamedTemporaryFile(prefix="clara-load-", suffix=".log", delete=False)

@@ -22,7 +22,7 @@ sys.path.insert(0, "tests/e2e")
 import slowloris
 log = tempfile.NamedTemporaryFile(prefix="clara-slowloris-", suffix=".log", delete=False)
 srv = subprocess.Popen([os.path.join(os.environ["BUILD"], "clara-server"), "--port", "0",
-                        "--keep-alive", "-1"], stdout=subprocess.DEVNULL, stderr=log)
+                        "--keep-alive", "-1", "--db", "none"], stdout=subprocess.DEVNULL, stderr=log)
 try:
     port = None
     for _ in range(300):

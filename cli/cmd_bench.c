@@ -310,6 +310,17 @@ static int check_tokens(const bench_state *st, const uint32_t *n_tokens, uint32_
     return 0;
 }
 
+typedef struct {
+    const bench_opts *o;
+    char step[96];
+} bench_step;
+
+/* Progress of one step (which threads, which case), after each timed pass. */
+static void step_progress(void *arg, const char *what, int done, int total, double seconds) {
+    const bench_step *b = arg;
+    note(b->o, "%s: %s %d/%d (%.1f s)", b->step, what, done, total, seconds);
+}
+
 static int run_threads(bench_state *st, int threads) {
     const bench_opts *o = st->o;
     bench_thread_result *r = &st->res[st->n_res];
@@ -321,19 +332,27 @@ static int run_threads(bench_state *st, int threads) {
     if (clara_ctx_create(st->model, &cp, &ctx) != CLARA_OK) return fail("%s", clara_last_error());
     r->threads = threads;
     for (size_t i = 0; (o->parts & BENCH_PART_COMPRESS) && i < o->n_batches && rc == 0; i++) {
-        note(o, "threads %d: compressing batches of %u", threads, o->batches[i]);
+        bench_step b = {o, ""};
+        snprintf(b.step, sizeof b.step, "threads %d, compressing a batch of %u (case %zu/%zu)",
+                 threads, o->batches[i], i + 1, o->n_batches);
+        bench_progress pr = {step_progress, &b};
+        note(o, "%s", b.step);
         if (bench_compress_run(ctx, st->model, st->docs.docs, o->batches[i], (int)o->reps, &st->mi,
-                               &r->compress[i], n_tokens) != CLARA_OK)
+                               &r->compress[i], n_tokens, &pr) != CLARA_OK)
             rc = fail("%s", clara_last_error());
         else
             rc = check_tokens(st, n_tokens, o->batches[i]);
         r->n_compress = i + 1;
     }
     r->has_answer = rc == 0 && (o->parts & BENCH_PART_ANSWER);
-    if (r->has_answer) note(o, "threads %d: answering from %d documents", threads, ANSWER_DOCS);
+    bench_step b = {o, ""};
+    snprintf(b.step, sizeof b.step, "threads %d, answering from %d documents", threads,
+             ANSWER_DOCS);
+    bench_progress pr = {step_progress, &b};
+    if (r->has_answer) note(o, "%s", b.step);
     if (r->has_answer &&
         bench_answer_run(ctx, st->model, st->docs.docs, ANSWER_DOCS, st->docs.query,
-                         (uint32_t)o->gen_tokens, (int)o->reps, &r->answer) != CLARA_OK)
+                         (uint32_t)o->gen_tokens, (int)o->reps, &r->answer, &pr) != CLARA_OK)
         rc = fail("%s", clara_last_error());
     clara_ctx_free(ctx);
     if (rc == 0) st->n_res++;

@@ -27,20 +27,28 @@ static void check_finite(const float *v, size_t n) {
         }
 }
 
+static void tell(const bench_progress *p, const char *what, int done, int total, double sec) {
+    if (p && p->fn) p->fn(p->arg, what, done, total, sec);
+}
+
 clara_status bench_compress_run(clara_ctx *ctx, const clara_model *m, const clara_text *docs,
                                 uint32_t batch, int reps, const bench_model_info *mi,
-                                bench_compress_result *out, uint32_t *n_tokens) {
+                                bench_compress_result *out, uint32_t *n_tokens,
+                                const bench_progress *progress) {
     if (reps < 1 || reps > MAX_REPS || batch == 0)
         return clara_fail(CLARA_ERR_INVALID_ARG, "bad batch or repetition count");
     float *vec = malloc(vector_floats(m, batch) * sizeof(float));
     double t[MAX_REPS];
     if (!vec) return clara_fail(CLARA_ERR_NOMEM, "out of memory");
+    double t0 = bench_now();
     clara_status s = clara_compress(ctx, docs, batch, vec, n_tokens);
     if (s == CLARA_OK) check_finite(vec, vector_floats(m, batch));
+    if (s == CLARA_OK) tell(progress, "warm-up", 1, 1, bench_now() - t0);
     for (int r = 0; r < reps && s == CLARA_OK; r++) {
-        double t0 = bench_now();
+        t0 = bench_now();
         s = clara_compress(ctx, docs, batch, vec, NULL);
         t[r] = bench_now() - t0;
+        if (s == CLARA_OK) tell(progress, "repetition", r + 1, reps, t[r]);
     }
     free(vec);
     if (s != CLARA_OK) return s;
@@ -72,7 +80,7 @@ static clara_status answer_once(clara_ctx *ctx, clara_gen_params *p, uint32_t ge
 
 clara_status bench_answer_run(clara_ctx *ctx, const clara_model *m, const clara_text *docs,
                               size_t n_docs, const char *query, uint32_t gen_tokens, int reps,
-                              bench_answer_result *out) {
+                              bench_answer_result *out, const bench_progress *progress) {
     if (reps < 1 || reps > MAX_REPS || gen_tokens < 2)
         return clara_fail(CLARA_ERR_INVALID_ARG, "bad generation length or repetition count");
     float *vec = malloc(vector_floats(m, n_docs) * sizeof(float));
@@ -87,9 +95,14 @@ clara_status bench_answer_run(clara_ctx *ctx, const clara_model *m, const clara_
     p.ignore_eos = 1;
     double pre[MAX_REPS], dec[MAX_REPS];
     uint32_t prompt = 0;
+    double t0 = bench_now();
     if (s == CLARA_OK) s = answer_once(ctx, &p, 2, &pre[0], &dec[0], &prompt); /* warm-up */
-    for (int r = 0; r < reps && s == CLARA_OK; r++)
+    if (s == CLARA_OK) tell(progress, "warm-up", 1, 1, bench_now() - t0);
+    for (int r = 0; r < reps && s == CLARA_OK; r++) {
+        t0 = bench_now();
         s = answer_once(ctx, &p, gen_tokens, &pre[r], &dec[r], &prompt);
+        if (s == CLARA_OK) tell(progress, "repetition", r + 1, reps, bench_now() - t0);
+    }
     free(vec);
     if (s != CLARA_OK) return s;
     out->prompt_tokens = prompt;

@@ -24,15 +24,24 @@ typedef struct {
 
 /* clara_compress of docs[0, batch) once to warm up, then `reps` times. n_tokens[batch] receives
  * what clara_compress reported for each document. */
+/* Optional progress of a run, called after each timed pass (`what` names it: "warm-up" or
+ * "repetition"; done of total, and the pass's seconds), so that a long benchmark is never silent.
+ */
+typedef struct {
+    void (*fn)(void *arg, const char *what, int done, int total, double seconds);
+    void *arg;
+} bench_progress;
+
 clara_status bench_compress_run(clara_ctx *ctx, const clara_model *m, const clara_text *docs,
                                 uint32_t batch, int reps, const bench_model_info *mi,
-                                bench_compress_result *out, uint32_t *n_tokens);
+                                bench_compress_result *out, uint32_t *n_tokens,
+                                const bench_progress *progress);
 
 /* Compresses the n_docs documents, then answers `query` from their vectors (CLARA_TASK_ANSWER)
  * generating exactly gen_tokens (>= 2) tokens with ignore_eos: a short warm-up, then `reps`
  * timed runs. */
 clara_status bench_answer_run(clara_ctx *ctx, const clara_model *m, const clara_text *docs,
                               size_t n_docs, const char *query, uint32_t gen_tokens, int reps,
-                              bench_answer_result *out);
+                              bench_answer_result *out, const bench_progress *progress);
 
 #endif
