@@ -4,10 +4,10 @@
  * from real ones: a few hundred passages of the data file (and questions) are compressed once with
  * the model (cached in --vectors), then stored chunk i is a random convex combination of 2 or 3
  * real passage vectors (weights uniform, normalised to sum 1) plus Gaussian noise of --noise times
- * the mixture's RMS per element, rounded to f16 as the store keeps it. A mixture of real hidden
- * states keeps their large shared direction and their spread along it, which is what the ranking
- * sketch depends on (src/store/rank.h). Query vectors are the questions' encoder vectors (the 1B
- * bench model has no query reasoner).
+ * the mixture's RMS per element, rounded to f16 as the store keeps it: many chunks share a main
+ * passage, so the top-k differ from their neighbours by small margins, the hard case for the
+ * candidates' pre-selection by code (src/store/rank.h). Query vectors are the questions' encoder
+ * vectors (the 1B bench model has no query reasoner).
  *
  * For each size N: the chunks go in through store_add (one chunk per memory, f16, batches of
  * 256), while the exact cosine of every query with every stored vector is computed on the side

@@ -138,14 +138,15 @@ srv_endpoint srv_store_match(const char *path, const char *method, const char **
 }
 
 static int hex_digit(char c) {
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                                        : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                                               : -1;
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
 }
 
 /* Decodes a path segment's %XX escapes in place (clients escape ':' and the like); false for a
- * '%' not followed by two hex digits, and for %00. A decoded '/' or control byte is refused by the name check
- * afterwards, never taken as structure: the path was split before decoding. */
+ * '%' not followed by two hex digits, and for %00. A decoded '/' or control byte is refused by the
+ * name check afterwards, never taken as structure: the path was split before decoding. */
 static bool percent_decode(char *s) {
     char *o = s;
     for (const char *p = s; *p; p++) {

@@ -18,7 +18,7 @@
 typedef struct store_cache store_cache;
 
 typedef struct {
-    int64_t coll_id, version, model_id; /* model_id 0: no sketches */
+    int64_t coll_id, version, model_id; /* model_id 0: no codes */
     size_t n;                           /* chunks */
     int64_t *chunk_ids, *mem_rowids;    /* [n], added order */
     size_t words;                       /* 64-bit words of a code (rank.h) */
@@ -40,7 +40,7 @@ bool store_cache_get_vectors(store_cache *c, int64_t chunk_id, int64_t model_id,
 void store_cache_put_vectors(store_cache *c, int64_t chunk_id, int64_t model_id, const float *v,
                              size_t n_floats);
 
-/* The cached index of a collection at `version` with the sketches of model_id (0: a model with
+/* The cached index of a collection at `version` with the codes of model_id (0: a model with
  * no vectors stored), or NULL.
  * A returned index is referenced: give it back with store_index_release. */
 store_index *store_cache_get_index(store_cache *c, int64_t coll_id, int64_t version,

@@ -28,9 +28,8 @@ void store_sign_code(const float *v, size_t n, uint64_t *out) {
 
 /* The same sum two ways: with the POPCNT instruction (every x86-64 CPU these machines come as
  * has it; the compiler's portable popcount is a slow call), or with shifts and masks. */
-__attribute__((target("popcnt"))) static void hamming_popcnt(const uint64_t *q,
-                                                             const uint64_t *codes, size_t n,
-                                                             size_t words, uint32_t *out) {
+__attribute__((target("popcnt"))) static void
+hamming_popcnt(const uint64_t *q, const uint64_t *codes, size_t n, size_t words, uint32_t *out) {
     for (size_t i = 0; i < n; i++) {
         const uint64_t *c = codes + i * words;
         uint64_t d = 0;

@@ -27,8 +27,7 @@ static inline size_t store_code_words(size_t n) {
 void store_sign_code(const float *v, size_t n, uint64_t *out);
 
 /* Hamming distances of q's code to each of n codes of `words` words: out[i]. */
-void store_hamming(const uint64_t *q, const uint64_t *codes, size_t n, size_t words,
-                   uint32_t *out);
+void store_hamming(const uint64_t *q, const uint64_t *codes, size_t n, size_t words, uint32_t *out);
 
 /* Indices of the `k` largest scores (ties: lower index first), in that order; k <= n. */
 void store_top_k(const float *scores, size_t n, size_t k, size_t *out);

@@ -272,8 +272,7 @@ store_code store_put_vectors(store *s, const store_model *m, store_dtype dtype,
                          "c.memory_id WHERE c.id = ?",
                          a, 1, &q, err);
         if (rc == STORE_OK && q.found)
-            rc = store_write_vectors(s, chunk_ids[i], model_id, vectors + i * per, per,
-                                     dtype, err);
+            rc = store_write_vectors(s, chunk_ids[i], model_id, vectors + i * per, per, dtype, err);
         if (rc == STORE_OK && q.found) rc = store_coll_bump(s, q.i, err);
     }
     rc = store_txn_end(s, rc, err);

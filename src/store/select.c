@@ -97,7 +97,7 @@ static store_code load_index(store *s, int64_t coll_id, int64_t version, int64_t
     l.ix->words = words;
     db_val a[] = {db_int(model_id), db_int(coll_id)};
     store_code rc = s->d->ops->query(s->d,
-                                     "SELECT c.id, c.memory_id, v.sketch FROM chunks c JOIN "
+                                     "SELECT c.id, c.memory_id, v.code FROM chunks c JOIN "
                                      "memories m ON m.id = c.memory_id LEFT JOIN vectors v ON "
                                      "v.chunk_id = c.id AND v.model_id = ? WHERE "
                                      "m.collection_id = ? ORDER BY c.id",
@@ -247,8 +247,8 @@ static store_code nearest_codes(const store_query *q, const store_index *ix, con
     return STORE_OK;
 }
 
-/* Cosine: exact over all allowed chunks when few, else exact over the best by sketch. Fills
- * pick[k] (index positions) and score[k]; *k_out may be below k for a small collection. */
+/* Cosine: exact over all allowed chunks when few, else exact over the candidates nearest by code.
+ * Fills pick[k] (index positions) and score[k]; *k_out may be below k for a small collection. */
 static store_code rank_cosine(store *s, const store_query *q, const store_index *ix,
                               const size_t *allowed, size_t n_allowed, size_t *pick, float *score,
                               float *vecs, size_t *k_out, store_selection *out, store_err *err) {

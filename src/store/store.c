@@ -219,10 +219,10 @@ store_code store_write_vectors(store *s, int64_t chunk_id, int64_t model_id, con
     db_val a[] = {db_int(chunk_id), db_int(model_id), db_int(dtype), db_blob(data, bytes),
                   db_blob(code, words * sizeof *code)};
     store_code rc = store_exec(s,
-                               "INSERT INTO vectors (chunk_id, model_id, dtype, data, sketch) "
+                               "INSERT INTO vectors (chunk_id, model_id, dtype, data, code) "
                                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (chunk_id, model_id) DO "
                                "UPDATE SET dtype = excluded.dtype, data = excluded.data, "
-                               "sketch = excluded.sketch",
+                               "code = excluded.code",
                                a, 5, NULL, err);
     free(data);
     free(code);
@@ -272,8 +272,9 @@ store_code store_check_memory(const store_memory_in *m, store_err *err) {
 }
 
 /* Inserts one memory's row, chunks and vectors (inside the caller's transaction). */
-static store_code insert_memory(store *s, int64_t coll_id, int64_t model_id, size_t per, store_dtype dtype, const store_memory_in *m,
-                                const char *id, const char *coll_name, store_err *err) {
+static store_code insert_memory(store *s, int64_t coll_id, int64_t model_id, size_t per,
+                                store_dtype dtype, const store_memory_in *m, const char *id,
+                                const char *coll_name, store_err *err) {
     int64_t now = store_now_ms();
     int64_t created = m->created_ms ? m->created_ms : now;
     int64_t updated = m->updated_ms ? m->updated_ms : created;
@@ -304,8 +305,7 @@ static store_code insert_memory(store *s, int64_t coll_id, int64_t model_id, siz
                          "text) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
                          b, 6, &q, err);
         if (rc == STORE_OK && m->vectors)
-            rc = store_write_vectors(s, q.i, model_id, m->vectors + c * per, per, dtype,
-                                     err);
+            rc = store_write_vectors(s, q.i, model_id, m->vectors + c * per, per, dtype, err);
     }
     return rc;
 }
@@ -387,8 +387,7 @@ store_code store_replace(store *s, const char *collection, const store_model *m,
     int64_t coll_id = 0, mem_id = 0, model_id = 0;
     rc = store_coll_find(s, collection, false, &coll_id, NULL, err);
     if (rc == STORE_OK) rc = store_mem_find(s, coll_id, collection, mem->id, &mem_id, err);
-    if (rc == STORE_OK && mem->vectors)
-        rc = store_model_find(s, m, true, &model_id, err);
+    if (rc == STORE_OK && mem->vectors) rc = store_model_find(s, m, true, &model_id, err);
     if (rc == STORE_OK) rc = delete_chunks(s, mem_id, err);
     if (rc == STORE_OK) {
         bool keep = keep_metadata && !mem->metadata;
@@ -417,8 +416,7 @@ store_code store_replace(store *s, const char *collection, const store_model *m,
                          "text) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
                          b, 6, &q, err);
         if (rc == STORE_OK && mem->vectors)
-            rc = store_write_vectors(s, q.i, model_id, mem->vectors + c * per, per, dtype,
-                                     err);
+            rc = store_write_vectors(s, q.i, model_id, mem->vectors + c * per, per, dtype, err);
     }
     if (rc == STORE_OK) rc = store_coll_bump(s, coll_id, err);
     rc = store_txn_end(s, rc, err);

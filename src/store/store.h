@@ -169,7 +169,7 @@ typedef struct {
     char **texts;        /* each chunk's text */
     uint32_t *chunk_seq; /* its position in its memory */
     const char *method;  /* "cosine", "fulltext", "all" */
-    bool exact;          /* cosine: every chunk scored exactly (no sketch pre-selection) */
+    bool exact;          /* cosine: every chunk scored exactly (no pre-selection by code) */
     size_t candidates;   /* chunks scored exactly */
     size_t considered;   /* chunks in the collection that matched the filter */
     double rank_ms;

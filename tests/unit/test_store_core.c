@@ -1,8 +1,8 @@
 /* test_store_core.c - the memory store above the database: the ranking arithmetic against
  * hand-computed values, the bounded cache, and the store's behaviour on a real SQLite file (and
  * PostgreSQL when CLARA_TEST_PG holds a connection string; tests/e2e/test_store_db.py sets it):
- * selection equal to exact brute force (with and without code pre-selection), filters, full text, replicas' cache invalidation, models
- * kept apart, export/import round trips. */
+ * selection equal to exact brute force (with and without code pre-selection), filters, full text,
+ * replicas' cache invalidation, models kept apart, export/import round trips. */
 #include <unistd.h>
 
 #include "base/fp16.h"
@@ -134,7 +134,7 @@ static void add_many(store *s, const char *coll, int n, float *all) {
 static void check_cosine(store *s, const char *coll, const float *all, int n, size_t k) {
     store_model m = model(FP_A);
     int agree = 0, queries = 40;
-    bool exact_seen = false, sketch_seen = false;
+    bool exact_seen = false, code_seen = false;
     for (int qi = 0; qi < queries; qi++) {
         float qv[PER], scores[4096];
         make_vectors(qv, qi % 13);
@@ -156,12 +156,12 @@ static void check_cosine(store *s, const char *coll, const float *all, int n, si
         }
         agree += same;
         exact_seen |= sel.exact;
-        sketch_seen |= !sel.exact;
+        code_seen |= !sel.exact;
         store_selection_free(&sel);
     }
     T_CHECK_MSG(agree >= queries * 99 / 100,
                 "top-%zu equals brute force on %d of %d queries (n=%d)", k, agree, queries, n);
-    T_CHECK(n > 256 ? sketch_seen && !exact_seen : exact_seen && !sketch_seen);
+    T_CHECK(n > 256 ? code_seen && !exact_seen : exact_seen && !code_seen);
 }
 
 static void check_filter_and_fulltext(store *s, const char *coll) {
