@@ -9,7 +9,9 @@
  *              `text` is the piece itself, indexed for full-text search
  * models       one row per model fingerprint (docs/STORE.md)
  * vectors      a chunk's n_mem x n_embd vectors under one model (f16 or f32) and its code:
- *              the sign bits of those values (store/rank.h), which pre-select candidates
+ *              the sign bits of those values (store/rank.h), which pre-select candidates. The
+ *              code comes before the data: SQLite reads a row's columns in order, through the
+ *              overflow pages of a large value, so loading the codes does not read the vectors
  * clara_meta   key/value: schema_version
  *
  * Ids are never reused (SQLite: AUTOINCREMENT; PostgreSQL: identity columns): caches key chunk
@@ -56,10 +58,10 @@ static const migration_step v1[] = {
      "name TEXT NOT NULL, created_ms BIGINT NOT NULL)"},
     {"CREATE TABLE vectors (chunk_id INTEGER NOT NULL REFERENCES chunks(id), "
      "model_id INTEGER NOT NULL REFERENCES models(id), dtype INTEGER NOT NULL, "
-     "data BLOB NOT NULL, code BLOB NOT NULL, PRIMARY KEY (chunk_id, model_id))",
+     "code BLOB NOT NULL, data BLOB NOT NULL, PRIMARY KEY (chunk_id, model_id))",
      "CREATE TABLE vectors (chunk_id BIGINT NOT NULL REFERENCES chunks(id), "
      "model_id BIGINT NOT NULL REFERENCES models(id), dtype INTEGER NOT NULL, "
-     "data BYTEA NOT NULL, code BYTEA NOT NULL, PRIMARY KEY (chunk_id, model_id))"},
+     "code BYTEA NOT NULL, data BYTEA NOT NULL, PRIMARY KEY (chunk_id, model_id))"},
     /* full-text search over chunks: FTS5 (external content, kept by triggers) / tsvector */
     {"CREATE VIRTUAL TABLE chunks_fts USING fts5(text, content='chunks', content_rowid='id')",
      "ALTER TABLE chunks ADD COLUMN tsv tsvector "

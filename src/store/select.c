@@ -86,6 +86,21 @@ static int read_meta(void *arg, db_row *r) {
     return 0;
 }
 
+/* Gives back what the doubling growth left over (an index can be hundreds of MB). */
+static void shrink(index_load *l) {
+    store_index *ix = l->ix;
+    size_t n = ix->n ? ix->n : 1;
+    int64_t *c = realloc(ix->chunk_ids, n * sizeof *c);
+    if (c) ix->chunk_ids = c;
+    int64_t *m = realloc(ix->mem_rowids, n * sizeof *m);
+    if (m) ix->mem_rowids = m;
+    uint64_t *k = realloc(ix->codes, n * ix->words * sizeof *k);
+    if (k) ix->codes = k;
+    bool *h = realloc(ix->has_vectors, n * sizeof *h);
+    if (h) ix->has_vectors = h;
+    l->cap = c && m && k && h ? n : l->cap;
+}
+
 /* Reads the index of collection coll_id with the codes of model_id (under the caller's lock). */
 static store_code load_index(store *s, int64_t coll_id, int64_t version, int64_t model_id,
                              size_t words, store_index **out, store_err *err) {
@@ -112,8 +127,9 @@ static store_code load_index(store *s, int64_t coll_id, int64_t version, int64_t
         store_index_free(l.ix);
         return rc;
     }
-    l.ix->bytes = l.cap * (2 * sizeof(int64_t) + words * sizeof(uint64_t) + 1) +
-                  l.mcap * (sizeof(int64_t) + sizeof(cJSON *) + 256);
+    shrink(&l);
+    l.ix->bytes = l.ix->n * (2 * sizeof(int64_t) + words * sizeof(uint64_t) + 1) +
+                  l.ix->n_mems * (sizeof(int64_t) + sizeof(cJSON *) + 256);
     *out = l.ix;
     return STORE_OK;
 }
