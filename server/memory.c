@@ -447,10 +447,60 @@ static cJSON *timings_json(const srv_task *t, double store_ms) {
     return tm;
 }
 
-static void write_memories(srv_server *s, store *st, srv_endpoint ep, const char *coll,
-                           const char *id, cJSON *root, bool (*alive)(void *), void *arg,
+/* The reply to a write: each memory's id, chunks and tokens. */
+static void written_reply(const srv_task *t, const char *coll, const store_memory_in *mems,
+                          char (*ids)[STORE_NAME_MAX + 1], size_t n, int status, double store_ms,
+                          srv_reply *r) {
+    cJSON *j = ok_json();
+    cJSON_AddStringToObject(j, "collection", coll);
+    cJSON *arr = cJSON_AddArrayToObject(j, "memories");
+    for (size_t i = 0; i < n; i++) {
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "id", ids[i]);
+        cJSON_AddNumberToObject(e, "chunks", (double)mems[i].n_chunks);
+        uint32_t tokens = 0;
+        for (size_t c = 0; c < mems[i].n_chunks; c++) tokens += mems[i].chunks[c].n_tokens;
+        cJSON_AddNumberToObject(e, "tokens", tokens);
+        cJSON_AddItemToArray(arr, e);
+    }
+    cJSON_AddStringToObject(j, "model", t->fingerprint);
+    cJSON_AddItemToObject(j, "timings", timings_json(t, store_ms));
+    srv_reply_json(r, status, j);
+}
+
+/* Stores memories compressed by t: an add (ids generated where none was given), or the replace
+ * of memory `id` (PUT; its metadata kept unless the body gives one). */
+static void store_memories(srv_server *s, store *st, const srv_task *t, const char *coll,
+                           const char *id, store_memory_in *mems, size_t n, store_dtype dt,
                            srv_reply *r) {
-    bool put = ep == SRV_EP_MEM_PUT;
+    store_model m;
+    srv_mem_model(s, t->fingerprint, &m);
+    store_err err = {0};
+    char(*ids)[STORE_NAME_MAX + 1] = calloc(n, sizeof *ids);
+    if (!ids) {
+        srv_reply_error(r, 500, "out_of_memory", "out of memory");
+        return;
+    }
+    double t0 = srv_mono();
+    store_code rc;
+    if (id) {
+        mems[0].id = id;
+        snprintf(ids[0], sizeof ids[0], "%s", id);
+        rc = store_replace(st, coll, &m, dt, &mems[0], mems[0].metadata == NULL, &err);
+    } else {
+        rc = store_add(st, coll, true, &m, dt, mems, n, ids, &err);
+    }
+    double store_ms = (srv_mono() - t0) * 1e3;
+    if (rc != STORE_OK)
+        srv_mem_store_error(r, &err);
+    else
+        written_reply(t, coll, mems, ids, n, id ? 200 : 201, store_ms, r);
+    free(ids);
+}
+
+/* POST .../memories (id NULL) and PUT .../memories/{id}. */
+static void write_memories(srv_server *s, store *st, const char *coll, const char *id, cJSON *root,
+                           bool (*alive)(void *), void *arg, srv_reply *r) {
     store_memory_in *mems = NULL;
     char **metas = NULL;
     size_t n = 0;
@@ -460,39 +510,9 @@ static void write_memories(srv_server *s, store *st, srv_endpoint ep, const char
         srv_reply_error(r, 500, "out_of_memory", "out of memory");
         return;
     }
-    if (memory_items(root, put, &mems, &metas, &n, r) == 0 && vector_dtype(s, root, &dt, r) == 0 &&
-        compress_memories(s, t, mems, n, alive, arg, r) == 0) {
-        store_model m;
-        srv_mem_model(s, t->fingerprint, &m);
-        store_err err = {0};
-        char(*ids)[STORE_NAME_MAX + 1] = calloc(n, sizeof *ids);
-        double t0 = srv_mono();
-        store_code rc = !ids  ? store_fail(&err, STORE_NOMEM, "out of memory")
-                        : put ? (mems[0].id = id, store_replace(st, coll, &m, dt, &mems[0],
-                                                                mems[0].metadata == NULL, &err))
-                              : store_add(st, coll, true, &m, dt, mems, n, ids, &err);
-        double store_ms = (srv_mono() - t0) * 1e3;
-        if (rc != STORE_OK) {
-            srv_mem_store_error(r, &err);
-        } else {
-            cJSON *j = ok_json();
-            cJSON_AddStringToObject(j, "collection", coll);
-            cJSON *arr = cJSON_AddArrayToObject(j, "memories");
-            for (size_t i = 0; i < n; i++) {
-                cJSON *e = cJSON_CreateObject();
-                cJSON_AddStringToObject(e, "id", put ? id : ids[i]);
-                cJSON_AddNumberToObject(e, "chunks", (double)mems[i].n_chunks);
-                uint32_t tokens = 0;
-                for (size_t c = 0; c < mems[i].n_chunks; c++) tokens += mems[i].chunks[c].n_tokens;
-                cJSON_AddNumberToObject(e, "tokens", tokens);
-                cJSON_AddItemToArray(arr, e);
-            }
-            cJSON_AddStringToObject(j, "model", t->fingerprint);
-            cJSON_AddItemToObject(j, "timings", timings_json(t, store_ms));
-            srv_reply_json(r, put ? 200 : 201, j);
-        }
-        free(ids);
-    }
+    if (memory_items(root, id != NULL, &mems, &metas, &n, r) == 0 &&
+        vector_dtype(s, root, &dt, r) == 0 && compress_memories(s, t, mems, n, alive, arg, r) == 0)
+        store_memories(s, st, t, coll, id, mems, n, dt, r);
     for (size_t i = 0; metas && i < n; i++) free(metas[i]);
     free(metas);
     free(mems);
@@ -531,8 +551,10 @@ void srv_store_route(srv_server *s, srv_endpoint ep, const srv_target *tg, const
         delete_memory(st, coll, id, r);
         break;
     case SRV_EP_MEM_ADD:
+        write_memories(s, st, coll, NULL, root, alive, arg, r);
+        break;
     case SRV_EP_MEM_PUT:
-        write_memories(s, st, ep, coll, id, root, alive, arg, r);
+        write_memories(s, st, coll, id, root, alive, arg, r);
         break;
     case SRV_EP_MEM_QUERY:
         srv_mem_query(s, st, coll, root, alive, arg, r);

@@ -299,7 +299,7 @@ def test_log_hygiene():
 
 
 def test_shutdown_503():
-    g = Server("--grace", "20", "--parallel", "1")
+    g = Server("--grace", "20", "--parallel", "1", "--compress-cut", "1")  # timed for cut memories
     long_req = {"memories": ["Document %d. " % i + "word " * 300 for i in range(40)],
                 "query": "q", "max_new_tokens": 512}
     res = []
