@@ -283,21 +283,17 @@ static int run_add(const mem_opts *o, store *st) {
     return rc;
 }
 
+/* One JSON value on a line of its own (freed). */
+static void print_json(cJSON *j) {
+    char *s = j ? cJSON_PrintUnformatted(j) : NULL;
+    if (s) puts(s);
+    free(s);
+    cJSON_Delete(j);
+}
+
 static void print_memory(const mem_opts *o, const store_memory *m) {
     if (o->json) {
-        cJSON *j = cJSON_CreateObject();
-        cJSON_AddStringToObject(j, "id", m->id);
-        cJSON_AddStringToObject(j, "text", m->text);
-        cJSON *meta = m->metadata ? cJSON_Parse(m->metadata) : NULL;
-        cJSON_AddItemToObject(j, "metadata", meta ? meta : cJSON_CreateNull());
-        cJSON_AddNumberToObject(j, "created_ms", (double)m->created_ms);
-        cJSON_AddNumberToObject(j, "updated_ms", (double)m->updated_ms);
-        cJSON_AddNumberToObject(j, "chunks", m->n_chunks);
-        cJSON_AddNumberToObject(j, "tokens", m->n_tokens);
-        char *s = cJSON_PrintUnformatted(j);
-        if (s) puts(s);
-        free(s);
-        cJSON_Delete(j);
+        print_json(store_memory_json(m));
     } else {
         printf("%s\t%u chunk%s\t%.70s%s\n", m->id, m->n_chunks, m->n_chunks == 1 ? "" : "s",
                m->text, m->text_len > 70 ? "..." : "");
@@ -312,8 +308,7 @@ static int run_list(const mem_opts *o, store *st) {
         if (store_collections(st, &c, &n, &err) != STORE_OK) return fail(o, err.msg);
         for (size_t i = 0; i < n; i++) {
             if (o->json)
-                printf("{\"name\":\"%s\",\"memories\":%lld,\"chunks\":%lld}\n", c[i].name,
-                       (long long)c[i].n_memories, (long long)c[i].n_chunks);
+                print_json(store_collection_json(&c[i]));
             else
                 printf("%s\t%lld memories\t%lld chunks\n", c[i].name, (long long)c[i].n_memories,
                        (long long)c[i].n_chunks);
@@ -378,27 +373,11 @@ static void print_query_json(const engine *e, const store_selection *sel,
                              const clara_gen_result *res) {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "answer", res->text ? res->text : "");
-    cJSON *arr = cJSON_AddArrayToObject(j, "memories");
-    for (size_t i = 0; i < sel->n; i++) {
-        cJSON *m = cJSON_CreateObject();
-        cJSON_AddStringToObject(m, "id", sel->memory_ids[i]);
-        cJSON_AddNumberToObject(m, "chunk", sel->chunk_seq[i]);
-        cJSON_AddStringToObject(m, "text", sel->texts[i]);
-        cJSON_AddNumberToObject(m, "score", sel->scores[i]);
-        cJSON_AddItemToArray(arr, m);
-    }
-    cJSON *how = cJSON_AddObjectToObject(j, "selection");
-    cJSON_AddStringToObject(how, "method", sel->method);
-    cJSON_AddBoolToObject(how, "exact", sel->exact || strcmp(sel->method, "cosine") != 0);
-    cJSON_AddNumberToObject(how, "considered", (double)sel->considered);
-    cJSON_AddNumberToObject(how, "scored_exactly", (double)sel->candidates);
+    store_selection_add_json(j, sel);
     cJSON_AddStringToObject(j, "model", e->fp);
     cJSON_AddNumberToObject(j, "prompt_tokens", res->prompt_tokens);
     cJSON_AddNumberToObject(j, "generated_tokens", (double)res->n_ids);
-    char *s = cJSON_PrintUnformatted(j);
-    if (s) puts(s);
-    free(s);
-    cJSON_Delete(j);
+    print_json(j);
 }
 
 static int run_query(const mem_opts *o, store *st) {

@@ -189,28 +189,6 @@ static int names_of(const srv_target *tg, srv_endpoint ep, char *coll, char *id,
 
 /* ---- JSON of memories and collections ----------------------------------------------------- */
 
-static cJSON *memory_json(const store_memory *m) {
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "id", m->id);
-    cJSON_AddStringToObject(j, "text", m->text);
-    cJSON *meta = m->metadata ? cJSON_Parse(m->metadata) : NULL;
-    cJSON_AddItemToObject(j, "metadata", meta ? meta : cJSON_CreateNull());
-    cJSON_AddNumberToObject(j, "created_ms", (double)m->created_ms);
-    cJSON_AddNumberToObject(j, "updated_ms", (double)m->updated_ms);
-    cJSON_AddNumberToObject(j, "chunks", m->n_chunks);
-    cJSON_AddNumberToObject(j, "tokens", m->n_tokens);
-    return j;
-}
-
-static cJSON *collection_json(const store_collection *c) {
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "name", c->name);
-    cJSON_AddNumberToObject(j, "memories", (double)c->n_memories);
-    cJSON_AddNumberToObject(j, "chunks", (double)c->n_chunks);
-    cJSON_AddNumberToObject(j, "created_ms", (double)c->created_ms);
-    return j;
-}
-
 static cJSON *ok_json(void) {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddBoolToObject(j, "success", 1);
@@ -229,7 +207,7 @@ static void list_collections(store *st, srv_reply *r) {
     }
     cJSON *j = ok_json();
     cJSON *arr = cJSON_AddArrayToObject(j, "collections");
-    for (size_t i = 0; i < n; i++) cJSON_AddItemToArray(arr, collection_json(&c[i]));
+    for (size_t i = 0; i < n; i++) cJSON_AddItemToArray(arr, store_collection_json(&c[i]));
     store_collections_free(c, n);
     srv_reply_json(r, 200, j);
 }
@@ -248,7 +226,7 @@ static void get_collection(store *st, const char *name, srv_reply *r) {
         srv_reply_error(r, 404, "not_found", "no collection named '%s'", name);
     } else {
         cJSON *j = ok_json();
-        cJSON_AddItemToObject(j, "collection", collection_json(&c[i]));
+        cJSON_AddItemToObject(j, "collection", store_collection_json(&c[i]));
         srv_reply_json(r, 200, j);
     }
     store_collections_free(c, n);
@@ -292,7 +270,7 @@ static void list_memories(store *st, const char *coll, const srv_target *tg, srv
     cJSON *j = ok_json();
     cJSON *arr = cJSON_AddArrayToObject(j, "memories");
     for (size_t i = 0; i < n; i++) {
-        cJSON_AddItemToArray(arr, memory_json(&m[i]));
+        cJSON_AddItemToArray(arr, store_memory_json(&m[i]));
         store_memory_free(&m[i]);
     }
     free(m);
@@ -310,7 +288,7 @@ static void get_memory(store *st, const char *coll, const char *id, srv_reply *r
         return;
     }
     cJSON *j = ok_json();
-    cJSON_AddItemToObject(j, "memory", memory_json(&m));
+    cJSON_AddItemToObject(j, "memory", store_memory_json(&m));
     store_memory_free(&m);
     srv_reply_json(r, 200, j);
 }

@@ -150,19 +150,6 @@ static float *query_vectors(srv_server *s, const query_req *q, const char *fp,
     return v;
 }
 
-static cJSON *selection_json(const store_selection *sel) {
-    cJSON *arr = cJSON_CreateArray();
-    for (size_t i = 0; arr && i < sel->n; i++) {
-        cJSON *e = cJSON_CreateObject();
-        cJSON_AddStringToObject(e, "id", sel->memory_ids[i]);
-        cJSON_AddNumberToObject(e, "chunk", sel->chunk_seq[i]);
-        cJSON_AddStringToObject(e, "text", sel->texts[i]);
-        cJSON_AddNumberToObject(e, "score", sel->scores[i]);
-        cJSON_AddItemToArray(arr, e);
-    }
-    return arr;
-}
-
 static double ms2(double v) {
     return round(v * 100) / 100;
 }
@@ -172,12 +159,7 @@ static void answer_reply(const srv_task *t, const store_selection *sel, const do
     cJSON *j = cJSON_CreateObject();
     cJSON_AddBoolToObject(j, "success", 1);
     cJSON_AddStringToObject(j, "answer", t->gen.text ? t->gen.text : "");
-    cJSON_AddItemToObject(j, "memories", selection_json(sel));
-    cJSON *how = cJSON_AddObjectToObject(j, "selection");
-    cJSON_AddStringToObject(how, "method", sel->method);
-    cJSON_AddBoolToObject(how, "exact", sel->exact || strcmp(sel->method, "cosine") != 0);
-    cJSON_AddNumberToObject(how, "considered", (double)sel->considered);
-    cJSON_AddNumberToObject(how, "scored_exactly", (double)sel->candidates);
+    store_selection_add_json(j, sel);
     cJSON_AddStringToObject(j, "model", t->fingerprint);
     cJSON_AddNumberToObject(j, "prompt_tokens", t->gen.prompt_tokens);
     cJSON_AddNumberToObject(j, "generated_tokens", (double)t->gen.n_ids);

@@ -215,11 +215,6 @@ static store_code import_vectors(const cJSON *vm, size_t n, store_model *m, stor
     return STORE_OK;
 }
 
-static int read_chunk_id(void *arg, db_row *r) {
-    id_rows *ir = arg;
-    return read_id(ir, r);
-}
-
 /* The chunk ids of a memory, in order (exactly n of them). */
 static store_code chunk_ids_of(store *s, const char *coll, const char *id, size_t n, int64_t **out,
                                store_err *err) {
@@ -230,7 +225,7 @@ static store_code chunk_ids_of(store *s, const char *coll, const char *id, size_
                                      "SELECT c.id FROM chunks c JOIN memories m ON m.id = "
                                      "c.memory_id JOIN collections k ON k.id = m.collection_id "
                                      "WHERE k.name = ? AND m.ext_id = ? ORDER BY c.seq",
-                                     a, 2, read_chunk_id, &ir, NULL, err);
+                                     a, 2, read_id, &ir, NULL, err);
     pthread_mutex_unlock(&s->mu);
     if (rc == STORE_OK && ir.n != n) rc = store_fail(err, STORE_IO, "the memory changed meanwhile");
     if (rc != STORE_OK)

@@ -271,6 +271,26 @@ store_code store_check_memory(const store_memory_in *m, store_err *err) {
     return check_metadata(m->metadata, err);
 }
 
+/* Inserts a memory's chunks and their vectors (inside the caller's transaction). */
+static store_code insert_chunks(store *s, int64_t mem_id, int64_t model_id, size_t per,
+                                store_dtype dtype, const store_memory_in *m, store_err *err) {
+    store_code rc = STORE_OK;
+    for (size_t c = 0; rc == STORE_OK && c < m->n_chunks; c++) {
+        const clara_chunk *ch = &m->chunks[c];
+        db_val b[] = {
+            db_int(mem_id),           db_int((int64_t)c),   db_int((int64_t)ch->start),
+            db_int((int64_t)ch->len), db_int(ch->n_tokens), db_text(m->text + ch->start, ch->len)};
+        store_q1 q;
+        rc = store_q_int(s,
+                         "INSERT INTO chunks (memory_id, seq, byte_start, byte_len, n_tokens, "
+                         "text) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                         b, 6, &q, err);
+        if (rc == STORE_OK && m->vectors)
+            rc = store_write_vectors(s, q.i, model_id, m->vectors + c * per, per, dtype, err);
+    }
+    return rc;
+}
+
 /* Inserts one memory's row, chunks and vectors (inside the caller's transaction). */
 static store_code insert_memory(store *s, int64_t coll_id, int64_t model_id, size_t per,
                                 store_dtype dtype, const store_memory_in *m, const char *id,
@@ -294,20 +314,7 @@ static store_code insert_memory(store *s, int64_t coll_id, int64_t model_id, siz
     if (rc == STORE_CONFLICT)
         return store_fail(err, STORE_CONFLICT, "a memory with id '%s' exists in collection '%s'",
                           id, coll_name);
-    int64_t mem_id = q.i;
-    for (size_t c = 0; rc == STORE_OK && c < m->n_chunks; c++) {
-        const clara_chunk *ch = &m->chunks[c];
-        db_val b[] = {
-            db_int(mem_id),           db_int((int64_t)c),   db_int((int64_t)ch->start),
-            db_int((int64_t)ch->len), db_int(ch->n_tokens), db_text(m->text + ch->start, ch->len)};
-        rc = store_q_int(s,
-                         "INSERT INTO chunks (memory_id, seq, byte_start, byte_len, n_tokens, "
-                         "text) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-                         b, 6, &q, err);
-        if (rc == STORE_OK && m->vectors)
-            rc = store_write_vectors(s, q.i, model_id, m->vectors + c * per, per, dtype, err);
-    }
-    return rc;
+    return rc == STORE_OK ? insert_chunks(s, q.i, model_id, per, dtype, m, err) : rc;
 }
 
 store_code store_txn_end(store *s, store_code rc, store_err *err) {
@@ -402,22 +409,7 @@ store_code store_replace(store *s, const char *collection, const store_model *m,
                         keep ? a : (db_val[]){a[0], a[1], a[2], a[4], a[3]}, keep ? 4 : 5, NULL,
                         err);
     }
-    for (size_t c = 0; rc == STORE_OK && c < mem->n_chunks; c++) {
-        const clara_chunk *ch = &mem->chunks[c];
-        db_val b[] = {db_int(mem_id),
-                      db_int((int64_t)c),
-                      db_int((int64_t)ch->start),
-                      db_int((int64_t)ch->len),
-                      db_int(ch->n_tokens),
-                      db_text(mem->text + ch->start, ch->len)};
-        store_q1 q;
-        rc = store_q_int(s,
-                         "INSERT INTO chunks (memory_id, seq, byte_start, byte_len, n_tokens, "
-                         "text) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-                         b, 6, &q, err);
-        if (rc == STORE_OK && mem->vectors)
-            rc = store_write_vectors(s, q.i, model_id, mem->vectors + c * per, per, dtype, err);
-    }
+    if (rc == STORE_OK) rc = insert_chunks(s, mem_id, model_id, per, dtype, mem, err);
     if (rc == STORE_OK) rc = store_coll_bump(s, coll_id, err);
     rc = store_txn_end(s, rc, err);
     pthread_mutex_unlock(&s->mu);

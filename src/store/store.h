@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <cJSON.h>
+
 #include "clara.h"
 #include "store/db.h"
 
@@ -188,6 +190,14 @@ store_code store_export(store *s, const char *collection, int (*fn)(void *arg, c
 /* Import one exported line (memories and their vectors, kept as exported). */
 store_code store_import_line(store *s, const char *line, size_t len, bool skip_existing,
                              bool *skipped, store_err *err);
+
+/* The JSON of a memory ({id, text, metadata, created_ms, updated_ms, chunks, tokens}), of a
+ * collection ({name, memories, chunks, created_ms}), and a selection's "memories" (the chunks
+ * used: id, chunk, text, score) and "selection" ({method, exact, considered, scored_exactly})
+ * added to an answer: the shapes of docs/API.md, for the server and `clara memory --json`. */
+cJSON *store_memory_json(const store_memory *m);
+cJSON *store_collection_json(const store_collection *c);
+void store_selection_add_json(cJSON *j, const store_selection *sel);
 
 /* Cache figures for /status and /metrics. */
 typedef struct {
