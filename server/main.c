@@ -16,7 +16,7 @@
 
 static srv_server g_srv;
 
-static void banner(const srv_server *s, int port) {
+static void banner(srv_server *s, int port) {
     const srv_model_info *m = &s->info;
     if (s->cfg.demo) {
         fprintf(stderr,
@@ -55,10 +55,12 @@ static void banner(const srv_server *s, int port) {
     else
         fprintf(stderr, "  keep-alive: %d s (model loads on the first request)\n",
                 s->cfg.keep_alive);
-    if (s->store)
-        fprintf(stderr, "  memories:   %s %s (vectors %s, cache %zu MiB)\n",
-                store_backend_name(s->store), store_where(s->store),
-                s->cfg.vectors_f32 ? "f32" : "f16",
+    pthread_mutex_lock(&s->store_mu); /* a first request may be opening it (PostgreSQL later) */
+    store *st = s->store;
+    pthread_mutex_unlock(&s->store_mu);
+    if (st)
+        fprintf(stderr, "  memories:   %s %s (vectors %s, cache %zu MiB)\n", store_backend_name(st),
+                store_where(st), s->cfg.vectors_f32 ? "f32" : "f16",
                 (s->cfg.vector_cache ? s->cfg.vector_cache : STORE_DEFAULT_CACHE) >> 20);
     else
         fprintf(stderr, "  memories:   %s\n",

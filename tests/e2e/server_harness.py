@@ -145,8 +145,13 @@ def metric(server, name):
 
 
 def check_no_sanitizer_reports():
-    errs = [s.log for s in _servers if SANITIZER_REPORT.search(s.text())]
-    check(not errs, "no sanitizer reports in server logs (%s)" % errs)
+    errs = [s for s in _servers if SANITIZER_REPORT.search(s.text())]
+    # the logs go with the temporary directory: the failure shows the first report
+    first = ""
+    if errs:
+        t = errs[0].text()
+        first = "\n" + t[SANITIZER_REPORT.search(t).start():][:6000]
+    check(not errs, "no sanitizer reports in server logs (%s)%s" % ([s.log for s in errs], first))
 
 
 def cleanup():
