@@ -68,9 +68,12 @@ def test_add_list_get_rm():
     check(out == "notes\t5 memories\t%d chunks\nother\t1 memories\t1 chunks\n" % (4 + j["chunks"]),
           "list collections: %r" % out)
     out, _ = ok(["list", "--json"], db, "list collections --json")
-    check([json.loads(x) for x in out.splitlines()] ==
+    got = [json.loads(x) for x in out.splitlines()]
+    check([{k: c[k] for k in ("name", "memories", "chunks")} for c in got] ==
           [{"name": "notes", "memories": 5, "chunks": 4 + j["chunks"]},
-           {"name": "other", "memories": 1, "chunks": 1}], "list --json: %r" % out)
+           {"name": "other", "memories": 1, "chunks": 1}] and
+          all(isinstance(c.get("created_ms"), int) for c in got),
+          "list --json (the server's collection objects): %r" % out)
     seen, after, pages = [], None, 0
     while pages < 10:
         rc, out, err = memory(["list", "--collection", "notes", "--limit", "2", "--json"] +
