@@ -262,6 +262,13 @@ static store_code import_chunks(const cJSON *arr, size_t text_len, clara_chunk *
     return STORE_OK;
 }
 
+/* A time in milliseconds as exported, or 0 (= now) when absent or out of range (refused
+ * before it is used; converting it unchecked would be undefined). */
+static int64_t ms_of(const cJSON *v) {
+    return cJSON_IsNumber(v) && fabs(v->valuedouble) <= 9007199254740992.0 ? (int64_t)v->valuedouble
+                                                                           : 0;
+}
+
 store_code store_import_line(store *s, const char *line, size_t len, bool skip_existing,
                              bool *skipped, store_err *err) {
     *skipped = false;
@@ -282,6 +289,8 @@ store_code store_import_line(store *s, const char *line, size_t len, bool skip_e
     store_code rc = coll && text && id ? STORE_OK
                                        : store_fail(err, STORE_INVALID,
                                                     "a line needs 'collection', 'id' and 'text'");
+    /* an empty id would make store_add generate one: an export always names its memories */
+    if (rc == STORE_OK) rc = store_check_name("memory id", id, strlen(id), err);
     if (rc == STORE_OK && meta && !cJSON_IsNull(meta) && !cJSON_IsObject(meta))
         rc = store_fail(err, STORE_INVALID, "'metadata' must be an object or null");
     if (rc == STORE_OK && vecs && !cJSON_IsArray(vecs))
@@ -309,15 +318,7 @@ store_code store_import_line(store *s, const char *line, size_t len, bool skip_e
                            (up && !(cJSON_IsNumber(up) && fabs(up->valuedouble) <= ms_max))))
         rc = store_fail(err, STORE_INVALID, "'created_ms' and 'updated_ms' must be milliseconds");
     size_t text_len = text ? strlen(text) : 0;
-    store_memory_in in = {id,
-                          text,
-                          text_len,
-                          meta_text,
-                          chunks,
-                          n,
-                          v,
-                          cJSON_IsNumber(cr) ? (int64_t)cr->valuedouble : 0,
-                          cJSON_IsNumber(up) ? (int64_t)up->valuedouble : 0};
+    store_memory_in in = {id, text, text_len, meta_text, chunks, n, v, ms_of(cr), ms_of(up)};
     if (rc == STORE_OK) rc = store_add(s, coll, true, v ? &m : NULL, dtype, &in, 1, NULL, err);
     /* further models' vectors of the same memory, onto the chunks just written */
     int64_t *ids = NULL;
