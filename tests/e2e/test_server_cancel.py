@@ -183,13 +183,16 @@ def test_compress_disconnect_keeps_others():
 
 def test_sigterm_grace_is_a_bound():
     """SIGTERM with --grace 2 while 512-token generations run: exit 0 within grace + ~1 s; what
-    was still running is cancelled and answered 503 shutting_down."""
+    was still running or queued is cancelled and answered 503 shutting_down. One such request
+    takes ~1.7 s here (2 threads), so with three run one at a time (--parallel 1) the work
+    outlasts the grace period on any machine less than twice as fast; one that finishes within
+    it is answered 200."""
     grace, slack = 2, 1.0
-    s = Server("--grace", str(grace), "--max-request-tokens", BIG)
+    s = Server("--grace", str(grace), "--max-request-tokens", BIG, "--parallel", "1")
     check(s.post("/compress", SMALL)[0] == 200, "warm-up request")
     res = []
     ts = [in_background(lambda: s.post("/v1/answer", heavy_answer(), timeout=300), res)
-          for _ in range(2)]
+          for _ in range(3)]
     time.sleep(1.5 if SLOW else 0.5)
     t0 = time.time()
     s.proc.send_signal(signal.SIGTERM)
@@ -202,8 +205,10 @@ def test_sigterm_grace_is_a_bound():
     check(took <= grace + slack, "exited %.2f s after SIGTERM (grace %d s + %.1f s)" % (
         took, grace, slack))
     got = [r if isinstance(r, Exception) else (r[0], r[1] and r[1].get("error_type")) for r in res]
-    check(all(isinstance(g, tuple) and g == (503, "shutting_down") for g in got),
-          "the cancelled requests are answered 503 shutting_down (%s)" % got)
+    cancelled = [g for g in got if g == (503, "shutting_down")]
+    check(len(got) == 3 and cancelled and all(g in ((200, None), (503, "shutting_down"))
+                                              for g in got),
+          "what was still running or queued is answered 503 shutting_down (%s)" % got)
     check("cancel" in s.text(), "the log says what was cancelled")
 
 
