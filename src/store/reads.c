@@ -33,7 +33,8 @@ typedef struct {
     store *s;
     store_memory *out;
     size_t n, cap;
-    int64_t last;
+    size_t page;    /* store_list: the page's size (its last row's id is the cursor) */
+    int64_t cursor; /* the internal id of row `page` (counted from 1) */
     bool nomem;
 } memory_rows;
 
@@ -56,7 +57,7 @@ static int read_memory(void *arg, db_row *r) {
     m->updated_ms = o->col_int(r, 4);
     m->n_chunks = (uint32_t)o->col_int(r, 5);
     m->n_tokens = (uint32_t)o->col_int(r, 6);
-    mr->last = o->col_int(r, 7);
+    if (mr->n == mr->page) mr->cursor = o->col_int(r, 7);
     if (!m->id || !m->text || (!o->col_null(r, 2) && !m->metadata)) return mr->nomem = true;
     return 0;
 }
@@ -69,7 +70,7 @@ static void free_rows(memory_rows *mr) {
 store_code store_get(store *s, const char *collection, const char *id, store_memory *out,
                      store_err *err) {
     memset(out, 0, sizeof *out);
-    memory_rows mr = {s, NULL, 0, 0, 0, false};
+    memory_rows mr = {s, NULL, 0, 0, 0, 0, false};
     pthread_mutex_lock(&s->mu);
     int64_t coll_id = 0, mem_id = 0;
     store_code rc = store_coll_find(s, collection, false, &coll_id, NULL, err);
@@ -96,7 +97,7 @@ store_code store_list(store *s, const char *collection, int64_t after, size_t li
     *n = 0;
     *next = 0;
     if (limit == 0 || limit > STORE_LIST_MAX) limit = STORE_LIST_MAX;
-    memory_rows mr = {s, NULL, 0, 0, 0, false};
+    memory_rows mr = {s, NULL, 0, 0, limit, 0, false};
     pthread_mutex_lock(&s->mu);
     int64_t coll_id = 0;
     store_code rc = store_coll_find(s, collection, false, &coll_id, NULL, err);
@@ -113,17 +114,10 @@ store_code store_list(store *s, const char *collection, int64_t after, size_t li
         free_rows(&mr);
         return rc;
     }
-    if (mr.n > limit) {
+    if (mr.n > limit) { /* the cursor is the internal id of the last row returned, read with it */
         store_memory_free(&mr.out[limit]);
         mr.n = limit;
-        /* the cursor is the internal id of the last row returned; re-read it */
-        db_val b[] = {db_int(coll_id), db_text(mr.out[limit - 1].id, strlen(mr.out[limit - 1].id))};
-        store_q1 q;
-        pthread_mutex_lock(&s->mu);
-        rc = store_q_int(s, "SELECT id FROM memories WHERE collection_id = ? AND ext_id = ?", b, 2,
-                         &q, err);
-        pthread_mutex_unlock(&s->mu);
-        *next = q.found ? q.i : 0;
+        *next = mr.cursor;
     }
     *out = mr.out;
     *n = mr.n;

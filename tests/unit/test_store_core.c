@@ -3,6 +3,7 @@
  * PostgreSQL when CLARA_TEST_PG holds a connection string; tests/e2e/test_store_db.py sets it):
  * selection equal to exact brute force (with and without code pre-selection), filters, full text,
  * replicas' cache invalidation, models kept apart, export/import round trips. */
+#include <pthread.h>
 #include <unistd.h>
 
 #include "base/fp16.h"
@@ -312,6 +313,74 @@ static void check_bad_input(store *s) {
     T_EQ_INT(store_get(s, "c", "fresh", &got, &err), STORE_NOT_FOUND);
 }
 
+/* Paging with store_list while another replica (a second handle on the database) deletes and
+ * re-adds memory "v" and then adds a memory t<k> after it, for good: a listing sees every t<k>
+ * that existed when it started (the cursor of a page is the last row it returned, whatever
+ * happens to that row meanwhile). */
+typedef struct {
+    store *s;
+    volatile bool stop;
+    volatile int n_t; /* t<k> memories committed */
+} churn_arg;
+
+static void *churn(void *arg) {
+    churn_arg *c = arg;
+    store_model m = model(FP_A);
+    static float v[PER];
+    clara_chunk ch = {0, 4, 1};
+    for (int k = 0; !c->stop; k++) {
+        store_err err = {0};
+        char id[16];
+        snprintf(id, sizeof id, "t%d", k);
+        store_memory_in in = {"v", "text", 4, NULL, &ch, 1, v, 0, 0};
+        store_memory_in t = {id, "text", 4, NULL, &ch, 1, v, 0, 0};
+        store_delete_memory(c->s, "paged", "v", &err);
+        store_add(c->s, "paged", true, &m, STORE_F32, &in, 1, NULL, &err);
+        if (store_add(c->s, "paged", true, &m, STORE_F32, &t, 1, NULL, &err) == STORE_OK)
+            __atomic_store_n(&c->n_t, k + 1, __ATOMIC_SEQ_CST);
+    }
+    return NULL;
+}
+
+static void check_list_paging(const char *url) {
+    store *s = open_store(url), *other = open_store(url);
+    if (!s || !other) return;
+    churn_arg c = {other, false, 0};
+    pthread_t th;
+    T_CHECK(pthread_create(&th, NULL, churn, &c) == 0);
+    int bad = 0, runs = 0;
+    store_err err = {0};
+    while (__atomic_load_n(&c.n_t, __ATOMIC_SEQ_CST) < 2) usleep(1000);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (t1 = t0; t1.tv_sec - t0.tv_sec < 2 && bad == 0; runs++) {
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        int seen = 0, before = __atomic_load_n(&c.n_t, __ATOMIC_SEQ_CST);
+        int64_t after = 0;
+        do {
+            store_memory *page = NULL;
+            size_t n = 0;
+            int64_t next = 0;
+            if (store_list(s, "paged", after, 2, &page, &n, &next, &err) != STORE_OK) {
+                fprintf(stderr, "store_list: %s\n", err.msg);
+                break;
+            }
+            for (size_t i = 0; i < n; i++) {
+                seen += page[i].id[0] == 't';
+                store_memory_free(&page[i]);
+            }
+            free(page);
+            after = next;
+        } while (after);
+        bad += seen < before;
+    }
+    c.stop = true;
+    pthread_join(th, NULL);
+    T_CHECK_MSG(bad == 0, "a listing missed memories that were there all along (run %d)", runs);
+    store_close(other);
+    store_close(s);
+}
+
 static void run_store(const char *url, const char *url2) {
     store *s = open_store(url);
     if (!s) return;
@@ -327,6 +396,7 @@ static void run_store(const char *url, const char *url2) {
     check_export_import(s, url2);
     store_close(s);
     check_replicas(url);
+    check_list_paging(url);
 }
 
 int main(void) {
