@@ -509,7 +509,9 @@ store_code store_select(store *s, const store_query *q, store_selection *out, st
             rc = store_fail(err, STORE_NOT_FOUND,
                             "chunk %lld of collection '%s' has no vectors under this model yet",
                             (long long)ix->chunk_ids[allowed[i]], q->collection);
-    size_t cap = q->top_k > n_allowed ? q->top_k : n_allowed;
+    /* at most top_k chunks are picked (all allowed ones for "all"): room for their vectors only,
+     * not for the whole collection's */
+    size_t cap = q->top_k < n_allowed ? q->top_k : n_allowed;
     bool all = q->mode == STORE_SELECT_FULLTEXT && n_allowed <= q->all_if_at_most;
     if (all) cap = n_allowed;
     size_t *pick = malloc((cap + 1) * sizeof *pick);

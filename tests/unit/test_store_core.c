@@ -4,6 +4,7 @@
  * selection equal to exact brute force (with and without code pre-selection), filters, full text,
  * replicas' cache invalidation, models kept apart, export/import round trips. */
 #include <pthread.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "base/fp16.h"
@@ -313,6 +314,53 @@ static void check_bad_input(store *s) {
     T_EQ_INT(store_get(s, "c", "fresh", &got, &err), STORE_NOT_FOUND);
 }
 
+/* A selection holds top_k chunks' vectors, not the whole collection's: with the address space
+ * bounded to a little more than that, a top-1 query on a collection of large vectors works. */
+static void check_select_memory(store *s) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    (void)s;
+    return; /* the sanitizers reserve far more address space than any bound here */
+#else
+    enum { BIG_MEM = 64, BIG_EMBD = 1024, N = 300 };
+    const size_t per = (size_t)BIG_MEM * BIG_EMBD; /* 256 KiB of f32 per chunk */
+    store_model m = {"cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc", "big",
+                     BIG_MEM, BIG_EMBD};
+    static char text[N * 8];
+    clara_chunk ch[N];
+    for (int i = 0; i < N; i++) {
+        memcpy(text + 8 * i, "word000 ", 8);
+        ch[i] = (clara_chunk){(size_t)8 * i, 8, 1};
+    }
+    float *v = calloc((size_t)N * per, sizeof *v);
+    T_CHECK(v != NULL);
+    if (!v) return;
+    store_memory_in in = {"big", text, sizeof text, NULL, ch, N, v, 0, 0};
+    store_err err = {0};
+    T_CHECK_MSG(store_add(s, "big", true, &m, STORE_F16, &in, 1, NULL, &err) == STORE_OK, "%s",
+                err.msg);
+    free(v);
+    store_query q = {"big", &m, STORE_SELECT_FULLTEXT, NULL, "word000", 7, 1, 0, NULL};
+    store_selection sel;
+    T_CHECK(store_select(s, &q, &sel, &err) == STORE_OK); /* the index, loaded unbounded */
+    store_selection_free(&sel);
+    long pages = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f || fscanf(f, "%ld", &pages) != 1) pages = 0;
+    if (f) fclose(f);
+    struct rlimit old, low;
+    if (pages == 0 || getrlimit(RLIMIT_AS, &old) != 0) return;
+    low = old;
+    low.rlim_cur = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + (48u << 20);
+    if (old.rlim_cur != RLIM_INFINITY && old.rlim_cur < low.rlim_cur) return;
+    T_CHECK(setrlimit(RLIMIT_AS, &low) == 0);
+    store_code rc = store_select(s, &q, &sel, &err);
+    setrlimit(RLIMIT_AS, &old);
+    T_CHECK_MSG(rc == STORE_OK && sel.n == 1, "top-1 of %d chunks of %zu KiB: %s", N,
+                per * sizeof(float) >> 10, rc == STORE_OK ? "" : err.msg);
+    if (rc == STORE_OK) store_selection_free(&sel);
+#endif
+}
+
 /* Paging with store_list while another replica (a second handle on the database) deletes and
  * re-adds memory "v" and then adds a memory t<k> after it, for good: a listing sees every t<k>
  * that existed when it started (the cursor of a page is the last row it returned, whatever
@@ -391,6 +439,7 @@ static void run_store(const char *url, const char *url2) {
     add_many(s, "small", 40, small);
     check_cosine(s, "small", small, 40, 5);
     check_filter_and_fulltext(s, "c");
+    check_select_memory(s);
     check_bad_input(s);
     check_models(s, "c");
     check_export_import(s, url2);
