@@ -320,6 +320,8 @@ static char *fts_query(const char *t, size_t n, db_dialect dialect) {
         size_t b = i;
         while (i < n && (isalnum((unsigned char)t[i]) || (unsigned char)t[i] >= 0x80)) i++;
         size_t len = i - b > 64 ? 64 : i - b;
+        /* a cut word ends on a whole UTF-8 character (PostgreSQL refuses a split one) */
+        while (len < i - b && len > 0 && ((unsigned char)t[b + len] & 0xc0) == 0x80) len--;
         if (len == 0) continue;
         char w[65];
         for (size_t j = 0; j < len; j++) w[j] = (char)tolower((unsigned char)t[b + j]);

@@ -314,6 +314,21 @@ static void check_bad_input(store *s) {
     T_EQ_INT(store_get(s, "c", "fresh", &got, &err), STORE_NOT_FOUND);
 }
 
+/* Full text with a query word longer than the 64 bytes a word is cut to, made of 3-byte UTF-8
+ * characters (a CJK question has no spaces): the cut must not split a character (PostgreSQL
+ * refuses text that is not UTF-8). */
+static void check_fulltext_utf8(store *s, const char *coll) {
+    store_model m = model(FP_A);
+    char q[3 * 30 + 1];
+    for (int i = 0; i < 30; i++) memcpy(q + 3 * i, "\xe8\xae\xb0", 3); /* U+8BB0 */
+    q[90] = 0;
+    store_query f = {coll, &m, STORE_SELECT_FULLTEXT, NULL, q, 90, 3, 0, NULL};
+    store_selection sel;
+    store_err err = {0};
+    T_CHECK_MSG(store_select(s, &f, &sel, &err) == STORE_OK && sel.n == 3, "%s", err.msg);
+    store_selection_free(&sel);
+}
+
 /* A selection holds top_k chunks' vectors, not the whole collection's: with the address space
  * bounded to a little more than that, a top-1 query on a collection of large vectors works. */
 static void check_select_memory(store *s) {
@@ -439,6 +454,7 @@ static void run_store(const char *url, const char *url2) {
     add_many(s, "small", 40, small);
     check_cosine(s, "small", small, 40, 5);
     check_filter_and_fulltext(s, "c");
+    check_fulltext_utf8(s, "c");
     check_select_memory(s);
     check_bad_input(s);
     check_models(s, "c");
