@@ -85,8 +85,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     store_err err;
     store_code rc = store_import_line(s, (const char *)data, size, false, &skipped, &err);
     cJSON *j = cJSON_ParseWithLength((const char *)data, size);
-    if (j) check_outcome(s, j, rc, skipped);
-    else CHECK(rc != STORE_OK);
+    if (j)
+        check_outcome(s, j, rc, skipped);
+    else
+        CHECK(rc != STORE_OK);
     cJSON_Delete(j);
     return 0;
 }
