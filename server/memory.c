@@ -304,6 +304,13 @@ static void delete_memory(store *st, const char *coll, const char *id, srv_reply
 
 /* ---- writes --------------------------------------------------------------------------------- */
 
+bool srv_json_finite(const cJSON *v) {
+    if (cJSON_IsNumber(v)) return isfinite(v->valuedouble);
+    for (const cJSON *c = v->child; c; c = c->next)
+        if (!srv_json_finite(c)) return false;
+    return true;
+}
+
 /* One memory of a request body: {"text", "id"?, "metadata"?} or just a string. */
 static int memory_item(const cJSON *e, int i, store_memory_in *m, char **meta, srv_reply *r) {
     const cJSON *text = cJSON_IsString(e) ? e : cJSON_GetObjectItemCaseSensitive(e, "text");
@@ -329,6 +336,12 @@ static int memory_item(const cJSON *e, int i, store_memory_in *m, char **meta, s
         if (!cJSON_IsObject(md)) {
             srv_reply_error(r, 422, "validation_error",
                             "memory %d: 'metadata' must be a JSON object", i);
+            return -1;
+        }
+        if (!srv_json_finite(md)) {
+            srv_reply_error(r, 422, "validation_error",
+                            "memory %d: 'metadata' holds a number out of range (over about "
+                            "1.8e308: it would be stored as null)", i);
             return -1;
         }
         *meta = cJSON_PrintUnformatted(md);

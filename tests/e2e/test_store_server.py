@@ -441,6 +441,12 @@ def test_bad_input(kind):
                 "metadata %r" % (md,))
     refused(add(S, "c", [{"text": "x", "metadata": {"k": "v" * (65 << 10)}}]), 413, "too_large",
             "metadata over 64 KiB")
+    # a number past the double range: cJSON reads infinity, which would be stored as null
+    for md in ('{"a": 1e999}', '{"a": [1, {"b": -1e400}]}'):
+        refused(S.post(C + "/c/memories", '{"text": "x", "metadata": %s}' % md), 422,
+                "validation_error", "metadata %s" % md, "out of range")
+    refused(S.post(C + "/c/query", '{"query": "x", "filter": {"i": 1e999}}'), 422,
+            "validation_error", "filter 1e999", "out of range")
     for f in ([1], "topic", 2):
         refused(query(S, "c", "x", filter=f), 422, "validation_error", "filter %r" % (f,))
     refused(add(S, "c", [{"text": ""}]), 422, "validation_error", "empty text")
