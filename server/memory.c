@@ -383,6 +383,11 @@ static int memory_items(cJSON *root, bool one, store_memory_in **out, char ***me
     int i = 0;
     for (cJSON *e = arr->child; e; e = e->next, i++)
         if (memory_item(e, i, &(*out)[i], &(*metas)[i], r) != 0) return -1;
+    store_err err = {0}; /* refused before anything is compressed */
+    if (store_check_unique_ids(*out, *n, &err) != STORE_OK) {
+        srv_mem_store_error(r, &err);
+        return -1;
+    }
     return 0;
 }
 

@@ -4,6 +4,7 @@
 #include "store/store_internal.h"
 
 #include <ctype.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -291,6 +292,34 @@ static store_code insert_chunks(store *s, int64_t mem_id, int64_t model_id, size
     return rc;
 }
 
+static int cmp_id_at(const void *a, const void *b) {
+    const char *const *x = a, *const *y = b;
+    int c = strcmp(x[0], y[0]);
+    return c ? c : (x[1] > y[1]) - (x[1] < y[1]); /* x[1]: the memory's index, as a pointer */
+}
+
+store_code store_check_unique_ids(const store_memory_in *mems, size_t n, store_err *err) {
+    /* (id, index) pairs sorted by id, then index: a repeated id lies next to its first use */
+    const char *(*v)[2] = malloc((n ? n : 1) * sizeof *v);
+    if (!v) return store_fail(err, STORE_NOMEM, "out of memory");
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (mems[i].id && *mems[i].id) {
+            v[k][0] = mems[i].id;
+            v[k][1] = (const char *)(uintptr_t)i;
+            k++;
+        }
+    qsort(v, k, sizeof *v, cmp_id_at);
+    store_code rc = STORE_OK;
+    for (size_t i = 1; i < k && rc == STORE_OK; i++)
+        if (strcmp(v[i - 1][0], v[i][0]) == 0)
+            rc = store_fail(err, STORE_CONFLICT,
+                            "memories %zu and %zu of the request both have id '%s'",
+                            (size_t)(uintptr_t)v[i - 1][1], (size_t)(uintptr_t)v[i][1], v[i][0]);
+    free(v);
+    return rc;
+}
+
 /* Inserts one memory's row, chunks and vectors (inside the caller's transaction). */
 static store_code insert_memory(store *s, int64_t coll_id, int64_t model_id, size_t per,
                                 store_dtype dtype, const store_memory_in *m, const char *id,
@@ -330,6 +359,8 @@ store_code store_add(store *s, const char *collection, bool create_collection, c
         store_code rc = store_check_memory(&mems[i], err);
         if (rc != STORE_OK) return rc;
     }
+    store_code urc = store_check_unique_ids(mems, n, err);
+    if (urc != STORE_OK) return urc;
     size_t per = m ? (size_t)m->n_mem * m->n_embd : 0;
     bool vectors = false;
     for (size_t i = 0; i < n; i++) vectors |= mems[i].vectors != NULL;

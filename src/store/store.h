@@ -64,6 +64,11 @@ typedef struct {
     int64_t created_ms, updated_ms; /* 0 = now (import keeps the exported times) */
 } store_memory_in;
 
+/* The ids given in one add are distinct (STORE_CONFLICT naming both memories otherwise; memories
+ * without an id get distinct new ones). store_add checks it; the server checks it before it
+ * compresses anything. */
+store_code store_check_unique_ids(const store_memory_in *mems, size_t n, store_err *err);
+
 typedef enum { STORE_F16 = 1, STORE_F32 = 0 } store_dtype; /* GGUF type ids */
 
 /* Adds memories to a collection (created if missing when create_collection), all or none.

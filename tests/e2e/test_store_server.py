@@ -436,6 +436,11 @@ def test_bad_input(kind):
                 "invalid_name", "memory id %r in the body" % mid[:20])
     refused(add(S, "c", [{"text": "x", "id": 7}]), 422, "validation_error", "numeric id")
     refused(add(S, "c", [{"text": "x", "id": "k1"}]), 409, "conflict", "duplicate id", "k1")
+    # one id twice in one request: refused before compressing, naming both (not "exists in the
+    # collection", which may not even exist)
+    for coll in ("c", "fresh"):
+        refused(add(S, coll, [{"text": "a", "id": "n1"}, "b", {"text": "c", "id": "n1"}]), 409,
+                "conflict", "one id twice in a request into %s" % coll, "memories 0 and 2")
     for md in ([1, 2], "s", 3, True):
         refused(add(S, "c", [{"text": "x", "metadata": md}]), 422, "validation_error",
                 "metadata %r" % (md,))

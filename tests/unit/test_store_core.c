@@ -310,6 +310,13 @@ static void check_bad_input(store *s) {
                               {"m1", "text", 4, NULL, &ch, 1, v, 0, 0}};
     T_EQ_INT(store_add(s, "c", true, &m, STORE_F16, two, 2, NULL, &err), STORE_CONFLICT);
     T_EQ_INT(store_get(s, "c", "fresh", &got, &err), STORE_NOT_FOUND);
+    /* one id twice in one add, into a new collection: a conflict naming both, nothing created */
+    store_memory_in dup[3] = {{"twice", "text", 4, NULL, &ch, 1, v, 0, 0},
+                              {NULL, "text", 4, NULL, &ch, 1, v, 0, 0},
+                              {"twice", "text", 4, NULL, &ch, 1, v, 0, 0}};
+    T_EQ_INT(store_add(s, "dupcoll", true, &m, STORE_F16, dup, 3, NULL, &err), STORE_CONFLICT);
+    T_CHECK(strstr(err.msg, "memories 0 and 2") != NULL);
+    T_EQ_INT(store_get(s, "dupcoll", "twice", &got, &err), STORE_NOT_FOUND);
 }
 
 static void run_store(const char *url, const char *url2) {
