@@ -502,6 +502,31 @@ def test_percent_encoded_names(kind):
     S.stop()
 
 
+@per_backend
+def test_metadata_cache_bound(kind):
+    """A collection's index holds its memories' metadata parsed (for filters): 4,000 small values
+    of metadata parse into ~400 KB, and the cache counted 256 bytes, so two collections of 300
+    such memories held ~250 MB under --vector-cache 8 (and each worker thread's malloc arena
+    kept its own copy of an index too big to cache). RSS stays near its size before the
+    queries."""
+    S = Server("--model", DEMO, "--db", new_db(kind, "mdcache"), "--vector-cache", "8")
+    md = {"k%d" % i: i for i in range(4000)}  # under the 4,096 values a body may hold
+    for c in ("a", "b"):
+        for i in range(300):
+            st, j, _, _ = S.post("%s/%s/memories" % (C, c), {"text": "memory %d" % i,
+                                                            "metadata": md}, timeout=60)
+            assert st == 201, j
+    base = S.rss_kb()
+    peak = base
+    for i in range(6):
+        st, j, _, _ = query(S, "ab"[i % 2], "memory?", max_new_tokens=1, filter={"k1": 1})
+        check(st == 200 and len(j["memories"]) >= 1, "filtered query %d -> 200 (%s)" % (i, st))
+        peak = max(peak, S.rss_kb())
+    check(peak - base < 64 << 10, "RSS %d -> %d MB over the queries (--vector-cache 8)" % (
+        base >> 10, peak >> 10))
+    S.stop()
+
+
 # ---- startup refusals ---------------------------------------------------------------------------
 
 def sha(path):
@@ -686,6 +711,7 @@ def main():
         only = os.environ.get("ONLY")
         for t in (test_crud, test_all_or_nothing, test_equivalence_f32, test_equivalence_f16,
                   test_filter, test_long_memories, test_bad_input, test_percent_encoded_names,
+                  test_metadata_cache_bound,
                   test_startup_refusals,
                   test_pg_unreachable_then_up, test_pg_restart_midrun, test_model_change):
             if only and only not in t.__name__:
