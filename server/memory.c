@@ -341,7 +341,8 @@ static int memory_item(const cJSON *e, int i, store_memory_in *m, char **meta, s
         if (!srv_json_finite(md)) {
             srv_reply_error(r, 422, "validation_error",
                             "memory %d: 'metadata' holds a number out of range (over about "
-                            "1.8e308: it would be stored as null)", i);
+                            "1.8e308: it would be stored as null)",
+                            i);
             return -1;
         }
         *meta = cJSON_PrintUnformatted(md);
