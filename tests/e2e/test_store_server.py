@@ -522,8 +522,9 @@ def test_metadata_cache_bound(kind):
         st, j, _, _ = query(S, "ab"[i % 2], "memory?", max_new_tokens=1, filter={"k1": 1})
         check(st == 200 and len(j["memories"]) >= 1, "filtered query %d -> 200 (%s)" % (i, st))
         peak = max(peak, S.rss_kb())
-    check(peak - base < 64 << 10, "RSS %d -> %d MB over the queries (--vector-cache 8)" % (
-        base >> 10, peak >> 10))
+    # a sanitizer's allocator keeps freed memory in quarantine: the bound is the plain build's
+    check(SLOW or peak - base < 64 << 10, "RSS %d -> %d MB over the queries (--vector-cache 8)"
+          % (base >> 10, peak >> 10))
     S.stop()
 
 
