@@ -68,9 +68,9 @@ static int parse_query(srv_server *s, cJSON *root, query_req *q, srv_reply *r) {
                             "'filter' must be an object of metadata values to match");
             return -1;
         }
-        if (!srv_json_finite(f)) {
-            srv_reply_error(r, 422, "validation_error",
-                            "'filter' holds a number out of range (over about 1.8e308)");
+        char why[128];
+        if (!srv_json_plain(f, why, sizeof why)) {
+            srv_reply_error(r, 422, "validation_error", "'filter' %s", why);
             return -1;
         }
         q->filter = cJSON_PrintUnformatted(f);

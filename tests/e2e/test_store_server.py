@@ -452,6 +452,12 @@ def test_bad_input(kind):
                 "validation_error", "metadata %s" % md, "out of range")
     refused(S.post(C + "/c/query", '{"query": "x", "filter": {"i": 1e999}}'), 422,
             "validation_error", "filter 1e999", "out of range")
+    # a key twice in one object: the filter matched the first value, most clients read the last
+    for md in ('{"a": 1, "a": 2}', '{"o": {"b": [{"c": 1, "c": 1}]}}'):
+        refused(S.post(C + "/c/memories", '{"text": "x", "metadata": %s}' % md), 422,
+                "validation_error", "metadata %s" % md, "twice")
+    refused(S.post(C + "/c/query", '{"query": "x", "filter": {"i": 1, "i": 2}}'), 422,
+            "validation_error", "filter with a key twice", "'i' twice")
     for f in ([1], "topic", 2):
         refused(query(S, "c", "x", filter=f), 422, "validation_error", "filter %r" % (f,))
     refused(add(S, "c", [{"text": ""}]), 422, "validation_error", "empty text")
