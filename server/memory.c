@@ -304,38 +304,6 @@ static void delete_memory(store *st, const char *coll, const char *id, srv_reply
 
 /* ---- writes --------------------------------------------------------------------------------- */
 
-static int cmp_str(const void *a, const void *b) {
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-bool srv_json_plain(const cJSON *v, char *why, size_t cap) {
-    if (cJSON_IsNumber(v) && !isfinite(v->valuedouble)) {
-        snprintf(why, cap,
-                 "holds a number out of range (over about 1.8e308: it would read as null)");
-        return false;
-    }
-    size_t n = 0;
-    for (const cJSON *c = v->child; c; c = c->next, n++)
-        if (!srv_json_plain(c, why, cap)) return false;
-    if (!cJSON_IsObject(v) || n < 2) return true;
-    const char **keys = malloc(n * sizeof *keys);
-    if (!keys) {
-        snprintf(why, cap, "is too large (out of memory)");
-        return false;
-    }
-    size_t k = 0;
-    for (const cJSON *c = v->child; c; c = c->next) keys[k++] = c->string ? c->string : "";
-    qsort(keys, n, sizeof *keys, cmp_str);
-    bool ok = true;
-    for (size_t i = 1; i < n && ok; i++)
-        if (strcmp(keys[i - 1], keys[i]) == 0) {
-            snprintf(why, cap, "has the key '%.64s' twice in one object", keys[i]);
-            ok = false;
-        }
-    free(keys);
-    return ok;
-}
-
 /* One memory of a request body: {"text", "id"?, "metadata"?} or just a string. */
 static int memory_item(const cJSON *e, int i, store_memory_in *m, char **meta, srv_reply *r) {
     const cJSON *text = cJSON_IsString(e) ? e : cJSON_GetObjectItemCaseSensitive(e, "text");
@@ -364,7 +332,7 @@ static int memory_item(const cJSON *e, int i, store_memory_in *m, char **meta, s
             return -1;
         }
         char why[128];
-        if (!srv_json_plain(md, why, sizeof why)) {
+        if (!store_json_plain(md, why, sizeof why)) {
             srv_reply_error(r, 422, "validation_error", "memory %d: 'metadata' %s", i, why);
             return -1;
         }

@@ -12,10 +12,6 @@ store *srv_mem_store(srv_server *s, srv_reply *r);
 void srv_mem_store_error(srv_reply *r, const store_err *e);
 /* The store's view of the served model, under the given fingerprint. */
 void srv_mem_model(srv_server *s, const char *fingerprint, store_model *m);
-/* Whether a JSON value (metadata, a filter) means one thing: every number finite (cJSON reads
- * 1e999 as infinity, which prints as null) and no key twice in an object (the filter matched the
- * first, most clients read the last). False with why filled; such a value is refused (422). */
-bool srv_json_plain(const cJSON *v, char *why, size_t cap);
 /* POST /v1/collections/{c}/query. */
 void srv_mem_query(srv_server *s, store *st, const char *coll, cJSON *root, bool (*alive)(void *),
                    void *arg, srv_reply *r);

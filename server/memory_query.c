@@ -69,7 +69,7 @@ static int parse_query(srv_server *s, cJSON *root, query_req *q, srv_reply *r) {
             return -1;
         }
         char why[128];
-        if (!srv_json_plain(f, why, sizeof why)) {
+        if (!store_json_plain(f, why, sizeof why)) {
             srv_reply_error(r, 422, "validation_error", "'filter' %s", why);
             return -1;
         }

@@ -4,6 +4,7 @@
 #include "store/store_internal.h"
 
 #include <ctype.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -243,6 +244,38 @@ static void new_id(char out[33]) {
     for (int i = 0; i < 16; i++) snprintf(out + 2 * i, 3, "%02x", b[i]);
 }
 
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+bool store_json_plain(const cJSON *v, char *why, size_t cap) {
+    if (cJSON_IsNumber(v) && !isfinite(v->valuedouble)) {
+        snprintf(why, cap,
+                 "holds a number out of range (over about 1.8e308: it would read as null)");
+        return false;
+    }
+    size_t n = 0;
+    for (const cJSON *c = v->child; c; c = c->next, n++)
+        if (!store_json_plain(c, why, cap)) return false;
+    if (!cJSON_IsObject(v) || n < 2) return true;
+    const char **keys = malloc(n * sizeof *keys);
+    if (!keys) {
+        snprintf(why, cap, "is too large (out of memory)");
+        return false;
+    }
+    size_t k = 0;
+    for (const cJSON *c = v->child; c; c = c->next) keys[k++] = c->string ? c->string : "";
+    qsort(keys, n, sizeof *keys, cmp_str);
+    bool ok = true;
+    for (size_t i = 1; i < n && ok; i++)
+        if (strcmp(keys[i - 1], keys[i]) == 0) {
+            snprintf(why, cap, "has the key '%.64s' twice in one object", keys[i]);
+            ok = false;
+        }
+    free(keys);
+    return ok;
+}
+
 static store_code check_metadata(const char *meta, store_err *err) {
     if (!meta) return STORE_OK;
     size_t len = strlen(meta);
@@ -251,8 +284,11 @@ static store_code check_metadata(const char *meta, store_err *err) {
                           len, STORE_METADATA_MAX);
     cJSON *j = cJSON_ParseWithLength(meta, len);
     bool ok = j && cJSON_IsObject(j);
+    char why[128];
+    bool plain = !ok || store_json_plain(j, why, sizeof why);
     cJSON_Delete(j);
-    return ok ? STORE_OK : store_fail(err, STORE_INVALID, "metadata must be a JSON object");
+    if (!ok) return store_fail(err, STORE_INVALID, "metadata must be a JSON object");
+    return plain ? STORE_OK : store_fail(err, STORE_INVALID, "metadata %s", why);
 }
 
 store_code store_check_memory(const store_memory_in *m, store_err *err) {

@@ -296,6 +296,13 @@ static void check_bad_input(store *s) {
     store_err err = {0};
     store_memory_in in = {"ok", "text", 4, "[1]", &ch, 1, v, 0, 0};
     T_EQ_INT(store_add(s, "c", true, &m, STORE_F16, &in, 1, NULL, &err), STORE_INVALID);
+    /* metadata that means two things: a key twice, a number past the double range */
+    in.metadata = "{\"a\": 1, \"o\": {\"b\": 1, \"b\": 2}}";
+    T_EQ_INT(store_add(s, "c", true, &m, STORE_F16, &in, 1, NULL, &err), STORE_INVALID);
+    T_CHECK(strstr(err.msg, "'b' twice") != NULL);
+    in.metadata = "{\"a\": [1e999]}";
+    T_EQ_INT(store_add(s, "c", true, &m, STORE_F16, &in, 1, NULL, &err), STORE_INVALID);
+    T_CHECK(strstr(err.msg, "out of range") != NULL);
     in.metadata = NULL;
     in.id = "../x";
     T_EQ_INT(store_add(s, "c", true, &m, STORE_F16, &in, 1, NULL, &err), STORE_INVALID);
