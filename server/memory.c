@@ -331,6 +331,11 @@ static int memory_item(const cJSON *e, int i, store_memory_in *m, char **meta, s
                             "memory %d: 'metadata' must be a JSON object", i);
             return -1;
         }
+        char why[128];
+        if (!store_json_plain(md, why, sizeof why)) {
+            srv_reply_error(r, 422, "validation_error", "memory %d: 'metadata' %s", i, why);
+            return -1;
+        }
         *meta = cJSON_PrintUnformatted(md);
         if (!*meta) {
             srv_reply_error(r, 500, "out_of_memory", "out of memory");
@@ -370,6 +375,11 @@ static int memory_items(cJSON *root, bool one, store_memory_in **out, char ***me
     int i = 0;
     for (cJSON *e = arr->child; e; e = e->next, i++)
         if (memory_item(e, i, &(*out)[i], &(*metas)[i], r) != 0) return -1;
+    store_err err = {0}; /* refused before anything is compressed */
+    if (store_check_unique_ids(*out, *n, &err) != STORE_OK) {
+        srv_mem_store_error(r, &err);
+        return -1;
+    }
     return 0;
 }
 

@@ -68,6 +68,11 @@ static int parse_query(srv_server *s, cJSON *root, query_req *q, srv_reply *r) {
                             "'filter' must be an object of metadata values to match");
             return -1;
         }
+        char why[128];
+        if (!store_json_plain(f, why, sizeof why)) {
+            srv_reply_error(r, 422, "validation_error", "'filter' %s", why);
+            return -1;
+        }
         q->filter = cJSON_PrintUnformatted(f);
         if (!q->filter) {
             srv_reply_error(r, 500, "out_of_memory", "out of memory");

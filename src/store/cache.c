@@ -6,6 +6,9 @@
 
 #include <pthread.h>
 #include <stdlib.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <string.h>
 
 enum { KIND_VECTORS = 1, KIND_INDEX = 2 };
@@ -57,7 +60,16 @@ void store_index_free(store_index *ix) {
     free(ix->has_vectors);
     free(ix->meta_rowids);
     free(ix->metas);
+    bool big = ix->bytes >= (8u << 20);
     free(ix);
+#ifdef __GLIBC__
+    /* an index too big for the cache is read for each query and freed after it, often by another
+     * worker thread's arena: without a trim each arena keeps its peak and the process grows to
+     * (largest index) x (threads), whatever --vector-cache says */
+    if (big) malloc_trim(0);
+#else
+    (void)big;
+#endif
 }
 
 static void lru_unlink(store_cache *c, entry *e) {

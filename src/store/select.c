@@ -28,6 +28,7 @@ typedef struct {
     store_index *ix;
     size_t cap, mcap;
     bool nomem;
+    size_t meta_bytes; /* what the parsed metadata occupies */
 } index_load;
 
 static bool grow_chunks(index_load *l) {
@@ -64,6 +65,20 @@ static int read_chunk(void *arg, db_row *r) {
     return 0;
 }
 
+/* The heap a parsed JSON value occupies: a node, its key and string, each allocation with
+ * malloc's overhead. Metadata of 64 KiB can parse into ten times that (a node per value), so the
+ * index accounts it: a cache of many such indexes is otherwise bounded by nothing. */
+static size_t json_bytes(const cJSON *j) {
+    size_t b = 0;
+    for (; j; j = j->next) {
+        b += sizeof *j + 16;
+        if (j->string) b += strlen(j->string) + 1 + 16;
+        if (j->valuestring) b += strlen(j->valuestring) + 1 + 16;
+        b += json_bytes(j->child);
+    }
+    return b;
+}
+
 static int read_meta(void *arg, db_row *r) {
     index_load *l = arg;
     store_index *ix = l->ix;
@@ -81,6 +96,7 @@ static int read_meta(void *arg, db_row *r) {
     const char *t = o->col_text(r, 1, &len);
     cJSON *j = cJSON_ParseWithLength(t, len);
     if (!j) return 0; /* unreadable metadata matches no filter */
+    l->meta_bytes += json_bytes(j);
     ix->meta_rowids[ix->n_mems] = o->col_int(r, 0);
     ix->metas[ix->n_mems++] = j;
     return 0;
@@ -104,7 +120,7 @@ static void shrink(index_load *l) {
 /* Reads the index of collection coll_id with the codes of model_id (under the caller's lock). */
 static store_code load_index(store *s, int64_t coll_id, int64_t version, int64_t model_id,
                              size_t words, store_index **out, store_err *err) {
-    index_load l = {s, calloc(1, sizeof(store_index)), 0, 0, false};
+    index_load l = {s, calloc(1, sizeof(store_index)), 0, 0, false, 0};
     if (!l.ix) return store_fail(err, STORE_NOMEM, "out of memory");
     l.ix->coll_id = coll_id;
     l.ix->version = version;
@@ -129,7 +145,7 @@ static store_code load_index(store *s, int64_t coll_id, int64_t version, int64_t
     }
     shrink(&l);
     l.ix->bytes = l.ix->n * (2 * sizeof(int64_t) + words * sizeof(uint64_t) + 1) +
-                  l.ix->n_mems * (sizeof(int64_t) + sizeof(cJSON *) + 256);
+                  l.ix->n_mems * (sizeof(int64_t) + sizeof(cJSON *)) + l.meta_bytes;
     *out = l.ix;
     return STORE_OK;
 }

@@ -4,6 +4,8 @@
 #include "store/store_internal.h"
 
 #include <ctype.h>
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -242,6 +244,38 @@ static void new_id(char out[33]) {
     for (int i = 0; i < 16; i++) snprintf(out + 2 * i, 3, "%02x", b[i]);
 }
 
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+bool store_json_plain(const cJSON *v, char *why, size_t cap) {
+    if (cJSON_IsNumber(v) && !isfinite(v->valuedouble)) {
+        snprintf(why, cap,
+                 "holds a number out of range (over about 1.8e308: it would read as null)");
+        return false;
+    }
+    size_t n = 0;
+    for (const cJSON *c = v->child; c; c = c->next, n++)
+        if (!store_json_plain(c, why, cap)) return false;
+    if (!cJSON_IsObject(v) || n < 2) return true;
+    const char **keys = malloc(n * sizeof *keys);
+    if (!keys) {
+        snprintf(why, cap, "is too large (out of memory)");
+        return false;
+    }
+    size_t k = 0;
+    for (const cJSON *c = v->child; c; c = c->next) keys[k++] = c->string ? c->string : "";
+    qsort(keys, n, sizeof *keys, cmp_str);
+    bool ok = true;
+    for (size_t i = 1; i < n && ok; i++)
+        if (strcmp(keys[i - 1], keys[i]) == 0) {
+            snprintf(why, cap, "has the key '%.64s' twice in one object", keys[i]);
+            ok = false;
+        }
+    free(keys);
+    return ok;
+}
+
 static store_code check_metadata(const char *meta, store_err *err) {
     if (!meta) return STORE_OK;
     size_t len = strlen(meta);
@@ -250,8 +284,11 @@ static store_code check_metadata(const char *meta, store_err *err) {
                           len, STORE_METADATA_MAX);
     cJSON *j = cJSON_ParseWithLength(meta, len);
     bool ok = j && cJSON_IsObject(j);
+    char why[128];
+    bool plain = !ok || store_json_plain(j, why, sizeof why);
     cJSON_Delete(j);
-    return ok ? STORE_OK : store_fail(err, STORE_INVALID, "metadata must be a JSON object");
+    if (!ok) return store_fail(err, STORE_INVALID, "metadata must be a JSON object");
+    return plain ? STORE_OK : store_fail(err, STORE_INVALID, "metadata %s", why);
 }
 
 store_code store_check_memory(const store_memory_in *m, store_err *err) {
@@ -288,6 +325,34 @@ static store_code insert_chunks(store *s, int64_t mem_id, int64_t model_id, size
         if (rc == STORE_OK && m->vectors)
             rc = store_write_vectors(s, q.i, model_id, m->vectors + c * per, per, dtype, err);
     }
+    return rc;
+}
+
+static int cmp_id_at(const void *a, const void *b) {
+    const char *const *x = a, *const *y = b;
+    int c = strcmp(x[0], y[0]);
+    return c ? c : (x[1] > y[1]) - (x[1] < y[1]); /* x[1]: the memory's index, as a pointer */
+}
+
+store_code store_check_unique_ids(const store_memory_in *mems, size_t n, store_err *err) {
+    /* (id, index) pairs sorted by id, then index: a repeated id lies next to its first use */
+    const char *(*v)[2] = malloc((n ? n : 1) * sizeof *v);
+    if (!v) return store_fail(err, STORE_NOMEM, "out of memory");
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (mems[i].id && *mems[i].id) {
+            v[k][0] = mems[i].id;
+            v[k][1] = (const char *)(uintptr_t)i;
+            k++;
+        }
+    qsort(v, k, sizeof *v, cmp_id_at);
+    store_code rc = STORE_OK;
+    for (size_t i = 1; i < k && rc == STORE_OK; i++)
+        if (strcmp(v[i - 1][0], v[i][0]) == 0)
+            rc = store_fail(err, STORE_CONFLICT,
+                            "memories %zu and %zu of the request both have id '%s'",
+                            (size_t)(uintptr_t)v[i - 1][1], (size_t)(uintptr_t)v[i][1], v[i][0]);
+    free(v);
     return rc;
 }
 
@@ -330,6 +395,8 @@ store_code store_add(store *s, const char *collection, bool create_collection, c
         store_code rc = store_check_memory(&mems[i], err);
         if (rc != STORE_OK) return rc;
     }
+    store_code urc = store_check_unique_ids(mems, n, err);
+    if (urc != STORE_OK) return urc;
     size_t per = m ? (size_t)m->n_mem * m->n_embd : 0;
     bool vectors = false;
     for (size_t i = 0; i < n; i++) vectors |= mems[i].vectors != NULL;

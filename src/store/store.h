@@ -64,6 +64,11 @@ typedef struct {
     int64_t created_ms, updated_ms; /* 0 = now (import keeps the exported times) */
 } store_memory_in;
 
+/* The ids given in one add are distinct (STORE_CONFLICT naming both memories otherwise; memories
+ * without an id get distinct new ones). store_add checks it; the server checks it before it
+ * compresses anything. */
+store_code store_check_unique_ids(const store_memory_in *mems, size_t n, store_err *err);
+
 typedef enum { STORE_F16 = 1, STORE_F32 = 0 } store_dtype; /* GGUF type ids */
 
 /* Adds memories to a collection (created if missing when create_collection), all or none.
@@ -195,6 +200,11 @@ store_code store_import_line(store *s, const char *line, size_t len, bool skip_e
  * collection ({name, memories, chunks, created_ms}), and a selection's "memories" (the chunks
  * used: id, chunk, text, score) and "selection" ({method, exact, considered, scored_exactly})
  * added to an answer: the shapes of docs/API.md, for the server and `clara memory --json`. */
+/* Whether a JSON value (metadata, a filter) means one thing: every number finite (cJSON reads
+ * 1e999 as infinity, which prints as null) and no key twice in an object (a filter matched the
+ * first, most clients read the last). False with why filled ("holds ...", "has ..."); metadata
+ * that is not plain is STORE_INVALID, the server refuses such a filter (422). */
+bool store_json_plain(const cJSON *v, char *why, size_t cap);
 cJSON *store_memory_json(const store_memory *m);
 cJSON *store_collection_json(const store_collection *c);
 void store_selection_add_json(cJSON *j, const store_selection *sel);

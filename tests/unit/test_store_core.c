@@ -298,6 +298,13 @@ static void check_bad_input(store *s) {
     store_err err = {0};
     store_memory_in in = {"ok", "text", 4, "[1]", &ch, 1, v, 0, 0};
     T_EQ_INT(store_add(s, "c", true, &m, STORE_F16, &in, 1, NULL, &err), STORE_INVALID);
+    /* metadata that means two things: a key twice, a number past the double range */
+    in.metadata = "{\"a\": 1, \"o\": {\"b\": 1, \"b\": 2}}";
+    T_EQ_INT(store_add(s, "c", true, &m, STORE_F16, &in, 1, NULL, &err), STORE_INVALID);
+    T_CHECK(strstr(err.msg, "'b' twice") != NULL);
+    in.metadata = "{\"a\": [1e999]}";
+    T_EQ_INT(store_add(s, "c", true, &m, STORE_F16, &in, 1, NULL, &err), STORE_INVALID);
+    T_CHECK(strstr(err.msg, "out of range") != NULL);
     in.metadata = NULL;
     in.id = "../x";
     T_EQ_INT(store_add(s, "c", true, &m, STORE_F16, &in, 1, NULL, &err), STORE_INVALID);
@@ -312,6 +319,13 @@ static void check_bad_input(store *s) {
                               {"m1", "text", 4, NULL, &ch, 1, v, 0, 0}};
     T_EQ_INT(store_add(s, "c", true, &m, STORE_F16, two, 2, NULL, &err), STORE_CONFLICT);
     T_EQ_INT(store_get(s, "c", "fresh", &got, &err), STORE_NOT_FOUND);
+    /* one id twice in one add, into a new collection: a conflict naming both, nothing created */
+    store_memory_in dup[3] = {{"twice", "text", 4, NULL, &ch, 1, v, 0, 0},
+                              {NULL, "text", 4, NULL, &ch, 1, v, 0, 0},
+                              {"twice", "text", 4, NULL, &ch, 1, v, 0, 0}};
+    T_EQ_INT(store_add(s, "dupcoll", true, &m, STORE_F16, dup, 3, NULL, &err), STORE_CONFLICT);
+    T_CHECK(strstr(err.msg, "memories 0 and 2") != NULL);
+    T_EQ_INT(store_get(s, "dupcoll", "twice", &got, &err), STORE_NOT_FOUND);
 }
 
 /* Full text with a query word longer than the 64 bytes a word is cut to, made of 3-byte UTF-8
