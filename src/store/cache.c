@@ -92,6 +92,13 @@ static void lru_push_front(store_cache *c, entry *e) {
     if (!c->tail) c->tail = e;
 }
 
+/* A hit: e becomes the most recently used. */
+static void touch(store_cache *c, entry *e) {
+    lru_unlink(c, e);
+    lru_push_front(c, e);
+    c->hits++;
+}
+
 static entry **find_slot(store_cache *c, int kind, int64_t a, int64_t b) {
     entry **p = &c->buckets[hash_key(kind, a, b) & (c->n_buckets - 1)];
     while (*p && !((*p)->kind == kind && (*p)->a == a && (*p)->b == b)) p = &(*p)->hnext;
@@ -159,9 +166,7 @@ bool store_cache_get_vectors(store_cache *c, int64_t chunk_id, int64_t model_id,
     bool hit = e && e->n_floats == n_floats;
     if (hit) {
         memcpy(out, e->vectors, n_floats * sizeof(float));
-        lru_unlink(c, e);
-        lru_push_front(c, e);
-        c->hits++;
+        touch(c, e);
     } else {
         c->misses++;
     }
@@ -206,9 +211,7 @@ store_index *store_cache_get_index(store_cache *c, int64_t coll_id, int64_t vers
     if (e && e->ix->version == version && e->ix->model_id == model_id) {
         ix = e->ix;
         ix->refs++;
-        lru_unlink(c, e);
-        lru_push_front(c, e);
-        c->hits++;
+        touch(c, e);
     } else {
         c->misses++;
     }

@@ -103,13 +103,7 @@ typedef struct {
 
 static int read_id(void *arg, db_row *r) {
     id_rows *ir = arg;
-    if (ir->n == ir->cap) {
-        size_t cap = ir->cap ? ir->cap * 2 : 256;
-        int64_t *p = realloc(ir->ids, cap * sizeof *p);
-        if (!p) return 1;
-        ir->ids = p;
-        ir->cap = cap;
-    }
+    if (!store_grow((void **)&ir->ids, &ir->cap, ir->n, sizeof *ir->ids)) return 1;
     ir->ids[ir->n++] = ir->o->col_int(r, 0);
     return 0;
 }

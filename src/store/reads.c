@@ -41,13 +41,7 @@ typedef struct {
 static int read_memory(void *arg, db_row *r) {
     memory_rows *mr = arg;
     const db_ops *o = mr->s->d->ops;
-    if (mr->n == mr->cap) {
-        size_t cap = mr->cap ? mr->cap * 2 : 16;
-        store_memory *p = realloc(mr->out, cap * sizeof *p);
-        if (!p) return mr->nomem = true;
-        mr->out = p;
-        mr->cap = cap;
-    }
+    if (!store_grow((void **)&mr->out, &mr->cap, mr->n, sizeof *mr->out)) return mr->nomem = true;
     store_memory *m = &mr->out[mr->n++];
     memset(m, 0, sizeof *m);
     m->id = dup_col(o, r, 0, NULL);
@@ -134,13 +128,7 @@ typedef struct {
 static int read_coll(void *arg, db_row *r) {
     coll_rows *cr = arg;
     const db_ops *o = cr->s->d->ops;
-    if (cr->n == cr->cap) {
-        size_t cap = cr->cap ? cr->cap * 2 : 16;
-        store_collection *p = realloc(cr->out, cap * sizeof *p);
-        if (!p) return cr->nomem = true;
-        cr->out = p;
-        cr->cap = cap;
-    }
+    if (!store_grow((void **)&cr->out, &cr->cap, cr->n, sizeof *cr->out)) return cr->nomem = true;
     store_collection *c = &cr->out[cr->n++];
     c->name = dup_col(o, r, 0, NULL);
     c->created_ms = o->col_int(r, 1);
@@ -189,13 +177,7 @@ typedef struct {
 static int read_pending(void *arg, db_row *r) {
     pending_rows *pr = arg;
     const db_ops *o = pr->s->d->ops;
-    if (pr->n == pr->cap) {
-        size_t cap = pr->cap ? pr->cap * 2 : 16;
-        store_pending *p = realloc(pr->out, cap * sizeof *p);
-        if (!p) return pr->nomem = true;
-        pr->out = p;
-        pr->cap = cap;
-    }
+    if (!store_grow((void **)&pr->out, &pr->cap, pr->n, sizeof *pr->out)) return pr->nomem = true;
     store_pending *p = &pr->out[pr->n++];
     p->chunk_id = o->col_int(r, 0);
     p->text = dup_col(o, r, 1, &p->len);

@@ -31,8 +31,8 @@ typedef struct {
     size_t meta_bytes; /* what the parsed metadata occupies */
 } index_load;
 
-static bool grow_chunks(index_load *l) {
-    size_t cap = l->cap ? l->cap * 2 : 256;
+/* The index's chunk arrays resized to cap entries; false (nothing lost) when memory runs out. */
+static bool resize_chunks(index_load *l, size_t cap) {
     store_index *ix = l->ix;
     int64_t *c = realloc(ix->chunk_ids, cap * sizeof *c);
     if (c) ix->chunk_ids = c;
@@ -51,7 +51,7 @@ static int read_chunk(void *arg, db_row *r) {
     index_load *l = arg;
     store_index *ix = l->ix;
     const db_ops *o = l->s->d->ops;
-    if (ix->n == l->cap && !grow_chunks(l)) return l->nomem = true;
+    if (ix->n == l->cap && !resize_chunks(l, l->cap ? l->cap * 2 : 256)) return l->nomem = true;
     size_t i = ix->n++, len = 0;
     ix->chunk_ids[i] = o->col_int(r, 0);
     ix->mem_rowids[i] = o->col_int(r, 1);
@@ -102,21 +102,6 @@ static int read_meta(void *arg, db_row *r) {
     return 0;
 }
 
-/* Gives back what the doubling growth left over (an index can be hundreds of MB). */
-static void shrink(index_load *l) {
-    store_index *ix = l->ix;
-    size_t n = ix->n ? ix->n : 1;
-    int64_t *c = realloc(ix->chunk_ids, n * sizeof *c);
-    if (c) ix->chunk_ids = c;
-    int64_t *m = realloc(ix->mem_rowids, n * sizeof *m);
-    if (m) ix->mem_rowids = m;
-    uint64_t *k = realloc(ix->codes, n * ix->words * sizeof *k);
-    if (k) ix->codes = k;
-    bool *h = realloc(ix->has_vectors, n * sizeof *h);
-    if (h) ix->has_vectors = h;
-    l->cap = c && m && k && h ? n : l->cap;
-}
-
 /* Reads the index of collection coll_id with the codes of model_id (under the caller's lock). */
 static store_code load_index(store *s, int64_t coll_id, int64_t version, int64_t model_id,
                              size_t words, store_index **out, store_err *err) {
@@ -143,7 +128,7 @@ static store_code load_index(store *s, int64_t coll_id, int64_t version, int64_t
         store_index_free(l.ix);
         return rc;
     }
-    shrink(&l);
+    resize_chunks(&l, l.ix->n ? l.ix->n : 1); /* give back the doubling's slack (hundreds of MB) */
     l.ix->bytes = l.ix->n * (2 * sizeof(int64_t) + words * sizeof(uint64_t) + 1) +
                   l.ix->n_mems * (sizeof(int64_t) + sizeof(cJSON *)) + l.meta_bytes;
     *out = l.ix;

@@ -24,6 +24,16 @@ int64_t store_now_ms(void) {
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+bool store_grow(void **p, size_t *cap, size_t n, size_t size) {
+    if (n < *cap) return true;
+    size_t c = *cap ? *cap * 2 : 16;
+    void *q = realloc(*p, c * size);
+    if (!q) return false;
+    *p = q;
+    *cap = c;
+    return true;
+}
+
 bool store_url_is_postgres(const char *url) {
     return url && (strncmp(url, "postgresql://", 13) == 0 || strncmp(url, "postgres://", 11) == 0);
 }

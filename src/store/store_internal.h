@@ -25,6 +25,9 @@ typedef struct {
 } store_q1;
 
 int64_t store_now_ms(void);
+/* Room for element n of the array *p (of *cap elements of `size` bytes), doubling it as rows
+ * arrive; false when memory runs out (the array is left as it was). */
+bool store_grow(void **p, size_t *cap, size_t n, size_t size);
 store_code store_q_int(store *s, const char *sql, const db_val *args, int n, store_q1 *q,
                        store_err *err);
 store_code store_exec(store *s, const char *sql, const db_val *args, int n, int64_t *changes,
