@@ -279,6 +279,13 @@ static size_t n_tokens_of(const char *text, size_t len) {
     return n;
 }
 
+/* Document i of task t is longer than doc_max_length tokens: the encoder cuts it (reported in
+ * cut_documents). */
+static void note_cut(srv_task *t, size_t i) {
+    if (!t->cut && !(t->cut = malloc(t->n_docs * sizeof *t->cut))) return;
+    t->cut[t->n_cut++] = (uint32_t)i;
+}
+
 /* What task t costs in tokens, the measure of --max-request-tokens: each document's encoder row
  * as the engine compresses it (<ENC><s>text</s> cut at doc_max_length + 3: the n_tokens that
  * /v1/compress reports), or n_mem per document sent as vectors; then, when it generates, the
@@ -293,6 +300,7 @@ static uint64_t task_cost(srv_task *t, uint64_t *docs_cost, uint64_t *query_cost
         /* read whole in chunks of doc_max_length tokens (3 more tokens each), or cut */
         uint64_t chunks = n ? (n + cut - 4) / (cut - 3) : 1;
         *docs_cost += t->split ? n + 3 * chunks : n + 3 < cut ? n + 3 : cut;
+        if (!t->split && n > cut - 3) note_cut(t, i); /* the tokens are counted once, here */
     }
     bool generates = t->ep != SRV_EP_V1_COMPRESS && t->ep != SRV_EP_MEM_ADD;
     *query_cost = generates && t->query ? n_tokens_of(t->query, t->query_len) : 0;
@@ -397,33 +405,15 @@ static void split_docs(srv_task *t) {
         return;
     }
     t->texts = t->docs;
-    t->n_texts = t->n_docs;
     t->docs = docs;
     t->n_docs = n;
     t->chunks = chunks;
     t->chunk_of = of;
 }
 
-/* Documents of task t that the encoder cuts (more than doc_max_length tokens), to report. */
-static void find_cut(srv_task *t) {
-    t->n_texts = t->n_docs;
-    for (size_t i = 0; i < t->n_docs; i++) {
-        uint32_t n = 0;
-        if (clara_count_tokens(S.m, t->docs[i].text, t->docs[i].len, &n) != CLARA_OK ||
-            n <= S.info->doc_max_length)
-            continue;
-        if (!t->cut && !(t->cut = malloc(t->n_docs * sizeof *t->cut))) return;
-        t->cut[t->n_cut++] = (uint32_t)i;
-    }
-}
-
 static void prepare_docs(srv_task *t) {
     if (!t->docs || t->in_vectors || !task_live(t)) return;
-    if (t->split) {
-        split_docs(t);
-    } else {
-        find_cut(t);
-    }
+    if (t->split) split_docs(t); /* otherwise task_cost listed the documents that are cut */
 }
 
 /* Query-reasoner vectors of every SRV_EP_QUERY_VEC task, in one pass. */

@@ -114,7 +114,6 @@ typedef struct srv_task {
      * replace docs: docs[i] is chunk i of document chunk_of[i]); otherwise documents longer than
      * that are cut and listed in cut[] */
     bool split;
-    size_t n_texts;      /* documents as given (before splitting) */
     clara_text *texts;   /* split: the documents as given (docs then holds the chunks) */
     clara_chunk *chunks; /* split: [n_docs] spans into texts[chunk_of[i]] */
     uint32_t *chunk_of;  /* split: [n_docs] */
