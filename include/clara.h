@@ -146,7 +146,17 @@ typedef enum {
     CLARA_TASK_ANSWER = 0,   /* QA prompt (spec §8) from documents or vectors */
     CLARA_TASK_RETRIEVE = 1, /* E2E: rank documents by the query vector, answer from top-k (§10) */
     CLARA_TASK_PARAPHRASE = 2, /* paraphrase prompt (§11) */
+    /* the conversation as the chat template lays it out, the question as the last user turn as
+     * it is (no Background block, no documents): what an OpenAI client without context gets */
+    CLARA_TASK_CHAT = 3,
 } clara_task;
+
+/* Why a request stopped generating. */
+typedef enum {
+    CLARA_FINISH_EOS = 0,    /* the model chose </s> */
+    CLARA_FINISH_LENGTH = 1, /* max_new_tokens were generated */
+    CLARA_FINISH_CALLER = 2, /* on_token returned false (a stop sequence, ...) */
+} clara_finish;
 
 typedef struct {
     clara_task task;
@@ -167,6 +177,27 @@ typedef struct {
      * other requests go on and get exactly the ids they get without it. */
     bool (*cancelled)(void *arg);
     void *cancel_arg;
+    /* Sampling. temperature 0 (the default) is the reference's greedy decoding (spec §9). Above 0
+     * the next id is drawn from softmax(logits / temperature) restricted to the sample_top_k most
+     * likely ids (0 = all) and then to the fewest most likely ids whose probability reaches top_p
+     * (1 = all; ties by lower id), with a generator seeded by `seed`: the same seed, inputs and
+     * model give the same ids, alone or in any batch. */
+    float temperature, top_p;
+    uint32_t sample_top_k;
+    uint64_t seed;
+    /* Optional streaming: called on the calling thread each time an id is chosen, with the
+     * request's ids so far (the new one last). Returning false ends the request there
+     * (CLARA_FINISH_CALLER; its result holds the ids up to and including that one). */
+    bool (*on_token)(void *arg, const int32_t *ids, size_t n_ids);
+    void *token_arg;
+    /* Optional chat turns before the question: user, assistant, user, ... (an even count), laid
+     * out by the chat template (spec §8.2), each assistant turn ended by </s>; the question is the
+     * last user turn. `system` replaces the model's system text when not NULL (for CHAT: there is
+     * none unless given); it goes in the first user turn, as the template puts it. */
+    const clara_text *turns;
+    size_t n_turns;
+    const char *system;
+    size_t system_len;
 } clara_gen_params;
 
 typedef struct {
@@ -181,6 +212,7 @@ typedef struct {
     char *error; /* clara_generate_batch: why this request failed (NULL on success) */
     /* wall-clock time of this request's phases (shared passes count for every request in them) */
     double compress_ms, prefill_ms, decode_ms;
+    clara_finish finish;
 } clara_gen_result;
 
 clara_gen_params clara_gen_default_params(void);
@@ -192,6 +224,13 @@ clara_status clara_generate(clara_ctx *ctx, const clara_gen_params *params, clar
 clara_status clara_generate_batch(clara_ctx *ctx, const clara_gen_params *params, size_t n,
                                   clara_gen_result *results, clara_status *statuses);
 void clara_gen_result_free(clara_gen_result *r);
+
+/* Text of generated ids as the reference decodes it (special ids skipped, one leading space
+ * removed): what clara_gen_result.text holds for those ids. *text is malloc'd; *len its bytes
+ * (may be NULL). A streaming client decodes the ids so far at each token and sends what was
+ * added (a trailing incomplete UTF-8 sequence decodes as U+FFFD until its last byte arrives). */
+clara_status clara_detokenize(const clara_model *model, const int32_t *ids, size_t n, char **text,
+                              size_t *len);
 
 /* ---- memory-store support: chunks, query vectors, model fingerprints ----------------------- */
 

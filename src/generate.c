@@ -15,6 +15,7 @@
 #include "forward.h"
 #include "pipeline.h"
 #include "prompt.h"
+#include "sample.h"
 
 /* The reference truncates prompts at 1024 tokens (cutting the question); we do not (spec §8.3). */
 #define CLARA_REFERENCE_PROMPT_LIMIT 1024
@@ -32,12 +33,23 @@ typedef struct {
     float *logits; /* [n_vocab] of the latest step */
     bool done;
     clara_cancel cancel; /* the caller's callback (p->cancelled), latched */
+    clara_rng rng;       /* sampling (temperature > 0) */
+    clara_cand *cand;    /* [n_vocab] sampling scratch */
 } gen_req;
+
+clara_status clara_detokenize(const clara_model *model, const int32_t *ids, size_t n, char **text,
+                              size_t *len) {
+    size_t l = 0;
+    clara_status s = clara_tokenizer_decode_len(model->tok, ids, n, text, &l);
+    if (len) *len = s == CLARA_OK ? l : 0;
+    return s;
+}
 
 clara_gen_params clara_gen_default_params(void) {
     clara_gen_params p;
     memset(&p, 0, sizeof p);
     p.max_new_tokens = 128;
+    p.top_p = 1.0f;
     return p;
 }
 
@@ -97,8 +109,28 @@ static size_t docs_k(const clara_model *m, const clara_gen_params *p) {
 
 static clara_status build_prompt(const clara_model *m, const clara_gen_params *p, size_t k,
                                  clara_prompt *pr) {
+    clara_chat chat = {p->system, p->system_len, p->turns, p->n_turns, p->task == CLARA_TASK_CHAT};
     return clara_prompt_build(m, p->task == CLARA_TASK_PARAPHRASE ? NULL : p->query, p->query_len,
-                              p->paraphrase_template, k, pr);
+                              p->paraphrase_template, k, &chat, pr);
+}
+
+/* The conversation's texts: no special-token strings (spec §14.4), turns in pairs, and a plain
+ * chat has no documents. */
+static clara_status validate_chat(const clara_model *m, const clara_gen_params *p) {
+    if (p->task == CLARA_TASK_CHAT && p->n_docs)
+        return clara_fail(CLARA_ERR_INVALID_ARG, "a plain chat takes no documents");
+    if (p->n_turns % 2)
+        return clara_fail(CLARA_ERR_INVALID_ARG,
+                          "chat turns must alternate user/assistant and end with an assistant "
+                          "turn before the question (got %zu)",
+                          p->n_turns);
+    if (p->n_turns && !p->turns)
+        return clara_fail(CLARA_ERR_INVALID_ARG, "n_turns is set but no turns were given");
+    clara_status s =
+        p->system ? clara_check_text(m, "system text", 0, p->system, p->system_len) : CLARA_OK;
+    for (size_t i = 0; i < p->n_turns && s == CLARA_OK; i++)
+        s = clara_check_text(m, "chat turn", i, p->turns[i].text, p->turns[i].len);
+    return s;
 }
 
 /* Input checks, and the prompt length against the context before any compute (the prompt is
@@ -114,6 +146,8 @@ static clara_status validate(const clara_model *m, const clara_gen_params *p) {
         (p->paraphrase_template < 0 || p->paraphrase_template > 12))
         return clara_fail(CLARA_ERR_INVALID_ARG, "paraphrase template %d is not in 0..12",
                           p->paraphrase_template);
+    clara_status cs = validate_chat(m, p);
+    if (cs != CLARA_OK) return cs;
     if (p->n_docs && !p->docs && !p->vectors)
         return clara_fail(CLARA_ERR_INVALID_ARG, "n_docs is set but no documents were given");
     if (!p->vectors && !m->encoder)
@@ -298,15 +332,24 @@ static int32_t argmax(const float *v, uint32_t n, float *gap) {
     return (int32_t)best;
 }
 
-/* Takes each live request's next greedy id from its logits; stops it after </s> or its limit. */
+/* Takes each live request's next id from its logits (greedy, or sampled when it asks); stops it
+ * after </s>, at its limit, or when its on_token callback says so. */
 static void pick(const clara_model *m, gen_req *q, size_t n) {
     for (size_t i = 0; i < n; i++) {
         clara_gen_result *r = q[i].r;
+        const clara_gen_params *p = q[i].p;
         if (q[i].st != CLARA_OK || q[i].done) continue;
         int32_t id = argmax(q[i].logits, m->hp.n_vocab, &r->top2_gaps[r->n_ids]);
+        if (p->temperature > 0)
+            id = clara_sample(q[i].logits, m->hp.n_vocab, p->temperature, p->top_p, p->sample_top_k,
+                              &q[i].rng, q[i].cand);
         r->ids[r->n_ids++] = id;
-        q[i].done =
-            (id == m->meta.eos_id && !q[i].p->ignore_eos) || r->n_ids == q[i].p->max_new_tokens;
+        if (id == m->meta.eos_id && !p->ignore_eos)
+            r->finish = CLARA_FINISH_EOS, q[i].done = true;
+        else if (r->n_ids == p->max_new_tokens)
+            r->finish = CLARA_FINISH_LENGTH, q[i].done = true;
+        if (p->on_token && !p->on_token(p->token_arg, r->ids, r->n_ids))
+            r->finish = CLARA_FINISH_CALLER, q[i].done = true;
     }
 }
 
@@ -328,7 +371,9 @@ static clara_status decode(clara_ctx *ctx, gen_req *q, size_t n) {
         g->r->ids = malloc((mx ? mx : 1) * sizeof(int32_t));
         g->r->top2_gaps = malloc((mx ? mx : 1) * sizeof(float));
         g->logits = malloc(V * sizeof(float));
-        if (!g->r->ids || !g->r->top2_gaps || !g->logits)
+        if (g->p->temperature > 0) g->cand = malloc(V * sizeof *g->cand);
+        clara_rng_seed(&g->rng, g->p->seed);
+        if (!g->r->ids || !g->r->top2_gaps || !g->logits || (g->p->temperature > 0 && !g->cand))
             s = clara_fail(CLARA_ERR_NOMEM, "out of memory");
         if (s == CLARA_OK && !g->done)
             s = clara_ctx_reserve_slot(ctx, (uint32_t)i, g->n_prompt + mx);
@@ -450,6 +495,7 @@ clara_status clara_generate_batch(clara_ctx *ctx, const clara_gen_params *params
         free(q[i].owned);
         free(q[i].emb);
         free(q[i].logits);
+        free(q[i].cand);
     }
     free(q);
     return s;

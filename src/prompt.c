@@ -2,7 +2,9 @@
  *   "<s> [INST] " + SYSTEM + "\n\n" + USER + " [/INST]"
  * USER = "Background:\n" + DOCS + "\n\nQuestion:" + question (QA) or a paraphrase template with
  * {docs} = DOCS; then every ":\ " (colon, backslash, space) in USER becomes ": " (spec §8.1).
- * DOCS is the memory block "<MEM0>…<MEM{n-1}><SEP>" repeated once per document. */
+ * DOCS is the memory block "<MEM0>…<MEM{n-1}><SEP>" repeated once per document. A conversation
+ * (clara_chat) puts its earlier turns before that last user turn as the chat template lays them
+ * out (the system text in the first user turn); without one the prompt is the reference's. */
 #include "prompt.h"
 
 #include <stdlib.h>
@@ -89,23 +91,60 @@ static clara_status find_first_mem(const clara_model *m, size_t k, clara_prompt 
     return clara_fail(CLARA_ERR_FORMAT, "the prompt's memory slots could not be located");
 }
 
+/* " [INST] " + (system + "\n\n" on the first user turn) + content + " [/INST]": a user turn as
+ * the chat template writes it (spec §8.2). */
+static clara_status user_turn(strbuf *all, const char *system, size_t system_len, bool *first,
+                              const char *content, size_t len) {
+    clara_status s = sb_str(all, " [INST] ");
+    if (s == CLARA_OK && *first && system) s = sb_add(all, system, system_len);
+    if (s == CLARA_OK && *first && system) s = sb_str(all, "\n\n");
+    *first = false;
+    if (s == CLARA_OK) s = sb_add(all, content ? content : "", len);
+    if (s == CLARA_OK) s = sb_str(all, " [/INST]");
+    return s;
+}
+
+/* The earlier turns: user turns as above, assistant turns " " + content + "</s>". */
+static clara_status earlier_turns(const clara_model *m, strbuf *all, const clara_chat *c,
+                                  const char *system, size_t system_len, bool *first) {
+    clara_status s = CLARA_OK;
+    for (size_t i = 0; c && i < c->n_turns && s == CLARA_OK; i++) {
+        const clara_text *t = &c->turns[i];
+        if (i % 2 == 0) {
+            s = user_turn(all, system, system_len, first, t->text, t->len);
+            continue;
+        }
+        s = sb_str(all, " ");
+        if (s == CLARA_OK) s = sb_add(all, t->text ? t->text : "", t->len);
+        if (s == CLARA_OK) s = sb_str(all, clara_tokenizer_piece(m->tok, m->meta.eos_id));
+    }
+    return s;
+}
+
 clara_status clara_prompt_build(const clara_model *m, const char *question, size_t question_len,
-                                int para, size_t k, clara_prompt *out) {
+                                int para, size_t k, const clara_chat *chat, clara_prompt *out) {
     memset(out, 0, sizeof *out);
     strbuf docs = {0}, user = {0}, all = {0};
-    clara_status s = docs_block(m, k, &docs);
+    bool plain = chat && chat->plain;
+    clara_status s = plain ? CLARA_OK : docs_block(m, k, &docs);
     const char *system = question ? m->meta.qa_system : m->meta.para_system;
+    size_t system_len = strlen(system);
+    if (chat && chat->system) {
+        system = chat->system;
+        system_len = chat->system_len;
+    } else if (plain) {
+        system = NULL; /* a plain chat has no system text unless given */
+    }
     const char *tmpl = question ? m->meta.qa_user : m->meta.para_templates[para];
-    if (s == CLARA_OK) s = fill_template(&user, tmpl, &docs, question, question_len);
-    if (s == CLARA_OK) replace_colon_backslash(&user);
+    if (s == CLARA_OK && plain) s = sb_add(&user, question, question_len);
+    if (s == CLARA_OK && !plain) s = fill_template(&user, tmpl, &docs, question, question_len);
+    if (s == CLARA_OK && !plain) replace_colon_backslash(&user);
+    bool first = true;
     if (s == CLARA_OK) s = sb_str(&all, clara_tokenizer_piece(m->tok, m->meta.bos_id));
-    if (s == CLARA_OK) s = sb_str(&all, " [INST] ");
-    if (s == CLARA_OK) s = sb_str(&all, system);
-    if (s == CLARA_OK) s = sb_str(&all, "\n\n");
-    if (s == CLARA_OK) s = sb_add(&all, user.s ? user.s : "", user.n);
-    if (s == CLARA_OK) s = sb_str(&all, " [/INST]");
+    if (s == CLARA_OK) s = earlier_turns(m, &all, chat, system, system_len, &first);
+    if (s == CLARA_OK) s = user_turn(&all, system, system_len, &first, user.s, user.n);
     if (s == CLARA_OK) s = clara_tokenizer_encode(m->tok, all.s, all.n, &out->ids);
-    if (s == CLARA_OK) s = find_first_mem(m, k, out);
+    if (s == CLARA_OK) s = find_first_mem(m, plain ? 0 : k, out);
     free(docs.s);
     free(user.s);
     free(all.s);
