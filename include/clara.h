@@ -225,6 +225,52 @@ clara_status clara_generate_batch(clara_ctx *ctx, const clara_gen_params *params
                                   clara_gen_result *results, clara_status *statuses);
 void clara_gen_result_free(clara_gen_result *r);
 
+/* ---- continuous batching ------------------------------------------------------------------- */
+
+/* Requests in flight on one context (llama.cpp's slots, vLLM's running batch): a request added at
+ * any time has its documents compressed, its prompt prefilled and then joins the decoding steps
+ * of the others at the next step; one that finishes leaves at once. Each request gets exactly what
+ * clara_generate gives it alone (rows of a batch never see each other). Work is done in pieces —
+ * compression and prefill passes of at most piece_rows rows — and while a long pass runs, the
+ * decoding requests still get a step whenever yield_ms have passed since their last one (between
+ * the pass's layers), so one large compression does not stall every running stream. */
+typedef struct clara_batch clara_batch;
+
+typedef struct {
+    uint32_t piece_rows; /* rows of one compression or prefill pass; 0 = as many as fit (2,200) */
+    uint32_t yield_ms;   /* decoding steps during a long pass at least this often; 0 = never */
+} clara_batch_params;
+
+typedef struct {
+    void *user;          /* as given to clara_batch_add */
+    clara_status status; /* CLARA_OK, or why it failed (result.error says more) */
+} clara_batch_done;
+
+clara_batch_params clara_batch_default_params(void);
+/* One batch per context, and the context is the batch's while it exists. */
+clara_status clara_batch_create(clara_ctx *ctx, const clara_batch_params *params,
+                                clara_batch **out);
+/* Frees the batch; requests still in it are dropped (their results freed). */
+void clara_batch_free(clara_batch *b);
+/* Adds a request. params (and what it points to) and result must stay valid until the request is
+ * returned by clara_batch_step. A request that is invalid is returned, failed, by the next step. */
+clara_status clara_batch_add(clara_batch *b, const clara_gen_params *params,
+                             clara_gen_result *result, void *user);
+/* One round: a piece of compression or prefill work (if any request needs it), then one decoding
+ * step of every decoding request. Requests that finished are written to done (at most max_done;
+ * the rest wait for the next call); their results are complete (text decoded, times set). */
+clara_status clara_batch_step(clara_batch *b, clara_batch_done *done, size_t max_done,
+                              size_t *n_done);
+/* clara_compress_ex on the batch's context while its requests decode: in pieces, with their
+ * decoding steps between the layers as during the batch's own passes (the vectors are the same
+ * bits). Requests that finish meanwhile are returned by the next clara_batch_step. */
+clara_status clara_batch_compress(clara_batch *b, const clara_text *docs, size_t n_docs,
+                                  float *vectors, uint32_t *n_tokens,
+                                  const clara_compress_params *params);
+/* Requests in the batch (not yet returned), and of those the ones decoding. */
+size_t clara_batch_size(const clara_batch *b);
+size_t clara_batch_decoding(const clara_batch *b);
+
 /* Text of generated ids as the reference decodes it (special ids skipped, one leading space
  * removed): what clara_gen_result.text holds for those ids. *text is malloc'd; *len its bytes
  * (may be NULL). A streaming client decodes the ids so far at each token and sends what was

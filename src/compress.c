@@ -81,10 +81,15 @@ static clara_status compress_group(clara_ctx *ctx, const clara_enc_row *rows, si
 
 clara_status clara_enc_rows_run(clara_ctx *ctx, const clara_enc_row *rows, size_t n,
                                 const clara_adapter *ad, float *vectors) {
+    return clara_enc_rows_run_max(ctx, rows, n, ad, vectors, CLARA_MAX_BATCH_ROWS);
+}
+
+clara_status clara_enc_rows_run_max(clara_ctx *ctx, const clara_enc_row *rows, size_t n,
+                                    const clara_adapter *ad, float *vectors, uint32_t max_rows) {
     clara_status s = CLARA_OK;
     for (size_t i0 = 0; i0 < n && s == CLARA_OK;) {
         size_t i1 = i0 + 1, total = rows[i0].ids.n;
-        while (i1 < n && total + rows[i1].ids.n <= CLARA_MAX_BATCH_ROWS) total += rows[i1++].ids.n;
+        while (i1 < n && total + rows[i1].ids.n <= max_rows) total += rows[i1++].ids.n;
         s = compress_group(ctx, rows, i0, i1, ad, vectors);
         i0 = i1;
     }
@@ -114,7 +119,7 @@ static void bind_cancel(clara_enc_row *rows, doc_cancel *dc, size_t n_docs,
 
 static clara_status compress_with(clara_ctx *ctx, const clara_text *docs, size_t n_docs,
                                   const clara_adapter *ad, float *vectors, uint32_t *n_tokens,
-                                  const clara_compress_params *p) {
+                                  const clara_compress_params *p, uint32_t max_rows) {
     clara_enc_row *rows = calloc(n_docs ? n_docs : 1, sizeof *rows);
     doc_cancel *dc = p && p->cancelled ? calloc(n_docs ? n_docs : 1, sizeof *dc) : NULL;
     if (!rows || (p && p->cancelled && !dc)) {
@@ -127,7 +132,7 @@ static clara_status compress_with(clara_ctx *ctx, const clara_text *docs, size_t
     for (size_t i = 0; i < n_docs && s == CLARA_OK; i++)
         s = clara_enc_row_build(ctx->m, &docs[i], i, &rows[i]);
     bind_cancel(rows, dc, n_docs, p);
-    if (s == CLARA_OK) s = clara_enc_rows_run(ctx, rows, n_docs, ad, vectors);
+    if (s == CLARA_OK) s = clara_enc_rows_run_max(ctx, rows, n_docs, ad, vectors, max_rows);
     size_t dropped = 0;
     for (size_t i = 0; i < n_docs; i++) {
         if (n_tokens && s == CLARA_OK) n_tokens[i] = rows[i].len;
@@ -147,7 +152,18 @@ clara_status clara_compress_ex(clara_ctx *ctx, const clara_text *docs, size_t n_
     if (!ctx->m->encoder)
         return clara_fail(CLARA_ERR_INVALID_ARG,
                           "this model has no encoder_adapter to compress with");
-    return compress_with(ctx, docs, n_docs, ctx->m->encoder, vectors, n_tokens, params);
+    return compress_with(ctx, docs, n_docs, ctx->m->encoder, vectors, n_tokens, params,
+                         CLARA_MAX_BATCH_ROWS);
+}
+
+clara_status clara_compress_rows(clara_ctx *ctx, const clara_text *docs, size_t n_docs,
+                                 float *vectors, uint32_t *n_tokens,
+                                 const clara_compress_params *params, uint32_t max_rows) {
+    if (!ctx->m->encoder)
+        return clara_fail(CLARA_ERR_INVALID_ARG,
+                          "this model has no encoder_adapter to compress with");
+    return compress_with(ctx, docs, n_docs, ctx->m->encoder, vectors, n_tokens, params,
+                         max_rows ? max_rows : CLARA_MAX_BATCH_ROWS);
 }
 
 clara_status clara_compress(clara_ctx *ctx, const clara_text *docs, size_t n_docs, float *vectors,
@@ -172,5 +188,5 @@ clara_status clara_compress_queries(clara_ctx *ctx, const clara_text *queries, s
         clara_status s = clara_check_text(m, "query", i, queries[i].text, queries[i].len);
         if (s != CLARA_OK) return s;
     }
-    return compress_with(ctx, queries, n, m->query, vectors, NULL, NULL);
+    return compress_with(ctx, queries, n, m->query, vectors, NULL, NULL, CLARA_MAX_BATCH_ROWS);
 }

@@ -49,22 +49,10 @@ void clara_ctx_free(clara_ctx *ctx) {
         free(ctx->slots[i].v);
     }
     free(ctx->slots);
-    float *bufs[] = {ctx->x,
-                     ctx->xn,
-                     ctx->q,
-                     ctx->k,
-                     ctx->v,
-                     ctx->att,
-                     ctx->lora_t,
-                     ctx->ff_gate,
-                     ctx->ff_up,
-                     ctx->scores,
-                     ctx->attn_kv,
-                     ctx->rowbuf,
-                     ctx->rope_inv_freq,
-                     ctx->out_rows,
-                     ctx->out_logits,
-                     ctx->xperm};
+    float *bufs[] = {
+        ctx->x,      ctx->x_aside,       ctx->xn,       ctx->q,          ctx->k,      ctx->v,
+        ctx->att,    ctx->lora_t,        ctx->ff_gate,  ctx->ff_up,      ctx->scores, ctx->attn_kv,
+        ctx->rowbuf, ctx->rope_inv_freq, ctx->out_rows, ctx->out_logits, ctx->xperm};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(ctx->qg_buf);
     free(ctx);

@@ -65,6 +65,16 @@ struct clara_ctx {
     clara_qg_acts_key qg_acts;    /* what the activations at the start of qg_buf were made from */
     float *out_rows, *out_logits; /* [out_cap][n_embd], [out_cap][n_vocab]: last rows, logits */
     uint32_t out_cap;
+    /* Optional: called on the calling thread between the layers of a forward pass (not of a pass
+     * made from inside it), so that a long pass can let other work run — the continuous batch
+     * runs its decoding step there (generate.c). That work may run forward passes of its own:
+     * the paused pass's residual rows are kept aside in x meanwhile (x_aside holds the inner
+     * passes' rows), and nothing else of the scratch lives across a layer boundary. */
+    void (*between_layers)(void *arg);
+    void *between_arg;
+    bool in_between;
+    float *x_aside;
+    uint32_t x_aside_cap;
 };
 
 /* Query rows that attention scores together (forward.c, cpu/kernels_attn.inc). */

@@ -750,6 +750,43 @@ static uint32_t drop_cancelled(batch *b, clara_seq *seqs) {
     return k;
 }
 
+/* Lets the context's between-layers work run (ctx.h) with the paused pass's residual rows kept
+ * aside: the inner work gets x_aside as its x. If an inner pass grew the row buffers, the paused
+ * rows' buffer grows with them (realloc keeps them), so x always holds cap_tokens rows. Without
+ * memory for that, the work waits for the end of the pass (it is never required). */
+static void between_layers(clara_ctx *ctx) {
+    if (!ctx->between_layers || ctx->in_between) return;
+    size_t H = ctx->m->hp.n_embd;
+    uint32_t cap = ctx->cap_tokens;
+    if (ctx->x_aside_cap < cap) {
+        float *p = realloc(ctx->x_aside, (size_t)cap * H * sizeof(float));
+        if (!p) return;
+        ctx->x_aside = p;
+        ctx->x_aside_cap = cap;
+    }
+    float *paused = ctx->x;
+    ctx->x = ctx->x_aside;
+    ctx->in_between = true;
+    ctx->between_layers(ctx->between_arg);
+    ctx->in_between = false;
+    ctx->x_aside = ctx->x;
+    ctx->x_aside_cap = ctx->cap_tokens;
+    ctx->x = paused;
+    ctx->qg_acts.valid = false; /* the scratch served other inputs meanwhile */
+    if (ctx->cap_tokens > cap) {
+        float *p = realloc(ctx->x, (size_t)ctx->cap_tokens * H * sizeof(float));
+        if (p) {
+            ctx->x = p;
+        } else { /* swap instead: the paused rows fit in the grown buffer */
+            memcpy(ctx->x_aside, ctx->x, (size_t)cap * H * sizeof(float));
+            float *t = ctx->x;
+            ctx->x = ctx->x_aside;
+            ctx->x_aside = t;
+            ctx->x_aside_cap = cap;
+        }
+    }
+}
+
 /* The layers over the batch (live: its sequences, rewritten as they leave). Before each layer
  * the cancelled sequences leave; between rounds of attention they stop being computed. *out
  * receives the last layer's query batch, whose rows are the outputs. Returns false when no
@@ -757,6 +794,7 @@ static uint32_t drop_cancelled(batch *b, clara_seq *seqs) {
 static bool run_layers(batch *b, clara_seq *live, clara_seq *qseqs, bool *skip, batch *out) {
     const clara_model *m = b->ctx->m;
     for (uint32_t l = 0; l < m->hp.n_layer; l++) {
+        if (l > 0) between_layers(b->ctx);
         if (drop_cancelled(b, live) == 0) return false;
         memset(skip, 0, b->n_seqs * sizeof *skip);
         batch qb; /* its row starts follow b's */

@@ -1,8 +1,7 @@
-/* generate.c - answering, E2E retrieval and paraphrase (spec §8-§11) for one request or several
- * at once. Requests of a batch share their compression passes and run every decoding step
- * together (one forward pass, one weight read, per step for all); each request's result is what
- * it gets alone, since rows of a batch never see each other. A request that fails (bad input,
- * prompt too long) fails alone with its own message. Deterministic: greedy, eval mode. */
+/* generate.c - one request of answering, E2E retrieval, paraphrase or chat (spec §8-§11): its
+ * checks, ranking, prompt, the choice of each next id (greedy as the reference, or seeded
+ * sampling) and its end; batch.c runs many together. clara_generate_batch is a batch run to the
+ * end. A request that fails (bad input, prompt too long) fails alone with its own message. */
 #include <math.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -12,30 +11,11 @@
 
 #include "base/log.h"
 #include "base/status.h"
-#include "forward.h"
-#include "pipeline.h"
+#include "gen.h"
 #include "prompt.h"
-#include "sample.h"
 
 /* The reference truncates prompts at 1024 tokens (cutting the question); we do not (spec §8.3). */
 #define CLARA_REFERENCE_PROMPT_LIMIT 1024
-
-typedef struct {
-    const clara_gen_params *p;
-    clara_gen_result *r;
-    clara_status st;      /* CLARA_OK while the request is alive */
-    float *owned;         /* vectors compressed here (documents given as text) */
-    const float *vectors; /* the k document vectors in prompt order */
-    size_t k;
-    clara_adapter_set set; /* generation adapters (spec §5) */
-    float *emb;            /* prompt embeddings with the vectors written in */
-    uint32_t n_prompt;
-    float *logits; /* [n_vocab] of the latest step */
-    bool done;
-    clara_cancel cancel; /* the caller's callback (p->cancelled), latched */
-    clara_rng rng;       /* sampling (temperature > 0) */
-    clara_cand *cand;    /* [n_vocab] sampling scratch */
-} gen_req;
 
 clara_status clara_detokenize(const clara_model *model, const int32_t *ids, size_t n, char **text,
                               size_t *len) {
@@ -61,45 +41,6 @@ void clara_gen_result_free(clara_gen_result *r) {
     free(r->scores);
     free(r->error);
     memset(r, 0, sizeof *r);
-}
-
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
-
-/* Adds the time since *t0 to field `off` of every live request's result and restarts *t0. */
-static void charge(gen_req *q, size_t n, size_t off, double *t0) {
-    double t = now_ms();
-    for (size_t i = 0; i < n; i++)
-        if (q[i].st == CLARA_OK) *(double *)((char *)q[i].r + off) += t - *t0;
-    *t0 = t;
-}
-
-/* Marks a request failed with the current error message. */
-static void fail(gen_req *q, clara_status s) {
-    if (q->st != CLARA_OK) return;
-    q->st = s;
-    const char *msg = clara_last_error();
-    q->r->error = strdup(msg && *msg ? msg : clara_status_name(s));
-}
-
-/* Fails every request still running whose caller has cancelled it since the last look (between
- * phases and decoding steps; passes in between drop them themselves). One that has its answer
- * already keeps it. */
-static void check_cancelled(gen_req *q, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        if (q[i].st == CLARA_OK && !q[i].done && clara_cancel_poll(&q[i].cancel)) {
-            fail(&q[i], clara_fail(CLARA_ERR_CANCELLED, "the request was cancelled"));
-            q[i].done = true;
-        }
-}
-
-/* What the passes poll for request q: nothing when its caller gave no callback (a long prompt's
- * attention then goes in one round). */
-static clara_cancel *cancel_of(gen_req *q) {
-    return q->cancel.fn ? &q->cancel : NULL;
 }
 
 static size_t docs_k(const clara_model *m, const clara_gen_params *p) {
@@ -185,70 +126,6 @@ static clara_adapter_set generation_set(const clara_model *m, bool compressed_he
     return s;
 }
 
-/* Whether live request q takes part in the pass over documents given as text, or (queries) in
- * the E2E query pass. */
-static bool takes_part(const gen_req *q, bool queries) {
-    if (q->st != CLARA_OK) return false;
-    return queries ? q->p->task == CLARA_TASK_RETRIEVE : q->p->vectors == NULL;
-}
-
-/* Encoder rows of the texts of the requests taking part (documents, or queries), run together
- * with adapter `ad`; out[i] receives request i's vectors. A text that cannot be encoded fails its
- * request only. */
-static void compress_requests(clara_ctx *ctx, gen_req *q, size_t n, bool queries,
-                              const clara_adapter *ad, float **out) {
-    const clara_model *m = ctx->m;
-    size_t per = (size_t)m->meta.n_mem * m->hp.n_embd, total = 0;
-    for (size_t i = 0; i < n; i++)
-        if (takes_part(&q[i], queries)) total += queries ? 1 : q[i].p->n_docs;
-    clara_enc_row *rows = calloc(total + 1, sizeof *rows);
-    size_t *first = calloc(n, sizeof *first), at = 0;
-    for (size_t i = 0; rows && first && i < n; i++) {
-        if (!takes_part(&q[i], queries)) continue;
-        first[i] = at;
-        size_t cnt = queries ? 1 : q[i].p->n_docs;
-        for (size_t d = 0; d < cnt && q[i].st == CLARA_OK; d++) {
-            clara_text t =
-                queries ? (clara_text){q[i].p->query, q[i].p->query_len} : q[i].p->docs[d];
-            clara_status s = clara_enc_row_build(m, &t, d, &rows[at + d]);
-            rows[at + d].cancel = cancel_of(&q[i]);
-            if (s != CLARA_OK) fail(&q[i], s);
-        }
-        if (q[i].st != CLARA_OK) /* this request is out: its rows go now */
-            for (size_t d = 0; d < cnt; d++) clara_ids_free(&rows[at + d].ids);
-        at += cnt;
-    }
-    /* compact the rows of requests still taking part, then run them (rows of requests that
-     * failed meanwhile are freed below: the compaction only moves the live ones down) */
-    size_t live = 0;
-    for (size_t i = 0; rows && first && i < n; i++) {
-        size_t cnt = queries ? 1 : q[i].p->n_docs;
-        if (!takes_part(&q[i], queries)) continue;
-        memmove(&rows[live], &rows[first[i]], cnt * sizeof *rows);
-        first[i] = live;
-        live += cnt;
-    }
-    float *vec = rows && first ? malloc(live * per * sizeof(float) + 1) : NULL;
-    clara_status s = vec ? clara_enc_rows_run(ctx, rows, live, ad, vec)
-                         : clara_fail(CLARA_ERR_NOMEM, "out of memory compressing documents");
-    check_cancelled(q, n); /* requests cancelled in the passes have no vectors */
-    for (size_t i = 0; i < n; i++) {
-        if (!takes_part(&q[i], queries)) continue;
-        size_t cnt = queries ? 1 : q[i].p->n_docs;
-        out[i] = s == CLARA_OK ? malloc(cnt * per * sizeof(float) + 1) : NULL;
-        if (s != CLARA_OK)
-            fail(&q[i], s);
-        else if (!out[i])
-            fail(&q[i], clara_fail(CLARA_ERR_NOMEM, "out of memory"));
-        else
-            memcpy(out[i], vec + first[i] * per, cnt * per * sizeof(float));
-    }
-    for (size_t i = 0; rows && first && i < live; i++) clara_ids_free(&rows[i].ids);
-    free(rows);
-    free(first);
-    free(vec);
-}
-
 /* E2E (spec §10): cosine similarity of the flattened query and document vectors (norms floored
  * at 1e-12), top-k in descending score order, lowest index on ties; vectors of the chosen
  * documents in rank order. */
@@ -332,172 +209,198 @@ static int32_t argmax(const float *v, uint32_t n, float *gap) {
     return (int32_t)best;
 }
 
-/* Takes each live request's next id from its logits (greedy, or sampled when it asks); stops it
- * after </s>, at its limit, or when its on_token callback says so. */
-static void pick(const clara_model *m, gen_req *q, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        clara_gen_result *r = q[i].r;
-        const clara_gen_params *p = q[i].p;
-        if (q[i].st != CLARA_OK || q[i].done) continue;
-        int32_t id = argmax(q[i].logits, m->hp.n_vocab, &r->top2_gaps[r->n_ids]);
-        if (p->temperature > 0)
-            id = clara_sample(q[i].logits, m->hp.n_vocab, p->temperature, p->top_p, p->sample_top_k,
-                              &q[i].rng, q[i].cand);
-        r->ids[r->n_ids++] = id;
-        if (id == m->meta.eos_id && !p->ignore_eos)
-            r->finish = CLARA_FINISH_EOS, q[i].done = true;
-        else if (r->n_ids == p->max_new_tokens)
-            r->finish = CLARA_FINISH_LENGTH, q[i].done = true;
-        if (p->on_token && !p->on_token(p->token_arg, r->ids, r->n_ids))
-            r->finish = CLARA_FINISH_CALLER, q[i].done = true;
+/* Takes q's next id from its logits (greedy, or sampled when it asks); ends it after </s>, at
+ * its limit, or when its on_token callback says so. */
+void gen_req_pick(const clara_model *m, gen_req *q) {
+    clara_gen_result *r = q->r;
+    const clara_gen_params *p = q->p;
+    if (q->st != CLARA_OK || q->ph != GEN_DECODE) return;
+    int32_t id = argmax(q->logits, m->hp.n_vocab, &r->top2_gaps[r->n_ids]);
+    if (p->temperature > 0)
+        id = clara_sample(q->logits, m->hp.n_vocab, p->temperature, p->top_p, p->sample_top_k,
+                          &q->rng, q->cand);
+    r->ids[r->n_ids++] = id;
+    bool done = true;
+    if (id == m->meta.eos_id && !p->ignore_eos)
+        r->finish = CLARA_FINISH_EOS;
+    else if (r->n_ids == p->max_new_tokens)
+        r->finish = CLARA_FINISH_LENGTH;
+    else
+        done = false;
+    if (p->on_token && !p->on_token(p->token_arg, r->ids, r->n_ids)) {
+        r->finish = CLARA_FINISH_CALLER;
+        done = true;
     }
+    if (done) q->ph = GEN_DONE;
 }
 
-/* Greedy decoding of all live requests together (spec §9): one prefill pass over every prompt
- * (each in its own KV slot), then one pass per step over the requests still running. */
-static clara_status decode(clara_ctx *ctx, gen_req *q, size_t n) {
-    const clara_model *m = ctx->m;
-    uint32_t V = m->hp.n_vocab, H = m->hp.n_embd, max_prompt = 0;
-    clara_seq *seqs = calloc(n + 1, sizeof *seqs);
-    int32_t *pos = NULL, *step_pos = calloc(n + 1, sizeof *step_pos);
-    float *rows = malloc((n + 1) * H * sizeof(float));
-    clara_status s =
-        seqs && step_pos && rows ? CLARA_OK : clara_fail(CLARA_ERR_NOMEM, "out of memory");
-    uint32_t ns = 0;
-    for (size_t i = 0; s == CLARA_OK && i < n; i++) {
-        gen_req *g = &q[i];
-        uint32_t mx = g->p->max_new_tokens;
-        g->done = g->st != CLARA_OK || mx == 0;
-        g->r->ids = malloc((mx ? mx : 1) * sizeof(int32_t));
-        g->r->top2_gaps = malloc((mx ? mx : 1) * sizeof(float));
-        g->logits = malloc(V * sizeof(float));
-        if (g->p->temperature > 0) g->cand = malloc(V * sizeof *g->cand);
-        clara_rng_seed(&g->rng, g->p->seed);
-        if (!g->r->ids || !g->r->top2_gaps || !g->logits || (g->p->temperature > 0 && !g->cand))
-            s = clara_fail(CLARA_ERR_NOMEM, "out of memory");
-        if (s == CLARA_OK && !g->done)
-            s = clara_ctx_reserve_slot(ctx, (uint32_t)i, g->n_prompt + mx);
-        if (g->n_prompt > max_prompt) max_prompt = g->n_prompt;
-    }
-    if (s == CLARA_OK) pos = malloc((max_prompt + 1) * sizeof(int32_t));
-    if (s == CLARA_OK && !pos) s = clara_fail(CLARA_ERR_NOMEM, "out of memory");
-    for (uint32_t t = 0; s == CLARA_OK && t < max_prompt; t++) pos[t] = (int32_t)t;
-    for (size_t i = 0; s == CLARA_OK && i < n; i++) {
-        if (q[i].done) continue;
-        clara_kv_clear(ctx, (uint32_t)i);
-        /* only the last row's logits are wanted: the last layer skips the other rows */
-        seqs[ns++] = (clara_seq){q[i].n_prompt, q[i].emb,          pos,
-                                 (int)i,        &q[i].set,         NULL,
-                                 q[i].logits,   q[i].n_prompt - 1, cancel_of(&q[i])};
-    }
-    double t0 = now_ms();
-    if (s == CLARA_OK && ns) s = clara_forward_batch(ctx, seqs, ns);
-    charge(q, n, offsetof(clara_gen_result, prefill_ms), &t0);
-    check_cancelled(q, n); /* those dropped from the prefill have no logits */
-    for (size_t i = 0; s == CLARA_OK && i < n; i++)
-        if (!q[i].done && q[i].p->first_logits)
-            memcpy(q[i].p->first_logits, q[i].logits, V * sizeof(float));
-    while (s == CLARA_OK) {
-        pick(m, q, n);
-        ns = 0;
-        for (size_t i = 0; i < n; i++) {
-            if (q[i].done) continue;
-            clara_gen_result *r = q[i].r;
-            clara_embed_tokens(m, &r->ids[r->n_ids - 1], 1, rows + (size_t)ns * H);
-            step_pos[ns] = (int32_t)(q[i].n_prompt + r->n_ids - 1);
-            seqs[ns] = (clara_seq){
-                1, rows + (size_t)ns * H, &step_pos[ns], (int)i, &q[i].set, NULL, q[i].logits,
-                0, cancel_of(&q[i])};
-            ns++;
-        }
-        if (!ns) break;
-        s = clara_forward_batch(ctx, seqs, ns);
-        check_cancelled(q, n); /* between steps; those dropped from this one have no logits */
-    }
-    charge(q, n, offsetof(clara_gen_result, decode_ms), &t0);
-    for (size_t i = 0; s == CLARA_OK && i < n; i++)
-        if (q[i].st == CLARA_OK) {
-            clara_status d =
-                clara_tokenizer_decode(m->tok, q[i].r->ids, q[i].r->n_ids, &q[i].r->text);
-            if (d != CLARA_OK) fail(&q[i], d);
-        }
-    free(seqs);
-    free(pos);
-    free(step_pos);
-    free(rows);
-    return s;
+double gen_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
 }
 
-/* Compression, retrieval ranking and prompts of every live request. */
-static void prepare(clara_ctx *ctx, gen_req *q, size_t n) {
-    const clara_model *m = ctx->m;
-    float **out = calloc(n + 1, sizeof *out);
-    if (!out) {
-        for (size_t i = 0; i < n; i++) fail(&q[i], clara_fail(CLARA_ERR_NOMEM, "out of memory"));
+void gen_req_fail(gen_req *q, clara_status s) {
+    if (q->st != CLARA_OK) return;
+    q->st = s;
+    q->ph = GEN_DONE;
+    const char *msg = clara_last_error();
+    q->r->error = strdup(msg && *msg ? msg : clara_status_name(s));
+}
+
+bool gen_req_cancelled(gen_req *q) {
+    if (q->st == CLARA_OK && q->ph != GEN_DONE && clara_cancel_poll(&q->cancel))
+        gen_req_fail(q, clara_fail(CLARA_ERR_CANCELLED, "the request was cancelled"));
+    return q->st == CLARA_ERR_CANCELLED;
+}
+
+/* q's encoder rows: its documents (given as text), or (queries) its question for E2E. */
+static clara_status build_rows(const clara_model *m, gen_req *q, bool query) {
+    size_t n = query ? 1 : q->p->n_docs;
+    q->rows = calloc(n + 1, sizeof *q->rows);
+    if (!q->rows) return clara_fail(CLARA_ERR_NOMEM, "out of memory");
+    q->n_rows = n;
+    q->next_row = 0;
+    clara_cancel *c = q->cancel.fn ? &q->cancel : NULL; /* NULL: long passes go in one round */
+    for (size_t d = 0; d < n; d++) {
+        clara_text t = query ? (clara_text){q->p->query, q->p->query_len} : q->p->docs[d];
+        q->rows[d].cancel = c;
+        clara_status s = clara_enc_row_build(m, &t, d, &q->rows[d]);
+        if (s != CLARA_OK) return s;
+    }
+    return CLARA_OK;
+}
+
+static void free_rows(gen_req *q) {
+    for (size_t i = 0; q->rows && i < q->n_rows; i++) clara_ids_free(&q->rows[i].ids);
+    free(q->rows);
+    q->rows = NULL;
+    q->n_rows = q->next_row = 0;
+}
+
+/* The buffers of decoding: ids, gaps, logits, sampling scratch and generator. */
+static clara_status alloc_decode(const clara_model *m, gen_req *q) {
+    uint32_t mx = q->p->max_new_tokens ? q->p->max_new_tokens : 1, V = m->hp.n_vocab;
+    q->r->ids = malloc(mx * sizeof(int32_t));
+    q->r->top2_gaps = malloc(mx * sizeof(float));
+    q->logits = malloc(V * sizeof(float));
+    if (q->p->temperature > 0) q->cand = malloc(V * sizeof *q->cand);
+    clara_rng_seed(&q->rng, q->p->seed);
+    if (!q->r->ids || !q->r->top2_gaps || !q->logits || (q->p->temperature > 0 && !q->cand))
+        return clara_fail(CLARA_ERR_NOMEM, "out of memory");
+    return CLARA_OK;
+}
+
+/* The prompt with the vectors written in; the request then waits for its prefill (or, asking for
+ * no new token, is done). */
+static void to_prefill(const clara_model *m, gen_req *q) {
+    clara_status s = prompt_embeddings(m, q);
+    if (s == CLARA_OK) s = alloc_decode(m, q);
+    if (s != CLARA_OK) {
+        gen_req_fail(q, s);
         return;
     }
-    check_cancelled(q, n);
-    for (size_t i = 0; i < n; i++) {
-        bool from_docs = q[i].p->vectors == NULL;
-        q[i].set = generation_set(m, from_docs);
-        q[i].vectors = q[i].p->vectors;
-        q[i].k = docs_k(m, q[i].p);
+    q->ph = q->p->max_new_tokens ? GEN_PREFILL : GEN_DONE;
+}
+
+void gen_req_documents_done(const clara_model *m, gen_req *q) {
+    free_rows(q);
+    if (q->p->task != CLARA_TASK_RETRIEVE) {
+        to_prefill(m, q);
+        return;
     }
-    /* documents given as text, of all requests in shared passes */
-    double t0 = now_ms();
-    compress_requests(ctx, q, n, false, m->encoder, out);
-    for (size_t i = 0; i < n; i++)
-        if (takes_part(&q[i], false)) q[i].vectors = q[i].owned = out[i];
-    /* E2E: the queries with the query reasoner, then the ranking */
-    memset(out, 0, n * sizeof *out);
-    compress_requests(ctx, q, n, true, m->query, out);
-    for (size_t i = 0; i < n; i++) {
-        if (takes_part(&q[i], true)) {
-            clara_status s = rank(m, &q[i], out[i]);
-            if (s != CLARA_OK) fail(&q[i], s);
-        }
-        free(out[i]);
+    clara_status s = build_rows(m, q, true);
+    if (s != CLARA_OK) {
+        gen_req_fail(q, s);
+        return;
     }
-    free(out);
-    charge(q, n, offsetof(clara_gen_result, compress_ms), &t0);
-    check_cancelled(q, n);
-    for (size_t i = 0; i < n; i++)
-        if (q[i].st == CLARA_OK) {
-            clara_status s = prompt_embeddings(m, &q[i]);
-            if (s != CLARA_OK) fail(&q[i], s);
-        }
+    q->ph = GEN_QUERY;
+}
+
+void gen_req_query_done(const clara_model *m, gen_req *q, const float *qv) {
+    free_rows(q);
+    clara_status s = rank(m, q, qv);
+    if (s != CLARA_OK) {
+        gen_req_fail(q, s);
+        return;
+    }
+    to_prefill(m, q);
+}
+
+void gen_req_start(const clara_model *m, gen_req *q, const clara_gen_params *p, clara_gen_result *r,
+                   void *user) {
+    memset(r, 0, sizeof *r);
+    *q = (gen_req){.p = p,
+                   .r = r,
+                   .user = user,
+                   .st = CLARA_OK,
+                   .slot = -1,
+                   .cancel = {p->cancelled, p->cancel_arg, false}};
+    clara_status s = validate(m, p);
+    if (s != CLARA_OK) {
+        gen_req_fail(q, s);
+        return;
+    }
+    bool from_text = p->vectors == NULL;
+    q->set = generation_set(m, from_text);
+    q->vectors = p->vectors;
+    q->k = docs_k(m, p);
+    size_t per = (size_t)m->meta.n_mem * m->hp.n_embd;
+    if (!from_text || p->n_docs == 0) {
+        gen_req_documents_done(m, q);
+        return;
+    }
+    q->owned = malloc(p->n_docs * per * sizeof(float) + 1);
+    s = q->owned ? build_rows(m, q, false) : clara_fail(CLARA_ERR_NOMEM, "out of memory");
+    if (s != CLARA_OK) {
+        gen_req_fail(q, s);
+        return;
+    }
+    q->vectors = q->owned;
+    q->ph = GEN_COMPRESS;
+}
+
+void gen_req_finish(const clara_model *m, gen_req *q) {
+    if (q->st == CLARA_OK) {
+        clara_status d = clara_tokenizer_decode(m->tok, q->r->ids, q->r->n_ids, &q->r->text);
+        if (d != CLARA_OK) gen_req_fail(q, d);
+    }
+    if (q->st != CLARA_OK) { /* a failed request keeps only its error */
+        char *err = q->r->error;
+        q->r->error = NULL;
+        clara_gen_result_free(q->r);
+        q->r->error = err;
+    }
+    free_rows(q);
+    free(q->owned);
+    free(q->emb);
+    free(q->logits);
+    free(q->cand);
+    q->owned = q->emb = q->logits = NULL;
+    q->cand = NULL;
+    q->ph = GEN_DONE;
 }
 
 clara_status clara_generate_batch(clara_ctx *ctx, const clara_gen_params *params, size_t n,
                                   clara_gen_result *results, clara_status *statuses) {
-    gen_req *q = calloc(n + 1, sizeof *q);
-    if (!q) return clara_fail(CLARA_ERR_NOMEM, "out of memory");
-    for (size_t i = 0; i < n; i++) {
-        memset(&results[i], 0, sizeof results[i]);
-        q[i] = (gen_req){.p = &params[i],
-                         .r = &results[i],
-                         .st = CLARA_OK,
-                         .cancel = {params[i].cancelled, params[i].cancel_arg, false}};
-        clara_status s = validate(ctx->m, &params[i]);
-        if (s != CLARA_OK) fail(&q[i], s);
+    clara_batch *b = NULL;
+    clara_batch_params bp = clara_batch_default_params();
+    bp.yield_ms = 0; /* every request waits for all: nothing to interleave */
+    clara_status s = clara_batch_create(ctx, &bp, &b);
+    for (size_t i = 0; i < n; i++) statuses[i] = (clara_status)-1; /* not returned yet */
+    for (size_t i = 0; s == CLARA_OK && i < n; i++)
+        s = clara_batch_add(b, &params[i], &results[i], &statuses[i]);
+    clara_batch_done done[16];
+    size_t left = n;
+    while (s == CLARA_OK && left > 0) {
+        size_t k = 0;
+        s = clara_batch_step(b, done, 16, &k);
+        for (size_t j = 0; j < k; j++) *(clara_status *)done[j].user = done[j].status;
+        left -= k;
     }
-    prepare(ctx, q, n);
-    clara_status s = decode(ctx, q, n);
-    for (size_t i = 0; i < n; i++) {
-        if (s != CLARA_OK) fail(&q[i], s);
-        statuses[i] = q[i].st;
-        if (q[i].st != CLARA_OK) {
-            char *err = results[i].error;
-            results[i].error = NULL;
-            clara_gen_result_free(&results[i]);
-            results[i].error = err;
-        }
-        free(q[i].owned);
-        free(q[i].emb);
-        free(q[i].logits);
-        free(q[i].cand);
-    }
-    free(q);
+    clara_batch_free(b); /* after a failure: the requests left get its error */
+    for (size_t i = 0; i < n; i++)
+        if (statuses[i] == (clara_status)-1) statuses[i] = s;
     return s;
 }
 

@@ -25,6 +25,13 @@ clara_status clara_enc_row_build(const clara_model *m, const clara_text *doc, si
  * i's n_mem final-norm states, except for rows cancelled on the way (left as they were). */
 clara_status clara_enc_rows_run(clara_ctx *ctx, const clara_enc_row *rows, size_t n,
                                 const clara_adapter *ad, float *vectors);
+/* The same in passes of at most max_rows rows (a row longer than that goes alone). */
+clara_status clara_enc_rows_run_max(clara_ctx *ctx, const clara_enc_row *rows, size_t n,
+                                    const clara_adapter *ad, float *vectors, uint32_t max_rows);
+/* clara_compress_ex in passes of at most max_rows rows (0 = the default batch). */
+clara_status clara_compress_rows(clara_ctx *ctx, const clara_text *docs, size_t n_docs,
+                                 float *vectors, uint32_t *n_tokens,
+                                 const clara_compress_params *params, uint32_t max_rows);
 
 static inline clara_adapter_set clara_one_adapter(const clara_adapter *a) {
     clara_adapter_set s = {{a}, 1};

@@ -57,7 +57,8 @@ int32_t clara_sample(const float *logits, uint32_t n, float temperature, float t
     if (nucleus) { /* the fewest most likely ids reaching top_p of the mass */
         double cum = 0;
         uint32_t k = 0;
-        while (k < keep && cum < top_p * total) cum += exp(((double)c[k++].logit - best) / temperature);
+        while (k < keep && cum < top_p * total)
+            cum += exp(((double)c[k++].logit - best) / temperature);
         keep = k ? k : 1;
         total = cum > 0 ? cum : total;
     }

@@ -160,8 +160,7 @@ static void test_on_token(void) {
 
 /* The prompt of a conversation against the chat template written out by hand (spec §8.2). */
 static void check_prompt(const clara_gen_params *p, size_t k, const char *expect) {
-    clara_chat chat = {p->system, p->system_len, p->turns, p->n_turns,
-                       p->task == CLARA_TASK_CHAT};
+    clara_chat chat = {p->system, p->system_len, p->turns, p->n_turns, p->task == CLARA_TASK_CHAT};
     clara_prompt pr;
     clara_ids want = {0};
     T_EQ_INT(clara_prompt_build(g_model, p->query, p->query_len, 0, k, &chat, &pr), CLARA_OK);
@@ -191,7 +190,8 @@ static void test_chat_prompts(void) {
     a.n_turns = 2;
     char expect[1024];
     snprintf(expect, sizeof expect,
-             "<s> [INST] %s\n\nHi there [/INST] Hello!</s> [INST] Background:\n", g_model->meta.qa_system);
+             "<s> [INST] %s\n\nHi there [/INST] Hello!</s> [INST] Background:\n",
+             g_model->meta.qa_system);
     for (uint32_t i = 0; i < g_model->meta.n_mem; i++)
         strcat(expect, clara_tokenizer_piece(g_model->tok, g_model->meta.mem_ids[i]));
     strcat(expect, clara_tokenizer_piece(g_model->tok, g_model->meta.sep_id));

@@ -1,0 +1,362 @@
+/* batch.c - continuous batching (clara.h: clara_batch). Requests join at any time and leave as
+ * soon as they finish; each step does one piece of preparatory work — a compression pass over the
+ * next documents (or E2E queries) of the waiting requests, or a prefill pass over the next prompts —
+ * then one decoding step for every decoding request, all of them in one forward pass (one weight
+ * read per step for all). A long pass lets the decoding requests take a step between its layers
+ * when yield_ms have passed since their last one. Rows of a pass never see each other, so each
+ * request gets exactly the ids it gets alone, whatever joins or leaves around it. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/status.h"
+#include "gen.h"
+
+/* Rows of one pass when the caller does not say: compress.c's batch size. */
+#define BATCH_PIECE_ROWS 2200
+
+struct clara_batch {
+    clara_ctx *ctx;
+    clara_batch_params bp;
+    gen_req **req; /* in arrival order */
+    size_t n, cap;
+    bool *slot_used; /* KV slots of the context held by a request */
+    uint32_t n_slots;
+    double last_step; /* when the last decoding step ended */
+    /* decoding step scratch, grown with the batch */
+    clara_seq *seqs;
+    float *rows;
+    int32_t *pos;
+    size_t step_cap;
+};
+
+clara_batch_params clara_batch_default_params(void) {
+    return (clara_batch_params){BATCH_PIECE_ROWS, 0};
+}
+
+clara_status clara_batch_create(clara_ctx *ctx, const clara_batch_params *params,
+                                clara_batch **out) {
+    clara_batch *b = calloc(1, sizeof *b);
+    if (!b) return clara_fail(CLARA_ERR_NOMEM, "out of memory");
+    b->ctx = ctx;
+    b->bp = params ? *params : clara_batch_default_params();
+    if (!b->bp.piece_rows) b->bp.piece_rows = BATCH_PIECE_ROWS;
+    *out = b;
+    return CLARA_OK;
+}
+
+static clara_status take_slot(clara_batch *b, gen_req *q);
+
+static void release_slot(clara_batch *b, gen_req *q) {
+    if (q->slot >= 0) b->slot_used[q->slot] = false;
+    q->slot = -1;
+}
+
+void clara_batch_free(clara_batch *b) {
+    if (!b) return;
+    for (size_t i = 0; i < b->n; i++) {
+        gen_req_fail(b->req[i], clara_fail(CLARA_ERR_CANCELLED, "the batch was freed"));
+        gen_req_finish(b->ctx->m, b->req[i]);
+        free(b->req[i]);
+    }
+    b->ctx->between_layers = NULL;
+    free(b->req);
+    free(b->slot_used);
+    free(b->seqs);
+    free(b->rows);
+    free(b->pos);
+    free(b);
+}
+
+size_t clara_batch_size(const clara_batch *b) {
+    return b->n;
+}
+
+size_t clara_batch_decoding(const clara_batch *b) {
+    size_t k = 0;
+    for (size_t i = 0; i < b->n; i++) k += b->req[i]->ph == GEN_DECODE;
+    return k;
+}
+
+clara_status clara_batch_add(clara_batch *b, const clara_gen_params *params,
+                             clara_gen_result *result, void *user) {
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 8;
+        gen_req **r = realloc(b->req, cap * sizeof *r);
+        if (!r) return clara_fail(CLARA_ERR_NOMEM, "out of memory");
+        b->req = r;
+        b->cap = cap;
+    }
+    gen_req *q = malloc(sizeof *q);
+    if (!q) return clara_fail(CLARA_ERR_NOMEM, "out of memory");
+    gen_req_start(b->ctx->m, q, params, result, user);
+    clara_status s = q->ph != GEN_DONE ? take_slot(b, q) : CLARA_OK;
+    if (s != CLARA_OK) gen_req_fail(q, s);
+    b->req[b->n++] = q;
+    return CLARA_OK;
+}
+
+/* Adds the time since t0 to field `off` of the results of requests[0, n). */
+static void charge(gen_req **r, size_t n, size_t off, double t0) {
+    double t = gen_now_ms() - t0;
+    for (size_t i = 0; i < n; i++) *(double *)((char *)r[i]->r + off) += t;
+}
+
+/* Grows the decoding step's scratch to n rows. */
+static clara_status step_room(clara_batch *b, size_t n) {
+    if (n <= b->step_cap) return CLARA_OK;
+    size_t H = b->ctx->m->hp.n_embd, cap = n * 2;
+    clara_seq *s = realloc(b->seqs, cap * sizeof *s);
+    if (s) b->seqs = s;
+    float *r = realloc(b->rows, cap * H * sizeof(float));
+    if (r) b->rows = r;
+    int32_t *p = realloc(b->pos, cap * sizeof(int32_t));
+    if (p) b->pos = p;
+    if (!s || !r || !p) return clara_fail(CLARA_ERR_NOMEM, "out of memory");
+    b->step_cap = cap;
+    return CLARA_OK;
+}
+
+/* One decoding step: every decoding request's last id at its next position, one pass for all. */
+static clara_status decode_step(clara_batch *b) {
+    const clara_model *m = b->ctx->m;
+    size_t H = m->hp.n_embd, ns = 0;
+    gen_req *in[b->n + 1];
+    for (size_t i = 0; i < b->n; i++)
+        if (b->req[i]->ph == GEN_DECODE && !gen_req_cancelled(b->req[i])) in[ns++] = b->req[i];
+    if (!ns) return CLARA_OK;
+    clara_status s = step_room(b, ns);
+    if (s != CLARA_OK) return s;
+    double t0 = gen_now_ms();
+    for (size_t i = 0; i < ns; i++) {
+        gen_req *q = in[i];
+        clara_gen_result *r = q->r;
+        clara_embed_tokens(m, &r->ids[r->n_ids - 1], 1, b->rows + i * H);
+        b->pos[i] = (int32_t)(q->n_prompt + r->n_ids - 1);
+        b->seqs[i] = (clara_seq){1,         b->rows + i * H, &b->pos[i], q->slot,
+                                 &q->set,   NULL,            q->logits,  0,
+                                 q->cancel.fn ? &q->cancel : NULL};
+    }
+    s = clara_forward_batch(b->ctx, b->seqs, (uint32_t)ns);
+    for (size_t i = 0; s == CLARA_OK && i < ns; i++)
+        if (!gen_req_cancelled(in[i])) gen_req_pick(m, in[i]);
+    charge(in, ns, offsetof(clara_gen_result, decode_ms), t0);
+    b->last_step = gen_now_ms();
+    return s;
+}
+
+/* Between the layers of a long pass (ctx.h): the decoding requests' step, when it is due. */
+static void between_layers(void *arg) {
+    clara_batch *b = arg;
+    if (gen_now_ms() - b->last_step < b->bp.yield_ms) return;
+    if (decode_step(b) != CLARA_OK) { /* the pass goes on; the step's requests fail */
+        clara_status s = CLARA_ERR_NOMEM;
+        for (size_t i = 0; i < b->n; i++)
+            if (b->req[i]->ph == GEN_DECODE) gen_req_fail(b->req[i], s);
+    }
+}
+
+/* Rows of the next pass: small pieces only while requests are decoding (they wait at most a
+ * layer of it for their step); otherwise as large as fits, for throughput. */
+static uint32_t piece_rows(clara_batch *b) {
+    return b->bp.yield_ms && clara_batch_decoding(b) ? b->bp.piece_rows : BATCH_PIECE_ROWS;
+}
+
+/* Allows (or stops) the decoding step between the layers of the passes that follow. */
+static void allow_steps(clara_batch *b, bool on) {
+    bool any = on && b->bp.yield_ms > 0 && clara_batch_decoding(b) > 0;
+    b->ctx->between_layers = any ? between_layers : NULL;
+    b->ctx->between_arg = b;
+}
+
+/* A compression pass over the next rows of the requests in `phase` (their documents, or their
+ * E2E queries), at most piece_rows rows (at least one row). */
+static clara_status compress_piece(clara_batch *b, gen_phase phase) {
+    const clara_model *m = b->ctx->m;
+    size_t per = (size_t)m->meta.n_mem * m->hp.n_embd, total = 0, nr = 0, nq = 0;
+    gen_req *in[b->n + 1];
+    uint32_t most = piece_rows(b);
+    for (size_t i = 0; i < b->n && total < most; i++) {
+        gen_req *q = b->req[i];
+        if (q->ph != phase || gen_req_cancelled(q)) continue;
+        in[nq++] = q;
+        for (size_t d = q->next_row; d < q->n_rows; d++) {
+            if (nr && total + q->rows[d].ids.n > most) break;
+            total += q->rows[d].ids.n, nr++;
+        }
+    }
+    if (!nr) return CLARA_OK;
+    clara_enc_row *rows = malloc(nr * sizeof *rows);
+    float *vec = malloc(nr * per * sizeof(float));
+    size_t *took = calloc(nq, sizeof *took);
+    if (!rows || !vec || !took) {
+        free(rows), free(vec), free(took);
+        return clara_fail(CLARA_ERR_NOMEM, "out of memory");
+    }
+    size_t at = 0;
+    for (size_t j = 0; j < nq && at < nr; j++)
+        for (size_t d = in[j]->next_row; d < in[j]->n_rows && at < nr; d++, took[j]++)
+            rows[at++] = in[j]->rows[d];
+    double t0 = gen_now_ms();
+    allow_steps(b, true);
+    clara_status s = clara_enc_rows_run(b->ctx, rows, nr, phase == GEN_QUERY ? m->query : m->encoder, vec);
+    allow_steps(b, false);
+    at = 0;
+    for (size_t j = 0; j < nq; j++) {
+        gen_req *q = in[j];
+        charge(&q, 1, offsetof(clara_gen_result, compress_ms), t0);
+        const float *v = vec + at * per;
+        at += took[j];
+        if (s != CLARA_OK) {
+            gen_req_fail(q, s);
+            continue;
+        }
+        if (gen_req_cancelled(q)) continue; /* its rows were dropped from the pass */
+        if (phase == GEN_QUERY) {
+            gen_req_query_done(m, q, v);
+            continue;
+        }
+        memcpy(q->owned + q->next_row * per, v, took[j] * per * sizeof(float));
+        q->next_row += took[j];
+        if (q->next_row == q->n_rows) gen_req_documents_done(m, q);
+    }
+    free(rows);
+    free(vec);
+    free(took);
+    return CLARA_OK; /* a failed pass fails its requests, not the batch */
+}
+
+/* The lowest KV slot no request holds, taken when the request arrives (so that requests added
+ * together hold slots in their order) and given back when it leaves. */
+static clara_status take_slot(clara_batch *b, gen_req *q) {
+    uint32_t i = 0;
+    while (i < b->n_slots && b->slot_used[i]) i++;
+    if (i == b->n_slots) {
+        bool *u = realloc(b->slot_used, (b->n_slots + 8) * sizeof *u);
+        if (!u) return clara_fail(CLARA_ERR_NOMEM, "out of memory");
+        memset(u + b->n_slots, 0, 8 * sizeof *u);
+        b->slot_used = u;
+        b->n_slots += 8;
+    }
+    b->slot_used[i] = true;
+    q->slot = (int)i;
+    return CLARA_OK;
+}
+
+/* q's slot made to hold its prompt and answer, emptied. */
+static clara_status ready_slot(clara_batch *b, gen_req *q) {
+    clara_status s = clara_ctx_reserve_slot(b->ctx, (uint32_t)q->slot,
+                                            q->n_prompt + q->p->max_new_tokens);
+    if (s == CLARA_OK) clara_kv_clear(b->ctx, (uint32_t)q->slot);
+    return s;
+}
+
+/* A prefill pass over the next prompts waiting (at most piece_rows rows, at least one prompt);
+ * each request then takes its first id and decodes from the next step on. */
+static clara_status prefill_piece(clara_batch *b) {
+    const clara_model *m = b->ctx->m;
+    size_t total = 0, ns = 0;
+    gen_req *in[b->n + 1];
+    clara_seq *seqs = malloc((b->n + 1) * sizeof *seqs);
+    uint32_t max_prompt = 0, most = piece_rows(b);
+    for (size_t i = 0; i < b->n; i++) {
+        gen_req *q = b->req[i];
+        if (q->ph != GEN_PREFILL || gen_req_cancelled(q)) continue;
+        if (ns && total + q->n_prompt > most) break;
+        total += q->n_prompt;
+        in[ns++] = q;
+        if (q->n_prompt > max_prompt) max_prompt = q->n_prompt;
+    }
+    int32_t *pos = malloc((max_prompt + 1) * sizeof *pos);
+    if (!seqs || !pos) {
+        free(seqs), free(pos);
+        return clara_fail(CLARA_ERR_NOMEM, "out of memory");
+    }
+    for (uint32_t t = 0; t < max_prompt; t++) pos[t] = (int32_t)t;
+    size_t k = 0;
+    for (size_t i = 0; i < ns; i++) {
+        gen_req *q = in[i];
+        clara_status s = ready_slot(b, q);
+        if (s != CLARA_OK) {
+            gen_req_fail(q, s);
+            continue;
+        }
+        /* only the last row's logits are wanted: the last layer skips the other rows */
+        in[k] = q;
+        seqs[k++] = (clara_seq){q->n_prompt, q->emb,        pos,
+                                q->slot,     &q->set,       NULL,
+                                q->logits,   q->n_prompt - 1, q->cancel.fn ? &q->cancel : NULL};
+    }
+    double t0 = gen_now_ms();
+    allow_steps(b, true);
+    clara_status s = k ? clara_forward_batch(b->ctx, seqs, (uint32_t)k) : CLARA_OK;
+    allow_steps(b, false);
+    charge(in, k, offsetof(clara_gen_result, prefill_ms), t0);
+    for (size_t i = 0; i < k; i++) {
+        gen_req *q = in[i];
+        if (s != CLARA_OK) gen_req_fail(q, s);
+        if (gen_req_cancelled(q) || q->st != CLARA_OK) continue;
+        free(q->emb);
+        q->emb = NULL;
+        if (q->p->first_logits)
+            memcpy(q->p->first_logits, q->logits, m->hp.n_vocab * sizeof(float));
+        q->ph = GEN_DECODE;
+        gen_req_pick(m, q);
+    }
+    free(seqs);
+    free(pos);
+    return CLARA_OK;
+}
+
+/* Moves finished requests (in arrival order) to done, up to max_done. */
+static size_t collect(clara_batch *b, clara_batch_done *done, size_t max_done) {
+    size_t k = 0, w = 0;
+    for (size_t i = 0; i < b->n; i++) {
+        gen_req *q = b->req[i];
+        if (q->ph == GEN_DONE && k < max_done) {
+            release_slot(b, q);
+            gen_req_finish(b->ctx->m, q);
+            done[k++] = (clara_batch_done){q->user, q->st};
+            free(q);
+            continue;
+        }
+        b->req[w++] = q;
+    }
+    b->n = w;
+    return k;
+}
+
+static bool any_in(const clara_batch *b, gen_phase ph) {
+    for (size_t i = 0; i < b->n; i++)
+        if (b->req[i]->ph == ph) return true;
+    return false;
+}
+
+clara_status clara_batch_step(clara_batch *b, clara_batch_done *done, size_t max_done,
+                              size_t *n_done) {
+    clara_status s = CLARA_OK;
+    for (size_t i = 0; i < b->n; i++) gen_req_cancelled(b->req[i]);
+    if (any_in(b, GEN_PREFILL))
+        s = prefill_piece(b);
+    else if (any_in(b, GEN_COMPRESS))
+        s = compress_piece(b, GEN_COMPRESS);
+    else if (any_in(b, GEN_QUERY))
+        s = compress_piece(b, GEN_QUERY);
+    if (s == CLARA_OK) s = decode_step(b);
+    if (s != CLARA_OK) { /* out of memory for the step: its requests fail, the batch goes on */
+        for (size_t i = 0; i < b->n; i++)
+            if (b->req[i]->ph != GEN_DONE) gen_req_fail(b->req[i], s);
+        s = CLARA_OK;
+    }
+    *n_done = collect(b, done, max_done);
+    return s;
+}
+
+clara_status clara_batch_compress(clara_batch *b, const clara_text *docs, size_t n_docs,
+                                  float *vectors, uint32_t *n_tokens,
+                                  const clara_compress_params *params) {
+    allow_steps(b, true);
+    clara_status s =
+        clara_compress_rows(b->ctx, docs, n_docs, vectors, n_tokens, params, piece_rows(b));
+    allow_steps(b, false);
+    return s;
+}
