@@ -238,7 +238,7 @@ typedef struct clara_batch clara_batch;
 
 typedef struct {
     uint32_t piece_rows; /* rows of one compression or prefill pass; 0 = as many as fit (2,200) */
-    uint32_t yield_ms;   /* decoding steps during a long pass at least this often; 0 = never */
+    float yield_ms;      /* decoding steps during a long pass at least this often; 0 = never */
 } clara_batch_params;
 
 typedef struct {

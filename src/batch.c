@@ -1,7 +1,7 @@
 /* batch.c - continuous batching (clara.h: clara_batch). Requests join at any time and leave as
  * soon as they finish; each step does one piece of preparatory work — a compression pass over the
- * next documents (or E2E queries) of the waiting requests, or a prefill pass over the next prompts —
- * then one decoding step for every decoding request, all of them in one forward pass (one weight
+ * next documents (or E2E queries) of the waiting requests, or a prefill pass over the next prompts
+ * — then one decoding step for every decoding request, all of them in one forward pass (one weight
  * read per step for all). A long pass lets the decoding requests take a step between its layers
  * when yield_ms have passed since their last one. Rows of a pass never see each other, so each
  * request gets exactly the ids it gets alone, whatever joins or leaves around it. */
@@ -132,8 +132,14 @@ static clara_status decode_step(clara_batch *b) {
         clara_gen_result *r = q->r;
         clara_embed_tokens(m, &r->ids[r->n_ids - 1], 1, b->rows + i * H);
         b->pos[i] = (int32_t)(q->n_prompt + r->n_ids - 1);
-        b->seqs[i] = (clara_seq){1,         b->rows + i * H, &b->pos[i], q->slot,
-                                 &q->set,   NULL,            q->logits,  0,
+        b->seqs[i] = (clara_seq){1,
+                                 b->rows + i * H,
+                                 &b->pos[i],
+                                 q->slot,
+                                 &q->set,
+                                 NULL,
+                                 q->logits,
+                                 0,
                                  q->cancel.fn ? &q->cancel : NULL};
     }
     s = clara_forward_batch(b->ctx, b->seqs, (uint32_t)ns);
@@ -158,7 +164,7 @@ static void between_layers(void *arg) {
 /* Rows of the next pass: small pieces only while requests are decoding (they wait at most a
  * layer of it for their step); otherwise as large as fits, for throughput. */
 static uint32_t piece_rows(clara_batch *b) {
-    return b->bp.yield_ms && clara_batch_decoding(b) ? b->bp.piece_rows : BATCH_PIECE_ROWS;
+    return b->bp.yield_ms > 0 && clara_batch_decoding(b) ? b->bp.piece_rows : BATCH_PIECE_ROWS;
 }
 
 /* Allows (or stops) the decoding step between the layers of the passes that follow. */
@@ -198,7 +204,8 @@ static clara_status compress_piece(clara_batch *b, gen_phase phase) {
             rows[at++] = in[j]->rows[d];
     double t0 = gen_now_ms();
     allow_steps(b, true);
-    clara_status s = clara_enc_rows_run(b->ctx, rows, nr, phase == GEN_QUERY ? m->query : m->encoder, vec);
+    clara_status s =
+        clara_enc_rows_run(b->ctx, rows, nr, phase == GEN_QUERY ? m->query : m->encoder, vec);
     allow_steps(b, false);
     at = 0;
     for (size_t j = 0; j < nq; j++) {
@@ -244,8 +251,8 @@ static clara_status take_slot(clara_batch *b, gen_req *q) {
 
 /* q's slot made to hold its prompt and answer, emptied. */
 static clara_status ready_slot(clara_batch *b, gen_req *q) {
-    clara_status s = clara_ctx_reserve_slot(b->ctx, (uint32_t)q->slot,
-                                            q->n_prompt + q->p->max_new_tokens);
+    clara_status s =
+        clara_ctx_reserve_slot(b->ctx, (uint32_t)q->slot, q->n_prompt + q->p->max_new_tokens);
     if (s == CLARA_OK) clara_kv_clear(b->ctx, (uint32_t)q->slot);
     return s;
 }
@@ -282,8 +289,8 @@ static clara_status prefill_piece(clara_batch *b) {
         }
         /* only the last row's logits are wanted: the last layer skips the other rows */
         in[k] = q;
-        seqs[k++] = (clara_seq){q->n_prompt, q->emb,        pos,
-                                q->slot,     &q->set,       NULL,
+        seqs[k++] = (clara_seq){q->n_prompt, q->emb,          pos,
+                                q->slot,     &q->set,         NULL,
                                 q->logits,   q->n_prompt - 1, q->cancel.fn ? &q->cancel : NULL};
     }
     double t0 = gen_now_ms();

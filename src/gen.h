@@ -18,7 +18,8 @@ typedef struct {
     void *user;
     clara_status st; /* CLARA_OK while the request is alive */
     gen_phase ph;
-    clara_enc_row *rows; /* the documents' encoder rows (documents given as text), then the query's */
+    clara_enc_row
+        *rows; /* the documents' encoder rows (documents given as text), then the query's */
     size_t n_rows, next_row; /* rows built, rows compressed so far */
     float *owned;            /* vectors compressed here, then the ranked selection */
     const float *vectors;    /* the k document vectors in prompt order */
@@ -36,8 +37,8 @@ typedef struct {
 
 /* Validates the request and prepares its first phase (documents as encoder rows). On failure the
  * request is done with its error recorded. */
-void gen_req_start(const clara_model *m, gen_req *q, const clara_gen_params *p,
-                   clara_gen_result *r, void *user);
+void gen_req_start(const clara_model *m, gen_req *q, const clara_gen_params *p, clara_gen_result *r,
+                   void *user);
 /* Marks q failed with the current error message (once). */
 void gen_req_fail(gen_req *q, clara_status s);
 /* Fails q as cancelled when its caller says so; true when it is (now or before). */

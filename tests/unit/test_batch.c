@@ -1,0 +1,219 @@
+/* test_batch.c - continuous batching (clara_batch): requests that join a running batch at any
+ * step, leave when done or cancelled, and get exactly the ids they get alone; long compression
+ * and prefill passes that let the decoding requests step between their layers (yield_ms), with
+ * the same bits; clara_batch_compress's vectors equal clara_compress's. Demo model. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clara.h"
+#include "t.h"
+
+static clara_model *g_model;
+static clara_ctx *g_ctx;
+
+static const clara_text k_docs[] = {
+    {"Paris is the capital of France.", 31},
+    {"The Rhine flows through Basel, Strasbourg and Cologne.", 54},
+    {"Mount Everest is the highest mountain above sea level.", 54},
+    {"Honey never spoils; jars from ancient tombs were still edible.", 62},
+    {"Octopuses have three hearts and blue blood.", 43},
+    {"The Great Wall of China is thousands of kilometres long.", 56},
+};
+
+typedef struct {
+    int tokens; /* ids chosen so far */
+} counter;
+
+static bool count_token(void *arg, const int32_t *ids, size_t n) {
+    (void)ids;
+    ((counter *)arg)->tokens = (int)n;
+    return true;
+}
+
+static clara_gen_params ask(const char *q, size_t first, size_t n_docs, uint32_t max_new,
+                            counter *c) {
+    clara_gen_params p = clara_gen_default_params();
+    p.query = q;
+    p.query_len = strlen(q);
+    p.docs = k_docs + first;
+    p.n_docs = n_docs;
+    p.max_new_tokens = max_new;
+    p.ignore_eos = 1;
+    p.on_token = count_token;
+    p.token_arg = c;
+    return p;
+}
+
+static bool same(const clara_gen_result *a, const clara_gen_result *b) {
+    return a->n_ids == b->n_ids && memcmp(a->ids, b->ids, a->n_ids * 4) == 0 &&
+           strcmp(a->text, b->text) == 0;
+}
+
+/* Steps b until `want` requests came back; done[i] records the order (user = index). */
+static int run_until(clara_batch *b, size_t want, clara_status *st) {
+    size_t got = 0;
+    int steps = 0;
+    while (got < want && steps < 10000) {
+        clara_batch_done d[8];
+        size_t k = 0;
+        if (clara_batch_step(b, d, 8, &k) != CLARA_OK) return -1;
+        for (size_t i = 0; i < k; i++) st[(size_t)d[i].user] = d[i].status;
+        got += k;
+        steps++;
+    }
+    return steps;
+}
+
+static void test_join_running_batch(void) {
+    counter c[4] = {{0}};
+    clara_gen_params p[4] = {ask("What is the capital of France?", 0, 1, 40, &c[0]),
+                             ask("Which river flows through Basel?", 1, 3, 12, &c[1]),
+                             ask("How many hearts does an octopus have?", 2, 4, 20, &c[2]),
+                             ask("Tell me about honey.", 3, 2, 5, &c[3])};
+    clara_gen_result alone[4], r[4];
+    for (int i = 0; i < 4; i++) T_EQ_INT(clara_generate(g_ctx, &p[i], &alone[i]), CLARA_OK);
+    for (int i = 0; i < 4; i++) c[i].tokens = 0;
+    clara_batch_params bp = clara_batch_default_params();
+    bp.piece_rows = 64;
+    bp.yield_ms = 0;
+    clara_batch *b = NULL;
+    T_EQ_INT(clara_batch_create(g_ctx, &bp, &b), CLARA_OK);
+    clara_status st[4] = {-1, -1, -1, -1};
+    T_EQ_INT(clara_batch_add(b, &p[0], &r[0], (void *)0), CLARA_OK);
+    /* request 0 decodes alone for a while, then the others join one by one */
+    for (int i = 0; i < 6; i++) {
+        size_t k = 9;
+        T_EQ_INT(clara_batch_step(b, NULL, 0, &k), CLARA_OK);
+        T_EQ_INT(k, 0);
+    }
+    T_CHECK(c[0].tokens >= 3);
+    T_EQ_INT(clara_batch_decoding(b), 1);
+    int before = c[0].tokens;
+    T_EQ_INT(clara_batch_add(b, &p[1], &r[1], (void *)1), CLARA_OK);
+    size_t k = 0;
+    T_EQ_INT(clara_batch_step(b, NULL, 0, &k), CLARA_OK);
+    T_EQ_INT(c[0].tokens, before + 1); /* a step for it while 1's documents are compressed */
+    T_EQ_INT(clara_batch_add(b, &p[2], &r[2], (void *)2), CLARA_OK);
+    T_EQ_INT(clara_batch_add(b, &p[3], &r[3], (void *)3), CLARA_OK);
+    T_EQ_INT(clara_batch_size(b), 4);
+    T_CHECK(run_until(b, 4, st) > 0);
+    for (int i = 0; i < 4; i++) {
+        T_EQ_INT(st[i], CLARA_OK);
+        T_CHECK_MSG(same(&r[i], &alone[i]), "request %d differs from alone", i);
+        clara_gen_result_free(&r[i]);
+    }
+    T_EQ_INT(clara_batch_size(b), 0);
+    clara_batch_free(b);
+    for (int i = 0; i < 4; i++) clara_gen_result_free(&alone[i]);
+}
+
+static void test_steps_between_layers(void) {
+    counter c[2] = {{0}};
+    clara_gen_params p[2] = {ask("What is the capital of France?", 0, 1, 60, &c[0]),
+                             ask("Which is the highest mountain?", 0, 6, 6, &c[1])};
+    clara_gen_result alone[2], r[2];
+    for (int i = 0; i < 2; i++) T_EQ_INT(clara_generate(g_ctx, &p[i], &alone[i]), CLARA_OK);
+    c[0].tokens = 0;
+    clara_batch_params bp = clara_batch_default_params();
+    bp.piece_rows = 4096; /* one pass for all six documents */
+    bp.yield_ms = 1e-6f; /* a step between every two layers */
+    clara_batch *b = NULL;
+    T_EQ_INT(clara_batch_create(g_ctx, &bp, &b), CLARA_OK);
+    clara_status st[2] = {-1, -1};
+    T_EQ_INT(clara_batch_add(b, &p[0], &r[0], (void *)0), CLARA_OK);
+    size_t k = 0;
+    T_EQ_INT(clara_batch_step(b, NULL, 0, &k), CLARA_OK); /* its document */
+    T_EQ_INT(clara_batch_step(b, NULL, 0, &k), CLARA_OK); /* prefill, first tokens */
+    T_EQ_INT(clara_batch_decoding(b), 1);
+    T_EQ_INT(clara_batch_add(b, &p[1], &r[1], (void *)1), CLARA_OK);
+    int before = c[0].tokens;
+    T_EQ_INT(clara_batch_step(b, NULL, 0, &k), CLARA_OK); /* the six documents in one pass */
+    /* the demo model has several layers: request 0 stepped between them, and once after */
+    T_CHECK_MSG(c[0].tokens > before + 1, "%d tokens during the compression pass",
+                c[0].tokens - before);
+    T_CHECK(run_until(b, 2, st) > 0);
+    for (int i = 0; i < 2; i++) {
+        T_EQ_INT(st[i], CLARA_OK);
+        T_CHECK_MSG(same(&r[i], &alone[i]), "request %d differs from alone", i);
+        clara_gen_result_free(&r[i]);
+        clara_gen_result_free(&alone[i]);
+    }
+    /* a compression through the batch while a request decodes: the same vectors */
+    size_t per = (size_t)clara_model_n_mem(g_model) * clara_model_n_embd(g_model);
+    float *v1 = malloc(6 * per * sizeof(float)), *v2 = malloc(6 * per * sizeof(float));
+    T_EQ_INT(clara_compress(g_ctx, k_docs, 6, v1, NULL), CLARA_OK);
+    c[0].tokens = 0;
+    T_EQ_INT(clara_batch_add(b, &p[0], &r[0], (void *)0), CLARA_OK);
+    T_EQ_INT(clara_batch_step(b, NULL, 0, &k), CLARA_OK); /* its document */
+    T_EQ_INT(clara_batch_step(b, NULL, 0, &k), CLARA_OK); /* its prefill */
+    T_EQ_INT(clara_batch_decoding(b), 1);
+    before = c[0].tokens;
+    T_EQ_INT(clara_batch_compress(b, k_docs, 6, v2, NULL, NULL), CLARA_OK);
+    T_CHECK(c[0].tokens > before);
+    T_CHECK(memcmp(v1, v2, 6 * per * sizeof(float)) == 0);
+    T_CHECK(run_until(b, 1, st) > 0);
+    T_EQ_INT(st[0], CLARA_OK);
+    T_CHECK(r[0].n_ids == 60);
+    clara_gen_result_free(&r[0]);
+    free(v1);
+    free(v2);
+    clara_batch_free(b);
+}
+
+static bool cancel_flag(void *arg) {
+    return *(bool *)arg;
+}
+
+static void test_cancel_leaves_next_step(void) {
+    counter c[2] = {{0}};
+    clara_gen_params p[2] = {ask("What is the capital of France?", 0, 1, 50, &c[0]),
+                             ask("Which river flows through Basel?", 1, 2, 30, &c[1])};
+    bool gone = false;
+    p[0].cancelled = cancel_flag;
+    p[0].cancel_arg = &gone;
+    clara_gen_result alone, r[2];
+    T_EQ_INT(clara_generate(g_ctx, &p[1], &alone), CLARA_OK);
+    clara_batch *b = NULL;
+    T_EQ_INT(clara_batch_create(g_ctx, NULL, &b), CLARA_OK);
+    T_EQ_INT(clara_batch_add(b, &p[0], &r[0], (void *)0), CLARA_OK);
+    T_EQ_INT(clara_batch_add(b, &p[1], &r[1], (void *)1), CLARA_OK);
+    size_t k = 0;
+    clara_batch_done d[2];
+    for (int i = 0; i < 5; i++) T_EQ_INT(clara_batch_step(b, d, 2, &k), CLARA_OK);
+    gone = true; /* the client of request 0 left: it comes back at the next step */
+    int at = c[0].tokens;
+    T_EQ_INT(clara_batch_step(b, d, 2, &k), CLARA_OK);
+    T_EQ_INT(k, 1);
+    T_CHECK(d[0].user == (void *)0 && d[0].status == CLARA_ERR_CANCELLED);
+    T_EQ_INT(c[0].tokens, at);
+    T_EQ_INT(clara_batch_decoding(b), 1);
+    clara_status st[2] = {-1, -1};
+    T_CHECK(run_until(b, 1, st) > 0);
+    T_EQ_INT(st[1], CLARA_OK);
+    T_CHECK(same(&r[1], &alone));
+    clara_gen_result_free(&r[0]);
+    clara_gen_result_free(&r[1]);
+    clara_gen_result_free(&alone);
+    clara_batch_free(b);
+}
+
+int main(void) {
+    const char *build = getenv("BUILD");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/demo/clara-demo.gguf", build && *build ? build : "build");
+    clara_model_params mp = clara_model_default_params();
+    clara_ctx_params cp = clara_ctx_default_params();
+    cp.n_threads = 2;
+    if (clara_model_load(path, &mp, &g_model) != CLARA_OK ||
+        clara_ctx_create(g_model, &cp, &g_ctx) != CLARA_OK) {
+        fprintf(stderr, "cannot load %s: %s\n", path, clara_last_error());
+        return 1;
+    }
+    T_RUN(test_join_running_batch);
+    T_RUN(test_steps_between_layers);
+    T_RUN(test_cancel_leaves_next_step);
+    clara_ctx_free(g_ctx);
+    clara_model_free(g_model);
+    return t_report("test_batch");
+}
