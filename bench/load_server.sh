@@ -11,8 +11,12 @@
 #   CLIENTS=16 DURATION=30 MODEL=x.gguf bench/load_server.sh
 #   MIX=readme SEQ_N=8 MODEL=x.gguf bench/load_server.sh   # only the Python README's request shape
 #                                          (3 short memories, default max_new_tokens 128)
+#   MODE=continuous BASE=b.gguf CLARA=c.gguf bench/load_server.sh
+#                                          # continuous batching with streamed answers (bench/continuous.py:
+#                                          one alone, 8 together, one joining 7, compression mid-stream)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${MODE:-}" = continuous ]; then exec /usr/bin/python3 bench/continuous.py; fi
 export BUILD=${BUILD:-build} CLIENTS=${CLIENTS:-8} SECONDS_LOAD=${DURATION:-60} MODEL=${MODEL:-}
 export MIX=${MIX:-all} SEQ_N=${SEQ_N:-30}
 if [ "$SECONDS_LOAD" -gt 100 ]; then SECONDS_LOAD=100; fi

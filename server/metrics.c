@@ -12,6 +12,15 @@ static const double g_lat_buckets[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2
                                        0.5,   1,     2.5,  5,     10,   30,  60};
 #define N_LAT (sizeof g_lat_buckets / sizeof g_lat_buckets[0])
 static const int g_batch_buckets[] = {1, 2, 4, 8, 16, 32, 64};
+/* token latencies: time to the first token spans compression and prefill (up to minutes for many
+ * documents on a 7B), between tokens a decoding step (tens to hundreds of milliseconds) */
+static const double g_tok_buckets[] = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+#define N_TOK (sizeof g_tok_buckets / sizeof g_tok_buckets[0])
+
+typedef struct {
+    uint64_t count, bucket[N_TOK];
+    double sum;
+} tok_hist;
 #define N_BATCH (sizeof g_batch_buckets / sizeof g_batch_buckets[0])
 
 static struct {
@@ -26,6 +35,8 @@ static struct {
     uint64_t batch_count, batch_bucket[N_BATCH], batch_sum, docs;
     uint64_t prompt_tokens, generated_tokens;
     int loaded;
+    tok_hist ttft, itl;
+    int running;
 } M = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 /* In srv_endpoint's order; store endpoints by their route pattern (bounded label values). */
@@ -89,6 +100,29 @@ void srv_metrics_tokens(uint64_t prompt, uint64_t generated) {
     pthread_mutex_unlock(&M.mu);
 }
 
+static void tok_observe(tok_hist *h, double ms) {
+    pthread_mutex_lock(&M.mu);
+    h->count++;
+    h->sum += ms / 1e3;
+    for (size_t b = 0; b < N_TOK; b++)
+        if (ms / 1e3 <= g_tok_buckets[b]) h->bucket[b]++;
+    pthread_mutex_unlock(&M.mu);
+}
+
+void srv_metrics_ttft(double ms) {
+    tok_observe(&M.ttft, ms);
+}
+
+void srv_metrics_itl(double ms) {
+    tok_observe(&M.itl, ms);
+}
+
+void srv_metrics_running(int n) {
+    pthread_mutex_lock(&M.mu);
+    M.running = n;
+    pthread_mutex_unlock(&M.mu);
+}
+
 void srv_metrics_load(bool loaded) {
     pthread_mutex_lock(&M.mu);
     M.loaded = loaded;
@@ -148,8 +182,25 @@ static void render_requests(buf *b) {
     }
 }
 
+static void render_tok(buf *b, const char *name, const char *help, const tok_hist *h) {
+    bprintf(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    for (size_t k = 0; k < N_TOK; k++)
+        bprintf(b, "%s_bucket{le=\"%g\"} %llu\n", name, g_tok_buckets[k],
+                (unsigned long long)h->bucket[k]);
+    bprintf(b, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name,
+            (unsigned long long)h->count, name, h->sum, name, (unsigned long long)h->count);
+}
+
 static void render_engine(buf *b) {
-    bprintf(b, "# HELP clara_batch_tasks Tasks compressed together per scheduler pass.\n"
+    render_tok(b, "clara_time_to_first_token_seconds",
+               "From a generation request's arrival to its first token.", &M.ttft);
+    render_tok(b, "clara_inter_token_latency_seconds",
+               "Between two consecutive tokens of one answer.", &M.itl);
+    bprintf(b,
+            "# HELP clara_running_requests Generation requests in the running batch.\n"
+            "# TYPE clara_running_requests gauge\nclara_running_requests %d\n",
+            M.running);
+    bprintf(b, "# HELP clara_batch_tasks Requests in the batch when new ones join it.\n"
                "# TYPE clara_batch_tasks histogram\n");
     for (size_t k = 0; k < N_BATCH; k++)
         bprintf(b, "clara_batch_tasks_bucket{le=\"%d\"} %llu\n", g_batch_buckets[k],

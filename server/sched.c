@@ -24,6 +24,15 @@
 #include "server.h"
 
 #define SCHED_MAX_BATCH 64
+/* Continuous batching (clara.h: clara_batch): while requests decode, compression and prefill go
+ * in passes of at most SCHED_PIECE_ROWS rows, and the decoding requests get a step between the
+ * layers of such a pass whenever SCHED_YIELD_MS have passed since their last one. A layer of a
+ * 512-row pass of the ~1B model takes ~100 ms on 2 cores, so a stream waits at most ~350 ms
+ * for its next token however much compression arrives, while a short prefill (a few hundred
+ * milliseconds) runs through without being cut. Without decoding requests passes are as large
+ * as they can be (throughput). */
+#define SCHED_PIECE_ROWS 512
+#define SCHED_YIELD_MS   250
 
 static struct {
     const srv_config *cfg;
@@ -34,6 +43,9 @@ static struct {
     bool started;
     clara_model *m; /* owned by the scheduler thread */
     clara_ctx *ctx;
+    clara_batch *batch; /* the generation tasks in flight, on ctx (while the model is loaded) */
+    srv_task *running[SCHED_MAX_BATCH]; /* those tasks */
+    int n_running;
     atomic_bool abort; /* the grace period is over: every task is cancelled */
 } S;
 
@@ -199,6 +211,11 @@ static int load_model(void) {
     clara_status s = open_validated(&now, err, sizeof err);
     if (s == CLARA_OK && (s = clara_ctx_create(S.m, &cp, &S.ctx)) != CLARA_OK)
         snprintf(err, sizeof err, "%s", clara_last_error());
+    clara_batch_params bp = clara_batch_default_params();
+    bp.piece_rows = SCHED_PIECE_ROWS;
+    bp.yield_ms = SCHED_YIELD_MS;
+    if (s == CLARA_OK && (s = clara_batch_create(S.ctx, &bp, &S.batch)) != CLARA_OK)
+        snprintf(err, sizeof err, "%s", clara_last_error());
     pthread_mutex_lock(&st->mu);
     st->loading = false;
     if (s != CLARA_OK) {
@@ -206,7 +223,9 @@ static int load_model(void) {
         st->load_failed = true;
         pthread_mutex_unlock(&st->mu);
         CLARA_LOGE("loading %s failed: %s", S.cfg->model, err);
+        clara_ctx_free(S.ctx);
         clara_model_free(S.m);
+        S.ctx = NULL;
         S.m = NULL;
         return -1;
     }
@@ -224,6 +243,8 @@ static int load_model(void) {
 
 static void unload_model(const char *why) {
     if (!S.m) return;
+    clara_batch_free(S.batch); /* empty: the model goes only when nothing runs */
+    S.batch = NULL;
     clara_ctx_free(S.ctx);
     clara_model_free(S.m);
     S.ctx = NULL;
@@ -338,7 +359,7 @@ static void compress_task(srv_task *t) {
     for (size_t i = 0; i < t->n_docs; i++) owner[i] = t;
     clara_compress_params cp = {doc_cancelled, owner};
     clara_status s =
-        clara_compress_ex(S.ctx, t->docs, t->n_docs, t->out_vectors, t->enc_tokens, &cp);
+        clara_batch_compress(S.batch, t->docs, t->n_docs, t->out_vectors, t->enc_tokens, &cp);
     if (s != CLARA_OK && s != CLARA_ERR_CANCELLED) task_fail_engine(t, s);
     free(owner);
 }
@@ -435,10 +456,10 @@ static void query_phase(srv_task **b, int n) {
     }
 }
 
-/* One clara_compress_ex call over the documents of every task that wants it, each document
- * cancelled with its task; if it fails (one document is rejected), each task still wanted is
- * compressed alone so the error lands on the right one. Tasks cancelled meanwhile get nothing
- * (status 0). */
+/* One compression (through the batch, so that running streams keep stepping) over the documents of
+ * every task that wants it, each document cancelled with its task; if it fails (one document is
+ * rejected), each task still wanted is compressed alone so the error lands on the right one. Tasks
+ * cancelled meanwhile get nothing (status 0). */
 static void compress_phase(srv_task **b, int n) {
     size_t total = 0, per = (size_t)S.info->n_mem * S.info->n_embd;
     bool in[SCHED_MAX_BATCH]; /* taking part: fixed here, as liveness may change meanwhile */
@@ -462,7 +483,8 @@ static void compress_phase(srv_task **b, int n) {
         at += b[i]->n_docs;
     }
     clara_compress_params cp = {doc_cancelled, owner};
-    clara_status s = ok ? clara_compress_ex(S.ctx, docs, total, vec, ntok, &cp) : CLARA_ERR_NOMEM;
+    clara_status s =
+        ok ? clara_batch_compress(S.batch, docs, total, vec, ntok, &cp) : CLARA_ERR_NOMEM;
     ok = s == CLARA_OK || s == CLARA_ERR_CANCELLED; /* the vectors of tasks still wanted are good */
     at = 0;
     for (int i = 0; i < n; i++) {
@@ -493,6 +515,19 @@ static void compress_phase(srv_task **b, int n) {
     free(ntok);
 }
 
+/* Token times of a task's answer: time to the first token (from arrival) and between tokens,
+ * for /metrics; then the task's own hook (streaming) decides whether it goes on. */
+static bool on_token(void *arg, const int32_t *ids, size_t n) {
+    srv_task *t = arg;
+    double now = srv_mono();
+    if (n == 1)
+        srv_metrics_ttft((now - t->enqueued_at) * 1e3);
+    else
+        srv_metrics_itl((now - t->last_token_at) * 1e3);
+    t->last_token_at = now;
+    return t->token_hook ? t->token_hook(t, ids, n) : true;
+}
+
 static void set_params(srv_task *t, clara_gen_params *p) {
     *p = clara_gen_default_params();
     p->task = t->ep == SRV_EP_V1_RETRIEVE ? CLARA_TASK_RETRIEVE : CLARA_TASK_ANSWER;
@@ -507,62 +542,62 @@ static void set_params(srv_task *t, clara_gen_params *p) {
     p->top_k = t->top_k;
     p->cancelled = gen_cancelled;
     p->cancel_arg = t;
+    p->on_token = on_token;
+    p->token_arg = t;
 }
 
-/* Every generation task of the pass in one clara_generate_batch call: shared compression
- * passes and decoding steps run together; each task gets its own result or error. */
-static void generate_phase(srv_task **b, int n) {
-    srv_task *tasks[SCHED_MAX_BATCH];
-    clara_gen_params params[SCHED_MAX_BATCH];
-    clara_gen_result results[SCHED_MAX_BATCH];
-    clara_status st[SCHED_MAX_BATCH];
-    int k = 0;
+static bool generates(const srv_task *t) {
+    return t->ep != SRV_EP_V1_COMPRESS && t->ep != SRV_EP_MEM_ADD && t->ep != SRV_EP_QUERY_VEC;
+}
+
+/* The generation tasks among the new ones join the running batch (their documents are compressed
+ * and their prompts prefilled by the next steps); the others have their answer already. */
+static void admit(srv_task **b, int n) {
+    int added = 0, docs = 0;
     for (int i = 0; i < n; i++) {
-        if (!task_live(b[i])) continue;
-        if (b[i]->ep == SRV_EP_V1_COMPRESS || b[i]->ep == SRV_EP_MEM_ADD) {
-            b[i]->status = 200;
+        srv_task *t = b[i];
+        if (!task_live(t)) continue;
+        if (!generates(t)) {
+            if (t->ep != SRV_EP_QUERY_VEC) t->status = 200;
             continue;
         }
-        tasks[k] = b[i];
-        set_params(b[i], &params[k++]);
+        set_params(t, &t->params);
+        if (clara_batch_add(S.batch, &t->params, &t->gen, t) != CLARA_OK) {
+            task_fail(t, 500, "out_of_memory", clara_last_error());
+            continue;
+        }
+        t->in_batch = true;
+        S.running[S.n_running++] = t;
+        added++;
+        docs += t->in_vectors ? 0 : (int)t->n_docs;
     }
-    if (k == 0) return;
-    double t0 = srv_mono();
-    clara_status s = clara_generate_batch(S.ctx, params, (size_t)k, results, st);
-    int docs = 0; /* compressed: those of requests given as text and not cancelled */
-    for (int i = 0; i < k; i++)
-        if (params[i].docs && (s != CLARA_OK || st[i] != CLARA_ERR_CANCELLED))
-            docs += (int)params[i].n_docs;
-    srv_metrics_batch(k, docs);
-    double ms = (srv_mono() - t0) * 1e3;
-    for (int i = 0; i < k; i++) {
-        srv_task *t = tasks[i];
-        t->generate_ms = ms;
-        if (s != CLARA_OK) {
-            task_fail_engine(t, s);
-            continue;
-        }
-        if (st[i] == CLARA_ERR_CANCELLED) { /* status stays 0: run_batch says why */
-            clara_gen_result_free(&results[i]);
-            continue;
-        }
-        if (st[i] != CLARA_OK) {
-            const char *msg = results[i].error ? results[i].error : clara_status_name(st[i]);
-            if (st[i] == CLARA_ERR_INVALID_ARG)
-                task_fail(t, 422, "invalid_input", msg);
-            else
-                task_fail(t, 500, "engine_error", msg);
-            clara_gen_result_free(&results[i]);
-            continue;
-        }
-        t->gen = results[i];
-        /* the engine's own phase times (shared passes count for each task in them) */
-        t->compress_ms = t->gen.compress_ms;
-        t->generate_ms = t->gen.prefill_ms + t->gen.decode_ms;
-        t->has_gen = true;
-        t->status = 200;
-        srv_metrics_tokens(t->gen.prompt_tokens, t->gen.n_ids);
+    if (added) srv_metrics_batch((int)clara_batch_size(S.batch), docs);
+}
+
+/* A generation task the batch returned: its result or error, and the engine's phase times
+ * (shared passes count for each task in them). */
+static void generated(srv_task *t, clara_status st) {
+    t->in_batch = false;
+    for (int i = 0; i < S.n_running; i++)
+        if (S.running[i] == t) S.running[i] = S.running[--S.n_running];
+    t->compress_ms = t->gen.compress_ms;
+    t->generate_ms = t->gen.prefill_ms + t->gen.decode_ms;
+    if (st == CLARA_ERR_CANCELLED) { /* status stays 0: finish_task says why */
+        clara_gen_result_free(&t->gen);
+        return;
     }
+    if (st != CLARA_OK) {
+        const char *msg = t->gen.error ? t->gen.error : clara_status_name(st);
+        if (st == CLARA_ERR_INVALID_ARG)
+            task_fail(t, 422, "invalid_input", msg);
+        else
+            task_fail(t, 500, "engine_error", msg);
+        clara_gen_result_free(&t->gen);
+        return;
+    }
+    t->has_gen = true;
+    t->status = 200;
+    srv_metrics_tokens(t->gen.prompt_tokens, t->gen.n_ids);
 }
 
 /* A loaded model whose files changed on disk since it was loaded (rewritten in place, truncated)
@@ -603,7 +638,20 @@ static void discard_if_changed(srv_task **b, int n) {
         task_fail(b[i], 503, "model_unavailable", msg);
         failed++;
     }
-    CLARA_LOGE("%s: %d request(s) of this pass failed", why, failed);
+    /* the tasks still in flight computed on the same pages: they fail too */
+    clara_batch_free(S.batch); /* their results are freed but for the error message */
+    S.batch = NULL;
+    for (int i = 0; i < S.n_running; i++) {
+        srv_task *t = S.running[i];
+        clara_gen_result_free(&t->gen);
+        t->in_batch = false;
+        task_fail(t, 503, "model_unavailable", msg);
+        srv_task_complete(S.q, t);
+        srv_task_release(t);
+        failed++;
+    }
+    S.n_running = 0;
+    CLARA_LOGE("%s: %d request(s) failed", why, failed);
     unload_model("its file changed on disk");
 }
 
@@ -620,47 +668,6 @@ static void cancelled(srv_task *t) {
                   "the server is shutting down: the request was cancelled after the grace period");
 }
 
-static void run_batch(srv_task **b, int n) {
-    double now = srv_mono();
-    for (int i = 0; i < n; i++) {
-        b[i]->queue_ms = (now - b[i]->enqueued_at) * 1e3;
-        b[i]->batch_size = n;
-        b[i]->status = 0; /* 0 = still to run */
-        b[i]->n_mem = S.info->n_mem;
-        b[i]->n_embd = S.info->n_embd;
-    }
-    drop_if_changed();
-    if (!S.m) {
-        double t0 = srv_mono();
-        if (load_model() != 0) {
-            char msg[sizeof b[0]->error];
-            msgf(msg, sizeof msg, "the model cannot be loaded: %s", S.st->load_error);
-            for (int i = 0; i < n; i++) task_fail(b[i], 503, "model_unavailable", msg);
-            return;
-        }
-        for (int i = 0; i < n; i++) b[i]->load_ms = (srv_mono() - t0) * 1e3;
-    }
-    char fp[CLARA_FINGERPRINT_LEN + 1];
-    pthread_mutex_lock(&S.st->mu);
-    memcpy(fp, S.st->fingerprint, sizeof fp);
-    pthread_mutex_unlock(&S.st->mu);
-    for (int i = 0; i < n; i++) {
-        memcpy(b[i]->fingerprint, fp, sizeof fp);
-        /* vectors of another model (the file was replaced since they were made) */
-        if (b[i]->expect_fingerprint[0] && strcmp(b[i]->expect_fingerprint, fp) != 0)
-            task_fail(b[i], 503, "model_changed",
-                      "the model changed while this request ran; retry it");
-        if (task_live(b[i])) check_cost(b[i]);
-        prepare_docs(b[i]);
-    }
-    query_phase(b, n);
-    compress_phase(b, n);
-    generate_phase(b, n);
-    for (int i = 0; i < n; i++)
-        if (b[i]->status == 0) cancelled(b[i]);
-    discard_if_changed(b, n);
-}
-
 /* The last task's keep_alive (or the default) decides when the model goes. */
 static void after_batch(srv_task **b, int n) {
     int ka = S.cfg->keep_alive;
@@ -671,6 +678,79 @@ static void after_batch(srv_task **b, int n) {
     S.st->last_activity = now;
     S.st->unload_at = !S.m ? -1 : ka < 0 ? -1 : now + ka;
     pthread_mutex_unlock(&S.st->mu);
+}
+
+/* Task t leaves the scheduler: a cancellation says why, its waiter wakes. */
+static void finish_task(srv_task *t) {
+    if (t->status == 0) cancelled(t);
+    srv_task_complete(S.q, t);
+    srv_task_release(t);
+}
+
+/* New tasks: arrival times, the model (loaded, or reloaded when its files changed while nothing
+ * ran), the costs and documents; queries and compressions are answered now, generation tasks
+ * join the batch. Those finished are handed back at once. */
+static void start_tasks(srv_task **b, int n) {
+    double now = srv_mono();
+    for (int i = 0; i < n; i++) {
+        b[i]->queue_ms = (now - b[i]->enqueued_at) * 1e3;
+        b[i]->status = 0; /* 0 = still to run */
+        b[i]->n_mem = S.info->n_mem;
+        b[i]->n_embd = S.info->n_embd;
+    }
+    if (S.n_running == 0) drop_if_changed();
+    if (!S.m) {
+        double t0 = srv_mono();
+        if (load_model() != 0) {
+            char msg[sizeof b[0]->error];
+            msgf(msg, sizeof msg, "the model cannot be loaded: %s", S.st->load_error);
+            for (int i = 0; i < n; i++) task_fail(b[i], 503, "model_unavailable", msg);
+        }
+        for (int i = 0; i < n; i++) b[i]->load_ms = (srv_mono() - t0) * 1e3;
+    }
+    char fp[CLARA_FINGERPRINT_LEN + 1];
+    pthread_mutex_lock(&S.st->mu);
+    memcpy(fp, S.st->fingerprint, sizeof fp);
+    pthread_mutex_unlock(&S.st->mu);
+    for (int i = 0; S.m && i < n; i++) {
+        memcpy(b[i]->fingerprint, fp, sizeof fp);
+        /* vectors of another model (the file was replaced since they were made) */
+        if (b[i]->expect_fingerprint[0] && strcmp(b[i]->expect_fingerprint, fp) != 0)
+            task_fail(b[i], 503, "model_changed",
+                      "the model changed while this request ran; retry it");
+        if (task_live(b[i])) check_cost(b[i]);
+        prepare_docs(b[i]);
+    }
+    if (S.m) {
+        query_phase(b, n);
+        compress_phase(b, n);
+        admit(b, n);
+        for (int i = 0; i < n; i++)
+            b[i]->batch_size = (int)clara_batch_size(S.batch) + !b[i]->in_batch;
+    }
+    int k = 0; /* the tasks that are done now */
+    for (int i = 0; i < n; i++)
+        if (!b[i]->in_batch) b[k++] = b[i];
+    discard_if_changed(b, k);
+    if (k) after_batch(b, k);
+    for (int i = 0; i < k; i++) finish_task(b[i]);
+}
+
+/* One step of the batch; the tasks it finished are handed back. */
+static void step_batch(void) {
+    clara_batch_done done[SCHED_MAX_BATCH];
+    size_t k = 0;
+    if (clara_batch_step(S.batch, done, SCHED_MAX_BATCH, &k) != CLARA_OK)
+        CLARA_LOGE("a step of the batch failed: %s", clara_last_error());
+    srv_metrics_running((int)clara_batch_size(S.batch));
+    srv_task *b[SCHED_MAX_BATCH];
+    for (size_t i = 0; i < k; i++) {
+        b[i] = done[i].user;
+        generated(b[i], done[i].status);
+    }
+    discard_if_changed(b, (int)k);
+    if (k) after_batch(b, (int)k);
+    for (size_t i = 0; i < k; i++) finish_task(b[i]);
 }
 
 static double unload_deadline(void) {
@@ -716,43 +796,48 @@ static void gather(srv_queue *q, int max) {
         if (pthread_cond_timedwait(&q->cv, &q->mu, &ts) != 0) break; /* timed out */
 }
 
+/* Takes new tasks from the queue (called with q->mu held, returns without it): up to what the
+ * batch has room for; with nothing running, waiting a few milliseconds for requests sent
+ * together. Tasks whose client left while queued cost nothing more; once stopping, none starts. */
+static void take_new(srv_queue *q, int max) {
+    srv_task *batch[SCHED_MAX_BATCH];
+    if (S.n_running == 0) gather(q, max);
+    bool stopping = q->stop || atomic_load(&S.abort);
+    int room = stopping ? SCHED_MAX_BATCH : max - S.n_running;
+    int n = room > 0 ? srv_queue_pop_locked(q, batch, room) : 0;
+    pthread_mutex_unlock(&q->mu);
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        if (atomic_load(&batch[i]->cancelled) || stopping) {
+            task_fail(batch[i], stopping ? 503 : 499, stopping ? "shutting_down" : "client_closed",
+                      stopping ? "the server is shutting down" : "the client went away");
+            srv_task_complete(q, batch[i]);
+            srv_task_release(batch[i]);
+        } else {
+            batch[k++] = batch[i];
+        }
+    }
+    if (k > 0) start_tasks(batch, k);
+}
+
+/* The loop: new tasks join the batch, which takes a step whenever it holds any; with nothing to
+ * do, the model unloads after its keep-alive. */
 static void *sched_main(void *arg) {
     (void)arg;
     srv_queue *q = S.q;
-    srv_task *batch[SCHED_MAX_BATCH];
     int max = S.cfg->parallel < SCHED_MAX_BATCH ? S.cfg->parallel : SCHED_MAX_BATCH;
     pthread_mutex_lock(&q->mu);
     for (;;) {
-        if (q->n == 0) {
+        if (q->n == 0 && S.n_running == 0) {
             if (q->stop) break;
             idle_wait(q);
             continue;
         }
-        gather(q, max);
-        bool stopping = q->stop || atomic_load(&S.abort);
-        int n = srv_queue_pop_locked(q, batch, stopping ? SCHED_MAX_BATCH : max);
-        pthread_mutex_unlock(&q->mu);
-        /* Tasks whose client left while queued cost nothing more; once stopping, none runs. */
-        int k = 0;
-        for (int i = 0; i < n; i++) {
-            if (atomic_load(&batch[i]->cancelled) || stopping) {
-                task_fail(batch[i], stopping ? 503 : 499,
-                          stopping ? "shutting_down" : "client_closed",
-                          stopping ? "the server is shutting down" : "the client went away");
-                srv_task_complete(q, batch[i]);
-                srv_task_release(batch[i]);
-            } else {
-                batch[k++] = batch[i];
-            }
-        }
-        if (k > 0) {
-            run_batch(batch, k);
-            after_batch(batch, k);
-        }
-        for (int i = 0; i < k; i++) {
-            srv_task_complete(q, batch[i]);
-            srv_task_release(batch[i]);
-        }
+        if (q->n > 0)
+            take_new(q, max);
+        else
+            pthread_mutex_unlock(&q->mu);
+        if (S.n_running > 0) step_batch();
         pthread_mutex_lock(&q->mu);
     }
     pthread_mutex_unlock(&q->mu);

@@ -129,6 +129,12 @@ typedef struct srv_task {
     const char *error_type;
     clara_gen_result gen;
     bool has_gen;
+    /* generation: the engine's parameters (they live as long as the task is in the batch) */
+    clara_gen_params params;
+    bool in_batch;
+    double last_token_at; /* srv_mono() of the latest token (inter-token latency) */
+    /* optional: sees each token as it is chosen (streaming); false ends the answer there */
+    bool (*token_hook)(struct srv_task *t, const int32_t *ids, size_t n);
     float *out_vectors;   /* /v1/compress */
     uint32_t *enc_tokens; /* encoder row length per document */
     uint64_t original_tokens;
@@ -209,6 +215,9 @@ void srv_metrics_request(srv_endpoint ep, int status, double ms);
 void srv_metrics_batch(int tasks, int docs);
 void srv_metrics_tokens(uint64_t prompt, uint64_t generated);
 void srv_metrics_load(bool loaded);
+void srv_metrics_ttft(double ms); /* a task's first token, from its arrival */
+void srv_metrics_itl(double ms);  /* between two tokens of a task */
+void srv_metrics_running(int n);  /* tasks in the running batch */
 /* Prometheus text exposition; malloc'd. */
 char *srv_metrics_render(srv_queue *q, srv_state *st);
 const char *srv_endpoint_name(srv_endpoint ep);

@@ -117,7 +117,7 @@ static void test_steps_between_layers(void) {
     c[0].tokens = 0;
     clara_batch_params bp = clara_batch_default_params();
     bp.piece_rows = 4096; /* one pass for all six documents */
-    bp.yield_ms = 1e-6f; /* a step between every two layers */
+    bp.yield_ms = 1e-6f;  /* a step between every two layers */
     clara_batch *b = NULL;
     T_EQ_INT(clara_batch_create(g_ctx, &bp, &b), CLARA_OK);
     clara_status st[2] = {-1, -1};
