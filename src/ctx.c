@@ -7,6 +7,7 @@
 
 #include "base/status.h"
 #include "ctx.h"
+#include "cpu/gemv.h"
 #include "forward.h"
 
 clara_ctx_params clara_ctx_default_params(void) {
@@ -24,6 +25,11 @@ clara_status clara_ctx_create(clara_model *m, const clara_ctx_params *params, cl
     size_t cap = hp->n_embd;
     if (hp->n_ff > cap) cap = hp->n_ff;
     if ((size_t)hp->n_head * hp->head_dim > cap) cap = (size_t)hp->n_head * hp->head_dim;
+    /* matmul quantizes up to CLARA_GEMV_MAX_ROWS decode rows into rowbuf (at most 292 bytes per
+     * 256 values: q8_k), so that a decode step allocates nothing */
+    size_t quant_rows = (size_t)CLARA_GEMV_MAX_ROWS * (cap / 256 + 1) * 292;
+    if ((size_t)n * cap * sizeof(float) < quant_rows)
+        cap = (quant_rows + (size_t)n * sizeof(float) - 1) / ((size_t)n * sizeof(float));
     ctx->row_cap = cap;
     if (s == CLARA_OK) {
         ctx->rowbuf = malloc((size_t)n * cap * sizeof(float));

@@ -151,7 +151,8 @@ static void gemv_task(void *arg, size_t task, int thread) {
 
 bool clara_gemv_quant_group(clara_ctx *ctx, clara_isa isa, const clara_gemv_part *parts, int count,
                             uint32_t n) {
-    if (isa != CLARA_ISA_AVX512 || n == 0 || n > 4 || count < 1 || count > CLARA_GEMV_GROUP_MAX)
+    if (isa != CLARA_ISA_AVX512 || n == 0 || n > CLARA_GEMV_MAX_ROWS || count < 1 ||
+        count > CLARA_GEMV_GROUP_MAX)
         return false;
     gemv_shape sh[CLARA_GEMV_GROUP_MAX];
     int prep_of[CLARA_GEMV_GROUP_MAX]; /* the part whose prepared rows part i uses */

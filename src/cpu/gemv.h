@@ -1,10 +1,10 @@
-/* gemv.h - the AVX-512 decode GEMV: quantized weights (q4_0, q8_0, q4_k, q6_k) times up to 4
- * activation rows already quantized to the partner format (q8_0 or q8_k). Decode reads every
- * weight once per token, so the kernels are built to keep up with memory: the activations are
- * re-arranged once per call (gemv.c) into the order in which a 64-byte load of weight codes
- * yields its bytes, and each weight block costs a few masks, shifts, permutes and one vpdpbusd
- * per 64 codes. Integer sums per block are exact; only the f32 summation order differs from the
- * reference dot (kernels_ref.c). */
+/* gemv.h - the AVX-512 decode GEMV: quantized weights (q4_0, q8_0, q4_k, q6_k) times up to
+ * CLARA_GEMV_MAX_ROWS activation rows already quantized to the partner format (q8_0 or q8_k).
+ * Decode reads every weight once per token, so the kernels are built to keep up with memory: the
+ * activations are re-arranged once per call (gemv.c) into the order in which a 64-byte load of
+ * weight codes yields its bytes, and each weight block costs a few masks, shifts, permutes and one
+ * vpdpbusd per 64 codes. Integer sums per block are exact; only the f32 summation order differs
+ * from the reference dot (kernels_ref.c). */
 #ifndef CLARA_CPU_GEMV_H
 #define CLARA_CPU_GEMV_H
 
@@ -15,6 +15,12 @@
 #include "cpu/dispatch.h"
 #include "ctx.h"
 #include "dtype.h"
+
+/* Activation rows one pass over a weight row multiplies (each row keeps two or four zmm
+ * accumulators: 8 rows fill most of the 32 registers), and the most rows a call takes: rows past
+ * the first 8 are further passes over a few weight rows at a time, read again from L1. */
+#define CLARA_GEMV_PASS_ROWS 8
+#define CLARA_GEMV_MAX_ROWS  16
 
 /* Activations prepared per row t (gemv.c):
  *  q4_0 / q8_0 (per block pair): A the codes in the weights' byte order, C the -off * (sum of
@@ -41,9 +47,9 @@ typedef struct {
 /* Output rows [r0, r1) of g (kernels in gemv_avx512.c). Same value per element whatever n is. */
 void clara_gemv_avx512(const clara_gemv_args *g, uint64_t r0, uint64_t r1);
 
-/* y[t * W->rows + r] = dot (or += alpha * dot) for t < n <= 4, xq's rows at xq + t*xq_stride in
- * the weight type's partner format; false (nothing written) when the kernel does not apply
- * (other type or level, shape, no memory): the caller then runs the general kernels. */
+/* y[t * W->rows + r] = dot (or += alpha * dot) for t < n <= CLARA_GEMV_MAX_ROWS, xq's rows at xq +
+ * t*xq_stride in the weight type's partner format; false (nothing written) when the kernel does not
+ * apply (other type or level, shape, no memory): the caller then runs the general kernels. */
 bool clara_gemv_quant(clara_ctx *ctx, clara_isa isa, const clara_mat *W, const uint8_t *xq,
                       size_t xq_stride, uint32_t n, float *y, bool accumulate, float alpha);
 

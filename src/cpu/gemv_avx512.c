@@ -1,5 +1,6 @@
 /* gemv_avx512.c - the decode GEMV kernels of gemv.h (AVX-512 F/BW/VL + VNNI). Each weight row is
- * read once with a prefetch CLARA_PF_BYTES ahead; T <= 4 activation rows share every load.
+ * read once with a prefetch CLARA_PF_BYTES ahead; T <= CLARA_GEMV_PASS_ROWS activation rows share
+ * every load, and more rows take further passes over a few weight rows still in L1.
  * Compiled for AVX-512 (Makefile flags; the pragma covers builds with common flags). */
 #if defined(__clang__)
 #pragma clang attribute push(                                                                      \
@@ -22,7 +23,7 @@ ALWAYS_INLINE void prefetch_ahead(const uint8_t *p, size_t bytes) {
 }
 
 ALWAYS_INLINE void store_rows(int T, const clara_gemv_args *g, uint64_t r, const __m512 *acc) {
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int t = 0; t < T; t++)
         clara_gemm_store(g->y, g->ldy, (uint32_t)t, r, g->accumulate, g->alpha,
                          _mm512_reduce_add_ps(acc[t]));
@@ -46,8 +47,8 @@ ALWAYS_INLINE void q0_gemv(bool Q8, int T, const clara_gemv_args *g, uint64_t r0
     const size_t bb = Q8 ? 34 : 18, gb = 4 * bb, nb = g->nb, row_bytes = nb * bb;
     for (uint64_t r = r0; r < r1; r++) {
         const uint8_t *w = g->W + r * row_bytes;
-        __m512 acc0[4], acc1[4];
-#pragma GCC unroll 4
+        __m512 acc0[CLARA_GEMV_PASS_ROWS], acc1[CLARA_GEMV_PASS_ROWS];
+#pragma GCC unroll 8
         for (int t = 0; t < T; t++) acc0[t] = acc1[t] = _mm512_setzero_ps();
         for (size_t q = 0; q < nb / 4; q++) {
             const uint8_t *wb = w + gb * q;
@@ -79,7 +80,7 @@ ALWAYS_INLINE void q0_gemv(bool Q8, int T, const clara_gemv_args *g, uint64_t r0
                     _mm512_inserti64x4(_mm512_castsi256_si512(x1), _mm256_srli_epi16(x1, 4), 1),
                     m4);
             }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
             for (int t = 0; t < T; t++) {
                 const int8_t *A = g->A + (size_t)t * g->a_stride + 128 * q;
                 const int32_t *C = g->C + (size_t)t * g->c_stride + 32 * q;
@@ -95,7 +96,7 @@ ALWAYS_INLINE void q0_gemv(bool Q8, int T, const clara_gemv_args *g, uint64_t r0
                                           acc1[t]);
             }
         }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int t = 0; t < T; t++) acc0[t] = _mm512_add_ps(acc0[t], acc1[t]);
         store_rows(T, g, r, acc0);
     }
@@ -145,8 +146,8 @@ ALWAYS_INLINE void q4k_gemv(int T, const clara_gemv_args *g, uint64_t r0, uint64
     const size_t nb = g->nb, row_bytes = nb * 144;
     for (uint64_t r = r0; r < r1; r++) {
         const uint8_t *w = g->W + r * row_bytes;
-        __m512 acc[4], accm[4];
-#pragma GCC unroll 4
+        __m512 acc[CLARA_GEMV_PASS_ROWS], accm[CLARA_GEMV_PASS_ROWS];
+#pragma GCC unroll 8
         for (int t = 0; t < T; t++) acc[t] = accm[t] = _mm512_setzero_ps();
         for (size_t b = 0; b < nb; b++) {
             const uint8_t *wb = w + 144 * b;
@@ -162,7 +163,7 @@ ALWAYS_INLINE void q4k_gemv(int T, const clara_gemv_args *g, uint64_t r0, uint64
 #pragma GCC unroll 4
             for (int v = 0; v < 4; v++) S[v] = _mm512_permutexvar_epi32(P[v], sc32);
             __m128 dd = _mm_cvtph_ps(hdr); /* d, dmin */
-#pragma GCC unroll 4
+#pragma GCC unroll 8
             for (int t = 0; t < T; t++) {
                 const int8_t *A = g->A + (size_t)t * g->a_stride + 256 * b;
                 const int32_t *C = g->C + (size_t)t * g->c_stride + 16 * b;
@@ -178,7 +179,7 @@ ALWAYS_INLINE void q4k_gemv(int T, const clara_gemv_args *g, uint64_t r0, uint64
                                           _mm512_broadcastss_ps(_mm_movehdup_ps(D)), accm[t]);
             }
         }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int t = 0; t < T; t++) acc[t] = _mm512_add_ps(acc[t], accm[t]);
         store_rows(T, g, r, acc);
     }
@@ -203,8 +204,8 @@ ALWAYS_INLINE void q6k_gemv(int T, const clara_gemv_args *g, uint64_t r0, uint64
     const size_t nb = g->nb, row_bytes = nb * 210;
     for (uint64_t r = r0; r < r1; r++) {
         const uint8_t *w = g->W + r * row_bytes;
-        __m512 acc[4];
-#pragma GCC unroll 4
+        __m512 acc[CLARA_GEMV_PASS_ROWS];
+#pragma GCC unroll 8
         for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
         for (size_t b = 0; b < nb; b++) {
             const uint8_t *wb = w + 210 * b;
@@ -231,7 +232,7 @@ ALWAYS_INLINE void q6k_gemv(int T, const clara_gemv_args *g, uint64_t r0, uint64
             uint16_t dh;
             memcpy(&dh, wb + 208, 2);
             __m128 d = _mm_cvtph_ps(_mm_cvtsi32_si128(dh));
-#pragma GCC unroll 4
+#pragma GCC unroll 8
             for (int t = 0; t < T; t++) {
                 const int8_t *A = g->A + (size_t)t * g->a_stride + 256 * b;
                 const int32_t *C = g->C + (size_t)t * g->c_stride + 16 * b;
@@ -248,22 +249,27 @@ ALWAYS_INLINE void q6k_gemv(int T, const clara_gemv_args *g, uint64_t r0, uint64
     }
 }
 
+#define GEMV_CASE(CALL, T)                                                                         \
+    case T:                                                                                        \
+        CALL(T);                                                                                   \
+        break;
 #define GEMV_CASES(CALL)                                                                           \
     switch (g->n) {                                                                                \
-    case 1:                                                                                        \
-        CALL(1);                                                                                   \
-        break;                                                                                     \
-    case 2:                                                                                        \
-        CALL(2);                                                                                   \
-        break;                                                                                     \
-    case 3:                                                                                        \
-        CALL(3);                                                                                   \
-        break;                                                                                     \
+        GEMV_CASE(CALL, 1)                                                                         \
+        GEMV_CASE(CALL, 2)                                                                         \
+        GEMV_CASE(CALL, 3)                                                                         \
+        GEMV_CASE(CALL, 4)                                                                         \
+        GEMV_CASE(CALL, 5)                                                                         \
+        GEMV_CASE(CALL, 6)                                                                         \
+        GEMV_CASE(CALL, 7)                                                                         \
     default:                                                                                       \
-        CALL(4);                                                                                   \
+        CALL(8);                                                                                   \
     }
 
-void clara_gemv_avx512(const clara_gemv_args *g, uint64_t r0, uint64_t r1) {
+_Static_assert(CLARA_GEMV_PASS_ROWS == 8, "GEMV_CASES instantiates 1..8 rows");
+
+/* One pass: rows [r0, r1) of W for the g->n <= CLARA_GEMV_PASS_ROWS activation rows of g. */
+static void gemv_pass(const clara_gemv_args *g, uint64_t r0, uint64_t r1) {
     switch (g->type) {
     case CLARA_TYPE_Q4_0:
 #define CALL(T) q0_gemv(false, T, g, r0, r1)
@@ -287,6 +293,30 @@ void clara_gemv_avx512(const clara_gemv_args *g, uint64_t r0, uint64_t r1) {
         break;
     default: /* clara_gemv_quant admits no other type */
         break;
+    }
+}
+
+/* Weight rows per chunk when the activation rows take several passes: a chunk's rows are read
+ * from memory by the first pass and from L1 by the others (4 rows of the widest decode matrix,
+ * the 14,336-column down projection, are 32 KB of q4_0, 56 KB of q8_0: L1 or L2). */
+#define GEMV_CHUNK_ROWS 4
+
+/* Each pass's activation rows are those of g from row t0 on: a row's arithmetic is the same in
+ * every pass and at every pass size, so its output does not depend on how many rows there are. */
+void clara_gemv_avx512(const clara_gemv_args *g, uint64_t r0, uint64_t r1) {
+    if (g->n <= CLARA_GEMV_PASS_ROWS) {
+        gemv_pass(g, r0, r1);
+        return;
+    }
+    for (uint64_t c0 = r0; c0 < r1; c0 += GEMV_CHUNK_ROWS) {
+        uint64_t c1 = c0 + GEMV_CHUNK_ROWS < r1 ? c0 + GEMV_CHUNK_ROWS : r1;
+        for (uint32_t t0 = 0; t0 < g->n; t0 += CLARA_GEMV_PASS_ROWS) {
+            clara_gemv_args p = *g;
+            p.n = g->n - t0 < CLARA_GEMV_PASS_ROWS ? g->n - t0 : CLARA_GEMV_PASS_ROWS;
+            p.A += t0 * g->a_stride, p.C += t0 * g->c_stride, p.DA += t0 * g->da_stride;
+            p.y += t0 * g->ldy;
+            gemv_pass(&p, c0, c1);
+        }
     }
 }
 

@@ -198,9 +198,15 @@ static void quant_float_fallback(const clara_mat *W, const float *x, uint32_t n,
         }
 }
 
-/* From this many activation rows on, quantized weights go through the packed GEMM (qgemm.h):
- * unpacking a weight row once pays off against reading it ceil(n / QT) times. */
-#define QGEMM_MIN_ROWS 8
+/* From this many activation rows on, quantized weights go through the packed GEMM (qgemm.h);
+ * below, through the decode GEMV (gemv.h) or the general integer-dot kernels. The two families
+ * sum a row's block products in different orders (the GEMV per SIMD lane over k, the packed
+ * GEMM block by block per output), while each family's order does not depend on the number of
+ * rows: so a decoding batch keeps every row's bits as requests join and leave as long as it
+ * stays below this size. Measured (14,336 x 4,096 q4_0, 2 threads, docs/PERFORMANCE.md: Decode
+ * at n rows): the packed GEMM costs ~5.7 ms at 8 rows, mostly unpacking the weights, against
+ * ~1.1 ms for the GEMV at 1 row; the GEMV at 16 rows (two passes) is still below the GEMM. */
+#define QGEMM_MIN_ROWS (CLARA_GEMV_MAX_ROWS + 1)
 
 static void matmul_quant(matmul_job *j, const float *x) {
     const clara_mat *W = j->q.W;
@@ -243,6 +249,8 @@ void clara_matmul(clara_ctx *ctx, const clara_mat *W, const float *x, uint32_t n
 }
 
 _Static_assert(CLARA_MATMUL_GROUP_MAX == CLARA_GEMV_GROUP_MAX, "one group size");
+_Static_assert(CLARA_MATMUL_GROUP_ROWS == CLARA_GEMV_MAX_ROWS, "the group takes the GEMV's rows");
+_Static_assert(CLARA_MATMUL_GROUP_ROWS < QGEMM_MIN_ROWS, "a group's rows never take the GEMM");
 
 /* Float matmuls in one parallel region: part i's row tasks numbered from task0[i]. */
 typedef struct {
@@ -276,7 +284,8 @@ static bool float_group(clara_ctx *ctx, clara_isa isa, const clara_mat *const *W
 bool clara_matmul_group(clara_ctx *ctx, const clara_mat *const *W, int count, const float *x,
                         uint32_t n, float *const *y) {
     clara_isa isa = clara_isa_active();
-    if (n == 0 || n > 4 || count < 1 || count > CLARA_GEMV_GROUP_MAX) return false;
+    if (n == 0 || n > CLARA_MATMUL_GROUP_ROWS || count < 1 || count > CLARA_GEMV_GROUP_MAX)
+        return false;
     /* float weights: the row tasks of each clara_matmul (under 64 rows of x it splits by rows) */
     if (is_float_type(W[0]->type)) return float_group(ctx, isa, W, count, x, n, y);
     if (isa != CLARA_ISA_AVX512) return false;

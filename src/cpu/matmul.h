@@ -35,12 +35,13 @@ void clara_matmul_lora(clara_ctx *ctx, const clara_mat *W, const float *x, uint3
  * product: one clara_matmul(B, t, accumulate, scale) each. */
 void clara_lora_add(clara_ctx *ctx, uint64_t rows, float *y, const clara_lora_delta *d, int n_d);
 
-/* y[i] = x · W[i]ᵀ for count <= 4 matrices of one width and n <= 4 rows of x (decode's q, k, v
+/* y[i] = x · W[i]ᵀ for count <= 4 matrices of one width and n <= 16 rows of x (decode's q, k, v
  * and gate, up): the bits of clara_matmul(W[i]) each, with all rows in one parallel region (and
  * for quantized weights the activations quantized once). Either all float weights (any level) or
  * all of the AVX-512 decode GEMV's types. false (nothing written) where that path does not apply
  * (level, types, shapes): the caller then calls clara_matmul for each. */
-#define CLARA_MATMUL_GROUP_MAX 4
+#define CLARA_MATMUL_GROUP_MAX  4
+#define CLARA_MATMUL_GROUP_ROWS 16
 bool clara_matmul_group(clara_ctx *ctx, const clara_mat *const *W, int count, const float *x,
                         uint32_t n, float *const *y);
 

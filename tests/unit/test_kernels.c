@@ -205,7 +205,8 @@ static void test_quant_types(void) {
                                            {19, 1056}, {5, 128}, {41, 1536}};
     static const uint64_t shapes256[][2] = {{1, 256},   {7, 512}, {37, 768},
                                             {19, 1280}, {5, 256}, {41, 1536}};
-    static const uint32_t ns[] = {1, 2, 3, 4, 7, 8, 33}; /* 8 and 33: the packed GEMM (qgemm.h) */
+    /* 8, 16: the decode GEMV in one and two passes (gemv.h); 33: the packed GEMM (qgemm.h) */
+    static const uint32_t ns[] = {1, 2, 3, 4, 7, 8, 16, 33};
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         bool k = clara_type_get((uint32_t)types[ti])->block_size == 256;
         for (size_t s = 0; s < sizeof shapes32 / sizeof shapes32[0]; s++)
@@ -290,8 +291,8 @@ static void test_lora_fused(void) {
 /* clara_matmul_group (decode's q/k/v and gate/up in one parallel region) gives each matrix the
  * bits of its own clara_matmul: quantized sets at AVX-512 with shared and separate activation
  * preparations (same type; another type of the same partner format; two partner formats), float
- * sets at every level; 1 and 2 threads, n = 1..4. Where it does not apply (quantized weights at
- * another level, n > 4, float and quantized mixed, widths that differ, non-finite inputs to
+ * sets at every level; 1 and 2 threads, n = 1..16. Where it does not apply (quantized weights at
+ * another level, n > 16, float and quantized mixed, widths that differ, non-finite inputs to
  * quantized weights) it returns false and leaves y as it was. */
 static void test_matmul_group(void) {
     static const clara_type sets[][3] = {{CLARA_TYPE_Q4_0, CLARA_TYPE_Q4_0, CLARA_TYPE_Q4_0},
@@ -304,7 +305,7 @@ static void test_matmul_group(void) {
                                          {CLARA_TYPE_F16, CLARA_TYPE_Q4_0, CLARA_TYPE_F16}};
     static const uint64_t rows[3] = {70, 37, 130};
     const uint64_t cols = 512;
-    const uint32_t nmax = 5;
+    const uint32_t nmax = CLARA_MATMUL_GROUP_ROWS + 1;
     float *x = rand_vec((size_t)nmax * cols), *y1 = malloc(nmax * rows[2] * sizeof(float));
     float *y2[3], sentinel = -12345.0f;
     for (int i = 0; i < 3; i++) y2[i] = malloc(nmax * rows[2] * sizeof(float));
@@ -327,7 +328,8 @@ static void test_matmul_group(void) {
                     for (int i = 0; i < 3; i++)
                         for (size_t e = 0; e < nmax * rows[2]; e++) y2[i][e] = sentinel;
                     bool ok = clara_matmul_group(ctx, W, 3, x, n, y2);
-                    bool expect = n <= 4 && (n_float == 3 || (lv == CLARA_ISA_AVX512 && !n_float));
+                    bool expect = n <= CLARA_MATMUL_GROUP_ROWS &&
+                                  (n_float == 3 || (lv == CLARA_ISA_AVX512 && !n_float));
                     T_CHECK_MSG(ok == expect, "%s set %zu n=%u: group %s", clara_isa_name(lv), si,
                                 n, ok ? "ran" : "declined");
                     for (int i = 0; i < 3; i++) {
@@ -376,6 +378,61 @@ static void test_matmul_group(void) {
     }
     free(x), free(y1);
     for (int i = 0; i < 3; i++) free(y2[i]);
+}
+
+/* A row's output does not depend on how many rows are multiplied with it, up to the decode
+ * bound (a decoding batch grows and shrinks step by step; matmul.c QGEMM_MIN_ROWS): for every
+ * quantized type with an integer dot (the AVX-512 GEMV's four and the general kernels' others)
+ * and a float type, at every level and 1 and 2 threads, clara_matmul of the first n of 16 rows
+ * (n = 1..16) gives those rows the bits they get among all 16, and each row alone its bits in
+ * the batch; clara_matmul_lora with a delta over a row split does too. */
+static void test_rows_invariant(void) {
+    static const clara_type types[] = {CLARA_TYPE_Q4_0, CLARA_TYPE_Q8_0, CLARA_TYPE_Q4_K,
+                                       CLARA_TYPE_Q6_K, CLARA_TYPE_Q5_K, CLARA_TYPE_Q4_1,
+                                       CLARA_TYPE_F16};
+    enum { N = 16, ROWS = 37, COLS = 512, RANK = 8 };
+    float *x = rand_vec((size_t)N * COLS), *all = malloc((size_t)N * ROWS * sizeof(float));
+    float *some = malloc((size_t)N * ROWS * sizeof(float)), *t = rand_vec((size_t)N * RANK);
+    test_mat B;
+    T_CHECK(mat_make(&B, CLARA_TYPE_F32, ROWS, RANK) == 0);
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        test_mat m;
+        T_CHECK(mat_make(&m, types[ti], ROWS, COLS) == 0);
+        for (int lv = 0; lv < CLARA_ISA_COUNT; lv++) {
+            if (!clara_isa_supported((clara_isa)lv)) continue;
+            clara_isa_force((clara_isa)lv);
+            for (int th = 0; th < 2; th++) {
+                clara_ctx *ctx = th ? &g_c2.ctx : &g_c1.ctx;
+                int differ = 0, differ_lora = 0;
+                clara_matmul(ctx, &m.W, x, N, all, false, 1.0f);
+                for (uint32_t n = 1; n <= N; n++) {
+                    clara_matmul(ctx, &m.W, x, n, some, false, 1.0f);
+                    differ += memcmp(some, all, (size_t)n * ROWS * sizeof(float)) != 0;
+                    clara_matmul(ctx, &m.W, x + (size_t)(n - 1) * COLS, 1, some, false, 1.0f);
+                    differ += memcmp(some, all + (size_t)(n - 1) * ROWS, ROWS * sizeof(float)) != 0;
+                }
+                /* the same with a LoRA delta on rows from 1 on (a second sequence) */
+                clara_lora_delta d = {1, N - 1, t, &B.W, 0.5f};
+                clara_matmul_lora(ctx, &m.W, x, N, all, &d, 1, false);
+                for (uint32_t n = 2; n <= N; n++) {
+                    d.n = n - 1;
+                    clara_matmul_lora(ctx, &m.W, x, n, some, &d, 1, false);
+                    differ_lora += memcmp(some, all, (size_t)n * ROWS * sizeof(float)) != 0;
+                }
+                T_CHECK_MSG(differ == 0, "%s %s %d threads: %d row counts change a row's bits",
+                            clara_isa_name((clara_isa)lv), clara_type_name(types[ti]), th + 1,
+                            differ);
+                T_CHECK_MSG(differ_lora == 0,
+                            "%s %s %d threads: with LoRA, %d row counts change a row's bits",
+                            clara_isa_name((clara_isa)lv), clara_type_name(types[ti]), th + 1,
+                            differ_lora);
+            }
+        }
+        clara_isa_force(clara_isa_best());
+        mat_free(&m);
+    }
+    mat_free(&B);
+    free(x), free(all), free(some), free(t);
 }
 
 /* The SIMD activation quantizers give the bytes of clara_quantize_row (the reference) for
@@ -641,7 +698,8 @@ static void test_softmax(void) {
 }
 
 int main(void) {
-    if (ctx_init(&g_c1, 1, 4096) != 0 || ctx_init(&g_c2, 2, 4096) != 0) {
+    /* row buffers for 16 rows of two partner formats (a group declines what does not fit) */
+    if (ctx_init(&g_c1, 1, 8192) != 0 || ctx_init(&g_c2, 2, 8192) != 0) {
         fprintf(stderr, "test_kernels: setup failed\n");
         return 1;
     }
@@ -653,6 +711,7 @@ int main(void) {
     T_RUN(test_act_quant);
     T_RUN(test_lora_fused);
     T_RUN(test_matmul_group);
+    T_RUN(test_rows_invariant);
     T_RUN(test_attention);
     T_RUN(test_swiglu);
     T_RUN(test_softmax);
