@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "base/status.h"
+#include "cpu/matmul.h"
 #include "gen.h"
 
 /* Rows of one pass when the caller does not say: compress.c's batch size. */
@@ -142,7 +143,13 @@ static clara_status decode_step(clara_batch *b) {
                                  0,
                                  q->cancel.fn ? &q->cancel : NULL};
     }
-    s = clara_forward_batch(b->ctx, b->seqs, (uint32_t)ns);
+    /* A pass of up to CLARA_MATMUL_GROUP_ROWS rows computes each row's outputs with the bits of
+     * that row alone (cpu/matmul.h); more rows would go through the packed GEMM, whose sums
+     * differ in their last bits, and a request's ids would depend on how many others decode. */
+    for (size_t i0 = 0; s == CLARA_OK && i0 < ns; i0 += CLARA_MATMUL_GROUP_ROWS) {
+        size_t n = ns - i0 < CLARA_MATMUL_GROUP_ROWS ? ns - i0 : CLARA_MATMUL_GROUP_ROWS;
+        s = clara_forward_batch(b->ctx, b->seqs + i0, (uint32_t)n);
+    }
     for (size_t i = 0; s == CLARA_OK && i < ns; i++)
         if (!gen_req_cancelled(in[i])) gen_req_pick(m, in[i]);
     charge(in, ns, offsetof(clara_gen_result, decode_ms), t0);
