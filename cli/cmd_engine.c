@@ -1,6 +1,7 @@
 /* cmd_engine.c - the model commands: compress, ask, retrieve, paraphrase. They share one option
  * parser; output is human-readable by default and JSON with --json (shapes in README.md). */
 #include <cJSON.h>
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,9 @@
 typedef struct {
     const char *cmd, *model, *base, *clara, *query, *docs_file;
     int threads, json, dump_logits, max_new_tokens, top_k, template_index, chunk;
+    double temperature, top_p; /* sampling (0: greedy, the reference) */
+    int sample_top_k;
+    unsigned long long seed;
     clara_adapter_policy policy;
     clara_text *docs;
     size_t n_docs, cap_docs;
@@ -46,6 +50,7 @@ static void engine_usage(FILE *out, const char *cmd) {
         "                        tokens in chunks (default: cut them, as the reference\n"
         "                        does, and say so)\n"
         "  --json                machine-readable output\n"
+        "%s"
         "%s",
         cmd,
         strcmp(cmd, "compress") == 0     ? "\n          [--query TEXT ...]"
@@ -56,7 +61,13 @@ static void engine_usage(FILE *out, const char *cmd) {
             ? "  --query TEXT          (repeatable) also compress TEXT as an E2E retrieval query\n"
               "                        (query-reasoner adapter): the vectors /v1/retrieve ranks\n"
               "                        documents with (cosine similarity); no --doc needed\n"
-            : "");
+            : "",
+        strcmp(cmd, "compress") == 0
+            ? ""
+            : "  --temperature T       sample at temperature T (default 0: greedy, the\n"
+              "                        reference's answer); with --top-p P, --sample-top-k K\n"
+              "  --seed N              the sampler's seed (default 0): the same seed, the same\n"
+              "                        answer\n");
 }
 
 static int add_doc(engine_opts *o, const char *text, size_t len) {
@@ -118,6 +129,31 @@ static int parse_int(const char *cmd, const char *opt, const char *s, int lo, in
     return 0;
 }
 
+static int parse_real(const char *cmd, const char *opt, const char *s, double lo, double hi,
+                      double *out) {
+    char *end;
+    double v = strtod(s, &end);
+    if (*s == '\0' || *end != '\0' || !(v >= lo && v <= hi)) {
+        fprintf(stderr, "clara %s: %s must be a number in [%g, %g], not '%s'\n", cmd, opt, lo, hi,
+                s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_seed(const char *cmd, const char *s, unsigned long long *out) {
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (*s == '\0' || *s == '-' || *end != '\0' || errno) {
+        fprintf(stderr, "clara %s: --seed must be an integer in [0, 2^64), not '%s'\n", cmd, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
 /* Returns 0 to run, -1 after printing --help, 2 on a usage error. */
 static int parse_opts(int argc, char **argv, engine_opts *o) {
     static const struct option opts[] = {
@@ -136,6 +172,10 @@ static int parse_opts(int argc, char **argv, engine_opts *o) {
         {"help", no_argument, 0, 'h'},
         {"base", required_argument, 0, 'B'},
         {"clara", required_argument, 0, 'C'},
+        {"temperature", required_argument, 0, 'E'},
+        {"top-p", required_argument, 0, 'P'},
+        {"sample-top-k", required_argument, 0, 'S'},
+        {"seed", required_argument, 0, 'D'},
         {0, 0, 0, 0},
     };
     int ch;
@@ -178,6 +218,18 @@ static int parse_opts(int argc, char **argv, engine_opts *o) {
             break;
         case 'T':
             if (parse_int(o->cmd, "--template", optarg, 0, 12, &o->template_index)) return 2;
+            break;
+        case 'E':
+            if (parse_real(o->cmd, "--temperature", optarg, 0, 100, &o->temperature)) return 2;
+            break;
+        case 'P':
+            if (parse_real(o->cmd, "--top-p", optarg, 0, 1, &o->top_p)) return 2;
+            break;
+        case 'S':
+            if (parse_int(o->cmd, "--sample-top-k", optarg, 0, 1 << 20, &o->sample_top_k)) return 2;
+            break;
+        case 'D':
+            if (parse_seed(o->cmd, optarg, &o->seed)) return 2;
             break;
         case 'p':
             if (strcmp(optarg, "hf") == 0)
@@ -405,6 +457,10 @@ static int run_generate(clara_ctx *ctx, clara_model *m, engine_opts *o, clara_ta
     if (o->max_new_tokens >= 0) p.max_new_tokens = (uint32_t)o->max_new_tokens;
     p.top_k = (uint32_t)o->top_k;
     p.paraphrase_template = o->template_index;
+    p.temperature = (float)o->temperature;
+    p.top_p = (float)o->top_p;
+    p.sample_top_k = (uint32_t)o->sample_top_k;
+    p.seed = o->seed;
     float *logits = o->dump_logits ? malloc(clara_model_n_vocab(m) * sizeof(float)) : NULL;
     p.first_logits = logits;
     clara_gen_result r;
@@ -424,6 +480,7 @@ static int run_engine(int argc, char **argv, const char *cmd) {
     memset(&o, 0, sizeof o);
     o.cmd = cmd;
     o.max_new_tokens = -1;
+    o.top_p = 1.0;
     int rc = parse_opts(argc, argv, &o);
     if (rc == 0 && o.docs_file && read_docs_file(&o) != 0) rc = 1;
     if (rc == 0 && o.n_docs == 0 && strcmp(cmd, "ask") != 0 && o.n_queries == 0) {
