@@ -16,7 +16,8 @@
 #include "base/json_scan.h"
 #include "server.h"
 
-/* ---- Python's json module: where it stops on a malformed text, and what it says --------------- */
+/* ---- Python's json module: where it stops on a malformed text, and what it says ---------------
+ */
 
 /* Deeper than this the locator gives up (our scanner refuses 16 levels long before). */
 #define PYJ_MAX_DEPTH 64
@@ -57,7 +58,8 @@ static bool pyj_string(pyjson *p, size_t begin, size_t *end) {
     size_t i = begin + 1;
     for (;;) {
         while (i < p->n && p->s[i] != '"' && p->s[i] != '\\') {
-            if ((unsigned char)p->s[i] <= 0x1f) return pyj_fail(p, "Invalid control character at", i);
+            if ((unsigned char)p->s[i] <= 0x1f)
+                return pyj_fail(p, "Invalid control character at", i);
             i++;
         }
         if (i >= p->n) return pyj_fail(p, "Unterminated string starting at", begin);
@@ -81,7 +83,8 @@ static bool pyj_string(pyjson *p, size_t begin, size_t *end) {
 static bool pyj_number(pyjson *p, size_t i, size_t *end) {
     size_t j = i + (p->s[i] == '-');
     if (j >= p->n || !isdigit((unsigned char)p->s[j])) return pyj_fail(p, "Expecting value", i);
-    if (p->s[j] == '0') j++;
+    if (p->s[j] == '0')
+        j++;
     else
         while (j < p->n && isdigit((unsigned char)p->s[j])) j++;
     if (j + 1 < p->n && p->s[j] == '.' && isdigit((unsigned char)p->s[j + 1])) {
@@ -255,12 +258,12 @@ int srv_compress_precheck(const char *body, size_t len, srv_reply *r) {
         return -1;
     }
     clara_json_scan_result sr;
-    clara_json_verdict v =
-        clara_json_scan(body, len, SRV_JSON_MAX_VALUES, SRV_JSON_MAX_DEPTH, &sr);
+    clara_json_verdict v = clara_json_scan(body, len, SRV_JSON_MAX_VALUES, SRV_JSON_MAX_DEPTH, &sr);
     if (v == CLARA_JSON_SYNTAX || memchr(body, '\0', len)) {
         char msg[96];
         snprintf(msg, sizeof msg, "malformed JSON near byte %zu",
-                 v == CLARA_JSON_SYNTAX ? sr.offset : (size_t)((const char *)memchr(body, 0, len) - body));
+                 v == CLARA_JSON_SYNTAX ? sr.offset
+                                        : (size_t)((const char *)memchr(body, 0, len) - body));
         reply_422(r, "invalid_json", msg, json_invalid_item(body, len, sr.offset));
         return -1;
     }
@@ -313,11 +316,11 @@ static const char *lax_int(const cJSON *x, double *v, const char **msg) {
     if (*s == '+' || *s == '-') s++;
     double acc = 0;
     int digits = 0;
-    for (; isdigit((unsigned char)*s) || (*s == '_' && digits && isdigit((unsigned char)s[1]));
-         s++)
+    for (; isdigit((unsigned char)*s) || (*s == '_' && digits && isdigit((unsigned char)s[1])); s++)
         if (*s != '_') acc = acc * 10 + (*s - '0'), digits++;
     if (*s == '.' && digits)
-        for (s++; *s == '0'; s++) {}
+        for (s++; *s == '0'; s++) {
+        }
     while (isspace((unsigned char)*s)) s++;
     if (!digits || *s) return "int_parsing";
     *v = sign * acc;
@@ -349,7 +352,8 @@ static void check_int(cJSON *root, const char *key, bool optional, long lo, long
         cJSON_AddItemToArray(detail, item);
         return;
     }
-    if (!cJSON_IsNumber(x)) cJSON_ReplaceItemInObjectCaseSensitive(root, key, cJSON_CreateNumber(v));
+    if (!cJSON_IsNumber(x))
+        cJSON_ReplaceItemInObjectCaseSensitive(root, key, cJSON_CreateNumber(v));
 }
 
 static void check_memories(cJSON *root, cJSON *detail) {
@@ -366,7 +370,8 @@ static void check_memories(cJSON *root, cJSON *detail) {
     int i = 0, bad = 0;
     for (cJSON *e = m->child; e; e = e->next, i++) {
         if (cJSON_IsString(e)) continue;
-        cJSON *item = error_item("string_type", "memories", -1, "Input should be a valid string", e);
+        cJSON *item =
+            error_item("string_type", "memories", -1, "Input should be a valid string", e);
         cJSON_AddItemToArray(cJSON_GetObjectItemCaseSensitive(item, "loc"), cJSON_CreateNumber(i));
         cJSON_AddItemToArray(detail, item);
         bad++;
@@ -385,12 +390,13 @@ static void check_memories(cJSON *root, cJSON *detail) {
 static void check_query(cJSON *root, cJSON *detail) {
     cJSON *q = cJSON_GetObjectItemCaseSensitive(root, "query");
     cJSON *item = NULL;
-    if (!q) item = error_item("missing", "query", -1, "Field required", root);
+    if (!q)
+        item = error_item("missing", "query", -1, "Field required", root);
     else if (!cJSON_IsString(q))
         item = error_item("string_type", "query", -1, "Input should be a valid string", q);
     else if (!q->valuestring[0]) {
-        item = error_item("string_too_short", "query", -1, "String should have at least 1 character",
-                          q);
+        item = error_item("string_too_short", "query", -1,
+                          "String should have at least 1 character", q);
         cJSON_AddNumberToObject(cJSON_AddObjectToObject(item, "ctx"), "min_length", 1);
     }
     if (item) cJSON_AddItemToArray(detail, item);
@@ -407,10 +413,10 @@ static void summarise(const cJSON *detail, char *out, size_t cap) {
         size_t w = 0;
         const cJSON *first = loc && loc->child ? loc->child->next : NULL; /* after "body" */
         for (const cJSON *l = first; l && w + 1 < sizeof where; l = l->next)
-            w += cJSON_IsString(l) ? (size_t)snprintf(where + w, sizeof where - w, "%s%s",
-                                                      w ? "." : "", l->valuestring)
-                                   : (size_t)snprintf(where + w, sizeof where - w, "[%d]",
-                                                      l->valueint);
+            w += cJSON_IsString(l)
+                     ? (size_t)snprintf(where + w, sizeof where - w, "%s%s", w ? "." : "",
+                                        l->valuestring)
+                     : (size_t)snprintf(where + w, sizeof where - w, "[%d]", l->valueint);
         o += (size_t)snprintf(out + o, cap - o, "%s%s: %s", o ? "; " : "", where,
                               cJSON_IsString(msg) ? msg->valuestring : "");
     }

@@ -41,12 +41,23 @@ static void puts_raw(buf *b, const char *s) {
 static void puts_text(buf *b, const char *s) {
     for (; s && *s; s++) {
         switch (*s) {
-        case '<': puts_raw(b, "&lt;"); break;
-        case '>': puts_raw(b, "&gt;"); break;
-        case '&': puts_raw(b, "&amp;"); break;
-        case '"': puts_raw(b, "&quot;"); break;
-        case '\'': puts_raw(b, "&#39;"); break;
-        default: put(b, s, 1);
+        case '<':
+            puts_raw(b, "&lt;");
+            break;
+        case '>':
+            puts_raw(b, "&gt;");
+            break;
+        case '&':
+            puts_raw(b, "&amp;");
+            break;
+        case '"':
+            puts_raw(b, "&quot;");
+            break;
+        case '\'':
+            puts_raw(b, "&#39;");
+            break;
+        default:
+            put(b, s, 1);
         }
     }
 }

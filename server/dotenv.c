@@ -224,8 +224,8 @@ static int statement(cursor *c, const char *path) {
         if (rc == 0 && !at_end(c) && peek(c) != '\n' && peek(c) != '\r') rc = -1;
     }
     if (rc == -1) {
-        fprintf(stderr, "clara-server: warning: %s line %d cannot be read; it is ignored\n",
-                path, line_of(c, start));
+        fprintf(stderr, "clara-server: warning: %s line %d cannot be read; it is ignored\n", path,
+                line_of(c, start));
         skip_line(c);
     }
     if (rc != 0 || !has_value) { /* a key without '=' has no value: it sets nothing */
