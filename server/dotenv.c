@@ -219,17 +219,17 @@ static int statement(cursor *c, const char *path) {
             val.p = x;
             if (!x) rc = -2;
         }
-        skip_blanks(c);
-        if (rc == 0 && peek(c) == '#') skip_line(c);
-        if (rc == 0 && !at_end(c) && peek(c) != '\n' && peek(c) != '\r') rc = -1;
     }
+    /* what may follow: blanks, a comment, the end of the line */
+    skip_blanks(c);
+    if (rc == 0 && peek(c) == '#') skip_line(c);
+    if (rc == 0 && !at_end(c) && peek(c) != '\n' && peek(c) != '\r') rc = -1;
     if (rc == -1) {
         fprintf(stderr, "clara-server: warning: %s line %d cannot be read; it is ignored\n", path,
                 line_of(c, start));
         skip_line(c);
     }
     if (rc != 0 || !has_value) { /* a key without '=' has no value: it sets nothing */
-        if (rc == 0) skip_line(c);
         free(key.p);
         free(val.p);
         return rc == -2 ? -2 : 0;
