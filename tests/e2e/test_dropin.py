@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import time
 
-from harness import CLARA, check, report, run
+from harness import CLARA, ROOT, check, report, run
 from server_harness import DEMO, SERVER, TMP, Server, check_no_sanitizer_reports, cleanup
 
 S = None  # the main server: demo model, no key
@@ -455,6 +455,16 @@ def test_flags_and_variables():
                 "model file is compression-16"]:
         check(pat in log, "note: %s" % pat)
     check("unknown variable" not in log, "the Python server's variables are known")
+    with open(os.path.join(ROOT, "docs", "API.md")) as f:
+        doc = f.read()
+    for w in ["--subfolder", "--workers", "--reload", "CLARA_SUBFOLDER", "CLARA_WORKERS",
+              "CLARA_DEVICE_ID", "CLARA_RATE_LIMIT", "CLARA_CACHE`", ".env", "--host 0.0.0.0",
+              "--cors-origins", "5 ms", "json_invalid", "top_k_used"]:
+        check(w in doc, "docs/API.md documents %s" % w)
+    api = S.get("/openapi.json")[1]["components"]["schemas"]
+    check(api["Status"]["properties"]["last_activity"].get("format") == "date-time" and
+          "top_k_used" in api["V1RetrieveResponse"]["properties"] and
+          "FastAPIValidationError" in api, "openapi.json describes the new shapes")
     check(s.healthy() and s.status()["subfolder"] == "compression-16", "serves the model's")
     s.stop()
 
