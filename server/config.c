@@ -1,7 +1,9 @@
 /* config.c - clara-server settings: every option is a command-line flag and a CLARA_* environment
- * variable (the Python server's names where it has them); the command line wins. Values are
- * gathered as strings first (environment, then argv) and parsed once, so an error names where the
- * bad value came from. */
+ * variable (the Python server's names where it has them); the command line wins, then the
+ * environment, then a .env file in the working directory (dotenv.c), as the Python server's
+ * pydantic-settings had it. Values are gathered as strings first and parsed once, so an error
+ * names where the bad value came from. The Python server's settings that mean nothing here are
+ * accepted with a one-line note; a CLARA_* variable nobody reads gets a warning naming it. */
 #include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
@@ -9,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "base/log.h"
@@ -46,9 +49,17 @@ enum {
     O_VECTOR_CACHE,
     O_VECTOR_DTYPE,
     O_COMPRESS_CUT,
+    /* the Python server's, accepted for compatibility */
+    O_SUBFOLDER,
+    O_WORKERS,
+    O_RELOAD,
+    O_DEVICE_ID,
+    O_RATE_LIMIT,
+    O_BATCH_SIZE,
     O_COUNT
 };
 
+/* flag NULL: a variable only; arg NULL: a flag without a value (it means true) */
 static const struct {
     const char *flag, *env, *arg, *help;
 } g_opts[O_COUNT] = {
@@ -94,15 +105,43 @@ static const struct {
     {"compress-cut", "CLARA_COMPRESS_CUT", "0|1",
      "/compress: 1 cuts memories longer than doc_max_length tokens as the\n"
      "                               reference does (default 0: read them in chunks)"},
+    {"subfolder", "CLARA_SUBFOLDER", "NAME",
+     "compression-16 or compression-128 (the Python server's); the model file\n"
+     "                               decides here: a different one is warned about"},
+    {"workers", "CLARA_WORKERS", "N",
+     "accepted; one process serves (--parallel requests run together)"},
+    {"reload", "CLARA_RELOAD", NULL, "accepted; a compiled server does not reload itself"},
+    {NULL, "CLARA_DEVICE_ID", "N", "accepted; the engine runs on the CPU"},
+    {NULL, "CLARA_RATE_LIMIT", "N",
+     "accepted, not enforced (nor was it by the Python server);\n"
+     "                               see --max-conns-per-client"},
+    {NULL, "CLARA_BATCH_SIZE", "N", "accepted; requests are batched by --parallel"},
+};
+
+/* Variables read elsewhere in this project (the engine, the tools, the tests) and ones planned:
+ * not warned about. */
+static const char *const g_known_env[] = {
+    "CLARA_CACHE", /* the Python server's README name of CLARA_CACHE_DIR */
+    "CLARA_ISA",          "CLARA_GPU_LAYERS",       "CLARA_UI",
+    "CLARA_PREFIX_CACHE", "CLARA_TEST_PG",          "CLARA_TEST_PG2",
+    "CLARA_BENCH_ARGS",   "CLARA_DURABILITY_KILLS", "CLARA_DURABILITY_SEED",
 };
 
 static void usage(FILE *out) {
     fprintf(out, "usage: clara-server [options]   (also: clara serve [options])\n\n");
     for (int i = 0; i < O_COUNT; i++) {
         char left[64];
-        snprintf(left, sizeof left, "--%s %s", g_opts[i].flag, g_opts[i].arg);
+        if (!g_opts[i].flag) continue;
+        snprintf(left, sizeof left, "--%s %s", g_opts[i].flag, g_opts[i].arg ? g_opts[i].arg : "");
         fprintf(out, "  %-26s %s\n  %-26s   env %s\n", left, g_opts[i].help, "", g_opts[i].env);
     }
+    fprintf(out, "\nvariables without a flag:\n");
+    for (int i = 0; i < O_COUNT; i++)
+        if (!g_opts[i].flag) fprintf(out, "  %-26s %s\n", g_opts[i].env, g_opts[i].help);
+    fprintf(out, "  %-26s the same as CLARA_CACHE_DIR\n", "CLARA_CACHE");
+    fprintf(out, "\nA .env file in the working directory may set the variables (CLARA_PORT=9000,\n"
+                 "comments, quotes and `export ` as python-dotenv reads them); the environment\n"
+                 "and the command line win over it.\n\n");
     fprintf(out, "  %-26s this help\n  %-26s print the version\n", "--help", "--version");
 }
 
@@ -208,19 +247,73 @@ static int check_backend(const char *b, const char *src) {
     return -1;
 }
 
-/* Collects the raw value of every option: environment first, then the command line. */
+/* name's value: the environment's (an empty variable counts as unset), else the .env file's. */
+static void env_value(const char *name, const char **val, const char **src) {
+    const char *v = getenv(name);
+    *src = name;
+    if (v && *v) {
+        *val = v;
+        return;
+    }
+    v = srv_dotenv_get(name);
+    *val = v && *v ? v : NULL;
+    if (*val) *src = ".env";
+}
+
+static bool known_env(const char *name) {
+    for (int i = 0; i < O_COUNT; i++)
+        if (strcasecmp(name, g_opts[i].env) == 0) return true;
+    for (size_t i = 0; i < sizeof g_known_env / sizeof g_known_env[0]; i++)
+        if (strcasecmp(name, g_known_env[i]) == 0) return true;
+    return false;
+}
+
+/* A CLARA_* variable that nothing reads is most likely a typo or a setting this server does not
+ * have: say so rather than ignore it silently. */
+static void warn_unknown_env(void) {
+    extern char **environ;
+    for (char **e = environ; e && *e; e++) {
+        size_t n = strcspn(*e, "=");
+        if (n < 6 || n > 64 || strncmp(*e, "CLARA_", 6) != 0) continue;
+        char name[65];
+        memcpy(name, *e, n);
+        name[n] = '\0';
+        if (!known_env(name)) {
+            char shown[200];
+            srv_log_escape(shown, sizeof shown, name);
+            fprintf(stderr,
+                    "clara-server: warning: unknown variable %s in the environment is "
+                    "ignored (clara-server --help lists the variables)\n",
+                    shown);
+        }
+    }
+    for (size_t i = 0; i < srv_dotenv_count(); i++) {
+        const char *k = srv_dotenv_key(i);
+        if (strncmp(k, "CLARA_", 6) != 0 || known_env(k)) continue;
+        char shown[200];
+        srv_log_escape(shown, sizeof shown, k);
+        fprintf(stderr,
+                "clara-server: warning: unknown variable %s in .env is ignored "
+                "(clara-server --help lists the variables)\n",
+                shown);
+    }
+}
+
+/* Collects the raw value of every option: .env, then the environment, then the command line. */
 static int collect(int argc, char **argv, const char *val[O_COUNT], const char *src[O_COUNT],
                    char **api_key_arg) {
     struct option lo[O_COUNT + 3];
+    int nl = 0;
     for (int i = 0; i < O_COUNT; i++) {
-        val[i] = getenv(g_opts[i].env);
-        if (val[i] && !*val[i]) val[i] = NULL; /* an empty variable counts as unset */
-        src[i] = g_opts[i].env;
-        lo[i] = (struct option){g_opts[i].flag, required_argument, 0, i};
+        env_value(g_opts[i].env, &val[i], &src[i]);
+        if (i == O_CACHE_DIR && !val[i]) env_value("CLARA_CACHE", &val[i], &src[i]);
+        if (g_opts[i].flag)
+            lo[nl++] = (struct option){g_opts[i].flag,
+                                       g_opts[i].arg ? required_argument : no_argument, 0, i};
     }
-    lo[O_COUNT] = (struct option){"help", no_argument, 0, 'h'};
-    lo[O_COUNT + 1] = (struct option){"version", no_argument, 0, 'V'};
-    lo[O_COUNT + 2] = (struct option){0, 0, 0, 0};
+    lo[nl++] = (struct option){"help", no_argument, 0, 'h'};
+    lo[nl++] = (struct option){"version", no_argument, 0, 'V'};
+    lo[nl] = (struct option){0, 0, 0, 0};
     int ch;
     optind = 1;
     opterr = 1;
@@ -237,7 +330,7 @@ static int collect(int argc, char **argv, const char *val[O_COUNT], const char *
             usage(stderr);
             return 2;
         }
-        val[ch] = optarg;
+        val[ch] = g_opts[ch].arg ? optarg : "1";
         src[ch] = g_opts[ch].flag;
         if (ch == O_API_KEY) *api_key_arg = optarg;
     }
@@ -317,6 +410,78 @@ static int apply_store(srv_config *c, const char *val[O_COUNT], const char *src[
         fprintf(stderr, "clara-server: error: no --db given and neither XDG_DATA_HOME nor HOME "
                         "is set: pass --db FILE (or --db none)\n");
         return -1;
+    }
+    return 0;
+}
+
+/* pydantic's reading of a bool setting (CLARA_RELOAD). -1 when it is none of its words. */
+static int parse_bool(const char *s) {
+    static const char *const yes[] = {"1", "true", "yes", "on", "t", "y"};
+    static const char *const no[] = {"0", "false", "no", "off", "f", "n"};
+    for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) {
+        if (strcasecmp(s, yes[i]) == 0) return 1;
+        if (strcasecmp(s, no[i]) == 0) return 0;
+    }
+    return -1;
+}
+
+/* The Python server's settings that change nothing here: checked as it checked them, then a note
+ * where the value asks for something this server does differently. */
+static int apply_compat(srv_config *c, const char *val[O_COUNT], const char *src[O_COUNT]) {
+    long v;
+    if (val[O_SUBFOLDER]) {
+        if (strcmp(val[O_SUBFOLDER], "compression-16") &&
+            strcmp(val[O_SUBFOLDER], "compression-128")) {
+            fprintf(stderr,
+                    "clara-server: error: subfolder (%s) must be compression-16 or "
+                    "compression-128, not '%s'\n",
+                    src[O_SUBFOLDER], val[O_SUBFOLDER]);
+            return -1;
+        }
+        c->subfolder = strdup(val[O_SUBFOLDER]);
+    }
+    if (val[O_WORKERS]) {
+        if (parse_long("workers", src[O_WORKERS], val[O_WORKERS], 1, 1024, &v)) return -1;
+        if (v > 1)
+            fprintf(stderr,
+                    "clara-server: note: workers %ld (%s): one process serves here; up to "
+                    "--parallel requests run together\n",
+                    v, src[O_WORKERS]);
+    }
+    if (val[O_RELOAD]) {
+        int b = parse_bool(val[O_RELOAD]);
+        if (b < 0) {
+            fprintf(stderr, "clara-server: error: reload (%s) must be true or false, not '%s'\n",
+                    src[O_RELOAD], val[O_RELOAD]);
+            return -1;
+        }
+        if (b)
+            fprintf(stderr,
+                    "clara-server: note: reload (%s): a compiled server does not reload "
+                    "itself; restart it after a change\n",
+                    src[O_RELOAD]);
+    }
+    if (val[O_DEVICE_ID]) {
+        if (parse_long("device id", src[O_DEVICE_ID], val[O_DEVICE_ID], 0, INT_MAX, &v)) return -1;
+        fprintf(stderr, "clara-server: note: %s is ignored: the engine runs on the CPU\n",
+                src[O_DEVICE_ID]);
+    }
+    if (val[O_RATE_LIMIT]) {
+        if (parse_long("rate limit", src[O_RATE_LIMIT], val[O_RATE_LIMIT], 0, INT_MAX, &v))
+            return -1;
+        fprintf(stderr,
+                "clara-server: note: %s is not enforced (nor was it by the Python "
+                "server); --max-conns-per-client bounds each client's connections\n",
+                src[O_RATE_LIMIT]);
+    }
+    if (val[O_BATCH_SIZE]) {
+        if (parse_long("batch size", src[O_BATCH_SIZE], val[O_BATCH_SIZE], 1, INT_MAX, &v))
+            return -1;
+        if (v > 1)
+            fprintf(stderr,
+                    "clara-server: note: %s: requests are batched as they queue up, "
+                    "up to --parallel at once\n",
+                    src[O_BATCH_SIZE]);
     }
     return 0;
 }
@@ -407,11 +572,19 @@ int srv_config_load(srv_config *c, int argc, char **argv) {
     c->max_conns_per_client = 32;
     const char *val[O_COUNT], *src[O_COUNT];
     char *key_arg = NULL;
+    if (srv_dotenv_load(".env") != 0) return 2;
     int rc = collect(argc, argv, val, src, &key_arg);
-    if (rc != 0) return rc;
+    if (rc != 0) {
+        srv_dotenv_free();
+        return rc;
+    }
+    warn_unknown_env();
     const char *env_key = getenv("CLARA_API_KEY");
+    if (!env_key) env_key = srv_dotenv_get("CLARA_API_KEY");
     if (!val[O_API_KEY] && env_key && !*env_key) c->api_key_empty = true;
-    if (apply_numbers(c, val, src) != 0 || apply_strings(c, val, src) != 0) return 2;
+    rc = apply_numbers(c, val, src) || apply_compat(c, val, src) || apply_strings(c, val, src);
+    srv_dotenv_free(); /* every value is copied or parsed by now */
+    if (rc) return 2;
     /* Other local users can read a process's arguments (ps, /proc/PID/cmdline): blank the key
      * there now that it is copied (a window remains from exec to here: prefer the key file). */
     if (key_arg) memset(key_arg, 'x', strlen(key_arg));
@@ -425,6 +598,7 @@ void srv_config_free(srv_config *c) {
     free(c->api_key);
     free(c->cache_dir);
     free(c->db);
+    free(c->subfolder);
     for (char **p = c->cors; p && *p; p++) free(*p);
     free(c->cors);
     for (char **p = c->allowed_hosts; p && *p; p++) free(*p);

@@ -40,10 +40,17 @@ static const struct {
     const char *path, *method;
     srv_endpoint ep;
 } g_routes[] = {
-    {"/compress", "POST", SRV_EP_COMPRESS},   {"/v1/compress", "POST", SRV_EP_V1_COMPRESS},
-    {"/v1/answer", "POST", SRV_EP_V1_ANSWER}, {"/v1/retrieve", "POST", SRV_EP_V1_RETRIEVE},
-    {"/health", "GET", SRV_EP_HEALTH},        {"/status", "GET", SRV_EP_STATUS},
-    {"/metrics", "GET", SRV_EP_METRICS},      {"/openapi.json", "GET", SRV_EP_OPENAPI},
+    {"/compress", "POST", SRV_EP_COMPRESS},
+    {"/v1/compress", "POST", SRV_EP_V1_COMPRESS},
+    {"/v1/answer", "POST", SRV_EP_V1_ANSWER},
+    {"/v1/retrieve", "POST", SRV_EP_V1_RETRIEVE},
+    {"/health", "GET", SRV_EP_HEALTH},
+    {"/status", "GET", SRV_EP_STATUS},
+    {"/metrics", "GET", SRV_EP_METRICS},
+    {"/openapi.json", "GET", SRV_EP_OPENAPI},
+    /* the API description as a page, and the root that leads there (the Python server's) */
+    {"/docs", "GET", SRV_EP_OPENAPI},
+    {"/", "GET", SRV_EP_OPENAPI},
 };
 #define N_ROUTES (sizeof g_routes / sizeof g_routes[0])
 
@@ -76,6 +83,8 @@ static enum MHD_Result send_reply(srv_server *s, struct MHD_Connection *c, conn_
         snprintf(cx->note, sizeof cx->note, "%s", r->note);
         return MHD_NO;
     }
+    /* /compress errors carry FastAPI's "detail" too, whichever layer refused the request */
+    if (cx->ep == SRV_EP_COMPRESS && r->status >= 400) srv_compress_error_detail(r);
     const char *body = r->body ? r->body : "";
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(strlen(body), r->body ? (void *)r->body : (void *)"",
@@ -92,6 +101,7 @@ static enum MHD_Result send_reply(srv_server *s, struct MHD_Connection *c, conn_
         MHD_add_response_header(resp, "Retry-After", ra);
     }
     if (allow) MHD_add_response_header(resp, "Allow", allow);
+    if (r->location) MHD_add_response_header(resp, "Location", r->location);
     /* an answer before the body is read: the rest of it will not be parsed as a next request */
     if (early) MHD_add_response_header(resp, "Connection", "close");
     add_cors(s, c, resp);

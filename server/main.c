@@ -85,6 +85,20 @@ static void banner(srv_server *s, int port) {
     fflush(stderr);
 }
 
+/* --subfolder chose a checkpoint in the Python server; here the model file is the checkpoint, and
+ * a different compression asked for is most likely the wrong file. */
+static void warn_subfolder(const srv_server *s) {
+    const srv_model_info *m = &s->info;
+    if (!s->cfg.subfolder || !m->n_mem) return;
+    char have[48];
+    snprintf(have, sizeof have, "compression-%u", m->doc_max_length / m->n_mem);
+    if (strcmp(have, s->cfg.subfolder) != 0)
+        fprintf(stderr,
+                "clara-server: WARNING: subfolder %s was asked for, but the model file is %s "
+                "(%u memory vectors per %u-token document); serving the model file\n",
+                s->cfg.subfolder, have, m->n_mem, m->doc_max_length);
+}
+
 /* Seconds the answers of cancelled requests get to go out before the HTTP threads stop (they
  * are written as soon as the scheduler lets go of the tasks, within milliseconds). */
 #define SHUTDOWN_REPLY_S 0.5
@@ -149,6 +163,7 @@ int srv_main(int argc, char **argv) {
         srv_config_free(&s->cfg);
         return 1;
     }
+    warn_subfolder(s);
     if (srv_store_open(s) != 0) {
         srv_config_free(&s->cfg);
         return 1;
@@ -158,6 +173,7 @@ int srv_main(int argc, char **argv) {
     s->state.unload_at = -1;
     memcpy(s->state.fingerprint, s->info.fingerprint, sizeof s->state.fingerprint);
     s->started_at = srv_now();
+    s->keep_alive_now = s->cfg.keep_alive;
     atomic_init(&s->inflight, 0);
     atomic_init(&s->draining, false);
 

@@ -294,6 +294,12 @@ static int get_chunking(srv_server *s, srv_task *t, srv_reply *r) {
     return 0;
 }
 
+/* How many documents /v1/retrieve was asked to pick: top_k, else the model's generation_top_k. */
+static uint32_t retrieve_top_k(const srv_server *s, const srv_task *t) {
+    cJSON *k = cJSON_GetObjectItemCaseSensitive(t->root, "top_k");
+    return cJSON_IsNumber(k) ? (uint32_t)k->valuedouble : s->info.generation_top_k;
+}
+
 static int build_task(srv_server *s, srv_task *t, srv_reply *r) {
     if (get_common(s, t, r) || get_chunking(s, t, r)) return -1;
     switch (t->ep) {
@@ -324,7 +330,10 @@ static int build_task(srv_server *s, srv_task *t, srv_reply *r) {
         int rc = get_int(t->root, "top_k", 1, SRV_MAX_MEMORIES, &k, r);
         if (rc < 0) return -1;
         t->top_k = rc ? (uint32_t)k : 0;
-        return get_query(t, r) || get_docs_or_vectors(t, &s->info, true, r) ? -1 : 0;
+        if (get_query(t, r) || get_docs_or_vectors(t, &s->info, true, r)) return -1;
+        /* fewer documents than the model picks: all of them are used (the reply says so) */
+        if (retrieve_top_k(s, t) > t->n_docs) t->top_k = (uint32_t)t->n_docs;
+        return 0;
     }
     default:
         return -1;
@@ -422,9 +431,22 @@ static cJSON *vectors_json(const srv_task *t) {
     return v;
 }
 
-static void success_reply(const srv_task *t, double latency_ms, srv_reply *r) {
+/* /v1/retrieve: how many documents were picked; a note when fewer were given than asked for. */
+static void add_top_k_used(cJSON *j, const srv_server *s, const srv_task *t) {
+    cJSON_AddNumberToObject(j, "top_k_used", (double)t->gen.k);
+    uint32_t asked = retrieve_top_k(s, t);
+    if (t->gen.k >= asked) return;
+    char note[160];
+    snprintf(note, sizeof note,
+             "top_k is %u but only %zu documents were given: all of them were used", asked,
+             t->n_docs);
+    cJSON_AddStringToObject(j, "note", note);
+}
+
+static void success_reply(const srv_server *s, const srv_task *t, double latency_ms, srv_reply *r) {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddBoolToObject(j, "success", 1);
+    if (t->ep == SRV_EP_COMPRESS) cJSON_AddNullToObject(j, "error"); /* as the Python server */
     if (t->ep == SRV_EP_V1_COMPRESS) {
         cJSON *v = vectors_json(t);
         if (!v) {
@@ -454,6 +476,7 @@ static void success_reply(const srv_task *t, double latency_ms, srv_reply *r) {
         cJSON *sc = cJSON_AddArrayToObject(j, "scores");
         for (size_t i = 0; i < t->gen.n_scores; i++)
             cJSON_AddItemToArray(sc, cJSON_CreateNumber(t->gen.scores[i]));
+        add_top_k_used(j, s, t);
     }
     add_timings(j, t);
     r->status = 200;
@@ -577,6 +600,52 @@ int srv_run_task(srv_server *s, srv_task *t, bool (*alive)(void *), void *arg, s
     return why == 0 && t->status == 200 ? 0 : -1;
 }
 
+/* A failure of the model itself (it cannot load, changed under the pass, the engine failed), not
+ * of the request or of the server's capacity. */
+static bool model_failure(const srv_task *t) {
+    static const char *const types[] = {"model_unavailable", "model_changed", "engine_error",
+                                        "out_of_memory"};
+    for (size_t i = 0; t->error_type && i < sizeof types / sizeof types[0]; i++)
+        if (strcmp(t->error_type, types[i]) == 0) return true;
+    return false;
+}
+
+/* The Python server answers a model failure on /compress with 200 {success: false, error} and
+ * the counts at zero (ClaraModel.compress catches it); ours keeps error_type beside. */
+static void compress_failure_reply(const srv_task *t, double latency_ms, srv_reply *r) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddBoolToObject(j, "success", 0);
+    cJSON_AddNullToObject(j, "answer");
+    cJSON_AddStringToObject(j, "error", t->error);
+    cJSON_AddStringToObject(j, "error_type", t->error_type);
+    cJSON_AddNumberToObject(j, "original_tokens", 0);
+    cJSON_AddNumberToObject(j, "compressed_tokens", 0);
+    cJSON_AddNumberToObject(j, "compression_ratio", 0);
+    cJSON_AddNumberToObject(j, "latency_ms", round_to(latency_ms, 0.1));
+    free(r->body);
+    r->body = NULL;
+    r->retry_after = 0;
+    srv_reply_json(r, 200, j);
+    snprintf(r->note, sizeof r->note, "%.*s", (int)sizeof r->note - 1, t->error);
+}
+
+/* Parses and validates the body into t: /compress first as FastAPI and pydantic would. */
+static int parse_model_request(srv_server *s, srv_task *t, const char *body, size_t len, double t0,
+                               bool (*alive)(void *), void *arg, srv_reply *r) {
+    if (t->ep != SRV_EP_COMPRESS) return parse_task(s, t, body, len, t0, alive, arg, r);
+    if (srv_compress_precheck(body, len, r) != 0) return -1;
+    if (srv_parse_body(s, body, len, t0, alive, arg, &t->root, r) != 0) return -1;
+    if (srv_compress_validate(t->root, r) != 0) return -1;
+    return build_task(s, t, r) == 0 ? 0 : -1;
+}
+
+/* /status reports the keep_alive the last request left in force, as the Python server does. */
+static void note_keep_alive(srv_server *s, const srv_task *t) {
+    pthread_mutex_lock(&s->state.mu);
+    s->keep_alive_now = t->has_keep_alive ? t->keep_alive : s->cfg.keep_alive;
+    pthread_mutex_unlock(&s->state.mu);
+}
+
 static void run_model_request(srv_server *s, srv_endpoint ep, const char *body, size_t len,
                               bool (*alive)(void *), void *arg, srv_reply *r) {
     double t0 = srv_mono();
@@ -585,14 +654,22 @@ static void run_model_request(srv_server *s, srv_endpoint ep, const char *body, 
         srv_reply_error(r, 500, "out_of_memory", "out of memory");
         return;
     }
-    if (parse_task(s, t, body, len, t0, alive, arg, r) != 0) {
+    if (parse_model_request(s, t, body, len, t0, alive, arg, r) != 0) {
         finish_task(t, len);
         return;
     }
     int rc = srv_run_task(s, t, alive, arg, r);
-    if (rc == 0) success_reply(t, (srv_mono() - t0) * 1e3, r);
+    double ms = (srv_mono() - t0) * 1e3;
     /* refused before queueing (shutting down, queue full) is not counted as served or failed */
-    if (rc != -2) srv_count_request(s, r->status == 200, (srv_mono() - t0) * 1e3);
+    if (rc != -2) {
+        note_keep_alive(s, t);
+        srv_count_request(s, rc == 0, ms);
+    }
+    if (rc == 0)
+        success_reply(s, t, ms, r);
+    else if (ep == SRV_EP_COMPRESS && r->status != 499 && r->status != 504 && model_failure(t))
+        compress_failure_reply(t, ms,
+                               r); /* (not left nor timed out: the task's fields are final) */
     finish_task(t, len);
 }
 
@@ -616,8 +693,35 @@ static void health(srv_server *s, srv_reply *r) {
     r->body = print_json(j);
 }
 
+/* An ISO-8601 UTC time as the Python server writes it, or null for none. */
 static cJSON *time_or_null(double t) {
-    return t > 0 ? cJSON_CreateNumber(round_to(t, 0.001)) : cJSON_CreateNull();
+    char iso[48];
+    if (t <= 0) return cJSON_CreateNull();
+    srv_iso8601(t, iso, sizeof iso);
+    return cJSON_CreateString(iso);
+}
+
+/* The Python server's subfolder names the checkpoint's compression: compression-16 keeps 16
+ * memory vectors of a 256-token document, compression-128 keeps 2. */
+static cJSON *subfolder(const srv_model_info *m) {
+    char name[48] = "";
+    if (m->n_mem && m->doc_max_length % m->n_mem == 0)
+        snprintf(name, sizeof name, "compression-%u", m->doc_max_length / m->n_mem);
+    return cJSON_CreateString(name);
+}
+
+static cJSON *string_if(bool cond, const char *s) {
+    return cond ? cJSON_CreateString(s) : cJSON_CreateNull();
+}
+
+/* When the model goes: will_unload_at and seconds_until_unload (whole seconds), null when it is
+ * not loaded or never unloads. */
+static void add_unload(cJSON *j, const srv_state *st, double now) {
+    bool will = st->loaded && st->unload_at >= 0;
+    cJSON_AddItemToObject(j, "will_unload_at", time_or_null(will ? st->unload_at : 0));
+    cJSON_AddItemToObject(j, "seconds_until_unload",
+                          will ? cJSON_CreateNumber(floor(fmax(0, st->unload_at - now)))
+                               : cJSON_CreateNull());
 }
 
 /* The memory store: where, and its cache's figures (null without a store). */
@@ -649,35 +753,33 @@ static void status(srv_server *s, srv_reply *r) {
     srv_state st;
     pthread_mutex_lock(&s->state.mu);
     memcpy(&st, &s->state, sizeof st); /* a snapshot; its mutex copy is never used */
+    int keep_alive = s->keep_alive_now;
     pthread_mutex_unlock(&s->state.mu);
     double now = srv_now();
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "model", s->cfg.model);
     cJSON_AddStringToObject(j, "model_name", s->info.name);
-    cJSON_AddStringToObject(j, "subfolder", "");
+    cJSON_AddItemToObject(j, "subfolder", subfolder(&s->info));
     cJSON_AddBoolToObject(j, "demo", s->cfg.demo);
     cJSON_AddBoolToObject(j, "initialized", st.loaded);
     cJSON_AddBoolToObject(j, "loading", st.loading);
     if (st.load_failed) cJSON_AddStringToObject(j, "load_error", st.load_error);
-    cJSON_AddStringToObject(j, "backend", "cpu");
-    cJSON_AddStringToObject(j, "device", "cpu");
-    cJSON_AddStringToObject(j, "dtype", s->info.type);
+    /* what runs the model, null while none does (the Python server's backend info) */
+    cJSON_AddItemToObject(j, "backend", string_if(st.loaded, "cpu"));
+    cJSON_AddItemToObject(j, "device", string_if(st.loaded, "cpu"));
+    cJSON_AddItemToObject(j, "dtype", string_if(st.loaded, s->info.type));
     cJSON_AddItemToObject(j, "load_time_seconds",
-                          st.loads ? cJSON_CreateNumber(round_to(st.load_time_s, 0.001))
-                                   : cJSON_CreateNull());
+                          st.loaded ? cJSON_CreateNumber(round_to(st.load_time_s, 0.001))
+                                    : cJSON_CreateNull());
     cJSON_AddNumberToObject(j, "requests_served", (double)st.requests_served);
     cJSON_AddNumberToObject(j, "errors", (double)st.errors);
     cJSON_AddNumberToObject(
         j, "avg_latency_ms",
         st.requests_served ? round_to(st.latency_sum_ms / (double)st.requests_served, 0.01) : 0);
     cJSON_AddNumberToObject(j, "uptime_seconds", floor(now - s->started_at));
-    cJSON_AddNumberToObject(j, "keep_alive_seconds", s->cfg.keep_alive);
+    cJSON_AddNumberToObject(j, "keep_alive_seconds", keep_alive);
     cJSON_AddItemToObject(j, "last_activity", time_or_null(st.last_activity));
-    bool will = st.loaded && st.unload_at >= 0;
-    cJSON_AddItemToObject(j, "will_unload_at", time_or_null(will ? st.unload_at : 0));
-    cJSON_AddItemToObject(j, "seconds_until_unload",
-                          will ? cJSON_CreateNumber(round_to(fmax(0, st.unload_at - now), 0.001))
-                               : cJSON_CreateNull());
+    add_unload(j, &st, now);
     cJSON_AddNumberToObject(j, "threads",
                             s->cfg.threads > 0 ? s->cfg.threads : clara_physical_cores());
     cJSON_AddStringToObject(j, "isa", srv_isa());
@@ -705,6 +807,21 @@ void srv_reply_json(srv_reply *r, int status, cJSON *j) {
     if (!r->body) srv_reply_error(r, 500, "out_of_memory", "out of memory");
 }
 
+/* /openapi.json, its readable page /docs, and / which leads there (as FastAPI's root did). */
+static void api_description(const char *path, srv_reply *r) {
+    r->status = 200;
+    if (strcmp(path, "/") == 0) {
+        r->status = 307;
+        r->location = "/docs";
+        r->body = strdup("");
+    } else if (strcmp(path, "/docs") == 0) {
+        r->content_type = "text/html; charset=utf-8";
+        r->body = srv_docs_html();
+    } else {
+        r->body = strdup(srv_openapi_json);
+    }
+}
+
 void srv_route(srv_server *s, srv_endpoint ep, const srv_target *target, const char *body,
                size_t len, bool (*alive)(void *), void *alive_arg, srv_reply *r) {
     r->content_type = "application/json";
@@ -721,8 +838,7 @@ void srv_route(srv_server *s, srv_endpoint ep, const srv_target *target, const c
         r->body = srv_metrics_render(&s->queue, &s->state);
         break;
     case SRV_EP_OPENAPI:
-        r->status = 200;
-        r->body = strdup(srv_openapi_json);
+        api_description(target->path, r);
         break;
     case SRV_EP_COMPRESS:
     case SRV_EP_V1_COMPRESS:

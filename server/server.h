@@ -66,12 +66,22 @@ typedef struct {
     size_t vector_cache;      /* bytes of the store's in-memory vector cache */
     bool vectors_f32;         /* store vectors as f32 (default f16) */
     bool compress_cut;        /* /compress cuts long memories as the reference does */
+    char *subfolder; /* --subfolder as given (the Python server's compression choice), or NULL */
 } srv_config;
 
 /* Fills cfg from CLARA_* variables then argv. Returns 0 to serve, 1 after printing help/version,
  * 2 on a usage or configuration error (message printed). */
 int srv_config_load(srv_config *cfg, int argc, char **argv);
 void srv_config_free(srv_config *cfg);
+
+/* The .env file (dotenv.c), read as python-dotenv reads it. Loads path (absent: nothing); returns
+ * 0, or -1 on an error (printed). */
+int srv_dotenv_load(const char *path);
+/* The value the file gives name (matched without regard to case), or NULL. */
+const char *srv_dotenv_get(const char *name);
+size_t srv_dotenv_count(void);
+const char *srv_dotenv_key(size_t i); /* upper-cased */
+void srv_dotenv_free(void);
 
 /* ---- tasks and the queue (queue.c) ----------------------------------------------------------- */
 
@@ -228,9 +238,10 @@ typedef struct {
     int status;
     char *body; /* malloc'd */
     const char *content_type;
-    int retry_after; /* > 0: add Retry-After */
-    uint64_t tokens; /* for the log line */
-    char note[200];  /* an error's message, for the log line */
+    int retry_after;      /* > 0: add Retry-After */
+    uint64_t tokens;      /* for the log line */
+    char note[200];       /* an error's message, for the log line */
+    const char *location; /* a redirect's Location header (static), or NULL */
 } srv_reply;
 
 typedef struct srv_server srv_server;
@@ -261,6 +272,7 @@ struct srv_server {
     double started_at;
     atomic_int inflight;
     atomic_bool draining;
+    int keep_alive_now; /* the last request's keep_alive, else cfg.keep_alive (under state.mu) */
 };
 
 /* ---- the memory store's endpoints (memory.c, memory_query.c) ----------------------------------
@@ -285,6 +297,24 @@ int srv_parse_body(srv_server *s, const char *body, size_t len, double t0, bool 
 int srv_run_task(srv_server *s, srv_task *t, bool (*alive)(void *), void *arg, srv_reply *r);
 void srv_reply_json(srv_reply *r, int status, cJSON *j);
 void srv_count_request(srv_server *s, bool ok, double ms);
+
+/* ---- the Python server's /compress contract, FastAPI's error shapes (compat.c) ------------------
+ */
+
+/* What FastAPI answers before validating a /compress body: 422 "missing" for an empty body or
+ * JSON null, 400 for bytes that are not UTF-8, 422 "json_invalid" (located as Python's json module
+ * locates it) for malformed JSON, 422 "model_attributes_type" for a value that is not an object.
+ * Returns 0 to go on (the body is a JSON object), -1 after filling *r. */
+int srv_compress_precheck(const char *body, size_t len, srv_reply *r);
+/* Validates root as pydantic validates the Python server's CompressRequest (every error, lax
+ * integers: "256", 256.0 and true are integers there) and rewrites those integers as numbers.
+ * Returns 0, or -1 after filling *r with a 422 whose detail lists the errors. */
+int srv_compress_validate(cJSON *root, srv_reply *r);
+/* Gives a /compress error reply the FastAPI "detail" beside our fields: the error list of a 422
+ * that has none yet, otherwise HTTPException's string. */
+void srv_compress_error_detail(srv_reply *r);
+/* GET /docs: the embedded OpenAPI description as a self-contained HTML page (malloc'd). */
+char *srv_docs_html(void);
 
 /* ---- HTTP (http.c) --------------------------------------------------------------------------- */
 
@@ -321,6 +351,9 @@ void srv_memory_init(void);
 /* Returns the heaps' free pages to the kernel (after a large request: its tree's small blocks). */
 void srv_memory_trim(void);
 const char *srv_isa(void);
+/* t (wall clock seconds) as Python's datetime.fromtimestamp(t, timezone.utc).isoformat() writes
+ * it: "2024-01-15T10:30:00.250000+00:00", the fraction left out when it is zero. */
+void srv_iso8601(double t, char *buf, size_t cap);
 
 extern const char srv_openapi_json[];
 

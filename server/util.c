@@ -1,6 +1,8 @@
 /* util.c - small helpers for the server: clocks, strict UTF-8 validation, constant-time string
- * comparison, base64, resident memory and handing freed memory back, the CPU feature level. */
+ * comparison, base64, resident memory and handing freed memory back, the CPU feature level,
+ * timestamps as the Python server wrote them. */
 #include <stdio.h> /* first: defines __GLIBC__ */
+#include <math.h>
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
@@ -100,4 +102,18 @@ void srv_memory_trim(void) {
 /* The kernel level the engine runs (cpuid at start, or CLARA_ISA): ref, avx2 or avx512. */
 const char *srv_isa(void) {
     return clara_isa_name(clara_isa_active());
+}
+
+void srv_iso8601(double t, char *buf, size_t cap) {
+    /* microseconds rounded to nearest, as Python rounds a timestamp */
+    long long us_total = llround(t * 1e6);
+    time_t secs = (time_t)(us_total / 1000000);
+    long us = (long)(us_total % 1000000);
+    if (us < 0) us += 1000000, secs--;
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    char frac[16] = "";
+    if (us) snprintf(frac, sizeof frac, ".%06ld", us);
+    snprintf(buf, cap, "%04d-%02d-%02dT%02d:%02d:%02d%s+00:00", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
 }

@@ -25,7 +25,7 @@ _servers = []
 
 
 class Server:
-    def __init__(self, *args, env=None, threads=2):
+    def __init__(self, *args, env=None, threads=2, cwd=None):
         self.log = os.path.join(TMP, "server-%d.log" % len(_servers))
         e = {k: v for k, v in os.environ.items() if not k.startswith("CLARA_")}
         # ThreadSanitizer sleeps 1 s at exit by default (to catch races in atexit handlers),
@@ -34,9 +34,9 @@ class Server:
         # the default memory store lives under XDG_DATA_HOME: one per server, never the user's
         e["XDG_DATA_HOME"] = os.path.join(TMP, "data-%d" % len(_servers))
         e.update(env or {})
-        self.proc = subprocess.Popen([SERVER, "--port", "0", "--threads", str(threads)] +
+        self.proc = subprocess.Popen([os.path.abspath(SERVER), "--port", "0", "--threads", str(threads)] +
                                      list(args), stdout=subprocess.DEVNULL,
-                                     stderr=open(self.log, "w"), env=e)
+                                     stderr=open(self.log, "w"), env=e, cwd=cwd)
         _servers.append(self)
         self.port = None
         deadline = time.time() + 30

@@ -240,7 +240,9 @@ def malformed_cases():
                 b'{"memories": ["\\ud800"], "query": "q"}', b'{"memories": ["\\udc00x"], "query": "q"}',
                 b'{"memories": ["a"], "query": "q", }', b'{"memories": ["a"], "query": "q", '
                 b'"max_new_tokens": NaN}', b'{"memories": ["a"], "query": "q"\x00}']
-    cases = [(P, C, b, {}, 400, "invalid_json") for b in bad_json]
+    # /compress answers malformed JSON as FastAPI does: 422 (the detail is test_dropin.py's)
+    cases = [(P, C, b, {}, 422, "invalid_json") for b in bad_json]
+    cases += [(P, A, b, {}, 400, "invalid_json") for b in bad_json]
     bad_utf8 = [b"\xff", b"\xc0\xaf", b"\xed\xa0\x80", b"\xe2\x82", b"\xf4\x90\x80\x80", b"\x80",
                 b"\xf8\x88\x80\x80\x80", b"\xc2"]
     cases += [(P, C, b'{"memories": ["ok' + u + b'"], "query": "q"}', {}, 400, "invalid_utf8")
@@ -250,8 +252,8 @@ def malformed_cases():
     wrong = [[], "string", 5, {"memories": "a", "query": "q"}, {"memories": [1, 2], "query": "q"},
              {"memories": [None], "query": "q"}, {"memories": {}, "query": "q"},
              {"memories": ["a"], "query": 5}, {"memories": ["a"], "query": None},
-             {"memories": ["a"], "query": ["q"]}, dict(M1, max_new_tokens="5"),
-             dict(M1, max_new_tokens=5.5), dict(M1, max_new_tokens=True),
+             {"memories": ["a"], "query": ["q"]},
+             dict(M1, max_new_tokens=5.5), dict(M1, max_new_tokens=None),
              dict(M1, keep_alive="x"), dict(M1, keep_alive=1.5),
              {}, {"memories": ["a"]}, {"query": "q"},
              {"memories": [], "query": "q"}, {"memories": ["a"], "query": ""},
@@ -281,7 +283,7 @@ def malformed_cases():
               ("PATCH", "/status", M1, {}, 405, "method_not_allowed"),
               ("OPTIONS", C, None, {}, 405, "method_not_allowed")]
     cases += [("GET", p, None, {}, 404, "not_found") for p in
-              ["/", "/docs", "/v2/compress", "/COMPRESS", "/etc/passwd", "/compress%00"]]
+              ["/doc", "/docs/", "/v2/compress", "/COMPRESS", "/etc/passwd", "/compress%00"]]
     cases.append(("POST", "/compress/", M1, {}, 404, "not_found"))
     cases.append((P, C, M1, {"X-Big": "h" * (12 << 10)}, 431, "headers_too_large"))
     return cases
@@ -487,9 +489,15 @@ def test_model_load_failure():
     check(st == 200 and j["answer"] == SEQ.get(1), "served from a copy of the demo model")
     check(wait_for(lambda: not v.status()["initialized"], 2), "unloaded (keep-alive 0)")
     os.rename(path, path + ".away")
-    st, j, hd, _ = v.post("/compress", body(CASES[1]))
+    st, j, hd, _ = v.post("/v1/answer", {"documents": CASES[1][0], "query": CASES[1][1]})
     check(st == 503 and j["error_type"] == "model_unavailable" and hd.get("retry-after") == "1",
           "a model that cannot load -> 503 model_unavailable (%s %s)" % (st, j))
+    # /compress: 200 success:false, as the Python server answers a model that fails to load
+    st, j, hd, _ = v.post("/compress", body(CASES[1]))
+    check(st == 200 and j["success"] is False and j["answer"] is None and
+          j["error_type"] == "model_unavailable" and "cannot be loaded" in j["error"] and
+          j["original_tokens"] == 0, "/compress: a model that cannot load -> 200 success:false "
+          "(%s %s)" % (st, j))
     st, j, _, _ = v.get("/health")
     check(st == 503 and j["status"] == "error", "/health 503 after a failed load (%s)" % j)
     os.rename(path + ".away", path)
