@@ -377,6 +377,10 @@ static void add_timings(cJSON *j, const srv_task *t) {
     cJSON_AddNumberToObject(tm, "load_ms", round_to(t->load_ms, 0.01));
     cJSON_AddNumberToObject(tm, "compress_ms", round_to(t->compress_ms, 0.01));
     cJSON_AddNumberToObject(tm, "generate_ms", round_to(t->generate_ms, 0.01));
+    if (t->has_gen) { /* generate_ms in its two phases */
+        cJSON_AddNumberToObject(tm, "prefill_ms", round_to(t->gen.prefill_ms, 0.01));
+        cJSON_AddNumberToObject(tm, "decode_ms", round_to(t->gen.decode_ms, 0.01));
+    }
     cJSON_AddNumberToObject(tm, "batch_size", t->batch_size);
 }
 
