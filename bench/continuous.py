@@ -148,9 +148,12 @@ for _ in range(max(ROUNDS, 4)):
     for t in ts:
         t.join()
     g7 = statistics.median(g for _, tt, _ in res[:7] for g in gaps(tt))
-    t0, times, _ = res[7]
-    late.append(((times[0] - t0) - own) / g7)
-late_p95 = sorted(late)[min(len(late) - 1, int(0.95 * len(late)))]
+    t0, times, final = res[7]
+    tm = (final or {}).get("timings", {})
+    ran = (tm.get("compress_ms", 0) + tm.get("prefill_ms", 0)) / 1e3  # its phases, as they ran
+    late.append((((times[0] - t0) - own) / g7, ((times[0] - t0) - ran) / g7))
+late_p95 = sorted(x[0] for x in late)[min(len(late) - 1, int(0.95 * len(late)))]
+wait_p95 = sorted(x[1] for x in late)[min(len(late) - 1, int(0.95 * len(late)))]
 
 stall = []
 for _ in range(ROUNDS):
@@ -186,8 +189,10 @@ print("  one request alone: first token %.2f s, decode %.1f tok/s, step %.1f ms 
     own, one_tps, step1 * 1e3, ", ".join("%.1f" % a["tps"] for a in alone)))
 print("  8 concurrent: aggregate decode %.1f tok/s = %.2fx one alone (rounds: %s)" % (
     agg_tps, agg_tps / one_tps, ", ".join("%.1f" % x for x in agg)))
-print("  arriving while 7 decode: first token = own first token + %.2f steps (p95; rounds: %s)" % (
-    late_p95, ", ".join("%.2f" % x for x in late)))
+print("  arriving while 7 decode: first token = its first token alone + %.2f steps (p95; rounds: %s)" % (
+    late_p95, ", ".join("%.2f" % x[0] for x in late)))
+print("    = its own compression + prefill as they ran (the 7 stepping between their layers) + %.2f steps"
+      " (p95; rounds: %s)" % (wait_p95, ", ".join("%.2f" % x[1] for x in late)))
 for worst, med, span in stall:
     print("  16-document /v1/compress (%.1f s) mid-stream: longest token gap %.0f ms (median %.0f ms): +%.0f ms" % (
         span, worst * 1e3, med * 1e3, (worst - med) * 1e3))
