@@ -46,6 +46,7 @@ enum {
     O_VECTOR_CACHE,
     O_VECTOR_DTYPE,
     O_COMPRESS_CUT,
+    O_DOC_CACHE,
     O_COUNT
 };
 
@@ -94,6 +95,10 @@ static const struct {
     {"compress-cut", "CLARA_COMPRESS_CUT", "0|1",
      "/compress: 1 cuts memories longer than doc_max_length tokens as the\n"
      "                               reference does (default 0: read them in chunks)"},
+    {"doc-cache", "CLARA_DOC_CACHE", "MB",
+     "memory for the vectors of documents sent to /v1/chat/completions and\n"
+     "                               /v1/completions, reused when sent again (default 256; 0 = "
+     "off)"},
 };
 
 static void usage(FILE *out) {
@@ -288,6 +293,10 @@ static int apply_numbers(srv_config *c, const char *val[O_COUNT], const char *sr
             return -1;
         c->compress_cut = v == 1;
     }
+    if (val[O_DOC_CACHE]) {
+        if (parse_long("doc-cache", src[O_DOC_CACHE], val[O_DOC_CACHE], 0, 1L << 20, &v)) return -1;
+        c->doc_cache = (size_t)v << 20;
+    }
     if (val[O_KEEP_ALIVE] &&
         parse_duration("keep-alive", src[O_KEEP_ALIVE], val[O_KEEP_ALIVE], &c->keep_alive))
         return -1;
@@ -405,6 +414,7 @@ int srv_config_load(srv_config *c, int argc, char **argv) {
     c->read_timeout = 30;
     c->max_connections = 512;
     c->max_conns_per_client = 32;
+    c->doc_cache = (size_t)256 << 20;
     const char *val[O_COUNT], *src[O_COUNT];
     char *key_arg = NULL;
     int rc = collect(argc, argv, val, src, &key_arg);

@@ -507,6 +507,22 @@ static void set_params(srv_task *t, clara_gen_params *p) {
     p->top_k = t->top_k;
     p->cancelled = gen_cancelled;
     p->cancel_arg = t;
+    /* the OpenAI endpoints' options (openai.c); zero for the others, which keep the defaults */
+    if (t->chat) p->task = CLARA_TASK_CHAT;
+    p->turns = t->turns;
+    p->n_turns = t->n_turns;
+    p->system = t->system;
+    p->system_len = t->system_len;
+    p->temperature = t->temperature;
+    if (t->top_p > 0) p->top_p = t->top_p;
+    p->sample_top_k = t->sample_top_k;
+    p->seed = t->seed;
+    p->ignore_eos = t->ignore_eos;
+    if (t->stream) {
+        srv_stream_bind(t->stream, S.m);
+        p->on_token = srv_stream_on_token;
+        p->token_arg = t->stream;
+    }
 }
 
 /* Every generation task of the pass in one clara_generate_batch call: shared compression
