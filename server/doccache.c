@@ -11,7 +11,7 @@
 
 typedef struct entry {
     srv_doc_key key;
-    struct entry *chain;      /* next in the bucket */
+    struct entry *chain; /* next in the bucket */
     struct entry *newer, *older;
     size_t n_floats;
     float v[];
@@ -53,10 +53,14 @@ static entry *find(const srv_doc_key *k) {
 }
 
 static void unlink_lru(entry *e) {
-    if (e->newer) e->newer->older = e->older;
-    else C.newest = e->older;
-    if (e->older) e->older->newer = e->newer;
-    else C.oldest = e->newer;
+    if (e->newer)
+        e->newer->older = e->older;
+    else
+        C.newest = e->older;
+    if (e->older)
+        e->older->newer = e->newer;
+    else
+        C.oldest = e->newer;
     e->newer = e->older = NULL;
 }
 

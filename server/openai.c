@@ -100,9 +100,10 @@ static double ms2(double v) {
 /* Our figures: the context used, the seed (to replay a sampled answer), the phases' times. */
 static cJSON *clara_fields(const oai_req *q, const srv_task *t) {
     cJSON *c = cJSON_CreateObject();
-    cJSON_AddStringToObject(c, "context", q->collection ? "collection"
-                                          : q->n_docs   ? "documents"
-                                                        : "none");
+    cJSON_AddStringToObject(c, "context",
+                            q->collection ? "collection"
+                            : q->n_docs   ? "documents"
+                                          : "none");
     if (q->n_docs) {
         cJSON_AddNumberToObject(c, "documents", (double)q->n_docs);
         cJSON_AddNumberToObject(c, "documents_from_cache", (double)q->n_cached);

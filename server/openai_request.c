@@ -23,8 +23,8 @@ static cJSON *field(cJSON *o, const char *key) {
 }
 
 /* A number field in [lo, hi] (integer if asked). 1 = set, 0 = absent or null, -1 = invalid. */
-static int get_number(cJSON *root, const char *key, double lo, double hi, bool integer,
-                      double *out, srv_reply *r) {
+static int get_number(cJSON *root, const char *key, double lo, double hi, bool integer, double *out,
+                      srv_reply *r) {
     cJSON *v = field(root, key);
     if (!v) return 0;
     if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) ||
@@ -243,8 +243,7 @@ static int check_question(const srv_task *t, bool chat, srv_reply *r) {
     if (t->query_len == 0 || t->query_len > SRV_MAX_QUERY_BYTES) {
         srv_openai_error(r, 400, chat ? "messages" : "prompt", "invalid_value",
                          "the %s must be 1 to %u bytes long (got %zu)",
-                         chat ? "last user message" : "prompt", SRV_MAX_QUERY_BYTES,
-                         t->query_len);
+                         chat ? "last user message" : "prompt", SRV_MAX_QUERY_BYTES, t->query_len);
         return -1;
     }
     return 0;
@@ -355,9 +354,9 @@ static void current_fingerprint(srv_server *s, char fp[CLARA_FINGERPRINT_LEN + 1
 
 /* Compresses the documents that missed the cache (miss[i]: index into the request's list) in one
  * task, whose root becomes the request's "documents" array, and caches their vectors. */
-static int compress_misses(srv_server *s, srv_task *t, const srv_doc_key *keys,
-                           const size_t *miss, size_t m, float *vectors, bool (*alive)(void *),
-                           void *arg, srv_reply *r) {
+static int compress_misses(srv_server *s, srv_task *t, const srv_doc_key *keys, const size_t *miss,
+                           size_t m, float *vectors, bool (*alive)(void *), void *arg,
+                           srv_reply *r) {
     size_t per = (size_t)s->info.n_mem * s->info.n_embd;
     srv_task *c = srv_task_new(SRV_EP_MEM_ADD);
     if (!c || !(c->docs = malloc(m * sizeof *c->docs))) {

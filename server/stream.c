@@ -212,11 +212,11 @@ struct srv_sse {
     bool (*alive)(void *);
     void *alive_arg;
     double t0, deadline;
-    size_t sent;    /* bytes of the answer sent as deltas */
-    bool began;     /* the first event is out */
-    bool ended;     /* [DONE] is queued: what is in out is the rest */
-    bool gone;      /* the client left */
-    char *out;      /* bytes to send: out[off..len) */
+    size_t sent; /* bytes of the answer sent as deltas */
+    bool began;  /* the first event is out */
+    bool ended;  /* [DONE] is queued: what is in out is the rest */
+    bool gone;   /* the client left */
+    char *out;   /* bytes to send: out[off..len) */
     size_t off, len, cap;
 };
 
@@ -379,7 +379,8 @@ int srv_stream_wanted(cJSON *root, srv_reply *r) {
     return cJSON_IsTrue(v) ? 1 : 0;
 }
 
-/* ---- /v1/answer and /v1/retrieve streamed ----------------------------------------------------- */
+/* ---- /v1/answer and /v1/retrieve streamed -----------------------------------------------------
+ */
 
 typedef struct {
     void (*result)(const srv_task *t, double latency_ms, srv_reply *r);

@@ -15,7 +15,7 @@
 
 #include "server.h"
 
-#define SRV_STREAM_MAX_STOPS     4    /* OpenAI's limit */
+#define SRV_STREAM_MAX_STOPS      4    /* OpenAI's limit */
 #define SRV_STREAM_MAX_STOP_BYTES 1024 /* per stop sequence */
 
 typedef struct srv_stream srv_stream;
