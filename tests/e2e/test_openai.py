@@ -15,9 +15,10 @@ from server_harness import (DEMO, SLOW, TMP, Server, check_no_sanitizer_reports,
                             raw_request)
 
 SDK_VERSION = "4.104.0"  # the last major version that supports node 18 (Debian 12's)
-SDK_DIR = os.path.join(BUILD, "openai-sdk")
+# shared by the sanitizer builds (build/asan, build/tsan): one install, one generated model
+SDK_DIR = os.path.join(ROOT, "build", "openai-sdk")
 CLIENT = os.path.join(ROOT, "tests", "e2e", "openai_client.cjs")
-BIG = os.path.join(BUILD, "openai-1b-q4_0")  # a model slow enough to watch tokens arrive
+BIG = os.path.join(ROOT, "build", "openai-1b-q4_0")  # slow enough to watch tokens arrive
 
 DOCS = ["The sky is blue and the grass is green.", "Paris is the capital of France."]
 QUESTION = "What color is the sky?"
@@ -339,7 +340,7 @@ def big_model():
 def test_streaming_is_real():
     """64 tokens of a 0.85 B model (~80 ms a token here): the first piece arrives long before the
     last. ignore_eos keeps random weights from stopping early."""
-    n = 64 if not SLOW else 24
+    n = 64 if not SLOW else 12
     s = Server(*big_model(), "--keep-alive", "-1")
     sdk(s, [chat(None, "Warm up.", max_tokens=1)])  # the model load is not part of the figure
     r = sdk(s, [chat(None, "Tell me a long story.", max_tokens=n, ignore_eos=True, stream=True),
