@@ -56,6 +56,7 @@ enum {
     O_DEVICE_ID,
     O_RATE_LIMIT,
     O_BATCH_SIZE,
+    O_DOC_CACHE,
     O_COUNT
 };
 
@@ -116,6 +117,10 @@ static const struct {
      "accepted, not enforced (nor was it by the Python server);\n"
      "                               see --max-conns-per-client"},
     {NULL, "CLARA_BATCH_SIZE", "N", "accepted; requests are batched by --parallel"},
+    {"doc-cache", "CLARA_DOC_CACHE", "MB",
+     "memory for the vectors of documents sent to /v1/chat/completions and\n"
+     "                               /v1/completions, reused when sent again (default 256; 0 = "
+     "off)"},
 };
 
 /* Variables read elsewhere in this project (the engine, the tools, the tests) and ones planned:
@@ -381,6 +386,10 @@ static int apply_numbers(srv_config *c, const char *val[O_COUNT], const char *sr
             return -1;
         c->compress_cut = v == 1;
     }
+    if (val[O_DOC_CACHE]) {
+        if (parse_long("doc-cache", src[O_DOC_CACHE], val[O_DOC_CACHE], 0, 1L << 20, &v)) return -1;
+        c->doc_cache = (size_t)v << 20;
+    }
     if (val[O_KEEP_ALIVE] &&
         parse_duration("keep-alive", src[O_KEEP_ALIVE], val[O_KEEP_ALIVE], &c->keep_alive))
         return -1;
@@ -570,6 +579,7 @@ int srv_config_load(srv_config *c, int argc, char **argv) {
     c->read_timeout = 30;
     c->max_connections = 512;
     c->max_conns_per_client = 32;
+    c->doc_cache = (size_t)256 << 20;
     const char *val[O_COUNT], *src[O_COUNT];
     char *key_arg = NULL;
     if (srv_dotenv_load(".env") != 0) return 2;

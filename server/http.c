@@ -16,7 +16,9 @@
 #include <sys/socket.h>
 
 #include "base/log.h"
+#include "openai.h"
 #include "server.h"
+#include "stream.h"
 
 /* Bodies up to this many times --max-body are read and dropped before the 413 is sent. */
 #define DISCARD_FACTOR 16
@@ -48,6 +50,9 @@ static const struct {
     {"/status", "GET", SRV_EP_STATUS},
     {"/metrics", "GET", SRV_EP_METRICS},
     {"/openapi.json", "GET", SRV_EP_OPENAPI},
+    {"/v1/models", "GET", SRV_EP_OAI_MODELS},
+    {"/v1/chat/completions", "POST", SRV_EP_OAI_CHAT},
+    {"/v1/completions", "POST", SRV_EP_OAI_COMPLETIONS},
     /* the API description as a page, and the root that leads there (the Python server's) */
     {"/docs", "GET", SRV_EP_OPENAPI},
     {"/", "GET", SRV_EP_OPENAPI},
@@ -73,9 +78,43 @@ static void add_cors(srv_server *s, struct MHD_Connection *c, struct MHD_Respons
     }
 }
 
+/* A streamed reply's body: its events as they come (the reader blocks in this connection's own
+ * thread, polling the client). */
+static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max) {
+    (void)pos;
+    ssize_t n = srv_sse_read(cls, buf, max);
+    return n > 0    ? n
+           : n == 0 ? MHD_CONTENT_READER_END_OF_STREAM
+                    : MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
+static void sse_free(void *cls) {
+    srv_sse_free(cls);
+}
+
+static enum MHD_Result send_stream(srv_server *s, struct MHD_Connection *c, conn_ctx *cx,
+                                   srv_reply *r) {
+    struct MHD_Response *resp =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, sse_reader, r->sse, sse_free);
+    if (!resp) {
+        srv_sse_free(r->sse);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, "Content-Type", "text/event-stream");
+    MHD_add_response_header(resp, "Cache-Control", "no-cache");
+    MHD_add_response_header(resp, "X-Accel-Buffering", "no"); /* nginx: pass events at once */
+    add_cors(s, c, resp);
+    enum MHD_Result ok = MHD_queue_response(c, 200, resp);
+    MHD_destroy_response(resp);
+    cx->status = 200;
+    return ok;
+}
+
 /* Queues r (taking its body) and records the status for the completion callback. */
 static enum MHD_Result send_reply(srv_server *s, struct MHD_Connection *c, conn_ctx *cx,
                                   srv_reply *r, const char *allow, bool early) {
+    if (r->sse) return send_stream(s, c, cx, r);
+    if (srv_openai_endpoint(cx->ep)) srv_openai_error_shape(r); /* OpenAI's SDKs read theirs */
     if (r->status == 499) {
         /* the client left: 499 is the log's word for that, never an answer; just close */
         free(r->body);

@@ -11,6 +11,7 @@
 #include "base/log.h"
 #include "base/mapguard.h"
 #include "base/threadpool.h"
+#include "doccache.h"
 #include "server.h"
 #include "store/store.h"
 
@@ -205,6 +206,7 @@ int srv_main(int argc, char **argv) {
     }
     srv_queue_destroy(&s->queue);
     srv_store_close(s);
+    srv_doccache_clear();
     pthread_mutex_destroy(&s->state.mu);
     srv_config_free(&s->cfg);
     return rc;

@@ -12,6 +12,21 @@ store *srv_mem_store(srv_server *s, srv_reply *r);
 void srv_mem_store_error(srv_reply *r, const store_err *e);
 /* The store's view of the served model, under the given fingerprint. */
 void srv_mem_model(srv_server *s, const char *fingerprint, store_model *m);
+/* What a query selects from a collection: the memories POST /v1/collections/{c}/query answers
+ * from (top_k 0 and filter NULL are its defaults). */
+typedef struct {
+    const char *collection;
+    const char *query;
+    size_t query_len;
+    long top_k;
+    const char *filter; /* JSON text or NULL */
+} srv_mem_selector;
+/* Catches up on missing vectors, ranks and selects as that endpoint does: 0 with *sel filled
+ * (store_selection_free it; its vectors were made by the model *fp names), or -1 with *r
+ * filled. ph[0..2] receive the recompress, query-vector and ranking times (ms). */
+int srv_mem_select(srv_server *s, store *st, const srv_mem_selector *q, bool (*alive)(void *),
+                   void *arg, char fp[CLARA_FINGERPRINT_LEN + 1], store_selection *sel,
+                   double ph[3], srv_reply *r);
 /* POST /v1/collections/{c}/query. */
 void srv_mem_query(srv_server *s, store *st, const char *coll, cJSON *root, bool (*alive)(void *),
                    void *arg, srv_reply *r);

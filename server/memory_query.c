@@ -199,48 +199,58 @@ static void answer(srv_server *s, const query_req *q, store_selection *sel, cons
     srv_task_release(t);
 }
 
+int srv_mem_select(srv_server *s, store *st, const srv_mem_selector *q, bool (*alive)(void *),
+                   void *arg, char fp[CLARA_FINGERPRINT_LEN + 1], store_selection *sel,
+                   double ph[3], srv_reply *r) {
+    pthread_mutex_lock(&s->state.mu);
+    memcpy(fp, s->state.fingerprint, CLARA_FINGERPRINT_LEN + 1);
+    pthread_mutex_unlock(&s->state.mu);
+    store_model m;
+    srv_mem_model(s, fp, &m);
+    float *qv = NULL;
+    query_req qr = {q->query, q->query_len, 0, q->top_k, NULL};
+    if (catch_up(s, st, q->collection, &m, alive, arg, &ph[0], r) != 0 ||
+        (s->info.can_retrieve && !(qv = query_vectors(s, &qr, fp, alive, arg, &ph[1], r))))
+        return -1;
+    size_t k = q->top_k ? (size_t)q->top_k : s->info.generation_top_k;
+    store_query sq = {q->collection,
+                      &m,
+                      qv ? STORE_SELECT_COSINE : STORE_SELECT_FULLTEXT,
+                      qv,
+                      q->query,
+                      q->query_len,
+                      k ? k : 5,
+                      q->top_k ? 0 : (PROMPT_BUDGET - PROMPT_OVERHEAD) / (s->info.n_mem + 1),
+                      q->filter};
+    store_err err = {0};
+    int rc = -1;
+    if (store_select(st, &sq, sel, &err) != STORE_OK) {
+        srv_mem_store_error(r, &err);
+    } else if (sel->n == 0) {
+        srv_reply_error(r, 422, "no_memories",
+                        q->filter ? "no memory of collection '%s' matches the filter"
+                                  : "collection '%s' holds no memories",
+                        q->collection);
+        store_selection_free(sel);
+    } else {
+        ph[2] = sel->rank_ms;
+        rc = 0;
+    }
+    free(qv);
+    return rc;
+}
+
 void srv_mem_query(srv_server *s, store *st, const char *coll, cJSON *root, bool (*alive)(void *),
                    void *arg, srv_reply *r) {
     double t0 = srv_mono(), ph[3] = {0, 0, 0}; /* recompress, query vectors, ranking */
     query_req q = {0};
     if (parse_query(s, root, &q, r) != 0) return;
+    srv_mem_selector sq = {coll, q.query, q.query_len, q.top_k, q.filter};
     char fp[CLARA_FINGERPRINT_LEN + 1];
-    pthread_mutex_lock(&s->state.mu);
-    memcpy(fp, s->state.fingerprint, sizeof fp);
-    pthread_mutex_unlock(&s->state.mu);
-    store_model m;
-    srv_mem_model(s, fp, &m);
-    float *qv = NULL;
-    if (catch_up(s, st, coll, &m, alive, arg, &ph[0], r) != 0 ||
-        (s->info.can_retrieve && !(qv = query_vectors(s, &q, fp, alive, arg, &ph[1], r)))) {
-        free(q.filter);
-        return;
-    }
-    size_t k = q.top_k ? (size_t)q.top_k : s->info.generation_top_k;
-    store_query sq = {coll,
-                      &m,
-                      qv ? STORE_SELECT_COSINE : STORE_SELECT_FULLTEXT,
-                      qv,
-                      q.query,
-                      q.query_len,
-                      k ? k : 5,
-                      q.top_k ? 0 : (PROMPT_BUDGET - PROMPT_OVERHEAD) / (s->info.n_mem + 1),
-                      q.filter};
     store_selection sel;
-    store_err err = {0};
-    if (store_select(st, &sq, &sel, &err) != STORE_OK) {
-        srv_mem_store_error(r, &err);
-    } else if (sel.n == 0) {
-        srv_reply_error(r, 422, "no_memories",
-                        q.filter ? "no memory of collection '%s' matches the filter"
-                                 : "collection '%s' holds no memories",
-                        coll);
-        store_selection_free(&sel);
-    } else {
-        ph[2] = sel.rank_ms;
+    if (srv_mem_select(s, st, &sq, alive, arg, fp, &sel, ph, r) == 0) {
         answer(s, &q, &sel, fp, ph, t0, alive, arg, r);
         store_selection_free(&sel);
     }
-    free(qv);
     free(q.filter);
 }

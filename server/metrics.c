@@ -59,6 +59,9 @@ static const char *g_ep_names[SRV_EP_COUNT] = {
     "/status",
     "/metrics",
     "/openapi.json",
+    "/v1/models",
+    "/v1/chat/completions",
+    "/v1/completions",
     "other",
 };
 

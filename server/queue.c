@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "server.h"
+#include "stream.h"
 
 static pthread_mutex_t *g_task_mu; /* the queue's mutex, which also guards task fields */
 
@@ -30,6 +31,8 @@ static void task_free(srv_task *t) {
     free(t->in_vectors);
     free(t->out_vectors);
     free(t->enc_tokens);
+    free(t->turns);
+    srv_stream_free(t->stream);
     if (t->has_gen) clara_gen_result_free(&t->gen);
     pthread_cond_destroy(&t->cv);
     free(t);

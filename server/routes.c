@@ -13,8 +13,11 @@
 #include "base/json_scan.h"
 #include "base/threadpool.h"
 #include "base/base64.h"
+#include "doccache.h"
+#include "openai.h"
 #include "server.h"
 #include "store/store.h"
+#include "stream.h"
 
 static char *print_json(cJSON *j) {
     char *s = j ? cJSON_PrintUnformatted(j) : NULL;
@@ -662,18 +665,24 @@ static void run_model_request(srv_server *s, srv_endpoint ep, const char *body, 
         finish_task(t, len);
         return;
     }
-    int rc = srv_run_task(s, t, alive, arg, r);
-    double ms = (srv_mono() - t0) * 1e3;
-    /* refused before queueing (shutting down, queue full) is not counted as served or failed */
-    if (rc != -2) {
-        note_keep_alive(s, t);
-        srv_count_request(s, rc == 0, ms);
+    /* "stream": true on /v1/answer and /v1/retrieve: Server-Sent Events (stream.c) */
+    bool can_stream = ep == SRV_EP_V1_ANSWER || ep == SRV_EP_V1_RETRIEVE;
+    int stream = can_stream ? srv_stream_wanted(t->root, r) : 0;
+    if (stream < 0) {
+        finish_task(t, len);
+        return;
     }
-    if (rc == 0)
+    int rc = stream ? srv_stream_ours(s, t, t0, alive, arg, success_reply, r)
+                    : srv_run_task(s, t, alive, arg, r);
+    double ms = (srv_mono() - t0) * 1e3;
+    /* refused before queueing (shutting down, queue full) is not counted as served or failed;
+     * a stream that began is counted when it ends */
+    if (rc != -2) note_keep_alive(s, t);
+    if (rc != -2 && !(stream && rc == 0)) srv_count_request(s, rc == 0, ms);
+    if (rc == 0 && !stream)
         success_reply(s, t, ms, r);
     else if (ep == SRV_EP_COMPRESS && r->status != 499 && r->status != 504 && model_failure(t))
-        compress_failure_reply(t, ms,
-                               r); /* (not left nor timed out: the task's fields are final) */
+        compress_failure_reply(t, ms, r); /* (not left nor timed out: the task's fields are final) */
     finish_task(t, len);
 }
 
@@ -796,6 +805,7 @@ static void status(srv_server *s, srv_reply *r) {
         cJSON_AddNumberToObject(mem, "base_file_bytes", (double)s->info.base_file_bytes);
     cJSON_AddNumberToObject(j, "queue_depth", srv_queue_depth(&s->queue));
     add_store_status(s, j);
+    srv_doccache_status(j, s->cfg.doc_cache);
     cJSON_AddNumberToObject(j, "model_loads", (double)st.loads);
     cJSON_AddNumberToObject(j, "model_unloads", (double)st.unloads);
     cJSON_AddStringToObject(j, "version", CLARA_VERSION);
@@ -850,9 +860,14 @@ void srv_route(srv_server *s, srv_endpoint ep, const srv_target *target, const c
     case SRV_EP_V1_RETRIEVE:
         run_model_request(s, ep, body, len, alive, alive_arg, r);
         break;
+    case SRV_EP_OAI_MODELS:
+    case SRV_EP_OAI_CHAT:
+    case SRV_EP_OAI_COMPLETIONS:
+        srv_openai_route(s, ep, body, len, alive, alive_arg, r);
+        break;
     default:
         srv_store_route(s, ep, target, body, len, alive, alive_arg, r);
         break;
     }
-    if (!r->body) srv_reply_error(r, 500, "out_of_memory", "out of memory");
+    if (!r->body && !r->sse) srv_reply_error(r, 500, "out_of_memory", "out of memory");
 }

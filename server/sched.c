@@ -516,7 +516,8 @@ static void compress_phase(srv_task **b, int n) {
 }
 
 /* Token times of a task's answer: time to the first token (from arrival) and between tokens,
- * for /metrics; then the task's own hook (streaming) decides whether it goes on. */
+ * for /metrics; then its stream, if it has one, sends the text and says whether it goes on (a
+ * stop sequence ends it). */
 static bool on_token(void *arg, const int32_t *ids, size_t n) {
     srv_task *t = arg;
     double now = srv_mono();
@@ -525,7 +526,7 @@ static bool on_token(void *arg, const int32_t *ids, size_t n) {
     else
         srv_metrics_itl((now - t->last_token_at) * 1e3);
     t->last_token_at = now;
-    return t->token_hook ? t->token_hook(t, ids, n) : true;
+    return t->stream ? srv_stream_on_token(t->stream, ids, n) : true;
 }
 
 static void set_params(srv_task *t, clara_gen_params *p) {
@@ -544,6 +545,18 @@ static void set_params(srv_task *t, clara_gen_params *p) {
     p->cancel_arg = t;
     p->on_token = on_token;
     p->token_arg = t;
+    /* the OpenAI endpoints' options (openai.c); zero for the others, which keep the defaults */
+    if (t->chat) p->task = CLARA_TASK_CHAT;
+    p->turns = t->turns;
+    p->n_turns = t->n_turns;
+    p->system = t->system;
+    p->system_len = t->system_len;
+    p->temperature = t->temperature;
+    if (t->top_p > 0) p->top_p = t->top_p;
+    p->sample_top_k = t->sample_top_k;
+    p->seed = t->seed;
+    p->ignore_eos = t->ignore_eos;
+    if (t->stream) srv_stream_bind(t->stream, S.m);
 }
 
 static bool generates(const srv_task *t) {

@@ -67,6 +67,7 @@ typedef struct {
     bool vectors_f32;         /* store vectors as f32 (default f16) */
     bool compress_cut;        /* /compress cuts long memories as the reference does */
     char *subfolder; /* --subfolder as given (the Python server's compression choice), or NULL */
+    size_t doc_cache;         /* bytes of the OpenAI endpoints' document-vector cache; 0 = off */
 } srv_config;
 
 /* Fills cfg from CLARA_* variables then argv. Returns 0 to serve, 1 after printing help/version,
@@ -104,6 +105,9 @@ typedef enum {
     SRV_EP_STATUS,
     SRV_EP_METRICS,
     SRV_EP_OPENAPI,
+    SRV_EP_OAI_MODELS,      /* GET /v1/models */
+    SRV_EP_OAI_CHAT,        /* POST /v1/chat/completions */
+    SRV_EP_OAI_COMPLETIONS, /* POST /v1/completions */
     SRV_EP_OTHER,
     SRV_EP_COUNT,
 } srv_endpoint;
@@ -132,6 +136,17 @@ typedef struct srv_task {
     char fingerprint[CLARA_FINGERPRINT_LEN + 1];        /* of the model that ran the task */
     char expect_fingerprint[CLARA_FINGERPRINT_LEN + 1]; /* given vectors belong to this model */
     float *query_vectors;                               /* SRV_EP_QUERY_VEC: [n_mem][n_embd] */
+    /* generation options of the OpenAI endpoints (openai.c), given to the engine by set_params */
+    bool chat;         /* CLARA_TASK_CHAT: the conversation alone, no documents */
+    clara_text *turns; /* earlier turns user, assistant, ... (owned; the texts are in root) */
+    size_t n_turns;
+    const char *system; /* in root, or NULL */
+    size_t system_len;
+    float temperature, top_p; /* top_p 0 = the engine's default */
+    uint32_t sample_top_k;
+    uint64_t seed;
+    bool ignore_eos;
+    struct srv_stream *stream; /* text as it is generated, stop sequences (stream.c); or NULL */
 
     /* results, written by the scheduler before `done` */
     int status; /* HTTP status; 200 on success */
@@ -143,8 +158,6 @@ typedef struct srv_task {
     clara_gen_params params;
     bool in_batch;
     double last_token_at; /* srv_mono() of the latest token (inter-token latency) */
-    /* optional: sees each token as it is chosen (streaming); false ends the answer there */
-    bool (*token_hook)(struct srv_task *t, const int32_t *ids, size_t n);
     float *out_vectors;   /* /v1/compress */
     uint32_t *enc_tokens; /* encoder row length per document */
     uint64_t original_tokens;
@@ -219,6 +232,15 @@ void srv_sched_stop(void);
 /* Loads the model once to check it and fill info, then frees it. */
 int srv_probe_model(const srv_config *cfg, srv_model_info *info);
 
+/* ---- streaming (stream.c; the rest of its interface is in stream.h) ---------------------------
+ */
+
+struct srv_stream;
+/* The scheduler hands the loaded model to a task's stream before generating (set_params). */
+void srv_stream_bind(struct srv_stream *st, const clara_model *m);
+/* clara_gen_params.on_token of a task with a stream (token_arg = the stream). */
+bool srv_stream_on_token(void *arg, const int32_t *ids, size_t n_ids);
+
 /* ---- metrics (metrics.c) --------------------------------------------------------------------- */
 
 void srv_metrics_request(srv_endpoint ep, int status, double ms);
@@ -242,6 +264,7 @@ typedef struct {
     uint64_t tokens;      /* for the log line */
     char note[200];       /* an error's message, for the log line */
     const char *location; /* a redirect's Location header (static), or NULL */
+    struct srv_sse *sse;  /* a streamed reply (stream.c): the body is its events, not body */
 } srv_reply;
 
 typedef struct srv_server srv_server;

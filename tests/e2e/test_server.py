@@ -580,7 +580,8 @@ def test_openapi_and_docs():
     paths = ["/compress", "/v1/compress", "/v1/answer", "/v1/retrieve", "/health", "/status",
              "/metrics", "/openapi.json", "/v1/collections", "/v1/collections/{c}",
              "/v1/collections/{c}/memories", "/v1/collections/{c}/memories/{id}",
-             "/v1/collections/{c}/query"]
+             "/v1/collections/{c}/query", "/v1/models", "/v1/chat/completions",
+             "/v1/completions"]
     check(sorted(j["paths"]) == sorted(paths), "openapi lists every endpoint")
     with open(os.path.join(ROOT, "docs", "API.md")) as f:
         doc = f.read()
