@@ -682,7 +682,8 @@ static void run_model_request(srv_server *s, srv_endpoint ep, const char *body, 
     if (rc == 0 && !stream)
         success_reply(s, t, ms, r);
     else if (ep == SRV_EP_COMPRESS && r->status != 499 && r->status != 504 && model_failure(t))
-        compress_failure_reply(t, ms, r); /* (not left nor timed out: the task's fields are final) */
+        compress_failure_reply(t, ms,
+                               r); /* (not left nor timed out: the task's fields are final) */
     finish_task(t, len);
 }
 

@@ -325,6 +325,10 @@ static uint64_t task_cost(srv_task *t, uint64_t *docs_cost, uint64_t *query_cost
     }
     bool generates = t->ep != SRV_EP_V1_COMPRESS && t->ep != SRV_EP_MEM_ADD;
     *query_cost = generates && t->query ? n_tokens_of(t->query, t->query_len) : 0;
+    /* a conversation's earlier turns and system text are prompt tokens like the query */
+    for (size_t i = 0; generates && i < t->n_turns; i++)
+        *query_cost += n_tokens_of(t->turns[i].text, t->turns[i].len);
+    if (generates && t->system) *query_cost += n_tokens_of(t->system, t->system_len);
     return *docs_cost + *query_cost + (generates ? t->max_new_tokens : 0);
 }
 
@@ -336,7 +340,8 @@ static void check_cost(srv_task *t) {
     if (cost <= (uint64_t)S.cfg->max_request_tokens) return;
     char msg[300];
     snprintf(msg, sizeof msg,
-             "the request costs %llu tokens (documents %llu, query %llu, max_new_tokens %u); "
+             "the request costs %llu tokens (documents %llu, query and conversation %llu, "
+             "max_new_tokens %u); "
              "the limit is %d (--max-request-tokens, CLARA_MAX_REQUEST_TOKENS)",
              (unsigned long long)cost, (unsigned long long)docs, (unsigned long long)query,
              t->ep != SRV_EP_V1_COMPRESS && t->ep != SRV_EP_MEM_ADD ? t->max_new_tokens : 0,

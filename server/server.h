@@ -66,8 +66,8 @@ typedef struct {
     size_t vector_cache;      /* bytes of the store's in-memory vector cache */
     bool vectors_f32;         /* store vectors as f32 (default f16) */
     bool compress_cut;        /* /compress cuts long memories as the reference does */
-    char *subfolder; /* --subfolder as given (the Python server's compression choice), or NULL */
-    size_t doc_cache;         /* bytes of the OpenAI endpoints' document-vector cache; 0 = off */
+    char *subfolder;  /* --subfolder as given (the Python server's compression choice), or NULL */
+    size_t doc_cache; /* bytes of the OpenAI endpoints' document-vector cache; 0 = off */
 } srv_config;
 
 /* Fills cfg from CLARA_* variables then argv. Returns 0 to serve, 1 after printing help/version,
