@@ -31,7 +31,7 @@ def start_server():
             "--keep-alive", "-1", "--db", "none", "--threads", THREADS, "--parallel", "16",
             "--max-request-tokens", "100000", "--request-timeout", "600"]
     if os.environ.get("BASE"):
-        args += ["--base", os.environ["BASE"], "--model", os.environ["CLARA"]]
+        args += ["--base", os.environ["BASE"], "--clara", os.environ["CLARA"]]
     elif os.environ.get("MODEL"):
         args += ["--model", os.environ["MODEL"]]
     log = tempfile.NamedTemporaryFile(prefix="clara-cont-", suffix=".log", delete=False)
@@ -59,8 +59,9 @@ def docs(n):
     return out
 
 
-def stream(body):
-    """POSTs a streamed /v1/answer; returns (t_start, [event times], final json)."""
+def stream(body, started=None):
+    """POSTs a streamed /v1/answer; returns (t_start, [event times], final json). `started` (a
+    threading.Semaphore) is released at the first token."""
     c = http.client.HTTPConnection("127.0.0.1", PORT, timeout=600)
     t0 = time.perf_counter()
     c.request("POST", "/v1/answer", body=json.dumps(body), headers={"Content-Type": "application/json"})
@@ -82,6 +83,8 @@ def stream(body):
         delta = (ev.get("choices") or [{}])[0].get("delta", {}).get("content")
         if delta:
             times.append(time.perf_counter())
+            if started and len(times) == 1:
+                started.release()
         if "timings" in ev or "answer" in ev:
             final = ev
     c.close()
@@ -134,21 +137,27 @@ for _ in range(ROUNDS):
     agg.append(toks / (last - first))
 agg_tps = statistics.median(agg)
 
-late = []
-for _ in range(max(ROUNDS, 4)):
-    bodies = [request(new=NEW * 3) for _ in range(7)]
-    res = [None] * 8
-    def go(i, body):
-        res[i] = stream(body)
-    ts = [threading.Thread(target=go, args=(i, bodies[i])) for i in range(7)]
+def decoding(n, new):
+    """n streamed requests started; returns once all of them decode: (threads, results)."""
+    res, started = [None] * n, threading.Semaphore(0)
+
+    def go(i):
+        res[i] = stream(request(new=new), started)
+    ts = [threading.Thread(target=go, args=(i,)) for i in range(n)]
     for t in ts:
         t.start()
-    time.sleep(own * 7 * 0.8 + 2)  # until the 7 decode
-    go(7, request())
+    for _ in range(n):
+        started.acquire()
+    return ts, res
+
+
+late = []
+for _ in range(max(ROUNDS, 4)):
+    ts, res = decoding(7, NEW * 4)
+    t0, times, final = stream(request())
     for t in ts:
         t.join()
-    g7 = statistics.median(g for _, tt, _ in res[:7] for g in gaps(tt))
-    t0, times, final = res[7]
+    g7 = statistics.median(g for _, tt, _ in res for g in gaps(tt))
     tm = (final or {}).get("timings", {})
     ran = (tm.get("compress_ms", 0) + tm.get("prefill_ms", 0)) / 1e3  # its phases, as they ran
     late.append((((times[0] - t0) - own) / g7, ((times[0] - t0) - ran) / g7))
@@ -157,13 +166,7 @@ wait_p95 = sorted(x[1] for x in late)[min(len(late) - 1, int(0.95 * len(late)))]
 
 stall = []
 for _ in range(ROUNDS):
-    res = [None] * 4
-    def go(i):
-        res[i] = stream(request(new=NEW * 4))
-    ts = [threading.Thread(target=go, args=(i,)) for i in range(4)]
-    for t in ts:
-        t.start()
-    time.sleep(own * 4 * 0.8 + 2)
+    ts, res = decoding(4, NEW * 4)
     c = http.client.HTTPConnection("127.0.0.1", PORT, timeout=600)
     a = time.perf_counter()
     c.request("POST", "/v1/compress", body=json.dumps({"documents": docs(16)}),
