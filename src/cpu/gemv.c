@@ -28,7 +28,7 @@ static void prep_q0(bool q8, const uint8_t *xq, size_t nb, int8_t *A, int32_t *C
         int32_t sum = 0;
         for (int l = 0; l < 32; l++) sum += a[l];
         memcpy(A + 32 * b, a, 32);
-        C[b] = -off * sum;
+        C[b] = CLARA_GEMV_MAGIC - off * sum;
         DA[b] = clara_f16_le(xq + 34 * b);
     }
 }

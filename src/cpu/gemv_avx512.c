@@ -31,6 +31,8 @@ ALWAYS_INLINE void store_rows(int T, const clara_gemv_args *g, uint64_t r, const
 
 /* ---- q4_0 / q8_0: 16 weight rows in the lanes (the packed GEMM's arithmetic) ---- */
 
+#define LANES_MAGIC_F 12582912.0f /* 1.5 * 2^23, the float of CLARA_GEMV_MAGIC */
+
 /* A group of 16 weight rows goes through the blocks of 32 in increasing order; per block the
  * rows' codes are transposed in registers so that one zmm holds 4 consecutive codes of each of
  * the 16 rows (8 such vectors per block), one dpbusd per vector and activation row with the
@@ -105,8 +107,12 @@ ALWAYS_INLINE void q0_lanes_group(bool Q8, int T, const clara_gemv_args *g, uint
     __m512 acc[CLARA_GEMV_PASS_ROWS];
 #pragma GCC unroll 8
     for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
+    /* the next group's rows (contiguous: 16 * nb * bb bytes) at the pace this group is read */
+    const uint8_t *pf = w + 16 * g->nb * bb;
     for (size_t b = 0; b < g->nb; b++) {
         const uint8_t *wb = w + bb * b;
+#pragma GCC unroll 5
+        for (size_t o = 0; o < 16 * bb; o += 64) _mm_prefetch((const char *)(pf + 16 * bb * b + o), _MM_HINT_T0);
         __m512i X[8];
         lanes_codes(Q8, wb, off, X);
         /* each row's first 4 block bytes: the f16 scale, then 2 code bytes */
@@ -126,7 +132,8 @@ ALWAYS_INLINE void q0_lanes_group(bool Q8, int T, const clara_gemv_args *g, uint
 #pragma GCC unroll 8
         for (int t = 0; t < T; t++) {
             __m512 d = _mm512_set1_ps(g->DA[(size_t)t * g->da_stride + b]);
-            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[t]), _mm512_mul_ps(s, d), acc[t]);
+            __m512 f = _mm512_sub_ps(_mm512_castsi512_ps(is[t]), _mm512_set1_ps(LANES_MAGIC_F));
+            acc[t] = _mm512_fmadd_ps(f, _mm512_mul_ps(s, d), acc[t]);
         }
     }
 #pragma GCC unroll 8
