@@ -99,69 +99,45 @@ ALWAYS_INLINE void lanes_store(const clara_gemv_args *g, uint32_t t, uint64_t r,
 
 /* One group: weight rows r + off[i] / row_bytes (the last valid row repeated past `valid`),
  * activation rows [0, T) of g. */
-/* Activation rows [h, h + H) of a group's block b: H <= 8 integer sums from the start values,
- * 8 dpbusd each, then each row's f32 accumulator. */
-ALWAYS_INLINE void q0_lanes_rows(int h, int H, const clara_gemv_args *g, size_t b,
-                                 const __m512i X[8], __m512 s, __m512 *acc) {
-    __m512i is[CLARA_GEMV_PASS_ROWS];
-#pragma GCC unroll 8
-    for (int t = 0; t < H; t++) is[t] = _mm512_set1_epi32(g->C[(size_t)(h + t) * g->c_stride + b]);
-#pragma GCC unroll 8
-    for (int k = 0; k < 8; k++)
-#pragma GCC unroll 8
-        for (int t = 0; t < H; t++) {
-            int32_t av;
-            memcpy(&av, g->A + (size_t)(h + t) * g->a_stride + 32 * b + 4 * k, 4);
-            is[t] = _mm512_dpbusd_epi32(is[t], X[k], _mm512_set1_epi32(av));
-        }
-#pragma GCC unroll 8
-    for (int t = 0; t < H; t++) {
-        __m512 d = _mm512_set1_ps(g->DA[(size_t)(h + t) * g->da_stride + b]);
-        __m512 f = _mm512_sub_ps(_mm512_castsi512_ps(is[t]), _mm512_set1_ps(LANES_MAGIC_F));
-        acc[h + t] = _mm512_fmadd_ps(f, _mm512_mul_ps(s, d), acc[h + t]);
-    }
-}
-
-/* One group: weight rows r + off[i] / row_bytes (the last valid row repeated past `valid`),
- * activation rows [0, T) of g, T <= 16: each block's codes and scales are made once for all T
- * rows, taken 8 at a time (the accumulators of rows past 8 live mostly in L1: a load and a store
- * per block, cheaper than transposing the block again). */
-ALWAYS_INLINE void q0_lanes_acc(bool Q8, int T, const clara_gemv_args *g, uint64_t r,
-                                uint32_t valid, const int32_t off[16], __m512 *acc) {
+ALWAYS_INLINE void q0_lanes_group(bool Q8, int T, const clara_gemv_args *g, uint64_t r,
+                                  uint32_t valid, const int32_t off[16]) {
     const size_t bb = Q8 ? 34 : 18;
     const uint8_t *w = g->W + r * g->nb * bb;
     const __m512i vidx = _mm512_loadu_si512((const void *)off);
-#pragma GCC unroll 16
+    __m512 acc[CLARA_GEMV_PASS_ROWS];
+#pragma GCC unroll 8
     for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
     /* the next group's rows (contiguous: 16 * nb * bb bytes) at the pace this group is read */
     const uint8_t *pf = w + 16 * g->nb * bb;
     for (size_t b = 0; b < g->nb; b++) {
         const uint8_t *wb = w + bb * b;
-#pragma GCC unroll 9
-        for (size_t o = 0; o < 16 * bb; o += 64)
-            _mm_prefetch((const char *)(pf + 16 * bb * b + o), _MM_HINT_T0);
+#pragma GCC unroll 5
+        for (size_t o = 0; o < 16 * bb; o += 64) _mm_prefetch((const char *)(pf + 16 * bb * b + o), _MM_HINT_T0);
         __m512i X[8];
         lanes_codes(Q8, wb, off, X);
         /* each row's first 4 block bytes: the f16 scale, then 2 code bytes */
         __m512i d32 = _mm512_i32gather_epi32(vidx, (const void *)wb, 1);
         __m512 s = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(d32));
-        q0_lanes_rows(0, T < 8 ? T : 8, g, b, X, s, acc);
-        if (T > 8) q0_lanes_rows(8, T - 8, g, b, X, s, acc);
+        __m512i is[CLARA_GEMV_PASS_ROWS];
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) is[t] = _mm512_set1_epi32(g->C[(size_t)t * g->c_stride + b]);
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; k++)
+#pragma GCC unroll 8
+            for (int t = 0; t < T; t++) {
+                int32_t av;
+                memcpy(&av, g->A + (size_t)t * g->a_stride + 32 * b + 4 * k, 4);
+                is[t] = _mm512_dpbusd_epi32(is[t], X[k], _mm512_set1_epi32(av));
+            }
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) {
+            __m512 d = _mm512_set1_ps(g->DA[(size_t)t * g->da_stride + b]);
+            __m512 f = _mm512_sub_ps(_mm512_castsi512_ps(is[t]), _mm512_set1_ps(LANES_MAGIC_F));
+            acc[t] = _mm512_fmadd_ps(f, _mm512_mul_ps(s, d), acc[t]);
+        }
     }
-#pragma GCC unroll 16
+#pragma GCC unroll 8
     for (int t = 0; t < T; t++) lanes_store(g, (uint32_t)t, r, valid, acc[t]);
-}
-
-/* Up to 8 rows the accumulators are an array of 8 (measured: one of 16 costs ~4% at 2-8 rows). */
-ALWAYS_INLINE void q0_lanes_group(bool Q8, int T, const clara_gemv_args *g, uint64_t r,
-                                  uint32_t valid, const int32_t off[16]) {
-    if (T <= CLARA_GEMV_PASS_ROWS) {
-        __m512 acc[CLARA_GEMV_PASS_ROWS];
-        q0_lanes_acc(Q8, T, g, r, valid, off, acc);
-    } else {
-        __m512 acc[CLARA_GEMV_MAX_ROWS];
-        q0_lanes_acc(Q8, T, g, r, valid, off, acc);
-    }
 }
 
 /* ---- k-quants: the lanes of 4 x 64 codes, each lane sum scaled by its sub-block's scale ---- */
@@ -316,7 +292,7 @@ ALWAYS_INLINE void q6k_gemv(int T, const clara_gemv_args *g, uint64_t r0, uint64
         CALL(T);                                                                                   \
         break;
 #define GEMV_CASES(CALL, N)                                                                        \
-    switch (N) {                                                                                   \
+    switch (N) {                                                                                \
         GEMV_CASE(CALL, 1)                                                                         \
         GEMV_CASE(CALL, 2)                                                                         \
         GEMV_CASE(CALL, 3)                                                                         \
@@ -348,6 +324,11 @@ static void gemv_pass(const clara_gemv_args *g, uint64_t r0, uint64_t r1) {
     }
 }
 
+/* Weight rows per chunk when the activation rows take several passes: a chunk's rows are read
+ * from memory by the first pass and from L1 by the others (4 rows of the widest decode matrix,
+ * the 14,336-column down projection, are 32 KB of q4_0, 56 KB of q8_0: L1 or L2). */
+#define GEMV_CHUNK_ROWS 4
+
 /* The activation rows of g from row t0 on, at most CLARA_GEMV_PASS_ROWS of them. */
 static clara_gemv_args pass_rows(const clara_gemv_args *g, uint32_t t0) {
     clara_gemv_args p = *g;
@@ -366,40 +347,22 @@ static void q0_lanes(const clara_gemv_args *g, uint64_t r0, uint64_t r1) {
     for (uint64_t r = r0; r < r1; r += 16) {
         uint32_t valid = r1 - r < 16 ? (uint32_t)(r1 - r) : 16;
         _Alignas(64) int32_t off[16];
-        for (uint32_t i = 0; i < 16; i++)
-            off[i] = (int32_t)((i < valid ? i : valid - 1) * row_bytes);
-        switch (g->n * 2 + q8) {
-#define LANES_CASE(T)                                                                              \
-    case 2 * T:                                                                                    \
-        q0_lanes_group(false, T, g, r, valid, off);                                                \
-        break;                                                                                     \
-    case 2 * T + 1:                                                                                \
-        q0_lanes_group(true, T, g, r, valid, off);                                                 \
-        break;
-            LANES_CASE(1)
-            LANES_CASE(2)
-            LANES_CASE(3)
-            LANES_CASE(4)
-            LANES_CASE(5)
-            LANES_CASE(6)
-            LANES_CASE(7)
-            LANES_CASE(8)
-            LANES_CASE(9)
-            LANES_CASE(10)
-            LANES_CASE(11)
-            LANES_CASE(12)
-            LANES_CASE(13)
-            LANES_CASE(14)
-            LANES_CASE(15)
-            LANES_CASE(16)
-#undef LANES_CASE
-        default: /* clara_gemv_quant admits 1..CLARA_GEMV_MAX_ROWS rows */
-            break;
+        for (uint32_t i = 0; i < 16; i++) off[i] = (int32_t)((i < valid ? i : valid - 1) * row_bytes);
+        for (uint32_t t0 = 0; t0 < g->n; t0 += CLARA_GEMV_PASS_ROWS) {
+            clara_gemv_args p = pass_rows(g, t0);
+            const clara_gemv_args *gp = &p;
+            if (q8) {
+#define CALL(T) q0_lanes_group(true, T, gp, r, valid, off)
+                GEMV_CASES(CALL, gp->n)
+#undef CALL
+            } else {
+#define CALL(T) q0_lanes_group(false, T, gp, r, valid, off)
+                GEMV_CASES(CALL, gp->n)
+#undef CALL
+            }
         }
     }
 }
-
-_Static_assert(CLARA_GEMV_MAX_ROWS == 16, "q0_lanes instantiates 1..16 rows");
 
 /* Weight rows per chunk when the activation rows take several passes: a chunk's rows are read
  * from memory by the first pass and from L1 by the others (4 rows of the widest decode matrix,
