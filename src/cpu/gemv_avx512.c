@@ -112,7 +112,8 @@ ALWAYS_INLINE void q0_lanes_group(bool Q8, int T, const clara_gemv_args *g, uint
     for (size_t b = 0; b < g->nb; b++) {
         const uint8_t *wb = w + bb * b;
 #pragma GCC unroll 5
-        for (size_t o = 0; o < 16 * bb; o += 64) _mm_prefetch((const char *)(pf + 16 * bb * b + o), _MM_HINT_T0);
+        for (size_t o = 0; o < 16 * bb; o += 64)
+            _mm_prefetch((const char *)(pf + 16 * bb * b + o), _MM_HINT_T0);
         __m512i X[8];
         lanes_codes(Q8, wb, off, X);
         /* each row's first 4 block bytes: the f16 scale, then 2 code bytes */
@@ -292,7 +293,7 @@ ALWAYS_INLINE void q6k_gemv(int T, const clara_gemv_args *g, uint64_t r0, uint64
         CALL(T);                                                                                   \
         break;
 #define GEMV_CASES(CALL, N)                                                                        \
-    switch (N) {                                                                                \
+    switch (N) {                                                                                   \
         GEMV_CASE(CALL, 1)                                                                         \
         GEMV_CASE(CALL, 2)                                                                         \
         GEMV_CASE(CALL, 3)                                                                         \
@@ -347,7 +348,8 @@ static void q0_lanes(const clara_gemv_args *g, uint64_t r0, uint64_t r1) {
     for (uint64_t r = r0; r < r1; r += 16) {
         uint32_t valid = r1 - r < 16 ? (uint32_t)(r1 - r) : 16;
         _Alignas(64) int32_t off[16];
-        for (uint32_t i = 0; i < 16; i++) off[i] = (int32_t)((i < valid ? i : valid - 1) * row_bytes);
+        for (uint32_t i = 0; i < 16; i++)
+            off[i] = (int32_t)((i < valid ? i : valid - 1) * row_bytes);
         for (uint32_t t0 = 0; t0 < g->n; t0 += CLARA_GEMV_PASS_ROWS) {
             clara_gemv_args p = pass_rows(g, t0);
             const clara_gemv_args *gp = &p;

@@ -447,7 +447,8 @@ static void test_rows_gemm_bits(void) {
     if (!clara_isa_supported(CLARA_ISA_AVX512)) return;
     clara_isa_force(CLARA_ISA_AVX512);
     float *x = rand_vec((size_t)N * COLS), *t = rand_vec((size_t)N * RANK);
-    float *all = malloc((size_t)N * 70 * sizeof(float)), *some = malloc((size_t)N * 70 * sizeof(float));
+    float *all = malloc((size_t)N * 70 * sizeof(float)),
+          *some = malloc((size_t)N * 70 * sizeof(float));
     for (size_t ti = 0; ti < 2; ti++)
         for (size_t ri = 0; ri < 2; ri++) {
             test_mat m, B;
