@@ -18,23 +18,19 @@ static int32_t lane16(int v) {
     return (int32_t)(uint16_t)(int16_t)v;
 }
 
-/* q8_0 row -> q4_0 / q8_0 layout: per block pair the codes in the order the kernel holds the
- * weights (q4_0: first halves of both blocks, then the second halves; q8_0: as they are). */
+/* q8_0 row -> the q4_0 / q8_0 lanes kernel's layout: per block of 32 the codes as they are, the
+ * start value -off * (sum of the codes) of the block's integer sum, and the f32 scale, as the
+ * packed GEMM's clara_qg_pack_act makes them (the same values, so the same sums). */
 static void prep_q0(bool q8, const uint8_t *xq, size_t nb, int8_t *A, int32_t *C, float *DA) {
     int off = q8 ? 128 : 8;
-    for (size_t p = 0; p < nb / 2; p++) {
-        const int8_t *a0 = (const int8_t *)(xq + 2 * p * 34 + 2), *a1 = a0 + 34;
-        int8_t *o = A + 64 * p;
-        if (q8) {
-            memcpy(o, a0, 32), memcpy(o + 32, a1, 32);
-        } else {
-            memcpy(o, a0, 16), memcpy(o + 16, a1, 16), memcpy(o + 32, a0 + 16, 16);
-            memcpy(o + 48, a1 + 16, 16);
-        }
-        for (int l = 0; l < 16; l++)
-            C[16 * p + l] = -off * (o[4 * l] + o[4 * l + 1] + o[4 * l + 2] + o[4 * l + 3]);
+    for (size_t b = 0; b < nb; b++) {
+        const int8_t *a = (const int8_t *)(xq + 34 * b + 2);
+        int32_t sum = 0;
+        for (int l = 0; l < 32; l++) sum += a[l];
+        memcpy(A + 32 * b, a, 32);
+        C[b] = CLARA_GEMV_MAGIC - off * sum;
+        DA[b] = clara_f16_le(xq + 34 * b);
     }
-    for (size_t b = 0; b < nb; b++) DA[b] = clara_f16_le(xq + 34 * b);
 }
 
 /* q8_k row (f32 d, 256 codes, 16 int16 bsums per block) -> q4_k layout: the nibbles of a
@@ -63,10 +59,10 @@ static void prep_q6_k(const uint8_t *xq, size_t nb, int8_t *A, int32_t *C, float
     }
 }
 
-/* The prepared-activation layout of one weight type: per unit (a block pair, or a super-block)
- * a_per code bytes, 16 C lanes and da_per scales; nb blocks per row. */
+/* The prepared-activation layout of one weight type: per unit (a block of 32, or a super-block)
+ * a_per code bytes, c_per C values and da_per scales; nb blocks per row. */
 typedef struct {
-    size_t nb, units, a_per, da_per;
+    size_t nb, units, a_per, c_per, da_per;
 } gemv_shape;
 
 static bool gemv_shape_of(const clara_mat *W, gemv_shape *s) {
@@ -75,12 +71,12 @@ static bool gemv_shape_of(const clara_mat *W, gemv_shape *s) {
     case CLARA_TYPE_Q4_0:
     case CLARA_TYPE_Q8_0:
         nb = (size_t)W->cols / 32;
-        *s = (gemv_shape){nb, nb / 2, 64, 2};
-        return nb % 4 == 0;
+        *s = (gemv_shape){nb, nb, 32, 1, 1};
+        return true;
     case CLARA_TYPE_Q4_K:
     case CLARA_TYPE_Q6_K:
         nb = (size_t)W->cols / 256;
-        *s = (gemv_shape){nb, nb, 256, W->type == CLARA_TYPE_Q4_K ? 2 : 1};
+        *s = (gemv_shape){nb, nb, 256, 16, W->type == CLARA_TYPE_Q4_K ? 2 : 1};
         return true;
     default:
         return false;
@@ -93,7 +89,7 @@ static size_t align64(size_t n) {
 
 /* Bytes of n prepared rows: A, C and DA arrays, each row's 64-byte aligned. */
 static size_t prep_bytes(const gemv_shape *s, uint32_t n) {
-    return (align64(s->units * s->a_per) + align64(s->units * 64) +
+    return (align64(s->units * s->a_per) + align64(s->units * s->c_per * 4) +
             align64(s->units * s->da_per * 4)) *
            n;
 }
@@ -101,7 +97,7 @@ static size_t prep_bytes(const gemv_shape *s, uint32_t n) {
 /* Prepares the n rows of xq for W's kernel at base (prep_bytes long) and fills g but for y. */
 static void prep_rows(const clara_mat *W, const gemv_shape *s, const uint8_t *xq, size_t xq_stride,
                       uint32_t n, uint8_t *base, clara_gemv_args *g) {
-    size_t a_b = align64(s->units * s->a_per), c_b = align64(s->units * 64);
+    size_t a_b = align64(s->units * s->a_per), c_b = align64(s->units * s->c_per * 4);
     size_t da_b = align64(s->units * s->da_per * 4);
     *g = (clara_gemv_args){.type = W->type,
                            .W = W->data,
@@ -129,6 +125,14 @@ static void prep_rows(const clara_mat *W, const gemv_shape *s, const uint8_t *xq
             prep_q0(W->type == CLARA_TYPE_Q8_0, x, s->nb, A, C, DA);
         }
     }
+}
+
+/* matmul's rule; for q4_0 / q8_0 whole groups of the lanes kernel's 16 weight rows, so that no
+ * task ends in a partial group that wastes lanes (the outputs do not depend on the split). */
+static uint64_t rows_per_task(const clara_ctx *ctx, const clara_mat *W, uint32_t n) {
+    uint64_t per = clara_matmul_rows_per_task(ctx, W, n);
+    if (W->type == CLARA_TYPE_Q4_0 || W->type == CLARA_TYPE_Q8_0) per = (per + 15) / 16 * 16;
+    return per;
 }
 
 /* One parallel region over the rows of several matrices: part i's rows in tasks of
@@ -182,7 +186,7 @@ bool clara_gemv_quant_group(clara_ctx *ctx, clara_isa isa, const clara_gemv_part
         j.g[i].y = p->y, j.g[i].ldy = (size_t)p->W->rows;
         j.g[i].accumulate = p->accumulate, j.g[i].alpha = p->alpha;
         j.rows[i] = p->W->rows;
-        j.rows_per_task[i] = clara_matmul_rows_per_task(ctx, p->W, n);
+        j.rows_per_task[i] = rows_per_task(ctx, p->W, n);
         j.task0[i + 1] =
             j.task0[i] + (size_t)((j.rows[i] + j.rows_per_task[i] - 1) / j.rows_per_task[i]);
     }

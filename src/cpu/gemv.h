@@ -22,6 +22,12 @@
 #define CLARA_GEMV_PASS_ROWS 8
 #define CLARA_GEMV_MAX_ROWS  16
 
+/* The q4_0 / q8_0 kernel converts a block's integer sum v (|v| < 2^22) to f32 exactly as
+ * the float with the bits CLARA_GEMV_MAGIC + v, minus 1.5 * 2^23 (a subtraction, which can run
+ * on either vector port, instead of a convert, which competes with the dpbusd for one):
+ * the prepared start values C carry the magic. */
+#define CLARA_GEMV_MAGIC 0x4B400000
+
 /* Activations prepared per row t (gemv.c):
  *  q4_0 / q8_0 (per block pair): A the codes in the weights' byte order, C the -off * (sum of
  *    4 codes) start value of each dpbusd lane, DA the f32 block scales;

@@ -29,77 +29,116 @@ ALWAYS_INLINE void store_rows(int T, const clara_gemv_args *g, uint64_t r, const
                          _mm512_reduce_add_ps(acc[t]));
 }
 
-/* ---- q4_0 / q8_0: 4 blocks per step, block scales gathered by one permute ---- */
+/* ---- q4_0 / q8_0: 16 weight rows in the lanes (the packed GEMM's arithmetic) ---- */
 
-/* Per block pair one zmm holds both blocks' codes as unsigned bytes (q4_0: [lo b, lo b+1, hi b,
- * hi b+1], 16 each; q8_0: [b, b+1] with 128 added), so one dpbusd, started from the precomputed
- * -off*sum(a) lanes, gives both blocks' integer sums; the lanes' scales dw*da come from one
- * permute of the 4 blocks' f16 scales. */
-ALWAYS_INLINE void q0_gemv(bool Q8, int T, const clara_gemv_args *g, uint64_t r0, uint64_t r1) {
-    const __m512i m4 = _mm512_set1_epi8(15), x80 = _mm512_set1_epi8((char)0x80);
-    /* the 4 scales' 16-bit words: q4_0 bytes 0, 18, 36, 54; q8_0 0, 34, 68, 102 (two windows) */
-    const __m512i idx_d =
-        Q8 ? _mm512_setr_epi32(17 << 16, 34 | 51 << 16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-           : _mm512_setr_epi32(9 << 16, 18 | 27 << 16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
-    const __m512i idx01 = Q8 ? _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)
-                             : _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
-    const __m512i idx23 = _mm512_add_epi32(idx01, _mm512_set1_epi32(2));
-    const size_t bb = Q8 ? 34 : 18, gb = 4 * bb, nb = g->nb, row_bytes = nb * bb;
-    for (uint64_t r = r0; r < r1; r++) {
-        const uint8_t *w = g->W + r * row_bytes;
-        __m512 acc0[CLARA_GEMV_PASS_ROWS], acc1[CLARA_GEMV_PASS_ROWS];
+#define LANES_MAGIC_F 12582912.0f /* 1.5 * 2^23, the float of CLARA_GEMV_MAGIC */
+
+/* A group of 16 weight rows goes through the blocks of 32 in increasing order; per block the
+ * rows' codes are transposed in registers so that one zmm holds 4 consecutive codes of each of
+ * the 16 rows (8 such vectors per block), one dpbusd per vector and activation row with the
+ * row's 4 codes broadcast, and the 16 rows' f16 scales come from one gather. So the weight-side
+ * work (loads, transpose, nibbles, scales) is done once per block for all activation rows, and
+ * each activation row costs 8 dpbusd, one convert, one multiply and one FMA per 16 x 32 codes.
+ * Per output: isum = -off*sum(a) + exact integer sum of the block, then
+ * acc = fma(float(isum), s*dx, acc) over the blocks in order: the packed GEMM's order
+ * (qgemm.h), so a row's bits are the same at any number of activation rows, GEMV or GEMM. */
+
+/* Rows 4L+g of the group in 128-bit lane L of Z[g] (4 dwords each) -> T[m] with lane 4L+g
+ * = dword m of row 4L+g: a 4 x 4 dword transpose inside each 128-bit lane. */
+ALWAYS_INLINE void transpose_4x4(const __m512i Z[4], __m512i T[4]) {
+    __m512i a = _mm512_unpacklo_epi32(Z[0], Z[1]), b = _mm512_unpackhi_epi32(Z[0], Z[1]);
+    __m512i c = _mm512_unpacklo_epi32(Z[2], Z[3]), d = _mm512_unpackhi_epi32(Z[2], Z[3]);
+    T[0] = _mm512_unpacklo_epi64(a, c), T[1] = _mm512_unpackhi_epi64(a, c);
+    T[2] = _mm512_unpacklo_epi64(b, d), T[3] = _mm512_unpackhi_epi64(b, d);
+}
+
+/* The 16 bytes at p + off[i] of rows i = 4L+g, for g = 0..3, as Z[g]. */
+ALWAYS_INLINE void load_rows16(const uint8_t *p, const int32_t off[16], __m512i Z[4]) {
+#pragma GCC unroll 4
+    for (int g = 0; g < 4; g++) {
+        __m512i z = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(p + off[g])));
+        z = _mm512_inserti32x4(z, _mm_loadu_si128((const __m128i *)(p + off[4 + g])), 1);
+        z = _mm512_inserti32x4(z, _mm_loadu_si128((const __m128i *)(p + off[8 + g])), 2);
+        Z[g] = _mm512_inserti32x4(z, _mm_loadu_si128((const __m128i *)(p + off[12 + g])), 3);
+    }
+}
+
+/* Block b's codes of the 16 rows (row i at w + off[i]) as 8 vectors of 4 k x 16 rows, unsigned:
+ * q4_0 byte j holds codes j (low nibble) and j + 16; q8_0 codes + 128. */
+ALWAYS_INLINE void lanes_codes(bool Q8, const uint8_t *wb, const int32_t off[16], __m512i X[8]) {
+    __m512i Z[4], T[4];
+    load_rows16(wb + 2, off, Z);
+    transpose_4x4(Z, T);
+    if (Q8) {
+        const __m512i x80 = _mm512_set1_epi8((char)0x80);
+#pragma GCC unroll 4
+        for (int m = 0; m < 4; m++) X[m] = _mm512_xor_si512(T[m], x80);
+        load_rows16(wb + 18, off, Z);
+        transpose_4x4(Z, T);
+#pragma GCC unroll 4
+        for (int m = 0; m < 4; m++) X[4 + m] = _mm512_xor_si512(T[m], x80);
+    } else {
+        const __m512i m4 = _mm512_set1_epi8(15);
+#pragma GCC unroll 4
+        for (int m = 0; m < 4; m++) {
+            X[m] = _mm512_and_si512(T[m], m4);
+            X[4 + m] = _mm512_and_si512(_mm512_srli_epi32(T[m], 4), m4);
+        }
+    }
+}
+
+/* Outputs of rows [0, valid) of the group for activation row t (y at the group's row 0). */
+ALWAYS_INLINE void lanes_store(const clara_gemv_args *g, uint32_t t, uint64_t r, uint32_t valid,
+                               __m512 v) {
+    float *o = g->y + (size_t)t * g->ldy + r;
+    __mmask16 k = (__mmask16)((1u << valid) - 1);
+    if (g->accumulate) /* o + alpha*v, rounded twice as clara_gemm_store's */
+        v = _mm512_add_ps(_mm512_maskz_loadu_ps(k, o), _mm512_mul_ps(_mm512_set1_ps(g->alpha), v));
+    _mm512_mask_storeu_ps(o, k, v);
+}
+
+/* One group: weight rows r + off[i] / row_bytes (the last valid row repeated past `valid`),
+ * activation rows [0, T) of g. */
+ALWAYS_INLINE void q0_lanes_group(bool Q8, int T, const clara_gemv_args *g, uint64_t r,
+                                  uint32_t valid, const int32_t off[16]) {
+    const size_t bb = Q8 ? 34 : 18;
+    const uint8_t *w = g->W + r * g->nb * bb;
+    const __m512i vidx = _mm512_loadu_si512((const void *)off);
+    __m512 acc[CLARA_GEMV_PASS_ROWS];
 #pragma GCC unroll 8
-        for (int t = 0; t < T; t++) acc0[t] = acc1[t] = _mm512_setzero_ps();
-        for (size_t q = 0; q < nb / 4; q++) {
-            const uint8_t *wb = w + gb * q;
-            prefetch_ahead(wb, gb);
-            __m512i win = _mm512_loadu_si512((const void *)wb), X0, X1;
-            __m512i dh = Q8 ? _mm512_permutex2var_epi16(win, idx_d,
-                                                        _mm512_loadu_si512((const void *)(wb + 64)))
-                            : _mm512_permutexvar_epi16(idx_d, win);
-            __m128 dw = _mm_cvtph_ps(_mm512_castsi512_si128(dh));
-            if (Q8) {
-                X0 = _mm512_inserti64x4(
-                    _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(wb + 2))),
-                    _mm256_loadu_si256((const __m256i *)(wb + 36)), 1);
-                X1 = _mm512_inserti64x4(
-                    _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(wb + 70))),
-                    _mm256_loadu_si256((const __m256i *)(wb + 104)), 1);
-                X0 = _mm512_xor_si512(X0, x80), X1 = _mm512_xor_si512(X1, x80);
-            } else {
-                __m256i x0 = _mm256_inserti128_si256(
-                    _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(wb + 2))),
-                    _mm_loadu_si128((const __m128i *)(wb + 20)), 1);
-                __m256i x1 = _mm256_inserti128_si256(
-                    _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(wb + 38))),
-                    _mm_loadu_si128((const __m128i *)(wb + 56)), 1);
-                X0 = _mm512_and_si512(
-                    _mm512_inserti64x4(_mm512_castsi256_si512(x0), _mm256_srli_epi16(x0, 4), 1),
-                    m4);
-                X1 = _mm512_and_si512(
-                    _mm512_inserti64x4(_mm512_castsi256_si512(x1), _mm256_srli_epi16(x1, 4), 1),
-                    m4);
-            }
+    for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
+    /* the next group's rows (contiguous: 16 * nb * bb bytes) at the pace this group is read */
+    const uint8_t *pf = w + 16 * g->nb * bb;
+    for (size_t b = 0; b < g->nb; b++) {
+        const uint8_t *wb = w + bb * b;
+#pragma GCC unroll 5
+        for (size_t o = 0; o < 16 * bb; o += 64)
+            _mm_prefetch((const char *)(pf + 16 * bb * b + o), _MM_HINT_T0);
+        __m512i X[8];
+        lanes_codes(Q8, wb, off, X);
+        /* each row's first 4 block bytes: the f16 scale, then 2 code bytes */
+        __m512i d32 = _mm512_i32gather_epi32(vidx, (const void *)wb, 1);
+        __m512 s = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(d32));
+        __m512i is[CLARA_GEMV_PASS_ROWS];
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) is[t] = _mm512_set1_epi32(g->C[(size_t)t * g->c_stride + b]);
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; k++)
 #pragma GCC unroll 8
             for (int t = 0; t < T; t++) {
-                const int8_t *A = g->A + (size_t)t * g->a_stride + 128 * q;
-                const int32_t *C = g->C + (size_t)t * g->c_stride + 32 * q;
-                __m128 s4 = _mm_mul_ps(dw, _mm_loadu_ps(g->DA + (size_t)t * g->da_stride + 4 * q));
-                __m512 s = _mm512_castps128_ps512(s4);
-                __m512i i0 = _mm512_dpbusd_epi32(_mm512_loadu_si512((const void *)C), X0,
-                                                 _mm512_loadu_si512((const void *)A));
-                __m512i i1 = _mm512_dpbusd_epi32(_mm512_loadu_si512((const void *)(C + 16)), X1,
-                                                 _mm512_loadu_si512((const void *)(A + 64)));
-                acc0[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0), _mm512_permutexvar_ps(idx01, s),
-                                          acc0[t]);
-                acc1[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i1), _mm512_permutexvar_ps(idx23, s),
-                                          acc1[t]);
+                int32_t av;
+                memcpy(&av, g->A + (size_t)t * g->a_stride + 32 * b + 4 * k, 4);
+                is[t] = _mm512_dpbusd_epi32(is[t], X[k], _mm512_set1_epi32(av));
             }
-        }
 #pragma GCC unroll 8
-        for (int t = 0; t < T; t++) acc0[t] = _mm512_add_ps(acc0[t], acc1[t]);
-        store_rows(T, g, r, acc0);
+        for (int t = 0; t < T; t++) {
+            __m512 d = _mm512_set1_ps(g->DA[(size_t)t * g->da_stride + b]);
+            __m512 f = _mm512_sub_ps(_mm512_castsi512_ps(is[t]), _mm512_set1_ps(LANES_MAGIC_F));
+            acc[t] = _mm512_fmadd_ps(f, _mm512_mul_ps(s, d), acc[t]);
+        }
     }
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++) lanes_store(g, (uint32_t)t, r, valid, acc[t]);
 }
 
 /* ---- k-quants: the lanes of 4 x 64 codes, each lane sum scaled by its sub-block's scale ---- */
@@ -253,8 +292,8 @@ ALWAYS_INLINE void q6k_gemv(int T, const clara_gemv_args *g, uint64_t r0, uint64
     case T:                                                                                        \
         CALL(T);                                                                                   \
         break;
-#define GEMV_CASES(CALL)                                                                           \
-    switch (g->n) {                                                                                \
+#define GEMV_CASES(CALL, N)                                                                        \
+    switch (N) {                                                                                   \
         GEMV_CASE(CALL, 1)                                                                         \
         GEMV_CASE(CALL, 2)                                                                         \
         GEMV_CASE(CALL, 3)                                                                         \
@@ -271,28 +310,59 @@ _Static_assert(CLARA_GEMV_PASS_ROWS == 8, "GEMV_CASES instantiates 1..8 rows");
 /* One pass: rows [r0, r1) of W for the g->n <= CLARA_GEMV_PASS_ROWS activation rows of g. */
 static void gemv_pass(const clara_gemv_args *g, uint64_t r0, uint64_t r1) {
     switch (g->type) {
-    case CLARA_TYPE_Q4_0:
-#define CALL(T) q0_gemv(false, T, g, r0, r1)
-        GEMV_CASES(CALL)
-#undef CALL
-        break;
-    case CLARA_TYPE_Q8_0:
-#define CALL(T) q0_gemv(true, T, g, r0, r1)
-        GEMV_CASES(CALL)
-#undef CALL
-        break;
     case CLARA_TYPE_Q4_K:
 #define CALL(T) q4k_gemv(T, g, r0, r1)
-        GEMV_CASES(CALL)
+        GEMV_CASES(CALL, g->n)
 #undef CALL
         break;
     case CLARA_TYPE_Q6_K:
 #define CALL(T) q6k_gemv(T, g, r0, r1)
-        GEMV_CASES(CALL)
+        GEMV_CASES(CALL, g->n)
 #undef CALL
         break;
-    default: /* clara_gemv_quant admits no other type */
+    default: /* q4_0 / q8_0 go through q0_lanes; clara_gemv_quant admits no other type */
         break;
+    }
+}
+
+/* Weight rows per chunk when the activation rows take several passes: a chunk's rows are read
+ * from memory by the first pass and from L1 by the others (4 rows of the widest decode matrix,
+ * the 14,336-column down projection, are 32 KB of q4_0, 56 KB of q8_0: L1 or L2). */
+#define GEMV_CHUNK_ROWS 4
+
+/* The activation rows of g from row t0 on, at most CLARA_GEMV_PASS_ROWS of them. */
+static clara_gemv_args pass_rows(const clara_gemv_args *g, uint32_t t0) {
+    clara_gemv_args p = *g;
+    p.n = g->n - t0 < CLARA_GEMV_PASS_ROWS ? g->n - t0 : CLARA_GEMV_PASS_ROWS;
+    p.A += t0 * g->a_stride, p.C += t0 * g->c_stride, p.DA += t0 * g->da_stride;
+    p.y += t0 * g->ldy;
+    return p;
+}
+
+/* q4_0 / q8_0: groups of 16 weight rows (the last one partial, its last row repeated in the
+ * lanes past the end and not stored), each group through every pass of activation rows while
+ * its rows are still in L1/L2. */
+static void q0_lanes(const clara_gemv_args *g, uint64_t r0, uint64_t r1) {
+    const bool q8 = g->type == CLARA_TYPE_Q8_0;
+    const size_t row_bytes = g->nb * (q8 ? 34 : 18);
+    for (uint64_t r = r0; r < r1; r += 16) {
+        uint32_t valid = r1 - r < 16 ? (uint32_t)(r1 - r) : 16;
+        _Alignas(64) int32_t off[16];
+        for (uint32_t i = 0; i < 16; i++)
+            off[i] = (int32_t)((i < valid ? i : valid - 1) * row_bytes);
+        for (uint32_t t0 = 0; t0 < g->n; t0 += CLARA_GEMV_PASS_ROWS) {
+            clara_gemv_args p = pass_rows(g, t0);
+            const clara_gemv_args *gp = &p;
+            if (q8) {
+#define CALL(T) q0_lanes_group(true, T, gp, r, valid, off)
+                GEMV_CASES(CALL, gp->n)
+#undef CALL
+            } else {
+#define CALL(T) q0_lanes_group(false, T, gp, r, valid, off)
+                GEMV_CASES(CALL, gp->n)
+#undef CALL
+            }
+        }
     }
 }
 
@@ -304,6 +374,10 @@ static void gemv_pass(const clara_gemv_args *g, uint64_t r0, uint64_t r1) {
 /* Each pass's activation rows are those of g from row t0 on: a row's arithmetic is the same in
  * every pass and at every pass size, so its output does not depend on how many rows there are. */
 void clara_gemv_avx512(const clara_gemv_args *g, uint64_t r0, uint64_t r1) {
+    if (g->type == CLARA_TYPE_Q4_0 || g->type == CLARA_TYPE_Q8_0) {
+        q0_lanes(g, r0, r1);
+        return;
+    }
     if (g->n <= CLARA_GEMV_PASS_ROWS) {
         gemv_pass(g, r0, r1);
         return;
@@ -311,10 +385,7 @@ void clara_gemv_avx512(const clara_gemv_args *g, uint64_t r0, uint64_t r1) {
     for (uint64_t c0 = r0; c0 < r1; c0 += GEMV_CHUNK_ROWS) {
         uint64_t c1 = c0 + GEMV_CHUNK_ROWS < r1 ? c0 + GEMV_CHUNK_ROWS : r1;
         for (uint32_t t0 = 0; t0 < g->n; t0 += CLARA_GEMV_PASS_ROWS) {
-            clara_gemv_args p = *g;
-            p.n = g->n - t0 < CLARA_GEMV_PASS_ROWS ? g->n - t0 : CLARA_GEMV_PASS_ROWS;
-            p.A += t0 * g->a_stride, p.C += t0 * g->c_stride, p.DA += t0 * g->da_stride;
-            p.y += t0 * g->ldy;
+            clara_gemv_args p = pass_rows(g, t0);
             gemv_pass(&p, c0, c1);
         }
     }

@@ -435,6 +435,56 @@ static void test_rows_invariant(void) {
     free(x), free(all), free(some), free(t);
 }
 
+/* q4_0 and q8_0 at AVX-512: the decode GEMV (16 weight rows in the lanes) sums in the packed
+ * GEMM's order, so a row has the same bits at any number of rows, past the GEMV's 16 too: each
+ * of n = 1..16 rows (GEMV) against the same rows among 40 (packed GEMM), 1 and 2 threads, 37 and
+ * 70 weight rows (a partial group of 16; tasks of several groups), plain, accumulating and with
+ * a LoRA delta over a row split. */
+static void test_rows_gemm_bits(void) {
+    static const clara_type types[] = {CLARA_TYPE_Q4_0, CLARA_TYPE_Q8_0};
+    static const uint64_t rows[] = {37, 70};
+    enum { N = 40, COLS = 480, RANK = 8 };
+    if (!clara_isa_supported(CLARA_ISA_AVX512)) return;
+    clara_isa_force(CLARA_ISA_AVX512);
+    float *x = rand_vec((size_t)N * COLS), *t = rand_vec((size_t)N * RANK);
+    float *all = malloc((size_t)N * 70 * sizeof(float)),
+          *some = malloc((size_t)N * 70 * sizeof(float));
+    for (size_t ti = 0; ti < 2; ti++)
+        for (size_t ri = 0; ri < 2; ri++) {
+            test_mat m, B;
+            T_CHECK(mat_make(&m, types[ti], rows[ri], COLS) == 0);
+            T_CHECK(mat_make(&B, CLARA_TYPE_F32, rows[ri], RANK) == 0);
+            size_t R = (size_t)rows[ri];
+            for (int th = 0; th < 2; th++) {
+                clara_ctx *ctx = th ? &g_c2.ctx : &g_c1.ctx;
+                int differ = 0;
+                clara_matmul(ctx, &m.W, x, N, all, false, 1.0f);
+                for (uint32_t n = 1; n <= 16; n++) {
+                    clara_matmul(ctx, &m.W, x, n, some, false, 1.0f);
+                    differ += memcmp(some, all, (size_t)n * R * sizeof(float)) != 0;
+                }
+                /* accumulating: y + alpha*dot on the same start values */
+                for (size_t i = 0; i < (size_t)N * R; i++) some[i] = all[i] = (float)i * 0.25f;
+                clara_matmul(ctx, &m.W, x, N, all, true, -0.75f);
+                clara_matmul(ctx, &m.W, x, 9, some, true, -0.75f);
+                differ += memcmp(some, all, (size_t)9 * R * sizeof(float)) != 0;
+                clara_lora_delta d = {1, N - 1, t, &B.W, 0.5f};
+                clara_matmul_lora(ctx, &m.W, x, N, all, &d, 1, false);
+                for (uint32_t n = 2; n <= 16; n++) {
+                    d.n = n - 1;
+                    clara_matmul_lora(ctx, &m.W, x, n, some, &d, 1, false);
+                    differ += memcmp(some, all, (size_t)n * R * sizeof(float)) != 0;
+                }
+                T_CHECK_MSG(differ == 0, "%s %zu rows %d threads: %d cases differ from the GEMM",
+                            clara_type_name(types[ti]), R, th + 1, differ);
+            }
+            mat_free(&m);
+            mat_free(&B);
+        }
+    clara_isa_force(clara_isa_best());
+    free(x), free(t), free(all), free(some);
+}
+
 /* The SIMD activation quantizers give the bytes of clara_quantize_row (the reference) for
  * ordinary rows, exact .5 ties, zero rows, tied +-max, huge and subnormal values. */
 static void test_act_quant(void) {
@@ -712,6 +762,7 @@ int main(void) {
     T_RUN(test_lora_fused);
     T_RUN(test_matmul_group);
     T_RUN(test_rows_invariant);
+    T_RUN(test_rows_gemm_bits);
     T_RUN(test_attention);
     T_RUN(test_swiglu);
     T_RUN(test_softmax);
