@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "clara.h"
+#include "quantize.h"
 #include "t.h"
 
 static clara_model *g_model;
@@ -198,6 +199,50 @@ static void test_cancel_leaves_next_step(void) {
     clara_batch_free(b);
 }
 
+/* More requests decoding than one pass of the decode GEMV takes (16 rows), on a q4_0 model (the
+ * quantized kernels have several paths by row count): each gets exactly its answer alone. */
+static void test_many_quantized(const char *q4_path) {
+    clara_model *m = NULL;
+    clara_ctx *ctx = NULL;
+    clara_model_params mp = clara_model_default_params();
+    clara_ctx_params cp = clara_ctx_default_params();
+    cp.n_threads = 2;
+    T_EQ_INT(clara_model_load(q4_path, &mp, &m), CLARA_OK);
+    T_EQ_INT(clara_ctx_create(m, &cp, &ctx), CLARA_OK);
+    enum { N = 21 };
+    static const char *qs[] = {
+        "What is the capital?", "Which river?",          "How many hearts?", "Which mountain?",
+        "Tell me about honey.", "How long is the wall?", "Where is Basel?"};
+    counter c[N];
+    clara_gen_params p[N];
+    clara_gen_result alone[N], r[N];
+    clara_status st[N];
+    for (int i = 0; i < N; i++) {
+        c[i].tokens = 0;
+        p[i] = ask(qs[i % 7], (size_t)i % 5, 1 + (size_t)i % 2, 10 + (uint32_t)i, &c[i]);
+        T_EQ_INT(clara_generate(ctx, &p[i], &alone[i]), CLARA_OK);
+        st[i] = (clara_status)-1;
+    }
+    clara_batch *b = NULL;
+    T_EQ_INT(clara_batch_create(ctx, NULL, &b), CLARA_OK);
+    for (int i = 0; i < N; i++)
+        T_EQ_INT(clara_batch_add(b, &p[i], &r[i], (void *)(intptr_t)i), CLARA_OK);
+    size_t k = 0; /* the documents, then the prompts in passes of at most 2,200 rows */
+    for (int i = 0; i < 4 && clara_batch_decoding(b) < N; i++)
+        T_EQ_INT(clara_batch_step(b, NULL, 0, &k), CLARA_OK);
+    T_EQ_INT(clara_batch_decoding(b), N);
+    T_CHECK(run_until(b, N, st) > 0);
+    for (int i = 0; i < N; i++) {
+        T_EQ_INT(st[i], CLARA_OK);
+        T_CHECK_MSG(same(&r[i], &alone[i]), "request %d differs from alone", i);
+        clara_gen_result_free(&r[i]);
+        clara_gen_result_free(&alone[i]);
+    }
+    clara_batch_free(b);
+    clara_ctx_free(ctx);
+    clara_model_free(m);
+}
+
 int main(void) {
     const char *build = getenv("BUILD");
     char path[1024];
@@ -213,6 +258,12 @@ int main(void) {
     T_RUN(test_join_running_batch);
     T_RUN(test_steps_between_layers);
     T_RUN(test_cancel_leaves_next_step);
+    char q4[1100];
+    snprintf(q4, sizeof q4, "%s/tests/test_batch-q4_0.gguf", build && *build ? build : "build");
+    clara_quantize_opts qo = {false, NULL};
+    T_EQ_INT(clara_quantize_file(path, q4, "q4_0", &qo), CLARA_OK);
+    test_many_quantized(q4);
+    remove(q4);
     clara_ctx_free(g_ctx);
     clara_model_free(g_model);
     return t_report("test_batch");
