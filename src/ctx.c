@@ -8,6 +8,7 @@
 #include "base/status.h"
 #include "ctx.h"
 #include "forward.h"
+#include "prefix.h"
 
 clara_ctx_params clara_ctx_default_params(void) {
     clara_ctx_params p = {0};
@@ -67,6 +68,7 @@ void clara_ctx_free(clara_ctx *ctx) {
                      ctx->xperm};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(ctx->qg_buf);
+    clara_prefix_free(ctx->prefix);
     free(ctx);
 }
 

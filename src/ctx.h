@@ -65,6 +65,7 @@ struct clara_ctx {
     clara_qg_acts_key qg_acts;    /* what the activations at the start of qg_buf were made from */
     float *out_rows, *out_logits; /* [out_cap][n_embd], [out_cap][n_vocab]: last rows, logits */
     uint32_t out_cap;
+    struct clara_prefix_cache *prefix; /* prompt heads' keys and values (prefix.h); NULL at first */
 };
 
 /* Query rows that attention scores together (forward.c, cpu/kernels_attn.inc). */

@@ -14,6 +14,7 @@
 #include "base/status.h"
 #include "forward.h"
 #include "pipeline.h"
+#include "prefix.h"
 #include "prompt.h"
 
 /* The reference truncates prompts at 1024 tokens (cutting the question); we do not (spec §8.3). */
@@ -27,6 +28,7 @@ typedef struct {
     const float *vectors; /* the k document vectors in prompt order */
     size_t k;
     clara_adapter_set set; /* generation adapters (spec §5) */
+    clara_prompt prompt;   /* its ids (the constant head's before first_mem: prefix.h) */
     float *emb;            /* prompt embeddings with the vectors written in */
     uint32_t n_prompt;
     float *logits; /* [n_vocab] of the latest step */
@@ -282,7 +284,7 @@ static clara_status prompt_embeddings(const clara_model *m, gen_req *q) {
                 memcpy(q->emb + (size_t)clara_prompt_slot_row(m, &pr, j, i) * H,
                        q->vectors + (j * n_mem + i) * H, H * sizeof(float));
     }
-    clara_ids_free(&pr.ids);
+    q->prompt = pr;
     return s;
 }
 
@@ -308,6 +310,24 @@ static void pick(const clara_model *m, gen_req *q, size_t n) {
         q[i].done =
             (id == m->meta.eos_id && !q[i].p->ignore_eos) || r->n_ids == q[i].p->max_new_tokens;
     }
+}
+
+/* Each prefill sequence (slot i is request i) starts after its prompt's constant head, from the
+ * context's cache (prefix.h); without memory for the lists, every prompt is computed whole. */
+static clara_status start_after_heads(clara_ctx *ctx, const gen_req *q, clara_seq *seqs,
+                                      uint32_t ns) {
+    const clara_ids **ids = malloc(ns * sizeof *ids);
+    uint32_t *head = malloc(ns * sizeof *head);
+    clara_status s = CLARA_OK;
+    for (uint32_t j = 0; ids && head && j < ns; j++) {
+        const gen_req *g = &q[seqs[j].slot];
+        ids[j] = &g->prompt.ids;
+        head[j] = g->k ? g->prompt.first_mem : 0;
+    }
+    if (ids && head) s = clara_prefix_apply(ctx, seqs, ns, ids, head);
+    free(ids);
+    free(head);
+    return s;
 }
 
 /* Greedy decoding of all live requests together (spec §9): one prefill pass over every prompt
@@ -346,6 +366,7 @@ static clara_status decode(clara_ctx *ctx, gen_req *q, size_t n) {
                                  q[i].logits,   q[i].n_prompt - 1, cancel_of(&q[i])};
     }
     double t0 = now_ms();
+    if (s == CLARA_OK && ns) s = start_after_heads(ctx, q, seqs, ns);
     if (s == CLARA_OK && ns) s = clara_forward_batch(ctx, seqs, ns);
     charge(q, n, offsetof(clara_gen_result, prefill_ms), &t0);
     check_cancelled(q, n); /* those dropped from the prefill have no logits */
@@ -448,6 +469,7 @@ clara_status clara_generate_batch(clara_ctx *ctx, const clara_gen_params *params
             results[i].error = err;
         }
         free(q[i].owned);
+        clara_ids_free(&q[i].prompt.ids);
         free(q[i].emb);
         free(q[i].logits);
     }

@@ -200,7 +200,7 @@ static void quant_float_fallback(const clara_mat *W, const float *x, uint32_t n,
 
 /* From this many activation rows on, quantized weights go through the packed GEMM (qgemm.h):
  * unpacking a weight row once pays off against reading it ceil(n / QT) times. */
-#define QGEMM_MIN_ROWS 8
+#define QGEMM_MIN_ROWS CLARA_MATMUL_BATCH_ROWS
 
 static void matmul_quant(matmul_job *j, const float *x) {
     const clara_mat *W = j->q.W;
