@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/log.h"
 #include "base/status.h"
 #include "cpu/matmul.h"
 
@@ -194,6 +195,7 @@ clara_status clara_prefix_apply(clara_ctx *ctx, clara_seq *seqs, uint32_t n,
         if (p[i].from == i) {
             store(ctx, &seqs[i], prompt_ids[i]->ids, p[i].head);
             c->stats.computed++;
+            CLARA_LOGD("prompt head of %u rows computed and cached", p[i].head);
             continue;
         }
         const clara_kv_slot *src = &ctx->slots[seqs[p[i].from].slot];
