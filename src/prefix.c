@@ -54,7 +54,8 @@ static bool qualifies(const clara_ctx *ctx, const clara_seq *sq, const clara_ids
     if (sq->slot < 0 || (uint32_t)sq->slot >= ctx->n_slots || !ids || ids->n != sq->n) return false;
     const clara_kv_slot *sl = &ctx->slots[sq->slot];
     if (sl->n_past != 0 || sl->cap < sq->n || !sq->pos || !sq->embd) return false;
-    if (head < CLARA_MATMUL_BATCH_ROWS || sq->n - head < CLARA_MATMUL_BATCH_ROWS) return false;
+    if (head < CLARA_MATMUL_BATCH_ROWS || head > sq->n || sq->n - head < CLARA_MATMUL_BATCH_ROWS)
+        return false;
     if (sq->out_from < head) return false; /* 0 too: every row's output is wanted */
     for (uint32_t t = 0; t < head; t++)
         if (sq->pos[t] != (int32_t)t) return false;

@@ -301,6 +301,7 @@ static void test_what_is_left_alone(clara_model *m) {
     raw_make(m, 30, 0, &w);
     T_EQ_INT(raw_run(ctx, &r, 7, 29), 0);  /* head of 7 rows */
     T_EQ_INT(raw_run(ctx, &r, 23, 29), 0); /* rest of 7 rows */
+    T_EQ_INT(raw_run(ctx, &r, 40, 45), 0); /* a head past the end (and so out_from) */
     T_EQ_INT(raw_run(ctx, &r, 12, 11), 0); /* row 11's output wanted */
     T_EQ_INT(raw_run(ctx, &r, 12, 0), 0);  /* every row's */
     r.pos[3] = 4;
