@@ -368,6 +368,7 @@ static clara_status decode(clara_ctx *ctx, gen_req *q, size_t n) {
     double t0 = now_ms();
     if (s == CLARA_OK && ns) s = start_after_heads(ctx, q, seqs, ns);
     if (s == CLARA_OK && ns) s = clara_forward_batch(ctx, seqs, ns);
+    clara_prefix_keep(ctx); /* the heads the cache lacked, from the slots that computed them */
     charge(q, n, offsetof(clara_gen_result, prefill_ms), &t0);
     check_cancelled(q, n); /* those dropped from the prefill have no logits */
     for (size_t i = 0; s == CLARA_OK && i < n; i++)

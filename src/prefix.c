@@ -1,6 +1,7 @@
 /* prefix.c - the prompt's constant head computed once (prefix.h): a few (adapter set, head ids)
  * entries per context, each holding the head's keys and values in the slot layout of ctx.h
- * ([layer][kv head][position][head_dim], with the head's length as the capacity). */
+ * ([layer][kv head][position][head_dim], with the head's length as the capacity), taken from
+ * the slot of a prefill that computed the whole prompt. */
 #include "prefix.h"
 
 #include <stdlib.h>
@@ -18,18 +19,22 @@ typedef struct {
     uint64_t used;
 } prefix_entry;
 
+/* A head apply found missing: its sequence computes the whole prompt, and keep takes the head's
+ * keys and values from its slot afterwards. */
+typedef struct {
+    int slot;
+    clara_adapter_set set;
+    int32_t *ids;
+    uint32_t n;
+} prefix_pending;
+
 struct clara_prefix_cache {
     prefix_entry e[CLARA_PREFIX_ENTRIES];
+    prefix_pending pend[CLARA_PREFIX_ENTRIES]; /* more misses in one prefill wait for the next */
+    int n_pend;
     uint64_t clock;
     clara_prefix_stats stats;
 };
-
-/* What apply does with one sequence. */
-typedef struct {
-    uint32_t head; /* rows the sequence starts after; 0: it is left as it is */
-    int entry;     /* the cached head it copies, or -1: computed in this call */
-    uint32_t from; /* for a computed head: the sequence in whose slot the head pass computes it */
-} prefix_plan;
 
 static bool cache_enabled(void) {
     const char *e = getenv("CLARA_PREFIX_CACHE");
@@ -103,9 +108,10 @@ static void copy_kv(const clara_ctx *ctx, float *dk, float *dv, uint32_t dst_cap
     }
 }
 
-/* Keeps the head that sequence sq's slot now holds in its first `head` positions, in a free
- * entry or the least recently used one. Best effort: without memory nothing is kept. */
-static void store(clara_ctx *ctx, const clara_seq *sq, const int32_t *ids, uint32_t head) {
+/* Keeps the head of `set` and ids[0, head) that slot `slot` holds in its first positions, in a
+ * free entry or the least recently used one. Best effort: without memory nothing is kept. */
+static void store(clara_ctx *ctx, int slot, const clara_adapter_set *set, const int32_t *ids,
+                  uint32_t head) {
     struct clara_prefix_cache *c = ctx->prefix;
     const clara_hparams *hp = &ctx->m->hp;
     prefix_entry *e = &c->e[0];
@@ -122,97 +128,85 @@ static void store(clara_ctx *ctx, const clara_seq *sq, const int32_t *ids, uint3
         memset(e, 0, sizeof *e);
         return;
     }
-    const clara_kv_slot *sl = &ctx->slots[sq->slot];
+    const clara_kv_slot *sl = &ctx->slots[slot];
     copy_kv(ctx, e->k, e->v, head, sl->k, sl->v, sl->cap, head);
     memcpy(e->ids, ids, head * sizeof(int32_t));
-    if (sq->adapters) e->set = *sq->adapters;
+    e->set = *set;
     e->n = head;
     e->used = ++c->clock;
 }
 
-/* The plan of sequence i: a cached head, a head to compute (in the slot of the first sequence
- * with the same one), or nothing. */
-static prefix_plan plan_one(const clara_ctx *ctx, const clara_seq *seqs, uint32_t i,
-                            const clara_ids *const *ids, const uint32_t *head_len,
-                            const prefix_plan *earlier) {
-    const clara_seq *sq = &seqs[i];
-    uint32_t head = head_len[i];
-    prefix_plan none = {0, -1, 0};
-    if (!ids[i] || (head && !qualifies(ctx, sq, ids[i], head))) return none;
-    int e = find_entry(ctx, sq, ids[i], head);
-    if (e >= 0) head = ctx->prefix->e[e].n;
-    if (head == 0 || !head_is_tokens(ctx, sq, ids[i]->ids, head)) return none;
-    if (e >= 0) return (prefix_plan){head, e, 0};
-    for (uint32_t j = 0; j < i; j++) /* computed once for the batch */
-        if (earlier[j].entry < 0 && earlier[j].head == head && earlier[j].from == j &&
-            same_set(seqs[j].adapters, sq->adapters) &&
-            memcmp(ids[j]->ids, ids[i]->ids, head * sizeof(int32_t)) == 0)
-            return (prefix_plan){head, -1, j};
-    return (prefix_plan){head, -1, i};
+static void drop_pending(struct clara_prefix_cache *c) {
+    for (int i = 0; i < c->n_pend; i++) free(c->pend[i].ids);
+    c->n_pend = 0;
 }
 
-/* One forward pass over the heads to compute, each in its own sequence's slot. */
-static clara_status compute_heads(clara_ctx *ctx, const clara_seq *seqs, const prefix_plan *p,
-                                  uint32_t n) {
-    clara_seq *heads = malloc(n * sizeof *heads);
-    if (!heads) return clara_fail(CLARA_ERR_NOMEM, "out of memory");
-    uint32_t nh = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        if (p[i].head == 0 || p[i].entry >= 0 || p[i].from != i) continue;
-        /* only keys and values are wanted: no logits, and one row in the last layer */
-        heads[nh++] =
-            (clara_seq){p[i].head, seqs[i].embd, seqs[i].pos,   seqs[i].slot, seqs[i].adapters,
-                        NULL,      NULL,         p[i].head - 1, NULL};
+/* Notes sequence sq's head ids[0, head) as missing, once per (adapter set, ids). */
+static void note_missing(struct clara_prefix_cache *c, const clara_seq *sq, const int32_t *ids,
+                         uint32_t head) {
+    clara_adapter_set set = {{0}, 0};
+    if (sq->adapters) set = *sq->adapters;
+    for (int i = 0; i < c->n_pend; i++)
+        if (c->pend[i].n == head && same_set(&c->pend[i].set, &set) &&
+            memcmp(c->pend[i].ids, ids, head * sizeof(int32_t)) == 0)
+            return;
+    int32_t *copy = c->n_pend < CLARA_PREFIX_ENTRIES ? malloc(head * sizeof(int32_t)) : NULL;
+    if (!copy) return;
+    memcpy(copy, ids, head * sizeof(int32_t));
+    c->pend[c->n_pend++] = (prefix_pending){sq->slot, set, copy, head};
+}
+
+/* The head sequence sq starts after (its rows), copied into its slot from the cache; 0 when it
+ * does not qualify or the head is not cached (then noted as missing). */
+static uint32_t start_after_head(clara_ctx *ctx, const clara_seq *sq, const clara_ids *ids,
+                                 uint32_t head) {
+    struct clara_prefix_cache *c = ctx->prefix;
+    if (!ids || (head && !qualifies(ctx, sq, ids, head))) return 0;
+    int e = find_entry(ctx, sq, ids, head);
+    if (e >= 0) head = c->e[e].n;
+    if (head == 0 || !head_is_tokens(ctx, sq, ids->ids, head)) return 0;
+    if (e < 0) {
+        note_missing(c, sq, ids->ids, head);
+        return 0;
     }
-    clara_status s = nh ? clara_forward_batch(ctx, heads, nh) : CLARA_OK;
-    free(heads);
-    return s;
+    prefix_entry *en = &c->e[e];
+    clara_kv_slot *sl = &ctx->slots[sq->slot];
+    copy_kv(ctx, sl->k, sl->v, sl->cap, en->k, en->v, en->n, en->n);
+    sl->n_past = en->n;
+    en->used = ++c->clock;
+    c->stats.hits++, c->stats.rows_reused += head;
+    return head;
 }
 
 clara_status clara_prefix_apply(clara_ctx *ctx, clara_seq *seqs, uint32_t n,
                                 const clara_ids *const *prompt_ids, const uint32_t *head_len) {
+    if (ctx->prefix) drop_pending(ctx->prefix); /* a prefill keep was not called for */
     if (n == 0 || !cache_enabled()) return CLARA_OK;
-    if (!ctx->prefix) ctx->prefix = calloc(1, sizeof *ctx->prefix);
-    prefix_plan *p = malloc(n * sizeof *p);
-    if (!ctx->prefix || !p) { /* no cache: every prompt is computed whole */
-        free(p);
-        return CLARA_OK;
-    }
-    for (uint32_t i = 0; i < n; i++) p[i] = plan_one(ctx, seqs, i, prompt_ids, head_len, p);
-    clara_status s = compute_heads(ctx, seqs, p, n);
-    struct clara_prefix_cache *c = ctx->prefix;
+    if (!ctx->prefix && !(ctx->prefix = calloc(1, sizeof *ctx->prefix)))
+        return CLARA_OK; /* no cache: every prompt is computed whole */
     size_t H = ctx->m->hp.n_embd;
-    for (uint32_t i = 0; s == CLARA_OK && i < n; i++) { /* cached heads first: store evicts */
-        if (p[i].head == 0 || p[i].entry < 0) continue;
-        prefix_entry *e = &c->e[p[i].entry];
-        clara_kv_slot *sl = &ctx->slots[seqs[i].slot];
-        copy_kv(ctx, sl->k, sl->v, sl->cap, e->k, e->v, e->n, e->n);
-        sl->n_past = e->n;
-        e->used = ++c->clock;
-    }
-    for (uint32_t i = 0; s == CLARA_OK && i < n; i++) {
-        if (p[i].head == 0 || p[i].entry >= 0) continue;
-        clara_kv_slot *sl = &ctx->slots[seqs[i].slot];
-        if (p[i].from == i) {
-            store(ctx, &seqs[i], prompt_ids[i]->ids, p[i].head);
-            c->stats.computed++;
-            CLARA_LOGD("prompt head of %u rows computed and cached", p[i].head);
-            continue;
-        }
-        const clara_kv_slot *src = &ctx->slots[seqs[p[i].from].slot];
-        copy_kv(ctx, sl->k, sl->v, sl->cap, src->k, src->v, src->cap, p[i].head);
-        sl->n_past = p[i].head;
-    }
-    for (uint32_t i = 0; s == CLARA_OK && i < n; i++) {
-        uint32_t h = p[i].head;
-        if (h == 0) continue;
+    for (uint32_t i = 0; i < n; i++) {
         clara_seq *sq = &seqs[i];
+        uint32_t h = start_after_head(ctx, sq, prompt_ids[i], head_len[i]);
+        if (h == 0) continue;
         sq->n -= h, sq->embd += (size_t)h * H, sq->pos += h, sq->out_from -= h;
         if (sq->hidden) sq->hidden += (size_t)h * H;
-        if (p[i].entry >= 0 || p[i].from != i) c->stats.hits++, c->stats.rows_reused += h;
     }
-    free(p);
-    return s;
+    return CLARA_OK;
+}
+
+void clara_prefix_keep(clara_ctx *ctx) {
+    struct clara_prefix_cache *c = ctx->prefix;
+    if (!c) return;
+    for (int i = 0; i < c->n_pend; i++) {
+        const prefix_pending *p = &c->pend[i];
+        /* a sequence cancelled in the pass, or a failed pass, left its slot short */
+        if ((uint32_t)p->slot >= ctx->n_slots || ctx->slots[p->slot].n_past < p->n) continue;
+        store(ctx, p->slot, &p->set, p->ids, p->n);
+        c->stats.kept++;
+        CLARA_LOGD("prompt head of %u rows kept for later prompts", p->n);
+    }
+    drop_pending(c);
 }
 
 clara_prefix_stats clara_prefix_stats_of(const clara_ctx *ctx) {
@@ -222,6 +216,7 @@ clara_prefix_stats clara_prefix_stats_of(const clara_ctx *ctx) {
 
 void clara_prefix_free(struct clara_prefix_cache *c) {
     if (!c) return;
+    drop_pending(c);
     for (int i = 0; i < CLARA_PREFIX_ENTRIES; i++)
         free(c->e[i].ids), free(c->e[i].k), free(c->e[i].v);
     free(c);

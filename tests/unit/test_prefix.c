@@ -1,10 +1,10 @@
 /* test_prefix.c - the prompt heads' cache (src/prefix.c) against prefills of whole prompts: every
  * request (answers from 0, 1 and 3 documents, from vectors, a retrieval, paraphrases) gets the
  * same ids and bit for bit the same first-step logits with the cache off (CLARA_PREFIX_CACHE=0)
- * and on, when its head is computed (alone, or once for a batch) and when it comes from the
- * cache, after entries were evicted too; on the demo model (f32) and its q4_0 and q8_0 copies,
- * at every instruction-set level this CPU has. The cache must have been used (rows reused = the
- * heads' lengths from the prompt builder), and sequences it must not touch are left alone. */
+ * and on, when its head is kept from the prefill (alone, or once for a batch) and when it comes
+ * from the cache, after entries were evicted too; on the demo model (f32) and its q4_0 and q8_0
+ * copies, at every instruction-set level this CPU has. The cache must have been used (rows reused =
+ * the heads' lengths from the prompt builder), and sequences it must not touch are left alone. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -155,9 +155,9 @@ static clara_ctx *new_ctx(clara_model *m) {
     return ctx;
 }
 
-/* Each request alone twice (its head computed, then cached), all at once on a warm cache and
- * on a cold one (each head computed once for the batch), every template's paraphrase: all as
- * with the cache off, and each distinct head computed once. */
+/* Each request alone twice (its head kept from the first prefill, then cached), all at once on
+ * a warm cache and on a cold one (each head kept once for the batch), every template's
+ * paraphrase: all as with the cache off, and each distinct head kept once. */
 static void check_model(clara_model *m, const char *label) {
     clara_ctx *off = new_ctx(m), *on = new_ctx(m), *cold = new_ctx(m);
     size_t per = (size_t)clara_model_n_mem(m) * clara_model_n_embd(m);
@@ -170,7 +170,7 @@ static void check_model(clara_model *m, const char *label) {
     answer want[NR], got[NR];
     set_cache(false);
     for (int i = 0; i < NR; i++) run(off, &p[i], 1, &want[i]);
-    T_CHECK(clara_prefix_stats_of(off).computed == 0 && clara_prefix_stats_of(off).hits == 0);
+    T_CHECK(clara_prefix_stats_of(off).kept == 0 && clara_prefix_stats_of(off).hits == 0);
     set_cache(true);
     int differ = 0, reused_bad = 0;
     uint32_t expect_heads = 0;
@@ -188,9 +188,9 @@ static void check_model(clara_model *m, const char *label) {
             differ += !same_answer(m, &got[i], &want[i]);
             /* the second time (and the first, for a head cached before) it starts after it */
             bool hit = s1.hits == s0.hits + 1 && s1.rows_reused == s0.rows_reused + head;
-            bool computed = s1.computed == s0.computed + 1 && s1.hits == s0.hits;
-            bool untouched = s1.computed == s0.computed && s1.hits == s0.hits;
-            if (!(head ? hit || (rep == 0 && computed) : untouched) && reused_bad++ < 3)
+            bool kept = s1.kept == s0.kept + 1 && s1.hits == s0.hits;
+            bool untouched = s1.kept == s0.kept && s1.hits == s0.hits;
+            if (!(head ? hit || (rep == 0 && kept) : untouched) && reused_bad++ < 3)
                 fprintf(stderr, "  %s request %d run %d: head %u, hits %llu, rows %llu\n", label, i,
                         rep, head, (unsigned long long)(s1.hits - s0.hits),
                         (unsigned long long)(s1.rows_reused - s0.rows_reused));
@@ -201,7 +201,7 @@ static void check_model(clara_model *m, const char *label) {
     T_CHECK_MSG(reused_bad == 0, "%s: the cache was not used as expected", label);
     T_CHECK_MSG(expect_heads >= 6, "%s: only %u requests have a head to reuse", label,
                 expect_heads);
-    T_EQ_INT(clara_prefix_stats_of(on).computed, heads.n);
+    T_EQ_INT(clara_prefix_stats_of(on).kept, heads.n);
     /* a batch is compared with the same batch: 8 rows of a decoding step take the quantized
      * weights' batch path, where one row alone takes the GEMV's */
     answer batch[NR];
@@ -218,7 +218,7 @@ static void check_model(clara_model *m, const char *label) {
                     warm ? "warm" : "cold");
     }
     for (int i = 0; i < NR; i++) answer_free(&batch[i]);
-    T_EQ_INT(clara_prefix_stats_of(cold).computed, heads.n); /* once each for the batch */
+    T_EQ_INT(clara_prefix_stats_of(cold).kept, heads.n); /* once each for the batch */
     /* every template (on the demo model most share the head that ends before {docs}) */
     clara_gen_params para = p[6];
     differ = 0;
@@ -234,7 +234,7 @@ static void check_model(clara_model *m, const char *label) {
         answer_free(&a), answer_free(&b);
     }
     T_CHECK_MSG(differ == 0, "%s: %d paraphrases differ", label, differ);
-    T_EQ_INT(clara_prefix_stats_of(on).computed, heads.n);
+    T_EQ_INT(clara_prefix_stats_of(on).kept, heads.n);
     T_CHECK(heads.n >= 3 && heads.n < CLARA_PREFIX_ENTRIES); /* none evicted here */
     for (int i = 0; i < heads.n; i++) clara_ids_free(&heads.h[i]);
     for (int i = 0; i < NR; i++) answer_free(&want[i]);
@@ -262,31 +262,44 @@ static void raw_make(const clara_model *m, uint32_t n, uint32_t seed, raw_seq *r
     clara_embed_tokens(m, r->ids.ids, n, r->emb);
 }
 
+static bool always(void *arg) {
+    (void)arg;
+    return true;
+}
+
 static void raw_free(raw_seq *r) {
     clara_ids_free(&r->ids);
     free(r->emb), free(r->hidden), free(r->logits), free(r->pos);
 }
 
 /* clara_prefix_apply on one sequence with head `head` (out_from `from`), then the forward pass
- * (hidden rows from `from` and the logits into r): the rows the sequence started after. */
-static uint32_t raw_run_set(clara_ctx *ctx, raw_seq *r, uint32_t head, uint32_t from,
-                            const clara_adapter_set *set) {
+ * (hidden rows from `from` and the logits into r; cancelled at its first poll with `cancel`) and
+ * clara_prefix_keep: the rows the sequence started after. */
+static uint32_t raw_run_ex(clara_ctx *ctx, raw_seq *r, uint32_t head, uint32_t from,
+                           const clara_adapter_set *set, bool cancel) {
     uint32_t n = (uint32_t)r->ids.n;
     T_EQ_INT(clara_ctx_reserve_slot(ctx, 0, n), CLARA_OK);
     clara_kv_clear(ctx, 0);
     scribble_slots(ctx);
-    clara_seq sq = {n, r->emb, r->pos, 0, set, r->hidden, r->logits, from, NULL};
+    clara_cancel stop = {always, NULL, false};
+    clara_seq sq = {n, r->emb, r->pos, 0, set, r->hidden, r->logits, from, cancel ? &stop : NULL};
     const clara_ids *ids = &r->ids;
     T_EQ_INT(clara_prefix_apply(ctx, &sq, 1, &ids, &head), CLARA_OK);
     uint32_t past = ctx->slots[0].n_past;
     T_CHECK(sq.n == n - past && sq.out_from == from - past && sq.pos == r->pos + past &&
             sq.embd == r->emb + past * ctx->m->hp.n_embd);
     T_EQ_INT(clara_forward_batch(ctx, &sq, 1), CLARA_OK);
+    clara_prefix_keep(ctx);
     return past;
 }
 
+static uint32_t raw_run_set(clara_ctx *ctx, raw_seq *r, uint32_t head, uint32_t from,
+                            const clara_adapter_set *set) {
+    return raw_run_ex(ctx, r, head, from, set, false);
+}
+
 static uint32_t raw_run(clara_ctx *ctx, raw_seq *r, uint32_t head, uint32_t from) {
-    return raw_run_set(ctx, r, head, from, NULL);
+    return raw_run_ex(ctx, r, head, from, NULL, false);
 }
 
 /* Sequences left as they are: head or rest under 8 rows, an output wanted from a head row,
@@ -311,11 +324,14 @@ static void test_what_is_left_alone(clara_model *m) {
     r.emb[5 * H + 1] = kept + 1.0f; /* a memory vector written over row 5 */
     T_EQ_INT(raw_run(ctx, &r, 12, 29), 0);
     r.emb[5 * H + 1] = kept;
-    T_CHECK(clara_prefix_stats_of(ctx).computed == 0);
+    T_CHECK(clara_prefix_stats_of(ctx).kept == 0);
     set_cache(false);
     T_EQ_INT(raw_run(ctx, &w, 12, 20), 0);
     set_cache(true);
-    T_EQ_INT(raw_run(ctx, &r, 12, 20), 12); /* computed */
+    T_EQ_INT(raw_run_ex(ctx, &r, 12, 20, NULL, true), 0); /* cancelled in the pass: not kept */
+    T_CHECK(clara_prefix_stats_of(ctx).kept == 0);
+    T_EQ_INT(raw_run(ctx, &r, 12, 20), 0); /* computed whole, the head kept */
+    T_CHECK(clara_prefix_stats_of(ctx).kept == 1);
     T_CHECK(memcmp(r.hidden + 20 * H, w.hidden + 20 * H, 10 * H * sizeof(float)) == 0);
     memset(r.hidden, 0, 30 * H * sizeof(float));
     T_EQ_INT(raw_run(ctx, &r, 12, 20), 12); /* cached */
@@ -325,7 +341,7 @@ static void test_what_is_left_alone(clara_model *m) {
     memset(r.logits, 0, m->hp.n_vocab * sizeof(float));
     T_EQ_INT(raw_run(ctx, &r, 0, 20), 12);
     T_CHECK(memcmp(r.logits, w.logits, m->hp.n_vocab * sizeof(float)) == 0);
-    T_CHECK(clara_prefix_stats_of(ctx).computed == 1 && clara_prefix_stats_of(ctx).hits == 2);
+    T_CHECK(clara_prefix_stats_of(ctx).kept == 1 && clara_prefix_stats_of(ctx).hits == 2);
     /* the same ids under other adapters (a model without decoder_adapter answers from text with
      * the encoder's, from vectors with all of them): their own heads, in order */
     const clara_adapter_set sets[4] = {{{m->decoder}, 1},
@@ -337,16 +353,18 @@ static void test_what_is_left_alone(clara_model *m) {
         set_cache(false);
         raw_run_set(ctx, &w, 12, 20, set);
         set_cache(true);
-        uint64_t c0 = clara_prefix_stats_of(ctx).computed;
+        uint64_t c0 = clara_prefix_stats_of(ctx).kept;
+        T_EQ_INT(raw_run_set(ctx, &r, 12, 20, set), 0);
+        T_CHECK(clara_prefix_stats_of(ctx).kept == c0 + 1);
+        T_CHECK(memcmp(r.logits, w.logits, m->hp.n_vocab * sizeof(float)) == 0);
         T_EQ_INT(raw_run_set(ctx, &r, 12, 20, set), 12);
-        T_CHECK(clara_prefix_stats_of(ctx).computed == c0 + 1);
         T_CHECK(memcmp(r.logits, w.logits, m->hp.n_vocab * sizeof(float)) == 0);
     }
     raw_free(&r), raw_free(&w);
     clara_ctx_free(ctx);
 }
 
-/* More heads than entries: the least recently used goes (computed again when it comes back),
+/* More heads than entries: the least recently used goes (kept again when it comes back),
  * the others stay; every answer as without the cache. */
 static void test_eviction(clara_model *m) {
     clara_ctx *ctx = new_ctx(m);
@@ -362,15 +380,15 @@ static void test_eviction(clara_model *m) {
         set_cache(false);
         raw_run(ctx, &w, 10, 19);
         set_cache(true);
-        uint64_t c0 = clara_prefix_stats_of(ctx).computed;
+        uint64_t c0 = clara_prefix_stats_of(ctx).kept;
         skipped[k] = raw_run(ctx, q, 10, 19);
-        skipped[k] += clara_prefix_stats_of(ctx).computed != c0 ? 100 : 0;
+        skipped[k] += clara_prefix_stats_of(ctx).kept != c0 ? 100 : 0;
         differ += memcmp(q->logits, w.logits, m->hp.n_vocab * sizeof(float)) != 0;
         raw_free(&w);
     }
-    for (uint32_t k = 0; k < N; k++) T_EQ_INT(skipped[k], 110); /* computed */
+    for (uint32_t k = 0; k < N; k++) T_EQ_INT(skipped[k], 100); /* computed whole, kept */
     T_EQ_INT(skipped[N], 10);                                   /* cached */
-    T_EQ_INT(skipped[N + 1], 110);                              /* evicted, computed again */
+    T_EQ_INT(skipped[N + 1], 100);                              /* evicted, kept again */
     T_CHECK_MSG(differ == 0, "%d of %d answers differ", differ, N + 2);
     for (uint32_t i = 0; i < N; i++) raw_free(&r[i]);
     clara_ctx_free(ctx);
