@@ -1,8 +1,9 @@
 /* bench_prefix.c - the prompt heads' cache (src/prefix.c) on a real-size model: the prefill of a
- * 5-document answer with the cache off (CLARA_PREFIX_CACHE=0), with the head computed (a context
- * of its own, cache empty) and with the head cached, in alternating rounds (shared machines
- * drift); every answer's ids and first-step logits must be bit for bit those of the first
- * answer without the cache, or the program fails.
+ * 5-document answer with the cache off (CLARA_PREFIX_CACHE=0) and with the head cached, on one
+ * context; and the first answer of a fresh context (its buffers touched for the first time) with
+ * the cache off and on (cache empty: the head computed with the prompt, then kept). In alternating
+ * rounds (shared machines drift); every answer's ids and first-step logits must be bit for bit
+ * those of the first answer without the cache, or the program fails.
  *
  *   bench_prefix MODEL.gguf | BASE.gguf CLARA.gguf
  * Environment: ROUNDS (default 3), THREADS (default 2), TEXT (default the project's passages,
@@ -102,28 +103,27 @@ int main(int argc, char **argv) {
     p.max_new_tokens = GEN;
     p.ignore_eos = 1;
     answer first = {.logits = malloc(V * sizeof(float))}, a = {.logits = malloc(V * sizeof(float))};
-    double t[3][MAX_ROUNDS];
+    double t[4][MAX_ROUNDS];
     int differ = 0;
     if (!first.logits || !a.logits || answer_on(warm, p, false, &first) != 0) return 1;
     if (answer_on(warm, p, true, &a) != 0) return 1; /* fills warm's cache */
     differ += !same(&a, &first, V);
-    printf("%u prompt tokens, %d threads, %s\nround  off ms  computed ms  cached ms\n",
-           first.prompt, threads, docs.source);
+    printf("%u prompt tokens, %d threads, %s\n", first.prompt, threads, docs.source);
+    printf("round  off ms  cached ms  fresh: off ms  kept ms\n");
     for (int r = 0; r < rounds; r++) {
-        clara_ctx *cold = new_ctx(m, threads);
-        if (!cold || answer_on(warm, p, false, &a) != 0) return 1;
-        t[0][r] = a.prefill_ms, differ += !same(&a, &first, V);
-        if (answer_on(cold, p, true, &a) != 0) return 1;
-        t[1][r] = a.prefill_ms, differ += !same(&a, &first, V);
-        if (answer_on(warm, p, true, &a) != 0) return 1;
-        t[2][r] = a.prefill_ms, differ += !same(&a, &first, V);
-        printf("%5d  %6.0f  %11.0f  %9.0f\n", r + 1, t[0][r], t[1][r], t[2][r]);
+        for (int mode = 0; mode < 4; mode++) { /* off, cached; fresh context: off, kept */
+            clara_ctx *fresh = mode >= 2 ? new_ctx(m, threads) : NULL;
+            if ((mode >= 2 && !fresh) || answer_on(fresh ? fresh : warm, p, mode % 2, &a) != 0)
+                return 1;
+            t[mode][r] = a.prefill_ms, differ += !same(&a, &first, V);
+            clara_ctx_free(fresh);
+        }
+        printf("%5d  %6.0f  %9.0f  %13.0f  %11.0f\n", r + 1, t[0][r], t[1][r], t[2][r], t[3][r]);
         fflush(stdout);
-        clara_ctx_free(cold);
     }
     clara_prefix_stats st = clara_prefix_stats_of(warm);
-    printf("median %6.0f  %11.0f  %9.0f\n", median(t[0], rounds), median(t[1], rounds),
-           median(t[2], rounds));
+    printf("median %6.0f  %9.0f  %13.0f  %11.0f\n", median(t[0], rounds), median(t[1], rounds),
+           median(t[2], rounds), median(t[3], rounds));
     printf("head rows reused per cached answer: %llu; answers identical to the first: %s\n",
            st.hits ? (unsigned long long)(st.rows_reused / st.hits) : 0ull, differ ? "NO" : "yes");
     clara_ctx_free(warm);
