@@ -11,6 +11,7 @@
 #include "base/status.h"
 #include "cpu/matmul.h"
 #include "gen.h"
+#include "prefix.h"
 
 /* Rows of one pass when the caller does not say: compress.c's batch size. */
 #define BATCH_PIECE_ROWS 2200
@@ -264,6 +265,22 @@ static clara_status ready_slot(clara_batch *b, gen_req *q) {
     return s;
 }
 
+/* Each prefill sequence starts after its prompt's constant head when the context's cache has it
+ * (prefix.h); without memory for the lists, every prompt is computed whole. */
+static clara_status start_after_heads(clara_ctx *ctx, gen_req **in, clara_seq *seqs, size_t n) {
+    const clara_ids **ids = malloc((n + 1) * sizeof *ids);
+    uint32_t *head = malloc((n + 1) * sizeof *head);
+    clara_status s = CLARA_OK;
+    for (size_t j = 0; ids && head && j < n; j++) {
+        ids[j] = &in[j]->prompt.ids;
+        head[j] = in[j]->k ? in[j]->prompt.first_mem : 0;
+    }
+    if (ids && head) s = clara_prefix_apply(ctx, seqs, (uint32_t)n, ids, head);
+    free(ids);
+    free(head);
+    return s;
+}
+
 /* A prefill pass over the next prompts waiting (at most piece_rows rows, at least one prompt);
  * each request then takes its first id and decodes from the next step on. */
 static clara_status prefill_piece(clara_batch *b) {
@@ -301,9 +318,11 @@ static clara_status prefill_piece(clara_batch *b) {
                                 q->logits,   q->n_prompt - 1, q->cancel.fn ? &q->cancel : NULL};
     }
     double t0 = gen_now_ms();
+    clara_status s = k ? start_after_heads(b->ctx, in, seqs, k) : CLARA_OK;
     allow_steps(b, true);
-    clara_status s = k ? clara_forward_batch(b->ctx, seqs, (uint32_t)k) : CLARA_OK;
+    if (s == CLARA_OK && k) s = clara_forward_batch(b->ctx, seqs, (uint32_t)k);
     allow_steps(b, false);
+    clara_prefix_keep(b->ctx); /* the heads the cache lacked, from the slots that computed them */
     charge(in, k, offsetof(clara_gen_result, prefill_ms), t0);
     for (size_t i = 0; i < k; i++) {
         gen_req *q = in[i];

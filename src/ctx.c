@@ -9,6 +9,7 @@
 #include "ctx.h"
 #include "cpu/gemv.h"
 #include "forward.h"
+#include "prefix.h"
 
 clara_ctx_params clara_ctx_default_params(void) {
     clara_ctx_params p = {0};
@@ -61,6 +62,7 @@ void clara_ctx_free(clara_ctx *ctx) {
         ctx->rowbuf, ctx->rope_inv_freq, ctx->out_rows, ctx->out_logits, ctx->xperm};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(ctx->qg_buf);
+    clara_prefix_free(ctx->prefix);
     free(ctx);
 }
 

@@ -75,6 +75,7 @@ struct clara_ctx {
     bool in_between;
     float *x_aside;
     uint32_t x_aside_cap;
+    struct clara_prefix_cache *prefix; /* prompt heads' keys and values (prefix.h); NULL at first */
 };
 
 /* Query rows that attention scores together (forward.c, cpu/kernels_attn.inc). */

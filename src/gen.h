@@ -8,6 +8,7 @@
 
 #include "forward.h"
 #include "pipeline.h"
+#include "prompt.h"
 #include "sample.h"
 
 typedef enum { GEN_COMPRESS, GEN_QUERY, GEN_PREFILL, GEN_DECODE, GEN_DONE } gen_phase;
@@ -25,6 +26,7 @@ typedef struct {
     const float *vectors;    /* the k document vectors in prompt order */
     size_t k;
     clara_adapter_set set; /* generation adapters (spec §5) */
+    clara_prompt prompt;   /* its ids (the constant head's before first_mem: prefix.h) */
     float *emb;            /* prompt embeddings with the vectors written in */
     uint32_t n_prompt;
     float *logits; /* [n_vocab] of the latest step */

@@ -12,6 +12,7 @@
 #include "base/log.h"
 #include "base/status.h"
 #include "gen.h"
+#include "prefix.h"
 #include "prompt.h"
 
 /* The reference truncates prompts at 1024 tokens (cutting the question); we do not (spec §8.3). */
@@ -193,7 +194,7 @@ static clara_status prompt_embeddings(const clara_model *m, gen_req *q) {
                 memcpy(q->emb + (size_t)clara_prompt_slot_row(m, &pr, j, i) * H,
                        q->vectors + (j * n_mem + i) * H, H * sizeof(float));
     }
-    clara_ids_free(&pr.ids);
+    q->prompt = pr;
     return s;
 }
 
@@ -372,6 +373,7 @@ void gen_req_finish(const clara_model *m, gen_req *q) {
         q->r->error = err;
     }
     free_rows(q);
+    clara_ids_free(&q->prompt.ids);
     free(q->owned);
     free(q->emb);
     free(q->logits);

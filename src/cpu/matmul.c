@@ -206,7 +206,9 @@ static void quant_float_fallback(const clara_mat *W, const float *x, uint32_t n,
  * stays below this size. Measured (14,336 x 4,096 q4_0, 2 threads, docs/PERFORMANCE.md: Decode
  * at n rows): the packed GEMM costs ~5.7 ms at 8 rows, mostly unpacking the weights, against
  * ~1.1 ms for the GEMV at 1 row; the GEMV at 16 rows (two passes) is still below the GEMM. */
-#define QGEMM_MIN_ROWS (CLARA_GEMV_MAX_ROWS + 1)
+#define QGEMM_MIN_ROWS CLARA_MATMUL_BATCH_ROWS
+_Static_assert(CLARA_MATMUL_BATCH_ROWS == CLARA_GEMV_MAX_ROWS + 1,
+               "the packed GEMM takes over where the decode GEMV's rows end");
 
 static void matmul_quant(matmul_job *j, const float *x) {
     const clara_mat *W = j->q.W;

@@ -9,6 +9,14 @@
 #include "cpu/dispatch.h"
 #include "ctx.h"
 
+/* From this many activation rows on, a matmul takes its batch path (the packed GEMM for quantized
+ * weights), whose bits for a row do not depend on how many rows there are; with fewer, quantized
+ * weights go through the GEMV kernels, whose f32 summation order differs for some types (q4_k,
+ * q6_k, AVX2's kernels; q4_0 and q8_0 on AVX-512 agree with the GEMM). Passes that split a
+ * sequence's rows (prefix.c) keep each part at this many rows or more. The decode GEMV takes up
+ * to 16 rows (gemv.h: CLARA_GEMV_MAX_ROWS, checked in matmul.c). */
+#define CLARA_MATMUL_BATCH_ROWS 17
+
 /* For t < n, r < W->rows: y[t * W->rows + r] = d, or += alpha * d when accumulate, where
  * d = dot(x[t * W->cols ...], W[r]). */
 void clara_matmul(clara_ctx *ctx, const clara_mat *W, const float *x, uint32_t n, float *y,
