@@ -21,6 +21,9 @@ struct clara_batch {
     clara_batch_params bp;
     gen_req **req; /* in arrival order */
     size_t n, cap;
+    /* the requests taking part in a decoding step, and in a compression or prefill pass (a step
+     * may run inside a pass, between its layers) */
+    gen_req **step_in, **piece_in;
     bool *slot_used; /* KV slots of the context held by a request */
     uint32_t n_slots;
     double last_step; /* when the last decoding step ended */
@@ -62,6 +65,8 @@ void clara_batch_free(clara_batch *b) {
     }
     b->ctx->between_layers = NULL;
     free(b->req);
+    free(b->step_in);
+    free(b->piece_in);
     free(b->slot_used);
     free(b->seqs);
     free(b->rows);
@@ -84,8 +89,12 @@ clara_status clara_batch_add(clara_batch *b, const clara_gen_params *params,
     if (b->n == b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 8;
         gen_req **r = realloc(b->req, cap * sizeof *r);
-        if (!r) return clara_fail(CLARA_ERR_NOMEM, "out of memory");
-        b->req = r;
+        if (r) b->req = r;
+        gen_req **si = realloc(b->step_in, cap * sizeof *si);
+        if (si) b->step_in = si;
+        gen_req **pi = realloc(b->piece_in, cap * sizeof *pi);
+        if (pi) b->piece_in = pi;
+        if (!r || !si || !pi) return clara_fail(CLARA_ERR_NOMEM, "out of memory");
         b->cap = cap;
     }
     gen_req *q = malloc(sizeof *q);
@@ -122,7 +131,7 @@ static clara_status step_room(clara_batch *b, size_t n) {
 static clara_status decode_step(clara_batch *b) {
     const clara_model *m = b->ctx->m;
     size_t H = m->hp.n_embd, ns = 0;
-    gen_req *in[b->n + 1];
+    gen_req **in = b->step_in;
     for (size_t i = 0; i < b->n; i++)
         if (b->req[i]->ph == GEN_DECODE && !gen_req_cancelled(b->req[i])) in[ns++] = b->req[i];
     if (!ns) return CLARA_OK;
@@ -162,8 +171,8 @@ static clara_status decode_step(clara_batch *b) {
 static void between_layers(void *arg) {
     clara_batch *b = arg;
     if (gen_now_ms() - b->last_step < b->bp.yield_ms) return;
-    if (decode_step(b) != CLARA_OK) { /* the pass goes on; the step's requests fail */
-        clara_status s = CLARA_ERR_NOMEM;
+    clara_status s = decode_step(b);
+    if (s != CLARA_OK) { /* the pass goes on; the step's requests fail */
         for (size_t i = 0; i < b->n; i++)
             if (b->req[i]->ph == GEN_DECODE) gen_req_fail(b->req[i], s);
     }
@@ -187,7 +196,7 @@ static void allow_steps(clara_batch *b, bool on) {
 static clara_status compress_piece(clara_batch *b, gen_phase phase) {
     const clara_model *m = b->ctx->m;
     size_t per = (size_t)m->meta.n_mem * m->hp.n_embd, total = 0, nr = 0, nq = 0;
-    gen_req *in[b->n + 1];
+    gen_req **in = b->piece_in;
     uint32_t most = piece_rows(b);
     for (size_t i = 0; i < b->n && total < most; i++) {
         gen_req *q = b->req[i];
@@ -286,7 +295,7 @@ static clara_status start_after_heads(clara_ctx *ctx, gen_req **in, clara_seq *s
 static clara_status prefill_piece(clara_batch *b) {
     const clara_model *m = b->ctx->m;
     size_t total = 0, ns = 0;
-    gen_req *in[b->n + 1];
+    gen_req **in = b->piece_in;
     clara_seq *seqs = malloc((b->n + 1) * sizeof *seqs);
     uint32_t max_prompt = 0, most = piece_rows(b);
     for (size_t i = 0; i < b->n; i++) {
