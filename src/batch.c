@@ -1,10 +1,10 @@
 /* batch.c - continuous batching (clara.h: clara_batch). Requests join at any time and leave as
- * soon as they finish; each step does one piece of preparatory work — a compression pass over the
- * next documents (or E2E queries) of the waiting requests, or a prefill pass over the next prompts
- * — then one decoding step for every decoding request, all of them in one forward pass (one weight
- * read per step for all). A long pass lets the decoding requests take a step between its layers
- * when yield_ms have passed since their last one. Rows of a pass never see each other, so each
- * request gets exactly the ids it gets alone, whatever joins or leaves around it. */
+ * soon as they finish; each step does a piece of preparatory work — a compression pass over the
+ * next documents (or E2E queries) of the waiting requests, then a prefill pass over the prompts
+ * ready — and one decoding step for every decoding request, all of them in one forward pass (one
+ * weight read per step for all). A long pass lets the decoding requests take a step between its
+ * layers when yield_ms have passed since their last one. Rows of a pass never see each other, so
+ * each request gets exactly the ids it gets alone, whatever joins or leaves around it. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -377,12 +377,16 @@ clara_status clara_batch_step(clara_batch *b, clara_batch_done *done, size_t max
                               size_t *n_done) {
     clara_status s = CLARA_OK;
     for (size_t i = 0; i < b->n; i++) gen_req_cancelled(b->req[i]);
-    if (any_in(b, GEN_PREFILL))
-        s = prefill_piece(b);
-    else if (any_in(b, GEN_COMPRESS))
+    /* a compression piece, and the prefill of the prompts ready (those it just finished too: a
+     * request's first token does not wait a decoding step between its phases, while the
+     * decoding requests still step between the layers of long passes) */
+    if (any_in(b, GEN_COMPRESS))
         s = compress_piece(b, GEN_COMPRESS);
     else if (any_in(b, GEN_QUERY))
         s = compress_piece(b, GEN_QUERY);
+    if (s == CLARA_OK && any_in(b, GEN_QUERY) && !any_in(b, GEN_COMPRESS))
+        s = compress_piece(b, GEN_QUERY);
+    if (s == CLARA_OK && any_in(b, GEN_PREFILL)) s = prefill_piece(b);
     if (s == CLARA_OK) s = decode_step(b);
     if (s != CLARA_OK) { /* out of memory for the step: its requests fail, the batch goes on */
         for (size_t i = 0; i < b->n; i++)
