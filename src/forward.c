@@ -794,7 +794,7 @@ static void between_layers(clara_ctx *ctx) {
 static bool run_layers(batch *b, clara_seq *live, clara_seq *qseqs, bool *skip, batch *out) {
     const clara_model *m = b->ctx->m;
     for (uint32_t l = 0; l < m->hp.n_layer; l++) {
-        if (l > 0) between_layers(b->ctx);
+        between_layers(b->ctx); /* also before the first: passes follow each other */
         if (drop_cancelled(b, live) == 0) return false;
         memset(skip, 0, b->n_seqs * sizeof *skip);
         batch qb; /* its row starts follow b's */
