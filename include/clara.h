@@ -238,7 +238,10 @@ typedef struct clara_batch clara_batch;
 
 typedef struct {
     uint32_t piece_rows; /* rows of one compression or prefill pass; 0 = as many as fit (2,200) */
-    float yield_ms;      /* decoding steps during a long pass at least this often; 0 = never */
+    /* During a long pass, the decoding requests step between its layers so that they go at most
+     * about this long without one (the next layer's time is estimated by the last one's); 0 =
+     * never. */
+    float yield_ms;
 } clara_batch_params;
 
 typedef struct {

@@ -26,13 +26,12 @@
 #define SCHED_MAX_BATCH 64
 /* Continuous batching (clara.h: clara_batch): while requests decode, compression and prefill go
  * in passes of at most SCHED_PIECE_ROWS rows, and the decoding requests get a step between the
- * layers of such a pass whenever SCHED_YIELD_MS have passed since their last one. A layer of a
- * 512-row pass of the ~1B model takes ~100 ms on 2 cores, so a stream waits at most ~350 ms
- * for its next token however much compression arrives, while a short prefill (a few hundred
- * milliseconds) runs through without being cut. Without decoding requests passes are as large
- * as they can be (throughput). */
+ * layers of such a pass so that they go at most ~SCHED_YIELD_MS without one (a layer of a 512-row
+ * pass of the ~1B model takes ~100-130 ms on 2 cores), however much compression arrives, while
+ * a short prefill runs through without being cut. Without decoding requests passes are as large
+ * as they can be (throughput). Measured: docs/PERFORMANCE.md (Continuous batching). */
 #define SCHED_PIECE_ROWS 512
-#define SCHED_YIELD_MS   250
+#define SCHED_YIELD_MS   300
 
 static struct {
     const srv_config *cfg;

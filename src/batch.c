@@ -27,6 +27,8 @@ struct clara_batch {
     bool *slot_used; /* KV slots of the context held by a request */
     uint32_t n_slots;
     double last_step; /* when the last decoding step ended */
+    double last_hook; /* when the between-layers hook last ran in this pass (0: not yet) */
+    double layer_ms;  /* how long the latest layer of a long pass took */
     /* decoding step scratch, grown with the batch */
     clara_seq *seqs;
     float *rows;
@@ -167,15 +169,21 @@ static clara_status decode_step(clara_batch *b) {
     return s;
 }
 
-/* Between the layers of a long pass (ctx.h): the decoding requests' step, when it is due. */
+/* Between the layers of a long pass (ctx.h): the decoding requests' step, when waiting for the
+ * end of one more layer (as long as the last one) would leave them without a step for more than
+ * yield_ms. */
 static void between_layers(void *arg) {
     clara_batch *b = arg;
-    if (gen_now_ms() - b->last_step < b->bp.yield_ms) return;
+    double now = gen_now_ms();
+    if (b->last_hook > 0) b->layer_ms = now - b->last_hook;
+    b->last_hook = now;
+    if (now - b->last_step + b->layer_ms < b->bp.yield_ms) return;
     clara_status s = decode_step(b);
     if (s != CLARA_OK) { /* the pass goes on; the step's requests fail */
         for (size_t i = 0; i < b->n; i++)
             if (b->req[i]->ph == GEN_DECODE) gen_req_fail(b->req[i], s);
     }
+    b->last_hook = gen_now_ms(); /* the next layer's time without the step's */
 }
 
 /* Rows of the next pass: small pieces only while requests are decoding (they wait at most a
@@ -188,6 +196,7 @@ static uint32_t piece_rows(clara_batch *b) {
 static void allow_steps(clara_batch *b, bool on) {
     bool any = on && b->bp.yield_ms > 0 && clara_batch_decoding(b) > 0;
     b->ctx->between_layers = any ? between_layers : NULL;
+    b->last_hook = 0; /* a layer's time is measured within a pass */
     b->ctx->between_arg = b;
 }
 
