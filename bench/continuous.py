@@ -60,8 +60,9 @@ def docs(n):
 
 
 def stream(body, started=None):
-    """POSTs a streamed /v1/answer; returns (t_start, [event times], final json). `started` (a
-    threading.Semaphore) is released at the first token."""
+    """POSTs a streamed /v1/answer; returns (t_start, [times: the first event's, when the first
+    token exists, then each piece of text's], final json). `started` (a threading.Semaphore) is
+    released at the first event."""
     c = http.client.HTTPConnection("127.0.0.1", PORT, timeout=600)
     t0 = time.perf_counter()
     c.request("POST", "/v1/answer", body=json.dumps(body), headers={"Content-Type": "application/json"})
@@ -81,7 +82,7 @@ def stream(body, started=None):
             break
         ev = json.loads(data)
         delta = (ev.get("choices") or [{}])[0].get("delta", {}).get("content")
-        if delta:
+        if not times or delta:
             times.append(time.perf_counter())
             if started and len(times) == 1:
                 started.release()

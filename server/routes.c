@@ -582,7 +582,7 @@ static void finish_task(srv_task *t, size_t len) {
     if (trim) srv_memory_trim();
 }
 
-int srv_run_task(srv_server *s, srv_task *t, bool (*alive)(void *), void *arg, srv_reply *r) {
+int srv_submit(srv_server *s, srv_task *t, srv_reply *r) {
     t->enqueued_at = srv_mono();
     if (atomic_load(&s->draining)) {
         srv_reply_error(r, 503, "shutting_down", "the server is shutting down");
@@ -594,6 +594,11 @@ int srv_run_task(srv_server *s, srv_task *t, bool (*alive)(void *), void *arg, s
         r->retry_after = 1;
         return -2;
     }
+    return 0;
+}
+
+int srv_run_task(srv_server *s, srv_task *t, bool (*alive)(void *), void *arg, srv_reply *r) {
+    if (srv_submit(s, t, r) != 0) return -2;
     int why = wait_task(s, t, alive, arg);
     if (why == 1) {
         srv_reply_error(r, 499, "client_closed", "the client went away");

@@ -314,6 +314,9 @@ void srv_store_route(srv_server *s, srv_endpoint ep, const srv_target *target, c
 /* Shared by routes.c and memory.c: body checks, parse budget, waiting for the scheduler. */
 int srv_parse_body(srv_server *s, const char *body, size_t len, double t0, bool (*alive)(void *),
                    void *arg, cJSON **root, srv_reply *r);
+/* Queues t (its arrival time set); -2 with *r the 503 when the server is stopping or the queue
+ * is full, else 0. */
+int srv_submit(srv_server *s, srv_task *t, srv_reply *r);
 /* Queues t and waits for it; fills *r with the error when it did not succeed. Returns 0 when t
  * ran with status 200, -2 when it was refused before queueing (shutting down, queue full), -1
  * otherwise. */

@@ -160,17 +160,7 @@ static void deadline_in(struct timespec *ts, long ms) {
 #define POLL_MS 50 /* how often a waiting connection checks its client and the deadline */
 
 int srv_stream_run(srv_server *s, srv_task *t, bool (*alive)(void *), void *arg, srv_reply *r) {
-    t->enqueued_at = srv_mono();
-    if (atomic_load(&s->draining)) {
-        srv_reply_error(r, 503, "shutting_down", "the server is shutting down");
-        return -2;
-    }
-    if (srv_queue_push(&s->queue, t) != 0) {
-        srv_reply_error(r, 503, "overloaded", "the request queue is full (%d); retry later",
-                        s->cfg.max_queue);
-        r->retry_after = 1;
-        return -2;
-    }
+    if (srv_submit(s, t, r) != 0) return -2;
     double deadline = t->enqueued_at + s->cfg.request_timeout;
     int why = 0; /* 1: the client left, 2: timed out */
     pthread_mutex_lock(&s->queue.mu);
@@ -418,7 +408,22 @@ static void ours_last(void *arg, const srv_task *t, const char *finish, cJSON *e
     cJSON_AddItemToArray(events, j);
 }
 
-static const srv_sse_kind k_ours = {NULL, ours_delta, ours_last, free};
+/* The first event, as soon as the first token exists (its text may come with a later one: a
+ * lone space, a part of a UTF-8 sequence): a delta with the role, as OpenAI's streams begin. */
+static cJSON *ours_first(void *arg) {
+    (void)arg;
+    cJSON *j = cJSON_CreateObject();
+    cJSON *choice = cJSON_CreateObject();
+    cJSON_AddItemToArray(cJSON_AddArrayToObject(j, "choices"), choice);
+    cJSON_AddNumberToObject(choice, "index", 0);
+    cJSON *delta = cJSON_AddObjectToObject(choice, "delta");
+    cJSON_AddStringToObject(delta, "role", "assistant");
+    cJSON_AddStringToObject(delta, "content", "");
+    cJSON_AddNullToObject(choice, "finish_reason");
+    return j;
+}
+
+static const srv_sse_kind k_ours = {ours_first, ours_delta, ours_last, free};
 
 int srv_stream_ours(srv_server *s, srv_task *t, double t0, bool (*alive)(void *), void *arg,
                     void (*result)(const srv_server *s, const srv_task *t, double latency_ms,

@@ -4,6 +4,7 @@ its end made it wait for all of them), gets exactly the answer it gets alone (an
 /v1/compress arriving mid-answer is served while the answers go on, and /metrics shows the token
 latencies and the running batch."""
 
+import http.client
 import json
 import re
 import subprocess
@@ -30,14 +31,31 @@ def test_joins_running_batch():
     s = Server("--db", "none", "--keep-alive", "-1")
     st, alone, _, _ = s.post("/v1/answer", answer("Where is the Seine?", 8))
     check(st == 200, "short answer alone: %s" % st)
-    out = {}
-    # long answers that do not stop at </s> (the demo model's random weights may end any time)
-    longs = [threading.Thread(target=timed_post, args=(s, {
-        "prompt": "Tell me all %d." % i, "documents": [DOC], "max_tokens": 512, "ignore_eos": True},
-        out, i, "/v1/completions")) for i in range(3)]
+    out, started = {}, [threading.Event() for _ in range(3)]
+
+    def long_stream(i):
+        """A streamed answer that does not stop at </s> (the demo model's random weights may end
+        any time): its end time and token count."""
+        c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=300)
+        c.request("POST", "/v1/completions", body=json.dumps({
+            "prompt": "Tell me all %d." % i, "documents": [DOC], "max_tokens": 512,
+            "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}),
+            headers={"Content-Type": "application/json"})
+        r = c.getresponse()
+        tokens = None
+        for line in r:
+            started[i].set()
+            if line.startswith(b"data: {"):
+                usage = json.loads(line[6:]).get("usage")
+                tokens = usage["completion_tokens"] if usage else tokens
+        out[i] = (r.status, {"usage": {"completion_tokens": tokens}}, 0, time.perf_counter())
+        c.close()
+
+    longs = [threading.Thread(target=long_stream, args=(i,)) for i in range(3)]
     for t in longs:
         t.start()
-    time.sleep(0.15)  # the long answers decode
+    for e in started:  # the long answers decode (their first tokens are out)
+        e.wait(60)
     timed_post(s, answer("Where is the Seine?", 8), out, "short")
     for t in longs:
         t.join()

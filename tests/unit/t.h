@@ -76,4 +76,22 @@ static inline int t_report(const char *suite) {
     return t_failed ? 1 : 0;
 }
 
+/* The demo model that `make` builds ($BUILD/demo/clara-demo.gguf, BUILD defaulting to build) and
+ * a 2-thread context on it; path (may be NULL) receives its path. 0, or -1 with the reason on
+ * stderr. */
+static inline int t_load_demo(clara_model **m, clara_ctx **ctx, char *path, size_t cap) {
+    const char *build = getenv("BUILD");
+    char buf[1024];
+    if (!path) path = buf, cap = sizeof buf;
+    snprintf(path, cap, "%s/demo/clara-demo.gguf", build && *build ? build : "build");
+    clara_model_params mp = clara_model_default_params();
+    clara_ctx_params cp = clara_ctx_default_params();
+    cp.n_threads = 2;
+    if (clara_model_load(path, &mp, m) != CLARA_OK || clara_ctx_create(*m, &cp, ctx) != CLARA_OK) {
+        fprintf(stderr, "cannot load %s: %s\n", path, clara_last_error());
+        return -1;
+    }
+    return 0;
+}
+
 #endif

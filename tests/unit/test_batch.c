@@ -244,22 +244,13 @@ static void test_many_quantized(const char *q4_path) {
 }
 
 int main(void) {
-    const char *build = getenv("BUILD");
     char path[1024];
-    snprintf(path, sizeof path, "%s/demo/clara-demo.gguf", build && *build ? build : "build");
-    clara_model_params mp = clara_model_default_params();
-    clara_ctx_params cp = clara_ctx_default_params();
-    cp.n_threads = 2;
-    if (clara_model_load(path, &mp, &g_model) != CLARA_OK ||
-        clara_ctx_create(g_model, &cp, &g_ctx) != CLARA_OK) {
-        fprintf(stderr, "cannot load %s: %s\n", path, clara_last_error());
-        return 1;
-    }
+    if (t_load_demo(&g_model, &g_ctx, path, sizeof path) != 0) return 1;
     T_RUN(test_join_running_batch);
     T_RUN(test_steps_between_layers);
     T_RUN(test_cancel_leaves_next_step);
-    char q4[1100];
-    snprintf(q4, sizeof q4, "%s/tests/test_batch-q4_0.gguf", build && *build ? build : "build");
+    char q4[1100]; /* beside the demo model */
+    snprintf(q4, sizeof q4, "%.*s-q4_0-batch.gguf", (int)(strlen(path) - 5), path);
     clara_quantize_opts qo = {false, NULL};
     T_EQ_INT(clara_quantize_file(path, q4, "q4_0", &qo), CLARA_OK);
     test_many_quantized(q4);

@@ -217,17 +217,7 @@ static void test_chat_prompts(void) {
 }
 
 int main(void) {
-    const char *build = getenv("BUILD");
-    char path[1024];
-    snprintf(path, sizeof path, "%s/demo/clara-demo.gguf", build && *build ? build : "build");
-    clara_model_params mp = clara_model_default_params();
-    clara_ctx_params cp = clara_ctx_default_params();
-    cp.n_threads = 2;
-    if (clara_model_load(path, &mp, &g_model) != CLARA_OK ||
-        clara_ctx_create(g_model, &cp, &g_ctx) != CLARA_OK) {
-        fprintf(stderr, "cannot load %s: %s\n", path, clara_last_error());
-        return 1;
-    }
+    if (t_load_demo(&g_model, &g_ctx, NULL, 0) != 0) return 1;
     T_RUN(test_rng_known_values);
     T_RUN(test_sampler_cases);
     T_RUN(test_seeded_sampling);
