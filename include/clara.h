@@ -237,7 +237,9 @@ void clara_gen_result_free(clara_gen_result *r);
 typedef struct clara_batch clara_batch;
 
 typedef struct {
-    uint32_t piece_rows; /* rows of one compression or prefill pass; 0 = as many as fit (2,200) */
+    /* rows of one compression or prefill pass while requests decode (fewer when a layer of it
+     * would take longer than yield_ms at the pace measured); 0 = as many as fit (2,200) */
+    uint32_t piece_rows;
     /* During a long pass, the decoding requests step between its layers so that they go at most
      * about this long without one (the next layer's time is estimated by the last one's); 0 =
      * never. */

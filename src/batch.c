@@ -15,6 +15,8 @@
 
 /* Rows of one pass when the caller does not say: compress.c's batch size. */
 #define BATCH_PIECE_ROWS 2200
+/* The fewest rows a piece is cut to (below, a pass no longer pays for reading the weights). */
+#define BATCH_MIN_PIECE 64
 
 struct clara_batch {
     clara_ctx *ctx;
@@ -26,9 +28,11 @@ struct clara_batch {
     gen_req **step_in, **piece_in;
     bool *slot_used; /* KV slots of the context held by a request */
     uint32_t n_slots;
-    double last_step; /* when the last decoding step ended */
-    double last_hook; /* when the between-layers hook last ran in this pass (0: not yet) */
-    double layer_ms;  /* how long the latest layer of a long pass took */
+    double last_step;   /* when the last decoding step ended */
+    double last_hook;   /* when the between-layers hook last ran in this pass (0: not yet) */
+    double layer_ms;    /* how long the latest layer of a long pass took */
+    uint32_t pass_rows; /* rows of the passes now running (at most) */
+    double row_ms;      /* a layer's time per row of such a pass, smoothed (0: not measured) */
     /* decoding step scratch, grown with the batch */
     clara_seq *seqs;
     float *rows;
@@ -175,7 +179,11 @@ static clara_status decode_step(clara_batch *b) {
 static void between_layers(void *arg) {
     clara_batch *b = arg;
     double now = gen_now_ms();
-    if (b->last_hook > 0) b->layer_ms = now - b->last_hook;
+    if (b->last_hook > 0) {
+        b->layer_ms = now - b->last_hook;
+        double r = b->layer_ms / (b->pass_rows ? b->pass_rows : 1);
+        b->row_ms = b->row_ms > 0 ? 0.75 * b->row_ms + 0.25 * r : r;
+    }
     b->last_hook = now;
     if (now - b->last_step + b->layer_ms < b->bp.yield_ms) return;
     clara_status s = decode_step(b);
@@ -186,10 +194,17 @@ static void between_layers(void *arg) {
     b->last_hook = gen_now_ms(); /* the next layer's time without the step's */
 }
 
-/* Rows of the next pass: small pieces only while requests are decoding (they wait at most a
- * layer of it for their step); otherwise as large as fits, for throughput. */
+/* Rows of the next pass: while requests decode, at most piece_rows and few enough that one layer
+ * of the pass takes no longer than yield_ms (they wait for the end of a layer for their step);
+ * otherwise as large as fits, for throughput. */
 static uint32_t piece_rows(clara_batch *b) {
-    return b->bp.yield_ms > 0 && clara_batch_decoding(b) ? b->bp.piece_rows : BATCH_PIECE_ROWS;
+    if (!(b->bp.yield_ms > 0 && clara_batch_decoding(b))) return BATCH_PIECE_ROWS;
+    /* and a layer of the pass no longer than yield_ms, at the pace measured so far */
+    uint32_t rows = b->bp.piece_rows;
+    if (b->row_ms > 0 && b->bp.yield_ms / b->row_ms < rows)
+        rows = b->bp.yield_ms / b->row_ms > BATCH_MIN_PIECE ? (uint32_t)(b->bp.yield_ms / b->row_ms)
+                                                            : BATCH_MIN_PIECE;
+    return rows;
 }
 
 /* Allows (or stops) the decoding step between the layers of the passes that follow. */
@@ -206,7 +221,7 @@ static clara_status compress_piece(clara_batch *b, gen_phase phase) {
     const clara_model *m = b->ctx->m;
     size_t per = (size_t)m->meta.n_mem * m->hp.n_embd, total = 0, nr = 0, nq = 0;
     gen_req **in = b->piece_in;
-    uint32_t most = piece_rows(b);
+    uint32_t most = b->pass_rows = piece_rows(b);
     for (size_t i = 0; i < b->n && total < most; i++) {
         gen_req *q = b->req[i];
         if (q->ph != phase || gen_req_cancelled(q)) continue;
@@ -306,7 +321,7 @@ static clara_status prefill_piece(clara_batch *b) {
     size_t total = 0, ns = 0;
     gen_req **in = b->piece_in;
     clara_seq *seqs = malloc((b->n + 1) * sizeof *seqs);
-    uint32_t max_prompt = 0, most = piece_rows(b);
+    uint32_t max_prompt = 0, most = b->pass_rows = piece_rows(b);
     for (size_t i = 0; i < b->n; i++) {
         gen_req *q = b->req[i];
         if (q->ph != GEN_PREFILL || gen_req_cancelled(q)) continue;
@@ -410,8 +425,8 @@ clara_status clara_batch_compress(clara_batch *b, const clara_text *docs, size_t
                                   float *vectors, uint32_t *n_tokens,
                                   const clara_compress_params *params) {
     allow_steps(b, true);
-    clara_status s =
-        clara_compress_rows(b->ctx, docs, n_docs, vectors, n_tokens, params, piece_rows(b));
+    clara_status s = clara_compress_rows(b->ctx, docs, n_docs, vectors, n_tokens, params,
+                                         b->pass_rows = piece_rows(b));
     allow_steps(b, false);
     return s;
 }
