@@ -185,6 +185,7 @@ static void between_layers(void *arg) {
         b->row_ms = b->row_ms > 0 ? 0.75 * b->row_ms + 0.25 * r : r;
     }
     b->last_hook = now;
+    if (!clara_batch_decoding(b)) return; /* the pace measured for later pieces, no step */
     if (now - b->last_step + b->layer_ms < b->bp.yield_ms) return;
     clara_status s = decode_step(b);
     if (s != CLARA_OK) { /* the pass goes on; the step's requests fail */
@@ -209,7 +210,8 @@ static uint32_t piece_rows(clara_batch *b) {
 
 /* Allows (or stops) the decoding step between the layers of the passes that follow. */
 static void allow_steps(clara_batch *b, bool on) {
-    bool any = on && b->bp.yield_ms > 0 && clara_batch_decoding(b) > 0;
+    /* also without decoding requests: the hook measures the pace of passes for piece_rows */
+    bool any = on && b->bp.yield_ms > 0;
     b->ctx->between_layers = any ? between_layers : NULL;
     b->last_hook = 0; /* a layer's time is measured within a pass */
     b->ctx->between_arg = b;
@@ -221,7 +223,7 @@ static clara_status compress_piece(clara_batch *b, gen_phase phase) {
     const clara_model *m = b->ctx->m;
     size_t per = (size_t)m->meta.n_mem * m->hp.n_embd, total = 0, nr = 0, nq = 0;
     gen_req **in = b->piece_in;
-    uint32_t most = b->pass_rows = piece_rows(b);
+    uint32_t most = piece_rows(b);
     for (size_t i = 0; i < b->n && total < most; i++) {
         gen_req *q = b->req[i];
         if (q->ph != phase || gen_req_cancelled(q)) continue;
@@ -244,6 +246,7 @@ static clara_status compress_piece(clara_batch *b, gen_phase phase) {
         for (size_t d = in[j]->next_row; d < in[j]->n_rows && at < nr; d++, took[j]++)
             rows[at++] = in[j]->rows[d];
     double t0 = gen_now_ms();
+    b->pass_rows = (uint32_t)total;
     allow_steps(b, true);
     clara_status s =
         clara_enc_rows_run(b->ctx, rows, nr, phase == GEN_QUERY ? m->query : m->encoder, vec);
@@ -321,7 +324,7 @@ static clara_status prefill_piece(clara_batch *b) {
     size_t total = 0, ns = 0;
     gen_req **in = b->piece_in;
     clara_seq *seqs = malloc((b->n + 1) * sizeof *seqs);
-    uint32_t max_prompt = 0, most = b->pass_rows = piece_rows(b);
+    uint32_t max_prompt = 0, most = piece_rows(b);
     for (size_t i = 0; i < b->n; i++) {
         gen_req *q = b->req[i];
         if (q->ph != GEN_PREFILL || gen_req_cancelled(q)) continue;
@@ -352,6 +355,8 @@ static clara_status prefill_piece(clara_batch *b) {
     }
     double t0 = gen_now_ms();
     clara_status s = k ? start_after_heads(b->ctx, in, seqs, k) : CLARA_OK;
+    b->pass_rows = 0; /* the rows left after the heads */
+    for (size_t i = 0; i < k; i++) b->pass_rows += seqs[i].n;
     allow_steps(b, true);
     if (s == CLARA_OK && k) s = clara_forward_batch(b->ctx, seqs, (uint32_t)k);
     allow_steps(b, false);
