@@ -32,7 +32,7 @@ struct clara_batch {
     double last_hook;   /* when the between-layers hook last ran in this pass (0: not yet) */
     double layer_ms;    /* how long the latest layer of a long pass took */
     uint32_t pass_rows; /* rows of the passes now running (at most) */
-    double row_ms;      /* a layer's time per row of such a pass, smoothed (0: not measured) */
+    double fit_rows;    /* rows whose layer takes yield_ms, from the latest layer (0: unknown) */
     /* decoding step scratch, grown with the batch */
     clara_seq *seqs;
     float *rows;
@@ -179,10 +179,10 @@ static clara_status decode_step(clara_batch *b) {
 static void between_layers(void *arg) {
     clara_batch *b = arg;
     double now = gen_now_ms();
-    if (b->last_hook > 0) {
+    if (b->last_hook > 0) { /* a layer's time is not proportional to its rows (the weights are
+                               read once per pass): the estimate follows the sizes run */
         b->layer_ms = now - b->last_hook;
-        double r = b->layer_ms / (b->pass_rows ? b->pass_rows : 1);
-        b->row_ms = b->row_ms > 0 ? 0.75 * b->row_ms + 0.25 * r : r;
+        if (b->layer_ms > 0) b->fit_rows = b->pass_rows * b->bp.yield_ms / b->layer_ms;
     }
     b->last_hook = now;
     if (!clara_batch_decoding(b)) return; /* the pace measured for later pieces, no step */
@@ -196,15 +196,14 @@ static void between_layers(void *arg) {
 }
 
 /* Rows of the next pass: while requests decode, at most piece_rows and few enough that one layer
- * of the pass takes no longer than yield_ms (they wait for the end of a layer for their step);
- * otherwise as large as fits, for throughput. */
+ * of the pass takes about yield_ms (they wait for the end of a layer for their step), scaled from
+ * the latest layer measured; otherwise as large as fits, for throughput. */
 static uint32_t piece_rows(clara_batch *b) {
     if (!(b->bp.yield_ms > 0 && clara_batch_decoding(b))) return BATCH_PIECE_ROWS;
     /* and a layer of the pass no longer than yield_ms, at the pace measured so far */
     uint32_t rows = b->bp.piece_rows;
-    if (b->row_ms > 0 && b->bp.yield_ms / b->row_ms < rows)
-        rows = b->bp.yield_ms / b->row_ms > BATCH_MIN_PIECE ? (uint32_t)(b->bp.yield_ms / b->row_ms)
-                                                            : BATCH_MIN_PIECE;
+    if (b->fit_rows > 0 && b->fit_rows < rows)
+        rows = b->fit_rows > BATCH_MIN_PIECE ? (uint32_t)b->fit_rows : BATCH_MIN_PIECE;
     return rows;
 }
 
