@@ -25,14 +25,15 @@
 
 #define SCHED_MAX_BATCH 64
 /* Continuous batching (clara.h: clara_batch): while requests decode, compression and prefill go
- * in passes of at most SCHED_PIECE_ROWS rows, and the decoding requests get a step between the
- * layers of such a pass so that they go at most ~SCHED_YIELD_MS without one, however much
- * compression arrives (the next layer's time is estimated by the last one's: ~250 ms for a
- * 1,024-row layer of the ~1B model on 2 cores). A piece holds the documents of a typical request
- * (5 of ~180 rows) so that its compression is not cut by a decoding step between two pieces; a
- * short prefill runs through without being cut. Without decoding requests passes are as large as
- * they can be (throughput). Measured: docs/PERFORMANCE.md (Continuous batching). */
-#define SCHED_PIECE_ROWS 1024
+ * in passes of at most SCHED_PIECE_ROWS rows (fewer where a layer of such a pass takes longer than
+ * SCHED_YIELD_MS), and the decoding requests get a step between the layers so that they go at
+ * most ~SCHED_YIELD_MS plus a layer without one, however much compression arrives. 640 rows hold
+ * a typical request's documents (3-4 of ~180 rows), so that its compression is not cut by a
+ * decoding step between two pieces, while a layer of such a pass stays near the target (~350 ms
+ * on the ~1B model, 2 cores; 1,024 rows took ~550 ms: streams then waited ~600 ms). Without
+ * decoding requests passes are as large as they can be (throughput). Measured:
+ * docs/PERFORMANCE.md (Continuous batching). */
+#define SCHED_PIECE_ROWS 640
 #define SCHED_YIELD_MS   300
 
 static struct {
