@@ -1,10 +1,11 @@
 /* sched.c - the scheduler: the one thread that owns the engine. It loads the model when the first
- * task arrives (requests arriving meanwhile simply queue), takes up to --parallel queued tasks at
- * a time, refuses those over --max-request-tokens, compresses the documents of all of them in
- * shared passes, answers each, and unloads the model once it has been idle for the keep-alive
- * period (Ollama-style). A task whose client left or timed out, or every task once the shutdown's
- * grace period is over, is cancelled: the engine drops it from the running pass within a layer or
- * a decoding step, and the rest of the batch goes on.
+ * task arrives (requests arriving meanwhile simply queue), refuses tasks over
+ * --max-request-tokens, answers compressions and query vectors at once (through the batch, so that
+ * running answers keep stepping), runs up to --parallel generation tasks as a continuous batch
+ * (clara_batch: new ones join at the next step, finished ones leave), and unloads the model once
+ * it has been idle for the keep-alive period (Ollama-style). A task whose client left or timed
+ * out, or every task once the shutdown's grace period is over, is cancelled: the engine drops it
+ * within a layer or a decoding step, and the rest of the batch goes on.
  *
  * The model file may change while the server runs. Every load re-validates it against the shape
  * the startup probe fixed (requests are validated and buffers sized by it) and logs whether it is
@@ -371,9 +372,9 @@ static void compress_task(srv_task *t) {
     free(owner);
 }
 
-/* Whether documents of task t go through the shared compress pass: only /v1/compress, which
- * returns the vectors. Generation tasks give their documents to clara_generate_batch, which
- * compresses the documents of all of them in shared passes itself. */
+/* Whether documents of task t go through the shared compress pass: only /v1/compress and the
+ * store's additions, which return or keep the vectors. Generation tasks give their documents to
+ * the batch, which compresses them in its own pieces. */
 static bool wants_compress(const srv_task *t) {
     return t->docs && t->n_docs > 0 && (t->ep == SRV_EP_V1_COMPRESS || t->ep == SRV_EP_MEM_ADD);
 }
@@ -800,9 +801,10 @@ static void idle_wait(srv_queue *q) {
     (void)rc;
 }
 
-/* Requests sent together reach the queue a few hundred microseconds apart; a pass runs to
- * completion, so one that starts with the first of them makes the rest wait a whole pass. Wait
- * up to SCHED_GATHER_MS for the pass to fill (called with q->mu held). */
+/* Requests sent together reach the queue a few hundred microseconds apart; a compression pass
+ * that starts with the first of them makes the rest wait for it before theirs (they would join
+ * the batch only after it). With nothing running, wait up to SCHED_GATHER_MS so that they share
+ * their passes (called with q->mu held). */
 #define SCHED_GATHER_MS 5
 static void gather(srv_queue *q, int max) {
     struct timespec ts;

@@ -4,8 +4,9 @@
  *
  * Threads: libmicrohttpd runs one thread per connection; a handler parses and validates the body,
  * turns it into a srv_task, pushes it onto the bounded queue and waits. One scheduler thread owns
- * the model and the clara_ctx, loads the model on demand, runs tasks (several at once when they
- * queue up) and unloads the model after the keep-alive period. */
+ * the model and the clara_ctx, loads the model on demand, runs tasks (generation tasks as a
+ * continuous batch they join and leave step by step) and unloads the model after the keep-alive
+ * period. */
 #ifndef CLARA_SERVER_H
 #define CLARA_SERVER_H
 

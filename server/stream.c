@@ -378,12 +378,18 @@ typedef struct {
     double t0;
 } ours_arg;
 
-static cJSON *ours_delta(void *arg, const char *text, size_t len) {
-    (void)arg;
-    cJSON *j = cJSON_CreateObject();
+/* j's "choices": [{"index": 0}], the choice returned for the caller to fill. */
+static cJSON *add_choice(cJSON *j) {
     cJSON *choice = cJSON_CreateObject();
     cJSON_AddItemToArray(cJSON_AddArrayToObject(j, "choices"), choice);
     cJSON_AddNumberToObject(choice, "index", 0);
+    return choice;
+}
+
+static cJSON *ours_delta(void *arg, const char *text, size_t len) {
+    (void)arg;
+    cJSON *j = cJSON_CreateObject();
+    cJSON *choice = add_choice(j);
     cJSON *delta = cJSON_AddObjectToObject(choice, "delta");
     char *piece = strndup(text, len);
     cJSON_AddStringToObject(delta, "content", piece ? piece : "");
@@ -400,9 +406,7 @@ static void ours_last(void *arg, const srv_task *t, const char *finish, cJSON *e
     cJSON *j = r.body ? cJSON_Parse(r.body) : NULL;
     free(r.body);
     if (!j) return;
-    cJSON *choice = cJSON_CreateObject();
-    cJSON_AddItemToArray(cJSON_AddArrayToObject(j, "choices"), choice);
-    cJSON_AddNumberToObject(choice, "index", 0);
+    cJSON *choice = add_choice(j);
     cJSON_AddObjectToObject(choice, "delta");
     cJSON_AddStringToObject(choice, "finish_reason", finish);
     cJSON_AddItemToArray(events, j);
@@ -413,9 +417,7 @@ static void ours_last(void *arg, const srv_task *t, const char *finish, cJSON *e
 static cJSON *ours_first(void *arg) {
     (void)arg;
     cJSON *j = cJSON_CreateObject();
-    cJSON *choice = cJSON_CreateObject();
-    cJSON_AddItemToArray(cJSON_AddArrayToObject(j, "choices"), choice);
-    cJSON_AddNumberToObject(choice, "index", 0);
+    cJSON *choice = add_choice(j);
     cJSON *delta = cJSON_AddObjectToObject(choice, "delta");
     cJSON_AddStringToObject(delta, "role", "assistant");
     cJSON_AddStringToObject(delta, "content", "");

@@ -76,6 +76,16 @@ static inline int t_report(const char *suite) {
     return t_failed ? 1 : 0;
 }
 
+/* Documents the generation tests ask the demo model about (t_docs + i, n of them). */
+static const clara_text t_docs[] = {
+    {"Paris is the capital of France.", 31},
+    {"The Rhine flows through Basel, Strasbourg and Cologne.", 54},
+    {"Mount Everest is the highest mountain above sea level.", 54},
+    {"Honey never spoils; jars from ancient tombs were still edible.", 62},
+    {"Octopuses have three hearts and blue blood.", 43},
+    {"The Great Wall of China is thousands of kilometres long.", 56},
+};
+
 /* The demo model that `make` builds ($BUILD/demo/clara-demo.gguf, BUILD defaulting to build) and
  * a 2-thread context on it; path (may be NULL) receives its path. 0, or -1 with the reason on
  * stderr. */

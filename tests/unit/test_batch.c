@@ -13,15 +13,6 @@
 static clara_model *g_model;
 static clara_ctx *g_ctx;
 
-static const clara_text k_docs[] = {
-    {"Paris is the capital of France.", 31},
-    {"The Rhine flows through Basel, Strasbourg and Cologne.", 54},
-    {"Mount Everest is the highest mountain above sea level.", 54},
-    {"Honey never spoils; jars from ancient tombs were still edible.", 62},
-    {"Octopuses have three hearts and blue blood.", 43},
-    {"The Great Wall of China is thousands of kilometres long.", 56},
-};
-
 typedef struct {
     int tokens; /* ids chosen so far */
 } counter;
@@ -37,7 +28,7 @@ static clara_gen_params ask(const char *q, size_t first, size_t n_docs, uint32_t
     clara_gen_params p = clara_gen_default_params();
     p.query = q;
     p.query_len = strlen(q);
-    p.docs = k_docs + first;
+    p.docs = t_docs + first;
     p.n_docs = n_docs;
     p.max_new_tokens = max_new;
     p.ignore_eos = 1;
@@ -143,14 +134,14 @@ static void test_steps_between_layers(void) {
     /* a compression through the batch while a request decodes: the same vectors */
     size_t per = (size_t)clara_model_n_mem(g_model) * clara_model_n_embd(g_model);
     float *v1 = malloc(6 * per * sizeof(float)), *v2 = malloc(6 * per * sizeof(float));
-    T_EQ_INT(clara_compress(g_ctx, k_docs, 6, v1, NULL), CLARA_OK);
+    T_EQ_INT(clara_compress(g_ctx, t_docs, 6, v1, NULL), CLARA_OK);
     c[0].tokens = 0;
     T_EQ_INT(clara_batch_add(b, &p[0], &r[0], (void *)0), CLARA_OK);
     T_EQ_INT(clara_batch_step(b, NULL, 0, &k), CLARA_OK); /* its document */
     T_EQ_INT(clara_batch_step(b, NULL, 0, &k), CLARA_OK); /* its prefill */
     T_EQ_INT(clara_batch_decoding(b), 1);
     before = c[0].tokens;
-    T_EQ_INT(clara_batch_compress(b, k_docs, 6, v2, NULL, NULL), CLARA_OK);
+    T_EQ_INT(clara_batch_compress(b, t_docs, 6, v2, NULL, NULL), CLARA_OK);
     T_CHECK(c[0].tokens > before);
     T_CHECK(memcmp(v1, v2, 6 * per * sizeof(float)) == 0);
     T_CHECK(run_until(b, 1, st) > 0);

@@ -16,20 +16,11 @@
 static clara_model *g_model;
 static clara_ctx *g_ctx;
 
-static const clara_text k_docs[] = {
-    {"Paris is the capital of France.", 31},
-    {"The Rhine flows through Basel, Strasbourg and Cologne.", 54},
-    {"Mount Everest is the highest mountain above sea level.", 54},
-    {"Honey never spoils; jars from ancient tombs were still edible.", 62},
-    {"Octopuses have three hearts and blue blood.", 43},
-    {"The Great Wall of China is thousands of kilometres long.", 56},
-};
-
 static clara_gen_params ask(const char *q, size_t first_doc, size_t n_docs, uint32_t max_new) {
     clara_gen_params p = clara_gen_default_params();
     p.query = q;
     p.query_len = q ? strlen(q) : 0;
-    p.docs = k_docs + first_doc;
+    p.docs = t_docs + first_doc;
     p.n_docs = n_docs;
     p.max_new_tokens = max_new;
     return p;
@@ -75,7 +66,7 @@ static void five_requests(clara_gen_params *p, const float *vec) {
 static void test_mixed_batch_equals_single(void) {
     size_t per = (size_t)clara_model_n_mem(g_model) * clara_model_n_embd(g_model);
     float *vec = malloc(3 * per * sizeof(float));
-    T_EQ_INT(clara_compress(g_ctx, k_docs + 1, 3, vec, NULL), CLARA_OK);
+    T_EQ_INT(clara_compress(g_ctx, t_docs + 1, 3, vec, NULL), CLARA_OK);
     enum { N = 8 };
     clara_gen_params p[N];
     five_requests(p, vec);
@@ -254,7 +245,7 @@ static void cancel_sweep(int target, const clara_gen_result *alone, const float 
 static void test_cancel_requests(void) {
     size_t per = (size_t)clara_model_n_mem(g_model) * clara_model_n_embd(g_model);
     float *vec = malloc(3 * per * sizeof(float));
-    T_EQ_INT(clara_compress(g_ctx, k_docs + 1, 3, vec, NULL), CLARA_OK);
+    T_EQ_INT(clara_compress(g_ctx, t_docs + 1, 3, vec, NULL), CLARA_OK);
     clara_gen_params p[NC];
     five_requests(p, vec);
     clara_gen_result alone[NC];

@@ -16,16 +16,11 @@
 static clara_model *g_model;
 static clara_ctx *g_ctx;
 
-static const clara_text k_docs[] = {
-    {"Paris is the capital of France.", 31},
-    {"The Rhine flows through Basel, Strasbourg and Cologne.", 54},
-};
-
 static clara_gen_params ask(const char *q, size_t n_docs, uint32_t max_new) {
     clara_gen_params p = clara_gen_default_params();
     p.query = q;
     p.query_len = strlen(q);
-    p.docs = k_docs;
+    p.docs = t_docs;
     p.n_docs = n_docs;
     p.max_new_tokens = max_new;
     p.ignore_eos = 1; /* the demo model's random weights may end at once */
@@ -208,7 +203,7 @@ static void test_chat_prompts(void) {
     T_EQ_INT(clara_generate(g_ctx, &bad, &r), CLARA_ERR_INVALID_ARG);
     bad = p;
     bad.n_docs = 1;
-    bad.docs = k_docs;
+    bad.docs = t_docs;
     T_EQ_INT(clara_generate(g_ctx, &bad, &r), CLARA_ERR_INVALID_ARG);
     bad = p;
     bad.system = "x <MEM0>";
