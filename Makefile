@@ -67,6 +67,7 @@ AVX512_FLAGS := -mavx512f -mavx512bw -mavx512vl -mavx512vnni -mavx512bf16 -mf16c
 $(BUILD)/obj/src/cpu/kernels_avx2.o: CFLAGS += $(AVX2_FLAGS)
 $(BUILD)/obj/src/cpu/kernels_avx512.o: CFLAGS += $(AVX512_FLAGS)
 $(BUILD)/obj/src/cpu/gemv_avx512.o: CFLAGS += $(AVX512_FLAGS)
+$(BUILD)/obj/src/cpu/gemv_amx.o: CFLAGS += $(AVX512_FLAGS) -mamx-tile -mamx-int8
 
 $(BENCH_TOK): tests/fixtures/tokenizer/tokenizer.model
 	@mkdir -p $(dir $@)
@@ -154,6 +155,7 @@ build/fuzz/obj/%.o: %.c
 build/fuzz/obj/src/cpu/kernels_avx2.o: FUZZ_ISA_FLAGS := $(AVX2_FLAGS)
 build/fuzz/obj/src/cpu/kernels_avx512.o: FUZZ_ISA_FLAGS := $(AVX512_FLAGS)
 build/fuzz/obj/src/cpu/gemv_avx512.o: FUZZ_ISA_FLAGS := $(AVX512_FLAGS)
+build/fuzz/obj/src/cpu/gemv_amx.o: FUZZ_ISA_FLAGS := $(AVX512_FLAGS) -mamx-tile -mamx-int8
 build/fuzz/libclara.a: $(FUZZ_LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^

@@ -1,10 +1,12 @@
 /* dispatch.c - instruction-set detection (cpuid leaves 1 and 7, XGETBV for the OS-enabled
- * register state) and the process-wide kernel level, including the CLARA_ISA override. */
+ * register state) and the process-wide kernel level, including the CLARA_ISA override; AMX
+ * (which Linux hands out per process, on request) and its CLARA_AMX override. */
 #include "cpu/dispatch.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 #include <strings.h>
 
 #include "base/log.h"
@@ -13,10 +15,16 @@
 #include <cpuid.h>
 #define CLARA_X86 1
 #endif
+#if defined(__x86_64__) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#define CLARA_AMX_LINUX 1
+#endif
 
 static clara_cpu_features g_feat;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static _Atomic int g_level = -1;
+static _Atomic int g_amx = -1; /* AMX in use: -1 not decided yet, then 0 or 1 */
 
 #ifdef CLARA_X86
 /* XCR0 through XGETBV, encoded as bytes so no -mxsave flag is needed for this file. */
@@ -51,8 +59,21 @@ static void detect_x86(clara_cpu_features *f) {
     (void)b1, (void)c1, (void)d1;
     f->avx_vnni = a1 >> 4 & 1;
     f->avx512bf16 = zmm_os && (a1 >> 5 & 1);
+    /* AMX: the tiles (EDX bit 24) and their int8 products (bit 25), with the OS saving the tile
+     * configuration and data (XCR0 bits 17 and 18) */
+    f->amx_int8 = zmm_os && (d >> 24 & 1) && (d >> 25 & 1) && (xcr0 & 0x60000) == 0x60000;
 }
 #endif
+
+/* Linux gives a process the (8 KB) tile data state only when it asks (arch_prctl
+ * ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA); a tile instruction without it faults. */
+static bool amx_permitted(void) {
+#ifdef CLARA_AMX_LINUX
+    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) == 0;
+#else
+    return false;
+#endif
+}
 
 /* Works on g_feat directly: also called from init_once, inside the pthread_once. */
 static bool supported(clara_isa isa) {
@@ -96,6 +117,17 @@ static void init_once(void) {
         }
     }
     atomic_store(&g_level, (int)level);
+    if (g_feat.amx_int8 && !amx_permitted()) {
+        g_feat.amx_int8 = false;
+        CLARA_LOGI("this CPU has AMX but the kernel did not grant its state; not using it");
+    }
+    const char *amx = getenv("CLARA_AMX");
+    bool want = !amx || !*amx || strcmp(amx, "0") != 0;
+    if (amx && *amx && strcmp(amx, "0") != 0 && strcmp(amx, "1") != 0)
+        CLARA_LOGW("CLARA_AMX=%s is not 0 or 1; using %d", amx, g_feat.amx_int8);
+    else if (want && amx && *amx && !g_feat.amx_int8)
+        CLARA_LOGW("CLARA_AMX=1: this CPU (or its kernel) lacks AMX; not using it");
+    atomic_store(&g_amx, want && g_feat.amx_int8);
 }
 
 const clara_cpu_features *clara_cpu_get_features(void) {
@@ -136,4 +168,17 @@ int clara_isa_parse(const char *s) {
     for (int l = 0; l < CLARA_ISA_COUNT; l++)
         if (strcasecmp(s, clara_isa_name((clara_isa)l)) == 0) return l;
     return -1;
+}
+
+bool clara_amx_active(void) {
+    int a = atomic_load_explicit(&g_amx, memory_order_relaxed);
+    if (a >= 0) return a && clara_isa_active() == CLARA_ISA_AVX512;
+    pthread_once(&g_once, init_once);
+    return atomic_load(&g_amx) && clara_isa_active() == CLARA_ISA_AVX512;
+}
+
+bool clara_amx_force(bool on) {
+    pthread_once(&g_once, init_once);
+    atomic_store(&g_amx, on && g_feat.amx_int8);
+    return on && g_feat.amx_int8;
 }

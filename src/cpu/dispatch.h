@@ -19,6 +19,7 @@ typedef struct {
     bool avx2, fma, f16c;                  /* with OS support for the ymm state */
     bool avx512f, avx512bw, avx512vl;      /* with OS support for the zmm/opmask state */
     bool avx512vnni, avx512bf16, avx_vnni; /* recorded; VNNI is used by the integer kernels */
+    bool amx_int8;                         /* AMX tiles with int8 products, granted by the OS */
 } clara_cpu_features;
 
 const clara_cpu_features *clara_cpu_get_features(void);
@@ -36,6 +37,15 @@ clara_isa clara_isa_active(void);
  * lowered to the best supported one. Returns the level now in use. Not for use while a matmul is
  * running on another thread. */
 clara_isa clara_isa_force(clara_isa isa);
+
+/* Whether the q4_0 / q8_0 decode GEMV runs on AMX tiles: at the avx512 level, on a CPU with
+ * AMX-INT8 that the OS lets this process use, unless CLARA_AMX=0 (read once). The outputs have
+ * the same bits either way; only the speed differs. */
+bool clara_amx_active(void);
+
+/* Turns AMX on or off for the rest of the process (tests, benchmarks); on is refused (false
+ * returned) where the CPU or the OS lacks it. Not while a matmul runs on another thread. */
+bool clara_amx_force(bool on);
 
 /* "ref", "avx2", "avx512" (what the server reports); "?" for an invalid value. */
 const char *clara_isa_name(clara_isa isa);

@@ -141,6 +141,7 @@ typedef struct {
     clara_gemv_args g[CLARA_GEMV_GROUP_MAX];
     uint64_t rows[CLARA_GEMV_GROUP_MAX], rows_per_task[CLARA_GEMV_GROUP_MAX];
     size_t task0[CLARA_GEMV_GROUP_MAX + 1];
+    bool amx; /* q4_0 / q8_0 parts on AMX tiles */
 } gemv_job;
 
 static void gemv_task(void *arg, size_t task, int thread) {
@@ -150,7 +151,11 @@ static void gemv_task(void *arg, size_t task, int thread) {
     while (task >= j->task0[i + 1]) i++;
     uint64_t r0 = (task - j->task0[i]) * j->rows_per_task[i];
     uint64_t r1 = r0 + j->rows_per_task[i] < j->rows[i] ? r0 + j->rows_per_task[i] : j->rows[i];
-    clara_gemv_avx512(&j->g[i], r0, r1);
+    const clara_gemv_args *g = &j->g[i];
+    if (j->amx && (g->type == CLARA_TYPE_Q4_0 || g->type == CLARA_TYPE_Q8_0))
+        clara_gemv_amx_q0(g, r0, r1);
+    else
+        clara_gemv_avx512(g, r0, r1);
 }
 
 bool clara_gemv_quant_group(clara_ctx *ctx, clara_isa isa, const clara_gemv_part *parts, int count,
@@ -176,7 +181,7 @@ bool clara_gemv_quant_group(clara_ctx *ctx, clara_isa isa, const clara_gemv_part
     uint8_t *base = clara_ctx_scratch(ctx, total);
     if (!base) return false;
     ctx->qg_acts.valid = false; /* the packed GEMM's activations are overwritten */
-    gemv_job j = {.task0 = {0}};
+    gemv_job j = {.task0 = {0}, .amx = n >= CLARA_GEMV_AMX_MIN_ROWS && clara_amx_active()};
     for (int i = 0; i < count; i++) {
         const clara_gemv_part *p = &parts[i];
         if (prep_of[i] == i)

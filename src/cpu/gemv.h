@@ -53,6 +53,15 @@ typedef struct {
 /* Output rows [r0, r1) of g (kernels in gemv_avx512.c). Same value per element whatever n is. */
 void clara_gemv_avx512(const clara_gemv_args *g, uint64_t r0, uint64_t r1);
 
+/* The same for q4_0 / q8_0 on AMX tiles (gemv_amx.c), with the same bits; only where
+ * clara_amx_active() (dispatch.h), and used from CLARA_GEMV_AMX_MIN_ROWS activation rows on.
+ * Below that the VNNI kernel is faster: its dpbusd count grows with the rows, but up to ~8 rows it
+ * keeps up with memory, while each AMX block waits on tile loads, the product and its store.
+ * Measured (Intel Xeon with AMX-INT8, one thread, a 5632 x 2048 q4_0 matrix, ms per product,
+ * VNNI / AMX): 1 row 0.23 / 0.38, 4 rows 0.36 / 0.41, 8 rows 0.54 / 0.50, 16 rows 1.11 / 0.75. */
+#define CLARA_GEMV_AMX_MIN_ROWS 8
+void clara_gemv_amx_q0(const clara_gemv_args *g, uint64_t r0, uint64_t r1);
+
 /* y[t * W->rows + r] = dot (or += alpha * dot) for t < n <= CLARA_GEMV_MAX_ROWS, xq's rows at xq +
  * t*xq_stride in the weight type's partner format; false (nothing written) when the kernel does not
  * apply (other type or level, shape, no memory): the caller then runs the general kernels. */

@@ -31,71 +31,7 @@ ALWAYS_INLINE void store_rows(int T, const clara_gemv_args *g, uint64_t r, const
 
 /* ---- q4_0 / q8_0: 16 weight rows in the lanes (the packed GEMM's arithmetic) ---- */
 
-#define LANES_MAGIC_F 12582912.0f /* 1.5 * 2^23, the float of CLARA_GEMV_MAGIC */
-
-/* A group of 16 weight rows goes through the blocks of 32 in increasing order; per block the
- * rows' codes are transposed in registers so that one zmm holds 4 consecutive codes of each of
- * the 16 rows (8 such vectors per block), one dpbusd per vector and activation row with the
- * row's 4 codes broadcast, and the 16 rows' f16 scales come from one gather. So the weight-side
- * work (loads, transpose, nibbles, scales) is done once per block for all activation rows, and
- * each activation row costs 8 dpbusd, one convert, one multiply and one FMA per 16 x 32 codes.
- * Per output: isum = -off*sum(a) + exact integer sum of the block, then
- * acc = fma(float(isum), s*dx, acc) over the blocks in order: the packed GEMM's order
- * (qgemm.h), so a row's bits are the same at any number of activation rows, GEMV or GEMM. */
-
-/* Rows 4L+g of the group in 128-bit lane L of Z[g] (4 dwords each) -> T[m] with lane 4L+g
- * = dword m of row 4L+g: a 4 x 4 dword transpose inside each 128-bit lane. */
-ALWAYS_INLINE void transpose_4x4(const __m512i Z[4], __m512i T[4]) {
-    __m512i a = _mm512_unpacklo_epi32(Z[0], Z[1]), b = _mm512_unpackhi_epi32(Z[0], Z[1]);
-    __m512i c = _mm512_unpacklo_epi32(Z[2], Z[3]), d = _mm512_unpackhi_epi32(Z[2], Z[3]);
-    T[0] = _mm512_unpacklo_epi64(a, c), T[1] = _mm512_unpackhi_epi64(a, c);
-    T[2] = _mm512_unpacklo_epi64(b, d), T[3] = _mm512_unpackhi_epi64(b, d);
-}
-
-/* The 16 bytes at p + off[i] of rows i = 4L+g, for g = 0..3, as Z[g]. */
-ALWAYS_INLINE void load_rows16(const uint8_t *p, const int32_t off[16], __m512i Z[4]) {
-#pragma GCC unroll 4
-    for (int g = 0; g < 4; g++) {
-        __m512i z = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(p + off[g])));
-        z = _mm512_inserti32x4(z, _mm_loadu_si128((const __m128i *)(p + off[4 + g])), 1);
-        z = _mm512_inserti32x4(z, _mm_loadu_si128((const __m128i *)(p + off[8 + g])), 2);
-        Z[g] = _mm512_inserti32x4(z, _mm_loadu_si128((const __m128i *)(p + off[12 + g])), 3);
-    }
-}
-
-/* Block b's codes of the 16 rows (row i at w + off[i]) as 8 vectors of 4 k x 16 rows, unsigned:
- * q4_0 byte j holds codes j (low nibble) and j + 16; q8_0 codes + 128. */
-ALWAYS_INLINE void lanes_codes(bool Q8, const uint8_t *wb, const int32_t off[16], __m512i X[8]) {
-    __m512i Z[4], T[4];
-    load_rows16(wb + 2, off, Z);
-    transpose_4x4(Z, T);
-    if (Q8) {
-        const __m512i x80 = _mm512_set1_epi8((char)0x80);
-#pragma GCC unroll 4
-        for (int m = 0; m < 4; m++) X[m] = _mm512_xor_si512(T[m], x80);
-        load_rows16(wb + 18, off, Z);
-        transpose_4x4(Z, T);
-#pragma GCC unroll 4
-        for (int m = 0; m < 4; m++) X[4 + m] = _mm512_xor_si512(T[m], x80);
-    } else {
-        const __m512i m4 = _mm512_set1_epi8(15);
-#pragma GCC unroll 4
-        for (int m = 0; m < 4; m++) {
-            X[m] = _mm512_and_si512(T[m], m4);
-            X[4 + m] = _mm512_and_si512(_mm512_srli_epi32(T[m], 4), m4);
-        }
-    }
-}
-
-/* Outputs of rows [0, valid) of the group for activation row t (y at the group's row 0). */
-ALWAYS_INLINE void lanes_store(const clara_gemv_args *g, uint32_t t, uint64_t r, uint32_t valid,
-                               __m512 v) {
-    float *o = g->y + (size_t)t * g->ldy + r;
-    __mmask16 k = (__mmask16)((1u << valid) - 1);
-    if (g->accumulate) /* o + alpha*v, rounded twice as clara_gemm_store's */
-        v = _mm512_add_ps(_mm512_maskz_loadu_ps(k, o), _mm512_mul_ps(_mm512_set1_ps(g->alpha), v));
-    _mm512_mask_storeu_ps(o, k, v);
-}
+#include "cpu/gemv_lanes.inc"
 
 /* One group: weight rows r + off[i] / row_bytes (the last valid row repeated past `valid`),
  * activation rows [0, T) of g. */
@@ -116,9 +52,7 @@ ALWAYS_INLINE void q0_lanes_group(bool Q8, int T, const clara_gemv_args *g, uint
             _mm_prefetch((const char *)(pf + 16 * bb * b + o), _MM_HINT_T0);
         __m512i X[8];
         lanes_codes(Q8, wb, off, X);
-        /* each row's first 4 block bytes: the f16 scale, then 2 code bytes */
-        __m512i d32 = _mm512_i32gather_epi32(vidx, (const void *)wb, 1);
-        __m512 s = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(d32));
+        __m512 s = lanes_scales(wb, vidx);
         __m512i is[CLARA_GEMV_PASS_ROWS];
 #pragma GCC unroll 8
         for (int t = 0; t < T; t++) is[t] = _mm512_set1_epi32(g->C[(size_t)t * g->c_stride + b]);
@@ -131,11 +65,8 @@ ALWAYS_INLINE void q0_lanes_group(bool Q8, int T, const clara_gemv_args *g, uint
                 is[t] = _mm512_dpbusd_epi32(is[t], X[k], _mm512_set1_epi32(av));
             }
 #pragma GCC unroll 8
-        for (int t = 0; t < T; t++) {
-            __m512 d = _mm512_set1_ps(g->DA[(size_t)t * g->da_stride + b]);
-            __m512 f = _mm512_sub_ps(_mm512_castsi512_ps(is[t]), _mm512_set1_ps(LANES_MAGIC_F));
-            acc[t] = _mm512_fmadd_ps(f, _mm512_mul_ps(s, d), acc[t]);
-        }
+        for (int t = 0; t < T; t++)
+            acc[t] = lanes_fma(is[t], s, g->DA[(size_t)t * g->da_stride + b], acc[t]);
     }
 #pragma GCC unroll 8
     for (int t = 0; t < T; t++) lanes_store(g, (uint32_t)t, r, valid, acc[t]);

@@ -17,6 +17,7 @@
 
 #include "base/fp16.h"
 #include "cpu/dispatch.h"
+#include "cpu/gemv.h"
 #include "cpu/kernels.h"
 #include "cpu/kernels_ref.h"
 #include "cpu/matmul.h"
@@ -485,6 +486,52 @@ static void test_rows_gemm_bits(void) {
     free(x), free(t), free(all), free(some);
 }
 
+/* q4_0 and q8_0 on AMX tiles (where the CPU has AMX-INT8): the same bits as the VNNI kernel, at
+ * every row count that takes them (8..16), block counts odd and even (a pair loop and its odd
+ * last block), weight rows in partial groups of 16, 1 and 2 threads, plain and accumulating. */
+static void test_amx_bits(void) {
+    static const clara_type types[] = {CLARA_TYPE_Q4_0, CLARA_TYPE_Q8_0};
+    static const uint64_t shapes[][2] = {{37, 480}, {70, 32}, {33, 96}, {48, 2048}};
+    enum { N = 16 };
+    if (!clara_isa_supported(CLARA_ISA_AVX512) || !clara_amx_force(true)) {
+        fprintf(stderr, "kernels: this CPU (or its kernel) has no AMX-INT8: the AMX GEMV is "
+                        "not run here (it is on Intel Xeon 4th generation and later)\n");
+        clara_amx_force(false);
+        return;
+    }
+    clara_isa_force(CLARA_ISA_AVX512);
+    float *x = rand_vec((size_t)N * 2048);
+    float *vnni = malloc((size_t)N * 70 * sizeof(float)),
+          *amx = malloc((size_t)N * 70 * sizeof(float));
+    int cases = 0;
+    for (size_t ti = 0; ti < 2; ti++)
+        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+            test_mat m;
+            T_CHECK(mat_make(&m, types[ti], shapes[si][0], shapes[si][1]) == 0);
+            size_t R = (size_t)shapes[si][0];
+            for (int th = 0; th < 2; th++) {
+                clara_ctx *ctx = th ? &g_c2.ctx : &g_c1.ctx;
+                int differ = 0;
+                for (uint32_t n = CLARA_GEMV_AMX_MIN_ROWS; n <= N; n++)
+                    for (int acc = 0; acc < 2; acc++, cases++) {
+                        for (size_t i = 0; i < (size_t)n * R; i++) vnni[i] = amx[i] = (float)i;
+                        clara_amx_force(false);
+                        clara_matmul(ctx, &m.W, x, n, vnni, acc, -0.75f);
+                        clara_amx_force(true);
+                        clara_matmul(ctx, &m.W, x, n, amx, acc, -0.75f);
+                        differ += memcmp(vnni, amx, (size_t)n * R * sizeof(float)) != 0;
+                    }
+                T_CHECK_MSG(differ == 0, "%s %zux%llu %d threads: AMX and VNNI differ in %d cases",
+                            clara_type_name(types[ti]), R, (unsigned long long)shapes[si][1],
+                            th + 1, differ);
+            }
+            mat_free(&m);
+        }
+    fprintf(stderr, "kernels: AMX GEMV checked against VNNI in %d cases\n", cases);
+    clara_isa_force(clara_isa_best());
+    free(x), free(vnni), free(amx);
+}
+
 /* The SIMD activation quantizers give the bytes of clara_quantize_row (the reference) for
  * ordinary rows, exact .5 ties, zero rows, tied +-max, huge and subnormal values. */
 static void test_act_quant(void) {
@@ -701,8 +748,8 @@ static void test_dispatch(void) {
     clara_isa_force(best);
     const clara_cpu_features *f = clara_cpu_get_features();
     T_CHECK(f != NULL);
-    fprintf(stderr, "kernels: best level %s (avx512 vnni %d bf16 %d, avx-vnni %d)\n",
-            clara_isa_name(best), f->avx512vnni, f->avx512bf16, f->avx_vnni);
+    fprintf(stderr, "kernels: best level %s (avx512 vnni %d bf16 %d, avx-vnni %d, amx-int8 %d)\n",
+            clara_isa_name(best), f->avx512vnni, f->avx512bf16, f->avx_vnni, f->amx_int8);
 }
 
 /* The SIMD softmax against the scalar reference's arithmetic with a correctly rounded
@@ -763,6 +810,7 @@ int main(void) {
     T_RUN(test_matmul_group);
     T_RUN(test_rows_invariant);
     T_RUN(test_rows_gemm_bits);
+    T_RUN(test_amx_bits);
     T_RUN(test_attention);
     T_RUN(test_swiglu);
     T_RUN(test_softmax);
