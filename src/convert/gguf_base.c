@@ -133,8 +133,7 @@ static clara_status read_config(const gguf_ctx *g, uint32_t n_tokens, clara_base
         return s;
     c->n_kv_heads = c->n_heads;
     if ((s = get_u32(g, "llama.attention.head_count_kv", false, 1, 1024, &c->n_kv_heads)) ||
-        (s = get_u32(g, "llama.context_length", true, 1, 1u << 24,
-                     &c->max_position_embeddings)) ||
+        (s = get_u32(g, "llama.context_length", true, 1, 1u << 24, &c->max_position_embeddings)) ||
         (s = get_u32(g, "llama.vocab_size", false, 1, 1u << 24, &c->vocab_size)) ||
         (s = get_positive_f32(g, "llama.attention.layer_norm_rms_epsilon", true,
                               &c->rms_norm_eps)) ||
@@ -149,10 +148,17 @@ static clara_status read_config(const gguf_ctx *g, uint32_t n_tokens, clara_base
         return clara_fail(CLARA_ERR_FORMAT,
                           "%s: llama.vocab_size is %u but tokenizer.ggml.tokens has %u tokens",
                           name, c->vocab_size, n_tokens);
-    if (gguf_find_key(g, "llama.rope.scaling.type") >= 0)
-        return clara_fail(CLARA_ERR_UNSUPPORTED, "%s: RoPE scaling (llama.rope.scaling.type) is "
-                                                 "not supported",
-                          name);
+    /* as config.json's rope_scaling: only none (llama.cpp may record "none" explicitly) */
+    const char *scaling = "none";
+    if (gguf_find_key(g, "llama.rope.scaling.type") >= 0 &&
+        (s = gguf_get_str(g, "llama.rope.scaling.type", &scaling)) != CLARA_OK)
+        return s;
+    if (strcmp(scaling, "none") != 0) {
+        char q[64];
+        return clara_fail(CLARA_ERR_UNSUPPORTED,
+                          "%s: llama.rope.scaling.type '%s' is not supported (only none)", name,
+                          hftok_quote(scaling, q, sizeof q));
+    }
     return read_head_dim(g, c);
 }
 
@@ -167,8 +173,9 @@ static clara_status get_array(const gguf_ctx *g, const char *key, gguf_vtype typ
     clara_status s = gguf_get_arr_data(g, key, type, data, &count);
     if (s != CLARA_OK) return s;
     if (count != n)
-        return clara_fail(CLARA_ERR_FORMAT, "%s: %s has %llu entries but tokenizer.ggml.tokens %llu",
-                          gguf_name(g), key, (unsigned long long)count, (unsigned long long)n);
+        return clara_fail(CLARA_ERR_FORMAT,
+                          "%s: %s has %llu entries but tokenizer.ggml.tokens %llu", gguf_name(g),
+                          key, (unsigned long long)count, (unsigned long long)n);
     return CLARA_OK;
 }
 
@@ -213,10 +220,9 @@ static clara_status check_unique(const gguf_ctx *g, const clara_hf_tokenizer *t)
     for (uint32_t id = 0; id < t->n_vocab && s == CLARA_OK; id++) {
         int64_t dup = hftok_map_insert(&m, id);
         if (dup >= 0)
-            s = clara_fail(CLARA_ERR_FORMAT,
-                           "%s: tokenizer.ggml.tokens has '%s' twice (ids %lld and %u)",
-                           gguf_name(g), hftok_quote(t->tokens[id], q, sizeof q), (long long)dup,
-                           id);
+            s = clara_fail(
+                CLARA_ERR_FORMAT, "%s: tokenizer.ggml.tokens has '%s' twice (ids %lld and %u)",
+                gguf_name(g), hftok_quote(t->tokens[id], q, sizeof q), (long long)dup, id);
     }
     hftok_map_free(&m);
     return s;
@@ -228,8 +234,7 @@ static clara_status read_scores_types(const gguf_ctx *g, clara_hf_tokenizer *t, 
     const char *name = gguf_name(g);
     const void *sc, *ty;
     clara_status s = get_array(g, "tokenizer.ggml.scores", GGUF_VT_F32, t->n_vocab, &sc);
-    if (s == CLARA_OK)
-        s = get_array(g, "tokenizer.ggml.token_type", GGUF_VT_I32, t->n_vocab, &ty);
+    if (s == CLARA_OK) s = get_array(g, "tokenizer.ggml.token_type", GGUF_VT_I32, t->n_vocab, &ty);
     if (s != CLARA_OK) return s;
     if (!ty)
         return missing(g, "tokenizer.ggml.token_type", "the base GGUF's vocabulary has no types");

@@ -321,6 +321,8 @@ def test_hostile_base_fails_cleanly():
         ("block count of the wrong type", lambda k: set_kv(k, "llama.block_count", 8, "two"), ["llama.block_count"]),
         ("heads not a multiple", lambda k: set_kv(k, "llama.attention.head_count_kv", 4, 3), ["head_count_kv"]),
         ("zero heads", lambda k: set_kv(k, "llama.attention.head_count", 4, 0), ["llama.attention.head_count"]),
+        ("RoPE scaling", lambda k: set_kv(k, "llama.rope.scaling.type", 8, "linear"),
+         ["llama.rope.scaling.type", "linear"]),
         ("NaN eps", lambda k: set_kv(k, "llama.attention.layer_norm_rms_epsilon", 6, float("nan")),
          ["layer_norm_rms_epsilon"]),
     ]
