@@ -32,7 +32,10 @@ static void convert_usage(FILE *out) {
         "  --quiet       no progress output\n"
         "  --addon-only  write only CLaRa's parts (adapters, resized tables, vocabulary,\n"
         "                settings): use it with any GGUF of the base model, e.g.\n"
-        "                `clara ask --base mistral-7b-instruct-v0.2.Q4_K_M.gguf --clara F`\n"
+        "                `clara ask --base mistral-7b-instruct-v0.2.Q4_K_M.gguf --clara F`;\n"
+        "                here --base may also be that base GGUF FILE (llama.cpp layout, any\n"
+        "                type): its llama.* settings and tokenizer.ggml.* vocabulary replace\n"
+        "                the Hugging Face directory, whose weights an add-on does not need\n"
         "  --base-only   write only the base model, in llama.cpp's layout (no --clara)\n");
 }
 

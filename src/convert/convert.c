@@ -7,12 +7,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "base/log.h"
 #include "base/status.h"
 #include "convert/convert_internal.h"
 #include "convert/elemconv.h"
+#include "convert/gguf_base.h"
 #include "convert/gptq_awq.h"
 #include "dtype.h"
 
@@ -166,6 +168,7 @@ static clara_status plan_base(conv_ctx *c) {
 /* The base model's own tables are replaced by CLaRa's resized ones (spec §2.5); they are only
  * checked, not written. */
 static clara_status check_base_tables(conv_ctx *c) {
+    if (c->base_gguf) return gguf_base_check_tables(c->base_gguf, &c->base);
     const char *names[] = {"model.embed_tokens.weight", "lm_head.weight"};
     for (size_t i = 0; i < 2; i++) {
         const st_tensor *t = st_model_find(c->st, names[i]);
@@ -212,8 +215,30 @@ static clara_status plan_base_tables(conv_ctx *c) {
     return s;
 }
 
+/* --addon-only takes the base settings and vocabulary from a base GGUF as well (gguf_base.c):
+ * an add-on needs no base weights. The other modes write base weights, read from safetensors. */
+static clara_status open_base_gguf(conv_ctx *c) {
+    if (c->p.mode != CLARA_CONVERT_ADDON)
+        return clara_fail(
+            CLARA_ERR_INVALID_ARG,
+            "--base %s is a GGUF file: only --addon-only can take a base GGUF (a full "
+            "or --base-only conversion reads the Hugging Face base directory)",
+            c->p.base_dir);
+    clara_status s = gguf_open(c->p.base_dir, &c->base_gguf);
+    if (s == CLARA_OK) s = gguf_base_read(c->base_gguf, &c->base, &c->tok);
+    if (s == CLARA_OK) c->n_base_vocab = c->tok.n_vocab;
+    return s;
+}
+
 static clara_status open_base(conv_ctx *c) {
     clara_status s;
+    if (gguf_base_is_gguf(c->p.base_dir)) return open_base_gguf(c);
+    struct stat st;
+    if (stat(c->p.base_dir, &st) == 0 && S_ISREG(st.st_mode))
+        return clara_fail(CLARA_ERR_FORMAT,
+                          "--base %s is a file but not a GGUF file (no \"GGUF\" magic): --base "
+                          "takes the Hugging Face base directory, or with --addon-only a base GGUF",
+                          c->p.base_dir);
     if ((s = clara_base_config_load(c->p.base_dir, &c->base)) != CLARA_OK) return s;
     if ((s = hf_tokenizer_load_dir(c->p.base_dir, &c->tok)) != CLARA_OK) return s;
     c->n_base_vocab = c->tok.n_vocab;
@@ -233,6 +258,9 @@ static clara_status open_inputs(conv_ctx *c) {
     clara_status s;
     if ((s = open_base(c)) != CLARA_OK || c->p.mode == CLARA_CONVERT_BASE) return s;
     if ((s = clara_clara_config_load(c->p.clara_dir, &c->cc)) != CLARA_OK) return s;
+    if (c->base_gguf &&
+        (s = gguf_base_cross_check(&c->tok, c->p.base_dir, c->p.clara_dir)) != CLARA_OK)
+        return s;
     if (!c->cc.lora)
         return clara_fail(CLARA_ERR_UNSUPPORTED, "%s/config.json: lora=false is not supported",
                           c->p.clara_dir);
@@ -278,6 +306,7 @@ static void conv_free(conv_ctx *c) {
     if (c->adapters) pth_free(c->adapters);
     if (c->tables) pth_free(c->tables);
     if (c->st) st_model_free(c->st);
+    if (c->base_gguf) gguf_free(c->base_gguf);
     hf_tokenizer_free(&c->tok);
     gq_free(c->gq);
     free(c->entries);

@@ -16,7 +16,13 @@ typedef enum {
 } clara_convert_mode;
 
 typedef struct {
-    const char *base_dir; /* Mistral-7B-Instruct-v0.2 repository (config, safetensors, tokenizer) */
+    /* Mistral-7B-Instruct-v0.2 repository (config, safetensors, tokenizer). With
+     * mode == CLARA_CONVERT_ADDON it may instead name a base model GGUF file in llama.cpp's layout
+     * (magic "GGUF"; general.architecture "llama", llama.*, tokenizer.ggml.* keys; any tensor
+     * types): the settings and vocabulary are read from its metadata (convert/gguf_base.c) and the
+     * add-on equals the one converted from the directory (but for clara.tokenizer.source). A GGUF
+     * base with any other mode is an error. */
+    const char *base_dir;
     const char
         *clara_dir; /* CLaRa subfolder (config.json, adapters.pth, decoder_first_last_layers.pth) */
     const char *out_path;

@@ -43,8 +43,9 @@ typedef struct {
     clara_clara_config cc;
     clara_hf_tokenizer tok;
     st_model *st;
-    pth_file *tables;   /* decoder_first_last_layers.pth */
-    pth_file *adapters; /* adapters.pth */
+    gguf_ctx *base_gguf; /* --addon-only from a base GGUF (gguf_base.c) instead of st */
+    pth_file *tables;    /* decoder_first_last_layers.pth */
+    pth_file *adapters;  /* adapters.pth */
     char tables_path[4096], adapters_path[4096];
     char st_source[4200];   /* the index (or model.safetensors) naming the base tensors */
     uint32_t n_base_vocab;  /* tokens in the base tokenizer (len(tokenizer)) */

@@ -75,7 +75,13 @@ bool hftok_json_index(const cJSON *v, uint32_t max, uint32_t *out);
 clara_status hftok_json_added_token(const cJSON *o, bool need_id, clara_added_token *a,
                                     const char *name, const char *where);
 
-/* Internal: the tokenizer.model merge derivation, also used by the tests. */
+/* The added tokens of a SentencePiece-style vocabulary, from its token types (as HF's converter
+ * makes them): UNKNOWN and CONTROL pieces special, USER_DEFINED ones not (spm_model.c; also the
+ * base GGUF reader, convert/gguf_base.c). t->added must be empty. */
+clara_status hftok_added_from_types(clara_hf_tokenizer *t);
+
+/* Internal: the tokenizer.model merge derivation, also used by the tests (and the base GGUF
+ * reader, whose llama.cpp-written vocabulary usually has scores but no merges). */
 clara_status hftok_spm_derive_merges(clara_hf_tokenizer *t, const char *name);
 
 #endif

@@ -326,7 +326,7 @@ static clara_status check_unique(const clara_hf_tokenizer *t, const char *name) 
 
 /* HF's converter makes unknown/control pieces special added tokens and user-defined ones
  * non-special added tokens (normalized=false for both). */
-static clara_status spm_added(clara_hf_tokenizer *t) {
+clara_status hftok_added_from_types(clara_hf_tokenizer *t) {
     size_t n = 0;
     for (uint32_t i = 0; i < t->n_vocab; i++) {
         int32_t ty = t->token_types[i];
@@ -370,7 +370,7 @@ clara_status hf_tokenizer_parse_spm(const uint8_t *data, size_t len, const char 
         out->norm = CLARA_NORM_LEGACY;
         out->prepend_scheme = nm.add_dummy_prefix ? CLARA_PREPEND_ALWAYS : CLARA_PREPEND_NEVER;
         out->remove_extra_whitespaces = nm.remove_extra_whitespaces;
-        s = spm_added(out);
+        s = hftok_added_from_types(out);
     }
     if (s == CLARA_OK) s = hftok_spm_derive_merges(out, name);
     if (s == CLARA_OK && !(out->source = hftok_strndup("tokenizer.model", 15)))
