@@ -27,31 +27,32 @@ static void on_interrupt(int sig) {
 }
 
 static void pull_usage(FILE *out) {
-    fprintf(out,
-            "usage: clara pull MODEL[:SUBFOLDER] [--type T] [--full] [--base-gguf REPO/FILE]\n"
-            "                  [--jobs N] [--force] [--quiet]\n"
-            "\n"
-            "Downloads a CLaRa model from the Hugging Face Hub into the model cache and\n"
-            "converts it, e.g. `clara pull apple/CLaRa-7B-Instruct` (sub-folder compression-16);\n"
-            "then `clara-server --model apple/CLaRa-7B-Instruct` serves it.\n"
-            "  --type T        q4_k_m (default), q4_0, q5_0, q5_k_m, q6_k, q8_0; with --full also\n"
-            "                  f16, bf16, f32, q4_1, q5_1\n"
-            "  (light route, the default) the CLaRa sub-folder plus a community GGUF of\n"
-            "                  Mistral-7B-Instruct-v0.2 (TheBloke/Mistral-7B-Instruct-v0.2-GGUF,\n"
-            "                  ~4.4 GB for q4_k_m), served in two-file mode; no gated repository\n"
-            "  --full          the base safetensors (mistralai/Mistral-7B-Instruct-v0.2, ~14.5 GB,\n"
-            "                  gated: accept its license and set HF_TOKEN) converted and quantized\n"
-            "                  here into one file\n"
-            "  --base-gguf R/F the base GGUF to use instead: repository R, file F\n"
-            "  --jobs N        files downloaded at once (default 4)\n"
-            "  --force         pull again even when the cache has the model as asked\n"
-            "  --quiet         no progress display\n"
-            "\n"
-            "Environment: CLARA_CACHE_DIR (default ~/.cache/clara-server), HF_ENDPOINT (default\n"
-            "https://huggingface.co), HF_TOKEN (else the file `huggingface-cli login` writes),\n"
-            "HF_HUB_OFFLINE=1 (no network: the cache only), HF_HUB_DOWNLOAD_TIMEOUT (seconds a\n"
-            "download may stall, default 10), CLARA_PULL_RETRIES (tries per request, default 6).\n"
-            "Interrupted pulls resume; every file is checked (size, sha256) before it is used.\n");
+    fprintf(
+        out,
+        "usage: clara pull MODEL[:SUBFOLDER] [--type T] [--full] [--base-gguf REPO/FILE]\n"
+        "                  [--jobs N] [--force] [--quiet]\n"
+        "\n"
+        "Downloads a CLaRa model from the Hugging Face Hub into the model cache and\n"
+        "converts it, e.g. `clara pull apple/CLaRa-7B-Instruct` (sub-folder compression-16);\n"
+        "then `clara-server --model apple/CLaRa-7B-Instruct` serves it.\n"
+        "  --type T        q4_k_m (default), q4_0, q5_0, q5_k_m, q6_k, q8_0; with --full also\n"
+        "                  f16, bf16, f32, q4_1, q5_1\n"
+        "  (light route, the default) the CLaRa sub-folder plus a community GGUF of\n"
+        "                  Mistral-7B-Instruct-v0.2 (TheBloke/Mistral-7B-Instruct-v0.2-GGUF,\n"
+        "                  ~4.4 GB for q4_k_m), served in two-file mode; no gated repository\n"
+        "  --full          the base safetensors (mistralai/Mistral-7B-Instruct-v0.2, ~14.5 GB,\n"
+        "                  gated: accept its license and set HF_TOKEN) converted and quantized\n"
+        "                  here into one file\n"
+        "  --base-gguf R/F the base GGUF to use instead: repository R, file F\n"
+        "  --jobs N        files downloaded at once (default 4)\n"
+        "  --force         pull again even when the cache has the model as asked\n"
+        "  --quiet         no progress display\n"
+        "\n"
+        "Environment: CLARA_CACHE_DIR (default ~/.cache/clara-server), HF_ENDPOINT (default\n"
+        "https://huggingface.co), HF_TOKEN (else the file `huggingface-cli login` writes),\n"
+        "HF_HUB_OFFLINE=1 (no network: the cache only), HF_HUB_DOWNLOAD_TIMEOUT (seconds a\n"
+        "download may stall, default 10), CLARA_PULL_RETRIES (tries per request, default 6).\n"
+        "Interrupted pulls resume; every file is checked (size, sha256) before it is used.\n");
 }
 
 typedef struct {
@@ -67,10 +68,14 @@ static void on_progress(const hub_progress *p, void *arg) {
 
 static int parse_pull(int argc, char **argv, hub_pull_params *p, bool *quiet) {
     static const struct option opts[] = {
-        {"type", required_argument, 0, 't'}, {"full", no_argument, 0, 'F'},
-        {"base-gguf", required_argument, 0, 'g'}, {"jobs", required_argument, 0, 'j'},
-        {"force", no_argument, 0, 'f'},      {"quiet", no_argument, 0, 'q'},
-        {"help", no_argument, 0, 'h'},       {0, 0, 0, 0},
+        {"type", required_argument, 0, 't'},
+        {"full", no_argument, 0, 'F'},
+        {"base-gguf", required_argument, 0, 'g'},
+        {"jobs", required_argument, 0, 'j'},
+        {"force", no_argument, 0, 'f'},
+        {"quiet", no_argument, 0, 'q'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
     };
     int ch;
     optind = 1;
@@ -168,16 +173,18 @@ int cmd_list(int argc, char **argv) {
         fprintf(stderr, "clara list: error: %s\n", clara_last_error());
         return 1;
     }
-    if (json) printf("[");
-    else printf("%-48s %-6s %-7s %10s  %s\n", "NAME", "ROUTE", "TYPE", "SIZE", "PULLED");
+    if (json)
+        printf("[");
+    else
+        printf("%-48s %-6s %-7s %10s  %s\n", "NAME", "ROUTE", "TYPE", "SIZE", "PULLED");
     for (size_t i = 0; i < n; i++) {
         char sz[32];
         hub_format_bytes(e[i].bytes, sz, sizeof sz);
         if (json)
             printf("%s{\"name\":\"%s\",\"route\":\"%s\",\"type\":\"%s\",\"bytes\":%llu,"
                    "\"pulled_at\":\"%s\",\"revision\":\"%s\"}",
-                   i ? "," : "", e[i].name, e[i].route, e[i].type,
-                   (unsigned long long)e[i].bytes, e[i].pulled_at, e[i].revision);
+                   i ? "," : "", e[i].name, e[i].route, e[i].type, (unsigned long long)e[i].bytes,
+                   e[i].pulled_at, e[i].revision);
         else
             printf("%-48s %-6s %-7s %10s  %s\n", e[i].name, e[i].route, e[i].type, sz,
                    e[i].pulled_at);

@@ -38,8 +38,8 @@ char *hub_cache_dir(void) {
 }
 
 static bool name_char(char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '.' || c == '_' || c == '-';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == '-';
 }
 
 /* One segment of a name: name characters, not starting with '.' or '-'; returns its length. */
@@ -321,8 +321,7 @@ clara_status hub_rm(const char *name, const char *default_sub) {
     free(cache);
     struct stat st;
     bool have = stat(dir, &st) == 0 || stat(work, &st) == 0;
-    if (!have)
-        return clara_fail(CLARA_ERR_NOT_FOUND, "model %s:%s is not in the cache", repo, sub);
+    if (!have) return clara_fail(CLARA_ERR_NOT_FOUND, "model %s:%s is not in the cache", repo, sub);
     int fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) != 0) {
         close(fd);

@@ -350,7 +350,8 @@ clara_status hub_get(const hub_client *c, const char *url, const char *repo, con
         }
         free(m.buf);
         if (hub_cancelled(c)) return clara_fail(CLARA_ERR_CANCELLED, "cancelled");
-        if (m.over) return clara_fail(CLARA_ERR_FORMAT, "%s: answer longer than %zu bytes", url, max);
+        if (m.over)
+            return clara_fail(CLARA_ERR_FORMAT, "%s: answer longer than %zu bytes", url, max);
         if (!hub_transient(rc, r->status)) {
             if (rc != CURLE_OK)
                 return clara_fail(CLARA_ERR_IO, "%s: %s", url, curl_easy_strerror(rc));
@@ -360,8 +361,8 @@ clara_status hub_get(const hub_client *c, const char *url, const char *repo, con
             if (rc != CURLE_OK)
                 return clara_fail(CLARA_ERR_IO, "%s: %s (gave up after %d tries)", url,
                                   curl_easy_strerror(rc), attempt);
-            return clara_fail(CLARA_ERR_IO, "%s: HTTP %ld (gave up after %d tries)", url,
-                              r->status, attempt);
+            return clara_fail(CLARA_ERR_IO, "%s: HTTP %ld (gave up after %d tries)", url, r->status,
+                              attempt);
         }
         if (!hub_backoff(c, attempt)) return clara_fail(CLARA_ERR_CANCELLED, "cancelled");
     }

@@ -23,12 +23,12 @@ typedef struct {
     const char *rev;
     hub_files *f;
     pthread_mutex_t mu;
-    size_t next;       /* next file to start */
-    int running;       /* workers still running */
-    bool failed;       /* a worker failed: the others stop */
-    clara_status err;  /* its status and message */
+    size_t next;      /* next file to start */
+    int running;      /* workers still running */
+    bool failed;      /* a worker failed: the others stop */
+    clara_status err; /* its status and message */
     char msg[1024];
-    atomic_int stop;   /* set on failure so that the others' transfers end */
+    atomic_int stop; /* set on failure so that the others' transfers end */
 } dl_shared;
 
 /* One file's transfer state. */
@@ -36,14 +36,14 @@ typedef struct {
     dl_shared *sh;
     hub_file *file;
     FILE *fp;
-    EVP_MD_CTX *md; /* sha256 of the part's bytes so far (NULL when no sha256 is expected) */
-    uint64_t have;  /* bytes in the part */
-    uint64_t start; /* offset this try asked for */
-    bool checked;   /* the response code of this try was looked at */
+    EVP_MD_CTX *md;    /* sha256 of the part's bytes so far (NULL when no sha256 is expected) */
+    uint64_t have;     /* bytes in the part */
+    uint64_t start;    /* offset this try asked for */
+    bool checked;      /* the response code of this try was looked at */
     bool body_is_file; /* 200 or 206: the body goes into the part */
     bool too_long;     /* more bytes than the Hub listed */
     bool bad_range;    /* a 206 that does not start where the part ends */
-    bool restart;   /* the server ignored Range: the part was emptied */
+    bool restart;      /* the server ignored Range: the part was emptied */
     bool write_failed;
     int write_errno;
 } dl_file;
@@ -196,8 +196,7 @@ static clara_status finish(dl_file *d, const char *part, const char *url) {
                               f->repo, f->path, url, got, f->sha256);
         }
     }
-    if (fsync(fileno(d->fp)) != 0)
-        return clara_fail(CLARA_ERR_IO, "%s: %s", part, strerror(errno));
+    if (fsync(fileno(d->fp)) != 0) return clara_fail(CLARA_ERR_IO, "%s: %s", part, strerror(errno));
     if (rename(part, f->local) != 0)
         return clara_fail(CLARA_ERR_IO, "%s: %s", f->local, strerror(errno));
     return CLARA_OK;
@@ -207,8 +206,7 @@ static clara_status finish(dl_file *d, const char *part, const char *url) {
 static clara_status try_error(dl_file *d, const try_result *t, const char *url, int attempt) {
     const hub_client *c = d->sh->c;
     if (d->write_failed)
-        return clara_fail(CLARA_ERR_IO, "writing %s: %s", d->file->local,
-                          strerror(d->write_errno));
+        return clara_fail(CLARA_ERR_IO, "writing %s: %s", d->file->local, strerror(d->write_errno));
     if (t->rc == CURLE_OK && t->r.status >= 400 && !hub_transient(CURLE_OK, t->r.status))
         return hub_http_error(c, &t->r, url, d->file->repo, d->file->path);
     if (t->rc == CURLE_OPERATION_TIMEDOUT)
@@ -228,7 +226,8 @@ static clara_status open_part(dl_file *d, const char *part) {
     d->fp = fopen(part, "ab");
     if (!d->fp) return clara_fail(CLARA_ERR_IO, "%s: %s", part, strerror(errno));
     struct stat st;
-    if (fstat(fileno(d->fp), &st) != 0) return clara_fail(CLARA_ERR_IO, "%s: %s", part, strerror(errno));
+    if (fstat(fileno(d->fp), &st) != 0)
+        return clara_fail(CLARA_ERR_IO, "%s: %s", part, strerror(errno));
     d->have = (uint64_t)st.st_size;
     if (d->have > d->file->size) { /* not this file: start over */
         if (ftruncate(fileno(d->fp), 0) != 0)
@@ -256,9 +255,8 @@ static clara_status transfer(dl_file *d, const char *part, const char *url) {
         if (d->write_failed) return try_error(d, &t, url, attempt);
         if (d->too_long || d->bad_range) {
             unlink(part);
-            return clara_fail(CLARA_ERR_FORMAT,
-                              "%s: %s (%s): %s: deleted; run the pull again", d->file->repo,
-                              d->file->path, url,
+            return clara_fail(CLARA_ERR_FORMAT, "%s: %s (%s): %s: deleted; run the pull again",
+                              d->file->repo, d->file->path, url,
                               d->too_long ? "the server sent more bytes than the Hub lists"
                                           : "the server answered a different byte range");
         }
@@ -266,8 +264,7 @@ static clara_status transfer(dl_file *d, const char *part, const char *url) {
             if (t.r.has_linked_size && t.r.linked_size != d->file->size)
                 return clara_fail(CLARA_ERR_FORMAT,
                                   "%s: the Hub lists %s as %llu bytes, its download as %llu",
-                                  d->file->repo, d->file->path,
-                                  (unsigned long long)d->file->size,
+                                  d->file->repo, d->file->path, (unsigned long long)d->file->size,
                                   (unsigned long long)t.r.linked_size);
             if (d->have >= d->file->size) return finish(d, part, url);
             /* the connection ended early without an error: resume like a drop */

@@ -49,15 +49,15 @@ typedef struct {
 typedef void (*hub_progress_fn)(const hub_progress *p, void *arg);
 
 typedef struct {
-    const char *name;      /* "owner/repo" or "owner/repo:subfolder" */
-    const char *subfolder; /* when name has none; NULL = HUB_DEFAULT_SUBFOLDER */
-    const char *type;      /* NULL = HUB_DEFAULT_TYPE */
-    bool full;             /* convert the base safetensors ourselves (exact route) */
-    const char *base_gguf; /* light route: "REPO/FILE" of the base GGUF; NULL = the default */
-    const char *base_repo; /* full route: the base safetensors repository; NULL = Mistral's */
-    bool force;            /* pull again even when the model is cached as asked */
-    int jobs;              /* files downloaded at once; 0 = 4 */
-    atomic_int *cancel;    /* set non-zero (e.g. from a SIGINT handler) to stop; may be NULL */
+    const char *name;         /* "owner/repo" or "owner/repo:subfolder" */
+    const char *subfolder;    /* when name has none; NULL = HUB_DEFAULT_SUBFOLDER */
+    const char *type;         /* NULL = HUB_DEFAULT_TYPE */
+    bool full;                /* convert the base safetensors ourselves (exact route) */
+    const char *base_gguf;    /* light route: "REPO/FILE" of the base GGUF; NULL = the default */
+    const char *base_repo;    /* full route: the base safetensors repository; NULL = Mistral's */
+    bool force;               /* pull again even when the model is cached as asked */
+    int jobs;                 /* files downloaded at once; 0 = 4 */
+    atomic_int *cancel;       /* set non-zero (e.g. from a SIGINT handler) to stop; may be NULL */
     hub_progress_fn progress; /* called about 5 times a second while pulling; may be NULL */
     void *progress_arg;
     FILE *log; /* one line per step ("resolving ...", "converting ..."); NULL = none */
@@ -79,14 +79,14 @@ char *hub_cache_dir(void);
 
 /* A cached model as its manifest describes it. */
 typedef struct {
-    char name[256];      /* "owner/repo:subfolder" */
-    char route[8];       /* "light" or "full" */
-    char type[16];       /* e.g. "q4_k_m" */
-    char revision[64];   /* the CLaRa repository's commit */
-    char pulled_at[32];  /* ISO-8601 UTC */
-    uint64_t bytes;      /* of the model's files */
-    char *model_path;    /* one-file model, or the add-on in two-file mode */
-    char *base_path;     /* two-file mode: the base GGUF; else NULL */
+    char name[256];     /* "owner/repo:subfolder" */
+    char route[8];      /* "light" or "full" */
+    char type[16];      /* e.g. "q4_k_m" */
+    char revision[64];  /* the CLaRa repository's commit */
+    char pulled_at[32]; /* ISO-8601 UTC */
+    uint64_t bytes;     /* of the model's files */
+    char *model_path;   /* one-file model, or the add-on in two-file mode */
+    char *base_path;    /* two-file mode: the base GGUF; else NULL */
 } hub_entry;
 
 void hub_entry_free(hub_entry *e);

@@ -38,8 +38,7 @@ bool hub_cancelled(const hub_client *c);
 
 /* A curl handle with the client's settings (token, redirects, timeouts, cancellation, header
  * capture into *r). *hdrs is freed by the caller after the transfer. */
-CURL *hub_curl_new(const hub_client *c, const char *url, struct curl_slist **hdrs,
-                   hub_response *r);
+CURL *hub_curl_new(const hub_client *c, const char *url, struct curl_slist **hdrs, hub_response *r);
 
 /* {endpoint}/{repo}/resolve/{rev}/{path} with each path segment escaped. Caller frees. */
 char *hub_resolve_url(const hub_client *c, const char *repo, const char *rev, const char *path);
@@ -67,10 +66,10 @@ double hub_now(void);
 
 typedef struct {
     char *repo;
-    char *path;        /* in the repository */
-    char *local;       /* where the verified file goes */
+    char *path;  /* in the repository */
+    char *local; /* where the verified file goes */
     uint64_t size;
-    char sha256[65];   /* "" when the Hub gives none (small, non-LFS files) */
+    char sha256[65];       /* "" when the Hub gives none (small, non-LFS files) */
     _Atomic uint64_t done; /* bytes on disk, for progress */
     bool active;
 } hub_file;

@@ -76,16 +76,16 @@ void hub_progress_render(FILE *out, bool tty, double every_s, const hub_progress
         if (p->phase != HUB_PHASE_DOWNLOADING) st->lines_drawn = 0; /* keep phase lines */
         return;
     }
-    bool change = !st->started || p->phase != st->last_phase;
-    if (!change && p->elapsed_s - st->last_line_s < every_s) return;
+    /* plain lines: the downloads' figures (the pull's log says when each phase starts), the
+     * first at once, then every every_s seconds, and the last when all bytes are in */
+    if (p->phase != HUB_PHASE_DOWNLOADING) return;
+    bool first = !st->started, last = p->done == p->total && st->last_phase != HUB_PHASE_DONE;
+    if (!first && !last && p->elapsed_s - st->last_line_s < every_s) return;
     st->started = true;
-    st->last_phase = p->phase;
     st->last_line_s = p->elapsed_s;
+    if (last) st->last_phase = HUB_PHASE_DONE;
     char line[512];
-    if (p->phase == HUB_PHASE_DOWNLOADING)
-        total_line(p, line, sizeof line);
-    else
-        snprintf(line, sizeof line, "%s", hub_phase_name(p->phase));
+    total_line(p, line, sizeof line);
     fprintf(out, "clara: %s\n", line);
     fflush(out);
 }

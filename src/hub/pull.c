@@ -51,9 +51,9 @@ static double type_ratio(const char *type) {
     static const struct {
         const char *t;
         double r;
-    } r[] = {{"f32", 2.0},   {"f16", 1.0},    {"bf16", 1.0},   {"q8_0", 0.56},
-             {"q6_k", 0.45}, {"q5_k_m", 0.4}, {"q5_0", 0.38},  {"q5_1", 0.4},
-             {"q4_k_m", 0.34}, {"q4_0", 0.32}, {"q4_1", 0.34}};
+    } r[] = {{"f32", 2.0},     {"f16", 1.0},    {"bf16", 1.0},  {"q8_0", 0.56},
+             {"q6_k", 0.45},   {"q5_k_m", 0.4}, {"q5_0", 0.38}, {"q5_1", 0.4},
+             {"q4_k_m", 0.34}, {"q4_0", 0.32},  {"q4_1", 0.34}};
     for (size_t i = 0; i < sizeof r / sizeof r[0]; i++)
         if (strcmp(type, r[i].t) == 0) return r[i].r;
     return 2.0;
@@ -112,15 +112,16 @@ static clara_status plan(pull_job *j) {
                           "q5_k_m q6_k",
                           j->type);
     if (p->full) {
-        snprintf(j->base_repo, sizeof j->base_repo, "%s", p->base_repo ? p->base_repo : MISTRAL_REPO);
+        snprintf(j->base_repo, sizeof j->base_repo, "%s",
+                 p->base_repo ? p->base_repo : MISTRAL_REPO);
         return CLARA_OK;
     }
     if (p->base_gguf) {
         const char *slash = strchr(p->base_gguf, '/');
         const char *file = slash ? strchr(slash + 1, '/') : NULL;
         if (!file || (size_t)(file - p->base_gguf) >= sizeof j->base_repo || !file[1])
-            return clara_fail(CLARA_ERR_INVALID_ARG,
-                              "--base-gguf '%s': give OWNER/REPO/FILE.gguf", p->base_gguf);
+            return clara_fail(CLARA_ERR_INVALID_ARG, "--base-gguf '%s': give OWNER/REPO/FILE.gguf",
+                              p->base_gguf);
         memcpy(j->base_repo, p->base_gguf, (size_t)(file - p->base_gguf));
         j->base_repo[file - p->base_gguf] = '\0';
         snprintf(j->base_file, sizeof j->base_file, "%s", file + 1);
@@ -143,9 +144,12 @@ static clara_status plan(pull_job *j) {
 /* The base repository's files the converter reads: configs, the tokenizer, the sharded
  * safetensors (model*.safetensors: not consolidated.safetensors nor the *.bin copies). */
 static bool keep_base(const char *path) {
-    static const char *const names[] = {"config.json",          "generation_config.json",
-                                        "model.safetensors.index.json", "tokenizer.json",
-                                        "tokenizer.model",      "tokenizer_config.json",
+    static const char *const names[] = {"config.json",
+                                        "generation_config.json",
+                                        "model.safetensors.index.json",
+                                        "tokenizer.json",
+                                        "tokenizer.model",
+                                        "tokenizer_config.json",
                                         "special_tokens_map.json"};
     if (strchr(path, '/')) return false;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
@@ -160,7 +164,8 @@ static clara_status set_local(pull_job *j, size_t from, const char *commit) {
         size_t n = strlen(j->downloads) + strlen(f->repo) + strlen(commit) + strlen(f->path) + 4;
         f->local = malloc(n);
         if (!f->local) return clara_fail(CLARA_ERR_NOMEM, "out of memory");
-        snprintf(f->local, n, "%s/%s/%s/%s", j->downloads, f->repo, commit, f->path);
+        /* DOWNLOADS/COMMIT/OWNER/REPO/PATH: the converter names the model after the folders */
+        snprintf(f->local, n, "%s/%s/%s/%s", j->downloads, commit, f->repo, f->path);
     }
     return CLARA_OK;
 }
@@ -175,8 +180,7 @@ static clara_status resolve(pull_job *j) {
     if (j->p->full)
         s = hub_repo_files(&j->c, j->base_repo, rev, NULL, keep_base, &j->files, j->base_commit);
     else
-        s = hub_repo_files(&j->c, j->base_repo, rev, j->base_file, NULL, &j->files,
-                           j->base_commit);
+        s = hub_repo_files(&j->c, j->base_repo, rev, j->base_file, NULL, &j->files, j->base_commit);
     if (s == CLARA_ERR_NOT_FOUND && !j->p->full && strstr(clara_last_error(), "not found at"))
         return clara_fail(CLARA_ERR_NOT_FOUND,
                           "%s/%s: file %s not found: check the name (--base-gguf OWNER/REPO/FILE)",
@@ -210,9 +214,9 @@ static clara_status check_space(pull_job *j) {
     bool quant = !is_float_type(j->type);
     double r = type_ratio(j->type);
     /* the full route writes a bf16 model first when it quantizes, then the quantized one */
-    double convert = j->p->full ? (double)base_bytes * ((quant ? 1.0 : 0.0) + r) +
-                                      (double)clara_bytes * 2.0
-                                : (double)clara_bytes * (quant ? 1.0 + r : 2.0);
+    double convert =
+        j->p->full ? (double)base_bytes * ((quant ? 1.0 : 0.0) + r) + (double)clara_bytes * 2.0
+                   : (double)clara_bytes * (quant ? 1.0 + r : 2.0);
     uint64_t need = left + (uint64_t)(convert * 1.02) + (64u << 20);
     struct statvfs vs;
     if (statvfs(j->work, &vs) != 0)
@@ -266,8 +270,8 @@ static clara_status convert_as(const pull_job *j, clara_convert_params *cp, cons
 static clara_status convert(pull_job *j, const char *newdir) {
     clara_convert_params cp = clara_convert_default_params();
     cp.progress = false;
-    char *clara_dir = pathf("%s/%s/%s/%s", j->downloads, j->repo, j->commit, j->sub);
-    char *base = j->p->full ? pathf("%s/%s/%s", j->downloads, j->base_repo, j->base_commit)
+    char *clara_dir = pathf("%s/%s/%s/%s", j->downloads, j->commit, j->repo, j->sub);
+    char *base = j->p->full ? pathf("%s/%s/%s", j->downloads, j->base_commit, j->base_repo)
                             : strdup(j->files.v[j->n_clara].local);
     char *out = pathf("%s/%s", newdir, j->p->full ? "model.gguf" : "clara.gguf");
     char *link_to = pathf("%s/base.gguf", newdir);
@@ -416,8 +420,8 @@ static clara_status pull_locked(pull_job *j) {
     if (!j->p->force && already_cached(j)) return CLARA_OK;
     if (j->c.offline)
         return clara_fail(CLARA_ERR_NOT_FOUND,
-                          "HF_HUB_OFFLINE is set and %s (%s route, %s) is not in the cache %s", j->name,
-                          j->p->full ? "full" : "light", j->type, j->cache);
+                          "HF_HUB_OFFLINE is set and %s (%s route, %s) is not in the cache %s",
+                          j->name, j->p->full ? "full" : "light", j->type, j->cache);
     clara_status s = fetch_and_build(j);
     if (s == CLARA_OK) {
         char sz[32];

@@ -70,13 +70,15 @@ static clara_status parse_siblings(const cJSON *sib, const char *repo, const cha
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(it, "rfilename");
         const cJSON *size = cJSON_GetObjectItemCaseSensitive(it, "size");
         const cJSON *lfs = cJSON_GetObjectItemCaseSensitive(it, "lfs");
-        if (!cJSON_IsString(name)) return clara_fail(CLARA_ERR_FORMAT, "%s: a file without a name", repo);
+        if (!cJSON_IsString(name))
+            return clara_fail(CLARA_ERR_FORMAT, "%s: a file without a name", repo);
         const char *p = name->valuestring;
         /* prefix: a folder (its files) or one file */
         if (plen && (strncmp(p, prefix, plen) != 0 || (p[plen] != '/' && p[plen] != '\0')))
             continue;
         if (keep && !keep(p)) continue;
-        if (!safe_path(p)) return clara_fail(CLARA_ERR_FORMAT, "%s: unsafe file name '%s'", repo, p);
+        if (!safe_path(p))
+            return clara_fail(CLARA_ERR_FORMAT, "%s: unsafe file name '%s'", repo, p);
         const cJSON *sha = lfs ? cJSON_GetObjectItemCaseSensitive(lfs, "sha256") : NULL;
         const cJSON *lsize = lfs ? cJSON_GetObjectItemCaseSensitive(lfs, "size") : NULL;
         if (cJSON_IsNumber(lsize)) size = lsize;
@@ -84,8 +86,8 @@ static clara_status parse_siblings(const cJSON *sib, const char *repo, const cha
             return clara_fail(CLARA_ERR_FORMAT, "%s: file %s has no size in the listing", repo, p);
         if (sha && (!cJSON_IsString(sha) || !is_hex64(sha->valuestring)))
             return clara_fail(CLARA_ERR_FORMAT, "%s: file %s has a malformed sha256", repo, p);
-        clara_status s = add_file(out, repo, p, (uint64_t)size->valuedouble,
-                                  sha ? sha->valuestring : NULL);
+        clara_status s =
+            add_file(out, repo, p, (uint64_t)size->valuedouble, sha ? sha->valuestring : NULL);
         if (s != CLARA_OK) return s;
     }
     return CLARA_OK;
