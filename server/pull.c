@@ -49,7 +49,7 @@ static void *pull_main(void *arg) {
     s->pull.failed = true;
     snprintf(s->pull.error, sizeof s->pull.error, "%s",
              st == CLARA_ERR_FORMAT && !*clara_last_error() ? "the model does not load"
-                                                              : clara_last_error());
+                                                            : clara_last_error());
     pthread_mutex_unlock(&s->pull.mu);
     if (st != CLARA_ERR_CANCELLED) {
         CLARA_LOGE("pulling %s failed: %s", c->pull_name, s->pull.error);
