@@ -390,17 +390,22 @@ static clara_status fetch_and_build(pull_job *j) {
     if (s == CLARA_OK) s = hub_mkdirs(j->downloads);
     if (s == CLARA_OK) s = check_space(j);
     if (s != CLARA_OK) return s;
+    double t0 = hub_now();
     s = hub_download_all(&j->c, "main", &j->files, j->p->jobs, j->p->progress, j->p->progress_arg,
                          j->started);
     if (s != CLARA_OK) return s;
+    double dt = hub_now() - t0;
+    say(j, "downloads complete and verified in %.1f s", dt);
     if (hub_cancelled(&j->c)) return clara_fail(CLARA_ERR_CANCELLED, "cancelled");
     char newdir[4500];
     snprintf(newdir, sizeof newdir, "%s/new", j->work);
     if ((s = hub_rmtree(newdir)) != CLARA_OK || (s = hub_mkdirs(newdir)) != CLARA_OK) return s;
     phase(j, HUB_PHASE_CONVERTING);
     say(j, "converting to %s (%s)", j->type, j->p->full ? "one file" : "add-on for the base GGUF");
+    t0 = hub_now();
     s = convert(j, newdir);
     if (s == CLARA_OK) {
+        say(j, "converted in %.1f s; loading it once to check it", hub_now() - t0);
         phase(j, HUB_PHASE_VERIFYING);
         s = verify(j, newdir);
     }

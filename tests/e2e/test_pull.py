@@ -431,6 +431,7 @@ if __name__ == "__main__":
                   test_server_pull_failure):
             if len(sys.argv) < 2 or t.__name__ in sys.argv[1:]:
                 run(t)
+        sh.check_no_sanitizer_reports()
     finally:
         sh.cleanup()
         if HUB:
