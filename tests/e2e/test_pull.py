@@ -321,6 +321,8 @@ def test_sigint_then_resume():
     check(kept and 0 < os.path.getsize(kept[0]) < size, "the partial file is kept")
     check(not os.path.exists(entry_dir(env)), "no model in the cache yet")
     have = os.path.getsize(kept[0]) if kept else 0
+    # the mock notices the hang-up at its next write: its record of that transfer comes first
+    sh.wait_for(lambda: [e for e in HUB.requests(rel) if e["kind"] == "cdn"], 10)
     HUB.log.clear()
     p = pull_full(env)
     check(p.returncode == 0, "pull again: %s" % p.stderr[-300:])
@@ -386,7 +388,12 @@ def test_server_pulls_on_first_start():
         s = sh.Server("--db", "none", env=dict(env, CLARA_MODEL=NAME, CLARA_SUBFOLDER="compression-16",
                                                CLARA_PULL_FULL="1", CLARA_PULL_TYPE="q8_0"))
         st, j, _, _ = s.get("/health")
-        check(st == 503 and j["status"] == "downloading" and j["progress"]["bytes_total"] > 0,
+        check(st == 503 and j["status"] == "downloading" and j["progress"]["phase"] in (
+            "resolving", "downloading"), "health while pulling: %s %s" % (st, j))
+        sh.wait_for(lambda: s.get("/health")[1].get("progress", {}).get("bytes_total", 0) > 0, 20)
+        st, j, _, _ = s.get("/health")
+        check(st == 503 and j["progress"]["phase"] == "downloading" and
+              j["progress"]["bytes_total"] > 0 and j["progress"]["files_total"] == 14,
               "health while downloading: %s %s" % (st, j))
         st, j, _, _ = s.post("/compress", {"memories": ["a b c"], "query": "q"})
         check(st == 503 and "downloading" in json.dumps(j), "model requests wait: %s %s" % (st, j))
