@@ -46,7 +46,7 @@ static void draw_tty(FILE *out, const hub_progress *p, hub_render_state *st) {
     if (st->lines_drawn) fprintf(out, "\033[%dA", st->lines_drawn); /* back to the first line */
     int lines = 0;
     char line[512];
-    if (p->phase == HUB_PHASE_DOWNLOADING) {
+    {
         for (int i = 0; i < p->n_active; i++) {
             const hub_file_progress *f = &p->active[i];
             char d[32], t[32];
@@ -57,8 +57,6 @@ static void draw_tty(FILE *out, const hub_progress *p, hub_render_state *st) {
             lines++;
         }
         total_line(p, line, sizeof line);
-    } else {
-        snprintf(line, sizeof line, "%s (%.0f s)", hub_phase_name(p->phase), p->elapsed_s);
     }
     fprintf(out, "\033[2K%s\n", line);
     lines++;
@@ -72,8 +70,11 @@ static void draw_tty(FILE *out, const hub_progress *p, hub_render_state *st) {
 void hub_progress_render(FILE *out, bool tty, double every_s, const hub_progress *p,
                          hub_render_state *st) {
     if (tty) {
-        draw_tty(out, p, st);
-        if (p->phase != HUB_PHASE_DOWNLOADING) st->lines_drawn = 0; /* keep phase lines */
+        /* the other phases are the pull's log lines: the drawn lines stay above them */
+        if (p->phase == HUB_PHASE_DOWNLOADING)
+            draw_tty(out, p, st);
+        else
+            st->lines_drawn = 0;
         return;
     }
     /* plain lines: the downloads' figures (the pull's log says when each phase starts), the
