@@ -46,18 +46,16 @@ static void draw_tty(FILE *out, const hub_progress *p, hub_render_state *st) {
     if (st->lines_drawn) fprintf(out, "\033[%dA", st->lines_drawn); /* back to the first line */
     int lines = 0;
     char line[512];
-    {
-        for (int i = 0; i < p->n_active; i++) {
-            const hub_file_progress *f = &p->active[i];
-            char d[32], t[32];
-            hub_format_bytes(f->done, d, sizeof d);
-            hub_format_bytes(f->total, t, sizeof t);
-            double pct = f->total ? 100.0 * (double)f->done / (double)f->total : 100.0;
-            fprintf(out, "\033[2K  %-48.48s %10s / %-10s %3.0f%%\n", f->name, d, t, pct);
-            lines++;
-        }
-        total_line(p, line, sizeof line);
+    for (int i = 0; i < p->n_active; i++) {
+        const hub_file_progress *f = &p->active[i];
+        char d[32], t[32];
+        hub_format_bytes(f->done, d, sizeof d);
+        hub_format_bytes(f->total, t, sizeof t);
+        double pct = f->total ? 100.0 * (double)f->done / (double)f->total : 100.0;
+        fprintf(out, "\033[2K  %-48.48s %10s / %-10s %3.0f%%\n", f->name, d, t, pct);
+        lines++;
     }
+    total_line(p, line, sizeof line);
     fprintf(out, "\033[2K%s\n", line);
     lines++;
     /* fewer lines than last time: clear the ones left below */
