@@ -1,6 +1,7 @@
 /* cmd_pull.c - `clara pull MODEL[:SUBFOLDER]`, `clara list` and `clara rm MODEL`: the model
  * cache (src/hub/). Ctrl-C during downloads stops them and keeps the partial files (the same
  * command resumes); during the conversion it ends the process, removing the half-written file. */
+#include <cJSON.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -173,23 +174,32 @@ int cmd_list(int argc, char **argv) {
         fprintf(stderr, "clara list: error: %s\n", clara_last_error());
         return 1;
     }
-    if (json)
-        printf("[");
-    else
-        printf("%-48s %-6s %-7s %10s  %s\n", "NAME", "ROUTE", "TYPE", "SIZE", "PULLED");
+    if (json) {
+        cJSON *a = cJSON_CreateArray();
+        for (size_t i = 0; i < n; i++) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "name", e[i].name);
+            cJSON_AddStringToObject(o, "route", e[i].route);
+            cJSON_AddStringToObject(o, "type", e[i].type);
+            cJSON_AddNumberToObject(o, "bytes", (double)e[i].bytes);
+            cJSON_AddStringToObject(o, "pulled_at", e[i].pulled_at);
+            cJSON_AddStringToObject(o, "revision", e[i].revision);
+            cJSON_AddItemToArray(a, o);
+        }
+        char *text = cJSON_PrintUnformatted(a);
+        cJSON_Delete(a);
+        hub_entries_free(e, n);
+        if (!text) return 1;
+        printf("%s\n", text);
+        free(text);
+        return 0;
+    }
+    printf("%-48s %-6s %-7s %10s  %s\n", "NAME", "ROUTE", "TYPE", "SIZE", "PULLED");
     for (size_t i = 0; i < n; i++) {
         char sz[32];
         hub_format_bytes(e[i].bytes, sz, sizeof sz);
-        if (json)
-            printf("%s{\"name\":\"%s\",\"route\":\"%s\",\"type\":\"%s\",\"bytes\":%llu,"
-                   "\"pulled_at\":\"%s\",\"revision\":\"%s\"}",
-                   i ? "," : "", e[i].name, e[i].route, e[i].type, (unsigned long long)e[i].bytes,
-                   e[i].pulled_at, e[i].revision);
-        else
-            printf("%-48s %-6s %-7s %10s  %s\n", e[i].name, e[i].route, e[i].type, sz,
-                   e[i].pulled_at);
+        printf("%-48s %-6s %-7s %10s  %s\n", e[i].name, e[i].route, e[i].type, sz, e[i].pulled_at);
     }
-    if (json) printf("]\n");
     hub_entries_free(e, n);
     return 0;
 }

@@ -526,9 +526,12 @@ static int resolve_name(srv_config *c, const char *val[O_COUNT], const char *src
         c->model_name = strdup(v);
         return 0;
     }
-    if (s != CLARA_ERR_NOT_FOUND) {
-        fprintf(stderr, "clara-server: error: model %s (%s): %s\n", v, src[O_MODEL],
-                clara_last_error());
+    if (s != CLARA_ERR_NOT_FOUND || hub_offline()) {
+        fprintf(stderr, "clara-server: error: model %s (%s): %s%s\n", v, src[O_MODEL],
+                clara_last_error(),
+                s == CLARA_ERR_NOT_FOUND ? " (HF_HUB_OFFLINE is set: nothing is downloaded; "
+                                           "--model also takes a GGUF file)"
+                                         : "");
         return -1;
     }
     c->pull_name = strdup(v);

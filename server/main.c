@@ -194,12 +194,13 @@ static int serve(srv_server *s, sigset_t *set) {
     }
     int sig = 0;
     sigwait(set, &sig);
+    /* from here a second signal exits at once (a pull's conversion in progress included) */
+    pthread_t watcher;
+    if (pthread_create(&watcher, NULL, second_signal, set) == 0) pthread_detach(watcher);
     bool pull_ok = srv_pull_stop(s);
     if (pull_ok)
         CLARA_LOGI("%s: finishing in-flight requests (grace %d s; a second signal exits at once)",
                    sig == SIGINT ? "SIGINT" : "SIGTERM", s->cfg.grace);
-    pthread_t watcher;
-    if (pthread_create(&watcher, NULL, second_signal, set) == 0) pthread_detach(watcher);
     shutdown_server(s, daemon);
     CLARA_LOGI("stopped");
     return pull_ok ? 0 : 1;

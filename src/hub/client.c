@@ -26,6 +26,10 @@ static bool env_true(const char *name) {
            strcasecmp(v, "on") == 0;
 }
 
+bool hub_offline(void) {
+    return env_true("HF_HUB_OFFLINE");
+}
+
 static long env_long(const char *name, long def, long lo, long hi) {
     const char *v = getenv(name);
     if (!v || !*v) return def;
@@ -93,7 +97,7 @@ clara_status hub_client_init(hub_client *c, atomic_int *cancel) {
     if (!c->endpoint) return clara_fail(CLARA_ERR_NOMEM, "out of memory");
     size_t n = strlen(c->endpoint);
     while (n > 0 && c->endpoint[n - 1] == '/') c->endpoint[--n] = '\0';
-    c->offline = env_true("HF_HUB_OFFLINE");
+    c->offline = hub_offline();
     c->timeout_s = env_long("HF_HUB_DOWNLOAD_TIMEOUT", 10, 1, 3600);
     c->attempts = (int)env_long("CLARA_PULL_RETRIES", 6, 1, 100);
     c->cancel = cancel;

@@ -99,6 +99,9 @@ void hub_entries_free(hub_entry *e, size_t n);
  * CLARA_ERR_NOT_FOUND when the cache holds nothing of that name. */
 clara_status hub_rm(const char *name, const char *default_subfolder);
 
+/* HF_HUB_OFFLINE is set (1, true, yes, on): nothing is downloaded, only the cache is used. */
+bool hub_offline(void);
+
 /* True when `s` reads as a model name (owner/repo[:subfolder]) rather than a file path. */
 bool hub_is_model_name(const char *s);
 
