@@ -24,7 +24,7 @@ else
 $(error SANITIZER must be address, undefined or thread)
 endif
 
-PKGS     := libcjson libmicrohttpd sqlite3 libpq
+PKGS     := libcjson libmicrohttpd sqlite3 libpq libcurl libcrypto
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS))
 
@@ -34,7 +34,7 @@ LDFLAGS  += $(SANFLAGS)
 LDLIBS   += $(PKG_LIBS) -lm -lpthread
 
 LIB_SRC  := $(sort $(wildcard src/*.c src/base/*.c src/convert/*.c src/cpu/*.c src/bench/*.c src/http/*.c \
-                    src/store/*.c))
+                    src/store/*.c src/hub/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 # `clara bench --generate` embeds the project's small trained tokenizer, so random-weight models
 # get a real vocabulary without any file at run time.

@@ -10,6 +10,9 @@
 #include "cli.h"
 
 static const clara_cmd g_cmds[] = {
+    {"pull", "download a CLaRa model from the Hugging Face Hub into the cache", cmd_pull},
+    {"list", "list the models in the cache", cmd_list},
+    {"rm", "remove a model from the cache", cmd_rm},
     {"convert", "convert a Hugging Face CLaRa checkpoint to GGUF", cmd_convert},
     {"info", "print a GGUF file's metadata and tensor table", cmd_info},
     {"quantize", "rewrite a GGUF with weights in a block type (q8_0, q4_k_m, ...)", cmd_quantize},

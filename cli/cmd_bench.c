@@ -287,8 +287,7 @@ static int prepare(bench_state *st) {
                     st->mi.doc_max_len + 3);
     clara_model_params mp = clara_model_default_params();
     mp.adapter_policy = o->policy;
-    clara_status s = o->model ? clara_model_load(o->model, &mp, &st->model)
-                              : clara_model_load_pair(o->base, o->clara, &mp, &st->model);
+    clara_status s = cli_load_model(o->model, o->base, o->clara, &mp, &st->model);
     if (s != CLARA_OK) return fail("%s", clara_last_error());
     size_t n_docs = ANSWER_DOCS;
     for (size_t i = 0; i < o->n_batches; i++)

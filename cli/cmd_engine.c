@@ -38,7 +38,9 @@ static void engine_usage(FILE *out, const char *cmd) {
         "          [--docs-file FILE.jsonl]%s\n"
         "          [--threads N] [--adapter-policy hf|all] [--json]\n"
         "\n"
-        "  --model FILE          a GGUF written by `clara convert`\n"
+        "  --model FILE          a GGUF written by `clara convert`, or the name of a model\n"
+        "                        pulled with `clara pull` "
+        "(apple/CLaRa-7B-Instruct:compression-16)\n"
         "  --base F --clara F    two-file mode: any GGUF of the base model (llama.cpp layout)\n"
         "                        and an add-on from `clara convert --addon-only`\n"
         "  --doc TEXT            a document (repeat for several)\n"
@@ -498,8 +500,7 @@ static int run_engine(int argc, char **argv, const char *cmd) {
         mp.adapter_policy = o.policy;
         clara_ctx_params cp = clara_ctx_default_params();
         cp.n_threads = o.threads;
-        clara_status ls = o.model ? clara_model_load(o.model, &mp, &m)
-                                  : clara_model_load_pair(o.base, o.clara, &mp, &m);
+        clara_status ls = cli_load_model(o.model, o.base, o.clara, &mp, &m);
         if (ls != CLARA_OK || clara_ctx_create(m, &cp, &ctx) != CLARA_OK) {
             fprintf(stderr, "clara %s: error: %s\n", cmd, clara_last_error());
             rc = 1;

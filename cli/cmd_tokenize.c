@@ -326,8 +326,7 @@ static int parse_args(int argc, char **argv, tok_args *a) {
 static int run_chunks(tok_args *a) {
     clara_model_params mp = clara_model_default_params();
     clara_model *m;
-    clara_status s = a->model ? clara_model_load(a->model, &mp, &m)
-                              : clara_model_load_pair(a->base, a->clara, &mp, &m);
+    clara_status s = cli_load_model(a->model, a->base, a->clara, &mp, &m);
     if (s != CLARA_OK) return fail(clara_last_error());
     a->m = m;
     int rc = a->input ? run_batch(NULL, a) : chunks_one(a, a->text, strlen(a->text));

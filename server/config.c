@@ -12,10 +12,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "base/log.h"
 #include "base/mapfile.h"
+#include "hub/hub.h"
 #include "server.h"
 #include "store/store.h"
 
@@ -57,6 +59,8 @@ enum {
     O_RATE_LIMIT,
     O_BATCH_SIZE,
     O_DOC_CACHE,
+    O_PULL_TYPE,
+    O_PULL_FULL,
     O_COUNT
 };
 
@@ -64,7 +68,10 @@ enum {
 static const struct {
     const char *flag, *env, *arg, *help;
 } g_opts[O_COUNT] = {
-    {"model", "CLARA_MODEL", "FILE", "GGUF model (default: the bundled demo model)"},
+    {"model", "CLARA_MODEL", "FILE|NAME",
+     "GGUF model, or a Hugging Face model name (apple/CLaRa-7B-Instruct[:SUB]):\n"
+     "                               served from the cache, pulled on first start when not\n"
+     "                               there (default: the bundled demo model)"},
     {"base", "CLARA_BASE", "FILE",
      "two-file mode: base model GGUF (any Mistral-7B-Instruct-v0.2 GGUF)"},
     {"clara", "CLARA_CLARA", "FILE",
@@ -83,7 +90,8 @@ static const struct {
     {"max-queue", "CLARA_MAX_QUEUE", "N", "queued requests before 503 (default 64)"},
     {"max-body", "CLARA_MAX_BODY", "BYTES", "largest request body (default 4194304)"},
     {"log-level", "CLARA_LOG_LEVEL", "L", "debug, info, warn, error or quiet (default info)"},
-    {"cache-dir", "CLARA_CACHE_DIR", "DIR", "accepted for compatibility (models are local files)"},
+    {"cache-dir", "CLARA_CACHE_DIR", "DIR",
+     "the model cache of `clara pull` (default ~/.cache/clara-server)"},
     {"request-timeout", "CLARA_REQUEST_TIMEOUT", "SECONDS", "per-request limit (default 300)"},
     {"conn-timeout", "CLARA_CONN_TIMEOUT", "SECONDS", "idle connection limit (default 30)"},
     {"grace", "CLARA_GRACE", "SECONDS",
@@ -107,8 +115,9 @@ static const struct {
      "/compress: 1 cuts memories longer than doc_max_length tokens as the\n"
      "                               reference does (default 0: read them in chunks)"},
     {"subfolder", "CLARA_SUBFOLDER", "NAME",
-     "compression-16 or compression-128 (the Python server's); the model file\n"
-     "                               decides here: a different one is warned about"},
+     "compression-16 or compression-128 (the Python server's): the sub-folder\n"
+     "                               of a model NAME without one; for a model file, a\n"
+     "                               different one is warned about"},
     {"workers", "CLARA_WORKERS", "N",
      "accepted; one process serves (--parallel requests run together)"},
     {"reload", "CLARA_RELOAD", NULL, "accepted; a compiled server does not reload itself"},
@@ -121,12 +130,17 @@ static const struct {
      "memory for the vectors of documents sent to /v1/chat/completions and\n"
      "                               /v1/completions, reused when sent again (default 256; 0 = "
      "off)"},
+    {"pull-type", "CLARA_PULL_TYPE", "T",
+     "the type a model NAME is pulled in on first start (default q4_k_m)"},
+    {"pull-full", "CLARA_PULL_FULL", NULL,
+     "pull a model NAME by the full route (base safetensors converted here)"},
 };
 
 /* Variables read elsewhere in this project (the engine, the tools, the tests) and ones planned:
  * not warned about. */
 static const char *const g_known_env[] = {
-    "CLARA_CACHE", /* the Python server's README name of CLARA_CACHE_DIR */
+    "CLARA_CACHE",        /* the Python server's README name of CLARA_CACHE_DIR */
+    "CLARA_PULL_RETRIES", /* read by the model pull (src/hub) */
     "CLARA_ISA",          "CLARA_GPU_LAYERS",       "CLARA_UI",
     "CLARA_PREFIX_CACHE", "CLARA_TEST_PG",          "CLARA_TEST_PG2",
     "CLARA_BENCH_ARGS",   "CLARA_DURABILITY_KILLS", "CLARA_DURABILITY_SEED",
@@ -495,6 +509,46 @@ static int apply_compat(srv_config *c, const char *val[O_COUNT], const char *src
     return 0;
 }
 
+/* --model NAME: the cached model's file(s), or, when it is not cached, the pull to make on first
+ * start (the Python server downloaded on first start too). A path stays a path. */
+static int resolve_name(srv_config *c, const char *val[O_COUNT], const char *src[O_COUNT]) {
+    const char *v = val[O_MODEL];
+    struct stat st;
+    if (stat(v, &st) == 0 || !hub_is_model_name(v)) {
+        c->model = strdup(v);
+        return 0;
+    }
+    char *model = NULL, *base = NULL;
+    clara_status s = hub_resolve(v, c->subfolder, &model, &base);
+    if (s == CLARA_OK) {
+        c->model = model;
+        c->base = base;
+        c->model_name = strdup(v);
+        return 0;
+    }
+    if (s != CLARA_ERR_NOT_FOUND || hub_offline()) {
+        fprintf(stderr, "clara-server: error: model %s (%s): %s%s\n", v, src[O_MODEL],
+                clara_last_error(),
+                s == CLARA_ERR_NOT_FOUND ? " (HF_HUB_OFFLINE is set: nothing is downloaded; "
+                                           "--model also takes a GGUF file)"
+                                         : "");
+        return -1;
+    }
+    c->pull_name = strdup(v);
+    c->model = strdup(v);
+    c->pull_type = val[O_PULL_TYPE] ? strdup(val[O_PULL_TYPE]) : NULL;
+    if (val[O_PULL_FULL]) {
+        int b = parse_bool(val[O_PULL_FULL]);
+        if (b < 0) {
+            fprintf(stderr, "clara-server: error: pull full (%s) must be true or false, not '%s'\n",
+                    src[O_PULL_FULL], val[O_PULL_FULL]);
+            return -1;
+        }
+        c->pull_full = b == 1;
+    }
+    return 0;
+}
+
 static int apply_strings(srv_config *c, const char *val[O_COUNT], const char *src[O_COUNT]) {
     if (apply_store(c, val, src) != 0) return -1;
     if (!val[O_BASE] != !val[O_CLARA] || (val[O_BASE] && val[O_MODEL])) {
@@ -514,7 +568,10 @@ static int apply_strings(srv_config *c, const char *val[O_COUNT], const char *sr
         }
     }
     c->host = strdup(val[O_HOST] ? val[O_HOST] : "127.0.0.1");
-    if (val[O_CACHE_DIR]) c->cache_dir = strdup(val[O_CACHE_DIR]);
+    if (val[O_CACHE_DIR]) {
+        c->cache_dir = strdup(val[O_CACHE_DIR]);
+        setenv("CLARA_CACHE_DIR", val[O_CACHE_DIR], 1); /* where the model cache is read */
+    }
     if (val[O_API_KEY_FILE] && !val[O_API_KEY]) {
         c->api_key = read_key_file(val[O_API_KEY_FILE]);
         if (!c->api_key) return -1;
@@ -530,7 +587,8 @@ static int apply_strings(srv_config *c, const char *val[O_COUNT], const char *sr
         c->base = strdup(val[O_BASE]);
         c->model = strdup(val[O_CLARA]);
     } else if (val[O_MODEL]) {
-        c->model = strdup(val[O_MODEL]);
+        if (resolve_name(c, val, src) != 0) return -1;
+        if (c->pull_name) return 0; /* pulled on first start (main.c) */
     } else {
         c->model = demo_model_path();
         c->demo = true;
@@ -609,6 +667,9 @@ void srv_config_free(srv_config *c) {
     free(c->cache_dir);
     free(c->db);
     free(c->subfolder);
+    free(c->model_name);
+    free(c->pull_name);
+    free(c->pull_type);
     for (char **p = c->cors; p && *p; p++) free(*p);
     free(c->cors);
     for (char **p = c->allowed_hosts; p && *p; p++) free(*p);

@@ -143,6 +143,69 @@ static void *second_signal(void *arg) {
     _exit(128 + sig);
 }
 
+static int g_port;
+
+/* The model pulled on first start is in the cache (pull.c's thread): probe it and serve it. */
+static int on_pulled(srv_server *s) {
+    if (srv_probe_model(&s->cfg, &s->info) != 0) return -1;
+    warn_subfolder(s);
+    pthread_mutex_lock(&s->state.mu);
+    memcpy(s->state.fingerprint, s->info.fingerprint, sizeof s->state.fingerprint);
+    pthread_mutex_unlock(&s->state.mu);
+    if (srv_sched_start(&s->cfg, &s->info, &s->queue, &s->state) != 0) return -1;
+    atomic_store(&s->downloading, false);
+    banner(s, g_port);
+    return 0;
+}
+
+static void pull_banner(const srv_server *s, int port) {
+    bool v6 = strchr(s->cfg.host, ':') != NULL;
+    fprintf(stderr,
+            "clara-server %s\n"
+            "  model:      %s is not in the cache: pulling it now (progress below, in /health "
+            "and /status;\n"
+            "              model requests get 503 until it is ready)\n"
+            "listening on http://%s%s%s:%d\n",
+            CLARA_VERSION, s->cfg.pull_name, v6 ? "[" : "", s->cfg.host, v6 ? "]" : "", port);
+    fflush(stderr);
+}
+
+/* Serves until SIGINT/SIGTERM; a model not yet cached is pulled meanwhile. Returns the exit
+ * status. */
+static int serve(srv_server *s, sigset_t *set) {
+    int port = 0;
+    void *daemon = NULL;
+    bool pulling = s->cfg.pull_name != NULL;
+    if (pulling) atomic_store(&s->downloading, true);
+    if ((!pulling && srv_sched_start(&s->cfg, &s->info, &s->queue, &s->state) != 0) ||
+        !(daemon = srv_http_start(s, &port))) {
+        srv_sched_stop();
+        return 1;
+    }
+    g_port = port;
+    if (pulling) {
+        pull_banner(s, port);
+        if (srv_pull_start(s, on_pulled) != 0) {
+            shutdown_server(s, daemon);
+            return 1;
+        }
+    } else {
+        banner(s, port);
+    }
+    int sig = 0;
+    sigwait(set, &sig);
+    /* from here a second signal exits at once (a pull's conversion in progress included) */
+    pthread_t watcher;
+    if (pthread_create(&watcher, NULL, second_signal, set) == 0) pthread_detach(watcher);
+    bool pull_ok = srv_pull_stop(s);
+    if (pull_ok)
+        CLARA_LOGI("%s: finishing in-flight requests (grace %d s; a second signal exits at once)",
+                   sig == SIGINT ? "SIGINT" : "SIGTERM", s->cfg.grace);
+    shutdown_server(s, daemon);
+    CLARA_LOGI("stopped");
+    return pull_ok ? 0 : 1;
+}
+
 int srv_main(int argc, char **argv) {
     srv_server *s = &g_srv;
     int rc = srv_config_load(&s->cfg, argc, argv);
@@ -160,11 +223,11 @@ int srv_main(int argc, char **argv) {
         srv_config_free(&s->cfg);
         return 1;
     }
-    if (srv_probe_model(&s->cfg, &s->info) != 0) {
+    if (!s->cfg.pull_name && srv_probe_model(&s->cfg, &s->info) != 0) {
         srv_config_free(&s->cfg);
         return 1;
     }
-    warn_subfolder(s);
+    if (!s->cfg.pull_name) warn_subfolder(s);
     if (srv_store_open(s) != 0) {
         srv_config_free(&s->cfg);
         return 1;
@@ -177,6 +240,7 @@ int srv_main(int argc, char **argv) {
     s->keep_alive_now = s->cfg.keep_alive;
     atomic_init(&s->inflight, 0);
     atomic_init(&s->draining, false);
+    atomic_init(&s->downloading, false);
 
     /* Every thread started from here on inherits the blocked set; only sigwait sees them. */
     static sigset_t set; /* second_signal's, which may outlive this frame */
@@ -186,24 +250,7 @@ int srv_main(int argc, char **argv) {
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    int port = 0;
-    void *daemon = NULL;
-    if (srv_sched_start(&s->cfg, &s->info, &s->queue, &s->state) != 0 ||
-        !(daemon = srv_http_start(s, &port))) {
-        srv_sched_stop();
-        rc = 1;
-    } else {
-        banner(s, port);
-        int sig = 0;
-        sigwait(&set, &sig);
-        CLARA_LOGI("%s: finishing in-flight requests (grace %d s; a second signal exits at once)",
-                   sig == SIGINT ? "SIGINT" : "SIGTERM", s->cfg.grace);
-        pthread_t watcher;
-        if (pthread_create(&watcher, NULL, second_signal, &set) == 0) pthread_detach(watcher);
-        shutdown_server(s, daemon);
-        CLARA_LOGI("stopped");
-        rc = 0;
-    }
+    rc = serve(s, &set);
     srv_queue_destroy(&s->queue);
     srv_store_close(s);
     srv_doccache_clear();

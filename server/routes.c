@@ -697,6 +697,15 @@ static void run_model_request(srv_server *s, srv_endpoint ep, const char *body, 
 
 static void health(srv_server *s, srv_reply *r) {
     cJSON *j = cJSON_CreateObject();
+    if (atomic_load(&s->downloading)) { /* the model is being pulled on first start */
+        cJSON_AddStringToObject(j, "status", "downloading");
+        cJSON_AddBoolToObject(j, "model_loaded", false);
+        srv_pull_json(s, cJSON_AddObjectToObject(j, "progress"));
+        r->status = 503;
+        r->content_type = "application/json";
+        r->body = print_json(j);
+        return;
+    }
     pthread_mutex_lock(&s->state.mu);
     bool failed = s->state.load_failed, loaded = s->state.loaded;
     pthread_mutex_unlock(&s->state.mu);
@@ -776,9 +785,21 @@ static void status(srv_server *s, srv_reply *r) {
     pthread_mutex_unlock(&s->state.mu);
     double now = srv_now();
     cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "model", s->cfg.model);
-    cJSON_AddStringToObject(j, "model_name", s->info.name);
-    cJSON_AddItemToObject(j, "subfolder", subfolder(&s->info));
+    /* while a pull runs, cfg.model and info are not the model's yet */
+    bool downloading = atomic_load(&s->downloading);
+    if (downloading) {
+        cJSON_AddStringToObject(j, "model", s->cfg.pull_name);
+        cJSON_AddStringToObject(j, "model_name", s->cfg.pull_name);
+        cJSON_AddNullToObject(j, "subfolder");
+    } else {
+        cJSON_AddStringToObject(j, "model", s->cfg.model);
+        cJSON_AddStringToObject(j, "model_name", s->info.name);
+        cJSON_AddItemToObject(j, "subfolder", subfolder(&s->info));
+    }
+    if (s->cfg.pull_name)
+        srv_pull_json(s, cJSON_AddObjectToObject(j, "download"));
+    else
+        cJSON_AddNullToObject(j, "download");
     cJSON_AddBoolToObject(j, "demo", s->cfg.demo);
     cJSON_AddBoolToObject(j, "initialized", st.loaded);
     cJSON_AddBoolToObject(j, "loading", st.loading);
@@ -806,8 +827,9 @@ static void status(srv_server *s, srv_reply *r) {
     cJSON_AddNumberToObject(mem, "rss_bytes", (double)srv_rss_bytes());
     /* everything mapped when loaded: in two-file mode the base and the add-on */
     cJSON_AddNumberToObject(mem, "model_file_bytes",
-                            (double)(s->info.file_bytes + s->info.base_file_bytes));
-    if (s->cfg.base)
+                            downloading ? 0
+                                        : (double)(s->info.file_bytes + s->info.base_file_bytes));
+    if (!downloading && s->cfg.base)
         cJSON_AddNumberToObject(mem, "base_file_bytes", (double)s->info.base_file_bytes);
     cJSON_AddNumberToObject(j, "queue_depth", srv_queue_depth(&s->queue));
     add_store_status(s, j);
@@ -845,6 +867,13 @@ static void api_description(const char *path, srv_reply *r) {
 void srv_route(srv_server *s, srv_endpoint ep, const srv_target *target, const char *body,
                size_t len, bool (*alive)(void *), void *alive_arg, srv_reply *r) {
     r->content_type = "application/json";
+    if (atomic_load(&s->downloading) && ep != SRV_EP_HEALTH && ep != SRV_EP_STATUS &&
+        ep != SRV_EP_METRICS && ep != SRV_EP_OPENAPI) {
+        srv_reply_error(r, 503, "model_downloading",
+                        "the model %s is being downloaded; GET /health shows the progress",
+                        s->cfg.pull_name);
+        return;
+    }
     switch (ep) {
     case SRV_EP_HEALTH:
         health(s, r);

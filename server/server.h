@@ -20,6 +20,7 @@
 
 #include "base/mapfile.h"
 #include "clara.h"
+#include "hub/hub.h"
 
 /* ---- configuration (config.c) ---------------------------------------------------------------- */
 
@@ -69,6 +70,10 @@ typedef struct {
     bool compress_cut;        /* /compress cuts long memories as the reference does */
     char *subfolder;  /* --subfolder as given (the Python server's compression choice), or NULL */
     size_t doc_cache; /* bytes of the OpenAI endpoints' document-vector cache; 0 = off */
+    char *model_name; /* --model named a cached model: the name as given; else NULL */
+    char *pull_name;  /* --model named a model not cached yet: pulled on first start */
+    char *pull_type;  /* its type (NULL = the default), and the route */
+    bool pull_full;
 } srv_config;
 
 /* Fills cfg from CLARA_* variables then argv. Returns 0 to serve, 1 after printing help/version,
@@ -286,8 +291,22 @@ void srv_reply_error(srv_reply *r, int status, const char *type, const char *fmt
 
 struct store;
 
+/* The pull of a model not yet cached, made on first start (pull.c). */
+typedef struct {
+    pthread_mutex_t mu; /* guards p, failed, error */
+    hub_progress p;
+    bool failed;
+    char error[512];
+    atomic_int cancel;
+    pthread_t thread;
+    bool started;
+    hub_render_state render; /* the log's progress lines (the pull thread's only) */
+} srv_pull;
+
 struct srv_server {
     srv_config cfg;
+    srv_pull pull;
+    atomic_bool downloading;  /* pulling the model: model requests get 503 */
     struct store *store;      /* NULL until opened (a PostgreSQL server may come up later) */
     pthread_mutex_t store_mu; /* opening the store */
     srv_model_info info;
@@ -304,6 +323,14 @@ struct srv_server {
 
 /* Opens the configured store at startup. 0 = open (or none configured, or a PostgreSQL server
  * not reachable yet: retried by requests), -1 = a configuration error to stop on (printed). */
+/* Starts the pull of cfg.pull_name; ready(s) runs on its thread once the model is cached
+ * (it probes the model and starts the scheduler), then model requests are served. */
+int srv_pull_start(srv_server *s, int (*ready)(srv_server *s));
+/* Stops a pull in progress (partial files are kept) and joins it; false when the pull failed. */
+bool srv_pull_stop(srv_server *s);
+/* The pull's figures into o (for /health and /status). */
+void srv_pull_json(srv_server *s, cJSON *o);
+
 int srv_store_open(srv_server *s);
 void srv_store_close(srv_server *s);
 /* Which store endpoint a path and method name: the endpoint, or SRV_EP_OTHER with *allow set to

@@ -548,7 +548,10 @@ def test_other_models_and_config():
     fails(["--base", "a.gguf"], {}, r"--base FILE with --clara FILE")
     fails(["--base", "a.gguf", "--clara", DEMO, "--model", DEMO], {}, r"--base FILE with --clara FILE")
     fails(["--base", "/nonexistent/base.gguf", "--clara", DEMO], {}, r"base model /nonexistent")
-    fails([], {"CLARA_MODEL": "apple/CLaRa-7B-Instruct"}, r"GGUF file")
+    # a model name neither cached nor downloadable (offline): clara pull's cache, docs/PULL.md
+    fails([], {"CLARA_MODEL": "apple/CLaRa-7B-Instruct", "HF_HUB_OFFLINE": "1",
+               "CLARA_CACHE_DIR": os.path.join(TMP, "empty-cache")},
+          r"not in the cache.*clara pull apple/CLaRa-7B-Instruct:compression-16.*HF_HUB_OFFLINE")
     fails(["--keep-alive", "soon"], {}, r"keep-alive")
     fails(["--max-new-tokens", "513"], {}, r"max-new-tokens")
     p = subprocess.run([CLARA, "serve", "--version"], capture_output=True, text=True, timeout=10)
