@@ -57,10 +57,12 @@ enum {
     O_RATE_LIMIT,
     O_BATCH_SIZE,
     O_DOC_CACHE,
+    O_UI,
     O_COUNT
 };
 
-/* flag NULL: a variable only; arg NULL: a flag without a value (it means true) */
+/* flag NULL: a variable only; arg NULL: a flag without a value (it means true, but --no-ui means
+ * CLARA_UI=0) */
 static const struct {
     const char *flag, *env, *arg, *help;
 } g_opts[O_COUNT] = {
@@ -121,15 +123,17 @@ static const struct {
      "memory for the vectors of documents sent to /v1/chat/completions and\n"
      "                               /v1/completions, reused when sent again (default 256; 0 = "
      "off)"},
+    {"no-ui", "CLARA_UI", NULL,
+     "do not serve the web page at / and /ui/ (env: CLARA_UI=0); / then\n"
+     "                               redirects to /docs, as the Python server's root did"},
 };
 
 /* Variables read elsewhere in this project (the engine, the tools, the tests) and ones planned:
  * not warned about. */
 static const char *const g_known_env[] = {
     "CLARA_CACHE", /* the Python server's README name of CLARA_CACHE_DIR */
-    "CLARA_ISA",          "CLARA_GPU_LAYERS",       "CLARA_UI",
-    "CLARA_PREFIX_CACHE", "CLARA_TEST_PG",          "CLARA_TEST_PG2",
-    "CLARA_BENCH_ARGS",   "CLARA_DURABILITY_KILLS", "CLARA_DURABILITY_SEED",
+    "CLARA_ISA",      "CLARA_GPU_LAYERS", "CLARA_PREFIX_CACHE",     "CLARA_TEST_PG",
+    "CLARA_TEST_PG2", "CLARA_BENCH_ARGS", "CLARA_DURABILITY_KILLS", "CLARA_DURABILITY_SEED",
 };
 
 static void usage(FILE *out) {
@@ -335,7 +339,7 @@ static int collect(int argc, char **argv, const char *val[O_COUNT], const char *
             usage(stderr);
             return 2;
         }
-        val[ch] = g_opts[ch].arg ? optarg : "1";
+        val[ch] = g_opts[ch].arg ? optarg : ch == O_UI ? "0" : "1";
         src[ch] = g_opts[ch].flag;
         if (ch == O_API_KEY) *api_key_arg = optarg;
     }
@@ -497,6 +501,16 @@ static int apply_compat(srv_config *c, const char *val[O_COUNT], const char *src
 
 static int apply_strings(srv_config *c, const char *val[O_COUNT], const char *src[O_COUNT]) {
     if (apply_store(c, val, src) != 0) return -1;
+    if (val[O_UI]) {
+        int b = parse_bool(val[O_UI]);
+        if (b < 0) {
+            fprintf(stderr,
+                    "clara-server: error: ui (%s) must be 1 or 0 (true or false), not '%s'\n",
+                    src[O_UI], val[O_UI]);
+            return -1;
+        }
+        c->ui = b == 1;
+    }
     if (!val[O_BASE] != !val[O_CLARA] || (val[O_BASE] && val[O_MODEL])) {
         fprintf(stderr, "clara-server: error: give --model FILE, or --base FILE with --clara FILE "
                         "(two-file mode)\n");
@@ -580,6 +594,7 @@ int srv_config_load(srv_config *c, int argc, char **argv) {
     c->max_connections = 512;
     c->max_conns_per_client = 32;
     c->doc_cache = (size_t)256 << 20;
+    c->ui = true;
     const char *val[O_COUNT], *src[O_COUNT];
     char *key_arg = NULL;
     if (srv_dotenv_load(".env") != 0) return 2;
