@@ -61,10 +61,12 @@ enum {
     O_DOC_CACHE,
     O_PULL_TYPE,
     O_PULL_FULL,
+    O_UI,
     O_COUNT
 };
 
-/* flag NULL: a variable only; arg NULL: a flag without a value (it means true) */
+/* flag NULL: a variable only; arg NULL: a flag without a value (it means true, but --no-ui means
+ * CLARA_UI=0) */
 static const struct {
     const char *flag, *env, *arg, *help;
 } g_opts[O_COUNT] = {
@@ -134,6 +136,9 @@ static const struct {
      "the type a model NAME is pulled in on first start (default q4_k_m)"},
     {"pull-full", "CLARA_PULL_FULL", NULL,
      "pull a model NAME by the full route (base safetensors converted here)"},
+    {"no-ui", "CLARA_UI", NULL,
+     "do not serve the web page at / and /ui/ (env: CLARA_UI=0); / then\n"
+     "                               redirects to /docs, as the Python server's root did"},
 };
 
 /* Variables read elsewhere in this project (the engine, the tools, the tests) and ones planned:
@@ -349,7 +354,7 @@ static int collect(int argc, char **argv, const char *val[O_COUNT], const char *
             usage(stderr);
             return 2;
         }
-        val[ch] = g_opts[ch].arg ? optarg : "1";
+        val[ch] = g_opts[ch].arg ? optarg : ch == O_UI ? "0" : "1";
         src[ch] = g_opts[ch].flag;
         if (ch == O_API_KEY) *api_key_arg = optarg;
     }
@@ -551,6 +556,16 @@ static int resolve_name(srv_config *c, const char *val[O_COUNT], const char *src
 
 static int apply_strings(srv_config *c, const char *val[O_COUNT], const char *src[O_COUNT]) {
     if (apply_store(c, val, src) != 0) return -1;
+    if (val[O_UI]) {
+        int b = parse_bool(val[O_UI]);
+        if (b < 0) {
+            fprintf(stderr,
+                    "clara-server: error: ui (%s) must be 1 or 0 (true or false), not '%s'\n",
+                    src[O_UI], val[O_UI]);
+            return -1;
+        }
+        c->ui = b == 1;
+    }
     if (!val[O_BASE] != !val[O_CLARA] || (val[O_BASE] && val[O_MODEL])) {
         fprintf(stderr, "clara-server: error: give --model FILE, or --base FILE with --clara FILE "
                         "(two-file mode)\n");
@@ -638,6 +653,7 @@ int srv_config_load(srv_config *c, int argc, char **argv) {
     c->max_connections = 512;
     c->max_conns_per_client = 32;
     c->doc_cache = (size_t)256 << 20;
+    c->ui = true;
     const char *val[O_COUNT], *src[O_COUNT];
     char *key_arg = NULL;
     if (srv_dotenv_load(".env") != 0) return 2;

@@ -78,6 +78,18 @@ static void add_cors(srv_server *s, struct MHD_Connection *c, struct MHD_Respons
     }
 }
 
+/* The web page runs only its own files: no inline script or style, nothing from elsewhere, no
+ * plugins, no framing by other sites; its API calls go to this server. */
+static void add_page_headers(struct MHD_Response *resp) {
+    MHD_add_response_header(resp, "Content-Security-Policy",
+                            "default-src 'self'; script-src 'self'; style-src 'self'; "
+                            "img-src 'self' data:; connect-src 'self'; object-src 'none'; "
+                            "base-uri 'none'; form-action 'none'; frame-ancestors 'none'");
+    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(resp, "X-Frame-Options", "DENY");
+    MHD_add_response_header(resp, "Referrer-Policy", "no-referrer");
+}
+
 /* A streamed reply's body: its events as they come (the reader blocks in this connection's own
  * thread, polling the client). */
 static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max) {
@@ -141,6 +153,9 @@ static enum MHD_Result send_reply(srv_server *s, struct MHD_Connection *c, conn_
     }
     if (allow) MHD_add_response_header(resp, "Allow", allow);
     if (r->location) MHD_add_response_header(resp, "Location", r->location);
+    if (r->etag) MHD_add_response_header(resp, "ETag", r->etag);
+    if (r->cache_control) MHD_add_response_header(resp, "Cache-Control", r->cache_control);
+    if (r->page) add_page_headers(resp);
     /* an answer before the body is read: the rest of it will not be parsed as a next request */
     if (early) MHD_add_response_header(resp, "Connection", "close");
     add_cors(s, c, resp);
@@ -256,8 +271,14 @@ static enum MHD_Result first_call(srv_server *s, struct MHD_Connection *c, conn_
                                   const char *url, const char *method) {
     int ri = find_route(url);
     bool is_head = strcmp(method, "HEAD") == 0;
-    bool has_body; /* POST and PUT carry a JSON body */
-    if (ri >= 0) {
+    bool has_body;                       /* POST and PUT carry a JSON body */
+    if (s->cfg.ui && srv_ui_path(url)) { /* the web page (/ is the API description's without it) */
+        cx->ep = SRV_EP_UI;
+        if (strcmp(method, "GET") != 0 && !is_head)
+            return send_error(s, c, cx, 405, "method_not_allowed", "method not allowed here",
+                              "GET, HEAD");
+        has_body = false;
+    } else if (ri >= 0) {
         cx->ep = g_routes[ri].ep;
         bool is_get = strcmp(g_routes[ri].method, "GET") == 0;
         if (strcmp(method, "OPTIONS") == 0 && s->cfg.cors) return preflight(s, c, cx);
@@ -286,7 +307,8 @@ static enum MHD_Result first_call(srv_server *s, struct MHD_Connection *c, conn_
                           "this Host is not allowed (DNS rebinding protection); the server "
                           "accepts the names given with --allowed-hosts",
                           NULL);
-    int auth = cx->ep == SRV_EP_HEALTH ? 0 : check_auth(s, c);
+    /* the page's files need no key (the page asks for it when an API call answers 401) */
+    int auth = cx->ep == SRV_EP_HEALTH || cx->ep == SRV_EP_UI ? 0 : check_auth(s, c);
     if (auth == 401)
         return send_error(s, c, cx, 401, "unauthorized",
                           "missing API key: send Authorization: Bearer <key>", NULL);
@@ -385,7 +407,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
     srv_reply r = {0};
     srv_target target = {url, MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "limit"),
-                         MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "after")};
+                         MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "after"),
+                         MHD_lookup_connection_value(c, MHD_HEADER_KIND, "If-None-Match")};
     srv_route(s, cx->ep, &target, cx->body ? cx->body : "", cx->len, client_alive, c, &r);
     free(cx->body);
     cx->body = NULL;

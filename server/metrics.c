@@ -62,6 +62,7 @@ static const char *g_ep_names[SRV_EP_COUNT] = {
     "/v1/models",
     "/v1/chat/completions",
     "/v1/completions",
+    "web page",
     "other",
 };
 

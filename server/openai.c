@@ -119,6 +119,8 @@ static cJSON *clara_fields(const oai_req *q, const srv_task *t) {
     cJSON_AddNumberToObject(tm, "load_ms", ms2(t->load_ms));
     cJSON_AddNumberToObject(tm, "compress_ms", ms2(t->compress_ms));
     cJSON_AddNumberToObject(tm, "generate_ms", ms2(t->generate_ms));
+    cJSON_AddNumberToObject(tm, "prefill_ms", ms2(t->gen.prefill_ms)); /* generate_ms's two parts */
+    cJSON_AddNumberToObject(tm, "decode_ms", ms2(t->gen.decode_ms));
     if (q->collection) {
         cJSON_AddNumberToObject(tm, "recompress_ms", ms2(q->select_ms[0]));
         cJSON_AddNumberToObject(tm, "query_ms", ms2(q->select_ms[1]));

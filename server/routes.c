@@ -801,6 +801,9 @@ static void status(srv_server *s, srv_reply *r) {
     else
         cJSON_AddNullToObject(j, "download");
     cJSON_AddBoolToObject(j, "demo", s->cfg.demo);
+    /* what the startup probe found, known whether or not the model is loaded now */
+    cJSON_AddStringToObject(j, "model_type", s->info.type);
+    cJSON_AddBoolToObject(j, "can_retrieve", s->info.can_retrieve);
     cJSON_AddBoolToObject(j, "initialized", st.loaded);
     cJSON_AddBoolToObject(j, "loading", st.loading);
     if (st.load_failed) cJSON_AddStringToObject(j, "load_error", st.load_error);
@@ -888,6 +891,9 @@ void srv_route(srv_server *s, srv_endpoint ep, const srv_target *target, const c
         break;
     case SRV_EP_OPENAPI:
         api_description(target->path, r);
+        break;
+    case SRV_EP_UI:
+        srv_ui_serve(target->path, target->if_none_match, r);
         break;
     case SRV_EP_COMPRESS:
     case SRV_EP_V1_COMPRESS:

@@ -74,6 +74,7 @@ typedef struct {
     char *pull_name;  /* --model named a model not cached yet: pulled on first start */
     char *pull_type;  /* its type (NULL = the default), and the route */
     bool pull_full;
+    bool ui; /* serve the web page at / and /ui/ (ui.c); off: / redirects to /docs */
 } srv_config;
 
 /* Fills cfg from CLARA_* variables then argv. Returns 0 to serve, 1 after printing help/version,
@@ -114,6 +115,7 @@ typedef enum {
     SRV_EP_OAI_MODELS,      /* GET /v1/models */
     SRV_EP_OAI_CHAT,        /* POST /v1/chat/completions */
     SRV_EP_OAI_COMPLETIONS, /* POST /v1/completions */
+    SRV_EP_UI,              /* GET / and /ui/...: the web page (ui.c) */
     SRV_EP_OTHER,
     SRV_EP_COUNT,
 } srv_endpoint;
@@ -271,6 +273,10 @@ typedef struct {
     char note[200];       /* an error's message, for the log line */
     const char *location; /* a redirect's Location header (static), or NULL */
     struct srv_sse *sse;  /* a streamed reply (stream.c): the body is its events, not body */
+    /* the web page's files (ui.c): their tag and caching, and with `page` the headers that keep
+     * a browser from running anything but them (Content-Security-Policy, nosniff, no framing) */
+    const char *etag, *cache_control; /* static, or NULL */
+    bool page;
 } srv_reply;
 
 typedef struct srv_server srv_server;
@@ -279,6 +285,7 @@ typedef struct srv_server srv_server;
 typedef struct {
     const char *path;
     const char *limit, *after; /* ?limit=N&after=CURSOR, or NULL */
+    const char *if_none_match; /* the request's If-None-Match header (the web page), or NULL */
 } srv_target;
 
 /* Handles a routed, authorised request whose whole body is in (body, len). `alive` tells whether
@@ -369,6 +376,13 @@ int srv_compress_validate(cJSON *root, srv_reply *r);
 void srv_compress_error_detail(srv_reply *r);
 /* GET /docs: the embedded OpenAPI description as a self-contained HTML page (malloc'd). */
 char *srv_docs_html(void);
+
+/* ---- the web page (ui.c) ------------------------------------------------------------------- */
+
+/* Whether path is one of the page's files (/, /ui/, /ui/ui.css, ...). */
+bool srv_ui_path(const char *path);
+/* The file at path, or 304 when if_none_match (may be NULL) names its current ETag. */
+void srv_ui_serve(const char *path, const char *if_none_match, srv_reply *r);
 
 /* ---- HTTP (http.c) --------------------------------------------------------------------------- */
 

@@ -132,8 +132,9 @@ def test_api_validation():
 
 def test_api_key():
     # TestAPIKeyAuth.test_compress_requires_api_key
+    # --no-ui: the Python server's root (the web page at / needs no key, tests/e2e/test_ui.py)
     k = Server("--api-key-file", write(os.path.join(TMP, "dropin-key"), "test-secret-key\n"),
-               "--db", "none")
+               "--db", "none", "--no-ui")
     b = {"memories": ["Test"], "query": "Test"}
     st, j, _, _ = k.post("/compress", b)
     check(st == 401 and j["detail"] == "Missing API key", "no key -> 401 (%s %s)" % (st, j))
@@ -473,6 +474,8 @@ def test_flags_and_variables():
 
 
 def test_root_and_docs():
+    # the Python server's root, with the web page switched off (--no-ui, as S is started); with
+    # it on (the default), / is the page (tests/e2e/test_ui.py)
     st, _, h, _ = S.get("/")
     check(st in (302, 307) and h.get("location") == "/docs", "GET / redirects to /docs (%s)" % st)
     st, _, h, raw = S.get("/docs")
@@ -515,7 +518,7 @@ def test_retrieve_fewer_documents():
 if __name__ == "__main__":
     t0 = time.time()
     try:
-        S = Server("--keep-alive", "-1", "--db", "none")
+        S = Server("--keep-alive", "-1", "--db", "none", "--no-ui")
         for fn in [test_api_status, test_api_health, test_api_compress, test_api_validation,
                    test_api_key, test_api_health_not_loaded, test_python_client_example,
                    test_readme_curl, test_readme_javascript, test_json_invalid,
