@@ -146,9 +146,8 @@ static const struct {
 static const char *const g_known_env[] = {
     "CLARA_CACHE",        /* the Python server's README name of CLARA_CACHE_DIR */
     "CLARA_PULL_RETRIES", /* read by the model pull (src/hub) */
-    "CLARA_ISA",          "CLARA_GPU_LAYERS",       "CLARA_UI",
-    "CLARA_PREFIX_CACHE", "CLARA_TEST_PG",          "CLARA_TEST_PG2",
-    "CLARA_BENCH_ARGS",   "CLARA_DURABILITY_KILLS", "CLARA_DURABILITY_SEED",
+    "CLARA_ISA",          "CLARA_GPU_LAYERS", "CLARA_PREFIX_CACHE",     "CLARA_TEST_PG",
+    "CLARA_TEST_PG2",     "CLARA_BENCH_ARGS", "CLARA_DURABILITY_KILLS", "CLARA_DURABILITY_SEED",
 };
 
 static void usage(FILE *out) {
