@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/json_text.h"
 #include "base/log.h"
 #include "base/mapfile.h"
 #include "cli.h"
@@ -426,7 +427,7 @@ static void print_gen(const engine_opts *o, const clara_model *m, const clara_ge
         return;
     }
     cJSON *root = cJSON_CreateObject();
-    cJSON_AddStringToObject(root, task == CLARA_TASK_PARAPHRASE ? "text" : "answer", r->text);
+    json_add_text(root, task == CLARA_TASK_PARAPHRASE ? "text" : "answer", r->text, r->text_len);
     cJSON_AddItemToObject(root, "ids", int_array(r->ids, r->n_ids));
     cJSON_AddNumberToObject(root, "prompt_tokens", r->prompt_tokens);
     if (task == CLARA_TASK_RETRIEVE) {

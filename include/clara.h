@@ -201,8 +201,9 @@ typedef struct {
 } clara_gen_params;
 
 typedef struct {
-    char *text;   /* decoded answer (special tokens skipped) */
-    int32_t *ids; /* generated ids, including a final </s> if generated */
+    char *text;      /* decoded answer (special tokens skipped), NUL-terminated */
+    size_t text_len; /* its bytes: a decoded <0x00> puts a NUL byte inside the text */
+    int32_t *ids;    /* generated ids, including a final </s> if generated */
     size_t n_ids;
     float *top2_gaps; /* per generated step: largest minus second-largest logit */
     uint32_t prompt_tokens;
@@ -278,10 +279,18 @@ size_t clara_batch_decoding(const clara_batch *b);
 
 /* Text of generated ids as the reference decodes it (special ids skipped, one leading space
  * removed): what clara_gen_result.text holds for those ids. *text is malloc'd; *len its bytes
- * (may be NULL). A streaming client decodes the ids so far at each token and sends what was
- * added (a trailing incomplete UTF-8 sequence decodes as U+FFFD until its last byte arrives). */
+ * (may be NULL; the text can hold NUL bytes, where an id decodes to U+0000). */
 clara_status clara_detokenize(const clara_model *model, const int32_t *ids, size_t n, char **text,
                               size_t *len);
+
+/* The part of clara_detokenize's text that no later id can change, for streaming: the text of the
+ * ids up to the last one that is neither a byte-fallback piece nor special. A run of byte pieces
+ * decodes as a whole (its bytes if they are valid UTF-8, else one U+FFFD per byte, as the
+ * reference's ByteFallback), so the next byte can rewrite what the run decoded to so far: "#"
+ * from <0x23> becomes "\uFFFD\uFFFD" when <0x80> follows. The text of more ids always extends
+ * this one. */
+clara_status clara_detokenize_stable(const clara_model *model, const int32_t *ids, size_t n,
+                                     char **text, size_t *len);
 
 /* ---- memory-store support: chunks, query vectors, model fingerprints ----------------------- */
 

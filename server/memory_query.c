@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/json_text.h"
 #include "base/log.h"
 #include "memory.h"
 
@@ -163,7 +164,7 @@ static void answer_reply(const srv_task *t, const store_selection *sel, const do
                          double t0, srv_reply *r) {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddBoolToObject(j, "success", 1);
-    cJSON_AddStringToObject(j, "answer", t->gen.text ? t->gen.text : "");
+    json_add_text(j, "answer", t->gen.text, t->gen.text_len);
     store_selection_add_json(j, sel);
     cJSON_AddStringToObject(j, "model", t->fingerprint);
     cJSON_AddNumberToObject(j, "prompt_tokens", t->gen.prompt_tokens);

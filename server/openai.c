@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/json_text.h"
 #include "openai.h"
 #include "stream.h"
 
@@ -131,10 +132,8 @@ static cJSON *clara_fields(const oai_req *q, const srv_task *t) {
 }
 
 static cJSON *text_of(const char *text, size_t len) {
-    char *s = strndup(text, len);
-    cJSON *j = cJSON_CreateString(s ? s : "");
-    free(s);
-    return j;
+    cJSON *j = json_text(text, len);
+    return j ? j : cJSON_CreateString("");
 }
 
 /* A choice: chat {"index", "message" or "delta", "logprobs", "finish_reason"}, completions

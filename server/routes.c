@@ -11,6 +11,7 @@
 
 #include "base/fp16.h"
 #include "base/json_scan.h"
+#include "base/json_text.h"
 #include "base/threadpool.h"
 #include "base/base64.h"
 #include "doccache.h"
@@ -466,7 +467,7 @@ static void success_reply(const srv_server *s, const srv_task *t, double latency
         for (size_t i = 0; i < t->n_docs; i++)
             cJSON_AddItemToArray(nt, cJSON_CreateNumber(t->enc_tokens[i]));
     } else {
-        cJSON_AddStringToObject(j, "answer", t->gen.text ? t->gen.text : "");
+        json_add_text(j, "answer", t->gen.text, t->gen.text_len);
         r->tokens = t->gen.n_ids;
     }
     add_counts(j, t);

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/json_text.h"
 #include "base/log.h"
 #include "stream.h"
 
@@ -55,13 +56,6 @@ void srv_stream_bind(srv_stream *st, const clara_model *m) {
 }
 
 /* ---- the producer ------------------------------------------------------------------------- */
-
-/* Bytes of text that will not change with the next id: all but a trailing U+FFFD, which may be
- * an incomplete UTF-8 sequence (a real U+FFFD there goes out one token later, or at the end). */
-static size_t stable_len(const char *text, size_t len) {
-    if (len >= 3 && memcmp(text + len - 3, "\xEF\xBF\xBD", 3) == 0) return len - 3;
-    return len;
-}
 
 /* The first occurrence of needle[0..n) in text[0..len), or NULL (memmem is a GNU extension). */
 static const char *find_bytes(const char *text, size_t len, const char *needle, size_t n) {
@@ -116,9 +110,11 @@ bool srv_stream_on_token(void *arg, const int32_t *ids, size_t n_ids) {
     srv_stream *st = arg;
     char *text = NULL;
     size_t len = 0;
-    /* a failed decode releases nothing now: the end sends the engine's own text */
-    bool decoded = st->model && clara_detokenize(st->model, ids, n_ids, &text, &len) == CLARA_OK;
-    size_t stable = decoded ? stable_len(text, len) : 0;
+    /* only text the next ids cannot change goes out; a failed decode releases nothing now: the
+     * end sends the engine's own text */
+    bool decoded =
+        st->model && clara_detokenize_stable(st->model, ids, n_ids, &text, &len) == CLARA_OK;
+    size_t stable = decoded ? len : 0;
     size_t stop_at = decoded ? find_stop(st, text, stable) : 0;
     bool stop = decoded && stop_at < stable;
     pthread_mutex_lock(st->mu);
@@ -144,7 +140,7 @@ const char *srv_stream_answer(const srv_task *t, size_t *len, const char **finis
         return st->text ? st->text : "";
     }
     const char *text = t->gen.text ? t->gen.text : "";
-    *len = strlen(text);
+    *len = t->gen.text ? t->gen.text_len : 0;
     *finish_reason = t->gen.finish == CLARA_FINISH_LENGTH ? "length" : "stop";
     return text;
 }
@@ -391,9 +387,7 @@ static cJSON *ours_delta(void *arg, const char *text, size_t len) {
     cJSON *j = cJSON_CreateObject();
     cJSON *choice = add_choice(j);
     cJSON *delta = cJSON_AddObjectToObject(choice, "delta");
-    char *piece = strndup(text, len);
-    cJSON_AddStringToObject(delta, "content", piece ? piece : "");
-    free(piece);
+    json_add_text(delta, "content", text, len);
     cJSON_AddNullToObject(choice, "finish_reason");
     return j;
 }

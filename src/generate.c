@@ -26,6 +26,11 @@ clara_status clara_detokenize(const clara_model *model, const int32_t *ids, size
     return s;
 }
 
+clara_status clara_detokenize_stable(const clara_model *model, const int32_t *ids, size_t n,
+                                     char **text, size_t *len) {
+    return clara_detokenize(model, ids, clara_tokenizer_final_ids(model->tok, ids, n), text, len);
+}
+
 clara_gen_params clara_gen_default_params(void) {
     clara_gen_params p;
     memset(&p, 0, sizeof p);
@@ -363,7 +368,8 @@ void gen_req_start(const clara_model *m, gen_req *q, const clara_gen_params *p, 
 
 void gen_req_finish(const clara_model *m, gen_req *q) {
     if (q->st == CLARA_OK) {
-        clara_status d = clara_tokenizer_decode(m->tok, q->r->ids, q->r->n_ids, &q->r->text);
+        clara_status d = clara_tokenizer_decode_len(m->tok, q->r->ids, q->r->n_ids, &q->r->text,
+                                                    &q->r->text_len);
         if (d != CLARA_OK) gen_req_fail(q, d);
     }
     if (q->st != CLARA_OK) { /* a failed request keeps only its error */

@@ -630,6 +630,17 @@ static void flush_bytes(dec_buf *b, const uint8_t *run, size_t n) {
     for (size_t i = 0; i < n; i++) buf_put(b, "\xef\xbf\xbd", 3);
 }
 
+size_t clara_tokenizer_final_ids(const clara_tokenizer *t, const int32_t *ids, size_t n) {
+    while (n > 0) {
+        int32_t id = ids[n - 1];
+        if (id < 0 || (uint32_t)id >= t->n_vocab ||
+            (!(t->flags[id] & TOKF_SPECIAL) && t->byte_val[id] < 0))
+            break;
+        n--;
+    }
+    return n;
+}
+
 clara_status clara_tokenizer_decode(const clara_tokenizer *t, const int32_t *ids, size_t n,
                                     char **text) {
     size_t len;

@@ -54,6 +54,12 @@ clara_status clara_tokenizer_decode(const clara_tokenizer *t, const int32_t *ids
 clara_status clara_tokenizer_decode_len(const clara_tokenizer *t, const int32_t *ids, size_t n,
                                         char **text, size_t *len);
 
+/* How many of ids decode to text that later ids cannot change: up to and including the last id
+ * that is an ordinary piece (a byte-fallback run, which special ids do not end, decodes as a
+ * whole when it ends; flush_bytes in tokenizer.c). Ids outside the vocabulary count as ordinary
+ * (decoding refuses them anyway). */
+size_t clara_tokenizer_final_ids(const clara_tokenizer *t, const int32_t *ids, size_t n);
+
 uint32_t clara_tokenizer_n_vocab(const clara_tokenizer *t);
 /* An upper bound on the input bytes one encoded token stands for (the longest piece, at least
  * the 4 bytes of one character), so n tokens never cover more than n times this many bytes of

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include "base/fp16.h"
+#include "base/json_text.h"
 #include "base/outfile.h"
 #include "base/status.h"
 #include "base/utf8.h"
@@ -125,8 +126,25 @@ static void test_utf8(void) {
     T_EQ_INT(clara_utf8_len((const uint8_t *)"\xf0\x9f\x9a", 3), 0);
 }
 
+/* json_text: text without NUL is an ordinary string; with NUL bytes every byte is kept, NUL and
+ * the other control bytes escaped as JSON escapes them. */
+static void test_json_text(void) {
+    cJSON *o = cJSON_CreateObject();
+    T_CHECK(json_add_text(o, "plain", "caf\xc3\xa9 \"q\"\n", 10));
+    T_CHECK(json_add_text(o, "nul", "a\0b\"\\\x01\t\xef\xbf\xbdz", 11));
+    T_CHECK(json_add_text(o, "empty", NULL, 0));
+    char *out = cJSON_PrintUnformatted(o);
+    T_EQ_STR(out, "{\"plain\":\"caf\xc3\xa9 \\\"q\\\"\\n\",\"nul\":\"a\\u0000b\\\"\\\\\\u0001\\t"
+                  "\xef\xbf\xbdz\",\"empty\":\"\"}");
+    T_CHECK(cJSON_IsString(cJSON_GetObjectItem(o, "plain")));
+    T_CHECK(cJSON_IsRaw(cJSON_GetObjectItem(o, "nul")));
+    free(out);
+    cJSON_Delete(o);
+}
+
 int main(void) {
     T_RUN(test_utf8);
+    T_RUN(test_json_text);
     T_RUN(test_f16_known_values);
     T_RUN(test_f16_roundtrip_all);
     T_RUN(test_f16_midpoints);

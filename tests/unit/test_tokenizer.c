@@ -287,6 +287,53 @@ static void test_decode(void) {
     clara_tokenizer_free(t);
 }
 
+/* clara_tokenizer_final_ids: a trailing byte run (specials inside it included) is not final, for
+ * the next byte can rewrite it ("#" from <0x23> becomes two U+FFFD with <0x80>); and for random
+ * id sequences of pieces, bytes and specials, the text of the final ids of every prefix is a prefix
+ * of the whole sequence's text (what a stream may send at each token). */
+static void test_final_ids(void) {
+    clara_tokenizer *t = make(dflt(), NULL);
+    if (!t) return;
+    DECODE(t, "a#", 4, B('#'));
+    DECODE(t, "a\xef\xbf\xbd\xef\xbf\xbd", 4, B('#'), B(0x80)); /* the run rewritten */
+    T_EQ_INT(clara_tokenizer_final_ids(t, (const int32_t[]){4, B('#')}, 2), 1);
+    T_EQ_INT(clara_tokenizer_final_ids(t, (const int32_t[]){4, B(0xC3), 2, B(0xBC)}, 4), 1);
+    T_EQ_INT(clara_tokenizer_final_ids(t, (const int32_t[]){B(0xC3), B(0xBC), 4}, 3), 3);
+    T_EQ_INT(clara_tokenizer_final_ids(t, (const int32_t[]){4, 12, 1}, 3), 1); /* specials */
+    T_EQ_INT(clara_tokenizer_final_ids(t, (const int32_t[]){B('a')}, 1), 0);
+    T_EQ_INT(clara_tokenizer_final_ids(t, NULL, 0), 0);
+    static const int32_t pool[] = {1,       2,       3,       4,       7,       10,
+                                   12,      17,      B('#'),  B(0x80), B(0xC3), B(0xBC),
+                                   B(0xE2), B(0x82), B(0xAC), B(0xF0), B(0x9F), B(0)};
+    uint64_t rng = 0x9e3779b97f4a7c15ull;
+    int bad = 0;
+    for (int trial = 0; trial < 2000; trial++) {
+        int32_t ids[12];
+        size_t n = 1 + trial % 12;
+        for (size_t i = 0; i < n; i++) {
+            rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+            ids[i] = pool[rng % (sizeof pool / sizeof pool[0])];
+        }
+        char *whole = NULL;
+        size_t wlen = 0;
+        if (clara_tokenizer_decode_len(t, ids, n, &whole, &wlen) != CLARA_OK) {
+            bad++;
+            continue;
+        }
+        for (size_t k = 0; k <= n; k++) {
+            char *part = NULL;
+            size_t plen = 0;
+            size_t m = clara_tokenizer_final_ids(t, ids, k);
+            bad += m > k || clara_tokenizer_decode_len(t, ids, m, &part, &plen) != CLARA_OK ||
+                   plen > wlen || memcmp(part, whole, plen) != 0;
+            free(part);
+        }
+        free(whole);
+    }
+    T_CHECK_MSG(bad == 0, "%d prefixes whose final text is not a prefix of the whole text", bad);
+    clara_tokenizer_free(t);
+}
+
 static void test_invalid_utf8(void) {
     clara_tokenizer *t = make(dflt(), NULL);
     if (!t) return;
@@ -390,6 +437,7 @@ int main(void) {
     T_RUN(test_added);
     T_RUN(test_metaspace);
     T_RUN(test_decode);
+    T_RUN(test_final_ids);
     T_RUN(test_invalid_utf8);
     T_RUN(test_load_errors);
     T_RUN(test_ids);
