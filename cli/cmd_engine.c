@@ -410,7 +410,8 @@ static int run_compress(clara_ctx *ctx, clara_model *m, engine_opts *o) {
 static void print_gen(const engine_opts *o, const clara_model *m, const clara_gen_result *r,
                       const float *first_logits, clara_task task) {
     if (!o->json) {
-        printf("%s\n", r->text);
+        fwrite(r->text, 1, r->text_len, stdout); /* with any NUL byte it holds */
+        putchar('\n');
         fflush(stdout);
         if (task == CLARA_TASK_RETRIEVE) {
             fprintf(stderr, "top-k:");

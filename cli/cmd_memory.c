@@ -16,6 +16,7 @@
 
 #include <cJSON.h>
 
+#include "base/json_text.h"
 #include "cli.h"
 #include "clara.h"
 #include "store/store.h"
@@ -372,7 +373,7 @@ static int run_reindex(const mem_opts *o, store *st, const char *coll, engine *e
 static void print_query_json(const engine *e, const store_selection *sel,
                              const clara_gen_result *res) {
     cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "answer", res->text ? res->text : "");
+    json_add_text(j, "answer", res->text, res->text_len);
     store_selection_add_json(j, sel);
     cJSON_AddStringToObject(j, "model", e->fp);
     cJSON_AddNumberToObject(j, "prompt_tokens", res->prompt_tokens);
@@ -420,7 +421,8 @@ static int run_query(const mem_opts *o, store *st) {
     if (rc == 0 && o->json) {
         print_query_json(&e, &sel, &res);
     } else if (rc == 0) {
-        printf("%s\n", res.text);
+        fwrite(res.text, 1, res.text_len, stdout); /* with any NUL byte it holds */
+        putchar('\n');
         for (size_t i = 0; i < sel.n; i++)
             fprintf(stderr, "  [%s #%u  %s %.4f] %.60s\n", sel.memory_ids[i], sel.chunk_seq[i],
                     sel.method, sel.scores[i], sel.texts[i]);
