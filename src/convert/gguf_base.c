@@ -211,23 +211,6 @@ static clara_status read_pieces(const gguf_ctx *g, clara_hf_tokenizer *t) {
     return CLARA_OK;
 }
 
-static clara_status check_unique(const gguf_ctx *g, const clara_hf_tokenizer *t) {
-    hftok_map m;
-    char q[64];
-    if (!hftok_map_init(&m, t->tokens, t->n_vocab))
-        return clara_fail(CLARA_ERR_NOMEM, "out of memory");
-    clara_status s = CLARA_OK;
-    for (uint32_t id = 0; id < t->n_vocab && s == CLARA_OK; id++) {
-        int64_t dup = hftok_map_insert(&m, id);
-        if (dup >= 0)
-            s = clara_fail(
-                CLARA_ERR_FORMAT, "%s: tokenizer.ggml.tokens has '%s' twice (ids %lld and %u)",
-                gguf_name(g), hftok_quote(t->tokens[id], q, sizeof q), (long long)dup, id);
-    }
-    hftok_map_free(&m);
-    return s;
-}
-
 /* Scores (optional: only the merge derivation uses them) and token types (required: they say
  * which tokens are special). */
 static clara_status read_scores_types(const gguf_ctx *g, clara_hf_tokenizer *t, bool *has_scores) {
@@ -344,7 +327,7 @@ static clara_status read_settings(const gguf_ctx *g, clara_hf_tokenizer *t) {
 static clara_status read_tokenizer(const gguf_ctx *g, clara_hf_tokenizer *t) {
     bool has_scores = false;
     clara_status s = read_pieces(g, t);
-    if (s == CLARA_OK) s = check_unique(g, t);
+    if (s == CLARA_OK) s = hftok_check_unique(t, gguf_name(g), "tokenizer.ggml.tokens:");
     if (s == CLARA_OK) s = read_scores_types(g, t, &has_scores);
     if (s == CLARA_OK) s = read_settings(g, t);
     if (s == CLARA_OK) s = hftok_added_from_types(t);

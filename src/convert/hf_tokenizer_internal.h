@@ -75,6 +75,9 @@ bool hftok_json_index(const cJSON *v, uint32_t max, uint32_t *out);
 clara_status hftok_json_added_token(const cJSON *o, bool need_id, clara_added_token *a,
                                     const char *name, const char *where);
 
+/* Refuses a vocabulary with a token twice ("NAME: WHAT 'x' appears twice (ids a, b)"). */
+clara_status hftok_check_unique(const clara_hf_tokenizer *t, const char *name, const char *what);
+
 /* The added tokens of a SentencePiece-style vocabulary, from its token types (as HF's converter
  * makes them): UNKNOWN and CONTROL pieces special, USER_DEFINED ones not (spm_model.c; also the
  * base GGUF reader, convert/gguf_base.c). t->added must be empty. */

@@ -308,7 +308,7 @@ static clara_status check_spec(const clara_hf_tokenizer *t, const spm_trainer *t
     return CLARA_OK;
 }
 
-static clara_status check_unique(const clara_hf_tokenizer *t, const char *name) {
+clara_status hftok_check_unique(const clara_hf_tokenizer *t, const char *name, const char *what) {
     hftok_map m;
     char q[64];
     if (!hftok_map_init(&m, t->tokens, t->n_vocab))
@@ -317,7 +317,7 @@ static clara_status check_unique(const clara_hf_tokenizer *t, const char *name) 
     for (uint32_t id = 0; id < t->n_vocab && s == CLARA_OK; id++) {
         int64_t dup = hftok_map_insert(&m, id);
         if (dup >= 0)
-            s = clara_fail(CLARA_ERR_FORMAT, "%s: piece '%s' appears twice (ids %lld, %u)", name,
+            s = clara_fail(CLARA_ERR_FORMAT, "%s: %s '%s' appears twice (ids %lld, %u)", name, what,
                            hftok_quote(t->tokens[id], q, sizeof q), (long long)dup, id);
     }
     hftok_map_free(&m);
@@ -359,7 +359,7 @@ clara_status hf_tokenizer_parse_spm(const uint8_t *data, size_t len, const char 
     if (len == 0 || !data) return clara_fail(CLARA_ERR_FORMAT, "%s: empty file", name);
     clara_status s = parse_model(&b, out, &tr, &nm);
     if (s == CLARA_OK) s = check_spec(out, &tr, &nm, name);
-    if (s == CLARA_OK) s = check_unique(out, name);
+    if (s == CLARA_OK) s = hftok_check_unique(out, name, "piece");
     if (s == CLARA_OK) {
         out->byte_fallback = tr.byte_fallback;
         out->fuse_unk = true; /* what HF's LlamaConverter writes for BPE models */

@@ -272,22 +272,37 @@ void hub_unlock(int fd) {
     }
 }
 
+/* Where a name's model lives in the cache: its repository and sub-folder, the cache directory
+ * (malloc'd) and the entry's directory name in it. */
+typedef struct {
+    char repo[160], sub[96], dirname[300];
+    char *cache;
+} entry_place;
+
+static clara_status place_of(const char *name, const char *default_sub, entry_place *p) {
+    p->cache = NULL;
+    clara_status s = hub_parse_name(name, default_sub, p->repo, p->sub);
+    if (s != CLARA_OK) return s;
+    if (!(p->cache = hub_cache_dir()))
+        return clara_fail(CLARA_ERR_INVALID_ARG, "set CLARA_CACHE_DIR (no HOME)");
+    hub_entry_dirname(p->repo, p->sub, p->dirname, sizeof p->dirname);
+    return CLARA_OK;
+}
+
 /* The entry directory of a name, if it holds a manifest. */
 static clara_status find_entry(const char *name, const char *default_sub, hub_entry *e) {
-    char repo[160], sub[96], dirname[300];
-    clara_status s = hub_parse_name(name, default_sub, repo, sub);
+    entry_place pl;
+    clara_status s = place_of(name, default_sub, &pl);
     if (s != CLARA_OK) return s;
-    char *cache = hub_cache_dir();
-    if (!cache) return clara_fail(CLARA_ERR_INVALID_ARG, "set CLARA_CACHE_DIR (no HOME)");
-    hub_entry_dirname(repo, sub, dirname, sizeof dirname);
+    const char *repo = pl.repo, *sub = pl.sub, *cache = pl.cache;
     char dir[4400];
-    snprintf(dir, sizeof dir, "%s/%s", cache, dirname);
+    snprintf(dir, sizeof dir, "%s/%s", cache, pl.dirname);
     s = hub_manifest_read(dir, e);
     if (s == CLARA_ERR_NOT_FOUND)
         s = clara_fail(CLARA_ERR_NOT_FOUND,
                        "model %s:%s is not in the cache (%s): run `clara pull %s:%s` first", repo,
                        sub, cache, repo, sub);
-    free(cache);
+    free(pl.cache);
     return s;
 }
 
@@ -308,12 +323,11 @@ clara_status hub_resolve(const char *name_or_path, const char *default_subfolder
 }
 
 clara_status hub_rm(const char *name, const char *default_sub) {
-    char repo[160], sub[96], dirname[300];
-    clara_status s = hub_parse_name(name, default_sub, repo, sub);
+    entry_place pl;
+    clara_status s = place_of(name, default_sub, &pl);
     if (s != CLARA_OK) return s;
-    char *cache = hub_cache_dir();
-    if (!cache) return clara_fail(CLARA_ERR_INVALID_ARG, "set CLARA_CACHE_DIR (no HOME)");
-    hub_entry_dirname(repo, sub, dirname, sizeof dirname);
+    const char *repo = pl.repo, *sub = pl.sub, *dirname = pl.dirname;
+    char *cache = pl.cache;
     char dir[4400], work[4400], lock[4400];
     snprintf(dir, sizeof dir, "%s/%s", cache, dirname);
     snprintf(work, sizeof work, "%s/.pull/%s", cache, dirname);

@@ -24,6 +24,19 @@ SANITIZER_REPORT = re.compile(r"(ERROR|WARNING): (Address|Thread)Sanitizer|runti
 _servers = []
 
 
+# Twenty short facts, memories of the store suites and the web page's test.
+FACTS = ["Paris is the capital of France.", "The Seine flows through Paris.",
+         "The Louvre is a museum in Paris.", "Berlin is the capital of Germany.",
+         "Madrid is the capital of Spain.", "Rome is the capital of Italy.",
+         "The Danube flows through Vienna.", "Lisbon lies on the Atlantic coast.",
+         "Alice has a dog named Max.", "Alice works as a nurse.",
+         "Bob plays the violin on Sundays.", "Bob lives in Lyon.",
+         "The train to Marseille leaves at eight.", "Coffee is served until noon.",
+         "The library closes at six on Saturdays.", "Tea grows in the hills of Darjeeling.",
+         "Mount Blanc is the highest peak of the Alps.", "Oslo is the capital of Norway.",
+         "The meeting moved to Thursday.", "Carol prefers green tea to coffee."]
+
+
 class Server:
     def __init__(self, *args, env=None, threads=2, cwd=None):
         self.log = os.path.join(TMP, "server-%d.log" % len(_servers))

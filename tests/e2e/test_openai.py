@@ -11,8 +11,8 @@ import subprocess
 import time
 
 from harness import BUILD, CLARA, ROOT, check, report, run
-from server_harness import (DEMO, SLOW, TMP, Server, check_no_sanitizer_reports, cleanup,
-                            raw_request)
+from server_harness import (DEMO, FACTS, SLOW, TMP, Server, check_no_sanitizer_reports,
+                            cleanup, raw_request)
 
 SDK_VERSION = "4.104.0"  # the last major version that supports node 18 (Debian 12's)
 # shared by the sanitizer builds (build/asan, build/tsan): one install, one generated model
@@ -229,22 +229,10 @@ def test_collection():
     s.stop()
 
 
-# Twenty short memories over which the demo model's long answers hold a decoded <0x00> (a NUL
-# byte, which JSON carries as \u0000) and byte-fallback runs that a later byte rewrites ("#" from
-# <0x23> becomes two U+FFFD when <0x80> follows): found by the web page's test, which saw
-# streamed text cut short and differ between identical requests.
-FACTS = ["Paris is the capital of France.", "The Seine flows through Paris.",
-         "The Louvre is a museum in Paris.", "Berlin is the capital of Germany.",
-         "Madrid is the capital of Spain.", "Rome is the capital of Italy.",
-         "The Danube flows through Vienna.", "Lisbon lies on the Atlantic coast.",
-         "Alice has a dog named Max.", "Alice works as a nurse.",
-         "Bob plays the violin on Sundays.", "Bob lives in Lyon.",
-         "The train to Marseille leaves at eight.", "Coffee is served until noon.",
-         "The library closes at six on Saturdays.", "Tea grows in the hills of Darjeeling.",
-         "Mount Blanc is the highest peak of the Alps.", "Oslo is the capital of Norway.",
-         "The meeting moved to Thursday.", "Carol prefers green tea to coffee."]
-
-
+# Over FACTS the demo model's long answers hold a decoded <0x00> (a NUL byte, which JSON carries
+# as \u0000) and byte-fallback runs that a later byte rewrites ("#" from <0x23> becomes two U+FFFD
+# when <0x80> follows): found by the web page's test, which saw streamed text cut short and differ
+# between identical requests.
 def test_stream_equals_whole_with_byte_runs():
     db = os.path.join(TMP, "oai-bytes.db")
     s = Server("--model", DEMO, "--db", db)

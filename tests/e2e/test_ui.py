@@ -20,7 +20,7 @@ import subprocess
 import time
 
 from harness import ROOT, check, report, run
-from server_harness import DEMO, SERVER, TMP, Server, check_no_sanitizer_reports, cleanup
+from server_harness import DEMO, FACTS, SERVER, TMP, Server, check_no_sanitizer_reports, cleanup
 
 PUPPETEER_VERSION = "24.43.1"  # the last major version that runs on node 18 (Debian 12's)
 PUPPETEER_DIR = os.path.join(ROOT, "build", "ui-test")
@@ -36,16 +36,6 @@ MAX_TOKENS = 256  # enough tokens that the demo model's answer streams over seve
 EDITED = "Edited in the browser: the third memory now says the museum opens at nine."
 DOCS = ["The sky is blue and the grass is green.", "Paris is the capital of France.",
         "Cats sleep for most of the day."]
-FACTS = ["Paris is the capital of France.", "The Seine flows through Paris.",
-         "The Louvre is a museum in Paris.", "Berlin is the capital of Germany.",
-         "Madrid is the capital of Spain.", "Rome is the capital of Italy.",
-         "The Danube flows through Vienna.", "Lisbon lies on the Atlantic coast.",
-         "Alice has a dog named Max.", "Alice works as a nurse.",
-         "Bob plays the violin on Sundays.", "Bob lives in Lyon.",
-         "The train to Marseille leaves at eight.", "Coffee is served until noon.",
-         "The library closes at six on Saturdays.", "Tea grows in the hills of Darjeeling.",
-         "Mount Blanc is the highest peak of the Alps.", "Oslo is the capital of Norway.",
-         "The meeting moved to Thursday.", "Carol prefers green tea to coffee."]
 MEMORIES = [{"id": "m%02d" % (i + 1), "text": t, "metadata": {"n": i + 1}}
             for i, t in enumerate(FACTS)]
 
