@@ -17,7 +17,6 @@
 #include "bench/run.h"
 #include "cli.h"
 #include "clara.h"
-#include "cpu/dispatch.h"
 
 #define ANSWER_DOCS 5
 
@@ -366,11 +365,10 @@ static int report(const bench_state *st) {
         snprintf(model, sizeof model, "%s", o->model);
     else
         snprintf(model, sizeof model, "%s + %s", o->base, o->clara);
-    bench_report r = {model,         clara_isa_name(clara_isa_active()),
-                      &st->mi,       &st->docs,
-                      ANSWER_DOCS,   st->machine,
-                      st->n_machine, st->res,
-                      st->n_res};
+    clara_backend_info backend;
+    clara_backend_describe(&backend);
+    bench_report r = {model,       backend.isa, &backend,      &st->mi, &st->docs,
+                      ANSWER_DOCS, st->machine, st->n_machine, st->res, st->n_res};
     if (!o->json) {
         bench_report_table(stdout, &r);
         return 0;
