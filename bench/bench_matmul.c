@@ -16,7 +16,7 @@
 
 #include "cpu/dispatch.h"
 #include "cpu/matmul.h"
-#include "ctx.h"
+#include "cpu/kctx.h"
 #include "dtype.h"
 #include "quant.h"
 
@@ -35,7 +35,7 @@ static float frand(void) {
 }
 
 /* A random rows x cols matrix of type t (quantized row by row from random floats). */
-static int make_mat(clara_mat *W, clara_type t, uint64_t rows, uint64_t cols, uint64_t *bytes) {
+static int make_mat(cpu_mat *W, clara_type t, uint64_t rows, uint64_t cols, uint64_t *bytes) {
     uint64_t row_bytes;
     if (clara_type_row_bytes(t, cols, &row_bytes) != CLARA_OK) return -1;
     uint8_t *data = malloc(rows * row_bytes);
@@ -46,13 +46,13 @@ static int make_mat(clara_mat *W, clara_type t, uint64_t rows, uint64_t cols, ui
         if (clara_quantize_row(t, src, cols, data + r * row_bytes, "w") != CLARA_OK) return -1;
     }
     free(src);
-    *W = (clara_mat){data, t, rows, cols};
+    *W = (cpu_mat){data, t, rows, cols};
     *bytes = rows * row_bytes;
     return 0;
 }
 
 /* Best seconds per call over repetitions filling `secs`, taking the n_w matrices in turn. */
-static double time_case(clara_ctx *ctx, const clara_mat *W, int n_w, const float *x, uint32_t n,
+static double time_case(cpu_kctx *ctx, const cpu_mat *W, int n_w, const float *x, uint32_t n,
                         float *y, double secs) {
     double best = 1e30, start = now();
     int i = 0;
@@ -77,12 +77,12 @@ int main(int argc, char **argv) {
     const uint32_t N_GEMM = 256;
     const char *cases = getenv("BENCH_CASES");
     bool gemm = !cases || strcmp(cases, "gemv") != 0, gemv = !cases || strcmp(cases, "gemm") != 0;
-    clara_ctx ctx[2];
-    memset(ctx, 0, sizeof ctx);
+    cpu_kctx ctx[2];
     for (int i = 0; i < 2; i++) {
-        if (clara_pool_create(i + 1, &ctx[i].pool) != CLARA_OK) return 1;
-        ctx[i].row_cap = K;
-        ctx[i].rowbuf = malloc((size_t)(i + 1) * K * sizeof(float));
+        clara_pool *pool = NULL;
+        if (clara_pool_create(i + 1, &pool) != CLARA_OK ||
+            cpu_kctx_init(&ctx[i], pool, K) != CLARA_OK)
+            return 1;
     }
     float *x = malloc(N_GEMM * K * sizeof(float)), *y = malloc(N_GEMM * M_GEMV * sizeof(float));
     for (size_t i = 0; i < N_GEMM * K; i++) x[i] = frand();
@@ -93,7 +93,7 @@ int main(int argc, char **argv) {
     printf("%-6s %-7s %3s %14s %14s\n", "type", "level", "thr", "GEMM GFLOP/s", "GEMV GB/s");
     for (int ti = 0; ti < n_types; ti++) {
         int t = clara_type_from_name(names[ti]);
-        clara_mat Wg, Wv[GEMV_MATS];
+        cpu_mat Wg, Wv[GEMV_MATS];
         uint64_t bg, bv;
         bool ok = t >= 0 && make_mat(&Wg, (clara_type)t, M_GEMM, K, &bg) == 0;
         for (int m = 0; ok && m < GEMV_MATS; m++)
@@ -119,7 +119,7 @@ int main(int argc, char **argv) {
     }
     for (int i = 0; i < 2; i++) {
         clara_pool_free(ctx[i].pool);
-        free(ctx[i].rowbuf);
+        cpu_kctx_free(&ctx[i]);
     }
     free(x);
     free(y);

@@ -34,6 +34,7 @@
 #include "base/fp16.h"
 #include "clara.h"
 #include "cpu/matmul.h"
+#include "ctx.h"
 #include "store/store.h"
 
 static double now(void) {
@@ -262,8 +263,8 @@ static void run_size(const bench *b, size_t N) {
         }
         double tb = now();
         /* brute force: y[q][j] = <q, v_j> with the engine's f16 GEMM over the stored bits */
-        clara_mat W = {h, CLARA_TYPE_F16, nb, per};
-        clara_matmul(b->ctx, &W, b->qv, (uint32_t)nq, y, false, 1.0f);
+        cpu_mat W = {h, CLARA_TYPE_F16, nb, per};
+        clara_matmul(&b->ctx->kc, &W, b->qv, (uint32_t)nq, y, false, 1.0f);
         for (size_t q = 0; q < nq; q++)
             for (size_t j = 0; j < nb; j++)
                 offer(top + q * k, k, y[q * nb + j] / (b->qnorm[q] * vnorm[j]), i0 + j);

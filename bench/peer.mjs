@@ -21,11 +21,37 @@
 import { readFileSync, statSync, openSync, readSync, closeSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
+import os from "node:os";
 
 function die(msg, code = 2) {
     process.stderr.write(`peer.mjs: ${msg}\n`);
     process.exit(code);
 }
+
+// The CPU the figures are measured on, from /proc/cpuinfo (Linux; elsewhere only what node's os
+// module knows): vendor, family, model, name, and the kind `clara bench` reports for it (the rules
+// of src/cpu/params.c: AMD family 25 with AVX-512 zen4, AMD family 26 zen5, Intel with AVX-512
+// F/BW/VL intel-avx512, Intel with AVX2 intel-avx2, else other).
+function cpuInfo() {
+    let text = "";
+    try { text = readFileSync("/proc/cpuinfo", "utf8"); } catch { /* not Linux */ }
+    const first = text.split("\n\n")[0] ?? "";
+    const field = (k) => first.match(new RegExp(`^${k}\\s*:\\s*(.*)$`, "m"))?.[1]?.trim() ?? null;
+    const flags = new Set((field("flags") ?? "").split(/\s+/));
+    const vendor = field("vendor_id"), family = Number(field("cpu family") ?? NaN), model = Number(field("model") ?? NaN);
+    const avx512 = ["avx512f", "avx512bw", "avx512vl"].every((f) => flags.has(f));
+    let kind = "other";
+    if (vendor === "AuthenticAMD" && family === 25 && avx512) kind = "zen4";
+    else if (vendor === "AuthenticAMD" && family === 26) kind = "zen5";
+    else if (vendor === "GenuineIntel" && avx512) kind = "intel-avx512";
+    else if (vendor === "GenuineIntel" && flags.has("avx2")) kind = "intel-avx2";
+    return {
+        vendor, family: Number.isFinite(family) ? family : null, model: Number.isFinite(model) ? model : null,
+        name: field("model name") ?? os.cpus()[0]?.model ?? null, kind,
+    };
+}
+const cpuLabel = (c) => `${c?.name ?? "?"} (${c?.vendor ?? "?"} family ${c?.family ?? "?"} model ${c?.model ?? "?"}, kind ${c?.kind ?? "?"})`;
+const cpuShort = (c) => `${c?.kind ?? "?"} ${c?.family ?? "?"}/${c?.model ?? "?"}`;
 
 function parseArgs(argv) {
     const o = { moduleDir: "build/peer-llama", model: null, threads: [2], reps: 3, warmup: 1,
@@ -224,6 +250,7 @@ async function main() {
         llama_cpp: { ...llama.llamaCppRelease, commit: gitBundleHead(join(pkgDir, "llama", "gitRelease.bundle")) },
         build_type: llama.buildType,
         system_info: llama.systemInfo.trim(),
+        cpu: cpuInfo(),
         model: { path: o.model, bytes: size, architecture: arch, type: model.typeDescription, n_vocab: nVocab },
         reps: o.reps, warmup: o.warmup, tg_prompt: o.tgPrompt, seed: o.seed,
         results,
@@ -304,7 +331,7 @@ function roundRows(p, oursFiles, note) {
             } else oursNote = `clara bench failed: ${bad.error}`;
         }
         rows.push({
-            threads: t, theirs, ours, ours_note: ours ? null : oursNote ?? "not run (no --clara)",
+            threads: t, cpu: cpuShort(p.cpu), theirs, ours, ours_note: ours ? null : oursNote ?? "not run (no --clara)",
             ratios: {
                 compress_b16_vs_pp256: ratio(ours?.compress_b16_tok_s, theirs.pp256),
                 compress_b16_vs_pp512: ratio(ours?.compress_b16_tok_s, theirs.pp512),
@@ -335,6 +362,7 @@ function summaryRows(rounds) {
         const withOurs = all.filter((r) => r.ours);
         out.push({
             threads: t,
+            cpu: first.cpu,
             rounds: all.length,
             theirs: { pp256: med(pick((r) => r.theirs.pp256)), pp512: med(pick((r) => r.theirs.pp512)), tg: med(pick((r) => r.theirs.tg)) },
             ours: withOurs.length ? {
@@ -390,21 +418,30 @@ function report(argv) {
         });
         return mergePeers(got);
     });
+    // every figure is labelled with the CPU it was measured on: the peer's record of it (older peer
+    // files have none: this machine's), with the kind and name `clara bench` reported where ours ran
+    for (const [i, q] of peers.entries()) {
+        q.cpu = q.cpu ?? cpuInfo();
+        const oursCpu = [...rounds[i].ours.values()].flat().map(readJson).map((o) => o.value?.cpu).find(Boolean);
+        if (oursCpu?.kind) q.cpu = { ...q.cpu, kind: oursCpu.kind, kind_from: "clara bench" };
+    }
     const perRound = rounds.map((r, i) => roundRows(peers[i], r.ours, note));
     const p = peers[0];
     const rows = perRound.length > 1 ? summaryRows(perRound) : perRound[0];
     const lines = [];
     const m = p.model ?? {};
+    lines.push(`cpu: ${cpuLabel(p.cpu)}` +
+        (peers.some((q) => cpuShort(q.cpu) !== cpuShort(p.cpu)) ? " (rounds on different CPUs: see each row)" : ""));
     lines.push(`peer: llama.cpp ${p.llama_cpp?.release ?? "?"} (commit ${p.llama_cpp?.commit ?? "?"}, ${p.package}, ${p.build_type}), ` +
         `${m.type ?? "?"} ${m.path} (${m.bytes != null ? (m.bytes / 1e9).toFixed(2) + " GB" : "?"}), ` +
         `median of ${p.reps} after ${p.warmup} warm-up, tg after a ${p.tg_prompt}-token prompt` +
         (perRound.length > 1 ? `, ${perRound.length} rounds` : "") +
         (rounds.some((r) => r.paths.length > 1) ? " (each of ours next to its llama.cpp figure, who goes first alternating)" : ""));
     const tgName = (p.results?.[0] && Object.keys(p.results[0]).find((k) => /^tg\d+$/.test(k))) ?? "tg";
-    lines.push(`| threads | llama.cpp pp256 tok/s | pp512 | ${tgName} | cpu/wall pp512, ${tgName} | ours compress b16 tok/s | ours/pp256 | ours/pp512 | ours decode tok/s | ours/tg |`);
-    lines.push("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    lines.push(`| cpu | threads | llama.cpp pp256 tok/s | pp512 | ${tgName} | cpu/wall pp512, ${tgName} | ours compress b16 tok/s | ours/pp256 | ours/pp512 | ours decode tok/s | ours/tg |`);
+    lines.push("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     const line = (label, r, pr) =>
-        lines.push(`| ${label} | ${fmt(r.theirs.pp256)} | ${fmt(r.theirs.pp512)} | ${fmt(r.theirs.tg)} | ` +
+        lines.push(`| ${r.cpu} | ${label} | ${fmt(r.theirs.pp256)} | ${fmt(r.theirs.pp512)} | ${fmt(r.theirs.tg)} | ` +
             `${fmt(num(pr.pp512?.cpu_per_wall), 2)}, ${fmt(num(pr[tgName]?.cpu_per_wall), 2)} | ` +
             `${fmt(r.ours?.compress_b16_tok_s)} | ${fmt(r.ratios.compress_b16_vs_pp256, 2)} | ${fmt(r.ratios.compress_b16_vs_pp512, 2)} | ` +
             `${fmt(r.ours?.decode_tok_s)} | ${fmt(r.ratios.decode_vs_tg, 2)} |`);
@@ -431,7 +468,7 @@ function report(argv) {
                 " cores busy (cpu/wall): the machine is not idle and those figures read low; rerun when idle");
     }
     const table = lines.join("\n") + "\n";
-    const out = { peer: p, comparison: rows };
+    const out = { cpu: p.cpu, peer: p, comparison: rows };
     if (perRound.length > 1) out.rounds = perRound.map((rr, i) => ({ peer: peers[i], comparison: rr }));
     const combined = JSON.stringify(out) + "\n";
     if (json) {

@@ -17,7 +17,6 @@
 #include "bench/run.h"
 #include "cli.h"
 #include "clara.h"
-#include "cpu/dispatch.h"
 
 #define ANSWER_DOCS 5
 
@@ -48,6 +47,10 @@ static void bench_usage(FILE *out) {
         "Measures the machine's limits (memory read bandwidth, f32 FMA and int8 dot peaks),\n"
         "document compression (docs/s, tokens/s, %% of peak) and answer latency from %d\n"
         "compressed documents (prefill, decode tok/s, %% of the bandwidth roofline).\n"
+        "The header names the CPU (family/model, caches), the kind its kernel parameters\n"
+        "were chosen for and each parameter with its source; CLARA_PF_BYTES,\n"
+        "CLARA_PF_GROUPS, CLARA_TASKS_PER_THREAD, CLARA_ROWS_PER_TASK, CLARA_QG_PANELS and\n"
+        "CLARA_QG_TASK_KIB force them (docs/PERFORMANCE.md), CLARA_ISA the kernel level.\n"
         "  --threads LIST     thread counts (default: physical cores, %d here)\n"
         "  --batches LIST     documents per clara_compress call (default 1,4,16)\n"
         "  --reps N           timed repetitions after a warm-up; medians (default 3)\n"
@@ -365,11 +368,10 @@ static int report(const bench_state *st) {
         snprintf(model, sizeof model, "%s", o->model);
     else
         snprintf(model, sizeof model, "%s + %s", o->base, o->clara);
-    bench_report r = {model,         clara_isa_name(clara_isa_active()),
-                      &st->mi,       &st->docs,
-                      ANSWER_DOCS,   st->machine,
-                      st->n_machine, st->res,
-                      st->n_res};
+    clara_backend_info backend;
+    clara_backend_describe(&backend);
+    bench_report r = {model,       backend.isa, &backend,      &st->mi, &st->docs,
+                      ANSWER_DOCS, st->machine, st->n_machine, st->res, st->n_res};
     if (!o->json) {
         bench_report_table(stdout, &r);
         return 0;

@@ -330,6 +330,42 @@ clara_status clara_compress_queries(clara_ctx *ctx, const clara_text *queries, s
 #define CLARA_FINGERPRINT_LEN 64
 clara_status clara_model_fingerprint(const clara_model *model, char out[CLARA_FINGERPRINT_LEN + 1]);
 
+/* The compute backend the engine's kernels run on, for reports (`clara bench`, the server's
+ * /status): general enough for any backend (today "cpu"; a GPU backend names its device the same
+ * way). Strings are NUL-terminated; numbers a backend does not know are 0. */
+#define CLARA_BACKEND_MAX_PARAMS 8
+typedef struct {
+    char name[32];   /* the parameter, e.g. "pf_bytes" */
+    char env[32];    /* the environment variable that forces it, e.g. "CLARA_PF_BYTES" */
+    long long value; /* the value in use */
+    char source[96]; /* where it came from: "default for zen4", "environment (NAME=value)" */
+    char what[96];   /* what it controls, one line */
+} clara_backend_param;
+
+typedef struct {
+    char backend[16];  /* "cpu" */
+    char isa[16];      /* the kernel level in use: "ref", "avx2", "avx512" (CLARA_ISA forces it) */
+    char device[64];   /* the device's own name (a CPU's brand string) */
+    char vendor[16];   /* "GenuineIntel", "AuthenticAMD", ... */
+    char kind[24];     /* what the parameters were chosen for: "zen4", "zen5", "intel-avx512",
+                          "intel-avx2", "other" */
+    char kind_why[64]; /* the facts the kind was chosen from */
+    unsigned family, model;           /* cpuid display family and model */
+    unsigned l1d_kib, l2_kib, l3_kib; /* cache sizes (per instance, as cpuid reports them) */
+    int cores;                        /* physical cores */
+    bool amx;                         /* the q4_0/q8_0 decode GEMV runs on AMX tiles */
+    bool wide_units_halved;           /* 512-bit operations run as two 256-bit halves (Zen 4) */
+    clara_backend_param params[CLARA_BACKEND_MAX_PARAMS];
+    int n_params;
+} clara_backend_info;
+
+/* Fills *out with the backend in use and the kernel parameters chosen for it (detected once per
+ * process; the CLARA_* overrides read then). */
+void clara_backend_describe(clara_backend_info *out);
+
+/* The kernel level in use ("ref", "avx2", "avx512"): the short form of clara_backend_describe. */
+const char *clara_backend_isa(void);
+
 #ifdef __cplusplus
 }
 #endif

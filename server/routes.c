@@ -745,6 +745,19 @@ static cJSON *string_if(bool cond, const char *s) {
 
 /* When the model goes: will_unload_at and seconds_until_unload (whole seconds), null when it is
  * not loaded or never unloads. */
+/* The CPU the kernels run on and the kind their parameters were chosen for (clara.h). */
+static void add_cpu(cJSON *j) {
+    clara_backend_info b;
+    clara_backend_describe(&b);
+    cJSON *c = cJSON_AddObjectToObject(j, "cpu");
+    cJSON_AddStringToObject(c, "name", b.device);
+    cJSON_AddStringToObject(c, "vendor", b.vendor);
+    cJSON_AddNumberToObject(c, "family", b.family);
+    cJSON_AddNumberToObject(c, "model", b.model);
+    cJSON_AddStringToObject(c, "kind", b.kind);
+    cJSON_AddBoolToObject(c, "amx", b.amx);
+}
+
 static void add_unload(cJSON *j, const srv_state *st, double now) {
     bool will = st->loaded && st->unload_at >= 0;
     cJSON_AddItemToObject(j, "will_unload_at", time_or_null(will ? st->unload_at : 0));
@@ -827,6 +840,7 @@ static void status(srv_server *s, srv_reply *r) {
     cJSON_AddNumberToObject(j, "threads",
                             s->cfg.threads > 0 ? s->cfg.threads : clara_physical_cores());
     cJSON_AddStringToObject(j, "isa", srv_isa());
+    add_cpu(j);
     cJSON *mem = cJSON_AddObjectToObject(j, "memory");
     cJSON_AddNumberToObject(mem, "rss_bytes", (double)srv_rss_bytes());
     /* everything mapped when loaded: in two-file mode the base and the add-on */

@@ -12,7 +12,6 @@
 #include <unistd.h>
 
 #include "base/utf8.h"
-#include "cpu/dispatch.h"
 #include "server.h"
 
 double srv_now(void) {
@@ -101,7 +100,7 @@ void srv_memory_trim(void) {
 
 /* The kernel level the engine runs (cpuid at start, or CLARA_ISA): ref, avx2 or avx512. */
 const char *srv_isa(void) {
-    return clara_isa_name(clara_isa_active());
+    return clara_backend_isa();
 }
 
 void srv_iso8601(double t, char *buf, size_t cap) {

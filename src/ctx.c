@@ -7,7 +7,6 @@
 
 #include "base/status.h"
 #include "ctx.h"
-#include "cpu/gemv.h"
 #include "forward.h"
 #include "prefix.h"
 
@@ -21,22 +20,18 @@ clara_status clara_ctx_create(clara_model *m, const clara_ctx_params *params, cl
     if (!ctx) return clara_fail(CLARA_ERR_NOMEM, "out of memory");
     ctx->m = m;
     int n = params && params->n_threads > 0 ? params->n_threads : clara_physical_cores();
-    clara_status s = clara_pool_create(n, &ctx->pool);
+    clara_pool *pool = NULL;
+    clara_status s = clara_pool_create(n, &pool);
     const clara_hparams *hp = &m->hp;
-    size_t cap = hp->n_embd;
+    size_t cap = hp->n_embd; /* the longest weight row (columns) of the model */
     if (hp->n_ff > cap) cap = hp->n_ff;
     if ((size_t)hp->n_head * hp->head_dim > cap) cap = (size_t)hp->n_head * hp->head_dim;
-    /* matmul quantizes up to CLARA_GEMV_MAX_ROWS decode rows into rowbuf (at most 292 bytes per
-     * 256 values: q8_k), so that a decode step allocates nothing */
-    size_t quant_rows = (size_t)CLARA_GEMV_MAX_ROWS * (cap / 256 + 1) * 292;
-    if ((size_t)n * cap * sizeof(float) < quant_rows)
-        cap = (quant_rows + (size_t)n * sizeof(float) - 1) / ((size_t)n * sizeof(float));
-    ctx->row_cap = cap;
+    if (s == CLARA_OK) s = cpu_kctx_init(&ctx->kc, pool, cap);
     if (s == CLARA_OK) {
-        ctx->rowbuf = malloc((size_t)n * cap * sizeof(float));
         ctx->rope_inv_freq = malloc(hp->head_dim / 2 * sizeof(float));
-        if (!ctx->rowbuf || !ctx->rope_inv_freq) s = clara_fail(CLARA_ERR_NOMEM, "out of memory");
+        if (!ctx->rope_inv_freq) s = clara_fail(CLARA_ERR_NOMEM, "out of memory");
     }
+    ctx->kc.pool = pool; /* freed with the context even when the buffers failed */
     if (s != CLARA_OK) {
         clara_ctx_free(ctx);
         return s;
@@ -50,29 +45,32 @@ clara_status clara_ctx_create(clara_model *m, const clara_ctx_params *params, cl
 
 void clara_ctx_free(clara_ctx *ctx) {
     if (!ctx) return;
-    if (ctx->pool) clara_pool_free(ctx->pool);
+    if (ctx->kc.pool) clara_pool_free(ctx->kc.pool);
+    cpu_kctx_free(&ctx->kc);
     for (uint32_t i = 0; i < ctx->n_slots; i++) {
         free(ctx->slots[i].k);
         free(ctx->slots[i].v);
     }
     free(ctx->slots);
-    float *bufs[] = {
-        ctx->x,      ctx->x_aside,       ctx->xn,       ctx->q,          ctx->k,      ctx->v,
-        ctx->att,    ctx->lora_t,        ctx->ff_gate,  ctx->ff_up,      ctx->scores, ctx->attn_kv,
-        ctx->rowbuf, ctx->rope_inv_freq, ctx->out_rows, ctx->out_logits, ctx->xperm};
+    float *bufs[] = {ctx->x,
+                     ctx->x_aside,
+                     ctx->xn,
+                     ctx->q,
+                     ctx->k,
+                     ctx->v,
+                     ctx->att,
+                     ctx->lora_t,
+                     ctx->ff_gate,
+                     ctx->ff_up,
+                     ctx->scores,
+                     ctx->attn_kv,
+                     ctx->rope_inv_freq,
+                     ctx->out_rows,
+                     ctx->out_logits,
+                     ctx->xperm};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
-    free(ctx->qg_buf);
     clara_prefix_free(ctx->prefix);
     free(ctx);
-}
-
-uint8_t *clara_ctx_scratch(clara_ctx *ctx, size_t need) {
-    if (ctx->qg_cap >= need) return ctx->qg_buf;
-    free(ctx->qg_buf);
-    ctx->qg_acts.valid = false;
-    ctx->qg_buf = aligned_alloc(64, (need + 63) & ~(size_t)63);
-    ctx->qg_cap = ctx->qg_buf ? need : 0;
-    return ctx->qg_buf;
 }
 
 clara_status clara_ctx_reserve_slot(clara_ctx *ctx, uint32_t slot, uint32_t n_ctx) {
@@ -120,14 +118,14 @@ clara_status clara_ctx_reserve_rows(clara_ctx *ctx, uint32_t n, uint32_t n_keys)
     const clara_hparams *hp = &ctx->m->hp;
     clara_status s = CLARA_OK;
     if (n_keys > ctx->scores_cap) {
-        s = grow(&ctx->scores, (size_t)clara_pool_threads(ctx->pool) * CLARA_ATTN_ROWS * n_keys);
+        s = grow(&ctx->scores, (size_t)clara_pool_threads(ctx->kc.pool) * CLARA_ATTN_ROWS * n_keys);
         if (s != CLARA_OK) return s;
         ctx->scores_cap = n_keys;
     }
     uint32_t copy_keys = n_keys < CLARA_ATTN_COPY_KEYS ? n_keys : CLARA_ATTN_COPY_KEYS;
     if (copy_keys > ctx->attn_kv_cap) {
         s = grow(&ctx->attn_kv,
-                 (size_t)clara_pool_threads(ctx->pool) * 2 * copy_keys * hp->head_dim);
+                 (size_t)clara_pool_threads(ctx->kc.pool) * 2 * copy_keys * hp->head_dim);
         if (s != CLARA_OK) return s;
         ctx->attn_kv_cap = copy_keys;
     }

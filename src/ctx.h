@@ -4,6 +4,7 @@
 #define CLARA_CTX_H
 
 #include "base/threadpool.h"
+#include "cpu/kctx.h"
 #include "model.h"
 
 /* The KV cache of one sequence: keys and values [n_layer][n_head_kv][cap][head_dim]. Head-major,
@@ -29,21 +30,10 @@ typedef struct {
  * faster. */
 #define CLARA_DOWN_ROWS 1100
 
-/* The input the packed GEMM's quantized activations (at the start of the kernel scratch) were made
- * from, so a matmul on the same input can reuse them (cpu/qgemm.c); valid is cleared by any
- * other use of the scratch. */
-typedef struct {
-    const float *x;
-    uint32_t n, B;
-    uint64_t K;
-    int act_type;
-    int32_t off;
-    bool valid;
-} clara_qg_acts_key;
-
 struct clara_ctx {
     clara_model *m;
-    clara_pool *pool;
+    cpu_kctx kc; /* what the kernels use: the thread pool (owned by the context), row buffers,
+                    the kernel scratch and its cached activations */
     clara_kv_slot *slots;
     uint32_t n_slots;
     /* activations for up to cap_tokens rows of a batch */
@@ -54,15 +44,9 @@ struct clara_ctx {
     uint32_t scores_cap;
     float *attn_kv; /* [n_threads][2][attn_kv_cap][head_dim]: one head's keys, values (forward.c) */
     uint32_t attn_kv_cap;
-    float *rowbuf;        /* [n_threads][row_cap] weight row converted to f32 */
-    size_t row_cap;       /* longest weight row (columns) of the model */
     float *rope_inv_freq; /* [head_dim / 2] */
     float *xperm; /* inputs gathered for layers with an input permutation (GPTQ act-order) */
     size_t xperm_cap;
-    uint8_t *qg_buf; /* kernel scratch (clara_ctx_scratch): the packed GEMM's quantized
-                        activations and weight panels, the decode GEMV's prepared activations */
-    size_t qg_cap;
-    clara_qg_acts_key qg_acts;    /* what the activations at the start of qg_buf were made from */
     float *out_rows, *out_logits; /* [out_cap][n_embd], [out_cap][n_vocab]: last rows, logits */
     uint32_t out_cap;
     /* Optional: called on the calling thread between the layers of a forward pass (not of a pass
@@ -87,9 +71,6 @@ struct clara_ctx {
 
 /* Makes slot `slot` hold at least n_ctx positions (keeping its contents). */
 clara_status clara_ctx_reserve_slot(clara_ctx *ctx, uint32_t slot, uint32_t n_ctx);
-/* ctx's kernel scratch grown to at least `need` bytes (64-byte aligned, contents not kept);
- * NULL when out of memory. One user at a time: the matmul that asks owns it until it returns. */
-uint8_t *clara_ctx_scratch(clara_ctx *ctx, size_t need);
 /* Makes room for a batch of n_tokens rows attending over up to n_keys positions. */
 clara_status clara_ctx_reserve_rows(clara_ctx *ctx, uint32_t n_tokens, uint32_t n_keys);
 

@@ -77,13 +77,13 @@ static void rows_task(void *arg, size_t task, int thread) {
 
 static void parallel_rows(clara_ctx *ctx, uint32_t n, size_t row_elems, rows_fn fn,
                           const void *arg) {
-    uint32_t threads = (uint32_t)clara_pool_threads(ctx->pool);
+    uint32_t threads = (uint32_t)clara_pool_threads(ctx->kc.pool);
     if (threads == 1 || (size_t)n * row_elems < (1u << 16)) {
         fn(arg, 0, n);
         return;
     }
     rows_job j = {fn, arg, n, (n + 4 * threads - 1) / (4 * threads)};
-    clara_pool_run(ctx->pool, (n + j.per - 1) / j.per, rows_task, &j);
+    clara_pool_run(ctx->kc.pool, (n + j.per - 1) / j.per, rows_task, &j);
 }
 
 typedef struct {
@@ -163,9 +163,9 @@ static void base_and_deltas(clara_ctx *ctx, const clara_mat *W, const float *xw,
                             float *y, const clara_lora_delta *d, int nd, bool same_x,
                             bool base_given) {
     if (base_given)
-        clara_lora_add(ctx, W->rows, y, d, nd);
+        clara_lora_add(&ctx->kc, W->rows, y, d, nd);
     else
-        clara_matmul_lora(ctx, W, xw, n, y, d, nd, same_x);
+        clara_matmul_lora(&ctx->kc, W, xw, n, y, d, nd, same_x);
 }
 
 /* Linear layer over batch rows [r0, r0 + n) (x and y point at row r0) with each sequence's LoRA
@@ -192,7 +192,7 @@ static void linear_ex(const batch *b, uint32_t layer, int lin, const float *x, u
             if (!ad->mods) continue; /* a fresh adapter: B = 0 */
             const clara_lora *lo = &ad->mods[layer * CLARA_N_LIN + lin];
             if (!lo->a.data) continue; /* module missing from the file: contributes zero */
-            clara_matmul(ctx, &lo->a, x + (size_t)(a - r0) * W->cols, e - a, t, false, 1.0f);
+            clara_matmul(&ctx->kc, &lo->a, x + (size_t)(a - r0) * W->cols, e - a, t, false, 1.0f);
             clara_lora_delta cur = {a - r0, e - a, t, &lo->b, ad->scale};
             t += (size_t)(e - a) * lo->a.rows;
             clara_lora_delta *last = nd ? &d[nd - 1] : NULL;
@@ -207,7 +207,7 @@ static void linear_ex(const batch *b, uint32_t layer, int lin, const float *x, u
             }
             if (!base_done) base_and_deltas(ctx, W, xw, n, y, d, nd, same_x && !perm, base_given);
             base_done = true;
-            clara_lora_add(ctx, W->rows, y, &cur, 1);
+            clara_lora_add(&ctx->kc, W->rows, y, &cur, 1);
         }
     }
     if (!base_done) base_and_deltas(ctx, W, xw, n, y, d, nd, same_x && !perm, base_given);
@@ -230,7 +230,7 @@ static void linear_group(const batch *b, uint32_t layer, const int *lins, int co
         W[i] = &L->w[lins[i]];
         grouped = !L->in_perm[lins[i]]; /* act-order imports permute x per layer */
     }
-    grouped = grouped && clara_matmul_group(b->ctx, W, count, x, n, ys);
+    grouped = grouped && clara_matmul_group(&b->ctx->kc, W, count, x, n, ys);
     for (int i = 0; i < count; i++) linear_ex(b, layer, lins[i], x, r0, n, ys[i], i > 0, grouped);
 }
 
@@ -554,9 +554,9 @@ static bool attention_rounds(const batch *b, const batch *qb, uint32_t layer, bo
         j.t0 = t0;
         j.t1 = most - t0 < step ? most : t0 + step;
         if (grouped)
-            clara_pool_run(ctx->pool, (size_t)b->n_seqs * hp->n_head_kv, attn_group_task, &j);
+            clara_pool_run(ctx->kc.pool, (size_t)b->n_seqs * hp->n_head_kv, attn_group_task, &j);
         else
-            clara_pool_run(ctx->pool, (size_t)b->n_seqs * hp->n_head, attn_task, &j);
+            clara_pool_run(ctx->kc.pool, (size_t)b->n_seqs * hp->n_head, attn_task, &j);
     }
     size_t q_dim = (size_t)hp->n_head * hp->head_dim;
     for (uint32_t s = 0; s < b->n_seqs; s++)
@@ -681,7 +681,7 @@ static clara_status outputs(const batch *b) {
                    H * sizeof(float));
     }
     if (!n_log) return CLARA_OK;
-    clara_matmul(ctx, &m->output, ctx->out_rows, n_log, ctx->out_logits, false, 1.0f);
+    clara_matmul(&ctx->kc, &m->output, ctx->out_rows, n_log, ctx->out_logits, false, 1.0f);
     for (uint32_t s = 0, i = 0; s < b->n_seqs; s++)
         if (b->seqs[s].logits && !seq_dropped(b, s))
             memcpy(b->seqs[s].logits, ctx->out_logits + (size_t)i++ * V, V * sizeof(float));
@@ -772,7 +772,7 @@ static void between_layers(clara_ctx *ctx) {
     ctx->x_aside = ctx->x;
     ctx->x_aside_cap = ctx->cap_tokens;
     ctx->x = paused;
-    ctx->qg_acts.valid = false; /* the scratch served other inputs meanwhile */
+    cpu_kctx_forget_acts(&ctx->kc); /* the scratch served other inputs meanwhile */
     if (ctx->cap_tokens > cap) {
         float *p = realloc(ctx->x, (size_t)ctx->cap_tokens * H * sizeof(float));
         if (p) {

@@ -7,15 +7,13 @@
 #include <stdint.h>
 
 #include "clara.h"
+#include "cpu/kctx.h"
 #include "gguf.h"
 #include "tokenizer.h"
 
-/* A row-major matrix [rows][cols] of any supported type, pointing into the mapped file. */
-typedef struct {
-    const void *data;
-    clara_type type;
-    uint64_t rows, cols;
-} clara_mat;
+/* A row-major matrix [rows][cols] of any supported type, pointing into the mapped file: the kernel
+ * layer's matrix view itself, so the kernels take the engine's weights without a copy. */
+typedef cpu_mat clara_mat;
 
 enum {
     CLARA_LIN_Q,

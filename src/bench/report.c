@@ -93,14 +93,31 @@ static void table_answer(FILE *out, const bench_report *r) {
     }
 }
 
+/* The CPU and what was chosen for it: kind, family/model/name, caches, kernels, each parameter
+ * with its source. */
+static void table_backend(FILE *out, const clara_backend_info *b) {
+    fprintf(out, "  cpu: %s, %s family %u model %u, %d cores, L1d %u KiB, L2 %u KiB, L3 %u KiB\n",
+            b->device[0] ? b->device : "?", b->vendor[0] ? b->vendor : "?", b->family, b->model,
+            b->cores, b->l1d_kib, b->l2_kib, b->l3_kib);
+    fprintf(out, "  kind %s (%s): the parameters below are this kind's unless forced\n", b->kind,
+            b->kind_why);
+    fprintf(out, "  kernels: %s, AMX %s%s\n", b->isa, b->amx ? "on" : "off",
+            b->wide_units_halved ? ", 512-bit operations on 256-bit units" : "");
+    for (int i = 0; i < b->n_params; i++)
+        fprintf(out, "  param %-17s %8lld  %-36s [%s]\n", b->params[i].name, b->params[i].value,
+                b->params[i].source, b->params[i].env);
+}
+
 void bench_report_table(FILE *out, const bench_report *r) {
     const bench_model_info *mi = r->mi;
     fprintf(out, "clara bench: %s\n", r->model);
     fprintf(out,
             "  %s, %u layers, %.1f M linear weights (%.1f MB read per decoded token), kernels %s\n",
             mi->weight_type, mi->n_layer, mi->linear_params / 1e6, mi->decode_bytes / 1e6, r->isa);
-    fprintf(out, "  documents: %zu of %u tokens, from %s\n\n", r->docs->n,
+    fprintf(out, "  documents: %zu of %u tokens, from %s\n", r->docs->n,
             r->docs->n ? r->docs->tokens[0] : 0, r->docs->source);
+    table_backend(out, r->backend);
+    fprintf(out, "\n");
     table_machine(out, r);
     table_compress(out, r);
     table_answer(out, r);
@@ -176,11 +193,38 @@ static cJSON *json_docs(const bench_docs *d) {
     return o;
 }
 
+static cJSON *json_backend(const clara_backend_info *b) {
+    cJSON *o = cJSON_CreateObject(), *ps = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "backend", b->backend);
+    cJSON_AddStringToObject(o, "name", b->device);
+    cJSON_AddStringToObject(o, "vendor", b->vendor);
+    cJSON_AddNumberToObject(o, "family", b->family);
+    cJSON_AddNumberToObject(o, "model", b->model);
+    cJSON_AddStringToObject(o, "kind", b->kind);
+    cJSON_AddStringToObject(o, "kind_why", b->kind_why);
+    cJSON_AddNumberToObject(o, "cores", b->cores);
+    cJSON_AddNumberToObject(o, "l1d_kib", b->l1d_kib);
+    cJSON_AddNumberToObject(o, "l2_kib", b->l2_kib);
+    cJSON_AddNumberToObject(o, "l3_kib", b->l3_kib);
+    cJSON_AddStringToObject(o, "isa", b->isa);
+    cJSON_AddBoolToObject(o, "amx", b->amx);
+    cJSON_AddItemToObject(o, "params", ps);
+    for (int i = 0; i < b->n_params; i++) {
+        cJSON *p = cJSON_CreateObject();
+        cJSON_AddNumberToObject(p, "value", (double)b->params[i].value);
+        cJSON_AddStringToObject(p, "source", b->params[i].source);
+        cJSON_AddStringToObject(p, "env", b->params[i].env);
+        cJSON_AddItemToObject(ps, b->params[i].name, p);
+    }
+    return o;
+}
+
 clara_status bench_report_json(FILE *out, const bench_report *r) {
     cJSON *root = cJSON_CreateObject(), *res = cJSON_CreateArray();
     cJSON_AddStringToObject(root, "model", r->model);
     cJSON_AddStringToObject(root, "weight_type", r->mi->weight_type);
     cJSON_AddStringToObject(root, "isa", r->isa);
+    cJSON_AddItemToObject(root, "cpu", json_backend(r->backend));
     cJSON_AddNumberToObject(root, "linear_params", r->mi->linear_params);
     cJSON_AddNumberToObject(root, "decode_bytes_per_token", r->mi->decode_bytes);
     cJSON_AddItemToObject(root, "docs", json_docs(r->docs));

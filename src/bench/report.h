@@ -24,8 +24,9 @@ typedef struct {
 } bench_thread_result;
 
 typedef struct {
-    const char *model; /* the file, or "BASE + ADDON" */
-    const char *isa;   /* kernel level in use */
+    const char *model;                 /* the file, or "BASE + ADDON" */
+    const char *isa;                   /* kernel level in use */
+    const clara_backend_info *backend; /* the CPU, its kind and the kernel parameters chosen */
     const bench_model_info *mi;
     const bench_docs *docs;
     size_t answer_docs;

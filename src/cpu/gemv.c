@@ -7,6 +7,7 @@
 
 #include "base/fp16.h"
 #include "cpu/matmul.h"
+#include "cpu/params.h"
 
 static int16_t i16at(const uint8_t *p) {
     return (int16_t)(uint16_t)(p[0] | p[1] << 8);
@@ -65,7 +66,7 @@ typedef struct {
     size_t nb, units, a_per, c_per, da_per;
 } gemv_shape;
 
-static bool gemv_shape_of(const clara_mat *W, gemv_shape *s) {
+static bool gemv_shape_of(const cpu_mat *W, gemv_shape *s) {
     size_t nb;
     switch (W->type) {
     case CLARA_TYPE_Q4_0:
@@ -95,7 +96,7 @@ static size_t prep_bytes(const gemv_shape *s, uint32_t n) {
 }
 
 /* Prepares the n rows of xq for W's kernel at base (prep_bytes long) and fills g but for y. */
-static void prep_rows(const clara_mat *W, const gemv_shape *s, const uint8_t *xq, size_t xq_stride,
+static void prep_rows(const cpu_mat *W, const gemv_shape *s, const uint8_t *xq, size_t xq_stride,
                       uint32_t n, uint8_t *base, clara_gemv_args *g) {
     size_t a_b = align64(s->units * s->a_per), c_b = align64(s->units * s->c_per * 4);
     size_t da_b = align64(s->units * s->da_per * 4);
@@ -129,8 +130,8 @@ static void prep_rows(const clara_mat *W, const gemv_shape *s, const uint8_t *xq
 
 /* matmul's rule; for q4_0 / q8_0 whole groups of the lanes kernel's 16 weight rows, so that no
  * task ends in a partial group that wastes lanes (the outputs do not depend on the split). */
-static uint64_t rows_per_task(const clara_ctx *ctx, const clara_mat *W, uint32_t n) {
-    uint64_t per = clara_matmul_rows_per_task(ctx, W, n);
+static uint64_t rows_per_task(const cpu_kctx *kc, const cpu_mat *W, uint32_t n) {
+    uint64_t per = clara_matmul_rows_per_task(kc, W, n);
     if (W->type == CLARA_TYPE_Q4_0 || W->type == CLARA_TYPE_Q8_0) per = (per + 15) / 16 * 16;
     return per;
 }
@@ -158,7 +159,7 @@ static void gemv_task(void *arg, size_t task, int thread) {
         clara_gemv_avx512(g, r0, r1);
 }
 
-bool clara_gemv_quant_group(clara_ctx *ctx, clara_isa isa, const clara_gemv_part *parts, int count,
+bool clara_gemv_quant_group(cpu_kctx *kc, clara_isa isa, const clara_gemv_part *parts, int count,
                             uint32_t n) {
     if (isa != CLARA_ISA_AVX512 || n == 0 || n > CLARA_GEMV_MAX_ROWS || count < 1 ||
         count > CLARA_GEMV_GROUP_MAX)
@@ -178,10 +179,11 @@ bool clara_gemv_quant_group(clara_ctx *ctx, clara_isa isa, const clara_gemv_part
             }
         if (prep_of[i] == i) off[i] = total, total += prep_bytes(&sh[i], n);
     }
-    uint8_t *base = clara_ctx_scratch(ctx, total);
+    uint8_t *base = cpu_kctx_scratch(kc, total);
     if (!base) return false;
-    ctx->qg_acts.valid = false; /* the packed GEMM's activations are overwritten */
+    kc->acts.valid = false; /* the packed GEMM's activations are overwritten */
     gemv_job j = {.task0 = {0}, .amx = n >= CLARA_GEMV_AMX_MIN_ROWS && clara_amx_active()};
+    const cpu_params *P = cpu_params_get();
     for (int i = 0; i < count; i++) {
         const clara_gemv_part *p = &parts[i];
         if (prep_of[i] == i)
@@ -190,17 +192,18 @@ bool clara_gemv_quant_group(clara_ctx *ctx, clara_isa isa, const clara_gemv_part
             j.g[i] = j.g[prep_of[i]], j.g[i].W = p->W->data; /* same type and rows of x */
         j.g[i].y = p->y, j.g[i].ldy = (size_t)p->W->rows;
         j.g[i].accumulate = p->accumulate, j.g[i].alpha = p->alpha;
+        j.g[i].pf_bytes = P->pf_bytes, j.g[i].pf_groups = P->pf_groups;
         j.rows[i] = p->W->rows;
-        j.rows_per_task[i] = rows_per_task(ctx, p->W, n);
+        j.rows_per_task[i] = rows_per_task(kc, p->W, n);
         j.task0[i + 1] =
             j.task0[i] + (size_t)((j.rows[i] + j.rows_per_task[i] - 1) / j.rows_per_task[i]);
     }
-    clara_pool_run(ctx->pool, j.task0[count], gemv_task, &j);
+    clara_pool_run(kc->pool, j.task0[count], gemv_task, &j);
     return true;
 }
 
-bool clara_gemv_quant(clara_ctx *ctx, clara_isa isa, const clara_mat *W, const uint8_t *xq,
+bool clara_gemv_quant(cpu_kctx *kc, clara_isa isa, const cpu_mat *W, const uint8_t *xq,
                       size_t xq_stride, uint32_t n, float *y, bool accumulate, float alpha) {
     clara_gemv_part p = {W, xq, xq_stride, y, accumulate, alpha};
-    return clara_gemv_quant_group(ctx, isa, &p, 1, n);
+    return clara_gemv_quant_group(kc, isa, &p, 1, n);
 }

@@ -13,7 +13,7 @@
 #include <stdint.h>
 
 #include "cpu/dispatch.h"
-#include "ctx.h"
+#include "cpu/kctx.h"
 #include "dtype.h"
 
 /* Activation rows one pass over a weight row multiplies (each row keeps two or four zmm
@@ -48,6 +48,7 @@ typedef struct {
     size_t ldy;
     bool accumulate;
     float alpha;
+    size_t pf_bytes, pf_groups; /* prefetch distances (cpu/params.h); no effect on the outputs */
 } clara_gemv_args;
 
 /* Output rows [r0, r1) of g (kernels in gemv_avx512.c). Same value per element whatever n is. */
@@ -65,7 +66,7 @@ void clara_gemv_amx_q0(const clara_gemv_args *g, uint64_t r0, uint64_t r1);
 /* y[t * W->rows + r] = dot (or += alpha * dot) for t < n <= CLARA_GEMV_MAX_ROWS, xq's rows at xq +
  * t*xq_stride in the weight type's partner format; false (nothing written) when the kernel does not
  * apply (other type or level, shape, no memory): the caller then runs the general kernels. */
-bool clara_gemv_quant(clara_ctx *ctx, clara_isa isa, const clara_mat *W, const uint8_t *xq,
+bool clara_gemv_quant(cpu_kctx *kc, clara_isa isa, const cpu_mat *W, const uint8_t *xq,
                       size_t xq_stride, uint32_t n, float *y, bool accumulate, float alpha);
 
 /* Several such products in one parallel region (decode's q, k, v and gate, up: one wake-up and
@@ -75,7 +76,7 @@ bool clara_gemv_quant(clara_ctx *ctx, clara_isa isa, const clara_mat *W, const u
 #define CLARA_GEMV_GROUP_MAX 4
 
 typedef struct {
-    const clara_mat *W;
+    const cpu_mat *W;
     const uint8_t *xq;
     size_t xq_stride;
     float *y;
@@ -83,7 +84,7 @@ typedef struct {
     float alpha;
 } clara_gemv_part;
 
-bool clara_gemv_quant_group(clara_ctx *ctx, clara_isa isa, const clara_gemv_part *parts, int count,
+bool clara_gemv_quant_group(cpu_kctx *kc, clara_isa isa, const clara_gemv_part *parts, int count,
                             uint32_t n);
 
 #endif

@@ -72,7 +72,7 @@ static void configure_tiles(uint32_t n) {
 /* One group's state while its blocks go through the pipeline. */
 typedef struct {
     const clara_gemv_args *g;
-    const uint8_t *w, *pf; /* the group's first row; the next group's (prefetched) */
+    const uint8_t *w, *pf; /* the group's first row; the one pf_groups groups on (prefetched) */
     size_t bb;             /* block bytes */
     __m512i vidx;          /* the rows' offsets */
     const int32_t *off;
@@ -125,7 +125,7 @@ ALWAYS_INLINE void amx_group(bool Q8, int T, const clara_gemv_args *g, uint64_t 
     _Alignas(64) amx_pipe pipe;
     amx_pipe *p = &pipe;
     p->g = g, p->bb = Q8 ? 34 : 18, p->off = off;
-    p->w = g->W + r * g->nb * p->bb, p->pf = p->w + 16 * g->nb * p->bb;
+    p->w = g->W + r * g->nb * p->bb, p->pf = p->w + g->pf_groups * 16 * g->nb * p->bb;
     p->vidx = _mm512_loadu_si512((const void *)off);
     const size_t nb = g->nb;
     __m512 acc[CLARA_GEMV_MAX_ROWS];

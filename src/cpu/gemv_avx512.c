@@ -1,6 +1,6 @@
 /* gemv_avx512.c - the decode GEMV kernels of gemv.h (AVX-512 F/BW/VL + VNNI). Each weight row is
- * read once with a prefetch CLARA_PF_BYTES ahead; T <= CLARA_GEMV_PASS_ROWS activation rows share
- * every load, and more rows take further passes over a few weight rows still in L1.
+ * read once with a prefetch pf_bytes ahead (cpu/params.h); T <= CLARA_GEMV_PASS_ROWS activation
+ * rows share every load, and more rows take further passes over a few weight rows still in L1.
  * Compiled for AVX-512 (Makefile flags; the pragma covers builds with common flags). */
 #if defined(__clang__)
 #pragma clang attribute push(                                                                      \
@@ -17,9 +17,9 @@
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
-ALWAYS_INLINE void prefetch_ahead(const uint8_t *p, size_t bytes) {
-    for (size_t o = 0; o < bytes; o += 64)
-        _mm_prefetch((const char *)(p + CLARA_PF_BYTES + o), _MM_HINT_T0);
+/* The bytes of a block at p, pf bytes further on (g->pf_bytes: cpu/params.h). */
+ALWAYS_INLINE void prefetch_ahead(const uint8_t *p, size_t pf, size_t bytes) {
+    for (size_t o = 0; o < bytes; o += 64) _mm_prefetch((const char *)(p + pf + o), _MM_HINT_T0);
 }
 
 ALWAYS_INLINE void store_rows(int T, const clara_gemv_args *g, uint64_t r, const __m512 *acc) {
@@ -43,8 +43,9 @@ ALWAYS_INLINE void q0_lanes_group(bool Q8, int T, const clara_gemv_args *g, uint
     __m512 acc[CLARA_GEMV_PASS_ROWS];
 #pragma GCC unroll 8
     for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
-    /* the next group's rows (contiguous: 16 * nb * bb bytes) at the pace this group is read */
-    const uint8_t *pf = w + 16 * g->nb * bb;
+    /* the rows pf_groups groups on (contiguous: 16 * nb * bb bytes a group) at the pace this
+     * group is read */
+    const uint8_t *pf = w + g->pf_groups * 16 * g->nb * bb;
     for (size_t b = 0; b < g->nb; b++) {
         const uint8_t *wb = w + bb * b;
 #pragma GCC unroll 5
@@ -121,7 +122,7 @@ ALWAYS_INLINE void q4k_gemv(int T, const clara_gemv_args *g, uint64_t r0, uint64
         for (int t = 0; t < T; t++) acc[t] = accm[t] = _mm512_setzero_ps();
         for (size_t b = 0; b < nb; b++) {
             const uint8_t *wb = w + 144 * b;
-            prefetch_ahead(wb, 144);
+            prefetch_ahead(wb, g->pf_bytes, 144);
             __m128i hdr = _mm_loadu_si128((const __m128i *)wb);
             __m512i sc32 = _mm512_cvtepu8_epi32(q4k_scales_mins(hdr)); /* sc 0..7, m 8..15 */
             __m512i q0 = _mm512_loadu_si512((const void *)(wb + 16));
@@ -179,7 +180,7 @@ ALWAYS_INLINE void q6k_gemv(int T, const clara_gemv_args *g, uint64_t r0, uint64
         for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
         for (size_t b = 0; b < nb; b++) {
             const uint8_t *wb = w + 210 * b;
-            prefetch_ahead(wb, 210);
+            prefetch_ahead(wb, g->pf_bytes, 210);
             __m512i H = _mm512_loadu_si512((const void *)(wb + 128)), X[4];
 #pragma GCC unroll 4
             for (int h = 0; h < 2; h++) {

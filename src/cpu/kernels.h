@@ -17,12 +17,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "model.h"
+#include "cpu/kctx.h"
 
 /* Output of one block of weight rows for all n activation rows: for r0 <= r < r1, t < n:
  * y[t * ldy + r] = d, or += alpha * d when accumulate, d = dot(x[t * ldx ...], W row r). */
 typedef struct {
-    const clara_mat *W;
+    const cpu_mat *W;
     const float *x;
     size_t ldx;
     uint32_t n;
@@ -30,6 +30,7 @@ typedef struct {
     size_t ldy;
     bool accumulate;
     float alpha;
+    size_t pf_bytes; /* decode (GEMV) prefetch distance (cpu/params.h); no effect on the outputs */
 } clara_gemm_args;
 
 void clara_gemm_f_avx2(const clara_gemm_args *a, uint64_t r0, uint64_t r1);
@@ -41,7 +42,7 @@ void clara_gemm_f_avx512(const clara_gemm_args *a, uint64_t r0, uint64_t r1);
  * order). Returns false if this level has no kernel for the type (the caller uses the reference).
  */
 typedef struct {
-    const clara_mat *W;
+    const cpu_mat *W;
     const uint8_t *xq;
     size_t xq_stride;
     uint32_t n;
@@ -49,6 +50,7 @@ typedef struct {
     size_t ldy;
     bool accumulate;
     float alpha;
+    size_t pf_bytes; /* decode prefetch distance (cpu/params.h); no effect on the outputs */
 } clara_gemm_q_args;
 
 bool clara_gemm_q_has_avx2(clara_type t);
@@ -99,12 +101,6 @@ void clara_swiglu_avx512(float *gate, const float *up, size_t n);
  * exponential (2 measured). */
 void clara_softmax_avx2(float *sc, uint32_t n);
 void clara_softmax_avx512(float *sc, uint32_t n);
-
-/* Software prefetch distance of the decode (GEMV) kernels, which stream every weight once per
- * token. Measured on the 7B q4_0 decode (1 thread, Zen 5 VM): 1.5 KB ahead 5.5 tok/s, 3 KB 6.2,
- * 6 KB 7.5, 12 KB 7.9, 24 KB 8.4, 48 KB 7.3 (none: 4.9). Far prefetches also start the page
- * walks of 4 KB pages (mapped files) early. */
-#define CLARA_PF_BYTES 24576
 
 /* Stores d for (token t, row r) as the args ask (shared by all levels so the write is the same). */
 static inline void clara_gemm_store(float *y, size_t ldy, uint32_t t, uint64_t r, bool accumulate,

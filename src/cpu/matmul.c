@@ -12,6 +12,7 @@
 #include "cpu/dispatch.h"
 #include "cpu/gemv.h"
 #include "cpu/kernels.h"
+#include "cpu/params.h"
 #include "cpu/kernels_ref.h"
 #include "cpu/qgemm.h"
 #include "dtype.h"
@@ -31,7 +32,7 @@ static bool is_float_type(clara_type t) {
     return t == CLARA_TYPE_F32 || t == CLARA_TYPE_F16 || t == CLARA_TYPE_BF16;
 }
 
-const float *clara_mat_row_f32(const clara_mat *W, uint64_t r, float *buf) {
+const float *clara_mat_row_f32(const cpu_mat *W, uint64_t r, float *buf) {
     size_t cols = (size_t)W->cols;
     const unsigned char *base = W->data;
     if (!is_float_type(W->type)) { /* a block type without an integer dot (q8_z) */
@@ -55,8 +56,13 @@ const float *clara_mat_row_f32(const clara_mat *W, uint64_t r, float *buf) {
     return buf;
 }
 
+/* The decode kernels' prefetch distance (cpu/params.h). */
+static size_t pf_bytes(void) {
+    return cpu_params_get()->pf_bytes;
+}
+
 typedef struct {
-    clara_ctx *ctx;
+    cpu_kctx *kc;
     clara_isa isa;
     clara_gemm_args f;   /* float weights */
     clara_gemm_q_args q; /* quantized weights (activations already quantized) */
@@ -66,7 +72,7 @@ typedef struct {
 /* Scalar reference for float weights: each row converted to f32 once, dotted with every x row. */
 static void ref_float_rows(const matmul_job *j, uint64_t r0, uint64_t r1, int thread) {
     const clara_gemm_args *a = &j->f;
-    float *buf = j->ctx->rowbuf + (size_t)thread * j->ctx->row_cap;
+    float *buf = j->kc->rowbuf + (size_t)thread * j->kc->row_cap;
     size_t cols = (size_t)a->W->cols;
     for (uint64_t r = r0; r < r1; r++) {
         const float *w = clara_mat_row_f32(a->W, r, buf);
@@ -119,9 +125,13 @@ static void matmul_task(void *arg, size_t task, int thread) {
  * more than it saves (tiny models, LoRA products of single decode rows). */
 #define MATMUL_PARALLEL_MIN_MACS (1u << 18)
 
-/* Multiples of 8 rows keep SIMD register blocks whole; results never depend on the split. */
-uint64_t clara_matmul_rows_per_task(const clara_ctx *ctx, const clara_mat *W, uint32_t n) {
-    uint64_t per = W->rows / ((uint64_t)clara_pool_threads(ctx->pool) * 8);
+/* Multiples of 8 rows keep SIMD register blocks whole; results never depend on the split. The
+ * tasks per thread (or a fixed count of rows) are cpu/params.h's. */
+uint64_t clara_matmul_rows_per_task(const cpu_kctx *kc, const cpu_mat *W, uint32_t n) {
+    const cpu_params *P = cpu_params_get();
+    uint64_t per = P->rows_per_task
+                       ? P->rows_per_task
+                       : W->rows / ((uint64_t)clara_pool_threads(kc->pool) * P->tasks_per_thread);
     per = per < 8 ? 8 : (per + 7) / 8 * 8;
     return W->rows * W->cols * n < MATMUL_PARALLEL_MIN_MACS ? W->rows : per; /* small: one task */
 }
@@ -148,24 +158,24 @@ static void token_task(void *arg, size_t task, int thread) {
 
 static bool run_by_tokens(matmul_job *j) {
     const clara_gemm_args *a = &j->f;
-    uint32_t threads = (uint32_t)clara_pool_threads(j->ctx->pool);
+    uint32_t threads = (uint32_t)clara_pool_threads(j->kc->pool);
     if (!a->W || !is_float_type(a->W->type) || j->isa < CLARA_ISA_AVX2 || threads == 1 ||
         a->W->rows > 32 || a->n < 64)
         return false;
     /* multiples of 6 tokens (the kernels' tile), at least 4 per task so none takes the GEMV path */
     uint32_t per = (a->n / (4 * threads) + 5) / 6 * 6;
     token_job tj = {j, per < 12 ? 12 : per};
-    clara_pool_run(j->ctx->pool, (a->n + tj.per - 1) / tj.per, token_task, &tj);
+    clara_pool_run(j->kc->pool, (a->n + tj.per - 1) / tj.per, token_task, &tj);
     return true;
 }
 
 static void run_job(matmul_job *j) {
     if (run_by_tokens(j)) return;
-    const clara_mat *W = j->f.W ? j->f.W : j->q.W;
-    uint64_t per = clara_matmul_rows_per_task(j->ctx, W, j->f.W ? j->f.n : j->q.n);
+    const cpu_mat *W = j->f.W ? j->f.W : j->q.W;
+    uint64_t per = clara_matmul_rows_per_task(j->kc, W, j->f.W ? j->f.n : j->q.n);
     j->rows_per_task = per;
     size_t n_tasks = (size_t)((j->rows + per - 1) / per);
-    clara_pool_run(j->ctx->pool, n_tasks, matmul_task, j);
+    clara_pool_run(j->kc->pool, n_tasks, matmul_task, j);
 }
 
 bool clara_quantize_act(clara_isa isa, clara_type fmt, const float *x, uint64_t K, uint8_t *out) {
@@ -186,7 +196,7 @@ static bool quantize_acts(clara_isa isa, clara_type fmt, const float *x, uint32_
 
 /* Fallback when the activations cannot be quantized (non-finite values, no memory): the float
  * reference dot, which lets NaN/inf propagate as the float path would. */
-static void quant_float_fallback(const clara_mat *W, const float *x, uint32_t n, float *y,
+static void quant_float_fallback(const cpu_mat *W, const float *x, uint32_t n, float *y,
                                  bool accumulate, float alpha) {
     const clara_type_info *ti = clara_type_get((uint32_t)W->type);
     size_t row_bytes = (size_t)(W->cols / ti->block_size) * ti->type_size;
@@ -211,8 +221,8 @@ _Static_assert(CLARA_MATMUL_BATCH_ROWS == CLARA_GEMV_MAX_ROWS + 1,
                "the packed GEMM takes over where the decode GEMV's rows end");
 
 static void matmul_quant(matmul_job *j, const float *x) {
-    const clara_mat *W = j->q.W;
-    if (j->q.n >= QGEMM_MIN_ROWS && clara_qgemm(j->ctx, j->isa, W, x, j->q.n, j->q.y,
+    const cpu_mat *W = j->q.W;
+    if (j->q.n >= QGEMM_MIN_ROWS && clara_qgemm(j->kc, j->isa, W, x, j->q.n, j->q.y,
                                                 j->q.accumulate, j->q.alpha, NULL, 0, false))
         return;
     clara_type fmt = (clara_type)clara_vec_dot_type(W->type);
@@ -221,10 +231,10 @@ static void matmul_quant(matmul_job *j, const float *x) {
     /* The per-thread f32 row buffers are unused on this path: small batches (decode) quantize
      * into them, larger ones into a per-call allocation. */
     size_t need = (size_t)stride * j->q.n;
-    size_t have = (size_t)clara_pool_threads(j->ctx->pool) * j->ctx->row_cap * sizeof(float);
-    uint8_t *buf = need <= have ? (uint8_t *)j->ctx->rowbuf : malloc(need);
+    size_t have = (size_t)clara_pool_threads(j->kc->pool) * j->kc->row_cap * sizeof(float);
+    uint8_t *buf = need <= have ? (uint8_t *)j->kc->rowbuf : malloc(need);
     bool ok = buf && quantize_acts(j->isa, fmt, x, j->q.n, W->cols, buf, (size_t)stride);
-    bool done = ok && clara_gemv_quant(j->ctx, j->isa, W, buf, (size_t)stride, j->q.n, j->q.y,
+    bool done = ok && clara_gemv_quant(j->kc, j->isa, W, buf, (size_t)stride, j->q.n, j->q.y,
                                        j->q.accumulate, j->q.alpha);
     if (ok && !done) {
         j->q.xq = buf;
@@ -233,20 +243,21 @@ static void matmul_quant(matmul_job *j, const float *x) {
     } else if (!ok) {
         quant_float_fallback(W, x, j->q.n, j->q.y, j->q.accumulate, j->q.alpha);
     }
-    if (buf != (uint8_t *)j->ctx->rowbuf) free(buf);
+    if (buf != (uint8_t *)j->kc->rowbuf) free(buf);
 }
 
-void clara_matmul(clara_ctx *ctx, const clara_mat *W, const float *x, uint32_t n, float *y,
+void clara_matmul(cpu_kctx *kc, const cpu_mat *W, const float *x, uint32_t n, float *y,
                   bool accumulate, float alpha) {
     if (n == 0 || W->rows == 0) return;
-    matmul_job j = {.ctx = ctx, .isa = clara_isa_active(), .rows = W->rows};
+    matmul_job j = {.kc = kc, .isa = clara_isa_active(), .rows = W->rows};
     /* float weights, and block types without an integer dot (rows dequantized to f32) */
     if (is_float_type(W->type) || clara_vec_dot_type(W->type) < 0) {
-        j.f = (clara_gemm_args){W, x, (size_t)W->cols, n, y, (size_t)W->rows, accumulate, alpha};
+        j.f = (clara_gemm_args){W,          x,     (size_t)W->cols, n, y, (size_t)W->rows,
+                                accumulate, alpha, pf_bytes()};
         run_job(&j);
         return;
     }
-    j.q = (clara_gemm_q_args){W, NULL, 0, n, y, (size_t)W->rows, accumulate, alpha};
+    j.q = (clara_gemm_q_args){W, NULL, 0, n, y, (size_t)W->rows, accumulate, alpha, pf_bytes()};
     matmul_quant(&j, x);
 }
 
@@ -267,36 +278,37 @@ static void group_task(void *arg, size_t task, int thread) {
     matmul_task(&g->j[i], task - g->task0[i], thread);
 }
 
-static bool float_group(clara_ctx *ctx, clara_isa isa, const clara_mat *const *W, int count,
+static bool float_group(cpu_kctx *kc, clara_isa isa, const cpu_mat *const *W, int count,
                         const float *x, uint32_t n, float *const *y) {
     group_job g = {.task0 = {0}};
     for (int i = 0; i < count; i++) {
-        const clara_mat *w = W[i];
+        const cpu_mat *w = W[i];
         if (!is_float_type(w->type) || w->cols != W[0]->cols || w->rows == 0) return false;
-        g.j[i] = (matmul_job){.ctx = ctx, .isa = isa, .rows = w->rows};
-        g.j[i].f = (clara_gemm_args){w, x, (size_t)w->cols, n, y[i], (size_t)w->rows, false, 1.0f};
-        g.j[i].rows_per_task = clara_matmul_rows_per_task(ctx, w, n);
+        g.j[i] = (matmul_job){.kc = kc, .isa = isa, .rows = w->rows};
+        g.j[i].f = (clara_gemm_args){w,     x,    (size_t)w->cols, n, y[i], (size_t)w->rows,
+                                     false, 1.0f, pf_bytes()};
+        g.j[i].rows_per_task = clara_matmul_rows_per_task(kc, w, n);
         g.task0[i + 1] =
             g.task0[i] + (size_t)((w->rows + g.j[i].rows_per_task - 1) / g.j[i].rows_per_task);
     }
-    clara_pool_run(ctx->pool, g.task0[count], group_task, &g);
+    clara_pool_run(kc->pool, g.task0[count], group_task, &g);
     return true;
 }
 
-bool clara_matmul_group(clara_ctx *ctx, const clara_mat *const *W, int count, const float *x,
+bool clara_matmul_group(cpu_kctx *kc, const cpu_mat *const *W, int count, const float *x,
                         uint32_t n, float *const *y) {
     clara_isa isa = clara_isa_active();
     if (n == 0 || n > CLARA_MATMUL_GROUP_ROWS || count < 1 || count > CLARA_GEMV_GROUP_MAX)
         return false;
     /* float weights: the row tasks of each clara_matmul (under 64 rows of x it splits by rows) */
-    if (is_float_type(W[0]->type)) return float_group(ctx, isa, W, count, x, n, y);
+    if (is_float_type(W[0]->type)) return float_group(kc, isa, W, count, x, n, y);
     if (isa != CLARA_ISA_AVX512) return false;
     /* each partner format's quantized rows once, in the per-thread row buffers (unused here) */
     clara_type fmt[CLARA_GEMV_GROUP_MAX];
     uint8_t *xq[CLARA_GEMV_GROUP_MAX];
     uint64_t stride[CLARA_GEMV_GROUP_MAX];
     int n_fmt = 0;
-    size_t used = 0, have = (size_t)clara_pool_threads(ctx->pool) * ctx->row_cap * sizeof(float);
+    size_t used = 0, have = (size_t)clara_pool_threads(kc->pool) * kc->row_cap * sizeof(float);
     clara_gemv_part parts[CLARA_GEMV_GROUP_MAX];
     for (int i = 0; i < count; i++) {
         int f = clara_vec_dot_type(W[i]->type), k = 0;
@@ -307,7 +319,7 @@ bool clara_matmul_group(clara_ctx *ctx, const clara_mat *const *W, int count, co
             if (clara_type_row_bytes((clara_type)f, W[i]->cols, &stride[k]) != CLARA_OK ||
                 used + stride[k] * n > have)
                 return false;
-            xq[k] = (uint8_t *)ctx->rowbuf + used;
+            xq[k] = (uint8_t *)kc->rowbuf + used;
             used += (size_t)stride[k] * n;
             fmt[n_fmt++] = (clara_type)f;
             if (!quantize_acts(isa, fmt[k], x, n, W[i]->cols, xq[k], (size_t)stride[k]))
@@ -315,22 +327,22 @@ bool clara_matmul_group(clara_ctx *ctx, const clara_mat *const *W, int count, co
         }
         parts[i] = (clara_gemv_part){W[i], xq[k], (size_t)stride[k], y[i], false, 1.0f};
     }
-    return clara_gemv_quant_group(ctx, isa, parts, count, n);
+    return clara_gemv_quant_group(kc, isa, parts, count, n);
 }
 
-void clara_matmul_lora(clara_ctx *ctx, const clara_mat *W, const float *x, uint32_t n, float *y,
+void clara_matmul_lora(cpu_kctx *kc, const cpu_mat *W, const float *x, uint32_t n, float *y,
                        const clara_lora_delta *d, int n_d, bool same_x) {
     if (n == 0 || W->rows == 0) return;
     bool float_b = true;
     for (int i = 0; i < n_d; i++) float_b = float_b && is_float_type(d[i].B->type);
     if (float_b && n >= QGEMM_MIN_ROWS && !is_float_type(W->type) &&
-        clara_qgemm(ctx, clara_isa_active(), W, x, n, y, false, 1.0f, d, n_d, same_x))
+        clara_qgemm(kc, clara_isa_active(), W, x, n, y, false, 1.0f, d, n_d, same_x))
         return;
-    clara_matmul(ctx, W, x, n, y, false, 1.0f);
-    clara_lora_add(ctx, W->rows, y, d, n_d);
+    clara_matmul(kc, W, x, n, y, false, 1.0f);
+    clara_lora_add(kc, W->rows, y, d, n_d);
 }
 
-void clara_lora_add(clara_ctx *ctx, uint64_t rows, float *y, const clara_lora_delta *d, int n_d) {
+void clara_lora_add(cpu_kctx *kc, uint64_t rows, float *y, const clara_lora_delta *d, int n_d) {
     for (int i = 0; i < n_d; i++)
-        clara_matmul(ctx, d[i].B, d[i].t, d[i].n, y + (size_t)d[i].t0 * rows, true, d[i].scale);
+        clara_matmul(kc, d[i].B, d[i].t, d[i].n, y + (size_t)d[i].t0 * rows, true, d[i].scale);
 }

@@ -12,12 +12,12 @@
 #include "cpu/dispatch.h"
 #include "cpu/kernels.h"
 #include "cpu/matmul.h"
-#include "ctx.h"
+#include "cpu/params.h"
 #include "dtype.h"
 #include "quant.h"
 
+/* The most panels a task takes (its panel array's size); cpu/params.h's qg_panels may lower it. */
 #define QG_TASK_PANELS 4
-#define QG_TASK_BYTES  (512u << 10)
 
 static size_t align64(size_t n) {
     return (n + 63) & ~(size_t)63;
@@ -95,8 +95,8 @@ void clara_qg_pack_act(const clara_qg_type *qt, const uint8_t *xq, size_t K, int
 /* ---- driver ---- */
 
 typedef struct {
-    clara_ctx *ctx;
-    const clara_mat *W;
+    cpu_kctx *kc;
+    const cpu_mat *W;
     clara_qg_type qt;
     const float *x;
     uint32_t n;
@@ -199,29 +199,32 @@ static void gemm_task(void *arg, size_t task, int thread) {
                  j->alpha);
 }
 
-/* Panels per task: as many as fit QG_TASK_BYTES of unpacked codes (a share of the L2 cache, so
- * that each tile's activations, read once from memory, serve all of them), up to
- * QG_TASK_PANELS, while there are at least 4 tasks per thread to balance. */
+/* Panels per task: as many as fit qg_task_kib of unpacked codes (a share of the L2 cache, so
+ * that each tile's activations, read once from memory, serve all of them), up to qg_panels
+ * (cpu/params.h; at most QG_TASK_PANELS), while there are at least 4 tasks per thread to
+ * balance. */
 static int panels_per_task(uint64_t rows, size_t R, size_t K, int threads) {
-    int np = (int)(QG_TASK_BYTES / (R * K));
-    np = np < 1 ? 1 : np > QG_TASK_PANELS ? QG_TASK_PANELS : np;
+    const cpu_params *P = cpu_params_get();
+    int most = P->qg_panels < QG_TASK_PANELS ? (int)P->qg_panels : QG_TASK_PANELS;
+    int np = (int)(((size_t)P->qg_task_kib << 10) / (R * K));
+    np = np < 1 ? 1 : np > most ? most : np;
     while (np > 1 && (rows + (uint64_t)np * R - 1) / ((uint64_t)np * R) < 4 * (uint64_t)threads)
         np--;
     return np;
 }
 
 /* Whether the activations at the start of the scratch are x's, quantized as qt needs. */
-static bool acts_match(const clara_ctx *ctx, const float *x, uint32_t n, uint64_t K,
+static bool acts_match(const cpu_kctx *kc, const float *x, uint32_t n, uint64_t K,
                        const clara_qg_type *qt) {
-    const clara_qg_acts_key *a = &ctx->qg_acts;
+    const cpu_acts_key *a = &kc->acts;
     return a->valid && a->x == x && a->n == n && a->K == K && a->act_type == qt->act_type &&
            a->B == qt->B && a->off == qt->off;
 }
 
-bool clara_qgemm(clara_ctx *ctx, clara_isa isa, const clara_mat *W, const float *x, uint32_t n,
+bool clara_qgemm(cpu_kctx *kc, clara_isa isa, const cpu_mat *W, const float *x, uint32_t n,
                  float *y, bool accumulate, float alpha, const clara_lora_delta *d, int n_d,
                  bool same_x) {
-    qg_job j = {.ctx = ctx,
+    qg_job j = {.kc = kc,
                 .W = W,
                 .x = x,
                 .n = n,
@@ -239,7 +242,7 @@ bool clara_qgemm(clara_ctx *ctx, clara_isa isa, const clara_mat *W, const float 
     if (!have) return false;
     j.RG = j.lv.group_rows;
     size_t K = (size_t)W->cols, nb = K / j.qt.B, R = (size_t)j.G * j.RG;
-    int threads = clara_pool_threads(ctx->pool);
+    int threads = clara_pool_threads(kc->pool);
     uint64_t xq_bytes = 0;
     clara_type_row_bytes((clara_type)j.qt.act_type, W->cols, &xq_bytes);
     j.xq_bytes = align64((size_t)xq_bytes);
@@ -252,7 +255,7 @@ bool clara_qgemm(clara_ctx *ctx, clara_isa isa, const clara_mat *W, const float 
     size_t aq_b = align64((size_t)n * K), blk_b = align64((size_t)n * nb * 4);
     j.np = panels_per_task(W->rows, R, K, threads);
     size_t need = aq_b + 3 * blk_b + (size_t)threads * (j.xq_bytes + (size_t)j.np * j.panel_bytes);
-    uint8_t *p = clara_ctx_scratch(ctx, need);
+    uint8_t *p = cpu_kctx_scratch(kc, need);
     if (!p) return false;
     j.aq = (int8_t *)p, p += aq_b;
     j.dx = (float *)p, p += blk_b;
@@ -261,16 +264,16 @@ bool clara_qgemm(clara_ctx *ctx, clara_isa isa, const clara_mat *W, const float 
     j.xq_tmp = p, p += (size_t)threads * j.xq_bytes;
     j.panels = p;
     j.acts = (clara_qg_acts){j.aq, j.dx, j.aoff, j.dxa, K, nb};
-    if (!same_x || !acts_match(ctx, x, n, W->cols, &j.qt)) {
-        ctx->qg_acts.valid = false;
+    if (!same_x || !acts_match(kc, x, n, W->cols, &j.qt)) {
+        kc->acts.valid = false;
         j.tokens_per_task = n / ((uint32_t)threads * 4) + 1;
-        clara_pool_run(ctx->pool, (n + j.tokens_per_task - 1) / j.tokens_per_task, act_task, &j);
+        clara_pool_run(kc->pool, (n + j.tokens_per_task - 1) / j.tokens_per_task, act_task, &j);
         if (atomic_load(&j.failed)) return false; /* the caller's float fallback handles it */
-        ctx->qg_acts.x = x, ctx->qg_acts.n = n, ctx->qg_acts.K = W->cols;
-        ctx->qg_acts.act_type = j.qt.act_type, ctx->qg_acts.B = j.qt.B, ctx->qg_acts.off = j.qt.off;
-        ctx->qg_acts.valid = true;
+        kc->acts.x = x, kc->acts.n = n, kc->acts.K = W->cols;
+        kc->acts.act_type = j.qt.act_type, kc->acts.B = j.qt.B, kc->acts.off = j.qt.off;
+        kc->acts.valid = true;
     }
-    clara_pool_run(ctx->pool, (size_t)((W->rows + (uint64_t)j.np * R - 1) / ((uint64_t)j.np * R)),
+    clara_pool_run(kc->pool, (size_t)((W->rows + (uint64_t)j.np * R - 1) / ((uint64_t)j.np * R)),
                    gemm_task, &j);
     return true;
 }

@@ -27,8 +27,7 @@
 
 #include "cpu/dispatch.h"
 #include "cpu/matmul.h"
-#include "ctx.h"
-#include "model.h"
+#include "cpu/kctx.h"
 
 /* How a weight type is unpacked. */
 typedef struct {
@@ -108,11 +107,11 @@ bool clara_qg_level_avx2(const clara_qg_type *qt, clara_qg_level *out);
 
 /* y[t * W->rows + r] = dot (or += alpha * dot) for t < n, r < W->rows, with the packed kernels of
  * level isa, then the LoRA deltas d (clara_matmul_lora) on each panel's rows. same_x: x holds
- * what it held at the previous call on ctx, so activations quantized then for the same
+ * what it held at the previous call on kc, so activations quantized then for the same
  * pointer, rows, columns and format are reused. False (nothing
  * written) when the type or level has no kernel, memory runs out or an activation row is not
  * finite: the caller then uses another path. */
-bool clara_qgemm(clara_ctx *ctx, clara_isa isa, const clara_mat *W, const float *x, uint32_t n,
+bool clara_qgemm(cpu_kctx *kc, clara_isa isa, const cpu_mat *W, const float *x, uint32_t n,
                  float *y, bool accumulate, float alpha, const clara_lora_delta *d, int n_d,
                  bool same_x);
 

@@ -89,6 +89,13 @@ def test_bench_json():
     check(j["weight_type"] == "q4_k_m" and j["isa"] in ("ref", "avx2", "avx512") and
           j["model"] == "%s + %s" % (base, addon), "model keys: %s" % {k: j.get(k) for k in ("model", "weight_type", "isa")})
     check(j["machine"] == {"threads": []}, "--no-roofline: no machine figures")
+    cpu = j.get("cpu") or {}
+    params = cpu.get("params") or {}
+    check(cpu.get("kind") in ("zen4", "zen5", "intel-avx512", "intel-avx2", "other") and
+          cpu.get("isa") == j["isa"] and cpu.get("l2_kib", 0) > 0 and
+          params.get("pf_bytes", {}).get("env") == "CLARA_PF_BYTES" and
+          all(p.get("source", "").startswith("default for ") for p in params.values()),
+          "cpu: kind, caches and the parameters with their source: %r" % cpu)
     res = j["results"]
     check(len(res) == 1 and res[0]["threads"] == 1 and [c["batch"] for c in res[0]["compress"]] == [1, 2],
           "one thread count, batches 1 and 2")

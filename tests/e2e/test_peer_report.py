@@ -16,7 +16,7 @@ SCRIPT = os.path.join(ROOT, "bench", "peer.mjs")
 OUT = tempfile.mkdtemp(prefix="clara_peer_report_")
 
 
-def peer_json(path, threads_tg):
+def peer_json(path, threads_tg, cpu=None):
     """llama.cpp's figures: {threads: (pp256, pp512, tg32)}; None: that run did not measure it
     (peer.mjs --pp 0 or --tg 0 leave the key out)."""
     results = []
@@ -32,18 +32,22 @@ def peer_json(path, threads_tg):
            "llama_cpp": {"release": "v0.4.0", "commit": "80fb11ac"},
            "model": {"path": "base.gguf", "bytes": 4109035808, "type": "llama 7B Q4_0"},
            "reps": 3, "warmup": 1, "tg_prompt": 208, "seed": 1, "results": results}
+    if cpu is not None:
+        doc["cpu"] = cpu
     with open(path, "w") as f:
         f.write("peer.mjs: progress lines are skipped\n" + json.dumps(doc) + "\n")
     return path
 
 
-def ours_json(path, threads, compress_b16, decode):
+def ours_json(path, threads, compress_b16, decode, cpu=None):
     """`clara bench --json`; compress_b16 None: --parts answer, decode None: --parts compress."""
     comp = [] if compress_b16 is None else [
         {"batch": 1, "tokens_per_s": 70.0, "docs_per_s": 0.27},
         {"batch": 16, "tokens_per_s": compress_b16, "docs_per_s": compress_b16 / 256}]
     answer = None if decode is None else {"prefill_tok_s": 80.0, "decode_tok_s": decode}
     doc = {"results": [{"threads": threads, "compress": comp, "answer": answer}]}
+    if cpu is not None:
+        doc["cpu"] = cpu
     with open(path, "w") as f:
         json.dump(doc, f)
     return path
@@ -134,6 +138,42 @@ def test_paired_round():
     check("who goes first alternating" in err, "paired round: the header says how it paired:\n" + err)
 
 
+def this_cpu():
+    """vendor, family, model of this machine from /proc/cpuinfo (what peer.mjs labels with)."""
+    with open("/proc/cpuinfo") as f:
+        first = f.read().split("\n\n")[0]
+    kv = dict((k.strip(), v.strip()) for k, v in
+              (line.split(":", 1) for line in first.splitlines() if ":" in line))
+    return kv.get("vendor_id"), int(kv.get("cpu family")), int(kv.get("model"))
+
+
+def test_cpu_labels():
+    # the peer's record of its CPU labels every figure; the kind comes from clara bench's "cpu"
+    zen4 = {"vendor": "AuthenticAMD", "family": 25, "model": 17, "name": "AMD EPYC 9R14",
+            "kind": "other"}
+    rc, out, err = report_of("--report", peer_json(f("c1"), {2: (19.0, 20.0, 6.5)}, zen4),
+                             "--ours", "2=" + ours_json(f("d1"), 2, 39.0, 5.6,
+                                                        {"kind": "zen4", "family": 25}))
+    check(rc == 0, "cpu labels: exit %d (%s)" % (rc, err.strip()))
+    if rc:
+        return
+    check(out["cpu"]["kind"] == "zen4" and out["cpu"]["model"] == 17 and
+          out["cpu"]["name"] == "AMD EPYC 9R14", "cpu labels: top-level cpu %r" % out["cpu"])
+    check([c["cpu"] for c in out["comparison"]] == ["zen4 25/17"],
+          "cpu labels: each row's cpu %r" % [c.get("cpu") for c in out["comparison"]])
+    check("cpu: AMD EPYC 9R14 (AuthenticAMD family 25 model 17, kind zen4)" in err,
+          "cpu labels: the table's cpu line:\n" + err)
+    check("| zen4 25/17 | 2 | 19.0 | 20.0 | 6.5 |" in err, "cpu labels: the row:\n" + err)
+    # a peer file from before the label: this machine's CPU, from /proc/cpuinfo
+    if os.path.exists("/proc/cpuinfo"):
+        rc, out, err = report_of("--report", peer_json(f("c2"), {2: (40.0, 50.0, 10.0)}))
+        vendor, fam, model = this_cpu()
+        check(rc == 0 and out["cpu"]["vendor"] == vendor and out["cpu"]["family"] == fam and
+              out["cpu"]["model"] == model and out["comparison"][0]["cpu"].endswith(
+                  " %d/%d" % (fam, model)), "cpu labels, unlabelled peer file: %r" %
+              (out and out["cpu"],))
+
+
 def test_bad_arguments():
     rc, _, err = report_of("--ours", "2=" + f("o1"), "--report", f("p1"))
     check(rc == 2 and "--ours needs a --report before it" in err, "ours first: %d %s" % (rc, err))
@@ -149,6 +189,7 @@ else:
     run(test_one_round)
     run(test_three_rounds)
     run(test_paired_round)
+    run(test_cpu_labels)
     run(test_bad_arguments)
 shutil.rmtree(OUT, True)
 report("test_peer_report.py")

@@ -139,6 +139,10 @@ def test_python_readme_shapes():
               "keep_alive_seconds", "last_activity", "will_unload_at", "seconds_until_unload",
               "threads", "isa", "memory"]:
         check(k in j, "/status has %s" % k)
+    cpu = j.get("cpu") or {}
+    check(cpu.get("kind") in ("zen4", "zen5", "intel-avx512", "intel-avx2", "other") and
+          isinstance(cpu.get("family"), int) and isinstance(cpu.get("amx"), bool),
+          "/status cpu: %r" % cpu)
 
 
 def f32s(b64):

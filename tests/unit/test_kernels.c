@@ -21,7 +21,7 @@
 #include "cpu/kernels.h"
 #include "cpu/kernels_ref.h"
 #include "cpu/matmul.h"
-#include "ctx.h"
+#include "cpu/kctx.h"
 #include "dtype.h"
 #include "quant.h"
 #include "t.h"
@@ -34,28 +34,30 @@ static double frand(void) { /* uniform in [-1, 1) */
     return (double)(g_rng >> 11) / 4503599627370496.0 - 1.0;
 }
 
-/* A context holding just what clara_matmul uses: the pool and the per-thread row buffers. */
+/* A kernel context (cpu/kctx.h) over its own pool: all clara_matmul takes, no engine context. */
 typedef struct {
-    clara_ctx ctx;
+    cpu_kctx kc;
 } test_ctx;
 
-static int ctx_init(test_ctx *c, int threads, size_t row_cap) {
+static int ctx_init(test_ctx *c, int threads, size_t max_cols) {
+    clara_pool *pool = NULL;
     memset(c, 0, sizeof *c);
-    if (clara_pool_create(threads, &c->ctx.pool) != CLARA_OK) return -1;
-    c->ctx.row_cap = row_cap;
-    c->ctx.rowbuf = malloc((size_t)threads * row_cap * sizeof(float));
-    return c->ctx.rowbuf ? 0 : -1;
+    if (clara_pool_create(threads, &pool) != CLARA_OK) return -1;
+    if (cpu_kctx_init(&c->kc, pool, max_cols) != CLARA_OK) {
+        clara_pool_free(pool);
+        return -1;
+    }
+    return 0;
 }
 
 static void ctx_free(test_ctx *c) {
-    clara_pool_free(c->ctx.pool);
-    free(c->ctx.rowbuf);
-    free(c->ctx.qg_buf);
+    clara_pool_free(c->kc.pool);
+    cpu_kctx_free(&c->kc);
 }
 
 /* A random weight matrix of type t and its dequantized values (what the kernels multiply). */
 typedef struct {
-    clara_mat W;
+    cpu_mat W;
     void *data;
     float *deq; /* [rows][cols] */
 } test_mat;
@@ -75,7 +77,7 @@ static int mat_make(test_mat *m, clara_type t, uint64_t rows, uint64_t cols) {
             return -1;
     }
     free(src);
-    m->W = (clara_mat){m->data, t, rows, cols};
+    m->W = (cpu_mat){m->data, t, rows, cols};
     return 0;
 }
 
@@ -149,8 +151,8 @@ static void check_case(clara_type type, uint64_t rows, uint64_t cols, uint32_t n
         if (!clara_isa_supported((clara_isa)lv)) continue;
         clara_isa_force((clara_isa)lv);
         n_levels_run |= 1 << lv;
-        clara_matmul(&c1->ctx, &m.W, x, n, y1, false, 1.0f);
-        clara_matmul(&c2->ctx, &m.W, x, n, y2, false, 1.0f);
+        clara_matmul(&c1->kc, &m.W, x, n, y1, false, 1.0f);
+        clara_matmul(&c2->kc, &m.W, x, n, y2, false, 1.0f);
         int bad = 0, diff_threads = 0, diff_batch = 0, bad_acc = 0;
         size_t worst = 0;
         /* the scalar level runs the reference integer dot itself: exact for quantized types */
@@ -161,9 +163,9 @@ static void check_case(clara_type type, uint64_t rows, uint64_t cols, uint32_t n
         }
         /* a token alone gives the same bits as in the batch (float types: one summation order) */
         uint32_t tsel = n / 2;
-        clara_matmul(&c2->ctx, &m.W, x + (size_t)tsel * cols, 1, ys, false, 1.0f);
+        clara_matmul(&c2->kc, &m.W, x + (size_t)tsel * cols, 1, ys, false, 1.0f);
         if (is_float(type) && memcmp(ys, y1 + (size_t)tsel * rows, rows * 4) != 0) diff_batch++;
-        clara_matmul(&c2->ctx, &m.W, x, n, ya, true, 0.5f);
+        clara_matmul(&c2->kc, &m.W, x, n, ya, true, 0.5f);
         for (size_t i = 0; i < (size_t)n * rows; i++)
             if (!(fabs(ya[i] - (ya0[i] + 0.5f * y1[i])) <= 1e-6 * (1 + fabs(ya[i])))) bad_acc++;
         memcpy(ya, ya0, (size_t)n * rows * sizeof(float));
@@ -253,7 +255,7 @@ static void lora_fused_case(uint64_t rows) {
             if (!clara_isa_supported((clara_isa)lv)) continue;
             clara_isa_force((clara_isa)lv);
             for (int th = 0; th < 2; th++) {
-                clara_ctx *ctx = th ? &g_c2.ctx : &g_c1.ctx;
+                cpu_kctx *ctx = th ? &g_c2.kc : &g_c1.kc;
                 clara_matmul(ctx, &m.W, x, n, y1, false, 1.0f);
                 for (int i = 0; i < 3; i++)
                     clara_matmul(ctx, d[i].B, d[i].t, d[i].n, y1 + (size_t)d[i].t0 * rows, true,
@@ -312,7 +314,7 @@ static void test_matmul_group(void) {
     for (int i = 0; i < 3; i++) y2[i] = malloc(nmax * rows[2] * sizeof(float));
     for (size_t si = 0; si < sizeof sets / sizeof sets[0]; si++) {
         test_mat m[3];
-        const clara_mat *W[3];
+        const cpu_mat *W[3];
         int n_float = 0; /* all float: any level; all quantized: AVX-512; mixed: never */
         for (int i = 0; i < 3; i++) {
             T_CHECK(mat_make(&m[i], sets[si][i], rows[i], cols) == 0);
@@ -325,7 +327,7 @@ static void test_matmul_group(void) {
             clara_isa_force((clara_isa)lv);
             for (uint32_t n = 1; n <= nmax; n++)
                 for (int th = 0; th < 2; th++) {
-                    clara_ctx *ctx = th ? &g_c2.ctx : &g_c1.ctx;
+                    cpu_kctx *ctx = th ? &g_c2.kc : &g_c1.kc;
                     for (int i = 0; i < 3; i++)
                         for (size_t e = 0; e < nmax * rows[2]; e++) y2[i][e] = sentinel;
                     bool ok = clara_matmul_group(ctx, W, 3, x, n, y2);
@@ -354,18 +356,18 @@ static void test_matmul_group(void) {
             /* widths that differ: declined, nothing written; non-finite inputs: declined for
              * quantized weights (each matmul's float fallback follows), float weights run */
             if ((lv == CLARA_ISA_AVX512 && !has_float) || n_float == 3) {
-                clara_mat narrow = m[1].W;
+                cpu_mat narrow = m[1].W;
                 narrow.cols = 256;
-                const clara_mat *Wn[3] = {W[0], &narrow, W[2]};
+                const cpu_mat *Wn[3] = {W[0], &narrow, W[2]};
                 y2[0][0] = sentinel;
-                T_CHECK(!clara_matmul_group(&g_c2.ctx, Wn, 3, x, 1, y2) && y2[0][0] == sentinel);
+                T_CHECK(!clara_matmul_group(&g_c2.kc, Wn, 3, x, 1, y2) && y2[0][0] == sentinel);
                 float keep = x[cols + 3];
                 x[cols + 3] = NAN;
-                bool ran = clara_matmul_group(&g_c2.ctx, W, 3, x, 2, y2);
+                bool ran = clara_matmul_group(&g_c2.kc, W, 3, x, 2, y2);
                 T_CHECK_MSG(ran == (n_float == 3), "set %zu: NaN input %s", si,
                             ran ? "ran" : "declined");
                 if (ran) {
-                    clara_matmul(&g_c2.ctx, W[2], x, 2, y1, false, 1.0f);
+                    clara_matmul(&g_c2.kc, W[2], x, 2, y1, false, 1.0f);
                     T_CHECK(memcmp(y1, y2[2], 2 * rows[2] * sizeof(float)) == 0 &&
                             isnan(y2[2][rows[2]]));
                 } else {
@@ -403,7 +405,7 @@ static void test_rows_invariant(void) {
             if (!clara_isa_supported((clara_isa)lv)) continue;
             clara_isa_force((clara_isa)lv);
             for (int th = 0; th < 2; th++) {
-                clara_ctx *ctx = th ? &g_c2.ctx : &g_c1.ctx;
+                cpu_kctx *ctx = th ? &g_c2.kc : &g_c1.kc;
                 int differ = 0, differ_lora = 0;
                 clara_matmul(ctx, &m.W, x, N, all, false, 1.0f);
                 for (uint32_t n = 1; n <= N; n++) {
@@ -457,7 +459,7 @@ static void test_rows_gemm_bits(void) {
             T_CHECK(mat_make(&B, CLARA_TYPE_F32, rows[ri], RANK) == 0);
             size_t R = (size_t)rows[ri];
             for (int th = 0; th < 2; th++) {
-                clara_ctx *ctx = th ? &g_c2.ctx : &g_c1.ctx;
+                cpu_kctx *ctx = th ? &g_c2.kc : &g_c1.kc;
                 int differ = 0;
                 clara_matmul(ctx, &m.W, x, N, all, false, 1.0f);
                 for (uint32_t n = 1; n <= 16; n++) {
@@ -510,7 +512,7 @@ static void test_amx_bits(void) {
             T_CHECK(mat_make(&m, types[ti], shapes[si][0], shapes[si][1]) == 0);
             size_t R = (size_t)shapes[si][0];
             for (int th = 0; th < 2; th++) {
-                clara_ctx *ctx = th ? &g_c2.ctx : &g_c1.ctx;
+                cpu_kctx *ctx = th ? &g_c2.kc : &g_c1.kc;
                 int differ = 0;
                 for (uint32_t n = CLARA_GEMV_AMX_MIN_ROWS; n <= N; n++)
                     for (int acc = 0; acc < 2; acc++, cases++) {

@@ -1,0 +1,225 @@
+/* params.c - CPU identification (cpuid: vendor, family/model, brand string, cache sizes from leaf 4
+ * on Intel and 0x8000001D on AMD) and the per-process kernel parameters of params.h: the kind's
+ * defaults, then the CLARA_* overrides from the environment, once. */
+#include "cpu/params.h"
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "base/threadpool.h"
+#include "cpu/dispatch.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#define CLARA_X86 1
+#endif
+
+/* Field i of cpu_params, in table order. */
+static const size_t field_offset[CPU_PARAM_COUNT] = {
+    offsetof(cpu_params, pf_bytes),         offsetof(cpu_params, pf_groups),
+    offsetof(cpu_params, tasks_per_thread), offsetof(cpu_params, rows_per_task),
+    offsetof(cpu_params, qg_panels),        offsetof(cpu_params, qg_task_kib)};
+#define FIELD(p, i)  (*(uint32_t *)((char *)(p) + field_offset[i]))
+#define CFIELD(p, i) (*(const uint32_t *)((const char *)(p) + field_offset[i]))
+
+const cpu_param_desc cpu_param_table[CPU_PARAM_COUNT] = {
+    {"pf_bytes", "CLARA_PF_BYTES", 0, 1u << 20, 64,
+     "decode prefetch distance along a weight row stream (bytes)"},
+    {"pf_groups", "CLARA_PF_GROUPS", 1, 8, 1,
+     "q4_0/q8_0 decode GEMV: groups of 16 weight rows prefetched ahead"},
+    {"tasks_per_thread", "CLARA_TASKS_PER_THREAD", 1, 64, 1,
+     "matmul/GEMV weight-row tasks per pool thread"},
+    {"rows_per_task", "CLARA_ROWS_PER_TASK", 0, 1u << 20, 8,
+     "matmul/GEMV weight rows per task (0: rows / (threads x tasks_per_thread))"},
+    {"qg_panels", "CLARA_QG_PANELS", 1, 4, 1, "packed GEMM: most weight panels per task"},
+    {"qg_task_kib", "CLARA_QG_TASK_KIB", 16, 1u << 16, 1,
+     "packed GEMM: unpacked weight codes per task (KiB, a share of L2)"},
+};
+
+static cpu_info g_info;
+static cpu_params g_params;
+static char g_source[CPU_PARAM_COUNT][96];
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+
+#ifdef CLARA_X86
+static void trim_copy(char *dst, size_t cap, const char *src) {
+    while (*src == ' ') src++;
+    snprintf(dst, cap, "%s", src);
+    for (size_t n = strlen(dst); n > 0 && dst[n - 1] == ' '; n--) dst[n - 1] = 0;
+}
+
+/* Sizes from a deterministic cache leaf (Intel 4, AMD 0x8000001D: the same layout): per level,
+ * ways x partitions x line size x sets; data or unified caches only. */
+static void caches_from_leaf(cpu_info *c, unsigned leaf) {
+    for (unsigned i = 0; i < 16; i++) {
+        unsigned a, b, cc, d;
+        __cpuid_count(leaf, i, a, b, cc, d);
+        unsigned type = a & 0x1f, level = a >> 5 & 7;
+        if (type == 0) break;
+        if (type == 2) continue; /* instruction cache */
+        unsigned long long bytes = (unsigned long long)((b >> 22) + 1) * (((b >> 12) & 0x3ff) + 1) *
+                                   ((b & 0xfff) + 1) * ((unsigned long long)cc + 1);
+        uint32_t kib = (uint32_t)(bytes >> 10);
+        if (level == 1) c->l1d_kib = kib;
+        if (level == 2) c->l2_kib = kib;
+        if (level == 3) c->l3_kib = kib;
+    }
+}
+
+static void detect_x86(cpu_info *c) {
+    unsigned a, b, cc, d, max_ext;
+    __cpuid(0, a, b, cc, d);
+    unsigned max_leaf = a;
+    memcpy(c->vendor, &b, 4), memcpy(c->vendor + 4, &d, 4), memcpy(c->vendor + 8, &cc, 4);
+    c->vendor[12] = 0;
+    __cpuid(1, a, b, cc, d);
+    uint32_t fam = a >> 8 & 0xf, mod = a >> 4 & 0xf;
+    c->family = fam == 0xf ? fam + (a >> 20 & 0xff) : fam;
+    c->model = fam == 0x6 || fam == 0xf ? mod | (a >> 16 & 0xf) << 4 : mod;
+    c->stepping = a & 0xf;
+    __cpuid(0x80000000, max_ext, b, cc, d);
+    if (max_ext >= 0x80000004) {
+        unsigned r[12];
+        for (unsigned i = 0; i < 3; i++)
+            __cpuid(0x80000002 + i, r[4 * i], r[4 * i + 1], r[4 * i + 2], r[4 * i + 3]);
+        char raw[49];
+        memcpy(raw, r, 48);
+        raw[48] = 0;
+        trim_copy(c->name, sizeof c->name, raw);
+    }
+    bool amd = strcmp(c->vendor, "AuthenticAMD") == 0 || strcmp(c->vendor, "HygonGenuine") == 0;
+    bool topo_ext = false;
+    if (max_ext >= 0x80000001) {
+        __cpuid(0x80000001, a, b, cc, d);
+        topo_ext = cc >> 22 & 1;
+    }
+    if (amd && topo_ext && max_ext >= 0x8000001d)
+        caches_from_leaf(c, 0x8000001d);
+    else if (!amd && max_leaf >= 4)
+        caches_from_leaf(c, 4);
+    if (amd && c->l2_kib == 0 && max_ext >= 0x80000006) { /* the older AMD leaves */
+        __cpuid(0x80000005, a, b, cc, d);
+        c->l1d_kib = cc >> 24;
+        __cpuid(0x80000006, a, b, cc, d);
+        c->l2_kib = cc >> 16, c->l3_kib = (d >> 18) * 512;
+    }
+}
+#endif
+
+/* The kind from vendor, family and the instruction sets. Zen 4 is the family-25 part with
+ * AVX-512 (Zen 3, also family 25, has none): models 0x10-0x1f, 0x60-0x7f, 0xa0-0xaf. */
+static cpu_kind classify(const cpu_info *c, const char **why) {
+    bool amd = strcmp(c->vendor, "AuthenticAMD") == 0;
+    bool avx512 = clara_isa_supported(CLARA_ISA_AVX512);
+    if (amd && c->family == 25 && avx512) {
+        *why = "AMD family 25 with AVX-512";
+        return CPU_KIND_ZEN4;
+    }
+    if (amd && c->family == 26) {
+        *why = "AMD family 26";
+        return CPU_KIND_ZEN5;
+    }
+    if (strcmp(c->vendor, "GenuineIntel") == 0 && avx512) {
+        *why = "Intel with AVX-512 F/BW/VL";
+        return CPU_KIND_INTEL_AVX512;
+    }
+    if (strcmp(c->vendor, "GenuineIntel") == 0 && clara_isa_supported(CLARA_ISA_AVX2)) {
+        *why = "Intel with AVX2, no AVX-512";
+        return CPU_KIND_INTEL_AVX2;
+    }
+    *why = "no kind of its own (vendor, family or instruction sets)";
+    return CPU_KIND_OTHER;
+}
+
+const char *cpu_kind_name(cpu_kind k) {
+    static const char *const names[CPU_KIND_COUNT] = {"other", "zen4", "zen5", "intel-avx512",
+                                                      "intel-avx2"};
+    return (unsigned)k < CPU_KIND_COUNT ? names[k] : "other";
+}
+
+/* Today's values were measured on a Zen 5 VM (prefetch distance: 7B q4_0 decode at 1.5-48 KB,
+ * docs/PERFORMANCE.md) and kept on an Intel Xeon (Sapphire/Emerald Rapids class) where they held.
+ * Zen 4 keeps them too: the issue-20 figures for it (decode 49.7% of the read roofline at 2
+ * threads, 79% of a decode profile in the AVX-512 GEMV, avx512 5.14 tok/s against avx2 3.58) say
+ * the 512-bit path is the faster one there but single out no other value: nothing was swept on a
+ * Zen 4, so a different value would be a guess. CLARA_PF_BYTES, CLARA_PF_GROUPS,
+ * CLARA_TASKS_PER_THREAD, CLARA_ROWS_PER_TASK, CLARA_QG_PANELS and CLARA_QG_TASK_KIB sweep them
+ * where such a machine is at hand; a measured value goes in this switch with its figures. */
+cpu_params cpu_params_default(cpu_kind k) {
+    cpu_params p = {.pf_bytes = 24576,
+                    .pf_groups = 1,
+                    .tasks_per_thread = 8,
+                    .rows_per_task = 0,
+                    .qg_panels = 4,
+                    .qg_task_kib = 512};
+    (void)k; /* the same for every kind until a kind's own values are measured (above) */
+    return p;
+}
+
+bool cpu_param_parse(int i, const char *s, uint32_t *out) {
+    if (i < 0 || i >= CPU_PARAM_COUNT || !s || *s < '0' || *s > '9') return false;
+    char *end = NULL;
+    unsigned long long v = strtoull(s, &end, 10);
+    const cpu_param_desc *d = &cpu_param_table[i];
+    if (*end || v < d->min || v > d->max || v % d->multiple) return false;
+    *out = (uint32_t)v;
+    return true;
+}
+
+static void init_once(void) {
+#ifdef CLARA_X86
+    detect_x86(&g_info);
+#endif
+    g_info.cores = clara_physical_cores();
+    g_info.kind = classify(&g_info, &g_info.kind_why);
+    g_info.avx512_256bit_units = g_info.kind == CPU_KIND_ZEN4;
+    g_params = cpu_params_default(g_info.kind);
+    for (int i = 0; i < CPU_PARAM_COUNT; i++) {
+        const cpu_param_desc *d = &cpu_param_table[i];
+        const char *env = getenv(d->env);
+        snprintf(g_source[i], sizeof g_source[i], "default for %s", cpu_kind_name(g_info.kind));
+        if (!env || !*env) continue;
+        if (cpu_param_parse(i, env, &FIELD(&g_params, i)))
+            snprintf(g_source[i], sizeof g_source[i], "environment (%s=%.40s)", d->env, env);
+        else
+            CLARA_LOGW("%s=%s is not an integer in [%u, %u] (a multiple of %u); using %u", d->env,
+                       env, d->min, d->max, d->multiple, FIELD(&g_params, i));
+    }
+}
+
+const cpu_info *cpu_info_get(void) {
+    pthread_once(&g_once, init_once);
+    return &g_info;
+}
+
+const cpu_params *cpu_params_get(void) {
+    pthread_once(&g_once, init_once);
+    return &g_params;
+}
+
+uint32_t cpu_param_value(const cpu_params *p, int i) {
+    return i >= 0 && i < CPU_PARAM_COUNT ? CFIELD(p, i) : 0;
+}
+
+const char *cpu_param_source(int i) {
+    pthread_once(&g_once, init_once);
+    return i >= 0 && i < CPU_PARAM_COUNT ? g_source[i] : "";
+}
+
+bool cpu_params_force(const cpu_params *p) {
+    pthread_once(&g_once, init_once);
+    for (int i = 0; i < CPU_PARAM_COUNT; i++) {
+        const cpu_param_desc *d = &cpu_param_table[i];
+        uint32_t v = CFIELD(p, i);
+        if (v < d->min || v > d->max || v % d->multiple) return false;
+    }
+    for (int i = 0; i < CPU_PARAM_COUNT; i++)
+        if (CFIELD(p, i) != FIELD(&g_params, i))
+            snprintf(g_source[i], sizeof g_source[i], "forced by the program");
+    g_params = *p;
+    return true;
+}
