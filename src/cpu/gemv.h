@@ -55,12 +55,15 @@ typedef struct {
 void clara_gemv_avx512(const clara_gemv_args *g, uint64_t r0, uint64_t r1);
 
 /* The same for q4_0 / q8_0 on AMX tiles (gemv_amx.c), with the same bits; only where
- * clara_amx_active() (dispatch.h), and used from CLARA_GEMV_AMX_MIN_ROWS activation rows on.
- * Below that the VNNI kernel is faster: its dpbusd count grows with the rows, but up to ~8 rows it
- * keeps up with memory, while each AMX block waits on tile loads, the product and its store.
- * Measured (Intel Xeon with AMX-INT8, one thread, a 5632 x 2048 q4_0 matrix, ms per product,
- * VNNI / AMX): 1 row 0.23 / 0.38, 4 rows 0.36 / 0.41, 8 rows 0.54 / 0.50, 16 rows 1.11 / 0.75. */
-#define CLARA_GEMV_AMX_MIN_ROWS 8
+ * clara_amx_active() (dispatch.h), and used from CLARA_GEMV_AMX_MIN_ROWS activation rows on:
+ * where the VNNI kernel needs a second pass over the weights. Up to one pass (8 rows) the VNNI
+ * kernel keeps up with memory, while each AMX block waits on tile loads, the product and its
+ * store. Measured on an Intel Xeon with AMX-INT8 ("Intel(R) Xeon(R) Processor", family 6 model
+ * 167), decode steps of the random 1B q4_0 pair (bench_decode, 2 threads, medians of 3, two
+ * rounds, VNNI / AMX ms): 1 row 34.0 / 35.7 and 35.0 / 34.3 (AMX not used there), 8 rows
+ * 48.5 / 52.0 and 50.7 / 49.7, 10 rows 61.6 / 56.9 and 63.1 / 55.9, 12 rows 68.1 / 62.0,
+ * 14 rows 74.3 / 68.9, 16 rows 81.4 / 73.3 and 83.6 / 74.0. */
+#define CLARA_GEMV_AMX_MIN_ROWS (CLARA_GEMV_PASS_ROWS + 1)
 void clara_gemv_amx_q0(const clara_gemv_args *g, uint64_t r0, uint64_t r1);
 
 /* y[t * W->rows + r] = dot (or += alpha * dot) for t < n <= CLARA_GEMV_MAX_ROWS, xq's rows at xq +

@@ -157,7 +157,6 @@ ALWAYS_INLINE void amx_group(bool Q8, int T, const clara_gemv_args *g, uint64_t 
         break;
 #define AMX_CASES(Q8)                                                                              \
     switch (g->n) {                                                                                \
-        AMX_CASE(Q8, 8)                                                                            \
         AMX_CASE(Q8, 9)                                                                            \
         AMX_CASE(Q8, 10)                                                                           \
         AMX_CASE(Q8, 11)                                                                           \
@@ -169,8 +168,8 @@ ALWAYS_INLINE void amx_group(bool Q8, int T, const clara_gemv_args *g, uint64_t 
         amx_group(Q8, 16, g, r, valid, off);                                                       \
     }
 
-_Static_assert(CLARA_GEMV_MAX_ROWS == 16 && CLARA_GEMV_AMX_MIN_ROWS == 8,
-               "AMX_CASES instantiates 8..16 rows");
+_Static_assert(CLARA_GEMV_MAX_ROWS == 16 && CLARA_GEMV_AMX_MIN_ROWS == 9,
+               "AMX_CASES instantiates 9..16 rows");
 
 void clara_gemv_amx_q0(const clara_gemv_args *g, uint64_t r0, uint64_t r1) {
     if (g->n < CLARA_GEMV_AMX_MIN_ROWS) { /* not instantiated: the VNNI kernel is faster there */

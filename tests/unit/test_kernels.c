@@ -489,7 +489,7 @@ static void test_rows_gemm_bits(void) {
 }
 
 /* q4_0 and q8_0 on AMX tiles (where the CPU has AMX-INT8): the same bits as the VNNI kernel, at
- * every row count that takes them (8..16), block counts odd and even (a pair loop and its odd
+ * every row count that takes them (9..16), block counts odd and even (a pair loop and its odd
  * last block), weight rows in partial groups of 16, 1 and 2 threads, plain and accumulating. */
 static void test_amx_bits(void) {
     static const clara_type types[] = {CLARA_TYPE_Q4_0, CLARA_TYPE_Q8_0};
