@@ -14,9 +14,9 @@
 extern const unsigned char vk_spv_matmul[], vk_spv_rmsnorm[], vk_spv_swiglu[], vk_spv_rope[];
 extern const size_t vk_spv_matmul_len, vk_spv_rmsnorm_len, vk_spv_swiglu_len, vk_spv_rope_len;
 
-#define MAX_BINDINGS 4
+#define MAX_BINDINGS  4
 #define MAX_PIPELINES 32
-#define MAX_PUSH 32
+#define MAX_PUSH      32
 /* A dispatch that has not finished after this long is reported, not waited on for ever. */
 #define FENCE_TIMEOUT_NS (300ull * 1000 * 1000 * 1000)
 
@@ -66,21 +66,36 @@ struct clvk_buf {
 
 static const char *result_name(VkResult r) {
     switch (r) {
-    case VK_SUCCESS: return "VK_SUCCESS";
-    case VK_TIMEOUT: return "VK_TIMEOUT";
-    case VK_ERROR_OUT_OF_HOST_MEMORY: return "VK_ERROR_OUT_OF_HOST_MEMORY";
-    case VK_ERROR_OUT_OF_DEVICE_MEMORY: return "VK_ERROR_OUT_OF_DEVICE_MEMORY";
-    case VK_ERROR_INITIALIZATION_FAILED: return "VK_ERROR_INITIALIZATION_FAILED";
-    case VK_ERROR_DEVICE_LOST: return "VK_ERROR_DEVICE_LOST";
-    case VK_ERROR_MEMORY_MAP_FAILED: return "VK_ERROR_MEMORY_MAP_FAILED";
-    case VK_ERROR_LAYER_NOT_PRESENT: return "VK_ERROR_LAYER_NOT_PRESENT";
-    case VK_ERROR_EXTENSION_NOT_PRESENT: return "VK_ERROR_EXTENSION_NOT_PRESENT";
-    case VK_ERROR_FEATURE_NOT_PRESENT: return "VK_ERROR_FEATURE_NOT_PRESENT";
-    case VK_ERROR_INCOMPATIBLE_DRIVER: return "VK_ERROR_INCOMPATIBLE_DRIVER";
-    case VK_ERROR_TOO_MANY_OBJECTS: return "VK_ERROR_TOO_MANY_OBJECTS";
-    case VK_ERROR_OUT_OF_POOL_MEMORY: return "VK_ERROR_OUT_OF_POOL_MEMORY";
-    case VK_ERROR_INVALID_SHADER_NV: return "VK_ERROR_INVALID_SHADER_NV";
-    default: return "an unknown VkResult";
+    case VK_SUCCESS:
+        return "VK_SUCCESS";
+    case VK_TIMEOUT:
+        return "VK_TIMEOUT";
+    case VK_ERROR_OUT_OF_HOST_MEMORY:
+        return "VK_ERROR_OUT_OF_HOST_MEMORY";
+    case VK_ERROR_OUT_OF_DEVICE_MEMORY:
+        return "VK_ERROR_OUT_OF_DEVICE_MEMORY";
+    case VK_ERROR_INITIALIZATION_FAILED:
+        return "VK_ERROR_INITIALIZATION_FAILED";
+    case VK_ERROR_DEVICE_LOST:
+        return "VK_ERROR_DEVICE_LOST";
+    case VK_ERROR_MEMORY_MAP_FAILED:
+        return "VK_ERROR_MEMORY_MAP_FAILED";
+    case VK_ERROR_LAYER_NOT_PRESENT:
+        return "VK_ERROR_LAYER_NOT_PRESENT";
+    case VK_ERROR_EXTENSION_NOT_PRESENT:
+        return "VK_ERROR_EXTENSION_NOT_PRESENT";
+    case VK_ERROR_FEATURE_NOT_PRESENT:
+        return "VK_ERROR_FEATURE_NOT_PRESENT";
+    case VK_ERROR_INCOMPATIBLE_DRIVER:
+        return "VK_ERROR_INCOMPATIBLE_DRIVER";
+    case VK_ERROR_TOO_MANY_OBJECTS:
+        return "VK_ERROR_TOO_MANY_OBJECTS";
+    case VK_ERROR_OUT_OF_POOL_MEMORY:
+        return "VK_ERROR_OUT_OF_POOL_MEMORY";
+    case VK_ERROR_INVALID_SHADER_NV:
+        return "VK_ERROR_INVALID_SHADER_NV";
+    default:
+        return "an unknown VkResult";
     }
 }
 
@@ -130,11 +145,16 @@ static clara_status instance_create(VkInstance *out) {
 
 static const char *type_name(VkPhysicalDeviceType t) {
     switch (t) {
-    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: return "discrete";
-    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU: return "integrated";
-    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: return "virtual";
-    case VK_PHYSICAL_DEVICE_TYPE_CPU: return "cpu";
-    default: return "other";
+    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU:
+        return "discrete";
+    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU:
+        return "integrated";
+    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU:
+        return "virtual";
+    case VK_PHYSICAL_DEVICE_TYPE_CPU:
+        return "cpu";
+    default:
+        return "other";
     }
 }
 
@@ -235,11 +255,11 @@ static clara_status layouts_create(clvk_dev *d) {
     for (uint32_t nb = 1; nb <= MAX_BINDINGS; nb++) {
         VkDescriptorSetLayoutBinding b[MAX_BINDINGS];
         for (uint32_t i = 0; i < nb; i++)
-            b[i] = (VkDescriptorSetLayoutBinding){.binding = i,
-                                                  .descriptorType =
-                                                      VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
-                                                  .descriptorCount = 1,
-                                                  .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT};
+            b[i] =
+                (VkDescriptorSetLayoutBinding){.binding = i,
+                                               .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+                                               .descriptorCount = 1,
+                                               .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT};
         VkDescriptorSetLayoutCreateInfo sl = {
             .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
             .bindingCount = nb,
@@ -367,8 +387,8 @@ static int memory_type(const clvk_dev *d, uint32_t bits, VkMemoryPropertyFlags w
  * is mapped, so copies skip the queue. */
 static clara_status buf_create(clvk_dev *d, size_t bytes, VkMemoryPropertyFlags want,
                                clvk_buf **out) {
-    const VkMemoryPropertyFlags host = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT |
-                                       VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
+    const VkMemoryPropertyFlags host =
+        VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
     *out = NULL;
     if (bytes == 0) return clara_fail(CLARA_ERR_INVALID_ARG, "vulkan: a buffer of 0 bytes");
     clvk_buf *b = calloc(1, sizeof *b);
@@ -483,8 +503,8 @@ static clara_status copy_wait(clvk_dev *d, const clvk_buf *src, size_t src_off, 
 static clara_status staged(clvk_dev *d, clvk_buf *b, size_t off, void *host, size_t len,
                            bool to_device) {
     clvk_buf *s = NULL;
-    const VkMemoryPropertyFlags hv = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT |
-                                     VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
+    const VkMemoryPropertyFlags hv =
+        VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
     clara_status st = buf_create(d, len, hv, &s);
     if (st == CLARA_OK && !s->map)
         st = clara_fail(CLARA_ERR_UNSUPPORTED, "vulkan: no mappable memory on %s", d->desc.name);

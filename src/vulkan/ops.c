@@ -93,8 +93,8 @@ clara_status clvk_rope(clvk_dev *d, clvk_buf *v, clvk_buf *cs, uint32_t rows, ui
     uint64_t total = (uint64_t)rows * n_heads * head_dim;
     if (head_dim % 2 != 0 || total > UINT32_MAX / 4)
         return clara_fail(CLARA_ERR_INVALID_ARG,
-                          "vulkan: rope of %u rows of %u heads of %u (head_dim must be even)",
-                          rows, n_heads, head_dim);
+                          "vulkan: rope of %u rows of %u heads of %u (head_dim must be even)", rows,
+                          n_heads, head_dim);
     clara_status st = need_bytes(v, total * 4, "rope vectors");
     if (st == CLARA_OK) st = need_bytes(cs, (uint64_t)rows * head_dim * 4, "rope cos/sin");
     struct {
