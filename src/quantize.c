@@ -3,10 +3,12 @@
  * GGUF file. */
 #include "quantize.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/status.h"
+#include "base/threadpool.h"
 #include "dtype.h"
 #include "gguf.h"
 #include "quant.h"
@@ -162,9 +164,41 @@ static clara_status copy_kv(gguf_writer *w, const gguf_ctx *g, size_t i) {
     }
 }
 
-/* Converts tensor t row by row into type nt and appends it to the output. */
-static clara_status write_tensor(gguf_writer *w, const gguf_tensor *t, clara_type nt, float *row,
-                                 uint8_t *buf) {
+/* Rows are converted in parallel, a slab at a time, then written in order: each row's bytes depend
+ * on that row alone, so the file is the same at any thread count. A slab holds at most this many
+ * output bytes (and at least one row). */
+#define SLAB_BYTES   ((size_t)32 << 20)
+#define SLAB_MSG_MAX 512 /* bytes kept of a failing task's message */
+
+typedef struct {
+    const gguf_tensor *t;
+    clara_type nt;
+    uint64_t in_row, out_row, r0, n_rows, rows_per_task;
+    uint8_t *out; /* the slab */
+    float *row;   /* one row of floats per thread */
+    clara_status *status;
+    char (*msg)[SLAB_MSG_MAX]; /* per task: its failure's message */
+} slab_job;
+
+static void slab_task(void *arg, size_t task, int thread) {
+    const slab_job *j = arg;
+    float *row = j->row + (size_t)thread * j->t->ne[0];
+    uint64_t a = task * j->rows_per_task, b = a + j->rows_per_task;
+    if (b > j->n_rows) b = j->n_rows;
+    clara_status s = CLARA_OK;
+    for (uint64_t r = a; r < b && s == CLARA_OK; r++) {
+        s = clara_dequantize_row(j->t->type, j->t->data + (j->r0 + r) * j->in_row, j->t->ne[0],
+                                 row);
+        if (s == CLARA_OK)
+            s = clara_quantize_row(j->nt, row, j->t->ne[0], j->out + r * j->out_row, j->t->name);
+    }
+    j->status[task] = s;
+    if (s != CLARA_OK) snprintf(j->msg[task], sizeof j->msg[task], "%s", clara_last_error());
+}
+
+/* Converts tensor t into type nt and appends it to the output. */
+static clara_status write_tensor(gguf_writer *w, const gguf_tensor *t, clara_type nt,
+                                 clara_pool *pool, float *row_bufs, uint8_t *slab) {
     uint64_t in_row, out_row, rows = 1;
     clara_status s = clara_type_row_bytes(t->type, t->ne[0], &in_row);
     if (s != CLARA_OK) return s;
@@ -172,10 +206,19 @@ static clara_status write_tensor(gguf_writer *w, const gguf_tensor *t, clara_typ
     s = clara_type_row_bytes(nt, t->ne[0], &out_row);
     if (s != CLARA_OK) return s;
     for (uint32_t d = 1; d < t->n_dims; d++) rows *= t->ne[d];
-    for (uint64_t r = 0; r < rows && s == CLARA_OK; r++) {
-        s = clara_dequantize_row(t->type, t->data + r * in_row, t->ne[0], row);
-        if (s == CLARA_OK) s = clara_quantize_row(nt, row, t->ne[0], buf, t->name);
-        if (s == CLARA_OK) s = gguf_writer_write(w, buf, (size_t)out_row);
+    uint64_t per_slab = SLAB_BYTES / out_row ? SLAB_BYTES / out_row : 1;
+    enum { TASKS = 64 };
+    clara_status status[TASKS];
+    char msg[TASKS][SLAB_MSG_MAX];
+    for (uint64_t r0 = 0; r0 < rows && s == CLARA_OK; r0 += per_slab) {
+        uint64_t n = rows - r0 < per_slab ? rows - r0 : per_slab;
+        slab_job j = {t,    nt,       in_row, out_row, r0, n, (n + TASKS - 1) / TASKS,
+                      slab, row_bufs, status, msg};
+        size_t tasks = (size_t)((n + j.rows_per_task - 1) / j.rows_per_task);
+        clara_pool_run(pool, tasks, slab_task, &j);
+        for (size_t k = 0; k < tasks && s == CLARA_OK; k++)
+            if (status[k] != CLARA_OK) s = clara_fail(status[k], "%s", msg[k]);
+        if (s == CLARA_OK) s = gguf_writer_write(w, slab, (size_t)(n * out_row));
     }
     return s;
 }
@@ -209,8 +252,12 @@ static clara_status run(gguf_ctx *g, gguf_writer *w, const char *out_path, int m
         if (t->ne[0] > max_row) max_row = t->ne[0];
         s = gguf_writer_add_tensor(w, t->name, types[i], t->n_dims, t->ne);
     }
-    float *row = malloc(max_row * sizeof *row);
-    uint8_t *buf = malloc(max_row * 4 + 64);
+    /* every core: quantizing is compute-bound (k-quants search scales per block) */
+    clara_pool *pool = NULL;
+    int threads = clara_physical_cores() < 1 ? 1 : clara_physical_cores();
+    if (s == CLARA_OK) s = clara_pool_create(threads, &pool);
+    float *row = malloc((size_t)threads * max_row * sizeof *row);
+    uint8_t *buf = malloc(SLAB_BYTES > max_row * 4 + 64 ? SLAB_BYTES : max_row * 4 + 64);
     if (s == CLARA_OK && (!types || !fb || !row || !buf))
         s = clara_fail(CLARA_ERR_NOMEM, "out of memory quantizing %s", gguf_name(g));
     if (s == CLARA_OK) s = gguf_writer_begin(w, out_path);
@@ -219,7 +266,7 @@ static clara_status run(gguf_ctx *g, gguf_writer *w, const char *out_path, int m
         uint64_t ob = 0, ne = 1;
         for (uint32_t d = 0; d < t->n_dims; d++) ne *= t->ne[d];
         s = clara_tensor_bytes(types[i], t->ne, t->n_dims, &ob);
-        if (s == CLARA_OK) s = write_tensor(w, t, types[i], row, buf);
+        if (s == CLARA_OK) s = write_tensor(w, t, types[i], pool, row, buf);
         in_total += t->nbytes, out_total += ob, elems += ne;
         if (s == CLARA_OK && o->progress)
             fprintf(o->progress, "[%4zu/%4zu] %-40s %-5s -> %-5s %10.3f KiB -> %10.3f KiB%s\n",
@@ -235,6 +282,7 @@ static clara_status run(gguf_ctx *g, gguf_writer *w, const char *out_path, int m
         fprintf(o->progress, "%s: %.2f MiB -> %.2f MiB of tensor data, %.3f bits/weight\n",
                 k_mixes[m].name, (double)in_total / 1048576, (double)out_total / 1048576,
                 elems ? 8.0 * (double)out_total / (double)elems : 0.0);
+    if (pool) clara_pool_free(pool);
     free(types);
     free(fb);
     free(row);

@@ -170,8 +170,28 @@ def test_errors():
           "bad input: %r" % p.stderr)
 
 
+def test_nan_row_refused():
+    """A NaN in one row of a big tensor (rows are quantized on every core): a clear error naming
+    the tensor, exit 1, no output; the first rows of another tensor are not enough to hide it."""
+    g = rd.read_gguf(SRC)
+    t = g.tensors["blk.1.ffn_down.weight"]
+    raw = bytearray(open(SRC, "rb").read())
+    rows = t.dims[1]
+    row = rows // 2 + 1  # a row in the middle: another task's than the first
+    at = g.data_offset + t.offset + (row * t.dims[0] + 3) * 4
+    raw[at:at + 4] = np.array([np.nan], dtype="<f4").tobytes()
+    bad = os.path.join(OUT, "nan.gguf")
+    open(bad, "wb").write(bytes(raw))
+    out = os.path.join(OUT, "nan-q4.gguf")
+    p = subprocess.run([CLARA, "quantize", bad, out, "q4_k_m"], capture_output=True, text=True)
+    check(p.returncode == 1 and "blk.1.ffn_down.weight" in p.stderr and "NaN" in p.stderr,
+          "a NaN row: exit %d, %r" % (p.returncode, p.stderr[-300:]))
+    check(not os.path.exists(out), "no output written")
+
+
 run(setup)
 run(test_mixes)
+run(test_nan_row_refused)
 run(test_fallback_reported)
 run(test_errors)
 report("test_quantize.py")
