@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 import time
 
-from harness import BUILD, check
+from harness import BUILD, CLARA, ROOT, check
 
 SERVER = os.path.join(BUILD, "clara-server")
 DEMO = os.path.join(BUILD, "demo", "clara-demo.gguf")
@@ -22,6 +22,22 @@ SLOW = bool(os.environ.get("SANITIZER")) or any(s in BUILD for s in ("/tsan", "/
 SANITIZER_REPORT = re.compile(r"(ERROR|WARNING): (Address|Thread)Sanitizer|runtime error|"
                               r"LeakSanitizer")
 _servers = []
+
+
+# A random ~1B q4_0 pair, slow enough (~30 ms a token on 2 cores) to watch tokens arrive one by
+# one; the demo model makes 256 tokens in ~0.1 s, which a reader can receive in one piece. Shared
+# by the sanitizer builds (build/asan, build/tsan): one generated model.
+BIG = os.path.join(ROOT, "build", "openai-1b-q4_0")
+
+
+def big_model():
+    """The server arguments of the 1B pair, generated once with `clara bench --generate`."""
+    if not os.path.exists(os.path.join(BIG, "clara.gguf")):
+        p = subprocess.run([CLARA, "bench", "--generate", "1b", "--type", "q4_0", "--out", BIG,
+                            "--quiet"], capture_output=True, text=True)
+        if p.returncode != 0:
+            raise RuntimeError("clara bench --generate failed: " + p.stderr[-2000:])
+    return ["--base", os.path.join(BIG, "base.gguf"), "--clara", os.path.join(BIG, "clara.gguf")]
 
 
 # Twenty short facts, memories of the store suites and the web page's test.

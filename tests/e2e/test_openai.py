@@ -11,14 +11,13 @@ import subprocess
 import time
 
 from harness import BUILD, CLARA, ROOT, check, report, run
-from server_harness import (DEMO, FACTS, SLOW, TMP, Server, check_no_sanitizer_reports,
-                            cleanup, raw_request)
+from server_harness import (DEMO, FACTS, SLOW, TMP, Server, big_model,
+                            check_no_sanitizer_reports, cleanup, raw_request)
 
 SDK_VERSION = "4.104.0"  # the last major version that supports node 18 (Debian 12's)
 # shared by the sanitizer builds (build/asan, build/tsan): one install, one generated model
 SDK_DIR = os.path.join(ROOT, "build", "openai-sdk")
 CLIENT = os.path.join(ROOT, "tests", "e2e", "openai_client.cjs")
-BIG = os.path.join(ROOT, "build", "openai-1b-q4_0")  # slow enough to watch tokens arrive
 
 DOCS = ["The sky is blue and the grass is green.", "Paris is the capital of France."]
 QUESTION = "What color is the sky?"
@@ -361,15 +360,6 @@ def test_our_endpoints_stream():
     st, j, _, _ = s.post("/v1/answer", dict(body, stream="yes"))
     check(st == 422, "stream must be a boolean: %d" % st)
     s.stop()
-
-
-def big_model():
-    if not os.path.exists(os.path.join(BIG, "clara.gguf")):
-        p = subprocess.run([CLARA, "bench", "--generate", "1b", "--type", "q4_0", "--out", BIG,
-                            "--quiet"], capture_output=True, text=True)
-        if p.returncode != 0:
-            raise RuntimeError("clara bench --generate failed: " + p.stderr[-2000:])
-    return ["--base", os.path.join(BIG, "base.gguf"), "--clara", os.path.join(BIG, "clara.gguf")]
 
 
 def test_streaming_is_real():

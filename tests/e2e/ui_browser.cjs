@@ -3,7 +3,7 @@
 // tests/e2e/test_ui.py. It does what a person would do and records what the page shows; the
 // Python suite checks those observations against the HTTP API. Usage:
 //   node ui_browser.cjs PUPPETEER_DIR < config.json > observations.json
-// config: {chromium, base, scenario: "main" | "key", shots, jsonl, key, question}
+// config: {chromium, base, scenario: "main" | "stream" | "key", shots, jsonl, key, question}
 'use strict';
 const path = require('path');
 const fs = require('fs');
@@ -250,6 +250,29 @@ async function scenarioMain(browser, cfg, obs) {
   await page.close();
 }
 
+// Pasted documents asked on a model slow enough that its tokens arrive one by one: the answer's
+// text at every mutation, until the timings say the answer is complete.
+async function scenarioStream(browser, cfg, obs) {
+  const page = await browser.newPage();
+  watch(page, obs);
+  await page.setViewport(DESKTOP);
+  await page.goto(cfg.base + '/', { waitUntil: 'networkidle0' });
+  await ready(page);
+  await page.click('#ask-src-docs');
+  await page.$eval('#ask-docs', (e, v) => { e.value = v; }, cfg.documents.join('\n\n'));
+  await page.$eval('#ask-max', (e, v) => { e.value = v; }, String(cfg.maxTokens));
+  await page.focus('#ask-question');
+  await page.keyboard.type(cfg.question);
+  await watchAnswer(page);
+  await page.keyboard.press('Enter');
+  await page.waitForFunction(() => /decode/.test(document.getElementById('ask-timings').textContent) ||
+    !document.getElementById('notice').hidden, { timeout: 120000 });
+  obs.stream = await page.evaluate(() => ({ states: window.__states,
+    answer: document.getElementById('answer').textContent,
+    notice: document.getElementById('notice').hidden ? '' : document.getElementById('notice').textContent }));
+  await page.close();
+}
+
 async function scenarioKey(browser, cfg, obs) {
   const ctx = await browser.createBrowserContext();
   const page = await ctx.newPage();
@@ -297,6 +320,7 @@ async function main() {
   obs.browserVersion = await browser.version();
   try {
     if (cfg.scenario === 'main') await scenarioMain(browser, cfg, obs);
+    else if (cfg.scenario === 'stream') await scenarioStream(browser, cfg, obs);
     else await scenarioKey(browser, cfg, obs);
   } catch (e) {
     obs.error = String(e && e.stack || e);
