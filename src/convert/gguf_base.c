@@ -74,20 +74,21 @@ static clara_status check_not_clara(const gguf_ctx *g) {
     return CLARA_OK;
 }
 
+/* The string key must be there and be "llama": the base `noun` (`what` it names). */
+static clara_status require_llama(const gguf_ctx *g, const char *key, const char *if_missing,
+                                  const char *noun, const char *what) {
+    const char *v;
+    if (gguf_find_key(g, key) < 0) return missing(g, key, if_missing);
+    clara_status s = gguf_get_str(g, key, &v);
+    if (s != CLARA_OK || strcmp(v, "llama") == 0) return s;
+    char q[64];
+    return clara_fail(CLARA_ERR_UNSUPPORTED, "%s: %s is '%s'; the base %s must be 'llama' (%s)",
+                      gguf_name(g), key, hftok_quote(v, q, sizeof q), noun, what);
+}
+
 static clara_status check_architecture(const gguf_ctx *g) {
-    const char *arch;
-    if (gguf_find_key(g, "general.architecture") < 0)
-        return missing(g, "general.architecture", "not a llama.cpp model file");
-    clara_status s = gguf_get_str(g, "general.architecture", &arch);
-    if (s != CLARA_OK) return s;
-    if (strcmp(arch, "llama") != 0) {
-        char q[64];
-        return clara_fail(CLARA_ERR_UNSUPPORTED,
-                          "%s: general.architecture is '%s'; the base model must be 'llama' "
-                          "(Mistral-7B-Instruct-v0.2)",
-                          gguf_name(g), hftok_quote(arch, q, sizeof q));
-    }
-    return CLARA_OK;
+    return require_llama(g, "general.architecture", "not a llama.cpp model file", "model",
+                         "Mistral-7B-Instruct-v0.2");
 }
 
 /* head_dim: llama.attention.key_length when recorded (llama.cpp writes it only when it is not
@@ -284,19 +285,12 @@ static clara_status opt_bool(const gguf_ctx *g, const char *key, bool *out) {
 
 /* Special ids, the flags tokenizer_config.json would give, and the chat template. */
 static clara_status read_settings(const gguf_ctx *g, clara_hf_tokenizer *t) {
-    const char *tmpl = NULL, *model;
+    const char *tmpl = NULL;
     bool space_prefix = true; /* llama.cpp's default for a "llama" vocabulary */
     clara_status s;
-    if (gguf_find_key(g, "tokenizer.ggml.model") < 0)
-        return missing(g, "tokenizer.ggml.model", "the base GGUF has no tokenizer");
-    if ((s = gguf_get_str(g, "tokenizer.ggml.model", &model)) != CLARA_OK) return s;
-    if (strcmp(model, "llama") != 0) {
-        char q[64];
-        return clara_fail(CLARA_ERR_UNSUPPORTED,
-                          "%s: tokenizer.ggml.model is '%s'; the base tokenizer must be 'llama' "
-                          "(SentencePiece BPE)",
-                          gguf_name(g), hftok_quote(model, q, sizeof q));
-    }
+    if ((s = require_llama(g, "tokenizer.ggml.model", "the base GGUF has no tokenizer", "tokenizer",
+                           "SentencePiece BPE")) != CLARA_OK)
+        return s;
     if ((s = opt_id(g, "tokenizer.ggml.bos_token_id", t->n_vocab, &t->bos_id)) ||
         (s = opt_id(g, "tokenizer.ggml.eos_token_id", t->n_vocab, &t->eos_id)) ||
         (s = opt_id(g, "tokenizer.ggml.unknown_token_id", t->n_vocab, &t->unk_id)) ||

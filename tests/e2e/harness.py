@@ -2,7 +2,10 @@
 report() prints "<suite>: N passed, N failed" (the line tests/run_tests.sh and CI read) and exits
 non-zero on failure. Also the paths every suite needs."""
 
+import json
 import os
+import shutil
+import subprocess
 import sys
 import traceback
 
@@ -42,3 +45,19 @@ def run(fn):
 def report(suite):
     print("%s: %d passed, %d failed" % (suite, _passed, _failed))
     sys.exit(1 if _failed else 0)
+
+
+def npm_install(prefix, package, version, tools=("node", "npm")):
+    """Installs package@version (pinned) into prefix with npm unless it is there already: the test
+    clients the suites drive the server with. A missing tool is an error, never a skip."""
+    for tool in tools:
+        if not (shutil.which(tool) or os.access(tool, os.X_OK)):
+            raise RuntimeError("%s is not installed: this suite needs it (.ci/install-deps "
+                               "installs it)" % tool)
+    pkg = os.path.join(prefix, "node_modules", package, "package.json")
+    if os.path.exists(pkg) and json.load(open(pkg))["version"] == version:
+        return
+    p = subprocess.run(["npm", "install", "--prefix", prefix, "--save-exact", "--no-audit",
+                        "--no-fund", "%s@%s" % (package, version)], capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError("npm install %s@%s failed:\n%s" % (package, version, p.stderr[-3000:]))

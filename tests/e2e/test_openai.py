@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import time
 
-from harness import BUILD, CLARA, ROOT, check, report, run
+from harness import BUILD, CLARA, ROOT, check, npm_install, report, run
 from server_harness import (DEMO, FACTS, SLOW, TMP, Server, big_model,
                             check_no_sanitizer_reports, cleanup, raw_request)
 
@@ -21,20 +21,6 @@ CLIENT = os.path.join(ROOT, "tests", "e2e", "openai_client.cjs")
 
 DOCS = ["The sky is blue and the grass is green.", "Paris is the capital of France."]
 QUESTION = "What color is the sky?"
-
-
-def install_sdk():
-    for tool in ("node", "npm"):
-        if not shutil.which(tool):
-            raise RuntimeError("%s is not installed: this suite needs node and npm "
-                               "(.ci/install-deps installs them)" % tool)
-    pkg = os.path.join(SDK_DIR, "node_modules", "openai", "package.json")
-    if os.path.exists(pkg) and json.load(open(pkg))["version"] == SDK_VERSION:
-        return
-    p = subprocess.run(["npm", "install", "--prefix", SDK_DIR, "--save-exact", "--no-audit",
-                        "--no-fund", "openai@" + SDK_VERSION], capture_output=True, text=True)
-    if p.returncode != 0:
-        raise RuntimeError("npm install openai@%s failed:\n%s" % (SDK_VERSION, p.stderr[-3000:]))
 
 
 def sdk(server, calls, key="unused"):
@@ -416,7 +402,7 @@ def test_docs():
 if __name__ == "__main__":
     t0 = time.time()
     try:
-        install_sdk()
+        npm_install(SDK_DIR, "openai", SDK_VERSION)
         for fn in [test_greedy_equals_cli_and_stream_equals_whole, test_cache_off_same_answer,
                    test_seeded_sampling, test_stop_sequences, test_chat_turns_and_parts,
                    test_collection, test_stream_equals_whole_with_byte_runs, test_errors_and_key, test_hostile, test_our_endpoints_stream,

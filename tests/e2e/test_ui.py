@@ -19,7 +19,7 @@ import struct
 import subprocess
 import time
 
-from harness import ROOT, check, report, run
+from harness import ROOT, check, npm_install, report, run
 from server_harness import (DEMO, FACTS, SERVER, TMP, Server, big_model, check_no_sanitizer_reports,
                             cleanup)
 
@@ -44,23 +44,6 @@ MEMORIES = [{"id": "m%02d" % (i + 1), "text": t, "metadata": {"n": i + 1}}
 def ui_file(name):
     with open(os.path.join(ROOT, "server", "ui", name), "rb") as f:
         return f.read()
-
-
-def install_puppeteer():
-    for tool, path in (("node", shutil.which("node")), ("npm", shutil.which("npm")),
-                       ("chromium", CHROMIUM if os.access(CHROMIUM, os.X_OK) else None)):
-        if not path:
-            raise RuntimeError("%s is not installed: this suite needs Debian's chromium, node and "
-                               "npm (.ci/install-deps installs them)" % tool)
-    pkg = os.path.join(PUPPETEER_DIR, "node_modules", "puppeteer-core", "package.json")
-    if os.path.exists(pkg) and json.load(open(pkg))["version"] == PUPPETEER_VERSION:
-        return
-    p = subprocess.run(["npm", "install", "--prefix", PUPPETEER_DIR, "--save-exact", "--no-audit",
-                        "--no-fund", "puppeteer-core@" + PUPPETEER_VERSION],
-                       capture_output=True, text=True)
-    if p.returncode != 0:
-        raise RuntimeError("npm install puppeteer-core@%s failed:\n%s"
-                           % (PUPPETEER_VERSION, p.stderr[-3000:]))
 
 
 def browse(server, scenario, **cfg):
@@ -379,7 +362,7 @@ if __name__ == "__main__":
         run(test_files_over_http)
         run(test_no_ui)
         run(test_docs)
-        install_puppeteer()
+        npm_install(PUPPETEER_DIR, "puppeteer-core", PUPPETEER_VERSION, ("node", "npm", CHROMIUM))
         run(test_browser)
         run(test_browser_streams)
         run(test_browser_api_key)
