@@ -22,10 +22,26 @@
 #include "model.h"
 
 #define MAX_ROWS 16
-#define PROMPT   64
+/* Prompt tokens each slot holds before the steps: BENCH_PROMPT (default 64, at most
+ * MAX_PROMPT), so that attention reads as much context as a served answer does. */
+#define MAX_PROMPT 2048
+static uint32_t PROMPT = 64;
 
-static const uint32_t k_rows[] = {1, 2, 4, 8, 16};
-enum { N_COUNTS = sizeof k_rows / sizeof k_rows[0] };
+/* The row counts timed: BENCH_ROWS (a comma list, each 1 to MAX_ROWS), default 1,2,4,8,16. */
+static uint32_t k_rows[MAX_ROWS] = {1, 2, 4, 8, 16};
+static int N_COUNTS = 5;
+
+static int parse_rows(const char *list) {
+    N_COUNTS = 0;
+    for (const char *p = list; *p && N_COUNTS < MAX_ROWS; p += *p == ',') {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 1 || v > MAX_ROWS || (*end && *end != ',')) return -1;
+        k_rows[N_COUNTS++] = (uint32_t)v;
+        p = end;
+    }
+    return N_COUNTS > 0 ? 0 : -1;
+}
 
 static double now_ms(void) {
     struct timespec ts;
@@ -75,10 +91,10 @@ static clara_status step(bench *b, uint32_t n) {
 static clara_status prefill(bench *b, uint32_t steps_per_round) {
     const clara_model *m = b->ctx->m;
     uint32_t H = m->hp.n_embd;
-    int32_t ids[PROMPT], pos[PROMPT];
+    static int32_t ids[MAX_PROMPT], pos[MAX_PROMPT];
     float *emb = malloc((size_t)PROMPT * H * sizeof(float));
     if (!emb) return CLARA_ERR_NOMEM;
-    for (int i = 0; i < PROMPT; i++) ids[i] = 10 + (i * 13) % 200, pos[i] = i;
+    for (uint32_t i = 0; i < PROMPT; i++) ids[i] = 10 + (i * 13) % 200, pos[i] = i;
     clara_embed_tokens(m, ids, PROMPT, emb);
     clara_status s = CLARA_OK;
     for (uint32_t i = 0; s == CLARA_OK && i < MAX_ROWS; i++) {
@@ -96,6 +112,16 @@ int main(int argc, char **argv) {
     if (argc < 3) {
         fprintf(stderr, "usage: %s BASE.gguf CLARA.gguf [THREADS=2] [ROUNDS=5] [STEPS=8]\n",
                 argv[0]);
+        return 2;
+    }
+    const char *bp = getenv("BENCH_PROMPT");
+    if (bp) PROMPT = (uint32_t)atoi(bp);
+    if (PROMPT < 1 || PROMPT > MAX_PROMPT) {
+        fprintf(stderr, "BENCH_PROMPT: 1 to %d tokens\n", MAX_PROMPT);
+        return 2;
+    }
+    if (getenv("BENCH_ROWS") && parse_rows(getenv("BENCH_ROWS")) != 0) {
+        fprintf(stderr, "BENCH_ROWS: a comma list of row counts, each 1 to %d\n", MAX_ROWS);
         return 2;
     }
     int threads = argc > 3 ? atoi(argv[3]) : 2, rounds = argc > 4 ? atoi(argv[4]) : 5;
@@ -122,9 +148,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "setup failed: %s\n", clara_last_error());
         return 1;
     }
-    printf("isa %s, %d threads, adapter %s, %u layers, n_embd %u, vocab %u\n",
+    printf("isa %s, %d threads, adapter %s, %u layers, n_embd %u, vocab %u, prompt %u\n",
            clara_isa_name(clara_isa_active()), threads, b.set.n ? "active" : "none", m->hp.n_layer,
-           m->hp.n_embd, m->hp.n_vocab);
+           m->hp.n_embd, m->hp.n_vocab, PROMPT);
     b.step = 0;
     (void)step(&b, MAX_ROWS); /* warm-up: page in the weights */
     for (int r = 0; r < rounds; r++)

@@ -4,6 +4,7 @@
 # 16 rows on a model pair, e.g. one `clara bench --generate 1b --type q4_0 --out DIR` wrote.
 #
 #   bench/bench_decode.sh BASE.gguf CLARA.gguf [THREADS=2] [ROUNDS=5] [STEPS=8]
+#   (env: BENCH_PROMPT=64 tokens of context before the steps; BENCH_ROWS=1,2,4,8,16 the rows)
 #   (env: BUILD=build; CLARA_ISA=avx2|avx512|ref forces a level)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -4,7 +4,8 @@
  * a decoder's layers are, x 1 row: GB/s of weight bytes read).
  *
  *   bench_matmul [SECONDS_PER_CASE] [TYPES...]     (types: f32 f16 bf16 q8_0 q4_0 q4_k ...)
- * Environment: BENCH_CASES=gemm or gemv runs only that case (default both).
+ * Environment: BENCH_CASES=gemm or gemv runs only that case (default both); BENCH_GEMV_ROWS=N
+ * gives the GEMV N activation rows (default 1; at most 256: decoding N streams at once).
  * Each case runs at least once and repeats until SECONDS_PER_CASE (default 1) have passed; the
  * best repetition is reported. The machine limits to compare with are in
  * the project's performance anchors (re-measure them in the same run before claiming ratios). */
@@ -76,6 +77,12 @@ int main(int argc, char **argv) {
     const uint64_t K = 4096, M_GEMM = 4096, M_GEMV = 14336;
     const uint32_t N_GEMM = 256;
     const char *cases = getenv("BENCH_CASES");
+    const char *gr = getenv("BENCH_GEMV_ROWS");
+    uint32_t gemv_rows = gr ? (uint32_t)atoi(gr) : 1;
+    if (gemv_rows < 1 || gemv_rows > N_GEMM) {
+        fprintf(stderr, "bench_matmul: BENCH_GEMV_ROWS must be 1 to %u\n", N_GEMM);
+        return 2;
+    }
     bool gemm = !cases || strcmp(cases, "gemv") != 0, gemv = !cases || strcmp(cases, "gemm") != 0;
     cpu_kctx ctx[2];
     for (int i = 0; i < 2; i++) {
@@ -90,7 +97,8 @@ int main(int argc, char **argv) {
     printf("machine best level: %s; ANCHORS.md limits (Emerald Rapids VM; re-measure on other "
            "CPUs): f32 FMA 179/358 GFLOP/s (1/2 thr, AVX-512), read 15.6/30.9 GB/s\n",
            clara_isa_name(clara_isa_best()));
-    printf("%-6s %-7s %3s %14s %14s\n", "type", "level", "thr", "GEMM GFLOP/s", "GEMV GB/s");
+    printf("%-6s %-7s %3s %14s %14s (GEMV: %u activation rows)\n", "type", "level", "thr",
+           "GEMM GFLOP/s", "GEMV GB/s", gemv_rows);
     for (int ti = 0; ti < n_types; ti++) {
         int t = clara_type_from_name(names[ti]);
         cpu_mat Wg, Wv[GEMV_MATS];
@@ -107,7 +115,8 @@ int main(int argc, char **argv) {
             clara_isa_force((clara_isa)lv);
             for (int th = 1; th <= 2; th++) {
                 double tg = gemm ? time_case(&ctx[th - 1], &Wg, 1, x, N_GEMM, y, secs) : 0;
-                double tv = gemv ? time_case(&ctx[th - 1], Wv, GEMV_MATS, x, 1, y, secs) : 0;
+                double tv =
+                    gemv ? time_case(&ctx[th - 1], Wv, GEMV_MATS, x, gemv_rows, y, secs) : 0;
                 printf("%-6s %-7s %3d %14.1f %14.2f\n", names[ti], clara_isa_name((clara_isa)lv),
                        th, gemm ? 2.0 * M_GEMM * K * N_GEMM / tg * 1e-9 : 0.0,
                        gemv ? (double)bv / tv * 1e-9 : 0.0);
