@@ -10,8 +10,23 @@
 #define GRID_GROUPS 4096u
 
 bool clvk_matmul_supports(clara_type t) {
-    return t == CLARA_TYPE_F32 || t == CLARA_TYPE_F16 || t == CLARA_TYPE_BF16 ||
-           t == CLARA_TYPE_Q8_0 || t == CLARA_TYPE_Q4_0;
+    switch (t) {
+    case CLARA_TYPE_F32:
+    case CLARA_TYPE_F16:
+    case CLARA_TYPE_BF16:
+    case CLARA_TYPE_Q8_0:
+    case CLARA_TYPE_Q4_0:
+    case CLARA_TYPE_Q4_1:
+    case CLARA_TYPE_Q5_0:
+    case CLARA_TYPE_Q5_1:
+    case CLARA_TYPE_Q8_Z:
+    case CLARA_TYPE_Q4_K:
+    case CLARA_TYPE_Q5_K:
+    case CLARA_TYPE_Q6_K:
+        return true;
+    default:
+        return false;
+    }
 }
 
 static clara_status need_bytes(const clvk_buf *b, uint64_t bytes, const char *what) {
