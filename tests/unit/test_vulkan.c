@@ -14,12 +14,21 @@
  *  - RMSNorm, SwiGLU within bounds derived from Vulkan's precision rules (at each check), RoPE
  *    bit-identical to forward.c's arithmetic;
  *  - device choice (CLARA_VK_DEVICE, `auto` never picking a CPU device) and the errors: unsupported
- *    type, out-of-range copies, a lost device. */
+ *    type, out-of-range copies, a lost device;
+ *  - libvulkan loaded at run time, not linked: no libvulkan among the objects loaded at start and
+ *    none in the DT_NEEDED entries (readelf -d) of this binary, build/clara and build/clara-server;
+ *    this binary run again as a child with CLARA_VK_LOADER naming a file that is not there (or a
+ *    library that is not a loader) fails every Vulkan call with the message saying what to
+ *    install, and still does CPU work and exits normally. */
+#define _GNU_SOURCE /* dl_iterate_phdr */
+#include <link.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "base/fp16.h"
 #include "cpu/kernels_ref.h"
@@ -452,8 +461,127 @@ static void test_errors(void) {
     clvk_buf_free(g_dev, b), clvk_buf_free(g_dev, x), clvk_buf_free(g_dev, y);
 }
 
-int main(void) {
+/* ---- the loader: opened at run time, never linked ------------------------------------------ */
+
+static int find_vulkan(struct dl_phdr_info *info, size_t size, void *found) {
+    (void)size;
+    if (info->dlpi_name && strstr(info->dlpi_name, "libvulkan.so")) *(bool *)found = true;
+    return 0;
+}
+
+/* Whether a libvulkan is among the objects loaded in this process. */
+static bool vulkan_loaded(void) {
+    bool found = false;
+    dl_iterate_phdr(find_vulkan, &found);
+    return found;
+}
+
+/* Runs `cmd` (through the shell) into out (at most cap - 1 bytes); its exit status, -1 if it did
+ * not run or did not exit. */
+static int run_capture(const char *cmd, char *out, size_t cap) {
+    FILE *f = popen(cmd, "r");
+    size_t n = 0;
+    if (!f) return -1;
+    for (size_t r; n + 1 < cap && (r = fread(out + n, 1, cap - 1 - n, f)) > 0;) n += r;
+    out[n] = '\0';
+    int st = pclose(f);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static char g_exe[4096]; /* this binary; its directory is BUILD/tests */
+
+/* readelf -d of path: its DT_NEEDED entries include libc and no libvulkan. */
+static void check_not_needed(const char *path) {
+    char cmd[4200], out[16384];
+    snprintf(cmd, sizeof cmd, "readelf -d '%s' 2>&1", path);
+    int rc = run_capture(cmd, out, sizeof out);
+    T_CHECK_MSG(rc == 0 && strstr(out, "(NEEDED)") && strstr(out, "libc.so"),
+                "readelf -d %s: exit %d: %.200s", path, rc, out);
+    T_CHECK_MSG(!strstr(out, "libvulkan"), "%s is linked to libvulkan:\n%s", path, out);
+}
+
+static void test_loader_not_linked(void) {
+    T_CHECK_MSG(!vulkan_loaded(), "libvulkan was loaded before any Vulkan call (linked?)");
+    check_not_needed(g_exe);
+    /* the binaries beside tests/: built by `make all`, which `make test` runs first */
+    char path[4200], dir[4096];
+    snprintf(dir, sizeof dir, "%s", g_exe);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = '\0';
+    slash = strrchr(dir, '/');
+    if (slash) *slash = '\0';
+    static const char *bins[] = {"clara", "clara-server"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, bins[i]);
+        if (access(path, X_OK) == 0)
+            check_not_needed(path);
+        else
+            printf("note: %s is not built (make all), its DT_NEEDED not checked\n", path);
+    }
+}
+
+/* This binary again, as a child, with CLARA_VK_LOADER=loader and `--loader-child expect`; its
+ * exit status and output (stdout and stderr together). */
+static int run_child(const char *loader, const char *expect, char *out, size_t cap) {
+    char cmd[8400];
+    snprintf(cmd, sizeof cmd, "CLARA_VK_LOADER='%s' '%s' --loader-child %s 2>&1", loader, g_exe,
+             expect);
+    return run_capture(cmd, out, cap);
+}
+
+static void test_loader_missing(void) {
+    char out[8192];
+    int rc = run_child("/nonexistent/libvulkan.so.1", "missing", out, sizeof out);
+    T_CHECK_MSG(rc == 0, "child without a loader: exit %d:\n%s", rc, out);
+    T_CHECK_MSG(strstr(out, "the Vulkan loader (libvulkan.so.1) was not found") &&
+                    strstr(out, "CLARA_VK_LOADER=/nonexistent/libvulkan.so.1") &&
+                    strstr(out, "install the package libvulkan1") && strstr(out, "cpu ok"),
+                "child without a loader said:\n%s", out);
+    rc = run_child("libm.so.6", "notloader", out, sizeof out);
+    T_CHECK_MSG(rc == 0 && strstr(out, "libm.so.6 is not a Vulkan loader") && strstr(out, "cpu ok"),
+                "child with libm as the loader: exit %d:\n%s", rc, out);
+    rc = run_child("libvulkan.so.1", "ok", out, sizeof out);
+    T_CHECK_MSG(rc == 0 && strstr(out, "devices: ") && !strstr(out, "devices: 0"),
+                "child with CLARA_VK_LOADER=libvulkan.so.1: exit %d:\n%s", rc, out);
+}
+
+/* The child's side: every Vulkan entry point fails as `expect` says (or works, "ok"), and the
+ * CPU still works (a q4_k row quantized, dequantized and dotted). Exit 0 when all held. */
+static int loader_child(const char *expect) {
+    clvk_device_desc d[CLVK_MAX_DEVICES];
+    uint32_t n = 99;
+    clvk_dev *dev = NULL;
+    bool ok_expected = strcmp(expect, "ok") == 0;
+    clara_status want = ok_expected ? CLARA_OK : CLARA_ERR_NOT_FOUND;
+    clara_status e = clvk_enumerate(d, CLVK_MAX_DEVICES, &n);
+    printf("enumerate: %d %s; devices: %u\n", (int)e, e ? clara_last_error() : "", n);
+    clara_status o = clvk_open(CLVK_PICK_ANY, &dev);
+    printf("open: %d %s\n", (int)o, o ? clara_last_error() : "");
+    clvk_close(dev);
+    dev = NULL;
+    clara_status g = clvk_open(CLVK_PICK_GPU, &dev);
+    printf("open a GPU: %d %s\n", (int)g, g ? clara_last_error() : "");
+    clvk_close(dev);
+    bool vk_ok = e == want && o == want &&
+                 (ok_expected || (g == want && n == 0 && dev == NULL && !vulkan_loaded()));
+    float x[256], y[256], dot = NAN;
+    uint8_t q[144];
+    for (int i = 0; i < 256; i++) x[i] = (float)sin(i * 0.37);
+    bool cpu = clara_quantize_row(CLARA_TYPE_Q4_K, x, 256, q, "x") == CLARA_OK &&
+               clara_dequantize_row(CLARA_TYPE_Q4_K, q, 256, y) == CLARA_OK &&
+               clara_vec_dot_ref(CLARA_TYPE_Q4_K, q, x, 256, &dot) == CLARA_OK && dot > 100;
+    printf("%s\n", cpu ? "cpu ok" : "cpu FAILED");
+    return vk_ok && cpu ? 0 : 1;
+}
+
+int main(int argc, char **argv) {
+    if (argc == 3 && strcmp(argv[1], "--loader-child") == 0) return loader_child(argv[2]);
+    ssize_t len = readlink("/proc/self/exe", g_exe, sizeof g_exe - 1);
+    g_exe[len > 0 ? len : 0] = '\0';
+    T_RUN(test_loader_not_linked);
+    T_RUN(test_loader_missing);
     T_RUN(test_choice);
+    T_CHECK_MSG(vulkan_loaded(), "libvulkan not loaded after opening a device");
     if (clvk_open(CLVK_PICK_ANY, &g_dev) != CLARA_OK) {
         fprintf(stderr, "FAIL: no Vulkan device to test on: %s\n", clara_last_error());
         return 1;
