@@ -252,6 +252,11 @@ clean:
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
+# The Vulkan matmul shader's time per weight type (docs/VULKAN.md), where the backend is built.
+$(BUILD)/bench/bench_vk_matmul: bench/bench_vk_matmul.c $(BUILD)/libclara.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libclara.a $(LDLIBS)
+
 # bench/store.sh's program: the memory store's ranking, recall and size (direct store access).
 $(BUILD)/bench/bench_store: bench/bench_store.c $(BUILD)/libclara.a
 	@mkdir -p $(dir $@)
