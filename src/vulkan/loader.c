@@ -65,8 +65,7 @@ static void load_once(void) {
 /* Looks up vkNAME through get(owner, "vkNAME") into *slot; a missing function is an error. */
 #define LOOKUP(get, owner, name)                                                                   \
     do {                                                                                           \
-        if (!(f->name = (PFN_vk##name)get(owner, "vk" #name)))                                     \
-            return missing("vk" #name);                                                            \
+        if (!(f->name = (PFN_vk##name)get(owner, "vk" #name))) return missing("vk" #name);         \
     } while (0);
 
 static clara_status missing(const char *fn) {

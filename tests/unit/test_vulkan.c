@@ -238,6 +238,9 @@ static void test_matmul(void) {
     }
     /* shapes all types take, on top */
     for (size_t ti = 0; ti < N_TYPES; ti++) check_matmul(types[ti], 130, 256, 2);
+    /* more rows than one dispatch takes (65535 workgroups of 4 rows), the last group short */
+    check_matmul(CLARA_TYPE_F32, 262147, 1, 2);
+    check_matmul(CLARA_TYPE_Q4_0, 262147, 32, 1);
 }
 
 /* Activation rows that are unit vectors e_j, one per column j: y[j][r] has one nonzero product
