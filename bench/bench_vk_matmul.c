@@ -65,8 +65,10 @@ int main(int argc, char **argv) {
            (unsigned long long)rows, (unsigned long long)cols);
     const uint32_t max_n = 8;
     float *src = malloc(rows * cols * sizeof(float)), *xs = malloc(max_n * cols * sizeof(float));
-    for (uint64_t i = 0; i < rows * cols; i++) src[i] = (float)((int64_t)(i * 2654435761u % 2001) - 1000) / 1000;
-    for (uint64_t i = 0; i < max_n * cols; i++) xs[i] = (float)((int64_t)(i * 40503u % 201) - 100) / 100;
+    for (uint64_t i = 0; i < rows * cols; i++)
+        src[i] = (float)((int64_t)(i * 2654435761u % 2001) - 1000) / 1000;
+    for (uint64_t i = 0; i < max_n * cols; i++)
+        xs[i] = (float)((int64_t)(i * 40503u % 201) - 100) / 100;
     clvk_buf *x = upload_new(d, xs, max_n * cols * 4), *y = upload_new(d, NULL, max_n * rows * 4);
     for (int ti = 0; ti < n_types; ti++) {
         int t = clara_type_from_name(types[ti]);
