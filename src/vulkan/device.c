@@ -300,7 +300,13 @@ static clara_status device_create(clvk_dev *d) {
                              .pQueueCreateInfos = &q};
     VK_TRY(d, d->vk.CreateDevice(d->phys, &ci, NULL, &d->dev), "creating the logical device");
     clara_status st = clvk_load_device(&d->vk, d->dev);
-    if (st != CLARA_OK) return st;
+    if (st != CLARA_OK) { /* a partial table: clvk_close must not call through it */
+        PFN_vkDestroyDevice destroy =
+            (PFN_vkDestroyDevice)d->vk.GetDeviceProcAddr(d->dev, "vkDestroyDevice");
+        if (destroy) destroy(d->dev, NULL);
+        d->dev = VK_NULL_HANDLE;
+        return st;
+    }
     d->vk.GetDeviceQueue(d->dev, d->queue_family, 0, &d->queue);
     d->vk.GetPhysicalDeviceMemoryProperties(d->phys, &d->mem);
     VkCommandPoolCreateInfo cp = {.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
@@ -358,7 +364,7 @@ clara_status clvk_open(clvk_pick pick, clvk_dev **out) {
 
 void clvk_close(clvk_dev *d) {
     if (!d) return;
-    if (d->dev && d->vk.DestroyDevice) {
+    if (d->dev) {
         d->vk.DeviceWaitIdle(d->dev);
         for (uint32_t i = 0; i < d->n_pipes; i++)
             d->vk.DestroyPipeline(d->dev, d->pipes[i].pipe, NULL);
