@@ -62,7 +62,8 @@ static void load_once(void) {
     g_why[0] = '\0';
 }
 
-/* Looks up vkNAME through get(owner, "vkNAME") into *slot; a missing function is an error. */
+/* Looks up vkNAME through get(owner, "vkNAME") into f->NAME; a missing function is an error. The
+ * statement ends with its own semicolon, so the X lists expand to a sequence of them. */
 #define LOOKUP(get, owner, name)                                                                   \
     do {                                                                                           \
         if (!(f->name = (PFN_vk##name)get(owner, "vk" #name))) return missing("vk" #name);         \

@@ -44,11 +44,13 @@ uint byte_at(uint o) {
     return (w[o >> 2] >> ((o & 3u) * 8u)) & 0xffu;
 }
 
-/* Bytes o .. o + 3 as a little-endian word, o any byte offset: the word after is read only when
- * o is not aligned, and then byte o + 3 lies in it, so no read passes the buffer's last word. */
+/* Bytes o .. o + 3 as a little-endian word, o any byte offset. The word after is needed only when
+ * o is not aligned, and then byte o + 3 lies in it; its index is clamped to the buffer all the
+ * same, so that a compiler that loads both sides of the select never reads past the end. */
 uint word_at(uint o) {
     uint i = o >> 2, sh = (o & 3u) * 8u;
-    return sh == 0u ? w[i] : (w[i] >> sh) | (w[i + 1u] << (32u - sh));
+    uint next = w[min(i + 1u, uint(w.length()) - 1u)];
+    return sh == 0u ? w[i] : (w[i] >> sh) | (next << (32u - sh));
 }
 
 uint u16_at(uint o) { /* o even */
