@@ -36,9 +36,10 @@ LDLIBS   += $(PKG_LIBS) -lm -lpthread
 LIB_SRC  := $(sort $(wildcard src/*.c src/base/*.c src/convert/*.c src/cpu/*.c src/bench/*.c src/http/*.c \
                     src/store/*.c src/hub/*.c))
 
-# The Vulkan compute backend (src/vulkan/, docs/VULKAN.md) is built when the Vulkan headers and
-# loader (pkg-config vulkan) and the GLSL compiler glslc are both present; VULKAN=0 leaves it out.
-# Without it the build is CPU only, and make says so in one line.
+# The Vulkan compute backend (src/vulkan/, docs/VULKAN.md) is built when the Vulkan headers
+# (pkg-config vulkan) and the GLSL compiler glslc are both present; VULKAN=0 leaves it out.
+# Without it the build is CPU only, and make says so in one line. libvulkan is not linked: the
+# backend opens it at run time (src/vulkan/loader.c), so the binaries start without it.
 VULKAN   ?= auto
 ifeq ($(VULKAN),0)
 VK_WHY   := VULKAN=0 was given
@@ -51,8 +52,8 @@ VK_SHADERS := $(sort $(wildcard src/vulkan/shaders/*.comp))
 VK_SPV_C := $(BUILD)/gen/vk_shaders.c
 ifeq ($(VK_WHY),)
 LIB_SRC  += $(sort $(wildcard src/vulkan/*.c))
-CPPFLAGS += -DCLARA_HAVE_VULKAN $(shell pkg-config --cflags vulkan)
-LDLIBS   += $(shell pkg-config --libs vulkan)
+CPPFLAGS += -DCLARA_HAVE_VULKAN -DVK_NO_PROTOTYPES $(shell pkg-config --cflags vulkan)
+LDLIBS   += -ldl
 else
 $(info clara: the Vulkan backend is not built ($(VK_WHY)); building for the CPU only)
 endif
@@ -250,6 +251,11 @@ clean:
 	rm -rf build
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+# The Vulkan matmul shader's time per weight type (docs/VULKAN.md), where the backend is built.
+$(BUILD)/bench/bench_vk_matmul: bench/bench_vk_matmul.c $(BUILD)/libclara.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libclara.a $(LDLIBS)
 
 # bench/store.sh's program: the memory store's ranking, recall and size (direct store access).
 $(BUILD)/bench/bench_store: bench/bench_store.c $(BUILD)/libclara.a

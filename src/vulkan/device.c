@@ -1,14 +1,14 @@
 /* device.c - the Vulkan device layer (device.h): instance, device enumeration and choice, one
  * compute queue, buffers with upload/download (mapped where the memory allows, else through a
- * staging buffer), pipelines from the embedded SPIR-V, and submit-and-wait with clear errors. */
+ * staging buffer), pipelines from the embedded SPIR-V, and submit-and-wait with clear errors. Every
+ * Vulkan call goes through a function table (loader.h): libvulkan is loaded at run time. */
 #include "vulkan/device.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <vulkan/vulkan.h>
-
 #include "base/status.h"
+#include "vulkan/loader.h"
 
 /* The shaders' SPIR-V, embedded by the Makefile (build/gen/vk_shaders.c). */
 extern const unsigned char vk_spv_matmul[], vk_spv_rmsnorm[], vk_spv_swiglu[], vk_spv_rope[];
@@ -39,6 +39,7 @@ typedef struct {
 } pipeline_entry;
 
 struct clvk_dev {
+    clvk_fns vk; /* this instance's and device's Vulkan functions */
     VkInstance inst;
     VkPhysicalDevice phys;
     VkDevice dev;
@@ -128,19 +129,25 @@ static clara_status check_lost(const clvk_dev *d) {
     return d->lost ? clara_fail(CLARA_ERR_IO, "vulkan: %s", lost_msg) : CLARA_OK;
 }
 
-static clara_status instance_create(VkInstance *out) {
+/* Loads the loader's global functions into vk, creates the instance, then loads its functions. */
+static clara_status instance_create(clvk_fns *vk, VkInstance *out) {
+    clara_status st = clvk_load_global(vk);
+    if (st != CLARA_OK) return st;
     VkApplicationInfo app = {.sType = VK_STRUCTURE_TYPE_APPLICATION_INFO,
                              .pApplicationName = "clara",
                              .pEngineName = "clara",
                              .apiVersion = VK_API_VERSION_1_1};
     VkInstanceCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO,
                                .pApplicationInfo = &app};
-    VkResult r = vkCreateInstance(&ci, NULL, out);
+    VkResult r = vk->CreateInstance(&ci, NULL, out);
     if (r == VK_ERROR_INCOMPATIBLE_DRIVER)
         return clara_fail(CLARA_ERR_NOT_FOUND, "vulkan: no Vulkan driver is installed (%s)",
                           result_name(r));
     if (r != VK_SUCCESS) return vk_fail(NULL, r, "creating the Vulkan instance");
-    return CLARA_OK;
+    st = clvk_load_instance(vk, *out);
+    if (st != CLARA_OK && vk->DestroyInstance) vk->DestroyInstance(*out, NULL);
+    if (st != CLARA_OK) *out = VK_NULL_HANDLE;
+    return st;
 }
 
 static const char *type_name(VkPhysicalDeviceType t) {
@@ -159,22 +166,22 @@ static const char *type_name(VkPhysicalDeviceType t) {
 }
 
 /* The first queue family with compute (UINT32_MAX: none). */
-static uint32_t compute_family(VkPhysicalDevice p) {
+static uint32_t compute_family(const clvk_fns *vk, VkPhysicalDevice p) {
     uint32_t n = 0;
-    vkGetPhysicalDeviceQueueFamilyProperties(p, &n, NULL);
+    vk->GetPhysicalDeviceQueueFamilyProperties(p, &n, NULL);
     VkQueueFamilyProperties q[32];
     if (n > 32) n = 32;
-    vkGetPhysicalDeviceQueueFamilyProperties(p, &n, q);
+    vk->GetPhysicalDeviceQueueFamilyProperties(p, &n, q);
     for (uint32_t i = 0; i < n; i++)
         if (q[i].queueFlags & VK_QUEUE_COMPUTE_BIT) return i;
     return UINT32_MAX;
 }
 
-static void describe(VkPhysicalDevice p, uint32_t index, clvk_device_desc *o) {
+static void describe(const clvk_fns *vk, VkPhysicalDevice p, uint32_t index, clvk_device_desc *o) {
     VkPhysicalDeviceProperties pr;
     VkPhysicalDeviceMemoryProperties m;
-    vkGetPhysicalDeviceProperties(p, &pr);
-    vkGetPhysicalDeviceMemoryProperties(p, &m);
+    vk->GetPhysicalDeviceProperties(p, &pr);
+    vk->GetPhysicalDeviceMemoryProperties(p, &m);
     memset(o, 0, sizeof *o);
     o->index = index;
     snprintf(o->name, sizeof o->name, "%s", pr.deviceName);
@@ -185,29 +192,32 @@ static void describe(VkPhysicalDevice p, uint32_t index, clvk_device_desc *o) {
             o->mem_bytes = m.memoryHeaps[h].size;
     o->vendor_id = pr.vendorID;
     o->api_version = pr.apiVersion;
-    o->has_compute = compute_family(p) != UINT32_MAX;
+    o->has_compute = compute_family(vk, p) != UINT32_MAX;
 }
 
 /* The physical devices of inst (at most CLVK_MAX_DEVICES). */
-static clara_status physical_devices(VkInstance inst, VkPhysicalDevice *p, uint32_t *n) {
+static clara_status physical_devices(const clvk_fns *vk, VkInstance inst, VkPhysicalDevice *p,
+                                     uint32_t *n) {
     *n = CLVK_MAX_DEVICES;
-    VkResult r = vkEnumeratePhysicalDevices(inst, n, p);
+    VkResult r = vk->EnumeratePhysicalDevices(inst, n, p);
     if (r != VK_SUCCESS && r != VK_INCOMPLETE)
         return vk_fail(NULL, r, "listing the Vulkan devices");
     return CLARA_OK;
 }
 
 clara_status clvk_enumerate(clvk_device_desc *out, uint32_t cap, uint32_t *n) {
+    clvk_fns vk;
     VkInstance inst;
     VkPhysicalDevice p[CLVK_MAX_DEVICES];
     uint32_t np = 0;
     *n = 0;
-    clara_status st = instance_create(&inst);
-    if (st == CLARA_ERR_NOT_FOUND) return CLARA_OK;
+    clara_status st = instance_create(&vk, &inst);
+    if (st == CLARA_ERR_NOT_FOUND && vk.GetInstanceProcAddr) return CLARA_OK; /* no driver */
     if (st != CLARA_OK) return st;
-    st = physical_devices(inst, p, &np);
-    for (uint32_t i = 0; st == CLARA_OK && i < np && *n < cap; i++) describe(p[i], i, &out[(*n)++]);
-    vkDestroyInstance(inst, NULL);
+    st = physical_devices(&vk, inst, p, &np);
+    for (uint32_t i = 0; st == CLARA_OK && i < np && *n < cap; i++)
+        describe(&vk, p[i], i, &out[(*n)++]);
+    vk.DestroyInstance(inst, NULL);
     return st;
 }
 
@@ -264,7 +274,7 @@ static clara_status layouts_create(clvk_dev *d) {
             .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
             .bindingCount = nb,
             .pBindings = b};
-        VK_TRY(d, vkCreateDescriptorSetLayout(d->dev, &sl, NULL, &d->set_layout[nb]),
+        VK_TRY(d, d->vk.CreateDescriptorSetLayout(d->dev, &sl, NULL, &d->set_layout[nb]),
                "creating a descriptor set layout");
         VkPushConstantRange pc = {VK_SHADER_STAGE_COMPUTE_BIT, 0, MAX_PUSH};
         VkPipelineLayoutCreateInfo pl = {.sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO,
@@ -272,7 +282,7 @@ static clara_status layouts_create(clvk_dev *d) {
                                          .pSetLayouts = &d->set_layout[nb],
                                          .pushConstantRangeCount = 1,
                                          .pPushConstantRanges = &pc};
-        VK_TRY(d, vkCreatePipelineLayout(d->dev, &pl, NULL, &d->pipe_layout[nb]),
+        VK_TRY(d, d->vk.CreatePipelineLayout(d->dev, &pl, NULL, &d->pipe_layout[nb]),
                "creating a pipeline layout");
     }
     return CLARA_OK;
@@ -288,26 +298,34 @@ static clara_status device_create(clvk_dev *d) {
     VkDeviceCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
                              .queueCreateInfoCount = 1,
                              .pQueueCreateInfos = &q};
-    VK_TRY(d, vkCreateDevice(d->phys, &ci, NULL, &d->dev), "creating the logical device");
-    vkGetDeviceQueue(d->dev, d->queue_family, 0, &d->queue);
-    vkGetPhysicalDeviceMemoryProperties(d->phys, &d->mem);
+    VK_TRY(d, d->vk.CreateDevice(d->phys, &ci, NULL, &d->dev), "creating the logical device");
+    clara_status st = clvk_load_device(&d->vk, d->dev);
+    if (st != CLARA_OK) { /* a partial table: clvk_close must not call through it */
+        PFN_vkDestroyDevice destroy =
+            (PFN_vkDestroyDevice)d->vk.GetDeviceProcAddr(d->dev, "vkDestroyDevice");
+        if (destroy) destroy(d->dev, NULL);
+        d->dev = VK_NULL_HANDLE;
+        return st;
+    }
+    d->vk.GetDeviceQueue(d->dev, d->queue_family, 0, &d->queue);
+    d->vk.GetPhysicalDeviceMemoryProperties(d->phys, &d->mem);
     VkCommandPoolCreateInfo cp = {.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
                                   .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,
                                   .queueFamilyIndex = d->queue_family};
-    VK_TRY(d, vkCreateCommandPool(d->dev, &cp, NULL, &d->cmd_pool), "creating a command pool");
+    VK_TRY(d, d->vk.CreateCommandPool(d->dev, &cp, NULL, &d->cmd_pool), "creating a command pool");
     VkCommandBufferAllocateInfo ca = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
                                       .commandPool = d->cmd_pool,
                                       .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
                                       .commandBufferCount = 1};
-    VK_TRY(d, vkAllocateCommandBuffers(d->dev, &ca, &d->cmd), "allocating a command buffer");
+    VK_TRY(d, d->vk.AllocateCommandBuffers(d->dev, &ca, &d->cmd), "allocating a command buffer");
     VkFenceCreateInfo fi = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
-    VK_TRY(d, vkCreateFence(d->dev, &fi, NULL, &d->fence), "creating a fence");
+    VK_TRY(d, d->vk.CreateFence(d->dev, &fi, NULL, &d->fence), "creating a fence");
     VkDescriptorPoolSize ps = {VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, MAX_BINDINGS};
     VkDescriptorPoolCreateInfo dp = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
                                      .maxSets = 1,
                                      .poolSizeCount = 1,
                                      .pPoolSizes = &ps};
-    VK_TRY(d, vkCreateDescriptorPool(d->dev, &dp, NULL, &d->desc_pool),
+    VK_TRY(d, d->vk.CreateDescriptorPool(d->dev, &dp, NULL, &d->desc_pool),
            "creating a descriptor pool");
     return layouts_create(d);
 }
@@ -316,7 +334,7 @@ clara_status clvk_open(clvk_pick pick, clvk_dev **out) {
     *out = NULL;
     clvk_dev *d = calloc(1, sizeof *d);
     if (!d) return clara_fail(CLARA_ERR_NOMEM, "vulkan: out of memory");
-    clara_status st = instance_create(&d->inst);
+    clara_status st = instance_create(&d->vk, &d->inst);
     if (st != CLARA_OK) {
         free(d);
         return st;
@@ -324,8 +342,8 @@ clara_status clvk_open(clvk_pick pick, clvk_dev **out) {
     VkPhysicalDevice p[CLVK_MAX_DEVICES];
     clvk_device_desc descs[CLVK_MAX_DEVICES];
     uint32_t np = 0;
-    st = physical_devices(d->inst, p, &np);
-    for (uint32_t i = 0; st == CLARA_OK && i < np; i++) describe(p[i], i, &descs[i]);
+    st = physical_devices(&d->vk, d->inst, p, &np);
+    for (uint32_t i = 0; st == CLARA_OK && i < np; i++) describe(&d->vk, p[i], i, &descs[i]);
     int c = -1;
     if (st == CLARA_OK) st = choose(descs, np, pick, &c);
     if (st != CLARA_OK) {
@@ -334,7 +352,7 @@ clara_status clvk_open(clvk_pick pick, clvk_dev **out) {
     }
     d->phys = p[c];
     d->desc = descs[c];
-    d->queue_family = compute_family(d->phys);
+    d->queue_family = compute_family(&d->vk, d->phys);
     st = device_create(d);
     if (st != CLARA_OK) {
         clvk_close(d);
@@ -347,18 +365,19 @@ clara_status clvk_open(clvk_pick pick, clvk_dev **out) {
 void clvk_close(clvk_dev *d) {
     if (!d) return;
     if (d->dev) {
-        vkDeviceWaitIdle(d->dev);
-        for (uint32_t i = 0; i < d->n_pipes; i++) vkDestroyPipeline(d->dev, d->pipes[i].pipe, NULL);
+        d->vk.DeviceWaitIdle(d->dev);
+        for (uint32_t i = 0; i < d->n_pipes; i++)
+            d->vk.DestroyPipeline(d->dev, d->pipes[i].pipe, NULL);
         for (uint32_t nb = 1; nb <= MAX_BINDINGS; nb++) {
-            vkDestroyPipelineLayout(d->dev, d->pipe_layout[nb], NULL);
-            vkDestroyDescriptorSetLayout(d->dev, d->set_layout[nb], NULL);
+            d->vk.DestroyPipelineLayout(d->dev, d->pipe_layout[nb], NULL);
+            d->vk.DestroyDescriptorSetLayout(d->dev, d->set_layout[nb], NULL);
         }
-        vkDestroyDescriptorPool(d->dev, d->desc_pool, NULL);
-        vkDestroyFence(d->dev, d->fence, NULL);
-        vkDestroyCommandPool(d->dev, d->cmd_pool, NULL);
-        vkDestroyDevice(d->dev, NULL);
+        d->vk.DestroyDescriptorPool(d->dev, d->desc_pool, NULL);
+        d->vk.DestroyFence(d->dev, d->fence, NULL);
+        d->vk.DestroyCommandPool(d->dev, d->cmd_pool, NULL);
+        d->vk.DestroyDevice(d->dev, NULL);
     }
-    if (d->inst) vkDestroyInstance(d->inst, NULL);
+    if (d->inst) d->vk.DestroyInstance(d->inst, NULL);
     free(d);
 }
 
@@ -401,9 +420,9 @@ static clara_status buf_create(clvk_dev *d, size_t bytes, VkMemoryPropertyFlags 
                                       VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
                                       VK_BUFFER_USAGE_TRANSFER_DST_BIT,
                              .sharingMode = VK_SHARING_MODE_EXCLUSIVE};
-    VK_TRY(d, vkCreateBuffer(d->dev, &bi, NULL, &b->buf), "creating a buffer");
+    VK_TRY(d, d->vk.CreateBuffer(d->dev, &bi, NULL, &b->buf), "creating a buffer");
     VkMemoryRequirements req;
-    vkGetBufferMemoryRequirements(d->dev, b->buf, &req);
+    d->vk.GetBufferMemoryRequirements(d->dev, b->buf, &req);
     int mt = memory_type(d, req.memoryTypeBits, want);
     if (mt < 0 && want != host) mt = memory_type(d, req.memoryTypeBits, host);
     if (mt < 0)
@@ -412,14 +431,14 @@ static clara_status buf_create(clvk_dev *d, size_t bytes, VkMemoryPropertyFlags 
     VkMemoryAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO,
                                .allocationSize = req.size,
                                .memoryTypeIndex = (uint32_t)mt};
-    VkResult r = vkAllocateMemory(d->dev, &ai, NULL, &b->mem);
+    VkResult r = d->vk.AllocateMemory(d->dev, &ai, NULL, &b->mem);
     if (r != VK_SUCCESS)
         return clara_fail_context(vk_fail(d, r, "allocating device memory"), "%zu bytes on %s",
                                   bytes, d->desc.name);
-    VK_TRY(d, vkBindBufferMemory(d->dev, b->buf, b->mem, 0), "binding buffer memory");
+    VK_TRY(d, d->vk.BindBufferMemory(d->dev, b->buf, b->mem, 0), "binding buffer memory");
     bool mappable = (d->mem.memoryTypes[mt].propertyFlags & host) == host;
     if (mappable && (want == host || !d->force_staging))
-        VK_TRY(d, vkMapMemory(d->dev, b->mem, 0, VK_WHOLE_SIZE, 0, &b->map), "mapping memory");
+        VK_TRY(d, d->vk.MapMemory(d->dev, b->mem, 0, VK_WHOLE_SIZE, 0, &b->map), "mapping memory");
     return CLARA_OK;
 }
 
@@ -435,9 +454,9 @@ clara_status clvk_buf_create(clvk_dev *d, size_t bytes, clvk_buf **out) {
 
 void clvk_buf_free(clvk_dev *d, clvk_buf *b) {
     if (!b) return;
-    if (b->map) vkUnmapMemory(d->dev, b->mem);
-    if (b->buf) vkDestroyBuffer(d->dev, b->buf, NULL);
-    if (b->mem) vkFreeMemory(d->dev, b->mem, NULL);
+    if (b->map) d->vk.UnmapMemory(d->dev, b->mem);
+    if (b->buf) d->vk.DestroyBuffer(d->dev, b->buf, NULL);
+    if (b->mem) d->vk.FreeMemory(d->dev, b->mem, NULL);
     free(b);
 }
 
@@ -448,8 +467,8 @@ size_t clvk_buf_size(const clvk_buf *b) {
 static clara_status cmd_begin(clvk_dev *d) {
     VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
                                    .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT};
-    VK_TRY(d, vkResetCommandBuffer(d->cmd, 0), "resetting the command buffer");
-    VK_TRY(d, vkBeginCommandBuffer(d->cmd, &bi), "beginning a command buffer");
+    VK_TRY(d, d->vk.ResetCommandBuffer(d->cmd, 0), "resetting the command buffer");
+    VK_TRY(d, d->vk.BeginCommandBuffer(d->cmd, &bi), "beginning a command buffer");
     return CLARA_OK;
 }
 
@@ -461,15 +480,15 @@ static clara_status cmd_submit_wait(clvk_dev *d, const char *what) {
                           .srcAccessMask = VK_ACCESS_MEMORY_WRITE_BIT,
                           .dstAccessMask = VK_ACCESS_MEMORY_READ_BIT | VK_ACCESS_MEMORY_WRITE_BIT |
                                            VK_ACCESS_HOST_READ_BIT};
-    vkCmdPipelineBarrier(d->cmd, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT,
-                         VK_PIPELINE_STAGE_ALL_COMMANDS_BIT | VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb,
-                         0, NULL, 0, NULL);
-    VK_TRY(d, vkEndCommandBuffer(d->cmd), "ending a command buffer");
+    d->vk.CmdPipelineBarrier(d->cmd, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT,
+                             VK_PIPELINE_STAGE_ALL_COMMANDS_BIT | VK_PIPELINE_STAGE_HOST_BIT, 0, 1,
+                             &mb, 0, NULL, 0, NULL);
+    VK_TRY(d, d->vk.EndCommandBuffer(d->cmd), "ending a command buffer");
     VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
                        .commandBufferCount = 1,
                        .pCommandBuffers = &d->cmd};
-    VK_TRY(d, vkQueueSubmit(d->queue, 1, &si, d->fence), what);
-    VkResult r = vkWaitForFences(d->dev, 1, &d->fence, VK_TRUE, FENCE_TIMEOUT_NS);
+    VK_TRY(d, d->vk.QueueSubmit(d->queue, 1, &si, d->fence), what);
+    VkResult r = d->vk.WaitForFences(d->dev, 1, &d->fence, VK_TRUE, FENCE_TIMEOUT_NS);
     if (r == VK_TIMEOUT) {
         /* the queue still owns the work: the device cannot be trusted with more */
         d->lost = true;
@@ -477,7 +496,7 @@ static clara_status cmd_submit_wait(clvk_dev *d, const char *what) {
                           FENCE_TIMEOUT_NS / 1000000000ull, d->desc.name);
     }
     if (r != VK_SUCCESS) return vk_fail(d, r, what);
-    VK_TRY(d, vkResetFences(d->dev, 1, &d->fence), "resetting a fence");
+    VK_TRY(d, d->vk.ResetFences(d->dev, 1, &d->fence), "resetting a fence");
     return CLARA_OK;
 }
 
@@ -495,7 +514,7 @@ static clara_status copy_wait(clvk_dev *d, const clvk_buf *src, size_t src_off, 
     clara_status st = cmd_begin(d);
     if (st != CLARA_OK) return st;
     VkBufferCopy c = {src_off, dst_off, len};
-    vkCmdCopyBuffer(d->cmd, src->buf, dst->buf, 1, &c);
+    d->vk.CmdCopyBuffer(d->cmd, src->buf, dst->buf, 1, &c);
     return cmd_submit_wait(d, "copying a buffer");
 }
 
@@ -554,7 +573,7 @@ static clara_status pipeline_get(clvk_dev *d, clvk_kernel k, uint32_t spec, VkPi
                                    .codeSize = *kernels[k].len,
                                    .pCode = (const uint32_t *)(const void *)kernels[k].spv};
     VkShaderModule mod;
-    VK_TRY(d, vkCreateShaderModule(d->dev, &mi, NULL, &mod), "creating a shader module");
+    VK_TRY(d, d->vk.CreateShaderModule(d->dev, &mi, NULL, &mod), "creating a shader module");
     VkSpecializationMapEntry me = {0, 0, sizeof(uint32_t)};
     VkSpecializationInfo sp = {1, &me, sizeof spec, &spec};
     VkComputePipelineCreateInfo ci = {
@@ -565,8 +584,8 @@ static clara_status pipeline_get(clvk_dev *d, clvk_kernel k, uint32_t spec, VkPi
                   .pName = "main",
                   .pSpecializationInfo = &sp},
         .layout = d->pipe_layout[kernels[k].n_bindings]};
-    VkResult r = vkCreateComputePipelines(d->dev, VK_NULL_HANDLE, 1, &ci, NULL, out);
-    vkDestroyShaderModule(d->dev, mod, NULL);
+    VkResult r = d->vk.CreateComputePipelines(d->dev, VK_NULL_HANDLE, 1, &ci, NULL, out);
+    d->vk.DestroyShaderModule(d->dev, mod, NULL);
     if (r != VK_SUCCESS)
         return clara_fail_context(vk_fail(d, r, "creating a compute pipeline"), "shader %s",
                                   kernels[k].name);
@@ -591,8 +610,8 @@ clara_status clvk_dispatch(clvk_dev *d, clvk_kernel k, uint32_t spec, clvk_buf *
                                       .descriptorSetCount = 1,
                                       .pSetLayouts = &d->set_layout[n_bufs]};
     VkDescriptorSet set;
-    VK_TRY(d, vkResetDescriptorPool(d->dev, d->desc_pool, 0), "resetting the descriptor pool");
-    VK_TRY(d, vkAllocateDescriptorSets(d->dev, &ai, &set), "allocating a descriptor set");
+    VK_TRY(d, d->vk.ResetDescriptorPool(d->dev, d->desc_pool, 0), "resetting the descriptor pool");
+    VK_TRY(d, d->vk.AllocateDescriptorSets(d->dev, &ai, &set), "allocating a descriptor set");
     VkDescriptorBufferInfo bi[MAX_BINDINGS];
     VkWriteDescriptorSet wr[MAX_BINDINGS];
     for (uint32_t i = 0; i < n_bufs; i++) {
@@ -604,14 +623,14 @@ clara_status clvk_dispatch(clvk_dev *d, clvk_kernel k, uint32_t spec, clvk_buf *
                                        .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
                                        .pBufferInfo = &bi[i]};
     }
-    vkUpdateDescriptorSets(d->dev, n_bufs, wr, 0, NULL);
+    d->vk.UpdateDescriptorSets(d->dev, n_bufs, wr, 0, NULL);
     if ((st = cmd_begin(d)) != CLARA_OK) return st;
     VkPipelineLayout pl = d->pipe_layout[n_bufs];
-    vkCmdBindPipeline(d->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipe);
-    vkCmdBindDescriptorSets(d->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pl, 0, 1, &set, 0, NULL);
+    d->vk.CmdBindPipeline(d->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipe);
+    d->vk.CmdBindDescriptorSets(d->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pl, 0, 1, &set, 0, NULL);
     uint8_t pc[MAX_PUSH] = {0};
     memcpy(pc, push, push_size);
-    vkCmdPushConstants(d->cmd, pl, VK_SHADER_STAGE_COMPUTE_BIT, 0, MAX_PUSH, pc);
-    vkCmdDispatch(d->cmd, gx, gy, 1);
+    d->vk.CmdPushConstants(d->cmd, pl, VK_SHADER_STAGE_COMPUTE_BIT, 0, MAX_PUSH, pc);
+    d->vk.CmdDispatch(d->cmd, gx, gy, 1);
     return cmd_submit_wait(d, kernels[k].name);
 }

@@ -25,7 +25,9 @@ typedef struct {
 } clvk_device_desc;
 
 /* Every Vulkan device the loader finds, at most cap of them (*n: how many were written). No
- * driver or no device is not an error: *n = 0 (clara_last_error then says why). Errors only for
+ * driver or no device is not an error: *n = 0 (clara_last_error then says why). No Vulkan loader
+ * (libvulkan.so.1, opened at run time: loader.h) is CLARA_ERR_NOT_FOUND, "the Vulkan loader
+ * (libvulkan.so.1) was not found ...: install the package libvulkan1 ..."; other errors only for
  * failures of the Vulkan calls themselves. */
 clara_status clvk_enumerate(clvk_device_desc *out, uint32_t cap, uint32_t *n);
 
@@ -38,8 +40,8 @@ typedef enum {
 typedef struct clvk_dev clvk_dev;
 
 /* Opens the device the rule picks, or the one CLARA_VK_DEVICE=N names (any type; an index that is
- * not there is CLARA_ERR_INVALID_ARG). No suitable device: CLARA_ERR_NOT_FOUND saying what was
- * found. */
+ * not there is CLARA_ERR_INVALID_ARG). No suitable device, no driver or no Vulkan loader:
+ * CLARA_ERR_NOT_FOUND saying what was found or what to install. */
 clara_status clvk_open(clvk_pick pick, clvk_dev **out);
 void clvk_close(clvk_dev *d);
 const clvk_device_desc *clvk_desc(const clvk_dev *d);

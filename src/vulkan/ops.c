@@ -6,12 +6,29 @@
 #include "dtype.h"
 
 #define MAX_GROUPS 65535u
+/* Rows of W one matmul workgroup computes (matmul.comp's NR). */
+#define MATMUL_ROWS 4u
 /* Element-wise shaders loop over what one dispatch of this many workgroups does not cover. */
 #define GRID_GROUPS 4096u
 
 bool clvk_matmul_supports(clara_type t) {
-    return t == CLARA_TYPE_F32 || t == CLARA_TYPE_F16 || t == CLARA_TYPE_BF16 ||
-           t == CLARA_TYPE_Q8_0 || t == CLARA_TYPE_Q4_0;
+    switch (t) {
+    case CLARA_TYPE_F32:
+    case CLARA_TYPE_F16:
+    case CLARA_TYPE_BF16:
+    case CLARA_TYPE_Q8_0:
+    case CLARA_TYPE_Q4_0:
+    case CLARA_TYPE_Q4_1:
+    case CLARA_TYPE_Q5_0:
+    case CLARA_TYPE_Q5_1:
+    case CLARA_TYPE_Q8_Z:
+    case CLARA_TYPE_Q4_K:
+    case CLARA_TYPE_Q5_K:
+    case CLARA_TYPE_Q6_K:
+        return true;
+    default:
+        return false;
+    }
 }
 
 static clara_status need_bytes(const clvk_buf *b, uint64_t bytes, const char *what) {
@@ -51,9 +68,10 @@ clara_status clvk_matmul(clvk_dev *d, clvk_buf *W, clara_type t, uint64_t rows, 
         float alpha;
     } pc = {(uint32_t)rows, (uint32_t)cols, 0, (uint32_t)row_bytes, accumulate, alpha};
     clvk_buf *bufs[3] = {W, x, y};
-    for (uint64_t r0 = 0; st == CLARA_OK && r0 < rows; r0 += MAX_GROUPS) {
+    for (uint64_t r0 = 0; st == CLARA_OK && r0 < rows; r0 += (uint64_t)MAX_GROUPS * MATMUL_ROWS) {
         pc.row0 = (uint32_t)r0;
-        uint64_t gx = rows - r0 < MAX_GROUPS ? rows - r0 : MAX_GROUPS;
+        uint64_t gx = (rows - r0 + MATMUL_ROWS - 1) / MATMUL_ROWS;
+        if (gx > MAX_GROUPS) gx = MAX_GROUPS;
         st = clvk_dispatch(d, CLVK_K_MATMUL, (uint32_t)t, bufs, 3, &pc, sizeof pc, (uint32_t)gx, n);
     }
     return st;

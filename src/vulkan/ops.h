@@ -12,13 +12,14 @@
 #include "clara.h"
 #include "vulkan/device.h"
 
-/* Weight types the matmul shader takes (f32, f16, bf16, q8_0, q4_0). */
+/* Weight types the matmul shader takes: f32, f16, bf16 and the block types the converters and
+ * `clara quantize` write (q8_0, q4_0, q4_1, q5_0, q5_1, q8_z, q4_k, q5_k, q6_k). */
 bool clvk_matmul_supports(clara_type t);
 
 /* y[t][r] = dot(W row r, x row t) for r < rows, t < n (or y += alpha * dot when accumulate):
  * W holds rows x cols of type t (rows of whole blocks), x is f32 [n][cols], y f32 [n][rows].
- * Quantized rows are dequantized exactly and multiplied with the f32 activations (no activation
- * quantization, unlike the CPU's integer kernels). */
+ * Quantized rows are dequantized exactly (as clara_dequantize_row does) and multiplied with the
+ * f32 activations (no activation quantization, unlike the CPU's integer kernels). */
 clara_status clvk_matmul(clvk_dev *d, clvk_buf *W, clara_type t, uint64_t rows, uint64_t cols,
                          clvk_buf *x, uint32_t n, clvk_buf *y, bool accumulate, float alpha);
 

@@ -2,22 +2,35 @@
  * inputs, on whatever Vulkan device the machine has (in CI: Mesa's lavapipe, a CPU device, which
  * .ci/install-deps installs). Built only where the Vulkan backend is built; there, no device is a
  * failure, never a skip.
- *  - matmul (f32, f16, bf16, q8_0, q4_0; 1 to 8 activation rows; odd shapes, rows and columns not
- *    multiples of the 64-wide workgroup): within 1e-5 of sum|w*x| of a double-precision dot of the
- *    CPU's dequantized weights (test_kernels.c's bound for float types; the shader dequantizes
- *    exactly, so that bound holds for block types too), and for block types within the activation
- *    quantization bound of kernels_ref.c's integer dot, which the CPU engine computes; accumulate
- *    mode; a token's result bit-identical alone and in a batch; uploads through a staging buffer;
+ *  - matmul (f32, f16, bf16 and the block types we ship: q8_0, q4_0, q4_1, q5_0, q5_1, q8_z,
+ *    q4_k, q5_k, q6_k; 1 to 8 activation rows; odd shapes, rows and columns not multiples of the
+ *    64-wide workgroup, rows whose bytes are not whole words): within 1e-5 of sum|w*x| of a
+ *    double-precision dot of the CPU's dequantized weights (test_kernels.c's bound for float
+ *    types; the shader dequantizes exactly, so that bound holds for block types too), and for
+ *    block types within the activation quantization bound of kernels_ref.c's integer dot, which
+ *    the CPU engine computes; accumulate mode; a token's result bit-identical alone and in a
+ *    batch; unit vectors x = e_j giving column j of the CPU's dequantized matrix exactly (the
+ *    shader's dequantization is the CPU's, bit for bit); uploads through a staging buffer;
  *  - RMSNorm, SwiGLU within bounds derived from Vulkan's precision rules (at each check), RoPE
  *    bit-identical to forward.c's arithmetic;
  *  - device choice (CLARA_VK_DEVICE, `auto` never picking a CPU device) and the errors: unsupported
- *    type, out-of-range copies, a lost device. */
+ *    type, out-of-range copies, a lost device;
+ *  - libvulkan loaded at run time, not linked: no libvulkan among the objects loaded at start and
+ *    none in the DT_NEEDED entries (readelf -d) of this binary, build/clara and build/clara-server;
+ *    this binary run again as a child with CLARA_VK_LOADER naming a file that is not there (or a
+ *    library that is not a loader) fails every Vulkan call with the message saying what to
+ *    install, and still does CPU work and exits normally. */
+#define _GNU_SOURCE /* dl_iterate_phdr */
+#include <link.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include "base/fp16.h"
 #include "cpu/kernels_ref.h"
 #include "dtype.h"
 #include "quant.h"
@@ -68,6 +81,18 @@ typedef struct {
     float *deq;
 } wmat;
 
+/* q8_z has no quantizer (only the GPTQ converter writes it): random blocks of f16 d, a u16 zero
+ * point and 32 codes, d small enough that values stay near [-1, 1]. */
+static void q8_z_random(uint8_t *data, size_t bytes) {
+    for (size_t b = 0; b + 36 <= bytes; b += 36) {
+        uint16_t d = clara_f32_to_f16((float)(frand() * 0.008)),
+                 zero = (uint16_t)(128 + 64 * frand());
+        data[b] = (uint8_t)d, data[b + 1] = (uint8_t)(d >> 8);
+        data[b + 2] = (uint8_t)zero, data[b + 3] = (uint8_t)(zero >> 8);
+        for (int k = 0; k < 32; k++) data[b + 4 + k] = (uint8_t)(128 + 127.99 * frand());
+    }
+}
+
 static int wmat_make(wmat *m, clara_type t, uint64_t rows, uint64_t cols) {
     const clara_type_info *ti = clara_type_get((uint32_t)t);
     *m = (wmat){t, rows, cols, (size_t)(cols / ti->block_size) * ti->type_size, NULL, NULL};
@@ -75,9 +100,11 @@ static int wmat_make(wmat *m, clara_type t, uint64_t rows, uint64_t cols) {
     m->data = malloc(rows * m->row_bytes);
     m->deq = malloc(rows * cols * sizeof(float));
     int rc = src && m->data && m->deq ? 0 : -1;
+    if (rc == 0 && t == CLARA_TYPE_Q8_Z) q8_z_random(m->data, rows * m->row_bytes);
     for (uint64_t r = 0; rc == 0 && r < rows; r++)
-        if (clara_quantize_row(t, src + r * cols, cols, m->data + r * m->row_bytes, "w") !=
-                CLARA_OK ||
+        if ((t != CLARA_TYPE_Q8_Z &&
+             clara_quantize_row(t, src + r * cols, cols, m->data + r * m->row_bytes, "w") !=
+                 CLARA_OK) ||
             clara_dequantize_row(t, m->data + r * m->row_bytes, cols, m->deq + r * cols) !=
                 CLARA_OK)
             rc = -1;
@@ -100,22 +127,27 @@ static bool is_float(clara_type t) {
  *    (each invocation's chain, then the 6-level tree; for block types 32 + 1 within a block and
  *    cols/2048 + 6 after), under 1e-5 relative to sum|w*x| for every shape here (cols <= 4096);
  *  - qbound (block types): the distance to kernels_ref.c's integer dot, which takes x quantized to
- *    q8_0: each x moves by at most half a step, d/2 with d = amax/127 stored as f16 (relative
- *    error 2^-11, times up to 127 codes: 0.062 d), so 0.57 d = amax/223 < amax/200 per element,
- *    times sum|w| over the block; plus the bound above for the rest. */
+ *    q8_0 or q8_1 (32-element blocks) or q8_k (256): each x moves by at most half a step. q8_0 and
+ *    q8_1: d/2 with d = amax/127 stored as f16 (relative error 2^-11, times up to 127 codes:
+ *    0.062 d), so 0.57 d = amax/223 < amax/200 per element; q8_k: d = amax/127 in f32, so
+ *    amax/254 (+ f32 rounding) < amax/250; times sum|w| over the activation block; plus the bound
+ *    above for the rest. The integer dot's f32 scale products (d * da * isum - dmin * da * msum
+ *    for the K-quants) add a few 2^-24 of terms within a small multiple of sum|w*x|. */
 static void elem_truth(const wmat *m, const float *x, uint32_t tk, uint64_t r, double *truth,
                        double *bound, double *qbound) {
     const float *w = m->deq + r * m->cols, *xr = x + (size_t)tk * m->cols;
-    double s = 0, sa = 0, qb = 0;
-    for (uint64_t b = 0; b < m->cols; b += 32) {
+    bool k_quant = clara_vec_dot_type(m->t) == CLARA_TYPE_Q8_K;
+    uint64_t ablock = k_quant ? 256 : 32;
+    double s = 0, sa = 0, qb = 0, per_amax = k_quant ? 250 : 200;
+    for (uint64_t b = 0; b < m->cols; b += ablock) {
         double amax = 0, wsum = 0;
-        for (uint64_t k = b; k < m->cols && k < b + 32; k++) {
+        for (uint64_t k = b; k < m->cols && k < b + ablock; k++) {
             s += (double)w[k] * xr[k];
             sa += fabs((double)w[k] * xr[k]);
             amax = fmax(amax, fabs(xr[k]));
             wsum += fabs(w[k]);
         }
-        qb += amax / 200 * wsum;
+        qb += amax / per_amax * wsum;
     }
     *truth = s;
     *bound = 1e-5 * sa + 1e-30;
@@ -151,7 +183,7 @@ static void check_matmul(clara_type t, uint64_t rows, uint64_t cols, uint32_t n)
                 size_t i = (size_t)tk * rows + r;
                 elem_truth(&m, x, tk, r, &truth, &bound, &qbound);
                 if (!(fabs(y[i] - truth) <= bound)) bad++, worst = i, wt = truth, wb = bound;
-                if (!is_float(t)) {
+                if (clara_vec_dot_type(t) >= 0) { /* q8_z has no integer kernel */
                     float q = NAN;
                     clara_vec_dot_ref(t, m.data + r * m.row_bytes, x + (size_t)tk * cols, cols, &q);
                     if (!(fabs(y[i] - q) <= qbound)) badq++;
@@ -181,21 +213,72 @@ static void check_matmul(clara_type t, uint64_t rows, uint64_t cols, uint32_t n)
     wmat_free(&m);
 }
 
+static const clara_type all_types[] = {CLARA_TYPE_F32,  CLARA_TYPE_F16,  CLARA_TYPE_BF16,
+                                       CLARA_TYPE_Q8_0, CLARA_TYPE_Q4_0, CLARA_TYPE_Q4_1,
+                                       CLARA_TYPE_Q5_0, CLARA_TYPE_Q5_1, CLARA_TYPE_Q8_Z,
+                                       CLARA_TYPE_Q4_K, CLARA_TYPE_Q5_K, CLARA_TYPE_Q6_K};
+#define N_TYPES (sizeof all_types / sizeof all_types[0])
+
 static void test_matmul(void) {
-    static const clara_type types[] = {CLARA_TYPE_F32, CLARA_TYPE_F16, CLARA_TYPE_BF16,
-                                       CLARA_TYPE_Q8_0, CLARA_TYPE_Q4_0};
+    static const clara_type *types = all_types;
     static const uint64_t fshapes[][2] = {{1, 1}, {5, 7}, {13, 33}, {70, 257}, {9, 1029}};
     static const uint64_t qshapes[][2] = {{1, 32}, {5, 64}, {67, 96}, {13, 2080}, {3, 4096}};
+    /* K-quant rows are whole 256-element super-blocks; a q6_k row of 256 is 210 bytes, so rows
+     * after the first start off a word boundary */
+    static const uint64_t kshapes[][2] = {{1, 256}, {5, 512}, {67, 768}, {13, 2304}, {3, 4096}};
     static const uint32_t ns[] = {1, 3, 8};
-    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
-        const uint64_t(*shapes)[2] = is_float(types[ti]) ? fshapes : qshapes;
+    for (size_t ti = 0; ti < N_TYPES; ti++) {
+        const clara_type_info *info = clara_type_get((uint32_t)types[ti]);
+        const uint64_t(*shapes)[2] = is_float(types[ti])       ? fshapes
+                                     : info->block_size == 256 ? kshapes
+                                                               : qshapes;
         for (size_t s = 0; s < 5; s++)
             for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++)
                 check_matmul(types[ti], shapes[s][0], shapes[s][1], ns[k]);
     }
-    /* shapes both float and block types take, on top */
-    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
-        check_matmul(types[ti], 130, 64, 2);
+    /* shapes all types take, on top */
+    for (size_t ti = 0; ti < N_TYPES; ti++) check_matmul(types[ti], 130, 256, 2);
+    /* more rows than one dispatch takes (65535 workgroups of 4 rows), the last group short */
+    check_matmul(CLARA_TYPE_F32, 262147, 1, 2);
+    check_matmul(CLARA_TYPE_Q4_0, 262147, 32, 1);
+}
+
+/* Activation rows that are unit vectors e_j, one per column j: y[j][r] has one nonzero product
+ * w[r][j] * 1, exact, so it must equal the CPU's dequantized weight bit for bit (-0 and +0 alike):
+ * the shader dequantizes every type exactly as clara_dequantize_row does. */
+static void check_unit_columns(clara_type t, uint64_t rows, uint64_t cols) {
+    wmat m;
+    const char *tn = clara_type_name(t);
+    float *x = calloc(cols * cols, sizeof(float)), *y = malloc(cols * rows * sizeof(float));
+    int setup = wmat_make(&m, t, rows, cols) == 0 && x && y;
+    T_CHECK_MSG(setup, "setup %s unit columns", tn);
+    for (uint64_t j = 0; setup && j < cols; j++) x[j * cols + j] = 1.0f;
+    clvk_buf *bw = setup ? buf_from(m.data, rows * m.row_bytes) : NULL,
+             *bx = setup ? buf_from(x, cols * cols * 4) : NULL,
+             *by = setup ? buf_from(NULL, cols * rows * 4) : NULL;
+    int bad = 0;
+    uint64_t br = 0, bj = 0;
+    clara_status st = CLARA_ERR_IO;
+    if (bw && bx && by &&
+        (st = clvk_matmul(g_dev, bw, t, rows, cols, bx, (uint32_t)cols, by, false, 1)) ==
+            CLARA_OK &&
+        download(by, y, cols * rows * 4) == 0)
+        for (uint64_t j = 0; j < cols; j++)
+            for (uint64_t r = 0; r < rows; r++)
+                if (!(y[j * rows + r] == m.deq[r * cols + j])) bad++, br = r, bj = j;
+    T_CHECK_MSG(st == CLARA_OK, "%s unit columns: %s", tn, clara_last_error());
+    T_CHECK_MSG(bad == 0,
+                "%s %llux%llu: %d weights differ from the CPU's, e.g. [%llu][%llu] %.9g vs %.9g",
+                tn, (unsigned long long)rows, (unsigned long long)cols, bad, (unsigned long long)br,
+                (unsigned long long)bj, bad ? (double)y[bj * rows + br] : 0.0,
+                bad ? (double)m.deq[br * cols + bj] : 0.0);
+    clvk_buf_free(g_dev, bw), clvk_buf_free(g_dev, bx), clvk_buf_free(g_dev, by);
+    free(x), free(y);
+    if (setup) wmat_free(&m);
+}
+
+static void test_dequant_exact(void) {
+    for (size_t ti = 0; ti < N_TYPES; ti++) check_unit_columns(all_types[ti], 7, 512);
 }
 
 /* Uploads and downloads through a staging buffer and a queue copy (a discrete GPU's path). */
@@ -356,9 +439,11 @@ static void test_errors(void) {
     T_CHECK(clvk_download(g_dev, b, 33, v, 0) == CLARA_ERR_INVALID_ARG);
     T_CHECK(clvk_buf_create(g_dev, 32, &x) == CLARA_OK &&
             clvk_buf_create(g_dev, 32, &y) == CLARA_OK);
-    T_CHECK(clvk_matmul(g_dev, b, CLARA_TYPE_Q4_K, 1, 256, x, 1, y, false, 1) ==
+    T_CHECK(clvk_matmul(g_dev, b, CLARA_TYPE_Q2_K, 1, 256, x, 1, y, false, 1) ==
                 CLARA_ERR_UNSUPPORTED &&
-            err_has("no matmul shader for q4_k"));
+            err_has("no matmul shader for q2_k"));
+    T_CHECK(clvk_matmul(g_dev, b, CLARA_TYPE_Q6_K, 1, 128, x, 1, y, false, 1) ==
+            CLARA_ERR_INVALID_ARG);
     T_CHECK(clvk_matmul(g_dev, b, CLARA_TYPE_Q8_0, 1, 33, x, 1, y, false, 1) ==
             CLARA_ERR_INVALID_ARG);
     T_CHECK(clvk_matmul(g_dev, b, CLARA_TYPE_F32, 4, 8, x, 1, y, false, 1) ==
@@ -379,14 +464,134 @@ static void test_errors(void) {
     clvk_buf_free(g_dev, b), clvk_buf_free(g_dev, x), clvk_buf_free(g_dev, y);
 }
 
-int main(void) {
+/* ---- the loader: opened at run time, never linked ------------------------------------------ */
+
+static int find_vulkan(struct dl_phdr_info *info, size_t size, void *found) {
+    (void)size;
+    if (info->dlpi_name && strstr(info->dlpi_name, "libvulkan.so")) *(bool *)found = true;
+    return 0;
+}
+
+/* Whether a libvulkan is among the objects loaded in this process. */
+static bool vulkan_loaded(void) {
+    bool found = false;
+    dl_iterate_phdr(find_vulkan, &found);
+    return found;
+}
+
+/* Runs `cmd` (through the shell) into out (at most cap - 1 bytes); its exit status, -1 if it did
+ * not run or did not exit. */
+static int run_capture(const char *cmd, char *out, size_t cap) {
+    FILE *f = popen(cmd, "r");
+    size_t n = 0;
+    if (!f) return -1;
+    for (size_t r; n + 1 < cap && (r = fread(out + n, 1, cap - 1 - n, f)) > 0;) n += r;
+    out[n] = '\0';
+    int st = pclose(f);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static char g_exe[4096]; /* this binary; its directory is BUILD/tests */
+
+/* readelf -d of path: its DT_NEEDED entries include libc and no libvulkan. */
+static void check_not_needed(const char *path) {
+    char cmd[4200], out[16384];
+    snprintf(cmd, sizeof cmd, "readelf -d '%s' 2>&1", path);
+    int rc = run_capture(cmd, out, sizeof out);
+    T_CHECK_MSG(rc == 0 && strstr(out, "(NEEDED)") && strstr(out, "libc.so"),
+                "readelf -d %s: exit %d: %.200s", path, rc, out);
+    T_CHECK_MSG(!strstr(out, "libvulkan"), "%s is linked to libvulkan:\n%s", path, out);
+}
+
+static void test_loader_not_linked(void) {
+    T_CHECK_MSG(!vulkan_loaded(), "libvulkan was loaded before any Vulkan call (linked?)");
+    check_not_needed(g_exe);
+    /* the binaries beside tests/: built by `make all`, which `make test` runs first */
+    char path[4200], dir[4096];
+    snprintf(dir, sizeof dir, "%s", g_exe);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = '\0';
+    slash = strrchr(dir, '/');
+    if (slash) *slash = '\0';
+    static const char *bins[] = {"clara", "clara-server"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, bins[i]);
+        if (access(path, X_OK) == 0)
+            check_not_needed(path);
+        else
+            printf("note: %s is not built (make all), its DT_NEEDED not checked\n", path);
+    }
+}
+
+/* This binary again, as a child, with CLARA_VK_LOADER=loader and `--loader-child expect`; its
+ * exit status and output (stdout and stderr together). */
+static int run_child(const char *loader, const char *expect, char *out, size_t cap) {
+    char cmd[8400];
+    snprintf(cmd, sizeof cmd, "CLARA_VK_LOADER='%s' '%s' --loader-child %s 2>&1", loader, g_exe,
+             expect);
+    return run_capture(cmd, out, cap);
+}
+
+static void test_loader_missing(void) {
+    char out[8192];
+    int rc = run_child("/nonexistent/libvulkan.so.1", "missing", out, sizeof out);
+    T_CHECK_MSG(rc == 0, "child without a loader: exit %d:\n%s", rc, out);
+    T_CHECK_MSG(strstr(out, "the Vulkan loader (libvulkan.so.1) was not found") &&
+                    strstr(out, "CLARA_VK_LOADER=/nonexistent/libvulkan.so.1") &&
+                    strstr(out, "install the package libvulkan1") && strstr(out, "cpu ok"),
+                "child without a loader said:\n%s", out);
+    rc = run_child("libm.so.6", "notloader", out, sizeof out);
+    T_CHECK_MSG(rc == 0 && strstr(out, "libm.so.6 is not a Vulkan loader") && strstr(out, "cpu ok"),
+                "child with libm as the loader: exit %d:\n%s", rc, out);
+    rc = run_child("libvulkan.so.1", "ok", out, sizeof out);
+    T_CHECK_MSG(rc == 0 && strstr(out, "devices: ") && !strstr(out, "devices: 0"),
+                "child with CLARA_VK_LOADER=libvulkan.so.1: exit %d:\n%s", rc, out);
+}
+
+/* The child's side: every Vulkan entry point fails as `expect` says (or works, "ok"), and the
+ * CPU still works (a q4_k row quantized, dequantized and dotted). Exit 0 when all held. */
+static int loader_child(const char *expect) {
+    clvk_device_desc d[CLVK_MAX_DEVICES];
+    uint32_t n = 99;
+    clvk_dev *dev = NULL;
+    bool ok_expected = strcmp(expect, "ok") == 0;
+    clara_status want = ok_expected ? CLARA_OK : CLARA_ERR_NOT_FOUND;
+    clara_status e = clvk_enumerate(d, CLVK_MAX_DEVICES, &n);
+    printf("enumerate: %d %s; devices: %u\n", (int)e, e ? clara_last_error() : "", n);
+    clara_status o = clvk_open(CLVK_PICK_ANY, &dev);
+    printf("open: %d %s\n", (int)o, o ? clara_last_error() : "");
+    clvk_close(dev);
+    dev = NULL;
+    clara_status g = clvk_open(CLVK_PICK_GPU, &dev);
+    printf("open a GPU: %d %s\n", (int)g, g ? clara_last_error() : "");
+    clvk_close(dev);
+    bool vk_ok = e == want && o == want &&
+                 (ok_expected || (g == want && n == 0 && dev == NULL && !vulkan_loaded()));
+    float x[256], y[256], dot = NAN;
+    uint8_t q[144];
+    for (int i = 0; i < 256; i++) x[i] = (float)sin(i * 0.37);
+    bool cpu = clara_quantize_row(CLARA_TYPE_Q4_K, x, 256, q, "x") == CLARA_OK &&
+               clara_dequantize_row(CLARA_TYPE_Q4_K, q, 256, y) == CLARA_OK &&
+               clara_vec_dot_ref(CLARA_TYPE_Q4_K, q, x, 256, &dot) == CLARA_OK && dot > 100;
+    printf("%s\n", cpu ? "cpu ok" : "cpu FAILED");
+    return vk_ok && cpu ? 0 : 1;
+}
+
+int main(int argc, char **argv) {
+    if (argc == 3 && strcmp(argv[1], "--loader-child") == 0) return loader_child(argv[2]);
+    ssize_t len = readlink("/proc/self/exe", g_exe, sizeof g_exe - 1);
+    g_exe[len > 0 ? len : 0] = '\0';
+    T_RUN(test_loader_not_linked);
+    T_RUN(test_loader_missing);
     T_RUN(test_choice);
+    T_CHECK_MSG(vulkan_loaded(), "libvulkan not loaded after opening a device");
     if (clvk_open(CLVK_PICK_ANY, &g_dev) != CLARA_OK) {
         fprintf(stderr, "FAIL: no Vulkan device to test on: %s\n", clara_last_error());
         return 1;
     }
     printf("testing on %s (%s)\n", clvk_desc(g_dev)->name, clvk_desc(g_dev)->type);
     T_RUN(test_matmul);
+    T_RUN(test_dequant_exact);
     T_RUN(test_staging);
     T_RUN(test_rmsnorm);
     T_RUN(test_swiglu);
