@@ -28,11 +28,12 @@ struct clara_batch {
     gen_req **step_in, **piece_in;
     bool *slot_used; /* KV slots of the context held by a request */
     uint32_t n_slots;
-    double last_step;   /* when the last decoding step ended */
-    double last_hook;   /* when the between-layers hook last ran in this pass (0: not yet) */
-    double layer_ms;    /* how long the latest layer of a long pass took */
-    uint32_t pass_rows; /* rows of the passes now running (at most) */
-    double fit_rows;    /* rows whose layer takes yield_ms, from the latest layer (0: unknown) */
+    double last_step;    /* when the last decoding step ended */
+    double last_hook;    /* when the between-layers hook last ran in this pass (0: not yet) */
+    double layer_ms;     /* how long the latest layer of a long pass took */
+    uint32_t layer_rows; /* the rows of the pass that layer belonged to */
+    uint32_t pass_rows;  /* rows of the passes now running (at most) */
+    double fit_rows;     /* rows whose layer takes yield_ms, from the latest layer (0: unknown) */
     /* decoding step scratch, grown with the batch */
     clara_seq *seqs;
     float *rows;
@@ -178,15 +179,22 @@ static clara_status decode_step(clara_batch *b) {
  * yield_ms. */
 static void between_layers(void *arg) {
     clara_batch *b = arg;
-    double now = gen_now_ms();
+    double now = gen_now_ms(), next_ms = b->layer_ms;
     if (b->last_hook > 0) { /* a layer's time is not proportional to its rows (the weights are
                                read once per pass): the estimate follows the sizes run */
-        b->layer_ms = now - b->last_hook;
+        b->layer_ms = next_ms = now - b->last_hook;
+        b->layer_rows = b->pass_rows;
         if (b->layer_ms > 0) b->fit_rows = b->pass_rows * b->bp.yield_ms / b->layer_ms;
+    } else if (b->layer_rows && b->pass_rows > b->layer_rows) {
+        /* a pass's first layer, larger than the one measured last (a prefill's, say): at most
+         * proportionally longer. Taking the small layer's time left the running streams waiting
+         * for yield_ms and then this whole layer (+200 ms over yield_ms: 16 documents
+         * compressed after short prefills, 1B q4_0) */
+        next_ms = b->layer_ms * b->pass_rows / b->layer_rows;
     }
     b->last_hook = now;
     if (!clara_batch_decoding(b)) return; /* the pace measured for later pieces, no step */
-    if (now - b->last_step + b->layer_ms < b->bp.yield_ms) return;
+    if (now - b->last_step + next_ms < b->bp.yield_ms) return;
     clara_status s = decode_step(b);
     if (s != CLARA_OK) { /* the pass goes on; the step's requests fail */
         for (size_t i = 0; i < b->n; i++)
