@@ -49,7 +49,7 @@ clara_status clvk_rows(clvk_dev *d, clvk_rows_mode mode, clvk_buf *src, clvk_row
 }
 
 uint64_t clvk_attn_scratch_floats(const clvk_attn_shape *s, uint32_t rows) {
-    return (uint64_t)rows * s->n_head * (s->keys0 + s->n_q);
+    return (uint64_t)rows * s->n_head * (s->keys0 + s->n_q - 1);
 }
 
 /* Checks what the shape's rows reach in each buffer. */
@@ -78,7 +78,7 @@ clara_status clvk_attention(clvk_dev *d, const clvk_attn_shape *s, uint32_t t0, 
     if (t0 >= t1) return CLARA_OK;
     clara_status st = attn_check(s, q, K, V, out);
     if (st != CLARA_OK) return st;
-    uint64_t keys_cap = (uint64_t)s->keys0 + s->n_q;
+    uint64_t keys_cap = (uint64_t)s->keys0 + s->n_q - 1; /* the last row's keys */
     uint64_t per_row = clvk_attn_scratch_floats(s, 1);
     uint64_t rows = clvk_buf_size(scratch) / 4 / per_row;
     if (rows == 0)
