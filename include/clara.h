@@ -104,6 +104,13 @@ typedef struct {
  * "gpu"), which mean the GPU: Vulkan here. CLARA_ERR_INVALID_ARG naming the choices otherwise. */
 clara_status clara_backend_parse(const char *name, clara_backend_choice *out);
 
+/* Whether `backend` can be had on this machine, without loading a model (a server checks at
+ * startup): for vulkan a device is opened and named in device[cap] with its type ("llvmpipe
+ * (cpu device)"); for auto the GPU it would take, or "" when it would run on the CPU; for cpu
+ * "". Errors: vulkan with no Vulkan device (CLARA_ERR_NOT_FOUND) or in a build without the
+ * backend (CLARA_ERR_UNSUPPORTED), with the message saying so. */
+clara_status clara_backend_probe(clara_backend_choice backend, char *device, size_t cap);
+
 clara_model_params clara_model_default_params(void);
 clara_ctx_params clara_ctx_default_params(void);
 

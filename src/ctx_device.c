@@ -13,6 +13,10 @@
 #include "vulkan/engine.h"
 #endif
 
+#define NO_VULKAN                                                                                  \
+    "the Vulkan backend was asked for, but this binary was built without it (it needs "            \
+    "libvulkan-dev and glslc at build time; docs/VULKAN.md)"
+
 clara_status clara_backend_parse(const char *name, clara_backend_choice *out) {
     static const struct {
         const char *name;
@@ -32,6 +36,23 @@ clara_status clara_backend_parse(const char *name, clara_backend_choice *out) {
         name ? name : "");
 }
 
+clara_status clara_backend_probe(clara_backend_choice b, char *device, size_t cap) {
+    if (cap) device[0] = '\0';
+    if (b == CLARA_BACKEND_CPU) return CLARA_OK;
+#ifndef CLARA_HAVE_VULKAN
+    if (b == CLARA_BACKEND_VULKAN) return clara_fail(CLARA_ERR_UNSUPPORTED, "%s", NO_VULKAN);
+    return CLARA_OK;
+#else
+    clvk_dev *d = NULL;
+    clara_status st = clvk_open(b == CLARA_BACKEND_AUTO ? CLVK_PICK_GPU : CLVK_PICK_ANY, &d);
+    if (st == CLARA_OK) {
+        if (cap) snprintf(device, cap, "%s (%s device)", clvk_desc(d)->name, clvk_desc(d)->type);
+        clvk_close(d);
+    }
+    return b == CLARA_BACKEND_AUTO ? CLARA_OK : st;
+#endif
+}
+
 static void note(clara_ctx *ctx, const char *fmt, const char *arg) {
     snprintf(ctx->backend_note, sizeof ctx->backend_note, fmt, arg);
 }
@@ -45,10 +66,7 @@ clara_status clara_ctx_device_init(clara_ctx *ctx, const clara_ctx_params *p) {
         return CLARA_OK;
     }
 #ifndef CLARA_HAVE_VULKAN
-    if (b == CLARA_BACKEND_VULKAN)
-        return clara_fail(CLARA_ERR_UNSUPPORTED,
-                          "the Vulkan backend was asked for, but this binary was built without it "
-                          "(it needs libvulkan-dev and glslc at build time; docs/VULKAN.md)");
+    if (b == CLARA_BACKEND_VULKAN) return clara_fail(CLARA_ERR_UNSUPPORTED, "%s", NO_VULKAN);
     note(ctx, "%s", "built without the Vulkan backend");
     return CLARA_OK;
 #else
