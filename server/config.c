@@ -153,6 +153,7 @@ static const char *const g_known_env[] = {
     "CLARA_CACHE",        /* the Python server's README name of CLARA_CACHE_DIR */
     "CLARA_PULL_RETRIES", /* read by the model pull (src/hub) */
     "CLARA_VK_DEVICE",    /* the Vulkan device's number (src/vulkan/device.h) */
+    "CLARA_VK_MEMORY_MB", /* the most device memory the engine uses (src/vulkan/engine.c) */
     "CLARA_TEST_BACKEND", "CLARA_TEST_GPU_LAYERS", /* the tests' backend (tests/run_tests.sh) */
     "CLARA_ISA",          "CLARA_PREFIX_CACHE",     "CLARA_TEST_PG",         "CLARA_TEST_PG2",
     "CLARA_BENCH_ARGS",   "CLARA_DURABILITY_KILLS", "CLARA_DURABILITY_SEED",

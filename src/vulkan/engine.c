@@ -203,6 +203,12 @@ clara_status clvk_engine_create(const clara_model *m, clvk_pick pick, int gpu_la
     clara_status st = clvk_open(pick, &e->dev);
     if (st == CLARA_OK) {
         e->heap = clvk_desc(e->dev)->mem_bytes;
+        /* CLARA_VK_MEMORY_MB: use at most this much of the device (another program's share, or
+         * the tests' small device) */
+        const char *cap = getenv("CLARA_VK_MEMORY_MB");
+        if (cap && *cap && strtoull(cap, NULL, 10) > 0 &&
+            strtoull(cap, NULL, 10) * 1048576ull < e->heap)
+            e->heap = strtoull(cap, NULL, 10) * 1048576ull;
         st = place(m, e->heap, gpu_layers, &e->n_dev);
     }
     if (st == CLARA_OK) {
