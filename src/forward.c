@@ -733,14 +733,16 @@ static bool last_layer_rows(const batch *b, clara_seq *qseqs, uint32_t *qrow0, b
     return pruned;
 }
 
-/* Drops the sequences of b that are cancelled now: the rows of the others move together to the
- * front of x, in order (a row never moves to a later position). Rows are computed independently
- * of each other, so the rest of the batch gives the same bits. Returns how many are left. */
-static uint32_t drop_cancelled(batch *b, clara_seq *seqs) {
+/* Drops the sequences of b that are cancelled now (poll: asks them; else they were just asked): the
+ * rows of the others move together to the front of x, in order (a row never moves to a later
+ * position). Rows are computed independently of each other, so the rest of the batch gives the same
+ * bits. Returns how many are left. */
+static uint32_t drop_cancelled(batch *b, clara_seq *seqs, bool poll) {
     size_t H = b->ctx->m->hp.n_embd;
     uint32_t k = 0, row = 0;
     for (uint32_t s = 0; s < b->n_seqs; s++) {
-        if (clara_cancel_poll(seqs[s].cancel)) continue;
+        if (poll ? clara_cancel_poll(seqs[s].cancel) : seqs[s].cancel && seqs[s].cancel->hit)
+            continue;
         uint32_t from = b->row0[s]; /* read before row0[k <= s] is rewritten */
         if (from != row)
             memmove(b->ctx->x + (size_t)row * H, b->ctx->x + (size_t)from * H,
@@ -881,9 +883,12 @@ static bool run_layers(batch *b, clara_seq *live, clara_seq *qseqs, bool *skip, 
         between_layers(ctx);             /* also before the first: passes follow each other */
         if (ds->x_dev && ctx->vk_broken) /* a pass in between failed on the device */
             *st = clara_fail(CLARA_ERR_IO, "vulkan: the device failed during this pass");
-        if (*st == CLARA_OK && ds->x_dev && any_cancelled(b)) *st = dev_x_home(b, ds);
+        /* with x on the device, the sequences are asked once here; x comes home only when one
+         * leaves (each is asked once per layer, as on the CPU) */
+        bool asked = ds->x_dev, leave = false;
+        if (*st == CLARA_OK && asked && (leave = any_cancelled(b))) *st = dev_x_home(b, ds);
         if (*st != CLARA_OK) return false;
-        if (drop_cancelled(b, live) == 0) return false;
+        if ((!asked || leave) && drop_cancelled(b, live, !asked) == 0) return false;
         memset(skip, 0, b->n_seqs * sizeof *skip);
         batch qb; /* its row starts follow b's */
         bool pruned =

@@ -4,6 +4,8 @@
  *    the report (clara_ctx_backend: device, layers, bytes in use);
  *  - answers and compressed vectors: all-device, mixed and CPU contexts give the same ids (the
  *    demo's greedy steps have no near ties) and vectors within 1e-4;
+ *  - a document cancelled between device layers leaves as on the CPU: the others' vectors are
+ *    unchanged and it is asked no more;
  *  - a device lost mid-request (marked as the driver's VK_ERROR_DEVICE_LOST marks it): that
  *    request fails with an error naming the lost device; the context then runs on the CPU (the
  *    host KV slots hold every row) with the CPU's answer, and says so in its report;
@@ -104,6 +106,44 @@ done:
     clara_ctx_free(cpu), clara_ctx_free(vk);
 }
 
+/* Document 0 of a compression asked `calls` times; it leaves at the fire_at-th. */
+typedef struct {
+    int calls, fire_at;
+} doc_probe;
+
+static bool doc0_fires(void *arg, size_t doc) {
+    doc_probe *p = arg;
+    return doc == 0 && ++p->calls >= p->fire_at;
+}
+
+/* A document cancelled at each of its polls (between device layers, where x is on the device):
+ * the others' vectors are exactly those of the run without the cancellation, and the cancelled
+ * one is asked no more. */
+static void test_cancel_between_device_layers(void) {
+    clara_ctx *vk = new_ctx(CLARA_BACKEND_VULKAN, -1);
+    size_t per = (size_t)clara_model_n_mem(g_model) * clara_model_n_embd(g_model);
+    float *all = malloc(4 * per * sizeof(float)), *got = malloc(4 * per * sizeof(float));
+    if (!vk || !all || !got) goto done;
+    T_EQ_INT(clara_compress(vk, t_docs, 4, all, NULL), CLARA_OK);
+    int points = 0;
+    for (int k = 1; k <= 16; k++) { /* until the document is asked fewer than k times */
+        doc_probe pr = {0, k};
+        clara_compress_params cp = {doc0_fires, &pr};
+        clara_status st = clara_compress_ex(vk, t_docs, 4, got, NULL, &cp);
+        T_CHECK_MSG(memcmp(got + per, all + per, 3 * per * sizeof(float)) == 0,
+                    "cancelled at poll %d: the other documents' vectors changed", k);
+        if (st == CLARA_OK) break;
+        points++;
+        T_EQ_INT(st, CLARA_ERR_CANCELLED);
+        T_CHECK_MSG(pr.calls == k, "cancelled at poll %d: asked %d times", k, pr.calls);
+    }
+    /* asked before each layer: the last layer's poll is between device layers */
+    T_CHECK_MSG(points >= (int)g_model->hp.n_layer, "only %d cancellation points", points);
+done:
+    free(all), free(got);
+    clara_ctx_free(vk);
+}
+
 static void test_names(void) {
     clara_backend_choice c = CLARA_BACKEND_CPU;
     T_CHECK(clara_backend_parse("CUDA", &c) == CLARA_OK && c == CLARA_BACKEND_VULKAN);
@@ -125,6 +165,7 @@ int main(void) {
     }
     T_RUN(test_names);
     T_RUN(test_placement_and_answers);
+    T_RUN(test_cancel_between_device_layers);
     T_RUN(test_lost_device);
     clara_model_free(g_model);
     return t_report("test_vk_engine");
