@@ -37,11 +37,51 @@ static clara_status copy_rows(clvk_dev *d, clvk_buf *src, uint64_t src_off, clvk
     return clvk_rows(d, CLVK_ROWS_COPY, src, s, dst, t, 1, rows, width);
 }
 
-/* y[0, n) += the LoRA deltas of the rows [r0, r0 + n) of bb, whose inputs are in[0, n). */
+/* One delta over the rows [a, e) of the linear layer's input in[a - r0 ...]: y += scale·(x·Aᵀ)·Bᵀ.
+ */
+typedef struct {
+    const clara_adapter *ad;
+    const clara_lora *lo;
+    uint32_t a, e;
+} lora_run;
+
+static clara_status lora_apply(const lctx *c, int lin, const lora_run *r, clvk_buf *in, uint32_t r0,
+                               clvk_buf *y) {
+    const clara_mat *W = &c->ctx->m->layers[c->layer].w[lin];
+    clvk_buf *A, *B;
+    clvk_engine_lora(c->e, r->ad, c->layer, lin, &A, &B);
+    if (!A || !B)
+        return clara_fail(CLARA_ERR_INVALID_ARG, "vulkan: adapter %s is not on the device",
+                          r->ad->name);
+    clvk_buf *x = in, *out = y;
+    uint32_t at = r->a - r0, m = r->e - r->a;
+    clara_status st = CLARA_OK;
+    if (at > 0) { /* the rows, moved to the start of scratch buffers */
+        x = c->e->lora_in, out = c->e->lora_y;
+        st = copy_rows(c->dev, in, (uint64_t)at * W->cols, x, 0, m, (uint32_t)W->cols);
+        if (st == CLARA_OK)
+            st = copy_rows(c->dev, y, (uint64_t)at * W->rows, out, 0, m, (uint32_t)W->rows);
+    }
+    const clara_lora *lo = r->lo;
+    if (st == CLARA_OK)
+        st = clvk_matmul(c->dev, A, lo->a.type, lo->a.rows, lo->a.cols, x, m, c->e->lora_t, false,
+                         1.0f);
+    if (st == CLARA_OK)
+        st = clvk_matmul(c->dev, B, lo->b.type, lo->b.rows, lo->b.cols, c->e->lora_t, m, out, true,
+                         r->ad->scale);
+    if (st == CLARA_OK && at > 0)
+        st = copy_rows(c->dev, out, 0, y, (uint64_t)at * W->rows, m, (uint32_t)W->rows);
+    return st;
+}
+
+/* y[0, n) += the LoRA deltas of the rows [r0, r0 + n) of bb, whose inputs are in[0, n). Each row
+ * gets its sequence's deltas in its adapters' order; consecutive sequences with the same single
+ * adapter (a decoding batch) go as one run of rows: a row's result does not depend on the other
+ * rows of a matmul. */
 static clara_status lora_deltas(const lctx *c, const clvk_rowset *bb, int lin, clvk_buf *in,
                                 uint32_t r0, uint32_t n, clvk_buf *y) {
-    const clara_mat *W = &c->ctx->m->layers[c->layer].w[lin];
     clara_status st = CLARA_OK;
+    lora_run run = {NULL, NULL, 0, 0};
     for (uint32_t s = 0; s < bb->n_seqs && st == CLARA_OK; s++) {
         const clara_adapter_set *set = bb->seqs[s].adapters;
         uint32_t a = bb->row0[s] > r0 ? bb->row0[s] : r0;
@@ -51,29 +91,19 @@ static clara_status lora_deltas(const lctx *c, const clvk_rowset *bb, int lin, c
             if (!ad->mods) continue; /* a fresh adapter: B = 0 */
             const clara_lora *lo = &ad->mods[c->layer * CLARA_N_LIN + lin];
             if (!lo->a.data) continue;
-            clvk_buf *A, *B;
-            clvk_engine_lora(c->e, ad, c->layer, lin, &A, &B);
-            if (!A || !B)
-                return clara_fail(CLARA_ERR_INVALID_ARG, "vulkan: adapter %s is not on the device",
-                                  ad->name);
-            clvk_buf *x = in, *out = y;
-            uint32_t at = a - r0, m = e - a;
-            if (at > 0) { /* the sequence's rows, moved to the start of scratch buffers */
-                x = c->e->lora_in, out = c->e->lora_y;
-                st = copy_rows(c->dev, in, (uint64_t)at * W->cols, x, 0, m, (uint32_t)W->cols);
-                if (st == CLARA_OK)
-                    st = copy_rows(c->dev, y, (uint64_t)at * W->rows, out, 0, m, (uint32_t)W->rows);
+            if (run.lo == lo && run.e == a && set->n == 1) {
+                run.e = e; /* the next sequence's rows, same adapter */
+                continue;
             }
-            if (st == CLARA_OK)
-                st = clvk_matmul(c->dev, A, lo->a.type, lo->a.rows, lo->a.cols, x, m, c->e->lora_t,
-                                 false, 1.0f);
-            if (st == CLARA_OK)
-                st = clvk_matmul(c->dev, B, lo->b.type, lo->b.rows, lo->b.cols, c->e->lora_t, m,
-                                 out, true, ad->scale);
-            if (st == CLARA_OK && at > 0)
-                st = copy_rows(c->dev, out, 0, y, (uint64_t)at * W->rows, m, (uint32_t)W->rows);
+            if (run.lo) st = lora_apply(c, lin, &run, in, r0, y);
+            run = (lora_run){ad, lo, a, e};
+            if (set->n > 1 && st == CLARA_OK) { /* several adapters: each in turn, unmerged */
+                st = lora_apply(c, lin, &run, in, r0, y);
+                run.lo = NULL;
+            }
         }
     }
+    if (run.lo && st == CLARA_OK) st = lora_apply(c, lin, &run, in, r0, y);
     return st;
 }
 
