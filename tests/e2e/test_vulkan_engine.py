@@ -173,10 +173,13 @@ def test_bad_conditions():
     # falls back to the CPU silently)
     expect_fail("nothing fits", ask + ["--backend", "vulkan"], {"CLARA_VK_MEMORY_MB": "1"}, 1,
                 "no layer fits on the device")
-    # auto never takes lavapipe: the CPU, with one line saying why
+    # auto never takes lavapipe (a CPU device): a GPU, or the CPU with one line saying why
     p = subprocess.run([CLARA] + ask + ["--json"], capture_output=True, text=True)
     if check(p.returncode == 0, "auto: %s" % p.stderr):
-        check(json.loads(p.stdout)["backend"] == "cpu", "auto took %s" % p.stdout[-200:])
+        j = json.loads(p.stdout)
+        check(j["backend"] == "cpu" and "running on the CPU" in p.stderr
+              if j["backend"] == "cpu" else "llvmpipe" not in j["device"],
+              "auto took %s (%s)" % (j["device"], p.stderr[-200:]))
     # cuda and mps mean the GPU: Vulkan here
     for name in ("cuda", "mps"):
         p = subprocess.run([CLARA] + ask + ["--json", "--backend", name], capture_output=True, text=True)
