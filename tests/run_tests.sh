@@ -62,6 +62,24 @@ for s in tests/e2e/test_*.py; do
     [ -f "$s" ] || continue
     run_suite "$(basename "$s")" env BUILD="$BUILD" "$PYTHON" "$s"
 done
+# Where the Vulkan backend is built: engine suites that use contexts again with their layers on
+# the Vulkan device (lavapipe in CI; docs/VULKAN.md). One submit per operation makes lavapipe slow,
+# so the long ones (test_prefix, test_generate_batch and test_server.py: many minutes each there)
+# run only with CLARA_TEST_VULKAN_ALL=1.
+if [ "$(cat "$BUILD/gen/vulkan.stamp" 2>/dev/null)" = on ]; then
+    vk_units="test_batch test_sampling"
+    if [ "${CLARA_TEST_VULKAN_ALL:-0}" = 1 ]; then
+        vk_units="$vk_units test_prefix test_generate_batch"
+    fi
+    for t in $vk_units; do
+        [ -x "$BUILD/tests/$t" ] || continue
+        run_suite "$t (vulkan)" env CLARA_TEST_BACKEND=vulkan "$BUILD/tests/$t"
+    done
+    if [ "${CLARA_TEST_VULKAN_ALL:-0}" = 1 ]; then
+        run_suite "test_server.py (vulkan)" env BUILD="$BUILD" CLARA_TEST_BACKEND=vulkan \
+            "$PYTHON" tests/e2e/test_server.py
+    fi
+fi
 rm -f "$log"
 echo "$total_pass passed, $total_fail failed"
 [ "$total_fail" -eq 0 ]
