@@ -67,7 +67,7 @@ VK_STAMP := $(BUILD)/gen/vulkan.stamp
 VK_STATE := $(if $(VK_WHY),off,on)
 $(shell mkdir -p $(BUILD)/gen && { echo $(VK_STATE) | cmp -s - $(VK_STAMP) || echo $(VK_STATE) >$(VK_STAMP); })
 ifneq ($(VK_WHY),)
-$(shell rm -f $(BUILD)/tests/test_vulkan)
+$(shell rm -f $(BUILD)/tests/test_vulkan $(BUILD)/tests/test_vk_*)
 endif
 $(BUILD)/obj/src/backend.o: $(VK_STAMP)
 # `clara bench --generate` embeds the project's small trained tokenizer, so random-weight models
@@ -86,7 +86,7 @@ UI_C     := $(BUILD)/gen/ui_assets.c
 CLI_OBJ  += $(UI_C:%.c=$(BUILD)/obj/%.o)
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 ifneq ($(VK_WHY),)
-UNIT_SRC := $(filter-out tests/unit/test_vulkan.c,$(UNIT_SRC))
+UNIT_SRC := $(filter-out tests/unit/test_vulkan.c tests/unit/test_vk_%.c,$(UNIT_SRC))
 endif
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))

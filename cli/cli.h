@@ -32,4 +32,29 @@ int cmd_rm(int argc, char **argv);
 clara_status cli_load_model(const char *model, const char *base, const char *clara,
                             const clara_model_params *mp, clara_model **out);
 
+/* --backend / --gpu-layers as given (backend_arg.c). */
+typedef struct {
+    clara_backend_choice backend;
+    int gpu_layers;
+    int backend_given, layers_given;
+} cli_backend;
+
+/* The help lines of the two options, for every model command's --help. */
+#define CLI_BACKEND_HELP                                                                           \
+    "  --backend B           where the layers run: auto (a GPU if there is one, else the\n"        \
+    "                        CPU), cpu, vulkan (any Vulkan device, lavapipe included);\n"          \
+    "                        cuda and mps mean the GPU (Vulkan). Default: CLARA_BACKEND\n"         \
+    "                        or auto\n"                                                            \
+    "  --gpu-layers N        layers on the GPU: -1 as many as fit (default), 0 none;\n"            \
+    "                        default: CLARA_GPU_LAYERS or -1\n"
+
+/* Takes the value of --backend (is_layers 0) or --gpu-layers (1); 2 after a message if bad. */
+int cli_backend_opt(const char *cmd, cli_backend *b, int is_layers, const char *val);
+/* Sets cp's backend and gpu_layers from the options, else CLARA_BACKEND / CLARA_GPU_LAYERS; 2
+ * after a message when one of them is bad. */
+int cli_backend_apply(const char *cmd, const cli_backend *b, clara_ctx_params *cp);
+/* Adds "backend" and "device" (and "gpu_layers" on a GPU) to a --json output. */
+struct cJSON;
+void cli_backend_json(struct cJSON *root, const clara_ctx *ctx);
+
 #endif

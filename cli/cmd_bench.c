@@ -29,6 +29,7 @@ typedef struct {
     int json, no_roofline, quiet, generated_text;
     unsigned parts; /* BENCH_PART_* */
     clara_adapter_policy policy;
+    cli_backend backend; /* --backend, --gpu-layers */
 } bench_opts;
 
 #define BENCH_PART_COMPRESS 1u
@@ -41,7 +42,7 @@ static void bench_usage(FILE *out) {
         "                   [--batches 1,4,16] [--reps N] [--gen-tokens N] [--doc-tokens N]\n"
         "                   [--text-file FILE.jsonl | --generated-text] [--save-docs FILE]\n"
         "                   [--no-roofline] [--adapter-policy hf|all] [--parts compress,answer]\n"
-        "                   [--json] [--quiet]\n"
+        "                   [--backend B] [--gpu-layers N] [--json] [--quiet]\n"
         "       clara bench --generate 7b|1b|tiny --type T --out DIR [--seed N] [--quiet]\n"
         "\n"
         "Measures the machine's limits (memory read bandwidth, f32 FMA and int8 dot peaks),\n"
@@ -52,6 +53,9 @@ static void bench_usage(FILE *out) {
         "CLARA_PF_GROUPS, CLARA_TASKS_PER_THREAD, CLARA_ROWS_PER_TASK, CLARA_QG_PANELS and\n"
         "CLARA_QG_TASK_KIB force them (docs/PERFORMANCE.md), CLARA_ISA the kernel level.\n"
         "  --threads LIST     thread counts (default: physical cores, %d here)\n"
+        "  --backend B, --gpu-layers N: where the layers run (as for `clara ask`; the\n"
+        "                     report names the device, its memory, the layers placed and\n"
+        "                     the bytes used; lavapipe timings are for correctness only)\n"
         "  --batches LIST     documents per clara_compress call (default 1,4,16)\n"
         "  --reps N           timed repetitions after a warm-up; medians (default 3)\n"
         "  --gen-tokens N     tokens generated per answer, </s> ignored (default 32)\n"
@@ -176,6 +180,8 @@ static const struct option k_opts[] = {
     {"seed", required_argument, 0, 's'},
     {"generated-text", no_argument, 0, 'X'},
     {"help", no_argument, 0, 'h'},
+    {"backend", required_argument, 0, 'K'},
+    {"gpu-layers", required_argument, 0, 'Y'},
     {0, 0, 0, 0},
 };
 
@@ -236,6 +242,8 @@ static int parse_opts(int argc, char **argv, bench_opts *o) {
         } else if (ch == 'h') {
             bench_usage(stdout);
             return -1;
+        } else if (ch == 'K' || ch == 'Y') {
+            if (cli_backend_opt("bench", &o->backend, ch == 'Y', optarg)) return 1;
         } else if (ch == ':') {
             return fail("%s needs a value", argv[optind - 1]);
         } else if (ch == '?') {
@@ -267,6 +275,7 @@ typedef struct {
     size_t n_machine;
     bench_thread_result res[BENCH_MAX_LIST];
     size_t n_res;
+    clara_ctx_backend_info device; /* where the last run's layers ran */
 } bench_state;
 
 static void note(const bench_opts *o, const char *fmt, ...) {
@@ -331,6 +340,7 @@ static int run_threads(bench_state *st, int threads) {
     uint32_t n_tokens[4096];
     int rc = 0;
     cp.n_threads = threads;
+    if (cli_backend_apply("bench", &o->backend, &cp)) return 1;
     if (clara_ctx_create(st->model, &cp, &ctx) != CLARA_OK) return fail("%s", clara_last_error());
     r->threads = threads;
     for (size_t i = 0; (o->parts & BENCH_PART_COMPRESS) && i < o->n_batches && rc == 0; i++) {
@@ -356,6 +366,7 @@ static int run_threads(bench_state *st, int threads) {
         bench_answer_run(ctx, st->model, st->docs.docs, ANSWER_DOCS, st->docs.query,
                          (uint32_t)o->gen_tokens, (int)o->reps, &r->answer, &pr) != CLARA_OK)
         rc = fail("%s", clara_last_error());
+    clara_ctx_backend(ctx, &st->device); /* the bytes in use after the runs */
     clara_ctx_free(ctx);
     if (rc == 0) st->n_res++;
     return rc;
@@ -370,8 +381,8 @@ static int report(const bench_state *st) {
         snprintf(model, sizeof model, "%s + %s", o->base, o->clara);
     clara_backend_info backend;
     clara_backend_describe(&backend);
-    bench_report r = {model,       backend.isa, &backend,      &st->mi, &st->docs,
-                      ANSWER_DOCS, st->machine, st->n_machine, st->res, st->n_res};
+    bench_report r = {model,       backend.isa,   &backend, &st->mi,   &st->docs,  ANSWER_DOCS,
+                      st->machine, st->n_machine, st->res,  st->n_res, &st->device};
     if (!o->json) {
         bench_report_table(stdout, &r);
         return 0;

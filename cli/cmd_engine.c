@@ -30,6 +30,8 @@ typedef struct {
     clara_text *chunk_docs;
     uint32_t *chunk_of, *cut;
     size_t n_cut;
+    cli_backend backend;  /* --backend, --gpu-layers */
+    const clara_ctx *ctx; /* for the backend and device of --json */
 } engine_opts;
 
 static void engine_usage(FILE *out, const char *cmd) {
@@ -37,7 +39,8 @@ static void engine_usage(FILE *out, const char *cmd) {
         out,
         "usage: clara %s (--model FILE | --base FILE --clara FILE) [--doc TEXT ...]\n"
         "          [--docs-file FILE.jsonl]%s\n"
-        "          [--threads N] [--adapter-policy hf|all] [--json]\n"
+        "          [--threads N] [--backend B] [--gpu-layers N]\n"
+        "          [--adapter-policy hf|all] [--json]\n"
         "\n"
         "  --model FILE          a GGUF written by `clara convert`, or the name of a model\n"
         "                        pulled with `clara pull` "
@@ -46,7 +49,7 @@ static void engine_usage(FILE *out, const char *cmd) {
         "                        and an add-on from `clara convert --addon-only`\n"
         "  --doc TEXT            a document (repeat for several)\n"
         "  --docs-file FILE      documents, one per line: a JSON string or {\"text\": ...}\n"
-        "  --threads N           worker threads (default: physical cores)\n"
+        "  --threads N           worker threads (default: physical cores)\n" CLI_BACKEND_HELP
         "  --adapter-policy P    hf (default: as AutoModel.from_pretrained) or all\n"
         "                        (pure_inference: every adapter in the file)\n"
         "  --chunk               read documents longer than the model's doc_max_length\n"
@@ -179,6 +182,8 @@ static int parse_opts(int argc, char **argv, engine_opts *o) {
         {"top-p", required_argument, 0, 'P'},
         {"sample-top-k", required_argument, 0, 'S'},
         {"seed", required_argument, 0, 'D'},
+        {"backend", required_argument, 0, 'G'},
+        {"gpu-layers", required_argument, 0, 'Y'},
         {0, 0, 0, 0},
     };
     int ch;
@@ -246,6 +251,10 @@ static int parse_opts(int argc, char **argv, engine_opts *o) {
             break;
         case 'j':
             o->json = 1;
+            break;
+        case 'G':
+        case 'Y':
+            if (cli_backend_opt(o->cmd, &o->backend, ch == 'Y', optarg)) return 2;
             break;
         case 'K':
             o->chunk = 1;
@@ -395,6 +404,7 @@ static int run_compress(clara_ctx *ctx, clara_model *m, engine_opts *o) {
         if (o->n_queries)
             add_vector_items(cJSON_AddArrayToObject(root, "queries"), m, qvec, o->n_queries, NULL);
         add_chunking(root, o);
+        cli_backend_json(root, o->ctx);
         print_json(root);
         cJSON_Delete(root);
     } else {
@@ -447,6 +457,7 @@ static void print_gen(const engine_opts *o, const clara_model *m, const clara_ge
                                   float_array(first_logits, clara_model_n_vocab(m)));
         cJSON_AddItemToObject(root, "top2_gaps", float_array(r->top2_gaps, r->n_ids));
     }
+    cli_backend_json(root, o->ctx);
     print_json(root);
     cJSON_Delete(root);
 }
@@ -502,11 +513,13 @@ static int run_engine(int argc, char **argv, const char *cmd) {
         mp.adapter_policy = o.policy;
         clara_ctx_params cp = clara_ctx_default_params();
         cp.n_threads = o.threads;
-        clara_status ls = cli_load_model(o.model, o.base, o.clara, &mp, &m);
-        if (ls != CLARA_OK || clara_ctx_create(m, &cp, &ctx) != CLARA_OK) {
+        rc = cli_backend_apply(cmd, &o.backend, &cp);
+        clara_status ls = rc ? CLARA_OK : cli_load_model(o.model, o.base, o.clara, &mp, &m);
+        if (rc == 0 && (ls != CLARA_OK || clara_ctx_create(m, &cp, &ctx) != CLARA_OK)) {
             fprintf(stderr, "clara %s: error: %s\n", cmd, clara_last_error());
             rc = 1;
         }
+        o.ctx = ctx;
     }
     clara_text *given = o.docs; /* --chunk replaces o.docs with the chunks */
     if (rc == 0) rc = prepare_docs(m, &o);

@@ -26,6 +26,7 @@ typedef struct {
     const char *query, *filter, *out, *in, *after, *dtype;
     int threads, top_k, max_new_tokens, limit, all, json, skip_existing;
     char *db_owned;
+    cli_backend backend; /* --backend, --gpu-layers */
 } mem_opts;
 
 static void usage(FILE *f) {
@@ -42,6 +43,8 @@ static void usage(FILE *f) {
             "  export   [--collection C] [--out FILE]      (default: standard output)\n"
             "  import   [--in FILE] [--skip-existing]      (default: standard input)\n\n"
             "  MODEL    --model M.gguf | --base B.gguf --clara C.gguf  [--threads N]\n"
+            "           [--backend auto|cpu|vulkan|cuda|mps] [--gpu-layers N]  (as for\n"
+            "           `clara ask`; CLARA_BACKEND, CLARA_GPU_LAYERS)\n"
             "  --db FILE|URL  the store: a SQLite file or postgresql://... (default $CLARA_DB,\n"
             "                 else $XDG_DATA_HOME/clara-server/memories.db)\n"
             "  --json   print JSON (add, list, get, query)\n\n"
@@ -78,6 +81,8 @@ static int parse(int argc, char **argv, mem_opts *o) {
                                          {"limit", required_argument, 0, 'l'},
                                          {"all", no_argument, 0, 'A'},
                                          {"json", no_argument, 0, 'j'},
+                                         {"backend", required_argument, 0, 'G'},
+                                         {"gpu-layers", required_argument, 0, 'Y'},
                                          {"skip-existing", no_argument, 0, 's'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
@@ -133,6 +138,10 @@ static int parse(int argc, char **argv, mem_opts *o) {
         case 'T':
             o->threads = atoi(optarg);
             break;
+        case 'G':
+        case 'Y':
+            if (cli_backend_opt("memory", &o->backend, c == 'Y', optarg)) return 2;
+            break;
         case 'k':
             o->top_k = atoi(optarg);
             break;
@@ -187,6 +196,7 @@ static int load_engine(const mem_opts *o, engine *e) {
     clara_model_params mp = clara_model_default_params();
     clara_ctx_params cp = clara_ctx_default_params();
     cp.n_threads = o->threads;
+    if (cli_backend_apply("memory", &o->backend, &cp)) return 2;
     clara_status s = o->model ? clara_model_load(o->model, &mp, &e->m)
                               : clara_model_load_pair(o->base, o->clara, &mp, &e->m);
     if (s == CLARA_OK) s = clara_ctx_create(e->m, &cp, &e->ctx);
@@ -378,6 +388,7 @@ static void print_query_json(const engine *e, const store_selection *sel,
     cJSON_AddStringToObject(j, "model", e->fp);
     cJSON_AddNumberToObject(j, "prompt_tokens", res->prompt_tokens);
     cJSON_AddNumberToObject(j, "generated_tokens", (double)res->n_ids);
+    cli_backend_json(j, e->ctx);
     print_json(j);
 }
 

@@ -232,7 +232,8 @@ static int usage(FILE *f, int rc) {
             "[--json]\n"
             "       clara tokenize (--model FILE.gguf | --base B.gguf --clara C.gguf) --chunks N\n"
             "                      (--text T | --input-file F)\n"
-            "--threads N is accepted as by every model command (tokenizing uses one thread).\n"
+            "--threads N, --backend B and --gpu-layers N are accepted as by every model command\n"
+            "(tokenizing uses one thread and no GPU).\n"
             "--input-file: one JSON string (or, with --decode, one JSON id array) per line;\n"
             "prints one {\"ids\":[...]} (or {\"text\":\"...\"}) line per input line.\n"
             "--chunks N: split each text as the memory store does, into chunks of at most N\n"
@@ -252,6 +253,8 @@ static int parse_args(int argc, char **argv, tok_args *a) {
                                          {"json", no_argument, 0, 'j'},
                                          {"decode", no_argument, 0, 'd'},
                                          {"threads", required_argument, 0, 'T'},
+                                         {"backend", required_argument, 0, 'G'},
+                                         {"gpu-layers", required_argument, 0, 'Y'},
                                          {"chunks", required_argument, 0, 'c'},
                                          {"base", required_argument, 0, 'B'},
                                          {"clara", required_argument, 0, 'C'},
@@ -304,6 +307,12 @@ static int parse_args(int argc, char **argv, tok_args *a) {
                         optarg);
                 return 2;
             }
+            break;
+        }
+        case 'G':
+        case 'Y': { /* checked like every model command's; tokenizing needs no device */
+            cli_backend b = {0};
+            if (cli_backend_opt("tokenize", &b, ch == 'Y', optarg)) return 2;
             break;
         }
         case 'h':

@@ -83,9 +83,33 @@ typedef struct {
     clara_adapter_policy adapter_policy;
 } clara_model_params;
 
+/* Where a context's transformer layers run (docs/VULKAN.md). */
+typedef enum {
+    CLARA_BACKEND_AUTO = 0,   /* a GPU through Vulkan when there is one, else the CPU (never a
+                                 CPU Vulkan device such as lavapipe) */
+    CLARA_BACKEND_CPU = 1,    /* the CPU only */
+    CLARA_BACKEND_VULKAN = 2, /* a Vulkan device, lavapipe included; none is an error */
+} clara_backend_choice;
+
 typedef struct {
     int n_threads; /* 0 = number of physical cores */
+    clara_backend_choice backend;
+    /* Layers on the device (the last ones): -1 = as many as fit in its memory (the default of
+     * clara_ctx_default_params), 0 = none (the CPU only), N = N of them (all when N >= the
+     * model's layers; too little memory is an error naming the need and the heap). */
+    int gpu_layers;
 } clara_ctx_params;
+
+/* Parses a backend name: "auto", "cpu", "vulkan", and the Python server's "cuda" and "mps" (and
+ * "gpu"), which mean the GPU: Vulkan here. CLARA_ERR_INVALID_ARG naming the choices otherwise. */
+clara_status clara_backend_parse(const char *name, clara_backend_choice *out);
+
+/* Whether `backend` can be had on this machine, without loading a model (a server checks at
+ * startup): for vulkan a device is opened and named in device[cap] with its type ("llvmpipe
+ * (cpu device)"); for auto the GPU it would take, or "" when it would run on the CPU; for cpu
+ * "". Errors: vulkan with no Vulkan device (CLARA_ERR_NOT_FOUND) or in a build without the
+ * backend (CLARA_ERR_UNSUPPORTED), with the message saying so. */
+clara_status clara_backend_probe(clara_backend_choice backend, char *device, size_t cap);
 
 clara_model_params clara_model_default_params(void);
 clara_ctx_params clara_ctx_default_params(void);
@@ -107,8 +131,22 @@ uint32_t clara_model_generation_top_k(const clara_model *model);
 /* True when retrieval (a query-reasoner adapter) is available under the model's policy. */
 int clara_model_can_retrieve(const clara_model *model);
 
+/* Fails when the backend asked for cannot be had: `vulkan` with no Vulkan device or in a build
+ * without the Vulkan backend, or too little device memory for gpu_layers. */
 clara_status clara_ctx_create(clara_model *model, const clara_ctx_params *params, clara_ctx **out);
 void clara_ctx_free(clara_ctx *ctx);
+
+/* Where a context's layers run, for reports (the CLI's --json, `clara bench`, /status). */
+typedef struct {
+    char backend[16];       /* "cpu" or "vulkan" */
+    char device[256];       /* the Vulkan device's name ("" on the CPU) */
+    char device_type[16];   /* "discrete", "integrated", "virtual", "cpu" (lavapipe), "other" */
+    uint64_t device_memory; /* its largest device-local heap, bytes */
+    uint32_t gpu_layers, n_layer; /* layers on the device, of the model's */
+    uint64_t bytes_used; /* device memory the context holds now: weights, KV mirrors, scratch */
+    char note[160];      /* why the context runs where it does ("" when as asked) */
+} clara_ctx_backend_info;
+void clara_ctx_backend(const clara_ctx *ctx, clara_ctx_backend_info *out);
 
 /* ---- the CLaRa pipeline (spec §7-§11) ------------------------------------------------------ */
 

@@ -28,6 +28,7 @@ enum {
     O_HOST,
     O_PORT,
     O_BACKEND,
+    O_GPU_LAYERS,
     O_THREADS,
     O_PARALLEL,
     O_KEEP_ALIVE,
@@ -80,7 +81,12 @@ static const struct {
      "two-file mode: CLaRa add-on GGUF (clara convert --addon-only)"},
     {"host", "CLARA_HOST", "ADDR", "bind address (default 127.0.0.1)"},
     {"port", "CLARA_PORT", "N", "port (default 8765; 0 = any free port)"},
-    {"backend", "CLARA_BACKEND", "B", "auto or cpu (default auto)"},
+    {"backend", "CLARA_BACKEND", "B",
+     "auto (a GPU through Vulkan if there is one, else the CPU), cpu, or\n"
+     "                               vulkan (any Vulkan device, lavapipe included); cuda and\n"
+     "                               mps mean the GPU (default auto)"},
+    {"gpu-layers", "CLARA_GPU_LAYERS", "N",
+     "layers on the GPU: -1 as many as fit (default), 0 none (the CPU only)"},
     {"threads", "CLARA_THREADS", "N", "engine threads (default: physical cores)"},
     {"parallel", "CLARA_PARALLEL", "N", "most queued requests run together (default 8)"},
     {"keep-alive", "CLARA_KEEP_ALIVE", "SECONDS",
@@ -123,7 +129,7 @@ static const struct {
     {"workers", "CLARA_WORKERS", "N",
      "accepted; one process serves (--parallel requests run together)"},
     {"reload", "CLARA_RELOAD", NULL, "accepted; a compiled server does not reload itself"},
-    {NULL, "CLARA_DEVICE_ID", "N", "accepted; the engine runs on the CPU"},
+    {NULL, "CLARA_DEVICE_ID", "N", "accepted; the Vulkan device is chosen by CLARA_VK_DEVICE=N"},
     {NULL, "CLARA_RATE_LIMIT", "N",
      "accepted, not enforced (nor was it by the Python server);\n"
      "                               see --max-conns-per-client"},
@@ -146,8 +152,11 @@ static const struct {
 static const char *const g_known_env[] = {
     "CLARA_CACHE",        /* the Python server's README name of CLARA_CACHE_DIR */
     "CLARA_PULL_RETRIES", /* read by the model pull (src/hub) */
-    "CLARA_ISA",          "CLARA_GPU_LAYERS", "CLARA_PREFIX_CACHE",     "CLARA_TEST_PG",
-    "CLARA_TEST_PG2",     "CLARA_BENCH_ARGS", "CLARA_DURABILITY_KILLS", "CLARA_DURABILITY_SEED",
+    "CLARA_VK_DEVICE",    /* the Vulkan device's number (src/vulkan/device.h) */
+    "CLARA_VK_MEMORY_MB", /* the most device memory the engine uses (src/vulkan/engine.c) */
+    "CLARA_TEST_BACKEND", "CLARA_TEST_GPU_LAYERS", /* the tests' backend (tests/run_tests.sh) */
+    "CLARA_ISA",          "CLARA_PREFIX_CACHE",     "CLARA_TEST_PG",         "CLARA_TEST_PG2",
+    "CLARA_BENCH_ARGS",   "CLARA_DURABILITY_KILLS", "CLARA_DURABILITY_SEED",
 };
 
 static void usage(FILE *out) {
@@ -257,17 +266,21 @@ static char *demo_model_path(void) {
     return p;
 }
 
-static int check_backend(const char *b, const char *src) {
-    if (strcmp(b, "auto") == 0 || strcmp(b, "cpu") == 0) return 0;
-    if (strcmp(b, "cuda") == 0 || strcmp(b, "mps") == 0 || strcmp(b, "mlx") == 0)
+static int check_backend(srv_config *c, const char *b, const char *src) {
+    if (strcasecmp(b, "mlx") == 0) {
         fprintf(stderr,
-                "clara-server: error: backend '%s' (%s) is not built into this binary; "
-                "available: cpu (or auto)\n",
-                b, src);
-    else
-        fprintf(stderr, "clara-server: error: unknown backend '%s' (%s); available: auto, cpu\n", b,
+                "clara-server: error: backend 'mlx' (%s) is not built into this binary; "
+                "available: auto, cpu, vulkan (cuda and mps mean the GPU)\n",
                 src);
-    return -1;
+        return -1;
+    }
+    clara_backend_choice choice;
+    if (clara_backend_parse(b, &choice) != CLARA_OK) {
+        fprintf(stderr, "clara-server: error: %s (%s)\n", clara_last_error(), src);
+        return -1;
+    }
+    c->backend = (int)choice;
+    return 0;
 }
 
 /* name's value: the environment's (an empty variable counts as unset), else the .env file's. */
@@ -373,6 +386,7 @@ static int apply_numbers(srv_config *c, const char *val[O_COUNT], const char *sr
     } ints[] = {
         {O_PORT, 0, 65535, &c->port},
         {O_THREADS, 0, 1024, &c->threads},
+        {O_GPU_LAYERS, -1, 100000, &c->gpu_layers},
         {O_PARALLEL, 1, 64, &c->parallel},
         {O_MAX_NEW_TOKENS, 1, SRV_MAX_NEW_TOKENS_LIMIT, &c->max_new_tokens},
         {O_MAX_QUEUE, 1, 100000, &c->max_queue},
@@ -490,7 +504,9 @@ static int apply_compat(srv_config *c, const char *val[O_COUNT], const char *src
     }
     if (val[O_DEVICE_ID]) {
         if (parse_long("device id", src[O_DEVICE_ID], val[O_DEVICE_ID], 0, INT_MAX, &v)) return -1;
-        fprintf(stderr, "clara-server: note: %s is ignored: the engine runs on the CPU\n",
+        fprintf(stderr,
+                "clara-server: note: %s is ignored: choose the Vulkan device with "
+                "CLARA_VK_DEVICE=N\n",
                 src[O_DEVICE_ID]);
     }
     if (val[O_RATE_LIMIT]) {
@@ -570,7 +586,7 @@ static int apply_strings(srv_config *c, const char *val[O_COUNT], const char *sr
                         "(two-file mode)\n");
         return -1;
     }
-    if (val[O_BACKEND] && check_backend(val[O_BACKEND], src[O_BACKEND])) return -1;
+    if (val[O_BACKEND] && check_backend(c, val[O_BACKEND], src[O_BACKEND])) return -1;
     if (val[O_LOG_LEVEL]) {
         c->log_level = clara_log_parse_level(val[O_LOG_LEVEL]);
         if (c->log_level < 0) {
@@ -638,6 +654,7 @@ static int apply_strings(srv_config *c, const char *val[O_COUNT], const char *sr
 int srv_config_load(srv_config *c, int argc, char **argv) {
     memset(c, 0, sizeof *c);
     c->port = SRV_DEFAULT_PORT;
+    c->gpu_layers = -1; /* as many as fit */
     c->parallel = 8;
     c->keep_alive = 300;
     c->max_new_tokens = 128;
@@ -668,6 +685,12 @@ int srv_config_load(srv_config *c, int argc, char **argv) {
     rc = apply_numbers(c, val, src) || apply_compat(c, val, src) || apply_strings(c, val, src);
     srv_dotenv_free(); /* every value is copied or parsed by now */
     if (rc) return 2;
+    char dev[320];
+    if (c->backend == CLARA_BACKEND_VULKAN && c->gpu_layers != 0 &&
+        clara_backend_probe(CLARA_BACKEND_VULKAN, dev, sizeof dev) != CLARA_OK) {
+        fprintf(stderr, "clara-server: error: backend vulkan: %s\n", clara_last_error());
+        return 2;
+    }
     /* Other local users can read a process's arguments (ps, /proc/PID/cmdline): blank the key
      * there now that it is copied (a window remains from exec to here: prefer the key file). */
     if (key_arg) memset(key_arg, 'x', strlen(key_arg));

@@ -48,9 +48,17 @@ static void banner(srv_server *s, int port) {
         fprintf(stderr,
                 "  memory:     model file %.1f MiB (mapped when loaded), resident now %.1f MiB\n",
                 (double)m->file_bytes / 1048576.0, (double)srv_rss_bytes() / 1048576.0);
-    fprintf(stderr, "  engine:     cpu backend, %s, %d threads, up to %d requests per pass\n",
-            srv_isa(), s->cfg.threads > 0 ? s->cfg.threads : clara_physical_cores(),
-            s->cfg.parallel);
+    char gpu[320] = "";
+    if (s->cfg.gpu_layers != 0)
+        clara_backend_probe((clara_backend_choice)s->cfg.backend, gpu, sizeof gpu); /* checked */
+    if (gpu[0])
+        fprintf(stderr,
+                "  engine:     vulkan backend on %s, %s layers there (the rest: %s, %d threads)\n",
+                gpu, s->cfg.gpu_layers < 0 ? "as many" : "up to --gpu-layers", srv_isa(),
+                s->cfg.threads > 0 ? s->cfg.threads : clara_physical_cores());
+    fprintf(stderr, "  engine:     %s backend, %s, %d threads, up to %d requests per pass\n",
+            gpu[0] ? "and cpu" : "cpu", srv_isa(),
+            s->cfg.threads > 0 ? s->cfg.threads : clara_physical_cores(), s->cfg.parallel);
     if (s->cfg.keep_alive < 0)
         fprintf(stderr, "  keep-alive: never unload (model loads on the first request)\n");
     else

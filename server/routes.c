@@ -758,6 +758,24 @@ static void add_cpu(cJSON *j) {
     cJSON_AddBoolToObject(c, "amx", b.amx);
 }
 
+/* The GPU the layers run on (null on the CPU): its memory, the layers placed, the bytes used;
+ * backend_note says why the layers run on the CPU when they do. */
+static void add_gpu(cJSON *j, const clara_ctx_backend_info *b, bool gpu, int asked) {
+    if (b->note[0]) cJSON_AddStringToObject(j, "backend_note", b->note);
+    if (!gpu) {
+        cJSON_AddNullToObject(j, "gpu");
+        return;
+    }
+    cJSON *g = cJSON_AddObjectToObject(j, "gpu");
+    cJSON_AddStringToObject(g, "name", b->device);
+    cJSON_AddStringToObject(g, "type", b->device_type);
+    cJSON_AddNumberToObject(g, "memory_bytes", (double)b->device_memory);
+    cJSON_AddNumberToObject(g, "layers", b->gpu_layers);
+    cJSON_AddNumberToObject(g, "n_layer", b->n_layer);
+    cJSON_AddNumberToObject(g, "layers_asked", asked);
+    cJSON_AddNumberToObject(g, "bytes_used", (double)b->bytes_used);
+}
+
 static void add_unload(cJSON *j, const srv_state *st, double now) {
     bool will = st->loaded && st->unload_at >= 0;
     cJSON_AddItemToObject(j, "will_unload_at", time_or_null(will ? st->unload_at : 0));
@@ -822,8 +840,10 @@ static void status(srv_server *s, srv_reply *r) {
     cJSON_AddBoolToObject(j, "loading", st.loading);
     if (st.load_failed) cJSON_AddStringToObject(j, "load_error", st.load_error);
     /* what runs the model, null while none does (the Python server's backend info) */
-    cJSON_AddItemToObject(j, "backend", string_if(st.loaded, "cpu"));
-    cJSON_AddItemToObject(j, "device", string_if(st.loaded, "cpu"));
+    bool gpu = st.loaded && strcmp(st.backend.backend, "vulkan") == 0;
+    cJSON_AddItemToObject(j, "backend", string_if(st.loaded, st.backend.backend));
+    cJSON_AddItemToObject(j, "device", string_if(st.loaded, gpu ? st.backend.device : "cpu"));
+    add_gpu(j, &st.backend, gpu, s->cfg.gpu_layers);
     cJSON_AddItemToObject(j, "dtype", string_if(st.loaded, s->info.type));
     cJSON_AddItemToObject(j, "load_time_seconds",
                           st.loaded ? cJSON_CreateNumber(round_to(st.load_time_s, 0.001))

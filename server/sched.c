@@ -209,6 +209,8 @@ static int load_model(void) {
     double t0 = srv_mono();
     clara_ctx_params cp = clara_ctx_default_params();
     cp.n_threads = S.cfg->threads;
+    cp.backend = (clara_backend_choice)S.cfg->backend;
+    cp.gpu_layers = S.cfg->gpu_layers;
     srv_model_info now;
     char err[sizeof st->load_error];
     clara_status s = open_validated(&now, err, sizeof err);
@@ -233,6 +235,7 @@ static int load_model(void) {
         return -1;
     }
     st->loaded = true;
+    clara_ctx_backend(S.ctx, &st->backend);
     memcpy(st->fingerprint, now.fingerprint, sizeof st->fingerprint);
     st->load_failed = false;
     st->load_error[0] = '\0';
@@ -772,6 +775,13 @@ static void step_batch(void) {
     discard_if_changed(b, (int)k);
     if (k) after_batch(b, (int)k);
     for (size_t i = 0; i < k; i++) finish_task(b[i]);
+    if (k) { /* where the layers run now (device memory grows; a failed device is dropped) */
+        clara_ctx_backend_info bi;
+        clara_ctx_backend(S.ctx, &bi);
+        pthread_mutex_lock(&S.st->mu);
+        S.st->backend = bi;
+        pthread_mutex_unlock(&S.st->mu);
+    }
 }
 
 static double unload_deadline(void) {

@@ -44,6 +44,8 @@ typedef struct {
     char *host;                   /* bind address */
     int port;                     /* 0 = any free port */
     int threads;                  /* engine threads, 0 = physical cores */
+    int backend;                  /* clara_backend_choice (--backend) */
+    int gpu_layers;               /* --gpu-layers: -1 as many as fit, 0 none */
     int parallel;                 /* most tasks the scheduler takes together */
     int keep_alive;               /* seconds; 0 = unload after each request; -1 = never */
     char *api_key;                /* NULL = no authentication */
@@ -229,6 +231,7 @@ typedef struct {
     double unload_at;                            /* wall clock; < 0 = never / not loaded */
     uint64_t requests_served, errors, loads, unloads;
     double latency_sum_ms;
+    clara_ctx_backend_info backend; /* where the loaded model's layers run */
 } srv_state;
 
 int srv_sched_start(const srv_config *cfg, const srv_model_info *info, srv_queue *q, srv_state *st);

@@ -12,6 +12,8 @@
 
 clara_ctx_params clara_ctx_default_params(void) {
     clara_ctx_params p = {0};
+    p.backend = CLARA_BACKEND_AUTO;
+    p.gpu_layers = -1; /* as many as fit */
     return p;
 }
 
@@ -27,6 +29,7 @@ clara_status clara_ctx_create(clara_model *m, const clara_ctx_params *params, cl
     if (hp->n_ff > cap) cap = hp->n_ff;
     if ((size_t)hp->n_head * hp->head_dim > cap) cap = (size_t)hp->n_head * hp->head_dim;
     if (s == CLARA_OK) s = cpu_kctx_init(&ctx->kc, pool, cap);
+    if (s == CLARA_OK) s = clara_ctx_device_init(ctx, params);
     if (s == CLARA_OK) {
         ctx->rope_inv_freq = malloc(hp->head_dim / 2 * sizeof(float));
         if (!ctx->rope_inv_freq) s = clara_fail(CLARA_ERR_NOMEM, "out of memory");
@@ -45,6 +48,7 @@ clara_status clara_ctx_create(clara_model *m, const clara_ctx_params *params, cl
 
 void clara_ctx_free(clara_ctx *ctx) {
     if (!ctx) return;
+    clara_ctx_device_free(ctx);
     if (ctx->kc.pool) clara_pool_free(ctx->kc.pool);
     cpu_kctx_free(&ctx->kc);
     for (uint32_t i = 0; i < ctx->n_slots; i++) {

@@ -14,6 +14,10 @@
 typedef struct {
     float *k, *v;
     uint32_t cap, n_past;
+    /* Positions [0, dev_valid) of the Vulkan device's mirror of this slot equal these rows (for
+     * the layers on the device; vulkan/engine.h). Whatever rewrites or truncates the rows
+     * otherwise than a forward pass (prefix.c, clara_kv_clear) sets it to 0. */
+    uint32_t dev_valid;
 } clara_kv_slot;
 
 /* Rows of the feed-forward block processed at once: bounds the two [rows][n_ff] buffers (the
@@ -60,6 +64,11 @@ struct clara_ctx {
     float *x_aside;
     uint32_t x_aside_cap;
     struct clara_prefix_cache *prefix; /* prompt heads' keys and values (prefix.h); NULL at first */
+    /* The layers placed on a Vulkan device (vulkan/engine.h); NULL: all on the CPU. vk_broken: a
+     * device call failed; the next outermost pass drops the device and runs on the CPU. */
+    struct clvk_engine *vk;
+    bool vk_broken;
+    char backend_note[160]; /* why the context runs where it does, for reports */
 };
 
 /* Query rows that attention scores together (forward.c, cpu/kernels_attn.inc). */
@@ -68,6 +77,10 @@ struct clara_ctx {
 /* Attention copies one head's keys and values to contiguous rows for sequences of up to this
  * many positions (forward.c); longer ones read them in place. */
 #define CLARA_ATTN_COPY_KEYS 4096
+
+/* Places the context's layers as params ask (ctx_device.c); frees what that took. */
+clara_status clara_ctx_device_init(clara_ctx *ctx, const clara_ctx_params *params);
+void clara_ctx_device_free(clara_ctx *ctx);
 
 /* Makes slot `slot` hold at least n_ctx positions (keeping its contents). */
 clara_status clara_ctx_reserve_slot(clara_ctx *ctx, uint32_t slot, uint32_t n_ctx);

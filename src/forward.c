@@ -7,15 +7,20 @@
 #include "forward.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/log.h"
 #include "base/status.h"
 #include "cpu/dispatch.h"
 #include "cpu/kernels.h"
 #include "cpu/matmul.h"
 #include "dtype.h"
 #include "quant.h"
+#ifdef CLARA_HAVE_VULKAN
+#include "vulkan/engine.h"
+#endif
 
 /* Per-call view of the batch: where each sequence's rows start. */
 typedef struct {
@@ -26,7 +31,7 @@ typedef struct {
 } batch;
 
 void clara_kv_clear(clara_ctx *ctx, uint32_t slot) {
-    if (slot < ctx->n_slots) ctx->slots[slot].n_past = 0;
+    if (slot < ctx->n_slots) ctx->slots[slot].n_past = ctx->slots[slot].dev_valid = 0;
 }
 
 void clara_embed_tokens(const clara_model *m, const int32_t *ids, uint32_t n, float *out) {
@@ -728,14 +733,16 @@ static bool last_layer_rows(const batch *b, clara_seq *qseqs, uint32_t *qrow0, b
     return pruned;
 }
 
-/* Drops the sequences of b that are cancelled now: the rows of the others move together to the
- * front of x, in order (a row never moves to a later position). Rows are computed independently
- * of each other, so the rest of the batch gives the same bits. Returns how many are left. */
-static uint32_t drop_cancelled(batch *b, clara_seq *seqs) {
+/* Drops the sequences of b that are cancelled now (poll: asks them; else they were just asked): the
+ * rows of the others move together to the front of x, in order (a row never moves to a later
+ * position). Rows are computed independently of each other, so the rest of the batch gives the same
+ * bits. Returns how many are left. */
+static uint32_t drop_cancelled(batch *b, clara_seq *seqs, bool poll) {
     size_t H = b->ctx->m->hp.n_embd;
     uint32_t k = 0, row = 0;
     for (uint32_t s = 0; s < b->n_seqs; s++) {
-        if (clara_cancel_poll(seqs[s].cancel)) continue;
+        if (poll ? clara_cancel_poll(seqs[s].cancel) : seqs[s].cancel && seqs[s].cancel->hit)
+            continue;
         uint32_t from = b->row0[s]; /* read before row0[k <= s] is rewritten */
         if (from != row)
             memmove(b->ctx->x + (size_t)row * H, b->ctx->x + (size_t)from * H,
@@ -787,24 +794,133 @@ static void between_layers(clara_ctx *ctx) {
     }
 }
 
+/* Layers on a Vulkan device (vulkan/engine.h): the residual rows x go to the device before the
+ * first device layer of a run and come back before a CPU layer or the outputs; they stay there
+ * across consecutive device layers. Without the backend every layer runs here. */
+typedef struct {
+    bool x_dev;        /* x lives on the device now */
+    uint32_t dev_seqs; /* b's sequences when the device last saw the batch (0: not yet) */
+} dev_state;
+
+#ifdef CLARA_HAVE_VULKAN
+static bool layer_on_device(const clara_ctx *ctx, uint32_t l) {
+    return ctx->vk && !ctx->vk_broken && clvk_engine_has_layer(ctx->vk, l);
+}
+
+static clvk_rowset rowset_of(const batch *b) {
+    return (clvk_rowset){b->seqs, b->n_seqs, b->n_rows, b->row0};
+}
+
+/* Brings x back to the host when it is on the device. */
+static clara_status dev_x_home(const batch *b, dev_state *ds) {
+    if (!ds->x_dev) return CLARA_OK;
+    ds->x_dev = false;
+    clara_status st = clvk_x_down(b->ctx, b->ctx->x, b->n_rows);
+    if (st != CLARA_OK) b->ctx->vk_broken = true;
+    return st;
+}
+
+/* Layer l on the device: the pass's device state (again after sequences left), x sent there. */
+static clara_status dev_layer(const batch *b, const batch *q, uint32_t l, dev_state *ds,
+                              bool *left) {
+    clara_ctx *ctx = b->ctx;
+    clvk_rowset rb = rowset_of(b), rq = rowset_of(q);
+    clara_status st = CLARA_OK;
+    if (ds->dev_seqs != b->n_seqs) {
+        uint32_t max_keys = 0;
+        for (uint32_t s = 0; s < b->n_seqs; s++) {
+            int slot = b->seqs[s].slot;
+            uint32_t k = b->seqs[s].n + (slot >= 0 ? ctx->slots[slot].n_past : 0);
+            if (k > max_keys) max_keys = k;
+        }
+        st = clvk_pass_begin(ctx, &rb, max_keys);
+        ds->dev_seqs = b->n_seqs;
+    }
+    if (st == CLARA_OK && !ds->x_dev) {
+        st = clvk_x_up(ctx, ctx->x, b->n_rows);
+        ds->x_dev = st == CLARA_OK;
+    }
+    if (st == CLARA_OK) st = clvk_layer(ctx, &rb, q == b ? &rb : &rq, l, left);
+    if (st != CLARA_OK) ctx->vk_broken = true;
+    return st;
+}
+
+/* Whether a sequence of b is cancelled now (polled: the answer latches). */
+static bool any_cancelled(const batch *b) {
+    bool hit = false;
+    for (uint32_t s = 0; s < b->n_seqs; s++) hit |= clara_cancel_poll(b->seqs[s].cancel);
+    return hit;
+}
+#else
+static bool layer_on_device(const clara_ctx *ctx, uint32_t l) {
+    (void)ctx, (void)l;
+    return false;
+}
+static clara_status dev_x_home(const batch *b, dev_state *ds) {
+    (void)b, (void)ds;
+    return CLARA_OK;
+}
+static clara_status dev_layer(const batch *b, const batch *q, uint32_t l, dev_state *ds,
+                              bool *left) {
+    (void)b, (void)q, (void)l, (void)ds, (void)left;
+    return CLARA_ERR_UNSUPPORTED;
+}
+static bool any_cancelled(const batch *b) {
+    (void)b;
+    return false;
+}
+#endif
+
 /* The layers over the batch (live: its sequences, rewritten as they leave). Before each layer
  * the cancelled sequences leave; between rounds of attention they stop being computed. *out
- * receives the last layer's query batch, whose rows are the outputs. Returns false when no
- * sequence is left. */
-static bool run_layers(batch *b, clara_seq *live, clara_seq *qseqs, bool *skip, batch *out) {
-    const clara_model *m = b->ctx->m;
+ * receives the last layer's query batch, whose rows are the outputs (on the device when
+ * ds->x_dev). Returns false when no sequence is left or a device call failed (*st). */
+static bool run_layers(batch *b, clara_seq *live, clara_seq *qseqs, bool *skip, batch *out,
+                       dev_state *ds, clara_status *st) {
+    clara_ctx *ctx = b->ctx;
+    const clara_model *m = ctx->m;
     for (uint32_t l = 0; l < m->hp.n_layer; l++) {
-        between_layers(b->ctx); /* also before the first: passes follow each other */
-        if (drop_cancelled(b, live) == 0) return false;
+        between_layers(ctx);             /* also before the first: passes follow each other */
+        if (ds->x_dev && ctx->vk_broken) /* a pass in between failed on the device */
+            *st = clara_fail(CLARA_ERR_IO, "vulkan: the device failed during this pass");
+        /* with x on the device, the sequences are asked once here; x comes home only when one
+         * leaves (each is asked once per layer, as on the CPU) */
+        bool asked = ds->x_dev, leave = false;
+        if (*st == CLARA_OK && asked && (leave = any_cancelled(b))) *st = dev_x_home(b, ds);
+        if (*st != CLARA_OK) return false;
+        if ((!asked || leave) && drop_cancelled(b, live, !asked) == 0) return false;
         memset(skip, 0, b->n_seqs * sizeof *skip);
         batch qb; /* its row starts follow b's */
         bool pruned =
             l + 1 == m->hp.n_layer && last_layer_rows(b, qseqs, b->row0 + b->n_seqs + 1, &qb);
         const batch *q = pruned ? &qb : b;
-        if (!attention_block(b, q, l, skip) || !mlp_block(b, q, l, skip)) return false;
+        if (layer_on_device(ctx, l)) {
+            bool left = true;
+            *st = dev_layer(b, q, l, ds, &left);
+            if (*st != CLARA_OK || !left) return false;
+        } else {
+            if ((*st = dev_x_home(b, ds)) != CLARA_OK) return false;
+            if (!attention_block(b, q, l, skip) || !mlp_block(b, q, l, skip)) return false;
+        }
         *out = *q;
     }
     return true;
+}
+
+/* A context whose device failed (vk_broken) goes on on the CPU: the host slots hold every row,
+ * so nothing is lost. Done at the start of an outermost pass, never inside another. */
+static void drop_broken_device(clara_ctx *ctx) {
+#ifdef CLARA_HAVE_VULKAN
+    if (!ctx->vk || !ctx->vk_broken || ctx->in_between) return;
+    clvk_engine_free(ctx->vk);
+    ctx->vk = NULL;
+    ctx->vk_broken = false;
+    snprintf(ctx->backend_note, sizeof ctx->backend_note,
+             "the Vulkan device failed during a request; running on the CPU since");
+    CLARA_LOGW("vulkan: the device failed during a request; this context runs on the CPU now");
+#else
+    (void)ctx;
+#endif
 }
 
 clara_status clara_forward_batch(clara_ctx *ctx, const clara_seq *seqs, uint32_t n_seqs) {
@@ -820,15 +936,22 @@ clara_status clara_forward_batch(clara_ctx *ctx, const clara_seq *seqs, uint32_t
     }
     if (n_seqs) memcpy(live, seqs, n_seqs * sizeof *live);
     batch b = {ctx, live, n_seqs, 0, row0};
+    drop_broken_device(ctx);
     clara_status s = prepare(ctx, &b);
     if (s == CLARA_OK && b.n_rows > 0) {
         for (uint32_t i = 0; i < n_seqs; i++)
             memcpy(ctx->x + (size_t)row0[i] * H, seqs[i].embd, seqs[i].n * H * sizeof(float));
         batch ob = b;
-        if (run_layers(&b, live, qseqs, skip, &ob)) {
-            for (uint32_t i = 0; i < b.n_seqs; i++) /* live[i] and ob.seqs[i]: one sequence */
-                if (live[i].slot >= 0 && !seq_dropped(&ob, i))
-                    ctx->slots[live[i].slot].n_past += live[i].n;
+        dev_state ds = {false, 0};
+        if (run_layers(&b, live, qseqs, skip, &ob, &ds, &s) &&
+            (s = dev_x_home(&ob, &ds)) == CLARA_OK) {
+            for (uint32_t i = 0; i < b.n_seqs; i++) { /* live[i] and ob.seqs[i]: one sequence */
+                if (live[i].slot < 0 || seq_dropped(&ob, i)) continue;
+                clara_kv_slot *sl = &ctx->slots[live[i].slot];
+                /* the device layers wrote these rows to the mirror as well */
+                if (ds.dev_seqs && sl->dev_valid == sl->n_past) sl->dev_valid += live[i].n;
+                sl->n_past += live[i].n;
+            }
             s = outputs(&ob);
         }
     }

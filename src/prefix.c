@@ -173,6 +173,7 @@ static uint32_t start_after_head(clara_ctx *ctx, const clara_seq *sq, const clar
     clara_kv_slot *sl = &ctx->slots[sq->slot];
     copy_kv(ctx, sl->k, sl->v, sl->cap, en->k, en->v, en->n, en->n);
     sl->n_past = en->n;
+    sl->dev_valid = 0; /* rewritten here: the device's mirror (if any) is stale */
     en->used = ++c->clock;
     c->stats.hits++, c->stats.rows_reused += head;
     return head;

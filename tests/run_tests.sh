@@ -62,6 +62,16 @@ for s in tests/e2e/test_*.py; do
     [ -f "$s" ] || continue
     run_suite "$(basename "$s")" env BUILD="$BUILD" "$PYTHON" "$s"
 done
+# Where the Vulkan backend is built: the engine's suites that use contexts, and the server suite,
+# again with their layers on the Vulkan device (lavapipe in CI; docs/VULKAN.md)
+if [ "$(cat "$BUILD/gen/vulkan.stamp" 2>/dev/null)" = on ]; then
+    for t in test_batch test_prefix test_generate_batch test_sampling; do
+        [ -x "$BUILD/tests/$t" ] || continue
+        run_suite "$t (vulkan)" env CLARA_TEST_BACKEND=vulkan "$BUILD/tests/$t"
+    done
+    run_suite "test_server.py (vulkan)" env BUILD="$BUILD" CLARA_TEST_BACKEND=vulkan "$PYTHON" \
+        tests/e2e/test_server.py
+fi
 rm -f "$log"
 echo "$total_pass passed, $total_fail failed"
 [ "$total_fail" -eq 0 ]

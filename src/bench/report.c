@@ -3,6 +3,7 @@
 
 #include <cJSON.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "base/status.h"
 
@@ -108,6 +109,19 @@ static void table_backend(FILE *out, const clara_backend_info *b) {
                 b->params[i].source, b->params[i].env);
 }
 
+/* Where the layers ran: the CPU, or the GPU with its memory, the layers and the bytes used. */
+static void table_device(FILE *out, const clara_ctx_backend_info *d) {
+    if (!d) return;
+    if (strcmp(d->backend, "vulkan") == 0)
+        fprintf(out,
+                "  device: vulkan on %s (%s device, %.0f MiB), %u/%u layers, %.1f MiB in use%s\n",
+                d->device, d->device_type, d->device_memory / 1048576.0, d->gpu_layers, d->n_layer,
+                d->bytes_used / 1048576.0,
+                strcmp(d->device_type, "cpu") == 0 ? " (timings: correctness only)" : "");
+    else
+        fprintf(out, "  device: the CPU%s%s\n", d->note[0] ? ": " : "", d->note);
+}
+
 void bench_report_table(FILE *out, const bench_report *r) {
     const bench_model_info *mi = r->mi;
     fprintf(out, "clara bench: %s\n", r->model);
@@ -117,6 +131,7 @@ void bench_report_table(FILE *out, const bench_report *r) {
     fprintf(out, "  documents: %zu of %u tokens, from %s\n", r->docs->n,
             r->docs->n ? r->docs->tokens[0] : 0, r->docs->source);
     table_backend(out, r->backend);
+    table_device(out, r->device);
     fprintf(out, "\n");
     table_machine(out, r);
     table_compress(out, r);
@@ -219,12 +234,29 @@ static cJSON *json_backend(const clara_backend_info *b) {
     return o;
 }
 
+static cJSON *json_device(const clara_ctx_backend_info *d) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "backend", d->backend);
+    cJSON_AddStringToObject(o, "name", d->device);
+    cJSON_AddStringToObject(o, "type", d->device_type);
+    cJSON_AddNumberToObject(o, "memory_bytes", (double)d->device_memory);
+    cJSON_AddNumberToObject(o, "layers", d->gpu_layers);
+    cJSON_AddNumberToObject(o, "n_layer", d->n_layer);
+    cJSON_AddNumberToObject(o, "bytes_used", (double)d->bytes_used);
+    cJSON_AddStringToObject(o, "note", d->note);
+    return o;
+}
+
 clara_status bench_report_json(FILE *out, const bench_report *r) {
     cJSON *root = cJSON_CreateObject(), *res = cJSON_CreateArray();
     cJSON_AddStringToObject(root, "model", r->model);
     cJSON_AddStringToObject(root, "weight_type", r->mi->weight_type);
     cJSON_AddStringToObject(root, "isa", r->isa);
     cJSON_AddItemToObject(root, "cpu", json_backend(r->backend));
+    if (r->device) {
+        cJSON_AddStringToObject(root, "backend", r->device->backend);
+        cJSON_AddItemToObject(root, "device", json_device(r->device));
+    }
     cJSON_AddNumberToObject(root, "linear_params", r->mi->linear_params);
     cJSON_AddNumberToObject(root, "decode_bytes_per_token", r->mi->decode_bytes);
     cJSON_AddItemToObject(root, "docs", json_docs(r->docs));

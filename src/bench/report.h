@@ -34,6 +34,7 @@ typedef struct {
     size_t n_machine;
     const bench_thread_result *res;
     size_t n_res;
+    const clara_ctx_backend_info *device; /* where the layers ran (NULL: not known) */
 } bench_report;
 
 void bench_report_table(FILE *out, const bench_report *r);

@@ -13,10 +13,12 @@
 /* The shaders' SPIR-V, embedded by the Makefile (build/gen/vk_shaders.c). */
 extern const unsigned char vk_spv_matmul[], vk_spv_rmsnorm[], vk_spv_swiglu[], vk_spv_rope[];
 extern const size_t vk_spv_matmul_len, vk_spv_rmsnorm_len, vk_spv_swiglu_len, vk_spv_rope_len;
+extern const unsigned char vk_spv_attention[], vk_spv_rows[];
+extern const size_t vk_spv_attention_len, vk_spv_rows_len;
 
-#define MAX_BINDINGS  4
+#define MAX_BINDINGS  5
 #define MAX_PIPELINES 32
-#define MAX_PUSH      32
+#define MAX_PUSH      64 /* Vulkan guarantees 128 */
 /* A dispatch that has not finished after this long is reported, not waited on for ever. */
 #define FENCE_TIMEOUT_NS (300ull * 1000 * 1000 * 1000)
 
@@ -30,6 +32,8 @@ static const struct {
     [CLVK_K_RMSNORM] = {vk_spv_rmsnorm, &vk_spv_rmsnorm_len, 3, "rmsnorm"},
     [CLVK_K_SWIGLU] = {vk_spv_swiglu, &vk_spv_swiglu_len, 2, "swiglu"},
     [CLVK_K_ROPE] = {vk_spv_rope, &vk_spv_rope_len, 2, "rope"},
+    [CLVK_K_ATTENTION] = {vk_spv_attention, &vk_spv_attention_len, 5, "attention"},
+    [CLVK_K_ROWS] = {vk_spv_rows, &vk_spv_rows_len, 2, "rows"},
 };
 
 typedef struct {

@@ -69,6 +69,8 @@ typedef enum {
     CLVK_K_RMSNORM,
     CLVK_K_SWIGLU,
     CLVK_K_ROPE,
+    CLVK_K_ATTENTION, /* attention.comp (ops_layer.h) */
+    CLVK_K_ROWS,      /* rows.comp (ops_layer.h) */
     CLVK_K_COUNT
 } clvk_kernel;
 

@@ -53,6 +53,16 @@ FACTS = ["Paris is the capital of France.", "The Seine flows through Paris.",
          "The meeting moved to Thursday.", "Carol prefers green tea to coffee."]
 
 
+# CLARA_TEST_BACKEND=vulkan runs the servers of a suite with --backend vulkan (tests/run_tests.sh
+# does so for test_server.py where the Vulkan backend is built), unless a test gives --backend
+TEST_BACKEND = os.environ.get("CLARA_TEST_BACKEND", "")
+try:
+    with open(os.path.join(BUILD, "gen", "vulkan.stamp")) as _f:
+        VULKAN_BUILT = _f.read().strip() == "on"
+except OSError:
+    VULKAN_BUILT = False
+
+
 class Server:
     def __init__(self, *args, env=None, threads=2, cwd=None):
         self.log = os.path.join(TMP, "server-%d.log" % len(_servers))
@@ -63,6 +73,8 @@ class Server:
         # the default memory store lives under XDG_DATA_HOME: one per server, never the user's
         e["XDG_DATA_HOME"] = os.path.join(TMP, "data-%d" % len(_servers))
         e.update(env or {})
+        if TEST_BACKEND and "--backend" not in args and "CLARA_BACKEND" not in e:
+            args = ("--backend", TEST_BACKEND) + tuple(args)
         self.proc = subprocess.Popen([os.path.abspath(SERVER), "--port", "0", "--threads", str(threads)] +
                                      list(args), stdout=subprocess.DEVNULL,
                                      stderr=open(self.log, "w"), env=e, cwd=cwd)

@@ -23,18 +23,21 @@ import threading
 import time
 
 from harness import CLARA, FIXTURES, ROOT, check, report, run
-from server_harness import (DEMO, SERVER, SLOW, TMP, Server, check_no_sanitizer_reports, cleanup,
-                            metric, raw_request, wait_for)
+from server_harness import (DEMO, SERVER, SLOW, TEST_BACKEND, TMP, VULKAN_BUILT, Server,
+                            check_no_sanitizer_reports, cleanup, metric, raw_request, wait_for)
 
 def cli(cmd, memories, query=None, max_new_tokens=None, extra=(), model=DEMO):
     args = [CLARA, cmd, "--model", model, "--json", "--threads", "2"]
+    if TEST_BACKEND:  # the server's backend, so that both compute the same
+        args += ["--backend", TEST_BACKEND]
     for m in memories:
         args += ["--doc", m]
     if query is not None:
         args += ["--query", query]
     if max_new_tokens is not None:
         args += ["--max-new-tokens", str(max_new_tokens)]
-    out = subprocess.run(args + list(extra), capture_output=True, text=True, timeout=60)
+    out = subprocess.run(args + list(extra), capture_output=True, text=True,
+                         timeout=600 if TEST_BACKEND else 60)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
@@ -139,6 +142,14 @@ def test_python_readme_shapes():
               "keep_alive_seconds", "last_activity", "will_unload_at", "seconds_until_unload",
               "threads", "isa", "memory"]:
         check(k in j, "/status has %s" % k)
+    if TEST_BACKEND == "vulkan":  # the layers on the device: named, with its memory and use
+        g = j.get("gpu") or {}
+        check(j["backend"] == "vulkan" and j["device"] == g.get("name") and g.get("layers", 0) > 0
+              and g.get("bytes_used", 0) > 0 and g.get("memory_bytes", 0) > 0,
+              "/status on the device: %r %r %r" % (j["backend"], j["device"], g))
+    else:
+        check(j["backend"] == "cpu" and j["device"] == "cpu" and j.get("gpu") is None,
+              "/status on the CPU: %r %r" % (j["backend"], j.get("gpu")))
     cpu = j.get("cpu") or {}
     check(cpu.get("kind") in ("zen4", "zen5", "intel-avx512", "intel-avx2", "other") and
           isinstance(cpu.get("family"), int) and isinstance(cpu.get("amx"), bool),
@@ -547,8 +558,14 @@ def test_other_models_and_config():
         check(p.returncode == 2 and re.search(pattern, p.stderr),
               "%s %s -> exit %d: %s" % (args, env, p.returncode, p.stderr.strip()[:200]))
 
-    fails([], {"CLARA_BACKEND": "cuda"}, r"not built into this binary; available: cpu")
-    fails(["--backend", "mps"], {}, r"available: cpu")
+    fails([], {"CLARA_BACKEND": "mlx"}, r"not built into this binary; available: auto, cpu, vulkan")
+    fails(["--backend", "opencl"], {}, r"unknown backend 'opencl'")
+    fails(["--gpu-layers", "many"], {}, r"gpu-layers")
+    if VULKAN_BUILT:  # a device that is not there: the server does not start
+        fails(["--backend", "vulkan"], {"CLARA_VK_DEVICE": "9"},
+              r"backend vulkan: .*CLARA_VK_DEVICE=9 names no compute device")
+    else:
+        fails(["--backend", "cuda"], {}, r"built without it")
     fails(["--base", "a.gguf"], {}, r"--base FILE with --clara FILE")
     fails(["--base", "a.gguf", "--clara", DEMO, "--model", DEMO], {}, r"--base FILE with --clara FILE")
     fails(["--base", "/nonexistent/base.gguf", "--clara", DEMO], {}, r"base model /nonexistent")

@@ -86,6 +86,21 @@ static const clara_text t_docs[] = {
     {"The Great Wall of China is thousands of kilometres long.", 56},
 };
 
+/* A 2-thread context's parameters, on the backend CLARA_TEST_BACKEND names (default: auto) with
+ * CLARA_TEST_GPU_LAYERS layers on the device (default: as many as fit), so that the engine's unit
+ * tests also run on the Vulkan backend (tests/run_tests.sh). */
+static inline clara_ctx_params t_ctx_params(void) {
+    clara_ctx_params cp = clara_ctx_default_params();
+    cp.n_threads = 2;
+    const char *b = getenv("CLARA_TEST_BACKEND"), *l = getenv("CLARA_TEST_GPU_LAYERS");
+    if (b && *b && clara_backend_parse(b, &cp.backend) != CLARA_OK) {
+        fprintf(stderr, "CLARA_TEST_BACKEND: %s\n", clara_last_error());
+        exit(2);
+    }
+    if (l && *l) cp.gpu_layers = atoi(l);
+    return cp;
+}
+
 /* The demo model that `make` builds ($BUILD/demo/clara-demo.gguf, BUILD defaulting to build) and
  * a 2-thread context on it; path (may be NULL) receives its path. 0, or -1 with the reason on
  * stderr. */
@@ -95,8 +110,7 @@ static inline int t_load_demo(clara_model **m, clara_ctx **ctx, char *path, size
     if (!path) path = buf, cap = sizeof buf;
     snprintf(path, cap, "%s/demo/clara-demo.gguf", build && *build ? build : "build");
     clara_model_params mp = clara_model_default_params();
-    clara_ctx_params cp = clara_ctx_default_params();
-    cp.n_threads = 2;
+    clara_ctx_params cp = t_ctx_params();
     if (clara_model_load(path, &mp, m) != CLARA_OK || clara_ctx_create(*m, &cp, ctx) != CLARA_OK) {
         fprintf(stderr, "cannot load %s: %s\n", path, clara_last_error());
         return -1;

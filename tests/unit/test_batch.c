@@ -196,8 +196,7 @@ static void test_many_quantized(const char *q4_path) {
     clara_model *m = NULL;
     clara_ctx *ctx = NULL;
     clara_model_params mp = clara_model_default_params();
-    clara_ctx_params cp = clara_ctx_default_params();
-    cp.n_threads = 2;
+    clara_ctx_params cp = t_ctx_params();
     T_EQ_INT(clara_model_load(q4_path, &mp, &m), CLARA_OK);
     T_EQ_INT(clara_ctx_create(m, &cp, &ctx), CLARA_OK);
     enum { N = 21 };

@@ -149,8 +149,7 @@ static void note_head(const clara_model *m, const clara_gen_params *p, const cla
 }
 
 static clara_ctx *new_ctx(clara_model *m) {
-    clara_ctx_params cp = clara_ctx_default_params();
-    cp.n_threads = 2;
+    clara_ctx_params cp = t_ctx_params();
     clara_ctx *ctx = NULL;
     T_EQ_INT(clara_ctx_create(m, &cp, &ctx), CLARA_OK);
     return ctx;
