@@ -10,13 +10,13 @@
 #
 #   bench/device.sh [--out FILE] [--types q4_0,q8_0,f16] [--shape 7b|1b|tiny] [--skip-fidelity]
 #                   [--skip-peer] [--budget-s 480] [--fidelity-cases NAME,...]
-#       (env: BUILD=build, PEER_DIR=$BUILD/peer-llama, PYTHON=python3, OUT: the figures go to
+#       (env: BUILD=build, PEER_DIR=$BUILD/peer-llama, PYTHON=/usr/bin/python3, OUT: the figures go to
 #        $OUT/device-figures.txt when set, else $BUILD/device-figures.txt; logs beside it in
 #        device-logs/)
 #
 # Generated models go to $BUILD/device-models/SHAPE-TYPE/ and are reused when present. --shape tiny
-# (for the tests) also makes the timed work small (batch 16 only, 8-token documents, 4 generated
-# tokens, 1 rep); --fidelity-cases runs only those cases of the suite (its test does, to stay
+# (for the tests) also makes the timed work small (one batch of 4 8-token documents, compared in
+# place of batch 16; 4 generated tokens, 1 rep); --fidelity-cases runs only those cases of the suite (its test does, to stay
 # short; the file names them).
 # Exit status: 0 when the figures file was written (skipped or failed steps are in it), 2 on bad
 # arguments, 3 when the build fails or has no Vulkan backend.
@@ -25,7 +25,8 @@ CALLER_DIR=$PWD
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 PEER_DIR=${PEER_DIR:-$BUILD/peer-llama}
-PYTHON=${PYTHON:-python3}
+PYTHON=${PYTHON:-/usr/bin/python3}
+[ -x "$PYTHON" ] || PYTHON=python3
 START=$SECONDS
 
 die() { echo "device.sh: $*" >&2; exit "${2:-2}"; }
@@ -110,19 +111,19 @@ elif fits 30 "the fidelity suite"; then
     bounded "$LOGS/fidelity.log" env BUILD="$BUILD" CLARA_VK_CASES="$CASES" "$PYTHON" tests/e2e/test_vulkan_engine.py
     rc=$?
     TOTAL=$(grep -oE '[0-9]+ passed, [0-9]+ failed' "$LOGS/fidelity.log" | tail -1)
-    [ -z "$CASES" ] || TOTAL="$TOTAL; only the cases $CASES" 
+    TOTAL=${TOTAL:-no total line}${CASES:+; only the cases $CASES}
     if [ "$rc" = 0 ]; then
         note "fidelity: passed ($TOTAL; tests/e2e/test_vulkan_engine.py, --backend vulkan: the device named in the ours lines below)"
     elif [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
-        note "fidelity: stopped at the budget (${TOTAL:-no total}; see device-logs/fidelity.log)"
+        note "fidelity: stopped at the budget ($TOTAL; see device-logs/fidelity.log)"
     else
-        note "fidelity: FAILED (exit $rc, ${TOTAL:-no total}; see device-logs/fidelity.log)"
+        note "fidelity: FAILED (exit $rc, $TOTAL; see device-logs/fidelity.log)"
     fi
 fi
 
 # ---- per type: the models, ours, llama.cpp on the GPU
 if [ "$SHAPE" = tiny ]; then
-    BENCH_ARGS=(--batches 16 --reps 1 --doc-tokens 8 --gen-tokens 4 --no-roofline)
+    BENCH_ARGS=(--batches 4 --reps 1 --doc-tokens 8 --gen-tokens 4 --no-roofline)
     PEER_ARGS=(--reps 1 --tg 4 --tg-prompt 8)
 else
     BENCH_ARGS=(--batches 4,16 --reps 2)

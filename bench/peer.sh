@@ -87,7 +87,7 @@ node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' ||
 installed() { # DIR/node_modules/PKG -> its version, or nothing
     node -e 'try { console.log(require(require("path").resolve(process.argv[1], "package.json")).version) } catch {}' "$1" 2>/dev/null
 }
-case "$(node -p process.platform)-$(node -p process.arch)" in
+case "$(node -p process.platform)-$(node -p process.arch)-$GPU" in
     linux-x64-off) BIN_PKGS=(@node-llama-cpp/linux-x64) ;;
     linux-x64-vulkan) BIN_PKGS=(@node-llama-cpp/linux-x64-vulkan) ;;
     linux-x64-cuda) BIN_PKGS=(@node-llama-cpp/linux-x64-cuda @node-llama-cpp/linux-x64-cuda-ext) ;;
