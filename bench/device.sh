@@ -9,15 +9,17 @@
 # stopped) and the file says so.
 #
 #   bench/device.sh [--out FILE] [--types q4_0,q8_0,f16] [--shape 7b|1b|tiny] [--skip-fidelity]
-#                   [--skip-peer] [--budget-s 480] [--fidelity-cases NAME,...]
-#       (env: BUILD=build, PEER_DIR=$BUILD/peer-llama, PYTHON=/usr/bin/python3, OUT: the figures go to
-#        $OUT/device-figures.txt when set, else $BUILD/device-figures.txt; logs beside it in
+#                   [--skip-peer] [--budget-s 480] [--fidelity-cases NAME,...] [--peer-tar FILE]
+#       (env: BUILD=build, PEER_DIR=$BUILD/peer-llama, PYTHON=/usr/bin/python3, OUT: the figures go
+#        to $OUT/device-figures.txt when set, else $BUILD/device-figures.txt; logs beside it in
 #        device-logs/)
 #
 # Generated models go to $BUILD/device-models/SHAPE-TYPE/ and are reused when present. --shape tiny
 # (for the tests) also makes the timed work small (one batch of 4 8-token documents, compared in
 # place of batch 16; 4 generated tokens, 1 rep); --fidelity-cases runs only those cases of the suite (its test does, to stay
-# short; the file names them).
+# short; the file names them). --peer-tar FILE: a tar.xz of a PEER_DIR holding the GPU prebuilt
+# (made on a machine with network, docs/VULKAN.md), unpacked under $BUILD/peer-tar and used as
+# PEER_DIR: for a machine without network. The fidelity suite gets at most 30% of the budget.
 # Exit status: 0 when the figures file was written (skipped or failed steps are in it), 2 on bad
 # arguments, 3 when the build fails or has no Vulkan backend.
 set -uo pipefail
@@ -32,7 +34,7 @@ START=$SECONDS
 die() { echo "device.sh: $*" >&2; exit "${2:-2}"; }
 usage() { sed -n "11,15p" "$0" | sed "s/^# \{0,1\}//" >&2; exit "${1:-2}"; }
 
-OUTFILE='' TYPES=q4_0,q8_0,f16 SHAPE=7b FIDELITY=1 PEER=1 BUDGET=480 CASES=''
+OUTFILE='' TYPES=q4_0,q8_0,f16 SHAPE=7b FIDELITY=1 PEER=1 BUDGET=480 CASES='' PEER_TAR=''
 while [ $# -gt 0 ]; do
     case "$1" in
         --out) [ $# -ge 2 ] || usage; OUTFILE=$2; shift 2 ;;
@@ -40,6 +42,7 @@ while [ $# -gt 0 ]; do
         --shape) [ $# -ge 2 ] || usage; SHAPE=$2; shift 2 ;;
         --budget-s) [ $# -ge 2 ] || usage; BUDGET=$2; shift 2 ;;
         --fidelity-cases) [ $# -ge 2 ] || usage; CASES=$2; shift 2 ;;
+        --peer-tar) [ $# -ge 2 ] || usage; PEER_TAR=$2; shift 2 ;;
         --skip-fidelity) FIDELITY=0; shift ;;
         --skip-peer) PEER=0; shift ;;
         -h|--help) usage 0 ;;
@@ -59,6 +62,10 @@ case "$OUTFILE" in /*) ;; *) OUTFILE=$CALLER_DIR/$OUTFILE ;; esac
 mkdir -p "$(dirname "$OUTFILE")" || die "cannot create the directory of '$OUTFILE'"
 LOGS=$(dirname "$OUTFILE")/device-logs
 mkdir -p "$LOGS" || die "cannot create '$LOGS'"
+if [ -n "$PEER_TAR" ]; then
+    case "$PEER_TAR" in /*) ;; *) PEER_TAR=$CALLER_DIR/$PEER_TAR ;; esac
+    [ -f "$PEER_TAR" ] || die "--peer-tar '$PEER_TAR': no such file"
+fi
 command -v "$PYTHON" >/dev/null || die "$PYTHON not found (the report is written by bench/device_report.py)"
 RUN=$(mktemp -d "${TMPDIR:-/tmp}/clara-device.XXXXXX")
 trap 'rm -rf "$RUN"' EXIT
@@ -70,11 +77,14 @@ fits() {
     note "skipped: $2 (${1} s needed, $(left) s of the ${BUDGET} s budget left)"
     return 1
 }
-# bounded LOG CMD...: runs CMD with what is left of the budget as its limit; 124 when stopped
+# bounded LOG CMD...: runs CMD with what is left of the budget (or CAP_S seconds, if fewer) as its
+# limit; 124 when stopped
 bounded() {
-    local log=$1
+    local log=$1 limit
     shift
-    timeout --kill-after=5 "$(left)" "$@" >"$log" 2>&1
+    limit=$(left)
+    [ -z "${CAP_S:-}" ] || [ "$CAP_S" -ge "$limit" ] || limit=$CAP_S
+    timeout --kill-after=5 "$limit" "$@" >"$log" 2>&1
 }
 
 # ---- the machine
@@ -108,16 +118,17 @@ CLARA=$BUILD/clara
 if [ "$FIDELITY" = 0 ]; then
     note "fidelity: not run (--skip-fidelity)"
 elif fits 30 "the fidelity suite"; then
-    bounded "$LOGS/fidelity.log" env BUILD="$BUILD" CLARA_VK_CASES="$CASES" "$PYTHON" tests/e2e/test_vulkan_engine.py
+    CAP_S=$((BUDGET * 3 / 10)) bounded "$LOGS/fidelity.log" env BUILD="$BUILD" CLARA_VK_CASES="$CASES" \
+        "$PYTHON" tests/e2e/test_vulkan_engine.py
     rc=$?
     TOTAL=$(grep -oE '[0-9]+ passed, [0-9]+ failed' "$LOGS/fidelity.log" | tail -1)
     TOTAL=${TOTAL:-no total line}${CASES:+; only the cases $CASES}
     if [ "$rc" = 0 ]; then
         note "fidelity: passed ($TOTAL; tests/e2e/test_vulkan_engine.py, --backend vulkan: the device named in the ours lines below)"
     elif [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
-        note "fidelity: stopped at the budget ($TOTAL; see device-logs/fidelity.log)"
+        note "fidelity: stopped at its share of the budget, $((BUDGET * 3 / 10)) s ($TOTAL; see device-logs/fidelity.log)"
     else
-        note "fidelity: FAILED (exit $rc, $TOTAL; see device-logs/fidelity.log)"
+        note "fidelity: FAILED (exit $rc, $TOTAL; see device-logs/fidelity.log; its last line: $(tail -1 "$LOGS/fidelity.log" | cut -c1-200))"
     fi
 fi
 
@@ -128,6 +139,15 @@ if [ "$SHAPE" = tiny ]; then
 else
     BENCH_ARGS=(--batches 4,16 --reps 2)
     PEER_ARGS=(--reps 2)
+fi
+if [ -n "$PEER_TAR" ] && [ "$PEER" = 1 ]; then
+    rm -rf "$BUILD/peer-tar" && mkdir -p "$BUILD/peer-tar" &&
+        tar -xJf "$PEER_TAR" -C "$BUILD/peer-tar" 2>"$LOGS/peer-tar.log" ||
+        die "--peer-tar '$PEER_TAR': could not unpack it (see $LOGS/peer-tar.log)" 3
+    FOUND=$(find "$BUILD/peer-tar" -maxdepth 4 -type d -path '*/node_modules/node-llama-cpp' | head -1)
+    [ -n "$FOUND" ] || die "--peer-tar '$PEER_TAR' holds no node_modules/node-llama-cpp" 3
+    PEER_DIR=$(dirname "$(dirname "$FOUND")")
+    note "llama.cpp: node-llama-cpp from $(basename "$PEER_TAR"), unpacked into $PEER_DIR"
 fi
 GPUS=(vulkan)
 command -v nvidia-smi >/dev/null && GPUS+=(cuda)
@@ -148,7 +168,7 @@ peer_run() { # TYPE GPU BASE
         0) ;;
         5) echo "not run (node-llama-cpp GPU prebuilt not installed: run bench/peer.sh --gpu $g once on a machine with network, then carry PEER_DIR)" >"$RUN/$t/peer-$g.note" ;;
         124|137) echo "stopped at the time budget" >"$RUN/$t/peer-$g.note" ;;
-        *) echo "FAILED (exit $rc): $(tail -1 "$log" | cut -c1-300)" >"$RUN/$t/peer-$g.note" ;;
+        *) echo "FAILED (exit $rc): $(grep -v '^peer.sh: llama.cpp' "$log" | tail -2 | tr '\n' ' ' | cut -c1-400)" >"$RUN/$t/peer-$g.note" ;;
     esac
 }
 

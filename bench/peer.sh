@@ -6,7 +6,8 @@
 # into $PEER_DIR, default build/peer-llama; never built from source). --gpu vulkan|cuda runs it on
 # the GPU instead, every layer offloaded, with the prebuilt @node-llama-cpp/linux-x64-vulkan (or
 # linux-x64-cuda + linux-x64-cuda-ext) of the same version, installed once when asked (exit 5 when
-# that install fails: no registry reachable), and ours with --backend vulkan. Each figure is the median of R
+# that install fails: no registry reachable), and ours with --backend vulkan. --install-only
+# installs and stops (to pack a PEER_DIR for a machine without network, bench/device.sh --peer-tar). Each figure is the median of R
 # repetitions after one warm-up; the sequence is cleared before each. With --clara, also runs ours
 # (`$BUILD/clara bench --base BASE --clara ADDON --threads N --json --parts compress`, then
 # `--parts answer`, where that command exists)
@@ -18,7 +19,7 @@
 #
 #   bench/peer.sh --base BASE.gguf [--clara ADDON.gguf] [--threads N[,N...]] [--reps R] [--json]
 #                 [--tg N] [--tg-prompt N] [--rounds N] [--flash-attn auto|on|off] [--verbose]
-#                 [--gpu off|vulkan|cuda]
+#                 [--gpu off|vulkan|cuda] [--install-only]
 #       (env: BUILD=build, PEER_DIR=build/peer-llama, CLARA_BENCH_ARGS="--batches 16 ..." extra
 #        options for `clara bench`)
 #
@@ -38,9 +39,9 @@ PEER_DIR=${PEER_DIR:-$BUILD/peer-llama}
 PKG_VERSION=3.21.1
 
 die() { echo "peer.sh: $*" >&2; exit 2; }
-usage() { sed -n "19,23p" "$0" | sed "s/^# \{0,1\}//" >&2; exit "${1:-2}"; }
+usage() { sed -n "20,24p" "$0" | sed "s/^# \{0,1\}//" >&2; exit "${1:-2}"; }
 
-BASE='' CLARA_ADDON='' THREADS=2 REPS=3 JSON=0 TG=32 TG_PROMPT=16 ROUNDS=1 FA=auto GPU=off VERBOSE=()
+BASE='' CLARA_ADDON='' THREADS=2 REPS=3 JSON=0 TG=32 TG_PROMPT=16 ROUNDS=1 FA=auto GPU=off INSTALL_ONLY=0 VERBOSE=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --base) [ $# -ge 2 ] || usage; BASE=$2; shift 2 ;;
@@ -53,12 +54,13 @@ while [ $# -gt 0 ]; do
         --flash-attn) [ $# -ge 2 ] || usage; FA=$2; shift 2 ;;
         --gpu) [ $# -ge 2 ] || usage; GPU=$2; shift 2 ;;
         --json) JSON=1; shift ;;
+        --install-only) INSTALL_ONLY=1; shift ;;
         --verbose) VERBOSE=(--verbose); shift ;;
         -h|--help) usage 0 ;;
         *) echo "peer.sh: unknown option '$1'" >&2; usage ;;
     esac
 done
-[ -n "$BASE" ] || { echo "peer.sh: --base BASE.gguf is required" >&2; usage; }
+[ -n "$BASE" ] || [ "$INSTALL_ONLY" = 1 ] || { echo "peer.sh: --base BASE.gguf is required" >&2; usage; }
 [[ "$THREADS" =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || die "--threads: expected N or N,N,..., got '$THREADS'"
 [[ "$REPS" =~ ^[1-9][0-9]*$ ]] || die "--reps: expected a positive integer, got '$REPS'"
 [[ "$TG" =~ ^[1-9][0-9]*$ ]] || die "--tg: expected a positive integer, got '$TG'"
@@ -74,7 +76,7 @@ check_gguf() { # FILE WHAT
 # file arguments are relative to the caller's directory; BUILD and PEER_DIR to the repository's
 case "$BASE" in /*) ;; *) BASE=$CALLER_DIR/$BASE ;; esac
 case "$CLARA_ADDON" in /*|'') ;; *) CLARA_ADDON=$CALLER_DIR/$CLARA_ADDON ;; esac
-check_gguf "$BASE" "--base"
+[ "$INSTALL_ONLY" = 1 ] || check_gguf "$BASE" "--base"
 [ -z "$CLARA_ADDON" ] || check_gguf "$CLARA_ADDON" "--clara"
 
 command -v node >/dev/null || die "node not found (node >= 20 is needed: apt-get install nodejs, or nodejs.org)"
@@ -112,6 +114,10 @@ if [ "$MISSING" = 1 ]; then
     }
 fi
 
+if [ "$INSTALL_ONLY" = 1 ]; then
+    echo "peer.sh: node-llama-cpp@$PKG_VERSION ${BIN_PKGS[*]} installed in $PEER_DIR" >&2
+    exit 0
+fi
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/clara-peer.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 
