@@ -130,6 +130,20 @@ def test_budget():
     check("| compression, batch 16 | n/a | not run |" in section(text, "q8_0"), "the n/a row:\n%s" % text)
 
 
+def test_bad_peer_tar():
+    # a --peer-tar without node-llama-cpp in it is refused (exit 3), not run as if installed
+    d = os.path.join(TMP, "not-peer")
+    os.makedirs(os.path.join(d, "node_modules", "something"), exist_ok=True)
+    tar = os.path.join(TMP, "not-peer.tar.xz")
+    subprocess.run(["tar", "-C", TMP, "-cJf", tar, "not-peer"], check=True)
+    p = device_sh(["--shape", "tiny", "--types", "q4_0", "--skip-fidelity", "--out",
+                   os.path.join(TMP, "t.txt"), "--peer-tar", tar])
+    check(p.returncode == 3 and "holds no node_modules/node-llama-cpp" in p.stderr,
+          "bad --peer-tar: exit %d, %r" % (p.returncode, p.stderr[-400:]))
+    p = device_sh(["--peer-tar", os.path.join(TMP, "nonexistent.tar.xz")], timeout=30)
+    check(p.returncode == 2 and "no such file" in p.stderr, "missing --peer-tar: %r" % p.stderr[-300:])
+
+
 def test_bad_arguments():
     for args, want in ((["--types", "q4_0,zz"], "--types: 'zz' is not a type"),
                        (["--shape", "70b"], "--shape: 7b, 1b or tiny, got '70b'"),
@@ -177,6 +191,7 @@ try:
     if built_with_vulkan():
         run(test_tiny_run)
         run(test_budget)
+        run(test_bad_peer_tar)
         run(test_peer_not_installed)
     else:
         run(test_no_backend)
