@@ -71,20 +71,25 @@ RUN=$(mktemp -d "${TMPDIR:-/tmp}/clara-device.XXXXXX")
 trap 'rm -rf "$RUN"' EXIT
 note() { echo "$*" >>"$RUN/notes.txt"; echo "device.sh: $*" >&2; }
 left() { echo $((BUDGET - (SECONDS - START))); }
-# fits NEED WHAT: true when NEED seconds are left of the budget, else notes the skip
+# fits NEED WHAT: true when NEED seconds are left of the budget (and of the share), else notes the skip
 fits() {
-    [ "$(left)" -ge "$1" ] && return 0
-    note "skipped: $2 (${1} s needed, $(left) s of the ${BUDGET} s budget left)"
+    [ "$(limit)" -ge "$1" ] && return 0
+    note "skipped: $2 (${1} s needed, $(limit) s left of the ${BUDGET} s budget or this type's share)"
     return 1
 }
-# bounded LOG CMD...: runs CMD with what is left of the budget (or CAP_S seconds, if fewer) as its
-# limit; 124 when stopped
+# limit: seconds a step may take: what is left of the budget, or of the current share (until
+# SHARE_END, in $SECONDS) if that is less
+SHARE_END=''
+limit() {
+    local l=$(($(left)))
+    [ -z "$SHARE_END" ] || [ $((SHARE_END - SECONDS)) -ge "$l" ] || l=$((SHARE_END - SECONDS))
+    echo "$l"
+}
+# bounded LOG CMD...: runs CMD with $(limit) as its limit; 124 when stopped
 bounded() {
-    local log=$1 limit
+    local log=$1
     shift
-    limit=$(left)
-    [ -z "${CAP_S:-}" ] || [ "$CAP_S" -ge "$limit" ] || limit=$CAP_S
-    timeout --kill-after=5 "$limit" "$@" >"$log" 2>&1
+    timeout --kill-after=5 "$(limit)" "$@" >"$log" 2>&1
 }
 
 # ---- the machine
@@ -107,20 +112,27 @@ cat "$RUN/machine.txt" >&2
 
 # ---- the build
 echo "device.sh: make -j$(nproc) all (log: $LOGS/build.log)" >&2
-make -j"$(nproc)" BUILD="$BUILD" ${SANITIZER:+SANITIZER=$SANITIZER} all >"$LOGS/build.log" 2>&1 ||
-    die "the build failed (see $LOGS/build.log)" 3
+MAKE=(make -j"$(nproc)" BUILD="$BUILD" ${SANITIZER:+SANITIZER=$SANITIZER})
+BUILT="ok"
+if ! "${MAKE[@]}" all >"$LOGS/build.log" 2>&1; then
+    # `all` also makes the demo model, which needs python3 with numpy; the figures need only clara
+    "${MAKE[@]}" "$BUILD/clara" >>"$LOGS/build.log" 2>&1 || die "the build failed (see $LOGS/build.log)" 3
+    BUILT="make all FAILED (see device-logs/build.log: $(grep -m1 -iE 'error|No module' "$LOGS/build.log" | cut -c1-160)); $BUILD/clara built alone"
+fi
 [ "$(cat "$BUILD/gen/vulkan.stamp" 2>/dev/null)" = on ] ||
     die "the Vulkan backend was not built ($BUILD/gen/vulkan.stamp is not 'on': libvulkan-dev and glslc are needed, see $LOGS/build.log)" 3
-note "build: ok (Vulkan backend on; $BUILD, $(git rev-parse --short HEAD 2>/dev/null || echo 'no git'))"
+note "build: $BUILT (Vulkan backend on; $BUILD, $(git rev-parse --short HEAD 2>/dev/null || echo 'no git'))"
 CLARA=$BUILD/clara
 
 # ---- the fidelity suite on the device
 if [ "$FIDELITY" = 0 ]; then
     note "fidelity: not run (--skip-fidelity)"
 elif fits 30 "the fidelity suite"; then
-    CAP_S=$((BUDGET * 3 / 10)) bounded "$LOGS/fidelity.log" env BUILD="$BUILD" CLARA_VK_CASES="$CASES" \
+    SHARE_END=$((SECONDS + BUDGET * 3 / 10))
+    bounded "$LOGS/fidelity.log" env BUILD="$BUILD" CLARA_VK_CASES="$CASES" \
         "$PYTHON" tests/e2e/test_vulkan_engine.py
     rc=$?
+    SHARE_END=''
     TOTAL=$(grep -oE '[0-9]+ passed, [0-9]+ failed' "$LOGS/fidelity.log" | tail -1)
     TOTAL=${TOTAL:-no total line}${CASES:+; only the cases $CASES}
     if [ "$rc" = 0 ]; then
@@ -161,7 +173,7 @@ peer_run() { # TYPE GPU BASE
     fi
     fits 20 "llama.cpp on $g for $t" || { echo "skipped (time budget)" >"$RUN/$t/peer-$g.note"; return; }
     echo "device.sh: $t: bench/peer.sh --gpu $g (log: $log)" >&2
-    timeout --kill-after=5 "$(left)" env BUILD="$BUILD" PEER_DIR="$PEER_DIR" bash bench/peer.sh --base "$base" \
+    timeout --kill-after=5 "$(limit)" env BUILD="$BUILD" PEER_DIR="$PEER_DIR" bash bench/peer.sh --base "$base" \
         --gpu "$g" --threads "$CORES" --json "${PEER_ARGS[@]}" >"$RUN/$t/peer-$g.json" 2>"$log"
     local rc=$?
     case $rc in
@@ -177,8 +189,15 @@ no_files() { # TYPE WHY: ours and llama.cpp are both n/a for this type
     for g in "${GPUS[@]}"; do echo "not run (no model files)" >"$RUN/$1/peer-$g.note"; done
 }
 mkdir -p "$BUILD/device-models" || die "cannot create $BUILD/device-models" 3
+N_LEFT=${#TLIST[@]}
 for t in "${TLIST[@]}"; do
     mkdir -p "$RUN/$t"
+    # each type gets an equal share of what is left (a slow one cannot starve the types after it),
+    # at least 60 s; what a type leaves unused goes to the ones after it
+    SHARE=$(($(left) / N_LEFT))
+    [ "$SHARE" -ge 60 ] || SHARE=60
+    SHARE_END=$((SECONDS + SHARE))
+    N_LEFT=$((N_LEFT - 1))
     DIR=$BUILD/device-models/$SHAPE-$t
     if [ ! -s "$DIR/base.gguf" ] || [ ! -s "$DIR/clara.gguf" ]; then
         fits 30 "$t (generating the $SHAPE files)" || { no_files "$t" "skipped (time budget)"; continue; }
@@ -193,15 +212,19 @@ for t in "${TLIST[@]}"; do
         fi
     fi
     stat -c '%n %s' "$DIR/base.gguf" "$DIR/clara.gguf" >"$RUN/$t/files.txt"
+    # ours may take half of what is left of the share when llama.cpp is to run after it
+    TYPE_END=$SHARE_END
+    if [ "$PEER" = 1 ] && command -v node >/dev/null; then SHARE_END=$((SECONDS + (TYPE_END - SECONDS) / 2)); fi
     if fits 20 "clara bench on $t"; then
         echo "device.sh: $t: clara bench --backend vulkan (log: $LOGS/ours-$t.log)" >&2
-        timeout --kill-after=5 "$(left)" "$CLARA" bench --base "$DIR/base.gguf" --clara "$DIR/clara.gguf" \
+        timeout --kill-after=5 "$(limit)" "$CLARA" bench --base "$DIR/base.gguf" --clara "$DIR/clara.gguf" \
             --backend vulkan --threads "$CORES" "${BENCH_ARGS[@]}" --json >"$RUN/$t/ours.json" 2>"$LOGS/ours-$t.log"
         rc=$?
-        [ "$rc" = 0 ] || echo "clara bench $([ "$rc" = 124 ] && echo 'stopped at the time budget' || echo "FAILED (exit $rc)"): $(tail -1 "$LOGS/ours-$t.log" | cut -c1-300)" >"$RUN/$t/ours.note"
+        [ "$rc" = 0 ] || echo "clara bench $({ [ "$rc" = 124 ] || [ "$rc" = 137 ]; } && echo 'stopped at the time budget' || echo "FAILED (exit $rc)"): $(tail -1 "$LOGS/ours-$t.log" | cut -c1-300)" >"$RUN/$t/ours.note"
     else
         echo "skipped (time budget)" >"$RUN/$t/ours.note"
     fi
+    SHARE_END=$TYPE_END
     for g in "${GPUS[@]}"; do peer_run "$t" "$g" "$DIR/base.gguf"; done
 done
 
