@@ -1,11 +1,14 @@
 // peer.mjs - llama.cpp (prebuilt, through the npm package node-llama-cpp 3.x) on one GGUF base model:
 // prompt processing (ppN: N random token ids in one batch on an empty sequence) and token
-// generation (tgN: N tokens decoded one at a time, greedy, after a short prompt), CPU only.
+// generation (tgN: N tokens decoded one at a time, greedy, after a short prompt): CPU only by
+// default; with --gpu vulkan|cuda on that GPU with every layer offloaded (gpuLayers "max"), through
+// the prebuilt package @node-llama-cpp/linux-x64-vulkan (or linux-x64-cuda and linux-x64-cuda-ext),
+// failing when that binary cannot run rather than falling back to the CPU.
 // Driven by bench/peer.sh, which installs the package; usable alone:
 //
 //   node bench/peer.mjs --module-dir build/peer-llama --model F.gguf [--threads 1,2] [--reps 3]
 //        [--warmup 1] [--pp 256,512] [--tg 32] [--tg-prompt 16] [--flash-attn auto|on|off]
-//        [--seed 1] [--verbose]                        (--pp 0: no pp; --tg 0: no tg)
+//        [--seed 1] [--gpu off|vulkan|cuda] [--verbose]  (--pp 0: no pp; --tg 0: no tg)
 //   node bench/peer.mjs --report PEER.json [--also PEER.json ...] [--ours THREADS=FILE ...]
 //        [--ours-note TEXT] [--json]
 //
@@ -53,9 +56,15 @@ function cpuInfo() {
 const cpuLabel = (c) => `${c?.name ?? "?"} (${c?.vendor ?? "?"} family ${c?.family ?? "?"} model ${c?.model ?? "?"}, kind ${c?.kind ?? "?"})`;
 const cpuShort = (c) => `${c?.kind ?? "?"} ${c?.family ?? "?"}/${c?.model ?? "?"}`;
 
+// --gpu: off (the CPU, as before) or a backend node-llama-cpp has a prebuilt Linux binary for
+const GPUS = ["off", "vulkan", "cuda"];
+const gpuPackages = (gpu) => (gpu === "cuda"
+    ? [`@node-llama-cpp/${process.platform}-${process.arch}-cuda`, `@node-llama-cpp/${process.platform}-${process.arch}-cuda-ext`]
+    : gpu === "vulkan" ? [`@node-llama-cpp/${process.platform}-${process.arch}-vulkan`] : [`@node-llama-cpp/${process.platform}-${process.arch}`]);
+
 function parseArgs(argv) {
     const o = { moduleDir: "build/peer-llama", model: null, threads: [2], reps: 3, warmup: 1,
-        pp: [256, 512], tg: 32, tgPrompt: 16, flashAttn: "auto", seed: 1, verbose: false };
+        pp: [256, 512], tg: 32, tgPrompt: 16, flashAttn: "auto", seed: 1, gpu: "off", verbose: false };
     const list = (v, name) => {
         const r = String(v).split(",").map((s) => Number(s));
         if (r.length === 0 || r.some((n) => !Number.isInteger(n) || n < 1)) die(`${name}: expected positive integers, got '${v}'`);
@@ -83,10 +92,12 @@ function parseArgs(argv) {
             case "--tg-prompt": o.tgPrompt = int(val(), a, 1); break;
             case "--flash-attn": o.flashAttn = val(); break;
             case "--seed": o.seed = int(val(), a, 0); break;
+            case "--gpu": o.gpu = val(); break;
             case "--verbose": o.verbose = true; break;
             default: die(`unknown option '${a}'`);
         }
     }
+    if (!GPUS.includes(o.gpu)) die(`--gpu: ${GPUS.join(", ")}, got '${o.gpu}'`);
     if (!o.model) die("--model F.gguf is required");
     if (!["auto", "on", "off"].includes(o.flashAttn)) die(`--flash-attn: auto, on or off, got '${o.flashAttn}'`);
     return o;
@@ -148,22 +159,26 @@ async function main() {
     let llama;
     try {
         llama = await nlc.getLlama({
-            gpu: false, build: "never", usePrebuiltBinaries: true, skipDownload: true,
+            gpu: o.gpu === "off" ? false : o.gpu, build: "never", usePrebuiltBinaries: true, skipDownload: true,
             maxThreads, logLevel, progressLogs: false,
         });
     } catch (e) {
         const kind = e instanceof nlc.NoBinaryFoundError
-            ? `no prebuilt llama.cpp CPU binary works here (is @node-llama-cpp/${process.platform}-${process.arch} installed under ${o.moduleDir}?)`
+            ? `no prebuilt llama.cpp ${o.gpu === "off" ? "CPU" : o.gpu} binary works here (is ${gpuPackages(o.gpu).join(" + ")} installed under ${o.moduleDir}?${o.gpu === "off" ? "" : " does the machine have the GPU and its driver?"})`
             : "llama.cpp did not start";
         die(`${kind} (node-llama-cpp ${pkg.version}; building from source is off): ${e.name}: ${e.message}`, 3);
     }
     if (llama.buildType !== "prebuilt")
         die(`node-llama-cpp picked a '${llama.buildType}' binary, not its prebuilt one; remove ${pkgDir}/llama/localBuilds`, 3);
-    if (llama.gpu !== false) die(`expected a CPU-only backend, got gpu=${llama.gpu}`, 3);
+    const wantGpu = o.gpu === "off" ? false : o.gpu;
+    if (llama.gpu !== wantGpu) die(`expected ${wantGpu === false ? "a CPU-only backend" : `gpu=${wantGpu}`}, got gpu=${llama.gpu}`, 3);
+    const gpuDevices = wantGpu === false ? [] : await llama.getGpuDeviceNames();
+    if (wantGpu !== false && gpuDevices.length === 0) die(`llama.cpp's ${wantGpu} backend sees no GPU device`, 3);
 
     let model;
     try {
-        model = await llama.loadModel({ modelPath: resolve(o.model), gpuLayers: 0 });
+        // on a GPU every layer is offloaded ("max" fails rather than leaving layers on the CPU)
+        model = await llama.loadModel({ modelPath: resolve(o.model), gpuLayers: wantGpu === false ? 0 : "max" });
     } catch (e) {
         die(`llama.cpp could not load ${o.model}: ${e.message}${o.verbose ? "" : " (rerun with --verbose for llama.cpp's log)"}`, 4);
     }
@@ -249,6 +264,9 @@ async function main() {
         package: `node-llama-cpp@${pkg.version}`,
         llama_cpp: { ...llama.llamaCppRelease, commit: gitBundleHead(join(pkgDir, "llama", "gitRelease.bundle")) },
         build_type: llama.buildType,
+        gpu: wantGpu === false ? "off" : wantGpu,
+        gpu_devices: gpuDevices,
+        gpu_layers: wantGpu === false ? 0 : model.gpuLayers ?? null,
         system_info: llama.systemInfo.trim(),
         cpu: cpuInfo(),
         model: { path: o.model, bytes: size, architecture: arch, type: model.typeDescription, n_vocab: nVocab },
@@ -433,6 +451,7 @@ function report(argv) {
     lines.push(`cpu: ${cpuLabel(p.cpu)}` +
         (peers.some((q) => cpuShort(q.cpu) !== cpuShort(p.cpu)) ? " (rounds on different CPUs: see each row)" : ""));
     lines.push(`peer: llama.cpp ${p.llama_cpp?.release ?? "?"} (commit ${p.llama_cpp?.commit ?? "?"}, ${p.package}, ${p.build_type}), ` +
+        (p.gpu && p.gpu !== "off" ? `on ${p.gpu} ${(p.gpu_devices ?? []).join(" + ") || "?"} (${p.gpu_layers ?? "?"} layers offloaded), ` : "") +
         `${m.type ?? "?"} ${m.path} (${m.bytes != null ? (m.bytes / 1e9).toFixed(2) + " GB" : "?"}), ` +
         `median of ${p.reps} after ${p.warmup} warm-up, tg after a ${p.tg_prompt}-token prompt` +
         (perRound.length > 1 ? `, ${perRound.length} rounds` : "") +
@@ -457,7 +476,8 @@ function report(argv) {
     for (const r of rows) if (!r.ours) lines.push(`ours (${r.threads} thread${r.threads > 1 ? "s" : ""}): n/a - ${r.ours_note}`);
     // prompt processing keeps every thread busy; in generation llama.cpp's threads also wait between
     // tokens (~1.5 of 2 on an idle 2-vCPU machine), hence the lower bar there
-    for (const pr of peers.flatMap((q) => q.results ?? [])) {
+    // (on a GPU the CPU mostly waits: no such check)
+    for (const pr of peers.filter((q) => (q.gpu ?? "off") === "off").flatMap((q) => q.results ?? [])) {
         const low = Object.entries(pr).filter(([k, v]) => {
             const b = num(v?.cpu_per_wall);
             return b != null && b < (/^tg/.test(k) ? 0.6 : 0.8) * pr.threads;
