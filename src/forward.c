@@ -528,6 +528,17 @@ static void cache_kv(const batch *b, uint32_t layer) {
  * always fit in one round. */
 #define ATTN_ROUND_ROWS 512
 
+uint32_t clara_attn_round_rows(const clara_seq *seqs, const clara_seq *qseqs, uint32_t n_seqs,
+                               uint32_t *most) {
+    bool can_cancel = false;
+    *most = 0;
+    for (uint32_t s = 0; s < n_seqs; s++) {
+        if (qseqs[s].n > *most) *most = qseqs[s].n;
+        can_cancel |= seqs[s].cancel != NULL;
+    }
+    return can_cancel ? ATTN_ROUND_ROWS : *most;
+}
+
 /* Polls the sequences of b not yet cancelled; skip[s] is set for those cancelled now. Returns
  * whether any sequence is left. */
 static bool poll_cancelled(const batch *b, bool *skip) {
@@ -545,13 +556,7 @@ static bool poll_cancelled(const batch *b, bool *skip) {
 static bool attention_rounds(const batch *b, const batch *qb, uint32_t layer, bool *skip) {
     clara_ctx *ctx = b->ctx;
     const clara_hparams *hp = &ctx->m->hp;
-    uint32_t most = 0;
-    bool can_cancel = false;
-    for (uint32_t s = 0; s < b->n_seqs; s++) {
-        if (qb->seqs[s].n > most) most = qb->seqs[s].n;
-        can_cancel |= b->seqs[s].cancel != NULL;
-    }
-    uint32_t step = can_cancel ? ATTN_ROUND_ROWS : most;
+    uint32_t most, step = clara_attn_round_rows(b->seqs, qb->seqs, b->n_seqs, &most);
     attn_job j = {b, qb, layer, clara_isa_active(), 0, 0, skip};
     bool grouped = attn_grouped(qb, hp, j.isa);
     for (uint32_t t0 = 0; t0 < most; t0 += step) {

@@ -47,6 +47,13 @@ typedef struct {
 clara_status clara_forward_batch(clara_ctx *ctx, const clara_seq *seqs, uint32_t n_seqs);
 void clara_kv_clear(clara_ctx *ctx, uint32_t slot);
 
+/* Query rows per sequence in one round of a layer's attention (query rows qseqs[s] of
+ * sequence seqs[s]): the longest sequence's (*most: one round), or where a sequence can be
+ * cancelled a fixed round, so that the batch is asked again between rounds. Shared by the
+ * backends so that they poll at the same points. */
+uint32_t clara_attn_round_rows(const clara_seq *seqs, const clara_seq *qseqs, uint32_t n_seqs,
+                               uint32_t *most);
+
 /* out[i] = token_embd[ids[i]] as f32. */
 void clara_embed_tokens(const clara_model *m, const int32_t *ids, uint32_t n, float *out);
 

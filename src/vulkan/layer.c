@@ -13,10 +13,6 @@
 #include "vulkan/ops.h"
 #include "vulkan/ops_layer.h"
 
-/* Query rows per sequence in one round of attention when sequences can be cancelled (forward.c's
- * ATTN_ROUND_ROWS). */
-#define ROUND_ROWS 512
-
 typedef struct {
     clara_ctx *ctx;
     clvk_engine *e;
@@ -189,13 +185,7 @@ static clvk_attn_shape attn_shape(const lctx *c, const clvk_rowset *b, const clv
 /* Attention of every sequence in rounds of query rows (one round when none can be cancelled). */
 static clara_status attention(const lctx *c, const clvk_rowset *b, const clvk_rowset *qb,
                               bool *left) {
-    uint32_t most = 0;
-    bool can_cancel = false;
-    for (uint32_t s = 0; s < b->n_seqs; s++) {
-        if (qb->seqs[s].n > most) most = qb->seqs[s].n;
-        can_cancel |= b->seqs[s].cancel != NULL;
-    }
-    uint32_t step = can_cancel ? ROUND_ROWS : most;
+    uint32_t most, step = clara_attn_round_rows(b->seqs, qb->seqs, b->n_seqs, &most);
     clara_status st = CLARA_OK;
     for (uint32_t t0 = 0; t0 < most && st == CLARA_OK; t0 += step) {
         if (t0 > 0 && !(*left = any_left(b))) return CLARA_OK;

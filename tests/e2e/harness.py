@@ -47,6 +47,15 @@ def report(suite):
     sys.exit(1 if _failed else 0)
 
 
+def built_with_vulkan():
+    """Whether BUILD was built with the Vulkan backend (the Makefile's stamp says "on")."""
+    try:
+        with open(os.path.join(BUILD, "gen", "vulkan.stamp")) as f:
+            return f.read().strip() == "on"
+    except OSError:
+        return False
+
+
 def npm_install(prefix, package, version, tools=("node", "npm")):
     """Installs package@version (pinned) into prefix with npm unless it is there already: the test
     clients the suites drive the server with. A missing tool is an error, never a skip."""

@@ -14,20 +14,12 @@ import subprocess
 import sys
 import tempfile
 
-from harness import BUILD, ROOT, check, report, run
+from harness import BUILD, ROOT, built_with_vulkan, check, report, run
 
 DEVICE_SH = os.path.join(ROOT, "bench", "device.sh")
 REL_BUILD = os.path.relpath(BUILD, ROOT) if BUILD.startswith(ROOT + os.sep) else BUILD
 TMP = tempfile.mkdtemp(prefix="clara-device-test.")
 FIDELITY_CASES = "test_device_present,test_bad_conditions"
-
-
-def built_with_vulkan():
-    try:
-        with open(os.path.join(BUILD, "gen", "vulkan.stamp")) as f:
-            return f.read().strip() == "on"
-    except OSError:
-        return False
 
 
 def device_sh(args, env=None, timeout=240):

@@ -24,21 +24,13 @@ import subprocess
 
 import numpy as np
 
-from harness import BUILD, CLARA, FIXTURES, check, report, run
+from harness import BUILD, CLARA, FIXTURES, built_with_vulkan, check, report, run
 from engine_cases import TOL, cases, clara, expected, gguf, max_abs
 import gen_fixtures as gf
 
 VK = ("--backend", "vulkan")
 NEAR_TIE = 0.15
 _expected = {}
-
-
-def built_with_vulkan():
-    try:
-        with open(os.path.join(BUILD, "gen", "vulkan.stamp")) as f:
-            return f.read().strip() == "on"
-    except OSError:
-        return False
 
 
 def want(c):

@@ -53,6 +53,15 @@ static int t_passed, t_failed;
         if (t_failed != f0) fprintf(stderr, "  in %s\n", #fn);                                     \
     } while (0)
 
+/* Uniform in [-1, 1): a xorshift64 generator, one sequence per test binary. */
+static inline double t_frand(void) {
+    static uint64_t s = 0x2545f4914f6cdd1dull;
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    return (double)(s >> 11) / 4503599627370496.0 - 1.0;
+}
+
 /* The last error message contains `needle` and is one line (errors are one-line by contract). */
 static inline bool err_has(const char *needle) {
     const char *e = clara_last_error();

@@ -26,14 +26,6 @@
 #include "quant.h"
 #include "t.h"
 
-static uint64_t g_rng = 0x2545f4914f6cdd1dull;
-static double frand(void) { /* uniform in [-1, 1) */
-    g_rng ^= g_rng << 13;
-    g_rng ^= g_rng >> 7;
-    g_rng ^= g_rng << 17;
-    return (double)(g_rng >> 11) / 4503599627370496.0 - 1.0;
-}
-
 /* A kernel context (cpu/kctx.h) over its own pool: all clara_matmul takes, no engine context. */
 typedef struct {
     cpu_kctx kc;
@@ -69,7 +61,7 @@ static int mat_make(test_mat *m, clara_type t, uint64_t rows, uint64_t cols) {
     m->data = malloc(rows * row_bytes + 1);
     m->deq = malloc(rows * cols * sizeof(float));
     if (!src || !m->data || !m->deq) return -1;
-    for (size_t i = 0; i < rows * cols; i++) src[i] = (float)frand();
+    for (size_t i = 0; i < rows * cols; i++) src[i] = (float)t_frand();
     for (uint64_t r = 0; r < rows; r++) {
         uint8_t *dst = (uint8_t *)m->data + r * row_bytes;
         if (clara_quantize_row(t, src + r * cols, cols, dst, "w") != CLARA_OK ||
@@ -88,7 +80,7 @@ static void mat_free(test_mat *m) {
 
 static float *rand_vec(size_t n) {
     float *v = malloc(n * sizeof(float) + 1);
-    for (size_t i = 0; v && i < n; i++) v[i] = (float)frand();
+    for (size_t i = 0; v && i < n; i++) v[i] = (float)t_frand();
     return v;
 }
 
@@ -543,7 +535,7 @@ static void test_act_quant(void) {
     uint8_t ref[K * 2], got[K * 2];
     for (int c = 0; c < CASES; c++) {
         for (int i = 0; i < K; i++) {
-            double r = frand();
+            double r = t_frand();
             switch (c) {
             case 0:
                 x[i] = (float)r;
@@ -604,7 +596,7 @@ static void test_attention(void) {
         for (size_t ni = 0; ni < sizeof nks / sizeof nks[0]; ni++) {
             uint32_t d = ds[di], nk = nks[ni];
             float scale = 0.37f, inv = 0.21f;
-            for (uint32_t k = 0; k < nk; k++) p[k] = (float)(0.5 + 0.5 * frand());
+            for (uint32_t k = 0; k < nk; k++) p[k] = (float)(0.5 + 0.5 * t_frand());
             for (int lv = CLARA_ISA_AVX2; lv < CLARA_ISA_COUNT; lv++) {
                 if (!clara_isa_supported((clara_isa)lv)) continue;
                 bool z = lv == CLARA_ISA_AVX512;
@@ -658,7 +650,7 @@ static void test_attention(void) {
                  * bits of each row alone */
                 float p4[4][36], out4[4][STRIDE], one_v[STRIDE];
                 for (int r = 0; r < 4; r++)
-                    for (uint32_t k = 0; k < nk + 3; k++) p4[r][k] = (float)(0.5 + 0.5 * frand());
+                    for (uint32_t k = 0; k < nk + 3; k++) p4[r][k] = (float)(0.5 + 0.5 * t_frand());
                 for (uint32_t step = 0; step <= 1; step++) {
                     (z ? clara_attn_values4_avx512 : clara_attn_values4_avx2)(
                         p4[0], 36, V, STRIDE, nk, step, d, out4[0], STRIDE);
@@ -694,8 +686,8 @@ static void test_swiglu(void) {
     enum { N = 4003 };
     static float g[N], u[N], out[N], one[1];
     for (int i = 0; i < N; i++) {
-        g[i] = i < 3000 ? -120.0f + 240.0f * (float)i / 2999 : (float)(frand() * 12);
-        u[i] = i % 3 ? 1.0f : (float)(0.5 + frand());
+        g[i] = i < 3000 ? -120.0f + 240.0f * (float)i / 2999 : (float)(t_frand() * 12);
+        u[i] = i % 3 ? 1.0f : (float)(0.5 + t_frand());
     }
     g[0] = 0.0f, g[1] = -0.0f, g[2] = INFINITY, g[3] = -INFINITY, g[4] = NAN, g[5] = 88.0f,
     g[6] = -88.0f, g[7] = -87.5f, g[8] = 104.5f, g[9] = 1e-30f;
@@ -769,7 +761,7 @@ static void test_softmax(void) {
         double worst = 0;
         for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
             uint32_t n = ns[ni];
-            for (uint32_t k = 0; k < n; k++) x[k] = (float)(frand() * (ni % 2 ? 40 : 4));
+            for (uint32_t k = 0; k < n; k++) x[k] = (float)(t_frand() * (ni % 2 ? 40 : 4));
             memcpy(got, x, n * sizeof(float));
             fn(got, n);
             float mx = -INFINITY;
@@ -786,7 +778,7 @@ static void test_softmax(void) {
         }
         T_CHECK_MSG(bad == 0, "%s softmax: %d probabilities off by more than 3 ulp (worst %.0f)",
                     clara_isa_name((clara_isa)lv), bad, worst);
-        for (uint32_t k = 0; k < 20; k++) x[k] = (float)frand();
+        for (uint32_t k = 0; k < 20; k++) x[k] = (float)t_frand();
         x[13] = NAN;
         fn(x, 20);
         int nan = 0;

@@ -17,14 +17,6 @@
 #include "vulkan/device.h"
 #include "vulkan/ops_layer.h"
 
-static uint64_t g_rng = 0x2545f4914f6cdd1dull;
-static double frand(void) { /* uniform in [-1, 1) */
-    g_rng ^= g_rng << 13;
-    g_rng ^= g_rng >> 7;
-    g_rng ^= g_rng << 17;
-    return (double)(g_rng >> 11) / 4503599627370496.0 - 1.0;
-}
-
 static clvk_dev *g_dev;
 
 static clvk_buf *buf_from(const float *host, size_t n) {
@@ -40,7 +32,7 @@ static clvk_buf *buf_from(const float *host, size_t n) {
 
 static float *rand_floats(size_t n, double scale) {
     float *v = malloc(n * sizeof(float));
-    for (size_t i = 0; v && i < n; i++) v[i] = (float)(frand() * scale);
+    for (size_t i = 0; v && i < n; i++) v[i] = (float)(t_frand() * scale);
     return v;
 }
 
