@@ -56,6 +56,9 @@ FACTS = ["Paris is the capital of France.", "The Seine flows through Paris.",
 # CLARA_TEST_BACKEND=vulkan runs the servers of a suite with --backend vulkan (tests/run_tests.sh
 # does so for test_server.py where the Vulkan backend is built), unless a test gives --backend
 TEST_BACKEND = os.environ.get("CLARA_TEST_BACKEND", "")
+# How long a request may take: on a Vulkan device that may be lavapipe (a submit and wait per
+# operation on the CPU), a 40-document compression takes over 30 s on 2 cores
+REQUEST_TIMEOUT = 300 if TEST_BACKEND == "vulkan" else 30
 try:
     with open(os.path.join(BUILD, "gen", "vulkan.stamp")) as _f:
         VULKAN_BUILT = _f.read().strip() == "on"
@@ -94,8 +97,8 @@ class Server:
         with open(self.log, errors="replace") as f:
             return f.read()
 
-    def request(self, method, path, body=None, headers=None, timeout=30):
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+    def request(self, method, path, body=None, headers=None, timeout=None):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout or REQUEST_TIMEOUT)
         try:
             if isinstance(body, (dict, list)):
                 body = json.dumps(body)
