@@ -1,7 +1,8 @@
 /* bench_matmul.c - throughput of clara_matmul per weight type, instruction-set level and thread
  * count: GEMM (4096 x 4096 weights x 256 activation rows, GFLOP/s = 2*rows*cols*n / s) and GEMV
- * (4 matrices of 14336 x 4096 weights taken in turn, together well above the last-level cache as
- * a decoder's layers are, x 1 row: GB/s of weight bytes read).
+ * (matrices of 14336 x 4096 weights taken in turn, at least 4 and together at least twice the
+ * last-level cache as a decoder's layers are (some server CPUs have 480 MiB of L3), x 1 row: GB/s
+ * of weight bytes read).
  *
  *   bench_matmul [SECONDS_PER_CASE] [TYPES...]     (types: f32 f16 bf16 q8_0 q4_0 q4_k ...)
  * Environment: BENCH_CASES=gemm or gemv runs only that case (default both); BENCH_GEMV_ROWS=N
@@ -14,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cpu/dispatch.h"
 #include "cpu/matmul.h"
@@ -47,7 +49,7 @@ static int make_mat(cpu_mat *W, clara_type t, uint64_t rows, uint64_t cols, uint
         if (clara_quantize_row(t, src, cols, data + r * row_bytes, "w") != CLARA_OK) return -1;
     }
     free(src);
-    *W = (cpu_mat){data, t, rows, cols};
+    *W = (cpu_mat){data, t, rows, cols, NULL};
     *bytes = rows * row_bytes;
     return 0;
 }
@@ -67,7 +69,30 @@ static double time_case(cpu_kctx *ctx, const cpu_mat *W, int n_w, const float *x
     return best;
 }
 
-#define GEMV_MATS 4
+#define GEMV_MIN_MATS 4
+#define GEMV_MAX_MATS 64
+
+/* How many GEMV matrices of `bytes` make at least twice the last-level cache (sysconf's L3 size;
+ * 32 MiB where it does not say), at least GEMV_MIN_MATS. */
+static int gemv_mats(uint64_t bytes) {
+    long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    uint64_t want = 2 * (uint64_t)(l3 > 0 ? l3 : 32l << 20);
+    uint64_t n = (want + bytes - 1) / bytes;
+    return n < GEMV_MIN_MATS ? GEMV_MIN_MATS : n > GEMV_MAX_MATS ? GEMV_MAX_MATS : (int)n;
+}
+
+/* W[1..n) as copies of W[0] (the same bytes at other addresses: only the cache footprint counts).
+ */
+static int copy_mats(cpu_mat *W, int n, uint64_t bytes) {
+    for (int m = 1; m < n; m++) {
+        uint8_t *d = malloc(bytes);
+        if (!d) return -1;
+        memcpy(d, W[0].data, bytes);
+        W[m] = W[0];
+        W[m].data = d;
+    }
+    return 0;
+}
 
 int main(int argc, char **argv) {
     double secs = argc > 1 ? atof(argv[1]) : 1.0;
@@ -101,11 +126,15 @@ int main(int argc, char **argv) {
            "GEMM GFLOP/s", "GEMV GB/s", gemv_rows);
     for (int ti = 0; ti < n_types; ti++) {
         int t = clara_type_from_name(names[ti]);
-        cpu_mat Wg, Wv[GEMV_MATS];
+        cpu_mat Wg, Wv[GEMV_MAX_MATS];
         uint64_t bg, bv;
         bool ok = t >= 0 && make_mat(&Wg, (clara_type)t, M_GEMM, K, &bg) == 0;
-        for (int m = 0; ok && m < GEMV_MATS; m++)
-            ok = make_mat(&Wv[m], (clara_type)t, M_GEMV, K, &bv) == 0;
+        ok = ok && make_mat(&Wv[0], (clara_type)t, M_GEMV, K, &bv) == 0;
+        int n_mats = ok ? gemv_mats(bv) : 0;
+        ok = ok && copy_mats(Wv, n_mats, bv) == 0;
+        if (ok && gemv)
+            printf("%s GEMV set: %d matrices, %.0f MiB (L3: %ld MiB)\n", names[ti], n_mats,
+                   (double)n_mats * bv / 1048576.0, sysconf(_SC_LEVEL3_CACHE_SIZE) >> 20);
         if (!ok) {
             fprintf(stderr, "bench_matmul: cannot make %s weights\n", names[ti]);
             return 1;
@@ -115,8 +144,7 @@ int main(int argc, char **argv) {
             clara_isa_force((clara_isa)lv);
             for (int th = 1; th <= 2; th++) {
                 double tg = gemm ? time_case(&ctx[th - 1], &Wg, 1, x, N_GEMM, y, secs) : 0;
-                double tv =
-                    gemv ? time_case(&ctx[th - 1], Wv, GEMV_MATS, x, gemv_rows, y, secs) : 0;
+                double tv = gemv ? time_case(&ctx[th - 1], Wv, n_mats, x, gemv_rows, y, secs) : 0;
                 printf("%-6s %-7s %3d %14.1f %14.2f\n", names[ti], clara_isa_name((clara_isa)lv),
                        th, gemm ? 2.0 * M_GEMM * K * N_GEMM / tg * 1e-9 : 0.0,
                        gemv ? (double)bv / tv * 1e-9 : 0.0);
@@ -124,7 +152,7 @@ int main(int argc, char **argv) {
             }
         }
         free((void *)Wg.data);
-        for (int m = 0; m < GEMV_MATS; m++) free((void *)Wv[m].data);
+        for (int m = 0; m < n_mats; m++) free((void *)Wv[m].data);
     }
     for (int i = 0; i < 2; i++) {
         clara_pool_free(ctx[i].pool);

@@ -263,7 +263,7 @@ static void run_size(const bench *b, size_t N) {
         }
         double tb = now();
         /* brute force: y[q][j] = <q, v_j> with the engine's f16 GEMM over the stored bits */
-        cpu_mat W = {h, CLARA_TYPE_F16, nb, per};
+        cpu_mat W = {h, CLARA_TYPE_F16, nb, per, NULL};
         clara_matmul(&b->ctx->kc, &W, b->qv, (uint32_t)nq, y, false, 1.0f);
         for (size_t q = 0; q < nq; q++)
             for (size_t j = 0; j < nb; j++)

@@ -325,6 +325,7 @@ static clara_status load_files(const char *base_path, const char *path,
     }
     if (s == CLARA_OK) s = bind_weights(m);
     if (s == CLARA_OK) s = load_adapters(m);
+    if (s == CLARA_OK) clara_model_repack(m);
     if (s != CLARA_OK) {
         clara_model_free(m);
         return s;
@@ -349,6 +350,7 @@ void clara_model_free(clara_model *m) {
     for (uint32_t i = 0; m->layers && i < m->hp.n_layer; i++)
         for (int l = 0; l < CLARA_N_LIN; l++) free((void *)m->layers[i].in_perm[l]);
     free(m->layers);
+    free(m->lanes);
     free(m->meta.mem_ids);
     if (m->tok) clara_tokenizer_free(m->tok);
     if (m->gguf) gguf_free(m->gguf);

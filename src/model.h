@@ -12,7 +12,8 @@
 #include "tokenizer.h"
 
 /* A row-major matrix [rows][cols] of any supported type, pointing into the mapped file: the kernel
- * layer's matrix view itself, so the kernels take the engine's weights without a copy. */
+ * layer's matrix view itself, so the kernels take the engine's weights without a copy (and, for
+ * q4_0 / q8_0 on AVX-512, a repacked copy: clara_model_repack). */
 typedef cpu_mat clara_mat;
 
 enum {
@@ -89,7 +90,14 @@ struct clara_model {
     int n_loaded;
     const clara_adapter *encoder, *decoder, *query; /* roles; NULL when absent */
     clara_adapter_policy policy;
+    uint8_t *lanes;     /* the q4_0 / q8_0 matrices repacked (model_repack.c), or NULL */
+    size_t lanes_bytes; /* its size */
 };
+
+/* Repacks the q4_0 / q8_0 layer and output matrices for the AVX-512 kernels (cpu/repack.h) when
+ * those kernels are the ones in use and CLARA_REPACK is not 0, and drops the file's pages they
+ * came from. Out of memory is not an error: the kernels then read the file's rows. */
+void clara_model_repack(clara_model *m);
 
 /* Element size in bytes of the plain types a clara_mat may hold. */
 size_t clara_mat_elem_size(clara_type t);

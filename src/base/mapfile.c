@@ -161,3 +161,11 @@ clara_status clara_read_file(const char *path, size_t max_size, char **out, size
     if (out_len) *out_len = size;
     return CLARA_OK;
 }
+
+void clara_release_pages(const void *p, size_t n) {
+    long page = sysconf(_SC_PAGESIZE);
+    if (page <= 0 || !p || !n) return;
+    uintptr_t a = (uintptr_t)p & ~(uintptr_t)(page - 1);
+    uintptr_t e = (uintptr_t)p + n;
+    madvise((void *)a, e - a, MADV_DONTNEED);
+}

@@ -38,6 +38,12 @@ clara_status clara_file_check(const char *path);
 clara_status clara_mapped_check(const clara_mapped *m, const char *name);
 
 /* Reads a whole (small) file into a NUL-terminated malloc'd buffer; refuses files over max_size. */
+/* Drops the pages of a clean file mapping that hold [p, p + n) from this process: they stay in
+ * the page cache and are faulted in again if read, so this only lowers RSS. Only for ranges of a
+ * file mapping (clara_map_file): anonymous memory would read back as zeros. Without it every byte
+ * read once stays resident until exit. */
+void clara_release_pages(const void *p, size_t n);
+
 clara_status clara_read_file(const char *path, size_t max_size, char **out, size_t *out_len);
 
 #endif

@@ -67,9 +67,6 @@ clara_status conv_write_tensors(conv_ctx *c);
  * from the input files that go into one-line messages; returns buf. */
 const char *conv_printable(const char *s, char *buf, size_t cap);
 
-/* Drops mapped (clean, file-backed) source pages from the process after use (convert_write.c). */
-void conv_release_pages(const void *p, size_t n);
-
 /* GGUF file type (llama_ftype) for a conversion type, as llama.cpp records it. */
 uint32_t conv_file_type(clara_type t);
 

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/mapfile.h"
 #include "base/log.h"
 #include "base/status.h"
 #include "convert/convert_internal.h"
@@ -68,8 +69,8 @@ static void compare_copy(conv_ctx *c, const char *adapter, const char *key, cons
     for (uint64_t off = 0; same && off < t->nbytes; off += chunk) {
         size_t n = t->nbytes - off < chunk ? (size_t)(t->nbytes - off) : chunk;
         same = memcmp(ref->data + off, t->data + off, n) == 0;
-        conv_release_pages(ref->data + off, n);
-        conv_release_pages(t->data + off, n);
+        clara_release_pages(ref->data + off, n);
+        clara_release_pages(t->data + off, n);
     }
     if (!same)
         CLARA_LOGW("%s: %s/%s differs from %s in decoder_first_last_layers.pth; using the latter "

@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/mapfile.h"
 #include "base/status.h"
 #include "convert/convert_internal.h"
 #include "convert/elemconv.h"
@@ -33,18 +34,6 @@ static uint64_t source_row(uint64_t r, uint64_t rows, uint32_t n_heads) {
     if (!n_heads) return r;
     uint64_t d = rows / n_heads, h = r / d, w = r % d;
     return h * d + (w % 2) * (d / 2) + w / 2;
-}
-
-/* Drops the mapped source pages in [p, p + n) from this process (they are clean file pages, so
- * this only lowers RSS: the data stays in the page cache and is faulted in again if needed).
- * Without it every source byte read stays resident until exit and the peak RSS approaches the
- * model size. */
-void conv_release_pages(const void *p, size_t n) {
-    long page = sysconf(_SC_PAGESIZE);
-    if (page <= 0 || !p || !n) return;
-    uintptr_t a = (uintptr_t)p & ~(uintptr_t)(page - 1);
-    uintptr_t e = (uintptr_t)p + n;
-    madvise((void *)a, e - a, MADV_DONTNEED);
 }
 
 /* Bytes of one row of the output type (block types included). */
@@ -83,9 +72,9 @@ static clara_status write_entry(conv_ctx *c, const conv_entry *e, uint8_t *buf) 
         s = gguf_writer_write(c->w, buf, (size_t)(n * dst_row));
         /* rows are read in order unless permuted: release them chunk by chunk, so even the
          * largest tensor (token_embd, 262 MB in bf16 at 7B) is never resident as a whole */
-        if (!owned && !e->permute_heads) conv_release_pages(src + r0 * src_row, n * src_row);
+        if (!owned && !e->permute_heads) clara_release_pages(src + r0 * src_row, n * src_row);
     }
-    if (!owned && e->permute_heads) conv_release_pages(src, rows * src_row);
+    if (!owned && e->permute_heads) clara_release_pages(src, rows * src_row);
     free(owned);
     return s;
 }

@@ -15,6 +15,7 @@
  * - AWQ GEMM: WQLinear_GEMM.from_linear packs intweight[in, out] along the output dimension with
  *   order_map [0, 2, 4, 6, 1, 3, 5, 7] (nibble k of word c is column 8c + order_map[k]; unpacking
  *   uses the inverse [0, 4, 1, 5, 2, 6, 3, 7]); qzeros the same; w = (q - zero) * scale. */
+#include "base/mapfile.h"
 #include "convert/gptq_awq.h"
 #include "quant.h"
 
@@ -191,7 +192,7 @@ static clara_status check_bias(const conv_ctx *c, const char *prefix) {
     bool flt = b->dtype == ST_F16 || b->dtype == ST_BF16 || b->dtype == ST_F32;
     for (uint64_t i = 0; flt && i < b->nbytes; i++) /* +-0 only: all bits but the sign clear */
         if (b->data[i] & ((i % es == es - 1) ? 0x7f : 0xff)) flt = false;
-    conv_release_pages(b->data, b->nbytes);
+    clara_release_pages(b->data, b->nbytes);
     if (!flt)
         return clara_fail(CLARA_ERR_UNSUPPORTED,
                           "%s: tensor '%s' is a non-zero bias (not supported)", b->file, b->name);
@@ -524,9 +525,9 @@ clara_status gq_write_entry(conv_ctx *c, const conv_entry *e) {
     }
     free(codes);
     free(rows);
-    conv_release_pages(L->qweight->data, L->qweight->nbytes);
-    conv_release_pages(L->qzeros->data, L->qzeros->nbytes);
-    conv_release_pages(L->scales->data, L->scales->nbytes);
+    clara_release_pages(L->qweight->data, L->qweight->nbytes);
+    clara_release_pages(L->qzeros->data, L->qzeros->nbytes);
+    clara_release_pages(L->scales->data, L->scales->nbytes);
     return s;
 }
 

@@ -8,6 +8,7 @@
 #include "base/fp16.h"
 #include "cpu/matmul.h"
 #include "cpu/params.h"
+#include "cpu/repack.h"
 
 static int16_t i16at(const uint8_t *p) {
     return (int16_t)(uint16_t)(p[0] | p[1] << 8);
@@ -102,6 +103,8 @@ static void prep_rows(const cpu_mat *W, const gemv_shape *s, const uint8_t *xq, 
     size_t da_b = align64(s->units * s->da_per * 4);
     *g = (clara_gemv_args){.type = W->type,
                            .W = W->data,
+                           .lanes = W->lanes,
+                           .group_bytes = cpu_lanes_group_bytes(W),
                            .nb = s->nb,
                            .n = n,
                            .A = (const int8_t *)base,
@@ -188,8 +191,9 @@ bool clara_gemv_quant_group(cpu_kctx *kc, clara_isa isa, const clara_gemv_part *
         const clara_gemv_part *p = &parts[i];
         if (prep_of[i] == i)
             prep_rows(p->W, &sh[i], p->xq, p->xq_stride, n, base + off[i], &j.g[i]);
-        else
-            j.g[i] = j.g[prep_of[i]], j.g[i].W = p->W->data; /* same type and rows of x */
+        else { /* the same type, width and rows of x */
+            j.g[i] = j.g[prep_of[i]], j.g[i].W = p->W->data, j.g[i].lanes = p->W->lanes;
+        }
         j.g[i].y = p->y, j.g[i].ldy = (size_t)p->W->rows;
         j.g[i].accumulate = p->accumulate, j.g[i].alpha = p->alpha;
         j.g[i].pf_bytes = P->pf_bytes, j.g[i].pf_groups = P->pf_groups;

@@ -37,8 +37,10 @@
  *  q6_k (per super-block): A the codes as they are, C the 16 bsums negated (as 16-bit), DA d. */
 typedef struct {
     clara_type type;
-    const uint8_t *W; /* rows */
-    size_t nb;        /* blocks per row: of 32 (q4_0, q8_0; a multiple of 4) or 256 */
+    const uint8_t *W;     /* rows */
+    const uint8_t *lanes; /* q4_0 / q8_0: W repacked (cpu/repack.h), or NULL */
+    size_t group_bytes;   /* bytes of one group of 16 rows in lanes */
+    size_t nb;            /* blocks per row: of 32 (q4_0, q8_0; a multiple of 4) or 256 */
     uint32_t n;
     const int8_t *A;
     const int32_t *C;

@@ -72,29 +72,25 @@ static void configure_tiles(uint32_t n) {
 /* One group's state while its blocks go through the pipeline. */
 typedef struct {
     const clara_gemv_args *g;
-    const uint8_t *w, *pf; /* the group's first row; the one pf_groups groups on (prefetched) */
-    size_t bb;             /* block bytes */
-    __m512i vidx;          /* the rows' offsets */
-    const int32_t *off;
+    lanes_src src;                                          /* where the group's blocks are */
     _Alignas(64) uint8_t codes[4][512];                     /* staged codes of blocks b (mod 4) */
     _Alignas(64) int32_t sums[2][CLARA_GEMV_MAX_ROWS * 16]; /* stored sums of blocks b (mod 2) */
 } amx_pipe;
 
-/* Block b's codes into B's layout (codes[b % 4]), and the next group's bytes of this pace. */
-ALWAYS_INLINE void stage_codes(bool Q8, amx_pipe *p, size_t b) {
+/* Block b's codes into B's layout (codes[b % 4]), and the bytes ahead prefetched. */
+ALWAYS_INLINE void stage_codes(bool Q8, bool PK, amx_pipe *p, size_t b) {
     __m512i X[8];
-    lanes_codes(Q8, p->w + p->bb * b, p->off, X);
+    source_codes(Q8, PK, &p->src, b, X);
     uint8_t *dst = p->codes[b & 3];
 #pragma GCC unroll 8
     for (int k = 0; k < 8; k++) _mm512_store_si512((void *)(dst + 64 * k), X[k]);
-    for (size_t o = 0; o < 16 * p->bb; o += 64)
-        _mm_prefetch((const char *)(p->pf + 16 * p->bb * b + o), _MM_HINT_T0);
+    source_prefetch(PK, &p->src, p->g, b);
 }
 
 /* Scales block b's stored sums (sums[b % 2], 16 int32 per activation row) into acc. */
-ALWAYS_INLINE void scale_block(int T, const amx_pipe *p, size_t b, __m512 *acc) {
+ALWAYS_INLINE void scale_block(bool PK, int T, const amx_pipe *p, size_t b, __m512 *acc) {
     const clara_gemv_args *g = p->g;
-    __m512 s = lanes_scales(p->w + p->bb * b, p->vidx);
+    __m512 s = source_scales(PK, &p->src, b);
     const int32_t *sums = p->sums[b & 1];
 #pragma GCC unroll 16
     for (int t = 0; t < T; t++) {
@@ -113,25 +109,23 @@ ALWAYS_INLINE void scale_block(int T, const amx_pipe *p, size_t b, __m512 *acc) 
             _tile_loadd(TILE_A_##k, g->A + 32 * b, g->a_stride);                                   \
             _tile_loadd(TILE_B_##k, p->codes[k], 64);                                              \
             _tile_dpbsud(k, TILE_A_##k, TILE_B_##k);                                               \
-            if (b + 2 < nb) stage_codes(Q8, p, b + 2);                                             \
+            if (b + 2 < nb) stage_codes(Q8, PK, p, b + 2);                                         \
         }                                                                                          \
-        if (b >= 4) scale_block(T, p, b - 4, acc);                                                 \
+        if (b >= 4) scale_block(PK, T, p, b - 4, acc);                                             \
         if (b >= 3 && b - 3 < nb) _tile_stored(TILE_PREV3_##k, p->sums[(b - 3) & 1], 64);          \
     } while (0)
 
 /* One group of 16 weight rows (as q0_lanes_group in gemv_avx512.c) for all T activation rows. */
-ALWAYS_INLINE void amx_group(bool Q8, int T, const clara_gemv_args *g, uint64_t r, uint32_t valid,
-                             const int32_t off[16]) {
+ALWAYS_INLINE void amx_group(bool Q8, bool PK, int T, const clara_gemv_args *g, uint64_t r,
+                             uint32_t valid, const int32_t off[16]) {
     _Alignas(64) amx_pipe pipe;
     amx_pipe *p = &pipe;
-    p->g = g, p->bb = Q8 ? 34 : 18, p->off = off;
-    p->w = g->W + r * g->nb * p->bb, p->pf = p->w + g->pf_groups * 16 * g->nb * p->bb;
-    p->vidx = _mm512_loadu_si512((const void *)off);
+    p->g = g, p->src = lanes_source(Q8, PK, g, r, off);
     const size_t nb = g->nb;
     __m512 acc[CLARA_GEMV_MAX_ROWS];
 #pragma GCC unroll 16
     for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
-    for (size_t b = 0; b < 2 && b < nb; b++) stage_codes(Q8, p, b);
+    for (size_t b = 0; b < 2 && b < nb; b++) stage_codes(Q8, PK, p, b);
     for (size_t b = 0; b < nb + 4; b++) {
         switch (b & 3) {
         case 0:
@@ -151,21 +145,21 @@ ALWAYS_INLINE void amx_group(bool Q8, int T, const clara_gemv_args *g, uint64_t 
     for (int t = 0; t < T; t++) lanes_store(g, (uint32_t)t, r, valid, acc[t]);
 }
 
-#define AMX_CASE(Q8, T)                                                                            \
+#define AMX_CASE(Q8, PK, T)                                                                        \
     case T:                                                                                        \
-        amx_group(Q8, T, g, r, valid, off);                                                        \
+        amx_group(Q8, PK, T, g, r, valid, off);                                                    \
         break;
-#define AMX_CASES(Q8)                                                                              \
+#define AMX_CASES(Q8, PK)                                                                          \
     switch (g->n) {                                                                                \
-        AMX_CASE(Q8, 9)                                                                            \
-        AMX_CASE(Q8, 10)                                                                           \
-        AMX_CASE(Q8, 11)                                                                           \
-        AMX_CASE(Q8, 12)                                                                           \
-        AMX_CASE(Q8, 13)                                                                           \
-        AMX_CASE(Q8, 14)                                                                           \
-        AMX_CASE(Q8, 15)                                                                           \
+        AMX_CASE(Q8, PK, 9)                                                                        \
+        AMX_CASE(Q8, PK, 10)                                                                       \
+        AMX_CASE(Q8, PK, 11)                                                                       \
+        AMX_CASE(Q8, PK, 12)                                                                       \
+        AMX_CASE(Q8, PK, 13)                                                                       \
+        AMX_CASE(Q8, PK, 14)                                                                       \
+        AMX_CASE(Q8, PK, 15)                                                                       \
     default:                                                                                       \
-        amx_group(Q8, 16, g, r, valid, off);                                                       \
+        amx_group(Q8, PK, 16, g, r, valid, off);                                                   \
     }
 
 _Static_assert(CLARA_GEMV_MAX_ROWS == 16 && CLARA_GEMV_AMX_MIN_ROWS == 9,
@@ -176,7 +170,7 @@ void clara_gemv_amx_q0(const clara_gemv_args *g, uint64_t r0, uint64_t r1) {
         clara_gemv_avx512(g, r0, r1);
         return;
     }
-    const bool q8 = g->type == CLARA_TYPE_Q8_0;
+    const bool q8 = g->type == CLARA_TYPE_Q8_0, pk = g->lanes && r0 % 16 == 0;
     const size_t row_bytes = g->nb * (q8 ? 34 : 18);
     configure_tiles(g->n);
     for (uint64_t r = r0; r < r1; r += 16) {
@@ -184,10 +178,14 @@ void clara_gemv_amx_q0(const clara_gemv_args *g, uint64_t r0, uint64_t r1) {
         _Alignas(64) int32_t off[16];
         for (uint32_t i = 0; i < 16; i++)
             off[i] = (int32_t)((i < valid ? i : valid - 1) * row_bytes);
-        if (q8) {
-            AMX_CASES(true)
+        if (q8 && pk) {
+            AMX_CASES(true, true)
+        } else if (q8) {
+            AMX_CASES(true, false)
+        } else if (pk) {
+            AMX_CASES(false, true)
         } else {
-            AMX_CASES(false)
+            AMX_CASES(false, false)
         }
     }
 }

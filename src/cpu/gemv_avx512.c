@@ -33,27 +33,19 @@ ALWAYS_INLINE void store_rows(int T, const clara_gemv_args *g, uint64_t r, const
 
 #include "cpu/gemv_lanes.inc"
 
-/* One group: weight rows r + off[i] / row_bytes (the last valid row repeated past `valid`),
- * activation rows [0, T) of g. */
-ALWAYS_INLINE void q0_lanes_group(bool Q8, int T, const clara_gemv_args *g, uint64_t r,
+/* One group: weight rows r + off[i] / row_bytes (the last valid row repeated past `valid`), or
+ * group r / 16 of the repacked copy (PK), activation rows [0, T) of g. */
+ALWAYS_INLINE void q0_lanes_group(bool Q8, bool PK, int T, const clara_gemv_args *g, uint64_t r,
                                   uint32_t valid, const int32_t off[16]) {
-    const size_t bb = Q8 ? 34 : 18;
-    const uint8_t *w = g->W + r * g->nb * bb;
-    const __m512i vidx = _mm512_loadu_si512((const void *)off);
+    const lanes_src src = lanes_source(Q8, PK, g, r, off);
     __m512 acc[CLARA_GEMV_PASS_ROWS];
 #pragma GCC unroll 8
     for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
-    /* the rows pf_groups groups on (contiguous: 16 * nb * bb bytes a group) at the pace this
-     * group is read */
-    const uint8_t *pf = w + g->pf_groups * 16 * g->nb * bb;
     for (size_t b = 0; b < g->nb; b++) {
-        const uint8_t *wb = w + bb * b;
-#pragma GCC unroll 5
-        for (size_t o = 0; o < 16 * bb; o += 64)
-            _mm_prefetch((const char *)(pf + 16 * bb * b + o), _MM_HINT_T0);
+        source_prefetch(PK, &src, g, b);
         __m512i X[8];
-        lanes_codes(Q8, wb, off, X);
-        __m512 s = lanes_scales(wb, vidx);
+        source_codes(Q8, PK, &src, b, X);
+        __m512 s = source_scales(PK, &src, b);
         __m512i is[CLARA_GEMV_PASS_ROWS];
 #pragma GCC unroll 8
         for (int t = 0; t < T; t++) is[t] = _mm512_set1_epi32(g->C[(size_t)t * g->c_stride + b]);
@@ -273,9 +265,10 @@ static clara_gemv_args pass_rows(const clara_gemv_args *g, uint32_t t0) {
 
 /* q4_0 / q8_0: groups of 16 weight rows (the last one partial, its last row repeated in the
  * lanes past the end and not stored), each group through every pass of activation rows while
- * its rows are still in L1/L2. */
+ * its rows are still in L1/L2; from the repacked copy where there is one (tasks start at whole
+ * groups: gemv.c). */
 static void q0_lanes(const clara_gemv_args *g, uint64_t r0, uint64_t r1) {
-    const bool q8 = g->type == CLARA_TYPE_Q8_0;
+    const bool q8 = g->type == CLARA_TYPE_Q8_0, pk = g->lanes && r0 % 16 == 0;
     const size_t row_bytes = g->nb * (q8 ? 34 : 18);
     for (uint64_t r = r0; r < r1; r += 16) {
         uint32_t valid = r1 - r < 16 ? (uint32_t)(r1 - r) : 16;
@@ -285,23 +278,26 @@ static void q0_lanes(const clara_gemv_args *g, uint64_t r0, uint64_t r1) {
         for (uint32_t t0 = 0; t0 < g->n; t0 += CLARA_GEMV_PASS_ROWS) {
             clara_gemv_args p = pass_rows(g, t0);
             const clara_gemv_args *gp = &p;
-            if (q8) {
-#define CALL(T) q0_lanes_group(true, T, gp, r, valid, off)
+            if (q8 && pk) {
+#define CALL(T) q0_lanes_group(true, true, T, gp, r, valid, off)
+                GEMV_CASES(CALL, gp->n)
+#undef CALL
+            } else if (q8) {
+#define CALL(T) q0_lanes_group(true, false, T, gp, r, valid, off)
+                GEMV_CASES(CALL, gp->n)
+#undef CALL
+            } else if (pk) {
+#define CALL(T) q0_lanes_group(false, true, T, gp, r, valid, off)
                 GEMV_CASES(CALL, gp->n)
 #undef CALL
             } else {
-#define CALL(T) q0_lanes_group(false, T, gp, r, valid, off)
+#define CALL(T) q0_lanes_group(false, false, T, gp, r, valid, off)
                 GEMV_CASES(CALL, gp->n)
 #undef CALL
             }
         }
     }
 }
-
-/* Weight rows per chunk when the activation rows take several passes: a chunk's rows are read
- * from memory by the first pass and from L1 by the others (4 rows of the widest decode matrix,
- * the 14,336-column down projection, are 32 KB of q4_0, 56 KB of q8_0: L1 or L2). */
-#define GEMV_CHUNK_ROWS 4
 
 /* Each pass's activation rows are those of g from row t0 on: a row's arithmetic is the same in
  * every pass and at every pass size, so its output does not depend on how many rows there are. */

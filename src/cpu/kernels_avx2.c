@@ -68,6 +68,7 @@ static inline float hsum256(__m256 v) {
 #include "cpu/kernels_exp.inc"
 #include "cpu/qgemm.h"
 #define QG_RG       8
+#define QG_LANES    NULL
 #define QG_MAX_BITS 7
 #define QVI         __m256i
 #define QVF         __m256

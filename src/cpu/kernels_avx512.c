@@ -115,6 +115,33 @@ static inline void hsum16x512(const __m512 a[16], float *out) {
 #define QV_STOREF(p, v)    _mm512_storeu_ps(p, v)
 #define QKFN(name)         name##_avx512
 
+/* Group gi of a panel from a repacked group (qgemm.h, clara_qg_lanes_fn): the code vectors are
+ * the panel's already (block b's vector v is k4 = 8b + v; q4_0's low nibbles are v < 4, its high
+ * nibbles v + 4), the f16 scales widened. */
+static void qg_lanes_avx512(clara_type t, const uint8_t *grp, size_t K, uint32_t gi, uint8_t *codes,
+                            float *s) {
+    const bool q8 = t == CLARA_TYPE_Q8_0;
+    const size_t nb = K / 32, cb = q8 ? 512 : 256, pair = 64 + 2 * cb;
+    const __m512i m4 = _mm512_set1_epi8(15);
+    for (size_t b = 0; b < nb; b++) {
+        const uint8_t *pb = grp + b / 2 * pair, *c = pb + 64 + (b & 1) * cb;
+        __m256i h = _mm256_load_si256((const __m256i *)(pb + 32 * (b & 1)));
+        _mm512_storeu_ps(s + 32 * b + 16 * gi, _mm512_cvtph_ps(h));
+        uint8_t *dst = codes + (16 * b + gi) * 64; /* k4 = 8b: ((8b + v) * 2 + gi) * 64 */
+        for (int v = 0; v < (q8 ? 8 : 4); v++) {
+            __m512i x = _mm512_load_si512((const void *)(c + 64 * v));
+            if (q8) {
+                _mm512_storeu_si512((void *)(dst + 128 * v), x);
+            } else {
+                _mm512_storeu_si512((void *)(dst + 128 * v), _mm512_and_si512(x, m4));
+                _mm512_storeu_si512((void *)(dst + 128 * (v + 4)),
+                                    _mm512_and_si512(_mm512_srli_epi16(x, 4), m4));
+            }
+        }
+    }
+}
+#define QG_LANES qg_lanes_avx512
+
 /* Rows [32][K] -> panel [K/4][32] u32: per 64-byte column chunk, two 16 x 16 u32 transposes
  * (unpack 32-bit, unpack 64-bit, two 128-bit lane shuffles). */
 static void qg_interleave_avx512(const uint8_t *rows, size_t K, uint8_t *panel) {

@@ -13,6 +13,7 @@
 #include "cpu/kernels.h"
 #include "cpu/matmul.h"
 #include "cpu/params.h"
+#include "cpu/repack.h"
 #include "dtype.h"
 #include "quant.h"
 
@@ -162,6 +163,27 @@ static void unpack_panel(const qg_job *j, uint64_t r0, uint8_t *buf, clara_qg_pa
     *p = (clara_qg_panel){codes, s, m, j->G, j->RG, NULL, 0};
 }
 
+/* Rows [r0, r0 + 32) from the repacked copy (r0: a whole group) into the thread's panel, by the
+ * level's lanes function; groups past the matrix zero, scales of rows past it zero. */
+static void lanes_panel(const qg_job *j, uint64_t r0, uint8_t *buf, clara_qg_panel *p) {
+    const size_t K = (size_t)j->W->cols, nb = K / 32, R = (size_t)j->G * j->RG;
+    uint8_t *codes = buf;
+    float *s = (float *)(buf + 2 * R * K), *m = s + nb * R;
+    memset(m, 0, nb * R * sizeof(float));
+    for (uint32_t gi = 0; gi < j->G; gi++) {
+        uint64_t g = r0 / 16 + gi;
+        if (g * 16 < j->W->rows)
+            j->lv.lanes(j->W->type, j->W->lanes + g * cpu_lanes_group_bytes(j->W), K, gi, codes, s);
+        for (size_t i = 0; i < 16; i++) {
+            if (g * 16 + i < j->W->rows) continue;
+            for (size_t b = 0; b < nb; b++) s[b * R + gi * 16 + i] = 0.f;
+            for (size_t k4 = 0; k4 < K / 4; k4++)
+                memset(codes + ((k4 * j->G + gi) * 16 + i) * 4, 0, 4);
+        }
+    }
+    *p = (clara_qg_panel){codes, s, m, j->G, j->RG, NULL, 0};
+}
+
 /* The panel's rows of each LoRA delta's B, as f32 transposed (bt[k][R]; rows past B are 0), in
  * the thread's delta area, and the panel's delta list pointing at them. */
 static void panel_deltas(const qg_job *j, uint64_t r0, uint8_t *area, clara_qg_panel *p) {
@@ -192,7 +214,10 @@ static void gemm_task(void *arg, size_t task, int thread) {
     clara_qg_panel p[QG_TASK_PANELS];
     for (int i = 0; i < np; i++) {
         uint8_t *area = j->panels + ((size_t)thread * j->np + (size_t)i) * j->panel_bytes;
-        unpack_panel(j, r0 + (uint64_t)i * R, area, &p[i]);
+        if (j->W->lanes && j->lv.lanes && j->G == 2)
+            lanes_panel(j, r0 + (uint64_t)i * R, area, &p[i]);
+        else
+            unpack_panel(j, r0 + (uint64_t)i * R, area, &p[i]);
         if (j->n_deltas) panel_deltas(j, r0 + (uint64_t)i * R, area + j->unpack_bytes, &p[i]);
     }
     j->lv.kernel(&j->qt, p, np, &j->acts, j->n, j->y + r0, (size_t)j->W->rows, valid, j->accumulate,

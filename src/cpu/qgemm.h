@@ -94,11 +94,18 @@ typedef void (*clara_qg_unpack_fn)(clara_type t, const uint8_t *row, size_t K, u
 /* rows [2 * group_rows][K] codes -> the panel's [K/4][2 * group_rows] u32 layout. */
 typedef void (*clara_qg_interleave_fn)(const uint8_t *rows, size_t K, uint8_t *panel);
 
+/* One group of 16 rows of a repacked q4_0 / q8_0 matrix (cpu/repack.h: grp, K columns) as group
+ * gi of a 2-group panel: its codes into codes[K/4][2][16][4], its 16 scales into s[b][2][16]
+ * (rows repeated past the matrix's end keep theirs: the caller zeroes them). */
+typedef void (*clara_qg_lanes_fn)(clara_type t, const uint8_t *grp, size_t K, uint32_t gi,
+                                  uint8_t *codes, float *s);
+
 typedef struct {
     uint32_t group_rows;
     clara_qg_kernel_fn kernel;
     clara_qg_unpack_fn unpack;
     clara_qg_interleave_fn interleave;
+    clara_qg_lanes_fn lanes; /* NULL where the level's groups are not the repacked ones */
 } clara_qg_level;
 
 /* The kernels of a level for type qt; false if the level has none. */

@@ -102,7 +102,7 @@ static int pmat_make(pmat *m, clara_type t, uint64_t rows, uint64_t cols) {
             return -1;
     }
     free(src);
-    m->W = (cpu_mat){m->data, t, rows, cols};
+    m->W = (cpu_mat){m->data, t, rows, cols, NULL};
     return 0;
 }
 
@@ -190,7 +190,7 @@ static void test_bits_unchanged(void) {
      * or the fixed count */
     cpu_params sets[N_SETS], saved = *cpu_params_get();
     param_sets(sets);
-    const cpu_mat big = {NULL, CLARA_TYPE_F32, 1100, 512};
+    const cpu_mat big = {NULL, CLARA_TYPE_F32, 1100, 512, NULL};
     static const uint64_t want[N_SETS] = {72, 552, 8, 200};
     for (int s = 0; s < N_SETS; s++) {
         T_CHECK(cpu_params_force(&sets[s]));

@@ -22,6 +22,7 @@
 #include "cpu/kernels_ref.h"
 #include "cpu/matmul.h"
 #include "cpu/kctx.h"
+#include "cpu/repack.h"
 #include "dtype.h"
 #include "quant.h"
 #include "t.h"
@@ -69,7 +70,7 @@ static int mat_make(test_mat *m, clara_type t, uint64_t rows, uint64_t cols) {
             return -1;
     }
     free(src);
-    m->W = (cpu_mat){m->data, t, rows, cols};
+    m->W = (cpu_mat){m->data, t, rows, cols, NULL};
     return 0;
 }
 
@@ -526,6 +527,78 @@ static void test_amx_bits(void) {
     free(x), free(vnni), free(amx);
 }
 
+/* Weights repacked for the AVX-512 kernels (cpu/repack.h) give the same bits as the file's rows:
+ * the decode GEMV at every row count (VNNI, and AMX where the CPU has it), the packed GEMM that
+ * takes its panels from the repacked copy, plain, accumulating and with a LoRA delta; rows in
+ * partial groups, odd block counts (a half pair), 1 and 2 threads. */
+static void lanes_case(const test_mat *m, const cpu_mat *L, const float *x, const float *t,
+                       const cpu_mat *B, float *want, float *got, int *differ) {
+    size_t R = (size_t)m->W.rows;
+    for (int th = 0; th < 2; th++) {
+        cpu_kctx *ctx = th ? &g_c2.kc : &g_c1.kc;
+        for (uint32_t n = 1; n <= 40; n += n < 16 ? 1 : 24)
+            for (int acc = 0; acc < 3; acc++) {
+                for (size_t i = 0; i < (size_t)n * R; i++) want[i] = got[i] = (float)i;
+                clara_lora_delta d = {0, n, t, B, 0.5f};
+                if (acc == 2) {
+                    clara_matmul_lora(ctx, &m->W, x, n, want, &d, 1, false);
+                    clara_matmul_lora(ctx, L, x, n, got, &d, 1, false);
+                } else {
+                    clara_matmul(ctx, &m->W, x, n, want, acc, -0.75f);
+                    clara_matmul(ctx, L, x, n, got, acc, -0.75f);
+                }
+                *differ += memcmp(want, got, (size_t)n * R * sizeof(float)) != 0;
+            }
+    }
+}
+
+static void test_lanes_bits(void) {
+    static const clara_type types[] = {CLARA_TYPE_Q4_0, CLARA_TYPE_Q8_0};
+    static const uint64_t shapes[][2] = {{37, 480}, {70, 32}, {33, 96}, {48, 2048}, {16, 128}};
+    enum { N = 40, RANK = 8 };
+    if (!clara_isa_supported(CLARA_ISA_AVX512)) {
+        fprintf(stderr, "kernels: no AVX-512 here: the repacked weights are not used\n");
+        return;
+    }
+    clara_isa_force(CLARA_ISA_AVX512);
+    float *x = rand_vec((size_t)N * 2048), *t = rand_vec((size_t)N * RANK);
+    float *want = malloc((size_t)N * 70 * sizeof(float)),
+          *got = malloc((size_t)N * 70 * sizeof(float));
+    int cases = 0;
+    for (int amx = 0; amx < 2; amx++) {
+        if (amx && !clara_amx_force(true)) break;
+        for (size_t ti = 0; ti < 2; ti++)
+            for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+                test_mat m, B;
+                T_CHECK(mat_make(&m, types[ti], shapes[si][0], shapes[si][1]) == 0);
+                T_CHECK(mat_make(&B, CLARA_TYPE_F32, shapes[si][0], RANK) == 0);
+                size_t bytes = cpu_lanes_bytes(&m.W);
+                T_CHECK(bytes > 0 && bytes % 64 == 0);
+                uint8_t *lanes = aligned_alloc(64, bytes);
+                cpu_lanes_pack(&m.W, lanes, g_c2.kc.pool);
+                cpu_mat L = m.W;
+                L.lanes = lanes;
+                int differ = 0;
+                lanes_case(&m, &L, x, t, &B.W, want, got, &differ);
+                cases += 2 * 18 * 3;
+                T_CHECK_MSG(differ == 0,
+                            "%s %llux%llu%s: repacked and file rows differ in %d cases",
+                            clara_type_name(types[ti]), (unsigned long long)shapes[si][0],
+                            (unsigned long long)shapes[si][1], amx ? " (AMX)" : "", differ);
+                free(lanes);
+                mat_free(&m);
+                mat_free(&B);
+            }
+    }
+    clara_amx_force(false);
+    fprintf(stderr,
+            "kernels: repacked q4_0 / q8_0 weights checked against the file's rows in %d "
+            "cases\n",
+            cases);
+    clara_isa_force(clara_isa_best());
+    free(x), free(t), free(want), free(got);
+}
+
 /* The SIMD activation quantizers give the bytes of clara_quantize_row (the reference) for
  * ordinary rows, exact .5 ties, zero rows, tied +-max, huge and subnormal values. */
 static void test_act_quant(void) {
@@ -805,6 +878,7 @@ int main(void) {
     T_RUN(test_rows_invariant);
     T_RUN(test_rows_gemm_bits);
     T_RUN(test_amx_bits);
+    T_RUN(test_lanes_bits);
     T_RUN(test_attention);
     T_RUN(test_swiglu);
     T_RUN(test_softmax);
