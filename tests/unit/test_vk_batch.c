@@ -99,7 +99,8 @@ static void exact_device(const exact_chain *e, bool batched, float *out, uint64_
     }
     if (st == CLARA_OK && batched) st = clvk_batch_end(g_dev);
     *submits = clvk_submits(g_dev) - s0;
-    T_CHECK_MSG(st == CLARA_OK, "chain (%s): %s", batched ? "batched" : "alone", clara_last_error());
+    T_CHECK_MSG(st == CLARA_OK, "chain (%s): %s", batched ? "batched" : "alone",
+                clara_last_error());
     T_EQ_INT(clvk_dispatches(g_dev) - d0, 3 * STEPS);
     if (st == CLARA_OK) st = clvk_download(g_dev, x, 0, out, R * N * 4);
     T_CHECK(st == CLARA_OK);
@@ -123,8 +124,8 @@ static void test_exact_chain(void) {
            (unsigned long long)s_alone, (unsigned long long)s_batch);
 }
 
-#define HEADS 4
-#define HD    16 /* HEADS x HD = N */
+#define HEADS   4
+#define HD      16 /* HEADS x HD = N */
 #define STEPS_F 50 /* 7 dispatches each: 350 > CLVK_BATCH_MAX */
 
 /* Every kernel in a dependent chain on random floats; x after it into out. */
