@@ -63,7 +63,7 @@ for s in tests/e2e/test_*.py; do
     run_suite "$(basename "$s")" env BUILD="$BUILD" "$PYTHON" "$s"
 done
 # Where the Vulkan backend is built: engine suites that use contexts again with their layers on
-# the Vulkan device (lavapipe in CI; docs/VULKAN.md). One submit per operation makes lavapipe slow,
+# the Vulkan device (lavapipe in CI; docs/VULKAN.md). lavapipe's cost per dispatch makes it slow,
 # so the long ones (test_prefix, test_generate_batch and test_server.py: many minutes each there)
 # run only with CLARA_TEST_VULKAN_ALL=1.
 if [ "$(cat "$BUILD/gen/vulkan.stamp" 2>/dev/null)" = on ]; then

@@ -1,6 +1,7 @@
 /* device.c - the Vulkan device layer (device.h): instance, device enumeration and choice, one
  * compute queue, buffers with upload/download (mapped where the memory allows, else through a
- * staging buffer), pipelines from the embedded SPIR-V, and submit-and-wait with clear errors. Every
+ * staging buffer), pipelines from the embedded SPIR-V, dispatches recorded into one command buffer
+ * (alone, or a batch of them with barriers between), and submit-and-wait with clear errors. Every
  * Vulkan call goes through a function table (loader.h): libvulkan is loaded at run time. */
 #include "vulkan/device.h"
 
@@ -60,6 +61,15 @@ struct clvk_dev {
     uint32_t n_pipes;
     clvk_device_desc desc;
     bool force_staging, lost;
+    /* the command buffer's recorded, unsubmitted dispatches (one descriptor set each, from
+     * desc_pool, which is reset when they are submitted), by kernel for messages */
+    bool batch_open, batching_off;
+    uint32_t n_rec, rec_by_kernel[CLVK_K_COUNT];
+    uint64_t submits, dispatches;
+    /* a failed submit of a batch that the caller could not be told of (clvk_buf_free): the next
+     * clvk_batch_flush/end reports it */
+    clara_status held;
+    char held_msg[256];
 };
 
 struct clvk_buf {
@@ -324,9 +334,9 @@ static clara_status device_create(clvk_dev *d) {
     VK_TRY(d, d->vk.AllocateCommandBuffers(d->dev, &ca, &d->cmd), "allocating a command buffer");
     VkFenceCreateInfo fi = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
     VK_TRY(d, d->vk.CreateFence(d->dev, &fi, NULL, &d->fence), "creating a fence");
-    VkDescriptorPoolSize ps = {VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, MAX_BINDINGS};
+    VkDescriptorPoolSize ps = {VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, CLVK_BATCH_MAX * MAX_BINDINGS};
     VkDescriptorPoolCreateInfo dp = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
-                                     .maxSets = 1,
+                                     .maxSets = CLVK_BATCH_MAX,
                                      .poolSizeCount = 1,
                                      .pPoolSizes = &ps};
     VK_TRY(d, d->vk.CreateDescriptorPool(d->dev, &dp, NULL, &d->desc_pool),
@@ -456,8 +466,16 @@ clara_status clvk_buf_create(clvk_dev *d, size_t bytes, clvk_buf **out) {
     return st;
 }
 
+static clara_status settle(clvk_dev *d);
+
 void clvk_buf_free(clvk_dev *d, clvk_buf *b) {
     if (!b) return;
+    /* the recorded dispatches may use b: they run first (a failure is held for the batch's end) */
+    clara_status st = settle(d);
+    if (st != CLARA_OK && d->held == CLARA_OK) {
+        d->held = st;
+        snprintf(d->held_msg, sizeof d->held_msg, "%s", clara_last_error());
+    }
     if (b->map) d->vk.UnmapMemory(d->dev, b->mem);
     if (b->buf) d->vk.DestroyBuffer(d->dev, b->buf, NULL);
     if (b->mem) d->vk.FreeMemory(d->dev, b->mem, NULL);
@@ -491,6 +509,7 @@ static clara_status cmd_submit_wait(clvk_dev *d, const char *what) {
     VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
                        .commandBufferCount = 1,
                        .pCommandBuffers = &d->cmd};
+    d->submits++;
     VK_TRY(d, d->vk.QueueSubmit(d->queue, 1, &si, d->fence), what);
     VkResult r = d->vk.WaitForFences(d->dev, 1, &d->fence, VK_TRUE, FENCE_TIMEOUT_NS);
     if (r == VK_TIMEOUT) {
@@ -545,6 +564,7 @@ static clara_status staged(clvk_dev *d, clvk_buf *b, size_t off, void *host, siz
 clara_status clvk_upload(clvk_dev *d, clvk_buf *b, size_t off, const void *src, size_t len) {
     clara_status st = check_lost(d);
     if (st == CLARA_OK) st = check_range(b, off, len);
+    if (st == CLARA_OK && len) st = settle(d);
     if (st != CLARA_OK || len == 0) return st;
     if (b->map) {
         memcpy((uint8_t *)b->map + off, src, len);
@@ -556,6 +576,7 @@ clara_status clvk_upload(clvk_dev *d, clvk_buf *b, size_t off, const void *src, 
 clara_status clvk_download(clvk_dev *d, const clvk_buf *b, size_t off, void *dst, size_t len) {
     clara_status st = check_lost(d);
     if (st == CLARA_OK) st = check_range(b, off, len);
+    if (st == CLARA_OK && len) st = settle(d);
     if (st != CLARA_OK || len == 0) return st;
     if (b->map) {
         memcpy(dst, (const uint8_t *)b->map + off, len);
@@ -597,6 +618,97 @@ static clara_status pipeline_get(clvk_dev *d, clvk_kernel k, uint32_t spec, VkPi
     return CLARA_OK;
 }
 
+/* What the recorded dispatches are, for messages: the kernel's name for one, else "a batch of N
+ * dispatches (2 rmsnorm, 12 matmul, ...)". */
+static void describe_recorded(const clvk_dev *d, char *out, size_t cap) {
+    if (d->n_rec == 1) {
+        for (int k = 0; k < CLVK_K_COUNT; k++)
+            if (d->rec_by_kernel[k]) snprintf(out, cap, "%s", kernels[k].name);
+        return;
+    }
+    size_t n = (size_t)snprintf(out, cap, "a batch of %u dispatches (", d->n_rec);
+    const char *sep = "";
+    for (int k = 0; k < CLVK_K_COUNT && n < cap; k++) {
+        if (!d->rec_by_kernel[k]) continue;
+        n += (size_t)snprintf(out + n, cap - n, "%s%u %s", sep, d->rec_by_kernel[k],
+                              kernels[k].name);
+        sep = ", ";
+    }
+    if (n < cap) snprintf(out + n, cap - n, ")");
+}
+
+/* Submits the recorded dispatches and waits; then their descriptor sets are free again. */
+static clara_status submit_recorded(clvk_dev *d) {
+    char what[192];
+    describe_recorded(d, what, sizeof what);
+    d->n_rec = 0;
+    memset(d->rec_by_kernel, 0, sizeof d->rec_by_kernel);
+    clara_status st = cmd_submit_wait(d, what);
+    /* after a timeout or a lost device the sets may still be in use: the pool stays as it is */
+    if (!d->lost) {
+        VkResult r = d->vk.ResetDescriptorPool(d->dev, d->desc_pool, 0);
+        if (r != VK_SUCCESS && st == CLARA_OK) st = vk_fail(d, r, "resetting the descriptor pool");
+    }
+    return st;
+}
+
+/* Runs what a batch has recorded so far (nothing to do when it has recorded nothing). */
+static clara_status settle(clvk_dev *d) {
+    if (d->n_rec == 0) return CLARA_OK;
+    clara_status st = check_lost(d);
+    return st == CLARA_OK ? submit_recorded(d) : st;
+}
+
+/* Drops the recorded dispatches unsubmitted; the command buffer is reset when next begun. */
+static void drop_recorded(clvk_dev *d) {
+    if (d->n_rec && !d->lost) d->vk.ResetDescriptorPool(d->dev, d->desc_pool, 0);
+    d->n_rec = 0;
+    memset(d->rec_by_kernel, 0, sizeof d->rec_by_kernel);
+}
+
+/* A descriptor set for n_bufs bindings pointing at bufs. A full pool (CLVK_BATCH_MAX sets, or a
+ * driver that counts otherwise) makes the recorded dispatches run first, then it is asked again. */
+static clara_status descriptor_set(clvk_dev *d, clvk_buf *const *bufs, uint32_t n_bufs,
+                                   VkDescriptorSet *set) {
+    VkDescriptorSetAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
+                                      .descriptorPool = d->desc_pool,
+                                      .descriptorSetCount = 1,
+                                      .pSetLayouts = &d->set_layout[n_bufs]};
+    VkResult r = d->vk.AllocateDescriptorSets(d->dev, &ai, set);
+    if ((r == VK_ERROR_OUT_OF_POOL_MEMORY || r == VK_ERROR_FRAGMENTED_POOL) && d->n_rec) {
+        clara_status st = submit_recorded(d);
+        if (st != CLARA_OK) return st;
+        r = d->vk.AllocateDescriptorSets(d->dev, &ai, set);
+    }
+    if (r != VK_SUCCESS) return vk_fail(d, r, "allocating a descriptor set");
+    VkDescriptorBufferInfo bi[MAX_BINDINGS];
+    VkWriteDescriptorSet wr[MAX_BINDINGS];
+    for (uint32_t i = 0; i < n_bufs; i++) {
+        bi[i] = (VkDescriptorBufferInfo){bufs[i]->buf, 0, VK_WHOLE_SIZE};
+        wr[i] = (VkWriteDescriptorSet){.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
+                                       .dstSet = *set,
+                                       .dstBinding = i,
+                                       .descriptorCount = 1,
+                                       .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+                                       .pBufferInfo = &bi[i]};
+    }
+    d->vk.UpdateDescriptorSets(d->dev, n_bufs, wr, 0, NULL);
+    return CLARA_OK;
+}
+
+/* Begins the command buffer for the first recorded dispatch; before any later one, a barrier:
+ * the earlier dispatches' shader writes finish and become visible to this one's reads and writes
+ * (and its writes wait for their reads). */
+static clara_status record_start(clvk_dev *d) {
+    if (d->n_rec == 0) return cmd_begin(d);
+    VkMemoryBarrier mb = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+                          .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT,
+                          .dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT};
+    d->vk.CmdPipelineBarrier(d->cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                             VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, 1, &mb, 0, NULL, 0, NULL);
+    return CLARA_OK;
+}
+
 clara_status clvk_dispatch(clvk_dev *d, clvk_kernel k, uint32_t spec, clvk_buf *const *bufs,
                            uint32_t n_bufs, const void *push, uint32_t push_size, uint32_t gx,
                            uint32_t gy) {
@@ -609,26 +721,10 @@ clara_status clvk_dispatch(clvk_dev *d, clvk_kernel k, uint32_t spec, clvk_buf *
                           kernels[k].name, gx, gy);
     VkPipeline pipe;
     if ((st = pipeline_get(d, k, spec, &pipe)) != CLARA_OK) return st;
-    VkDescriptorSetAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
-                                      .descriptorPool = d->desc_pool,
-                                      .descriptorSetCount = 1,
-                                      .pSetLayouts = &d->set_layout[n_bufs]};
+    if (d->n_rec == CLVK_BATCH_MAX && (st = submit_recorded(d)) != CLARA_OK) return st;
     VkDescriptorSet set;
-    VK_TRY(d, d->vk.ResetDescriptorPool(d->dev, d->desc_pool, 0), "resetting the descriptor pool");
-    VK_TRY(d, d->vk.AllocateDescriptorSets(d->dev, &ai, &set), "allocating a descriptor set");
-    VkDescriptorBufferInfo bi[MAX_BINDINGS];
-    VkWriteDescriptorSet wr[MAX_BINDINGS];
-    for (uint32_t i = 0; i < n_bufs; i++) {
-        bi[i] = (VkDescriptorBufferInfo){bufs[i]->buf, 0, VK_WHOLE_SIZE};
-        wr[i] = (VkWriteDescriptorSet){.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
-                                       .dstSet = set,
-                                       .dstBinding = i,
-                                       .descriptorCount = 1,
-                                       .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
-                                       .pBufferInfo = &bi[i]};
-    }
-    d->vk.UpdateDescriptorSets(d->dev, n_bufs, wr, 0, NULL);
-    if ((st = cmd_begin(d)) != CLARA_OK) return st;
+    if ((st = descriptor_set(d, bufs, n_bufs, &set)) != CLARA_OK) return st;
+    if ((st = record_start(d)) != CLARA_OK) return st;
     VkPipelineLayout pl = d->pipe_layout[n_bufs];
     d->vk.CmdBindPipeline(d->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipe);
     d->vk.CmdBindDescriptorSets(d->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pl, 0, 1, &set, 0, NULL);
@@ -636,5 +732,54 @@ clara_status clvk_dispatch(clvk_dev *d, clvk_kernel k, uint32_t spec, clvk_buf *
     memcpy(pc, push, push_size);
     d->vk.CmdPushConstants(d->cmd, pl, VK_SHADER_STAGE_COMPUTE_BIT, 0, MAX_PUSH, pc);
     d->vk.CmdDispatch(d->cmd, gx, gy, 1);
-    return cmd_submit_wait(d, kernels[k].name);
+    d->n_rec++, d->rec_by_kernel[k]++, d->dispatches++;
+    return d->batch_open ? CLARA_OK : submit_recorded(d);
+}
+
+clara_status clvk_batch_begin(clvk_dev *d) {
+    clara_status st = check_lost(d);
+    if (st != CLARA_OK || d->batching_off) return st;
+    CLARA_ASSERT(!d->batch_open);
+    d->batch_open = true;
+    d->held = CLARA_OK;
+    return CLARA_OK;
+}
+
+clara_status clvk_batch_flush(clvk_dev *d) {
+    clara_status st = check_lost(d);
+    if (st != CLARA_OK) {
+        drop_recorded(d);
+        return st;
+    }
+    if (d->held != CLARA_OK) {
+        st = clara_fail(d->held, "%s", d->held_msg);
+        d->held = CLARA_OK;
+        drop_recorded(d);
+        return st;
+    }
+    return settle(d);
+}
+
+clara_status clvk_batch_end(clvk_dev *d) {
+    clara_status st = clvk_batch_flush(d);
+    d->batch_open = false;
+    return st;
+}
+
+void clvk_batch_discard(clvk_dev *d) {
+    drop_recorded(d);
+    d->batch_open = false;
+    d->held = CLARA_OK;
+}
+
+void clvk_set_batching(clvk_dev *d, bool on) {
+    d->batching_off = !on;
+}
+
+uint64_t clvk_submits(const clvk_dev *d) {
+    return d->submits;
+}
+
+uint64_t clvk_dispatches(const clvk_dev *d) {
+    return d->dispatches;
 }

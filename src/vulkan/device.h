@@ -1,8 +1,9 @@
 /* device.h - the Vulkan device layer: finding and choosing a compute device, buffers on it
- * (create, upload, download), compute pipelines from the SPIR-V embedded at build time, and one
- * submit-and-wait at a time. Every Vulkan failure becomes a clara_status with a one-line message
- * naming the step and the VkResult (clara_fail); a lost device is remembered, and every later call
- * on it fails at once with the same message. A clvk_dev is used by one thread at a time. */
+ * (create, upload, download), compute pipelines from the SPIR-V embedded at build time, and
+ * dispatches submitted one at a time or recorded into a batch (one command buffer, one submit and
+ * wait). Every Vulkan failure becomes a clara_status with a one-line message naming the step and
+ * the VkResult (clara_fail); a lost device is remembered, and every later call on it fails at once
+ * with the same message. A clvk_dev is used by one thread at a time. */
 #ifndef CLARA_VULKAN_DEVICE_H
 #define CLARA_VULKAN_DEVICE_H
 
@@ -59,7 +60,9 @@ clara_status clvk_buf_create(clvk_dev *d, size_t bytes, clvk_buf **out);
 void clvk_buf_free(clvk_dev *d, clvk_buf *b);
 size_t clvk_buf_size(const clvk_buf *b);
 /* Copies len bytes from src to the buffer at off / from the buffer at off to dst; the range must
- * lie inside the buffer (CLARA_ERR_INVALID_ARG otherwise). Waits until the copy is done. */
+ * lie inside the buffer (CLARA_ERR_INVALID_ARG otherwise). Waits until the copy is done. With a
+ * batch open, the dispatches recorded so far are submitted and waited for first (so a download
+ * sees their writes and an upload cannot change what they read); likewise clvk_buf_free. */
 clara_status clvk_upload(clvk_dev *d, clvk_buf *b, size_t off, const void *src, size_t len);
 clara_status clvk_download(clvk_dev *d, const clvk_buf *b, size_t off, void *dst, size_t len);
 
@@ -76,9 +79,31 @@ typedef enum {
 
 /* Runs kernel k (its pipeline specialized with spec, made on first use and kept) over bufs
  * (bindings 0..n_bufs-1, the number the shader declares) with the push constants, as gx x gy
- * workgroups (each at most 65535), and waits for it to finish. */
+ * workgroups (each at most 65535), and waits for it to finish. With a batch open it records the
+ * dispatch (after a barrier making the previous dispatch's writes visible to it) and returns at
+ * once. */
 clara_status clvk_dispatch(clvk_dev *d, clvk_kernel k, uint32_t spec, clvk_buf *const *bufs,
                            uint32_t n_bufs, const void *push, uint32_t push_size, uint32_t gx,
                            uint32_t gy);
+
+/* Batches: between clvk_batch_begin and clvk_batch_end, clvk_dispatch records into one command
+ * buffer, in order, each dispatch seeing every earlier one's writes; clvk_batch_end (and
+ * clvk_batch_flush, which keeps the batch open) submits what was recorded once and waits. A batch
+ * that reaches CLVK_BATCH_MAX dispatches (one descriptor set each) is submitted and waited for
+ * transparently, and recording goes on. A failure names the batch ("a batch of 23 dispatches (2
+ * rmsnorm, 12 matmul, ...)"); a lost device fails the end at once with the lost message and drops
+ * what was recorded. Batches do not nest. clvk_batch_discard drops the unsubmitted dispatches
+ * (after a failure: they are not run) and closes the batch. */
+#define CLVK_BATCH_MAX 256
+clara_status clvk_batch_begin(clvk_dev *d);
+clara_status clvk_batch_flush(clvk_dev *d);
+clara_status clvk_batch_end(clvk_dev *d);
+void clvk_batch_discard(clvk_dev *d);
+/* For tests and measurements: off makes clvk_batch_begin open nothing, so every dispatch is
+ * submitted alone (as before batches existed). On by default. */
+void clvk_set_batching(clvk_dev *d, bool on);
+/* Queue submissions (each one a submit and a wait) and dispatches since the device was opened. */
+uint64_t clvk_submits(const clvk_dev *d);
+uint64_t clvk_dispatches(const clvk_dev *d);
 
 #endif

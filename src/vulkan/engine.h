@@ -58,8 +58,9 @@ clara_status clvk_x_down(clara_ctx *ctx, float *x, uint32_t rows);
 
 /* One layer on the device (forward.c's attention_block + mlp_block): keys and values from every
  * row of b, queries, outputs and the residual from qb's (b itself, or the last layer's rows whose
- * outputs are wanted, moved to qb's compact positions). *left = false when every sequence was
- * cancelled on the way (the layer is abandoned). */
+ * outputs are wanted, moved to qb's compact positions). Its dispatches go as one batch
+ * (device.h), submitted at its end and before each cancellation poll between rounds. *left = false
+ * when every sequence was cancelled on the way (the layer is abandoned). */
 clara_status clvk_layer(clara_ctx *ctx, const clvk_rowset *b, const clvk_rowset *qb, uint32_t layer,
                         bool *left);
 

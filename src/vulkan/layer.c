@@ -4,7 +4,10 @@
  * host's table, new keys and values into the slot's mirror and back to the host slot, attention
  * per sequence, the last layer's query rows pruned, cancellation polled where forward.c polls.
  * Operands that must start at a row other than the first are first copied to a scratch buffer
- * (the shaders index from a buffer's start). */
+ * (the shaders index from a buffer's start). A layer's dispatches are recorded into one batch
+ * (device.h), submitted once at the layer's end, and before each poll for cancellation between
+ * rounds (so the host asks after the work so far has run, as when each dispatch waited); the new
+ * key/value rows go back to the host slot after that submit. */
 #include <math.h>
 #include <string.h>
 
@@ -112,17 +115,15 @@ static clara_status linear(const lctx *c, const clvk_rowset *bb, int lin, clvk_b
     return st == CLARA_OK ? lora_deltas(c, bb, lin, in, r0, n, y) : st;
 }
 
-/* New key/value rows of the cached sequences into their mirrors and host slots. */
+/* New key/value rows of the cached sequences into their mirrors (recorded in the layer's batch). */
 static clara_status cache_kv(const lctx *c, const clvk_rowset *b) {
     clara_ctx *ctx = c->ctx;
     const clara_hparams *hp = &ctx->m->hp;
     uint32_t d = hp->head_dim, kv_dim = hp->n_head_kv * d, dl = c->layer - c->e->first;
-    bool any = false;
     clara_status st = CLARA_OK;
     for (uint32_t s = 0; s < b->n_seqs && st == CLARA_OK; s++) {
         const clara_seq *sq = &b->seqs[s];
         if (sq->slot < 0) continue;
-        any = true;
         const clara_kv_slot *sl = &ctx->slots[sq->slot];
         const clvk_dev_slot *m = &c->e->slots[sq->slot];
         clvk_rows_at from = {(uint64_t)b->row0[s] * kv_dim, d, kv_dim};
@@ -133,10 +134,21 @@ static clara_status cache_kv(const lctx *c, const clvk_rowset *b) {
             st =
                 clvk_rows(c->dev, CLVK_ROWS_COPY, c->e->v, from, m->v, to, hp->n_head_kv, sq->n, d);
     }
-    if (!any || st != CLARA_OK) return st;
-    /* the host slot stays the truth: the new rows go back (ctx->k/v are free host scratch) */
+    return st;
+}
+
+/* The new key/value rows of the cached sequences back to their host slots, after the layer's
+ * batch ran: the host slot stays the truth (the layer writes no key/value scratch after
+ * cache_kv; ctx->k/v are free host scratch). */
+static clara_status kv_home(const lctx *c, const clvk_rowset *b) {
+    clara_ctx *ctx = c->ctx;
+    const clara_hparams *hp = &ctx->m->hp;
+    uint32_t d = hp->head_dim, kv_dim = hp->n_head_kv * d;
+    bool any = false;
+    for (uint32_t s = 0; s < b->n_seqs; s++) any |= b->seqs[s].slot >= 0;
+    if (!any) return CLARA_OK;
     size_t bytes = (size_t)b->n_rows * kv_dim * 4;
-    st = clvk_download(c->dev, c->e->k, 0, ctx->k, bytes);
+    clara_status st = clvk_download(c->dev, c->e->k, 0, ctx->k, bytes);
     if (st == CLARA_OK) st = clvk_download(c->dev, c->e->v, 0, ctx->v, bytes);
     for (uint32_t s = 0; s < b->n_seqs && st == CLARA_OK; s++) {
         const clara_seq *sq = &b->seqs[s];
@@ -188,6 +200,7 @@ static clara_status attention(const lctx *c, const clvk_rowset *b, const clvk_ro
     uint32_t most, step = clara_attn_round_rows(b->seqs, qb->seqs, b->n_seqs, &most);
     clara_status st = CLARA_OK;
     for (uint32_t t0 = 0; t0 < most && st == CLARA_OK; t0 += step) {
+        if (t0 > 0 && (st = clvk_batch_flush(c->dev)) != CLARA_OK) return st;
         if (t0 > 0 && !(*left = any_left(b))) return CLARA_OK;
         for (uint32_t s = 0; s < b->n_seqs && st == CLARA_OK; s++) {
             clvk_buf *K, *V;
@@ -253,6 +266,7 @@ static clara_status mlp_block(const lctx *c, const clvk_rowset *b, const clvk_ro
                                    qb->n_rows, H, hp->rms_eps);
     uint32_t chunk = equal_part(qb->n_rows, CLARA_FFN_CHUNK_ROWS);
     for (uint32_t r0 = 0; r0 < qb->n_rows && st == CLARA_OK; r0 += chunk) {
+        if (r0 > 0 && (st = clvk_batch_flush(c->dev)) != CLARA_OK) return st;
         if (r0 > 0 && !(*left = any_left(b))) return CLARA_OK;
         uint32_t n = qb->n_rows - r0 < chunk ? qb->n_rows - r0 : chunk;
         clvk_buf *in = e->xn;
@@ -275,8 +289,16 @@ clara_status clvk_layer(clara_ctx *ctx, const clvk_rowset *b, const clvk_rowset 
     lctx c = {ctx, ctx->vk, ctx->vk->dev, layer, ctx->m->hp.n_embd};
     *left = true;
     clara_status st = CLARA_OK;
-    if (qb != b) st = clvk_pass_rope_q(ctx, qb);
-    if (st == CLARA_OK) st = attention_block(&c, b, qb, left);
+    if (qb != b) st = clvk_pass_rope_q(ctx, qb); /* an upload: before the batch */
+    if (st == CLARA_OK) st = clvk_batch_begin(c.dev);
+    if (st != CLARA_OK) return st;
+    st = attention_block(&c, b, qb, left);
     if (st == CLARA_OK && *left) st = mlp_block(&c, b, qb, left);
-    return st;
+    if (st == CLARA_OK) {
+        st = clvk_batch_end(c.dev);
+    } else { /* the pass fails and the device is given up: what is left need not run */
+        clvk_batch_discard(c.dev);
+        return st;
+    }
+    return st == CLARA_OK ? kv_home(&c, b) : st;
 }

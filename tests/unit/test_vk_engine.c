@@ -6,6 +6,10 @@
  *    demo's greedy steps have no near ties) and vectors within 1e-4;
  *  - a document cancelled between device layers leaves as on the CPU: the others' vectors are
  *    unchanged and it is asked no more;
+ *  - a layer's dispatches recorded as one batch (device.h): the same answer ids and bit-identical
+ *    compressed vectors as with one submit per dispatch, the same dispatches, and per decoded
+ *    token far fewer submits (one per device layer where device memory is mapped, as on
+ *    lavapipe; the figures are printed);
  *  - a device lost mid-request (marked as the driver's VK_ERROR_DEVICE_LOST marks it): that
  *    request fails with an error naming the lost device; the context then runs on the CPU (the
  *    host KV slots hold every row) with the CPU's answer, and says so in its report;
@@ -31,21 +35,78 @@ static clara_ctx *new_ctx(clara_backend_choice b, int layers) {
     return ctx;
 }
 
-/* The answer to a question about 3 documents: its ids (n_ids), 0 on success. */
-static clara_status answer(clara_ctx *ctx, int32_t *ids, size_t *n_ids) {
+/* The answer of at most max_new tokens to a question about 3 documents: its ids (n_ids). */
+static clara_status answer_n(clara_ctx *ctx, int max_new, int32_t *ids, size_t *n_ids) {
     clara_gen_params p = clara_gen_default_params();
     p.task = CLARA_TASK_ANSWER;
     p.query = "Which animal has three hearts?";
     p.query_len = strlen(p.query);
     p.docs = t_docs;
     p.n_docs = 3;
-    p.max_new_tokens = 16;
+    p.max_new_tokens = max_new;
     clara_gen_result r = {0};
     clara_status st = clara_generate(ctx, &p, &r);
     *n_ids = st == CLARA_OK ? r.n_ids : 0;
     if (st == CLARA_OK) memcpy(ids, r.ids, r.n_ids * sizeof *ids);
     clara_gen_result_free(&r);
     return st;
+}
+
+static clara_status answer(clara_ctx *ctx, int32_t *ids, size_t *n_ids) {
+    return answer_n(ctx, 16, ids, n_ids);
+}
+
+/* Submits and dispatches per decoded token of ctx's device: an answer of 16 tokens less one of
+ * 1 token (the same prompt), over the tokens between them; its 16-token ids into ids. */
+static void per_token(clara_ctx *ctx, double *submits, double *dispatches, int32_t *ids,
+                      size_t *n) {
+    clvk_dev *d = ctx->vk->dev;
+    int32_t one[4];
+    size_t n1 = 0;
+    uint64_t s0 = clvk_submits(d), d0 = clvk_dispatches(d);
+    T_EQ_INT(answer_n(ctx, 1, one, &n1), CLARA_OK);
+    uint64_t s1 = clvk_submits(d), d1 = clvk_dispatches(d);
+    T_EQ_INT(answer_n(ctx, 16, ids, n), CLARA_OK);
+    uint64_t s2 = clvk_submits(d), d2 = clvk_dispatches(d);
+    T_CHECK_MSG(n1 == 1 && *n > 1, "answers of %zu and %zu tokens", n1, *n);
+    double steps = *n > n1 ? (double)(*n - n1) : 1;
+    *submits = ((double)(s2 - s1) - (double)(s1 - s0)) / steps;
+    *dispatches = ((double)(d2 - d1) - (double)(d1 - d0)) / steps;
+}
+
+/* A layer's dispatches as one batch against one submit per dispatch (batching off). */
+static void test_batched_like_alone(void) {
+    clara_ctx *on = new_ctx(CLARA_BACKEND_VULKAN, -1), *off = new_ctx(CLARA_BACKEND_VULKAN, -1);
+    size_t per = (size_t)clara_model_n_mem(g_model) * clara_model_n_embd(g_model);
+    float *v0 = malloc(4 * per * sizeof(float)), *v1 = malloc(4 * per * sizeof(float));
+    if (!on || !off || !v0 || !v1) goto done;
+    clvk_set_batching(off->vk->dev, false);
+    uint64_t c_on = clvk_submits(on->vk->dev), c_off = clvk_submits(off->vk->dev);
+    T_EQ_INT(clara_compress(on, t_docs, 4, v0, NULL), CLARA_OK);
+    T_EQ_INT(clara_compress(off, t_docs, 4, v1, NULL), CLARA_OK);
+    c_on = clvk_submits(on->vk->dev) - c_on, c_off = clvk_submits(off->vk->dev) - c_off;
+    T_CHECK_MSG(memcmp(v0, v1, 4 * per * sizeof(float)) == 0, "batched vectors differ");
+    printf("a compression of 4 documents: %llu submits alone, %llu batched\n",
+           (unsigned long long)c_off, (unsigned long long)c_on);
+    T_CHECK(c_on < c_off);
+    int32_t a[64], b[64];
+    size_t na = 0, nb = 0;
+    double s_on, s_off, d_on, d_off;
+    per_token(on, &s_on, &d_on, a, &na);
+    per_token(off, &s_off, &d_off, b, &nb);
+    T_CHECK(na == nb && memcmp(a, b, na * sizeof *a) == 0);
+    uint32_t L = g_model->hp.n_layer;
+    printf("per decoded token (%u device layers): %.1f dispatches; %.1f submits alone, %.1f "
+           "batched\n",
+           L, d_on, s_off, s_on);
+    T_CHECK_MSG(d_on == d_off && d_on >= 10.0 * L, "dispatches per token: %.1f vs %.1f", d_on,
+                d_off);
+    T_CHECK_MSG(s_off == d_off, "alone: %.1f submits for %.1f dispatches", s_off, d_off);
+    /* one submit per layer; a device whose memory is not mapped adds a copy per download */
+    T_CHECK_MSG(s_on >= L && s_on <= 3.0 * L, "batched: %.1f submits per token", s_on);
+done:
+    free(v0), free(v1);
+    clara_ctx_free(on), clara_ctx_free(off);
 }
 
 static void test_placement_and_answers(void) {
@@ -165,6 +226,7 @@ int main(void) {
     }
     T_RUN(test_names);
     T_RUN(test_placement_and_answers);
+    T_RUN(test_batched_like_alone);
     T_RUN(test_cancel_between_device_layers);
     T_RUN(test_lost_device);
     clara_model_free(g_model);

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "t.h"
+#include "t_vk.h"
 #include "vulkan/device.h"
 #include "vulkan/ops_layer.h"
 
@@ -207,11 +208,7 @@ static void test_attention_errors(void) {
 }
 
 int main(void) {
-    if (clvk_open(CLVK_PICK_ANY, &g_dev) != CLARA_OK) {
-        fprintf(stderr, "FAIL: no Vulkan device to test on: %s\n", clara_last_error());
-        return 1;
-    }
-    printf("testing on %s (%s)\n", clvk_desc(g_dev)->name, clvk_desc(g_dev)->type);
+    if (!(g_dev = t_vk_open())) return 1;
     T_RUN(test_attention);
     T_RUN(test_rows);
     T_RUN(test_attention_errors);

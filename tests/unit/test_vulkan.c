@@ -35,6 +35,7 @@
 #include "dtype.h"
 #include "quant.h"
 #include "t.h"
+#include "t_vk.h"
 #include "vulkan/device.h"
 #include "vulkan/ops.h"
 
@@ -585,11 +586,7 @@ int main(int argc, char **argv) {
     T_RUN(test_loader_missing);
     T_RUN(test_choice);
     T_CHECK_MSG(vulkan_loaded(), "libvulkan not loaded after opening a device");
-    if (clvk_open(CLVK_PICK_ANY, &g_dev) != CLARA_OK) {
-        fprintf(stderr, "FAIL: no Vulkan device to test on: %s\n", clara_last_error());
-        return 1;
-    }
-    printf("testing on %s (%s)\n", clvk_desc(g_dev)->name, clvk_desc(g_dev)->type);
+    if (!(g_dev = t_vk_open())) return 1;
     T_RUN(test_matmul);
     T_RUN(test_dequant_exact);
     T_RUN(test_staging);
