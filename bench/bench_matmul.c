@@ -6,7 +6,8 @@
  *
  *   bench_matmul [SECONDS_PER_CASE] [TYPES...]     (types: f32 f16 bf16 q8_0 q4_0 q4_k ...)
  * Environment: BENCH_CASES=gemm or gemv runs only that case (default both); BENCH_GEMV_ROWS=N
- * gives the GEMV N activation rows (default 1; at most 256: decoding N streams at once).
+ * gives the GEMV N activation rows (default 1; at most 256: decoding N streams at once);
+ * BENCH_REPACK=1 gives q4_0 / q8_0 matrices the repacked copy the engine makes (cpu/repack.h).
  * Each case runs at least once and repeats until SECONDS_PER_CASE (default 1) have passed; the
  * best repetition is reported. The machine limits to compare with are in
  * the project's performance anchors (re-measure them in the same run before claiming ratios). */
@@ -20,6 +21,7 @@
 #include "cpu/dispatch.h"
 #include "cpu/matmul.h"
 #include "cpu/kctx.h"
+#include "cpu/repack.h"
 #include "dtype.h"
 #include "quant.h"
 
@@ -81,6 +83,21 @@ static int gemv_mats(uint64_t bytes) {
     return n < GEMV_MIN_MATS ? GEMV_MIN_MATS : n > GEMV_MAX_MATS ? GEMV_MAX_MATS : (int)n;
 }
 
+/* With BENCH_REPACK=1, each q4_0 / q8_0 matrix's repacked copy (cpu/repack.h), as the engine
+ * makes it for the CPU's layers. */
+static int repack_mats(cpu_mat *W, int n, clara_pool *pool) {
+    const char *e = getenv("BENCH_REPACK");
+    if (!e || strcmp(e, "1") != 0 || !cpu_lanes_bytes(&W[0])) return 0;
+    size_t bytes = cpu_lanes_bytes(&W[0]);
+    for (int m = 0; m < n; m++) {
+        uint8_t *d = aligned_alloc(64, bytes);
+        if (!d) return -1;
+        cpu_lanes_pack(&W[m], d, pool);
+        W[m].lanes = d;
+    }
+    return 0;
+}
+
 /* W[1..n) as copies of W[0] (the same bytes at other addresses: only the cache footprint counts).
  */
 static int copy_mats(cpu_mat *W, int n, uint64_t bytes) {
@@ -132,6 +149,8 @@ int main(int argc, char **argv) {
         ok = ok && make_mat(&Wv[0], (clara_type)t, M_GEMV, K, &bv) == 0;
         int n_mats = ok ? gemv_mats(bv) : 0;
         ok = ok && copy_mats(Wv, n_mats, bv) == 0;
+        ok = ok && repack_mats(&Wg, 1, ctx[1].pool) == 0 &&
+             repack_mats(Wv, n_mats, ctx[1].pool) == 0;
         if (ok && gemv)
             printf("%s GEMV set: %d matrices, %.0f MiB (L3: %ld MiB)\n", names[ti], n_mats,
                    (double)n_mats * bv / 1048576.0, sysconf(_SC_LEVEL3_CACHE_SIZE) >> 20);
@@ -151,8 +170,8 @@ int main(int argc, char **argv) {
                 fflush(stdout);
             }
         }
-        free((void *)Wg.data);
-        for (int m = 0; m < n_mats; m++) free((void *)Wv[m].data);
+        free((void *)Wg.data), free((void *)Wg.lanes);
+        for (int m = 0; m < n_mats; m++) free((void *)Wv[m].data), free((void *)Wv[m].lanes);
     }
     for (int i = 0; i < 2; i++) {
         clara_pool_free(ctx[i].pool);

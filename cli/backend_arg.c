@@ -56,6 +56,7 @@ void cli_backend_json(cJSON *root, const clara_ctx *ctx) {
     clara_ctx_backend_info bi;
     clara_ctx_backend(ctx, &bi);
     cJSON_AddStringToObject(root, "backend", bi.backend);
+    cJSON_AddNumberToObject(root, "cpu_repacked_bytes", (double)bi.cpu_repacked);
     if (strcmp(bi.backend, "cpu") == 0) {
         clara_backend_info ci;
         clara_backend_describe(&ci);

@@ -53,7 +53,7 @@ int cli_backend_opt(const char *cmd, cli_backend *b, int is_layers, const char *
 /* Sets cp's backend and gpu_layers from the options, else CLARA_BACKEND / CLARA_GPU_LAYERS; 2
  * after a message when one of them is bad. */
 int cli_backend_apply(const char *cmd, const cli_backend *b, clara_ctx_params *cp);
-/* Adds "backend" and "device" (and "gpu_layers" on a GPU) to a --json output. */
+/* Adds "backend", "device", "cpu_repacked_bytes" (and "gpu_layers" on a GPU) to a --json output. */
 struct cJSON;
 void cli_backend_json(struct cJSON *root, const clara_ctx *ctx);
 

@@ -143,8 +143,11 @@ typedef struct {
     char device_type[16];   /* "discrete", "integrated", "virtual", "cpu" (lavapipe), "other" */
     uint64_t device_memory; /* its largest device-local heap, bytes */
     uint32_t gpu_layers, n_layer; /* layers on the device, of the model's */
-    uint64_t bytes_used; /* device memory the context holds now: weights, KV mirrors, scratch */
-    char note[160];      /* why the context runs where it does ("" when as asked) */
+    uint64_t bytes_used;   /* device memory the context holds now: weights, KV mirrors, scratch */
+    char note[160];        /* why the context runs where it does ("" when as asked) */
+    uint64_t cpu_repacked; /* bytes of the model's weights the CPU kernels read from a copy made
+                              at load in their own order (q4_0 / q8_0 on AVX-512; 0: none, as
+                              with CLARA_REPACK=0) */
 } clara_ctx_backend_info;
 void clara_ctx_backend(const clara_ctx *ctx, clara_ctx_backend_info *out);
 

@@ -869,6 +869,8 @@ static void status(srv_server *s, srv_reply *r) {
                                         : (double)(s->info.file_bytes + s->info.base_file_bytes));
     if (!downloading && s->cfg.base)
         cJSON_AddNumberToObject(mem, "base_file_bytes", (double)s->info.base_file_bytes);
+    /* q4_0 / q8_0 weights copied at load into the CPU kernels' order (their file pages dropped) */
+    cJSON_AddNumberToObject(mem, "cpu_repacked_bytes", (double)st.backend.cpu_repacked);
     cJSON_AddNumberToObject(j, "queue_depth", srv_queue_depth(&s->queue));
     add_store_status(s, j);
     srv_doccache_status(j, s->cfg.doc_cache);

@@ -30,6 +30,11 @@ clara_status clara_ctx_create(clara_model *m, const clara_ctx_params *params, cl
     if ((size_t)hp->n_head * hp->head_dim > cap) cap = (size_t)hp->n_head * hp->head_dim;
     if (s == CLARA_OK) s = cpu_kctx_init(&ctx->kc, pool, cap);
     if (s == CLARA_OK) s = clara_ctx_device_init(ctx, params);
+    if (s == CLARA_OK) { /* the layers this context runs on the CPU, in the kernels' order */
+        clara_ctx_backend_info bi;
+        clara_ctx_backend(ctx, &bi);
+        clara_model_repack(m, bi.n_layer - bi.gpu_layers, pool);
+    }
     if (s == CLARA_OK) {
         ctx->rope_inv_freq = malloc(hp->head_dim / 2 * sizeof(float));
         if (!ctx->rope_inv_freq) s = clara_fail(CLARA_ERR_NOMEM, "out of memory");

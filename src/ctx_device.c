@@ -100,6 +100,7 @@ void clara_ctx_backend(const clara_ctx *ctx, clara_ctx_backend_info *out) {
     snprintf(out->backend, sizeof out->backend, "cpu");
     out->n_layer = ctx->m->hp.n_layer;
     snprintf(out->note, sizeof out->note, "%s", ctx->backend_note);
+    out->cpu_repacked = clara_model_repacked_bytes(ctx->m);
 #ifdef CLARA_HAVE_VULKAN
     if (!ctx->vk) return;
     clvk_engine_info i;

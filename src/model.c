@@ -314,6 +314,7 @@ static clara_status load_files(const char *base_path, const char *path,
                                const clara_model_params *params, clara_model **out) {
     clara_model *m = calloc(1, sizeof *m);
     if (!m) return clara_fail(CLARA_ERR_NOMEM, "out of memory");
+    pthread_mutex_init(&m->repack_mu, NULL);
     m->policy = params ? params->adapter_policy : CLARA_ADAPTER_POLICY_HF;
     clara_status s = base_path ? gguf_open(base_path, &m->base) : CLARA_OK;
     if (s == CLARA_OK) s = gguf_open(path, &m->gguf);
@@ -325,7 +326,6 @@ static clara_status load_files(const char *base_path, const char *path,
     }
     if (s == CLARA_OK) s = bind_weights(m);
     if (s == CLARA_OK) s = load_adapters(m);
-    if (s == CLARA_OK) clara_model_repack(m);
     if (s != CLARA_OK) {
         clara_model_free(m);
         return s;
@@ -350,7 +350,9 @@ void clara_model_free(clara_model *m) {
     for (uint32_t i = 0; m->layers && i < m->hp.n_layer; i++)
         for (int l = 0; l < CLARA_N_LIN; l++) free((void *)m->layers[i].in_perm[l]);
     free(m->layers);
-    free(m->lanes);
+    for (size_t i = 0; i < m->n_lanes_arenas; i++) free(m->lanes_arenas[i]);
+    free(m->lanes_arenas);
+    pthread_mutex_destroy(&m->repack_mu);
     free(m->meta.mem_ids);
     if (m->tok) clara_tokenizer_free(m->tok);
     if (m->gguf) gguf_free(m->gguf);

@@ -3,10 +3,12 @@
 #ifndef CLARA_MODEL_H
 #define CLARA_MODEL_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "clara.h"
+#include "base/threadpool.h"
 #include "cpu/kctx.h"
 #include "gguf.h"
 #include "tokenizer.h"
@@ -90,14 +92,22 @@ struct clara_model {
     int n_loaded;
     const clara_adapter *encoder, *decoder, *query; /* roles; NULL when absent */
     clara_adapter_policy policy;
-    uint8_t *lanes;     /* the q4_0 / q8_0 matrices repacked (model_repack.c), or NULL */
-    size_t lanes_bytes; /* its size */
+    /* the q4_0 / q8_0 matrices repacked so far (model_repack.c): one arena per call that
+     * repacked some, their total size, and the lock that makes contexts repack one at a time */
+    uint8_t **lanes_arenas;
+    size_t n_lanes_arenas, lanes_bytes;
+    pthread_mutex_t repack_mu;
 };
 
-/* Repacks the q4_0 / q8_0 layer and output matrices for the AVX-512 kernels (cpu/repack.h) when
- * those kernels are the ones in use and CLARA_REPACK is not 0, and drops the file's pages they
- * came from. Out of memory is not an error: the kernels then read the file's rows. */
-void clara_model_repack(clara_model *m);
+/* Repacks the q4_0 / q8_0 matrices of layers [0, cpu_layers) and the output matrix for the
+ * AVX-512 kernels (cpu/repack.h), those not repacked yet, over pool, when those kernels are the
+ * ones in use and CLARA_REPACK is not 0, and drops the file's pages they came from. A context calls
+ * it for the layers it runs on the CPU, so layers only a GPU runs stay in the file alone. Out of
+ * memory is not an error: the kernels then read the file's rows. A matrix a running context reads
+ * on the CPU was repacked before that context existed, so no matrix changes under a reader. */
+void clara_model_repack(clara_model *m, uint32_t cpu_layers, clara_pool *pool);
+/* Bytes repacked so far (under the lock: another context may be repacking). */
+uint64_t clara_model_repacked_bytes(clara_model *m);
 
 /* Element size in bytes of the plain types a clara_mat may hold. */
 size_t clara_mat_elem_size(clara_type t);

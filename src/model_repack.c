@@ -1,9 +1,9 @@
-/* model_repack.c - clara_model_repack (model.h): the q4_0 / q8_0 matrices copied once into the
- * AVX-512 kernels' group order (cpu/repack.h), in one 2 MiB-aligned arena (transparent huge pages
- * where the kernel allows: fewer TLB misses on a stream of gigabytes), and the file's pages they
- * came from dropped, so the model is resident once. Every other reader (other instruction-set
- * levels, the Vulkan upload, the fingerprint) still reads the mapped file, faulting pages in again
- * if it needs them. */
+/* model_repack.c - clara_model_repack (model.h): the q4_0 / q8_0 matrices a context runs on the
+ * CPU copied once into the AVX-512 kernels' group order (cpu/repack.h), in 2 MiB-aligned arenas
+ * (transparent huge pages where the kernel allows: fewer TLB misses on a stream of gigabytes),
+ * and the file's pages they came from dropped, so the model is resident once. Every other reader
+ * (other instruction-set levels, the Vulkan upload, the fingerprint) still reads the mapped file,
+ * faulting pages in again if it needs them. */
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,16 +26,6 @@ static bool repack_wanted(void) {
     return clara_isa_active() == CLARA_ISA_AVX512;
 }
 
-/* The matrices to repack: every layer's linear maps, then the output matrix. */
-static size_t each_mat(clara_model *m, clara_mat **out, size_t cap) {
-    size_t n = 0;
-    for (uint32_t i = 0; i < m->hp.n_layer; i++)
-        for (int l = 0; l < CLARA_N_LIN; l++)
-            if (n < cap) out[n++] = &m->layers[i].w[l];
-    if (n < cap) out[n++] = &m->output;
-    return n;
-}
-
 /* Whether [p, p + n) lies in a file g maps (not a parsed buffer, whose pages must stay). */
 static bool in_mapped_file(const gguf_ctx *g, const void *p, size_t n) {
     clara_file_id id;
@@ -53,35 +43,54 @@ static void release_rows(const clara_model *m, const clara_mat *W) {
         clara_release_pages(W->data, n);
 }
 
-void clara_model_repack(clara_model *m) {
-    if (!repack_wanted()) return;
-    size_t cap = (size_t)m->hp.n_layer * CLARA_N_LIN + 1, total = 0;
-    clara_mat **mats = malloc(cap * sizeof *mats);
-    if (!mats) return;
-    size_t n = each_mat(m, mats, cap);
+/* The matrices of layers [0, cpu_layers) and the output matrix not repacked yet. */
+static size_t pending(clara_model *m, uint32_t cpu_layers, clara_mat **out) {
+    size_t n = 0;
+    for (uint32_t i = 0; i < cpu_layers && i < m->hp.n_layer; i++)
+        for (int l = 0; l < CLARA_N_LIN; l++)
+            if (!m->layers[i].w[l].lanes && cpu_lanes_bytes(&m->layers[i].w[l]))
+                out[n++] = &m->layers[i].w[l];
+    if (!m->output.lanes && cpu_lanes_bytes(&m->output)) out[n++] = &m->output;
+    return n;
+}
+
+/* Repacks the n matrices into one new arena, kept by the model. */
+static void repack_into_arena(clara_model *m, clara_mat **mats, size_t n, clara_pool *pool) {
+    size_t total = 0;
     for (size_t i = 0; i < n; i++) total += cpu_lanes_bytes(mats[i]);
+    uint8_t **list = realloc(m->lanes_arenas, (m->n_lanes_arenas + 1) * sizeof *list);
+    if (!list) return;
+    m->lanes_arenas = list;
     void *arena = NULL;
-    clara_pool *pool = NULL;
-    if (total == 0 || posix_memalign(&arena, ARENA_ALIGN, total) != 0 ||
-        clara_pool_create(clara_physical_cores(), &pool) != CLARA_OK) {
-        free(arena);
-        free(mats);
-        return;
-    }
+    if (posix_memalign(&arena, ARENA_ALIGN, total) != 0) return;
 #ifdef MADV_HUGEPAGE
     madvise(arena, total, MADV_HUGEPAGE);
 #endif
     uint8_t *dst = arena;
     for (size_t i = 0; i < n; i++) {
-        size_t bytes = cpu_lanes_bytes(mats[i]);
-        if (!bytes) continue;
         cpu_lanes_pack(mats[i], dst, pool);
         mats[i]->lanes = dst;
         release_rows(m, mats[i]);
-        dst += bytes;
+        dst += cpu_lanes_bytes(mats[i]);
     }
-    clara_pool_free(pool);
+    m->lanes_arenas[m->n_lanes_arenas++] = arena;
+    m->lanes_bytes += total;
+}
+
+void clara_model_repack(clara_model *m, uint32_t cpu_layers, clara_pool *pool) {
+    if (!repack_wanted()) return;
+    clara_mat **mats = malloc(((size_t)m->hp.n_layer * CLARA_N_LIN + 1) * sizeof *mats);
+    if (!mats) return;
+    pthread_mutex_lock(&m->repack_mu);
+    size_t n = pending(m, cpu_layers, mats);
+    if (n) repack_into_arena(m, mats, n, pool);
+    pthread_mutex_unlock(&m->repack_mu);
     free(mats);
-    m->lanes = arena;
-    m->lanes_bytes = total;
+}
+
+uint64_t clara_model_repacked_bytes(clara_model *m) {
+    pthread_mutex_lock(&m->repack_mu);
+    uint64_t n = m->lanes_bytes;
+    pthread_mutex_unlock(&m->repack_mu);
+    return n;
 }

@@ -120,6 +120,11 @@ static void table_device(FILE *out, const clara_ctx_backend_info *d) {
                 strcmp(d->device_type, "cpu") == 0 ? " (timings: correctness only)" : "");
     else
         fprintf(out, "  device: the CPU%s%s\n", d->note[0] ? ": " : "", d->note);
+    if (d->cpu_repacked)
+        fprintf(out,
+                "  weights: %.0f MiB of q4_0 / q8_0 repacked at load for the CPU kernels "
+                "(CLARA_REPACK=0: read from the file)\n",
+                d->cpu_repacked / 1048576.0);
 }
 
 void bench_report_table(FILE *out, const bench_report *r) {
@@ -244,6 +249,7 @@ static cJSON *json_device(const clara_ctx_backend_info *d) {
     cJSON_AddNumberToObject(o, "n_layer", d->n_layer);
     cJSON_AddNumberToObject(o, "bytes_used", (double)d->bytes_used);
     cJSON_AddStringToObject(o, "note", d->note);
+    cJSON_AddNumberToObject(o, "cpu_repacked_bytes", (double)d->cpu_repacked);
     return o;
 }
 

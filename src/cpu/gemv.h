@@ -50,7 +50,8 @@ typedef struct {
     size_t ldy;
     bool accumulate;
     float alpha;
-    size_t pf_bytes, pf_groups; /* prefetch distances (cpu/params.h); no effect on the outputs */
+    size_t pf_bytes, pf_groups, pf_lanes; /* prefetch distances (cpu/params.h); no effect on the
+                                             outputs */
 } clara_gemv_args;
 
 /* Output rows [r0, r1) of g (kernels in gemv_avx512.c). Same value per element whatever n is. */

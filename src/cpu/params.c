@@ -22,7 +22,8 @@
 static const size_t field_offset[CPU_PARAM_COUNT] = {
     offsetof(cpu_params, pf_bytes),         offsetof(cpu_params, pf_groups),
     offsetof(cpu_params, tasks_per_thread), offsetof(cpu_params, rows_per_task),
-    offsetof(cpu_params, qg_panels),        offsetof(cpu_params, qg_task_kib)};
+    offsetof(cpu_params, qg_panels),        offsetof(cpu_params, qg_task_kib),
+    offsetof(cpu_params, pf_lanes)};
 #define FIELD(p, i)  (*(uint32_t *)((char *)(p) + field_offset[i]))
 #define CFIELD(p, i) (*(const uint32_t *)((const char *)(p) + field_offset[i]))
 
@@ -38,6 +39,8 @@ const cpu_param_desc cpu_param_table[CPU_PARAM_COUNT] = {
     {"qg_panels", "CLARA_QG_PANELS", 1, 4, 1, "packed GEMM: most weight panels per task"},
     {"qg_task_kib", "CLARA_QG_TASK_KIB", 16, 1u << 16, 1,
      "packed GEMM: unpacked weight codes per task (KiB, a share of L2)"},
+    {"pf_lanes", "CLARA_PF_LANES", 0, 1u << 20, 64,
+     "q4_0/q8_0 decode GEMV on repacked weights: prefetch distance (bytes; 0: none)"},
 };
 
 static cpu_info g_info;
@@ -148,14 +151,19 @@ const char *cpu_kind_name(cpu_kind k) {
  * the 512-bit path is the faster one there but single out no other value: nothing was swept on a
  * Zen 4, so a different value would be a guess. CLARA_PF_BYTES, CLARA_PF_GROUPS,
  * CLARA_TASKS_PER_THREAD, CLARA_ROWS_PER_TASK, CLARA_QG_PANELS and CLARA_QG_TASK_KIB sweep them
- * where such a machine is at hand; a measured value goes in this switch with its figures. */
+ * where such a machine is at hand; a measured value goes in this switch with its figures.
+ * pf_lanes 0: the repacked q4_0/q8_0 groups are one stream per thread, which the hardware
+ * prefetcher follows; software prefetches 24 KB ahead read 5-8% slower (intel-avx512,
+ * bench_matmul BENCH_REPACK=1, 2 threads: q4_0 24.3-25.4 against 23.0-23.1 GB/s, q8_0 29.5-30.1
+ * against 28.1-28.4; unmeasured elsewhere). CLARA_PF_LANES sweeps it. */
 cpu_params cpu_params_default(cpu_kind k) {
     cpu_params p = {.pf_bytes = 24576,
                     .pf_groups = 1,
                     .tasks_per_thread = 8,
                     .rows_per_task = 0,
                     .qg_panels = 4,
-                    .qg_task_kib = 512};
+                    .qg_task_kib = 512,
+                    .pf_lanes = 0};
     (void)k; /* the same for every kind until a kind's own values are measured (above) */
     return p;
 }

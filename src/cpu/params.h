@@ -38,9 +38,10 @@ typedef struct {
     uint32_t rows_per_task;    /* matmul / GEMV: fixed weight rows per task (0: from the above) */
     uint32_t qg_panels;        /* packed GEMM: at most this many panels per task */
     uint32_t qg_task_kib;      /* packed GEMM: unpacked codes per task (a share of L2) */
+    uint32_t pf_lanes;         /* q4_0/q8_0 decode GEMV on repacked weights: prefetch distance */
 } cpu_params;
 
-#define CPU_PARAM_COUNT 6
+#define CPU_PARAM_COUNT 7
 
 /* One parameter: its name, the environment variable forcing it, its bounds. */
 typedef struct {

@@ -13,26 +13,22 @@ import ref_clara
 
 OUT = tempfile.mkdtemp(prefix="clara_engine_")
 BASE = os.path.join(FIXTURES, "base")
-DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                    "..", "shared", "data", "wiki-passages-qa.jsonl")
+DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data",
+                    "wiki-passages-qa.jsonl")
 TOL = 1e-4
 _models, _ggufs = {}, {}
 
 
 def passages():
+    """The first 12 records of the repository's passage set (tests/data)."""
     out = []
-    try:
-        with open(DATA) as f:
-            for line in f:
-                rec = json.loads(line)
-                out.append((rec["docs"], rec["question"]))
-                if len(out) >= 12:
-                    break
-    except OSError:
-        pass
-    if not out:  # fall back to built-in text when the shared data set is absent
-        out = [(["Paris is the capital of France. It is on the Seine."],
-                ["What is the capital of France?"])] * 12
+    with open(DATA) as f:
+        for line in f:
+            rec = json.loads(line)
+            out.append((rec["docs"], rec["question"]))
+            if len(out) >= 12:
+                break
+    assert len(out) == 12, "%s holds %d records, the cases need 12" % (DATA, len(out))
     return out
 
 

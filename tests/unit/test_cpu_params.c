@@ -116,19 +116,22 @@ static void param_sets(cpu_params sets[N_SETS]) {
                            .tasks_per_thread = 1,
                            .rows_per_task = 0,
                            .qg_panels = 1,
-                           .qg_task_kib = 16};
+                           .qg_task_kib = 16,
+                           .pf_lanes = 0};
     sets[2] = (cpu_params){.pf_bytes = 1u << 20,
                            .pf_groups = 8,
                            .tasks_per_thread = 64,
                            .rows_per_task = 8,
                            .qg_panels = 2,
-                           .qg_task_kib = 1u << 16};
+                           .qg_task_kib = 1u << 16,
+                           .pf_lanes = 1u << 20};
     sets[3] = (cpu_params){.pf_bytes = 4096,
                            .pf_groups = 1,
                            .tasks_per_thread = 3,
                            .rows_per_task = 200,
                            .qg_panels = 3,
-                           .qg_task_kib = 48};
+                           .qg_task_kib = 48,
+                           .pf_lanes = 4096};
 }
 
 /* y for every n under each parameter set, compared bit for bit with set 0's. */
