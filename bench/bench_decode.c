@@ -134,7 +134,8 @@ int main(int argc, char **argv) {
     mp.adapter_policy = CLARA_ADAPTER_POLICY_ALL;
     clara_model *m = NULL;
     clara_ctx *ctx = NULL;
-    clara_ctx_params cp = {threads};
+    clara_ctx_params cp = clara_ctx_default_params();
+    cp.n_threads = threads;
     if (clara_model_load_pair(argv[1], argv[2], &mp, &m) != CLARA_OK ||
         clara_ctx_create(m, &cp, &ctx) != CLARA_OK) {
         fprintf(stderr, "%s\n", clara_last_error());

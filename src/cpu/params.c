@@ -40,7 +40,7 @@ const cpu_param_desc cpu_param_table[CPU_PARAM_COUNT] = {
     {"qg_task_kib", "CLARA_QG_TASK_KIB", 16, 1u << 16, 1,
      "packed GEMM: unpacked weight codes per task (KiB, a share of L2)"},
     {"pf_lanes", "CLARA_PF_LANES", 0, 1u << 20, 64,
-     "q4_0/q8_0 decode GEMV on repacked weights: prefetch distance (bytes; 0: none)"},
+     "q4_0/q8_0 decode GEMV on repacked weights: prefetch distance (bytes)"},
 };
 
 static cpu_info g_info;
@@ -152,10 +152,12 @@ const char *cpu_kind_name(cpu_kind k) {
  * Zen 4, so a different value would be a guess. CLARA_PF_BYTES, CLARA_PF_GROUPS,
  * CLARA_TASKS_PER_THREAD, CLARA_ROWS_PER_TASK, CLARA_QG_PANELS and CLARA_QG_TASK_KIB sweep them
  * where such a machine is at hand; a measured value goes in this switch with its figures.
- * pf_lanes 0: the repacked q4_0/q8_0 groups are one stream per thread, which the hardware
- * prefetcher follows; software prefetches 24 KB ahead read 5-8% slower (intel-avx512,
- * bench_matmul BENCH_REPACK=1, 2 threads: q4_0 24.3-25.4 against 23.0-23.1 GB/s, q8_0 29.5-30.1
- * against 28.1-28.4; unmeasured elsewhere). CLARA_PF_LANES sweeps it. */
+ * pf_lanes 8 KB (intel-avx512, bench_decode, 2 threads, step ms at 1 / 8 rows): 1B q4_0 pair
+ * none 30.4 / 53.0, 8 KB 28.0 / 40.5, 24 KB 27.2-28.6 / 41.7-43.2, 48 KB 29.0 / 43.5; 7B q8_0
+ * none 350 / 435, 8 KB 325 / 446, 24 KB 329 / 452. (bench_matmul's back-to-back GEMV, where
+ * the hardware prefetcher alone follows the one stream, read 5-8% faster with none: the decode
+ * step, with other work between the matrices, is the measure that counts.) CLARA_PF_LANES
+ * sweeps it. */
 cpu_params cpu_params_default(cpu_kind k) {
     cpu_params p = {.pf_bytes = 24576,
                     .pf_groups = 1,
@@ -163,7 +165,7 @@ cpu_params cpu_params_default(cpu_kind k) {
                     .rows_per_task = 0,
                     .qg_panels = 4,
                     .qg_task_kib = 512,
-                    .pf_lanes = 0};
+                    .pf_lanes = 8192};
     (void)k; /* the same for every kind until a kind's own values are measured (above) */
     return p;
 }
