@@ -25,17 +25,6 @@
 
 static clvk_dev *g_dev;
 
-static clvk_buf *buf_from(clvk_dev *d, const float *host, size_t n) {
-    clvk_buf *b = NULL;
-    if (clvk_buf_create(d, n * 4, &b) != CLARA_OK ||
-        (host && clvk_upload(d, b, 0, host, n * 4) != CLARA_OK)) {
-        T_CHECK_MSG(0, "buffer of %zu floats: %s", n, clara_last_error());
-        clvk_buf_free(d, b);
-        return NULL;
-    }
-    return b;
-}
-
 static clara_status copy_all(clvk_dev *d, clvk_rows_mode mode, clvk_buf *src, clvk_buf *dst,
                              uint32_t n) {
     clvk_rows_at at = {0, 0, n};
@@ -86,8 +75,8 @@ static void exact_host(const exact_chain *e, float *out) {
 /* The chain on the device, in one batch or one submit per dispatch; x after it into out, the
  * submits it took (from the first dispatch to the last's end) into *submits. */
 static void exact_device(const exact_chain *e, bool batched, float *out, uint64_t *submits) {
-    clvk_buf *W = buf_from(g_dev, e->W, N * N), *x = buf_from(g_dev, e->x0, R * N);
-    clvk_buf *c = buf_from(g_dev, e->c, R * N), *y = buf_from(g_dev, NULL, R * N);
+    clvk_buf *W = t_vk_floats(g_dev, e->W, N * N), *x = t_vk_floats(g_dev, e->x0, R * N);
+    clvk_buf *c = t_vk_floats(g_dev, e->c, R * N), *y = t_vk_floats(g_dev, NULL, R * N);
     clara_status st = W && x && c && y ? CLARA_OK : CLARA_ERR_NOMEM;
     uint64_t s0 = clvk_submits(g_dev), d0 = clvk_dispatches(g_dev);
     if (st == CLARA_OK && batched) st = clvk_batch_begin(g_dev);
@@ -131,10 +120,10 @@ static void test_exact_chain(void) {
 /* Every kernel in a dependent chain on random floats; x after it into out. */
 static void float_chain(bool batched, const float *host_x, const float *host_w, const float *W1,
                         const float *W2, const float *cs, float *out) {
-    clvk_buf *x = buf_from(g_dev, host_x, R * N), *w = buf_from(g_dev, host_w, N);
-    clvk_buf *a = buf_from(g_dev, W1, N * N), *b = buf_from(g_dev, W2, N * N);
-    clvk_buf *rc = buf_from(g_dev, cs, R * HD), *xn = buf_from(g_dev, NULL, R * N);
-    clvk_buf *g = buf_from(g_dev, NULL, R * N), *u = buf_from(g_dev, NULL, R * N);
+    clvk_buf *x = t_vk_floats(g_dev, host_x, R * N), *w = t_vk_floats(g_dev, host_w, N);
+    clvk_buf *a = t_vk_floats(g_dev, W1, N * N), *b = t_vk_floats(g_dev, W2, N * N);
+    clvk_buf *rc = t_vk_floats(g_dev, cs, R * HD), *xn = t_vk_floats(g_dev, NULL, R * N);
+    clvk_buf *g = t_vk_floats(g_dev, NULL, R * N), *u = t_vk_floats(g_dev, NULL, R * N);
     clara_status st = x && w && a && b && rc && xn && g && u ? CLARA_OK : CLARA_ERR_NOMEM;
     if (st == CLARA_OK && batched) st = clvk_batch_begin(g_dev);
     clvk_rows_at all = {0, 0, N};
@@ -179,7 +168,7 @@ static void transfers(bool staging) {
     float va[M], vb[M], got[M], zero[M] = {0};
     for (int i = 0; i < M; i++) va[i] = (float)(i + 1), vb[i] = (float)(-3 * i);
     clvk_force_staging(g_dev, staging);
-    clvk_buf *a = buf_from(g_dev, va, M), *b = buf_from(g_dev, zero, M);
+    clvk_buf *a = t_vk_floats(g_dev, va, M), *b = t_vk_floats(g_dev, zero, M);
     clvk_force_staging(g_dev, false);
     if (!a || !b) goto done;
     /* a download sees the recorded copy */
@@ -218,7 +207,7 @@ static void test_transfers(void) {
  * workgroups) is not recorded and the batch goes on. */
 static void test_flush_and_refusal(void) {
     float v[8] = {1, 2, 3, 4, 5, 6, 7, 8}, got[8];
-    clvk_buf *a = buf_from(g_dev, v, 8), *b = buf_from(g_dev, NULL, 8);
+    clvk_buf *a = t_vk_floats(g_dev, v, 8), *b = t_vk_floats(g_dev, NULL, 8);
     if (!a || !b) goto done;
     uint64_t s0 = clvk_submits(g_dev);
     T_CHECK(clvk_batch_begin(g_dev) == CLARA_OK && clvk_batch_end(g_dev) == CLARA_OK);
@@ -251,7 +240,7 @@ static void lost_in_batch(int recorded, bool free_first) {
     float v[16] = {0};
     T_CHECK(clvk_open(CLVK_PICK_ANY, &d) == CLARA_OK);
     if (!d) return;
-    a = buf_from(d, v, 16), b = buf_from(d, v, 16);
+    a = t_vk_floats(d, v, 16), b = t_vk_floats(d, v, 16);
     if (!a || !b) goto done;
     T_CHECK(clvk_batch_begin(d) == CLARA_OK);
     for (int i = 0; i < recorded; i++) T_CHECK(copy_all(d, CLVK_ROWS_ADD, a, b, 16) == CLARA_OK);

@@ -20,17 +20,6 @@
 
 static clvk_dev *g_dev;
 
-static clvk_buf *buf_from(const float *host, size_t n) {
-    clvk_buf *b = NULL;
-    if (clvk_buf_create(g_dev, n * 4, &b) != CLARA_OK ||
-        (host && clvk_upload(g_dev, b, 0, host, n * 4) != CLARA_OK)) {
-        T_CHECK_MSG(0, "buffer of %zu floats: %s", n, clara_last_error());
-        clvk_buf_free(g_dev, b);
-        return NULL;
-    }
-    return b;
-}
-
 static float *rand_floats(size_t n, double scale) {
     float *v = malloc(n * sizeof(float));
     for (size_t i = 0; v && i < n; i++) v[i] = (float)(t_frand() * scale);
@@ -86,9 +75,10 @@ static double attn_run(const attn_case *c) {
     float *K = rand_floats(kv_floats, 2.0), *V = rand_floats(kv_floats, 1.0);
     size_t out_n = 11 + (size_t)c->n_q * q_dim;
     float *out = malloc(out_n * sizeof(float));
-    clvk_buf *bq = buf_from(q, 5 + (size_t)c->n_q * q_dim), *bk = buf_from(K, kv_floats);
-    clvk_buf *bv = buf_from(V, kv_floats), *bo = buf_from(NULL, out_n);
-    clvk_buf *bs = buf_from(NULL, clvk_attn_scratch_floats(&s, c->scratch_rows));
+    clvk_buf *bq = t_vk_floats(g_dev, q, 5 + (size_t)c->n_q * q_dim),
+             *bk = t_vk_floats(g_dev, K, kv_floats);
+    clvk_buf *bv = t_vk_floats(g_dev, V, kv_floats), *bo = t_vk_floats(g_dev, NULL, out_n);
+    clvk_buf *bs = t_vk_floats(g_dev, NULL, clvk_attn_scratch_floats(&s, c->scratch_rows));
     double worst = INFINITY;
     clara_status st = bq && bk && bv && bo && bs
                           ? clvk_attention(g_dev, &s, 0, c->n_q, bq, bk, bv, bo, bs)
@@ -165,7 +155,7 @@ static void test_attention(void) {
 static void test_rows(void) {
     enum { N = 4000 };
     float *a = rand_floats(N, 3.0), *b = rand_floats(N, 3.0), *o = malloc(N * sizeof(float));
-    clvk_buf *ba = buf_from(a, N), *bb = buf_from(b, N);
+    clvk_buf *ba = t_vk_floats(g_dev, a, N), *bb = t_vk_floats(g_dev, b, N);
     if (!ba || !bb) goto done;
     /* 3 planes of 5 rows of 7: from a (planes 300 apart, rows 20) to b (planes 100, rows 9) */
     clvk_rows_at s = {13, 300, 20}, t = {2, 100, 9};
@@ -192,7 +182,7 @@ done:
 }
 
 static void test_attention_errors(void) {
-    clvk_buf *b = buf_from(NULL, 64), *sc = buf_from(NULL, 4);
+    clvk_buf *b = t_vk_floats(g_dev, NULL, 64), *sc = t_vk_floats(g_dev, NULL, 4);
     if (!b || !sc) return;
     clvk_attn_shape s = {3, 2, 4, 1, 1, 0, 12, 0, 0, 4, 4, 0, 12, 0.5f};
     T_CHECK(clvk_attention(g_dev, &s, 0, 1, b, b, b, b, sc) == CLARA_ERR_INVALID_ARG &&

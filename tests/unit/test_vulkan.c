@@ -55,18 +55,6 @@ static float *rand_vec(size_t n, double scale) {
 
 static clvk_dev *g_dev;
 
-/* A device buffer holding bytes copied from host (NULL on failure, reported). */
-static clvk_buf *buf_from(const void *host, size_t bytes) {
-    clvk_buf *b = NULL;
-    if (clvk_buf_create(g_dev, bytes, &b) != CLARA_OK ||
-        (host && clvk_upload(g_dev, b, 0, host, bytes) != CLARA_OK)) {
-        T_CHECK_MSG(0, "buffer of %zu bytes: %s", bytes, clara_last_error());
-        clvk_buf_free(g_dev, b);
-        return NULL;
-    }
-    return b;
-}
-
 static int download(const clvk_buf *b, void *host, size_t bytes) {
     clara_status st = clvk_download(g_dev, b, 0, host, bytes);
     T_CHECK_MSG(st == CLARA_OK, "download: %s", clara_last_error());
@@ -169,8 +157,8 @@ static void check_matmul(clara_type t, uint64_t rows, uint64_t cols, uint32_t n)
     float *x = rand_vec((size_t)n * cols, 1.0), *y = malloc(ny * 4), *ya = rand_vec(ny, 1.0),
           *ya0 = malloc(ny * 4), *y1 = malloc(rows * 4);
     memcpy(ya0, ya, ny * 4);
-    clvk_buf *bw = buf_from(m.data, rows * m.row_bytes), *bx = buf_from(x, (size_t)n * cols * 4),
-             *by = buf_from(ya, ny * 4);
+    clvk_buf *bw = t_vk_buf(g_dev, m.data, rows * m.row_bytes),
+             *bx = t_vk_buf(g_dev, x, (size_t)n * cols * 4), *by = t_vk_buf(g_dev, ya, ny * 4);
     int bad = 0, badq = 0, bad_acc = 0, alone = 0;
     size_t worst = 0;
     double wt = 0, wb = 0;
@@ -254,9 +242,9 @@ static void check_unit_columns(clara_type t, uint64_t rows, uint64_t cols) {
     int setup = wmat_make(&m, t, rows, cols) == 0 && x && y;
     T_CHECK_MSG(setup, "setup %s unit columns", tn);
     for (uint64_t j = 0; setup && j < cols; j++) x[j * cols + j] = 1.0f;
-    clvk_buf *bw = setup ? buf_from(m.data, rows * m.row_bytes) : NULL,
-             *bx = setup ? buf_from(x, cols * cols * 4) : NULL,
-             *by = setup ? buf_from(NULL, cols * rows * 4) : NULL;
+    clvk_buf *bw = setup ? t_vk_buf(g_dev, m.data, rows * m.row_bytes) : NULL,
+             *bx = setup ? t_vk_buf(g_dev, x, cols * cols * 4) : NULL,
+             *by = setup ? t_vk_buf(g_dev, NULL, cols * rows * 4) : NULL;
     int bad = 0;
     uint64_t br = 0, bj = 0;
     clara_status st = CLARA_ERR_IO;
@@ -319,8 +307,9 @@ static void test_rmsnorm(void) {
                   *o = malloc((size_t)rows * n * 4), *ref = malloc((size_t)rows * n * 4);
             for (uint32_t r = 0; r < rows; r++)
                 rmsnorm_ref(ref + (size_t)r * n, x + (size_t)r * n, w, n, 1e-6f);
-            clvk_buf *bx = buf_from(x, (size_t)rows * n * 4), *bw = buf_from(w, n * 4),
-                     *bo = buf_from(NULL, (size_t)rows * n * 4);
+            clvk_buf *bx = t_vk_buf(g_dev, x, (size_t)rows * n * 4),
+                     *bw = t_vk_buf(g_dev, w, n * 4),
+                     *bo = t_vk_buf(g_dev, NULL, (size_t)rows * n * 4);
             int bad = 0;
             clara_status st = CLARA_ERR_IO;
             if (bx && bw && bo &&
@@ -342,7 +331,7 @@ static void test_swiglu(void) {
     for (size_t si = 0; si < 6; si++) {
         uint64_t n = sizes[si];
         float *g = rand_vec(n, 8.0), *u = rand_vec(n, 2.0), *o = malloc(n * 4);
-        clvk_buf *bg = buf_from(g, n * 4), *bu = buf_from(u, n * 4);
+        clvk_buf *bg = t_vk_buf(g_dev, g, n * 4), *bu = t_vk_buf(g_dev, u, n * 4);
         int bad = 0;
         size_t worst = 0;
         clara_status st = CLARA_ERR_IO;
@@ -387,7 +376,7 @@ static void test_rope(void) {
                 }
             }
         }
-        clvk_buf *bv = buf_from(v, nv * 4), *bc = buf_from(cs, (size_t)rows * hd * 4);
+        clvk_buf *bv = t_vk_buf(g_dev, v, nv * 4), *bc = t_vk_buf(g_dev, cs, (size_t)rows * hd * 4);
         clara_status st = CLARA_ERR_IO;
         int same = 0;
         if (bv && bc && (st = clvk_rope(g_dev, bv, bc, rows, nh, hd)) == CLARA_OK &&
