@@ -14,6 +14,7 @@
 
 #include "cpu/gemv.h"
 #include "cpu/kernels.h"
+#include "cpu/repack.h"
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 

@@ -15,6 +15,7 @@
 
 #include "base/fp16.h"
 #include "cpu/kernels.h"
+#include "cpu/repack.h"
 
 #define VEC            __m512
 #define VLEN           16
@@ -121,11 +122,11 @@ static inline void hsum16x512(const __m512 a[16], float *out) {
 static void qg_lanes_avx512(clara_type t, const uint8_t *grp, size_t K, uint32_t gi, uint8_t *codes,
                             float *s) {
     const bool q8 = t == CLARA_TYPE_Q8_0;
-    const size_t nb = K / 32, cb = q8 ? 512 : 256, pair = 64 + 2 * cb;
+    const size_t nb = K / 32;
     const __m512i m4 = _mm512_set1_epi8(15);
     for (size_t b = 0; b < nb; b++) {
-        const uint8_t *pb = grp + b / 2 * pair, *c = pb + 64 + (b & 1) * cb;
-        __m256i h = _mm256_load_si256((const __m256i *)(pb + 32 * (b & 1)));
+        const uint8_t *c = grp + cpu_lanes_codes_off(t, b);
+        __m256i h = _mm256_load_si256((const __m256i *)(grp + cpu_lanes_scales_off(t, b)));
         _mm512_storeu_ps(s + 32 * b + 16 * gi, _mm512_cvtph_ps(h));
         uint8_t *dst = codes + (16 * b + gi) * 64; /* k4 = 8b: ((8b + v) * 2 + gi) * 64 */
         for (int v = 0; v < (q8 ? 8 : 4); v++) {

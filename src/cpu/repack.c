@@ -7,14 +7,6 @@ bool cpu_lanes_type(clara_type t) {
     return t == CLARA_TYPE_Q4_0 || t == CLARA_TYPE_Q8_0;
 }
 
-size_t cpu_lanes_code_bytes(clara_type t) {
-    return t == CLARA_TYPE_Q8_0 ? 16 * 32 : t == CLARA_TYPE_Q4_0 ? 16 * 16 : 0;
-}
-
-size_t cpu_lanes_pair_bytes(clara_type t) {
-    return 64 + 2 * cpu_lanes_code_bytes(t);
-}
-
 size_t cpu_lanes_group_bytes(const cpu_mat *W) {
     return (size_t)(W->cols / 32 + 1) / 2 * cpu_lanes_pair_bytes(W->type);
 }
@@ -29,8 +21,8 @@ size_t cpu_lanes_bytes(const cpu_mat *W) {
 static void pack_block(const cpu_mat *W, uint64_t g, size_t b, uint8_t *dst) {
     const bool q8 = W->type == CLARA_TYPE_Q8_0;
     const size_t bb = q8 ? 34 : 18, nb = (size_t)W->cols / 32, cb = cpu_lanes_code_bytes(W->type);
-    uint8_t *pair = dst + b / 2 * cpu_lanes_pair_bytes(W->type);
-    uint8_t *scales = pair + 32 * (b & 1), *codes = pair + 64 + cb * (b & 1);
+    uint8_t *scales = dst + cpu_lanes_scales_off(W->type, b);
+    uint8_t *codes = dst + cpu_lanes_codes_off(W->type, b);
     for (uint64_t i = 0; i < CPU_LANES_ROWS; i++) {
         uint64_t r = g * CPU_LANES_ROWS + i;
         if (r >= W->rows) r = W->rows - 1;
@@ -48,10 +40,9 @@ static void pack_block(const cpu_mat *W, uint64_t g, size_t b, uint8_t *dst) {
 static void pack_group(const cpu_mat *W, uint64_t g, uint8_t *dst) {
     const size_t nb = (size_t)W->cols / 32;
     for (size_t b = 0; b < nb; b++) pack_block(W, g, b, dst);
-    if (nb % 2) {
-        uint8_t *pair = dst + nb / 2 * cpu_lanes_pair_bytes(W->type);
-        memset(pair + 32, 0, 32);
-        memset(pair + 64 + cpu_lanes_code_bytes(W->type), 0, cpu_lanes_code_bytes(W->type));
+    if (nb % 2) { /* block nb, the missing one */
+        memset(dst + cpu_lanes_scales_off(W->type, nb), 0, 32);
+        memset(dst + cpu_lanes_codes_off(W->type, nb), 0, cpu_lanes_code_bytes(W->type));
     }
 }
 

@@ -30,11 +30,28 @@
 /* Whether matrices of type t can be repacked (q4_0, q8_0). */
 bool cpu_lanes_type(clara_type t);
 
-/* Code bytes of one group's block: 512 (q8_0) or 256 (q4_0); 0 for other types. */
-size_t cpu_lanes_code_bytes(clara_type t);
+/* The layout's arithmetic, the one place every reader and the packer take it from (inline: the
+ * kernels call it per block, with t a constant there). */
 
-/* Bytes of a pair of blocks (64 of scales, then twice the code bytes), and of a group of W. */
-size_t cpu_lanes_pair_bytes(clara_type t);
+/* Code bytes of one group's block: 512 (q8_0) or 256 (q4_0); 0 for other types. */
+static inline size_t cpu_lanes_code_bytes(clara_type t) {
+    return t == CLARA_TYPE_Q8_0 ? 16 * 32 : t == CLARA_TYPE_Q4_0 ? 16 * 16 : 0;
+}
+
+/* Bytes of a pair of blocks: 64 of scales, then twice the code bytes. */
+static inline size_t cpu_lanes_pair_bytes(clara_type t) {
+    return 64 + 2 * cpu_lanes_code_bytes(t);
+}
+
+/* Offsets in a group of block b's 16 f16 scales and of its code vectors. */
+static inline size_t cpu_lanes_scales_off(clara_type t, size_t b) {
+    return b / 2 * cpu_lanes_pair_bytes(t) + 32 * (b & 1);
+}
+static inline size_t cpu_lanes_codes_off(clara_type t, size_t b) {
+    return b / 2 * cpu_lanes_pair_bytes(t) + 64 + (b & 1) * cpu_lanes_code_bytes(t);
+}
+
+/* Bytes of a group of W. */
 size_t cpu_lanes_group_bytes(const cpu_mat *W);
 
 /* Bytes of W repacked (rows rounded up to whole groups); 0 when W's type cannot be. */
