@@ -2,6 +2,9 @@
 # every test; `make SANITIZER=address|undefined|thread test` does the same under a sanitizer (in
 # its own build directory); `make fuzz` runs each libFuzzer target for FUZZ_SECONDS.
 
+# Plain `make` builds `all`, whatever rule a later section happens to write first.
+.DEFAULT_GOAL := all
+
 CC       ?= cc
 PYTHON   ?= /usr/bin/python3
 SANITIZER ?=
