@@ -173,9 +173,28 @@ static void base_and_deltas(clara_ctx *ctx, const clara_mat *W, const float *xw,
         clara_matmul_lora(&ctx->kc, W, xw, n, y, d, nd, same_x);
 }
 
+/* Whether two sequences run with the same adapters, in the same order. */
+static bool same_adapters(const clara_adapter_set *p, const clara_adapter_set *q) {
+    if (p == q) return true;
+    if (!p || !q || p->n != q->n) return false;
+    for (int i = 0; i < p->n; i++)
+        if (p->a[i] != q->a[i]) return false;
+    return true;
+}
+
+/* The end of the run of sequences from s on that share s's adapters (their rows are
+ * consecutive: one x·Aᵀ product covers them all). */
+static uint32_t adapter_run_end(const batch *b, uint32_t s) {
+    uint32_t e = s + 1;
+    while (e < b->n_seqs && same_adapters(b->seqs[e].adapters, b->seqs[s].adapters)) e++;
+    return e;
+}
+
 /* Linear layer over batch rows [r0, r0 + n) (x and y point at row r0) with each sequence's LoRA
  * deltas: y = x·Wᵀ + Σ scale·((x·Aᵀ)·Bᵀ). Every x·Aᵀ is computed first (into lora_t, one after
- * another), then the base product with the deltas fused (clara_matmul_lora); past
+ * another; one product per run of sequences with the same adapters, so that a decoding step
+ * reads each A once for all its rows: a row's products have the same bits at any number of rows,
+ * cpu/kernels.h), then the base product with the deltas fused (clara_matmul_lora); past
  * LINEAR_FUSED_DELTAS the rest follow as separate products, in the same order. base_given: y
  * already holds x·Wᵀ (linear_group), only the deltas are added. */
 static void linear_ex(const batch *b, uint32_t layer, int lin, const float *x, uint32_t r0,
@@ -188,10 +207,11 @@ static void linear_ex(const batch *b, uint32_t layer, int lin, const float *x, u
     int nd = 0;
     bool base_done = false;
     float *t = ctx->lora_t;
-    for (uint32_t s = 0; s < b->n_seqs; s++) {
+    for (uint32_t s = 0, s_end; s < b->n_seqs; s = s_end) {
+        s_end = adapter_run_end(b, s);
         const clara_adapter_set *set = b->seqs[s].adapters;
         uint32_t a = b->row0[s] > r0 ? b->row0[s] : r0;
-        uint32_t e = b->row0[s + 1] < r0 + n ? b->row0[s + 1] : r0 + n;
+        uint32_t e = b->row0[s_end] < r0 + n ? b->row0[s_end] : r0 + n;
         for (int i = 0; set && a < e && i < set->n; i++) {
             const clara_adapter *ad = set->a[i];
             if (!ad->mods) continue; /* a fresh adapter: B = 0 */
