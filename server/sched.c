@@ -537,6 +537,9 @@ static bool on_token(void *arg, const int32_t *ids, size_t n) {
     else
         srv_metrics_itl((now - t->last_token_at) * 1e3);
     t->last_token_at = now;
+    /* when each token was generated, whether or not its text can be sent yet (a token ending
+     * inside a UTF-8 sequence waits for the next): bench/continuous.py reads these */
+    CLARA_LOGD("token %zu of task %p at %.6f s", n, (void *)t, now);
     return t->stream ? srv_stream_on_token(t->stream, ids, n) : true;
 }
 
