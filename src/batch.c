@@ -203,16 +203,20 @@ static void between_layers(void *arg) {
     b->last_hook = gen_now_ms(); /* the next layer's time without the step's */
 }
 
-/* Rows of the next pass: while requests decode, at most piece_rows and few enough that one layer
- * of the pass takes about yield_ms (they wait for the end of a layer for their step), scaled from
- * the latest layer measured; otherwise as large as fits, for throughput. */
-static uint32_t piece_rows(clara_batch *b) {
+/* Rows whose layer takes about yield_ms at the pace measured so far (the decoding requests wait
+ * for the end of a layer for their step), at most BATCH_PIECE_ROWS; piece_rows while that pace
+ * is not known yet; BATCH_PIECE_ROWS, as large as fits, when nothing decodes (throughput). */
+static uint32_t fit_rows(const clara_batch *b) {
     if (!(b->bp.yield_ms > 0 && clara_batch_decoding(b))) return BATCH_PIECE_ROWS;
-    /* and a layer of the pass no longer than yield_ms, at the pace measured so far */
-    uint32_t rows = b->bp.piece_rows;
-    if (b->fit_rows > 0 && b->fit_rows < rows)
-        rows = b->fit_rows > BATCH_MIN_PIECE ? (uint32_t)b->fit_rows : BATCH_MIN_PIECE;
-    return rows;
+    if (!(b->fit_rows > 0)) return b->bp.piece_rows;
+    if (b->fit_rows >= BATCH_PIECE_ROWS) return BATCH_PIECE_ROWS;
+    return b->fit_rows > BATCH_MIN_PIECE ? (uint32_t)b->fit_rows : BATCH_MIN_PIECE;
+}
+
+/* Rows of the next pass: while requests decode, at most piece_rows and fit_rows. */
+static uint32_t piece_rows(const clara_batch *b) {
+    uint32_t fit = fit_rows(b);
+    return b->bp.piece_rows < fit ? b->bp.piece_rows : fit;
 }
 
 /* Allows (or stops) the decoding step between the layers of the passes that follow. */
@@ -230,13 +234,17 @@ static clara_status compress_piece(clara_batch *b, gen_phase phase) {
     const clara_model *m = b->ctx->m;
     size_t per = (size_t)m->meta.n_mem * m->hp.n_embd, total = 0, nr = 0, nq = 0;
     gen_req **in = b->piece_in;
-    uint32_t most = piece_rows(b);
+    /* the first request's rows stay in one pass as long as a layer of it keeps the pace (a
+     * decoding step between two pieces of them would delay its first token by a step); others
+     * join up to piece_rows */
+    uint32_t most = piece_rows(b), first = fit_rows(b);
     for (size_t i = 0; i < b->n && total < most; i++) {
         gen_req *q = b->req[i];
         if (q->ph != phase || gen_req_cancelled(q)) continue;
+        uint32_t cap = nq ? most : first;
         in[nq++] = q;
         for (size_t d = q->next_row; d < q->n_rows; d++) {
-            if (nr && total + q->rows[d].ids.n > most) break;
+            if (nr && total + q->rows[d].ids.n > cap) break;
             total += q->rows[d].ids.n, nr++;
         }
     }
