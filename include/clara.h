@@ -280,7 +280,9 @@ typedef struct clara_batch clara_batch;
 
 typedef struct {
     /* rows of one compression or prefill pass while requests decode (fewer when a layer of it
-     * would take longer than yield_ms at the pace measured); 0 = as many as fit (2,200) */
+     * would take longer than yield_ms at the pace measured; more when one request's documents
+     * need them and a layer still keeps that pace: they are not cut by a decoding step);
+     * 0 = as many as fit (2,200) */
     uint32_t piece_rows;
     /* During a long pass, the decoding requests step between its layers so that they go at most
      * about this long without one (the next layer's time is estimated by the last one's); 0 =

@@ -29,9 +29,8 @@
  * in passes of at most SCHED_PIECE_ROWS rows (fewer where a layer of such a pass takes longer than
  * SCHED_YIELD_MS), and the decoding requests get a step between the layers so that they go at
  * most ~SCHED_YIELD_MS plus a layer without one, however much compression arrives. 640 rows hold
- * a typical request's documents (3-4 of ~180 rows), so that its compression is not cut by a
- * decoding step between two pieces, while a layer of such a pass stays near the target (~350 ms
- * on the ~1B model, 2 cores; 1,024 rows took ~550 ms: streams then waited ~600 ms). Without
+ * a typical request's documents (3-4 of ~180 rows); a request with more is not cut by a decoding
+ * step between two pieces while a layer of its pass keeps that pace (clara.h). Without
  * decoding requests passes are as large as they can be (throughput). Measured:
  * docs/PERFORMANCE.md (Continuous batching). */
 #define SCHED_PIECE_ROWS 640
