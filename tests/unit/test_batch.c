@@ -153,6 +153,41 @@ static void test_steps_between_layers(void) {
     clara_batch_free(b);
 }
 
+/* A request's documents go in one pass when a layer of it keeps the pace (yield_ms, measured on
+ * the passes before), even past piece_rows: a decoding step between two pieces of them would
+ * delay its first token by a step. */
+static void test_documents_kept_together(void) {
+    counter c[2] = {{0}};
+    clara_gen_params p[2] = {ask("What is the capital of France?", 0, 1, 30, &c[0]),
+                             ask("Which river flows through Basel?", 1, 4, 8, &c[1])};
+    clara_gen_result alone[2], r[2];
+    for (int i = 0; i < 2; i++) T_EQ_INT(clara_generate(g_ctx, &p[i], &alone[i]), CLARA_OK);
+    for (int i = 0; i < 2; i++) c[i].tokens = 0;
+    clara_batch_params bp = clara_batch_default_params();
+    bp.piece_rows = 1;  /* one document per pass, were it the only bound */
+    bp.yield_ms = 1e6f; /* the demo model's layers keep this pace at any size */
+    clara_batch *b = NULL;
+    T_EQ_INT(clara_batch_create(g_ctx, &bp, &b), CLARA_OK);
+    clara_status st[2] = {-1, -1};
+    T_EQ_INT(clara_batch_add(b, &p[0], &r[0], (void *)0), CLARA_OK);
+    size_t k = 0;
+    T_EQ_INT(clara_batch_step(b, NULL, 0, &k), CLARA_OK); /* its document: the pace measured */
+    T_EQ_INT(clara_batch_step(b, NULL, 0, &k), CLARA_OK); /* prefill, first token */
+    T_EQ_INT(clara_batch_decoding(b), 1);
+    T_EQ_INT(clara_batch_add(b, &p[1], &r[1], (void *)1), CLARA_OK);
+    T_EQ_INT(clara_batch_step(b, NULL, 0, &k), CLARA_OK); /* its 4 documents, prefill, a step */
+    T_EQ_INT(clara_batch_decoding(b), 2);
+    T_EQ_INT(c[1].tokens, 2);
+    T_CHECK(run_until(b, 2, st) > 0);
+    for (int i = 0; i < 2; i++) {
+        T_EQ_INT(st[i], CLARA_OK);
+        T_CHECK_MSG(same(&r[i], &alone[i]), "request %d differs from alone", i);
+        clara_gen_result_free(&r[i]);
+        clara_gen_result_free(&alone[i]);
+    }
+    clara_batch_free(b);
+}
+
 static bool cancel_flag(void *arg) {
     return *(bool *)arg;
 }
@@ -238,6 +273,7 @@ int main(void) {
     if (t_load_demo(&g_model, &g_ctx, path, sizeof path) != 0) return 1;
     T_RUN(test_join_running_batch);
     T_RUN(test_steps_between_layers);
+    T_RUN(test_documents_kept_together);
     T_RUN(test_cancel_leaves_next_step);
     char q4[1100]; /* beside the demo model */
     snprintf(q4, sizeof q4, "%.*s-q4_0-batch.gguf", (int)(strlen(path) - 5), path);
