@@ -213,9 +213,11 @@ static uint32_t fit_rows(const clara_batch *b) {
     return b->fit_rows > BATCH_MIN_PIECE ? (uint32_t)b->fit_rows : BATCH_MIN_PIECE;
 }
 
-/* Rows of the next pass: while requests decode, at most piece_rows and fit_rows. */
+/* Rows of the next pass: while requests decode, at most piece_rows and fit_rows; otherwise as
+ * large as fits. */
 static uint32_t piece_rows(const clara_batch *b) {
     uint32_t fit = fit_rows(b);
+    if (!(b->bp.yield_ms > 0 && clara_batch_decoding(b))) return fit;
     return b->bp.piece_rows < fit ? b->bp.piece_rows : fit;
 }
 
@@ -228,38 +230,53 @@ static void allow_steps(clara_batch *b, bool on) {
     b->ctx->between_arg = b;
 }
 
-/* A compression pass over the next rows of the requests in `phase` (their documents, or their
- * E2E queries), at most piece_rows rows (at least one row). */
-static clara_status compress_piece(clara_batch *b, gen_phase phase) {
-    const clara_model *m = b->ctx->m;
-    size_t per = (size_t)m->meta.n_mem * m->hp.n_embd, total = 0, nr = 0, nq = 0;
-    gen_req **in = b->piece_in;
-    /* the first request's rows stay in one pass as long as a layer of it keeps the pace (a
-     * decoding step between two pieces of them would delay its first token by a step); others
-     * join up to piece_rows */
+/* The requests in `phase` whose next rows go in the next compression pass: in[j] gives took[j]
+ * rows (from its next_row on); returns how many requests, with the rows and their tokens in
+ * n_rows, n_tok. The first one's rows stay in one pass as long as a layer of it keeps the pace
+ * (fit_rows: a decoding step between two pieces of them would delay its first token by a step);
+ * the others' join up to piece_rows. */
+static size_t pick_rows(clara_batch *b, gen_phase phase, size_t *took, size_t *n_rows,
+                        size_t *n_tok) {
+    size_t total = 0, nr = 0, nq = 0;
     uint32_t most = piece_rows(b), first = fit_rows(b);
     for (size_t i = 0; i < b->n && total < most; i++) {
         gen_req *q = b->req[i];
         if (q->ph != phase || gen_req_cancelled(q)) continue;
-        uint32_t cap = nq ? most : first;
-        in[nq++] = q;
-        for (size_t d = q->next_row; d < q->n_rows; d++) {
+        uint32_t cap = nq ? most : first; /* first >= most */
+        size_t k = 0;
+        for (size_t d = q->next_row; d < q->n_rows; d++, k++) {
             if (nr && total + q->rows[d].ids.n > cap) break;
             total += q->rows[d].ids.n, nr++;
         }
+        if (k) took[nq] = k, b->piece_in[nq++] = q;
     }
-    if (!nr) return CLARA_OK;
+    *n_rows = nr;
+    *n_tok = total;
+    return nq;
+}
+
+/* A compression pass over the next rows of the requests in `phase` (their documents, or their
+ * E2E queries), at most piece_rows rows (at least one row; pick_rows). */
+static clara_status compress_piece(clara_batch *b, gen_phase phase) {
+    const clara_model *m = b->ctx->m;
+    size_t per = (size_t)m->meta.n_mem * m->hp.n_embd, total = 0, nr = 0;
+    gen_req **in = b->piece_in;
+    size_t *took = malloc((b->n + 1) * sizeof *took);
+    if (!took) return clara_fail(CLARA_ERR_NOMEM, "out of memory");
+    size_t nq = pick_rows(b, phase, took, &nr, &total);
+    if (!nr) {
+        free(took);
+        return CLARA_OK;
+    }
     clara_enc_row *rows = malloc(nr * sizeof *rows);
     float *vec = malloc(nr * per * sizeof(float));
-    size_t *took = calloc(nq, sizeof *took);
-    if (!rows || !vec || !took) {
+    if (!rows || !vec) {
         free(rows), free(vec), free(took);
         return clara_fail(CLARA_ERR_NOMEM, "out of memory");
     }
     size_t at = 0;
-    for (size_t j = 0; j < nq && at < nr; j++)
-        for (size_t d = in[j]->next_row; d < in[j]->n_rows && at < nr; d++, took[j]++)
-            rows[at++] = in[j]->rows[d];
+    for (size_t j = 0; j < nq; j++)
+        for (size_t d = 0; d < took[j]; d++) rows[at++] = in[j]->rows[in[j]->next_row + d];
     double t0 = gen_now_ms();
     b->pass_rows = (uint32_t)total;
     allow_steps(b, true);

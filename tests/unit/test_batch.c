@@ -2,6 +2,7 @@
  * step, leave when done or cancelled, and get exactly the ids they get alone; long compression
  * and prefill passes that let the decoding requests step between their layers (yield_ms), with
  * the same bits; clara_batch_compress's vectors equal clara_compress's. Demo model. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -188,6 +189,33 @@ static void test_documents_kept_together(void) {
     clara_batch_free(b);
 }
 
+/* With nothing decoding yet, a pass takes every waiting request's documents that fit (throughput),
+ * whatever piece_rows says. */
+static void test_first_pass_whole(void) {
+    counter c[3] = {{0}};
+    clara_gen_params p[3] = {ask("What is the capital of France?", 0, 2, 4, &c[0]),
+                             ask("Which river flows through Basel?", 1, 3, 4, &c[1]),
+                             ask("Tell me about honey.", 3, 2, 4, &c[2])};
+    clara_batch_params bp = clara_batch_default_params();
+    bp.piece_rows = 1;
+    bp.yield_ms = 1e6f;
+    clara_batch *b = NULL;
+    T_EQ_INT(clara_batch_create(g_ctx, &bp, &b), CLARA_OK);
+    clara_gen_result r[3];
+    for (int i = 0; i < 3; i++)
+        T_EQ_INT(clara_batch_add(b, &p[i], &r[i], (void *)(intptr_t)i), CLARA_OK);
+    size_t k = 0;
+    T_EQ_INT(clara_batch_step(b, NULL, 0, &k), CLARA_OK); /* all 7 documents, the 3 prefills */
+    T_EQ_INT(clara_batch_decoding(b), 3);
+    clara_status st[3] = {-1, -1, -1};
+    T_CHECK(run_until(b, 3, st) > 0);
+    for (int i = 0; i < 3; i++) {
+        T_EQ_INT(st[i], CLARA_OK);
+        clara_gen_result_free(&r[i]);
+    }
+    clara_batch_free(b);
+}
+
 static bool cancel_flag(void *arg) {
     return *(bool *)arg;
 }
@@ -274,6 +302,7 @@ int main(void) {
     T_RUN(test_join_running_batch);
     T_RUN(test_steps_between_layers);
     T_RUN(test_documents_kept_together);
+    T_RUN(test_first_pass_whole);
     T_RUN(test_cancel_leaves_next_step);
     char q4[1100]; /* beside the demo model */
     snprintf(q4, sizeof q4, "%.*s-q4_0-batch.gguf", (int)(strlen(path) - 5), path);
