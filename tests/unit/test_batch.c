@@ -58,6 +58,16 @@ static int run_until(clara_batch *b, size_t want, clara_status *st) {
     return steps;
 }
 
+/* A batch on the test context with these piece rows and yield (clara_batch_params). */
+static clara_batch *new_batch(uint32_t piece_rows, float yield_ms) {
+    clara_batch_params bp = clara_batch_default_params();
+    bp.piece_rows = piece_rows;
+    bp.yield_ms = yield_ms;
+    clara_batch *b = NULL;
+    T_EQ_INT(clara_batch_create(g_ctx, &bp, &b), CLARA_OK);
+    return b;
+}
+
 static void test_join_running_batch(void) {
     counter c[4] = {{0}};
     clara_gen_params p[4] = {ask("What is the capital of France?", 0, 1, 40, &c[0]),
@@ -67,11 +77,7 @@ static void test_join_running_batch(void) {
     clara_gen_result alone[4], r[4];
     for (int i = 0; i < 4; i++) T_EQ_INT(clara_generate(g_ctx, &p[i], &alone[i]), CLARA_OK);
     for (int i = 0; i < 4; i++) c[i].tokens = 0;
-    clara_batch_params bp = clara_batch_default_params();
-    bp.piece_rows = 64;
-    bp.yield_ms = 0;
-    clara_batch *b = NULL;
-    T_EQ_INT(clara_batch_create(g_ctx, &bp, &b), CLARA_OK);
+    clara_batch *b = new_batch(64, 0);
     clara_status st[4] = {-1, -1, -1, -1};
     T_EQ_INT(clara_batch_add(b, &p[0], &r[0], (void *)0), CLARA_OK);
     /* request 0 decodes alone for a while, then the others join one by one */
@@ -108,11 +114,8 @@ static void test_steps_between_layers(void) {
     clara_gen_result alone[2], r[2];
     for (int i = 0; i < 2; i++) T_EQ_INT(clara_generate(g_ctx, &p[i], &alone[i]), CLARA_OK);
     c[0].tokens = 0;
-    clara_batch_params bp = clara_batch_default_params();
-    bp.piece_rows = 4096; /* one pass for all six documents */
-    bp.yield_ms = 1e-6f;  /* a step between every two layers */
-    clara_batch *b = NULL;
-    T_EQ_INT(clara_batch_create(g_ctx, &bp, &b), CLARA_OK);
+    /* one pass for all six documents; a step between every two layers */
+    clara_batch *b = new_batch(4096, 1e-6f);
     clara_status st[2] = {-1, -1};
     T_EQ_INT(clara_batch_add(b, &p[0], &r[0], (void *)0), CLARA_OK);
     size_t k = 0;
@@ -164,11 +167,9 @@ static void test_documents_kept_together(void) {
     clara_gen_result alone[2], r[2];
     for (int i = 0; i < 2; i++) T_EQ_INT(clara_generate(g_ctx, &p[i], &alone[i]), CLARA_OK);
     for (int i = 0; i < 2; i++) c[i].tokens = 0;
-    clara_batch_params bp = clara_batch_default_params();
-    bp.piece_rows = 1;  /* one document per pass, were it the only bound */
-    bp.yield_ms = 1e6f; /* the demo model's layers keep this pace at any size */
-    clara_batch *b = NULL;
-    T_EQ_INT(clara_batch_create(g_ctx, &bp, &b), CLARA_OK);
+    /* one document per pass, were piece_rows the only bound; a pace the demo model's layers
+     * keep at any size */
+    clara_batch *b = new_batch(1, 1e6f);
     clara_status st[2] = {-1, -1};
     T_EQ_INT(clara_batch_add(b, &p[0], &r[0], (void *)0), CLARA_OK);
     size_t k = 0;
@@ -196,11 +197,7 @@ static void test_first_pass_whole(void) {
     clara_gen_params p[3] = {ask("What is the capital of France?", 0, 2, 4, &c[0]),
                              ask("Which river flows through Basel?", 1, 3, 4, &c[1]),
                              ask("Tell me about honey.", 3, 2, 4, &c[2])};
-    clara_batch_params bp = clara_batch_default_params();
-    bp.piece_rows = 1;
-    bp.yield_ms = 1e6f;
-    clara_batch *b = NULL;
-    T_EQ_INT(clara_batch_create(g_ctx, &bp, &b), CLARA_OK);
+    clara_batch *b = new_batch(1, 1e6f);
     clara_gen_result r[3];
     for (int i = 0; i < 3; i++)
         T_EQ_INT(clara_batch_add(b, &p[i], &r[i], (void *)(intptr_t)i), CLARA_OK);
