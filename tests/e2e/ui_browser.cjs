@@ -156,7 +156,10 @@ async function scenarioMain(browser, cfg, obs) {
     !document.getElementById('memory-text').readOnly);
   await page.$eval('#memory-text', (e, v) => { e.value = v; }, cfg.edited);
   await page.click('#memory-save');
-  await page.waitForFunction(() => !document.getElementById('memory-dialog').open, { timeout: 60000 });
+  // the dialog closes before the list is reloaded; the save button is enabled again after: a
+  // click on the old list would find its button detached
+  await page.waitForFunction(() => !document.getElementById('memory-dialog').open &&
+    !document.getElementById('memory-save').disabled, { timeout: 60000 });
   await page.click('button[aria-label="Delete memory m05"]');
   await page.waitForFunction(() => document.getElementById('confirm-dialog').open);
   obs.confirmText = await page.$eval('#confirm-text', (e) => e.textContent);
