@@ -58,6 +58,17 @@ static int run_until(clara_batch *b, size_t want, clara_status *st) {
     return steps;
 }
 
+/* Each request finished and got exactly the ids and text it got alone; frees both results. */
+static void expect_as_alone(const clara_status *st, clara_gen_result *r, clara_gen_result *alone,
+                            int n) {
+    for (int i = 0; i < n; i++) {
+        T_EQ_INT(st[i], CLARA_OK);
+        T_CHECK_MSG(same(&r[i], &alone[i]), "request %d differs from alone", i);
+        clara_gen_result_free(&r[i]);
+        clara_gen_result_free(&alone[i]);
+    }
+}
+
 /* A batch on the test context with these piece rows and yield (clara_batch_params). */
 static clara_batch *new_batch(uint32_t piece_rows, float yield_ms) {
     clara_batch_params bp = clara_batch_default_params();
@@ -97,14 +108,9 @@ static void test_join_running_batch(void) {
     T_EQ_INT(clara_batch_add(b, &p[3], &r[3], (void *)3), CLARA_OK);
     T_EQ_INT(clara_batch_size(b), 4);
     T_CHECK(run_until(b, 4, st) > 0);
-    for (int i = 0; i < 4; i++) {
-        T_EQ_INT(st[i], CLARA_OK);
-        T_CHECK_MSG(same(&r[i], &alone[i]), "request %d differs from alone", i);
-        clara_gen_result_free(&r[i]);
-    }
+    expect_as_alone(st, r, alone, 4);
     T_EQ_INT(clara_batch_size(b), 0);
     clara_batch_free(b);
-    for (int i = 0; i < 4; i++) clara_gen_result_free(&alone[i]);
 }
 
 static void test_steps_between_layers(void) {
@@ -129,12 +135,7 @@ static void test_steps_between_layers(void) {
     T_CHECK_MSG(c[0].tokens > before + 1, "%d tokens during the compression pass",
                 c[0].tokens - before);
     T_CHECK(run_until(b, 2, st) > 0);
-    for (int i = 0; i < 2; i++) {
-        T_EQ_INT(st[i], CLARA_OK);
-        T_CHECK_MSG(same(&r[i], &alone[i]), "request %d differs from alone", i);
-        clara_gen_result_free(&r[i]);
-        clara_gen_result_free(&alone[i]);
-    }
+    expect_as_alone(st, r, alone, 2);
     /* a compression through the batch while a request decodes: the same vectors */
     size_t per = (size_t)clara_model_n_mem(g_model) * clara_model_n_embd(g_model);
     float *v1 = malloc(6 * per * sizeof(float)), *v2 = malloc(6 * per * sizeof(float));
@@ -181,12 +182,7 @@ static void test_documents_kept_together(void) {
     T_EQ_INT(clara_batch_decoding(b), 2);
     T_EQ_INT(c[1].tokens, 2);
     T_CHECK(run_until(b, 2, st) > 0);
-    for (int i = 0; i < 2; i++) {
-        T_EQ_INT(st[i], CLARA_OK);
-        T_CHECK_MSG(same(&r[i], &alone[i]), "request %d differs from alone", i);
-        clara_gen_result_free(&r[i]);
-        clara_gen_result_free(&alone[i]);
-    }
+    expect_as_alone(st, r, alone, 2);
     clara_batch_free(b);
 }
 
