@@ -173,20 +173,11 @@ static void base_and_deltas(clara_ctx *ctx, const clara_mat *W, const float *xw,
         clara_matmul_lora(&ctx->kc, W, xw, n, y, d, nd, same_x);
 }
 
-/* Whether two sequences run with the same adapters, in the same order. */
-static bool same_adapters(const clara_adapter_set *p, const clara_adapter_set *q) {
-    if (p == q) return true;
-    if (!p || !q || p->n != q->n) return false;
-    for (int i = 0; i < p->n; i++)
-        if (p->a[i] != q->a[i]) return false;
-    return true;
-}
-
 /* The end of the run of sequences from s on that share s's adapters (their rows are
  * consecutive: one x·Aᵀ product covers them all). */
 static uint32_t adapter_run_end(const batch *b, uint32_t s) {
     uint32_t e = s + 1;
-    while (e < b->n_seqs && same_adapters(b->seqs[e].adapters, b->seqs[s].adapters)) e++;
+    while (e < b->n_seqs && clara_adapter_sets_equal(b->seqs[e].adapters, b->seqs[s].adapters)) e++;
     return e;
 }
 

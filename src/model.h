@@ -57,6 +57,17 @@ typedef struct {
     int n;
 } clara_adapter_set;
 
+/* The same adapters in the same order (deltas are summed in list order: the order is in the
+ * bits); NULL is the empty set. */
+static inline bool clara_adapter_sets_equal(const clara_adapter_set *a,
+                                            const clara_adapter_set *b) {
+    int na = a ? a->n : 0, nb = b ? b->n : 0;
+    if (na != nb) return false;
+    for (int i = 0; i < na; i++)
+        if (a->a[i] != b->a[i]) return false;
+    return true;
+}
+
 typedef struct {
     uint32_t n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, n_ctx;
     float rope_theta, rms_eps;

@@ -41,16 +41,6 @@ static bool cache_enabled(void) {
     return !(e && strcmp(e, "0") == 0);
 }
 
-/* The same adapters in the same order (deltas are summed in list order: the order is in the
- * bits); NULL is the empty set. */
-static bool same_set(const clara_adapter_set *a, const clara_adapter_set *b) {
-    int na = a ? a->n : 0, nb = b ? b->n : 0;
-    if (na != nb) return false;
-    for (int i = 0; i < na; i++)
-        if (a->a[i] != b->a[i]) return false;
-    return true;
-}
-
 /* Whether sequence sq may start after its first `head` rows: a fresh slot that holds the whole
  * prompt, positions 0.. over the head, no output wanted from a head row, and head and rest both
  * on the matmuls' batch path (prefix.h). */
@@ -89,7 +79,7 @@ static int find_entry(const clara_ctx *ctx, const clara_seq *sq, const clara_ids
     for (int i = 0; i < CLARA_PREFIX_ENTRIES; i++) {
         const prefix_entry *e = &c->e[i];
         if (e->n == 0 || (head && e->n != head) || e->n > ids->n) continue;
-        if (!same_set(&e->set, sq->adapters)) continue;
+        if (!clara_adapter_sets_equal(&e->set, sq->adapters)) continue;
         if (memcmp(e->ids, ids->ids, e->n * sizeof(int32_t)) != 0) continue;
         if (head || ((best < 0 || e->n > c->e[best].n) && qualifies(ctx, sq, ids, e->n))) best = i;
     }
@@ -147,7 +137,7 @@ static void note_missing(struct clara_prefix_cache *c, const clara_seq *sq, cons
     clara_adapter_set set = {{0}, 0};
     if (sq->adapters) set = *sq->adapters;
     for (int i = 0; i < c->n_pend; i++)
-        if (c->pend[i].n == head && same_set(&c->pend[i].set, &set) &&
+        if (c->pend[i].n == head && clara_adapter_sets_equal(&c->pend[i].set, &set) &&
             memcmp(c->pend[i].ids, ids, head * sizeof(int32_t)) == 0)
             return;
     int32_t *copy = c->n_pend < CLARA_PREFIX_ENTRIES ? malloc(head * sizeof(int32_t)) : NULL;
