@@ -31,7 +31,7 @@ def cpu_name():
 
 
 def start_server():
-    args = [os.path.join(BUILD, "clara-server"), "--host", "127.0.0.1", "--port", "0", "--log-level", "warn",
+    args = [os.path.join(BUILD, "clara-server"), "--host", "127.0.0.1", "--port", "0",
             "--log-level", "debug", "--keep-alive", "-1", "--db", "none", "--threads", THREADS, "--parallel", "16",
             "--max-request-tokens", "100000", "--request-timeout", "600"]
     if os.environ.get("BASE"):

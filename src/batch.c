@@ -203,22 +203,26 @@ static void between_layers(void *arg) {
     b->last_hook = gen_now_ms(); /* the next layer's time without the step's */
 }
 
-/* Rows whose layer takes about yield_ms at the pace measured so far (the decoding requests wait
- * for the end of a layer for their step), at most BATCH_PIECE_ROWS; piece_rows while that pace
- * is not known yet; BATCH_PIECE_ROWS, as large as fits, when nothing decodes (throughput). */
-static uint32_t fit_rows(const clara_batch *b) {
-    if (!(b->bp.yield_ms > 0 && clara_batch_decoding(b))) return BATCH_PIECE_ROWS;
+/* Whether passes are cut for the decoding requests' sake (else as large as fits: throughput). */
+static bool paced(const clara_batch *b) {
+    return b->bp.yield_ms > 0 && clara_batch_decoding(b);
+}
+
+/* While paced: the rows whose layer takes about yield_ms at the pace measured so far (b->fit_rows:
+ * the decoding requests wait for the end of a layer for their step), at most BATCH_PIECE_ROWS,
+ * or piece_rows while that pace is not known yet. Otherwise BATCH_PIECE_ROWS. */
+static uint32_t pace_rows(const clara_batch *b) {
+    if (!paced(b)) return BATCH_PIECE_ROWS;
     if (!(b->fit_rows > 0)) return b->bp.piece_rows;
     if (b->fit_rows >= BATCH_PIECE_ROWS) return BATCH_PIECE_ROWS;
     return b->fit_rows > BATCH_MIN_PIECE ? (uint32_t)b->fit_rows : BATCH_MIN_PIECE;
 }
 
-/* Rows of the next pass: while requests decode, at most piece_rows and fit_rows; otherwise as
- * large as fits. */
+/* Rows of the next pass: while paced, at most piece_rows and pace_rows; otherwise as large as
+ * fits. */
 static uint32_t piece_rows(const clara_batch *b) {
-    uint32_t fit = fit_rows(b);
-    if (!(b->bp.yield_ms > 0 && clara_batch_decoding(b))) return fit;
-    return b->bp.piece_rows < fit ? b->bp.piece_rows : fit;
+    uint32_t pace = pace_rows(b);
+    return paced(b) && b->bp.piece_rows < pace ? b->bp.piece_rows : pace;
 }
 
 /* Allows (or stops) the decoding step between the layers of the passes that follow. */
@@ -230,15 +234,15 @@ static void allow_steps(clara_batch *b, bool on) {
     b->ctx->between_arg = b;
 }
 
-/* The requests in `phase` whose next rows go in the next compression pass: in[j] gives took[j]
- * rows (from its next_row on); returns how many requests, with the rows and their tokens in
- * n_rows, n_tok. The first one's rows stay in one pass as long as a layer of it keeps the pace
- * (fit_rows: a decoding step between two pieces of them would delay its first token by a step);
+/* The requests in `phase` whose next rows go in the next compression pass: piece_in[j] gives
+ * took[j] rows (from its next_row on); returns how many requests, with the rows and their tokens
+ * in n_rows, n_tok. The first one's rows stay in one pass as long as a layer of it keeps the pace
+ * (pace_rows: a decoding step between two pieces of them would delay its first token by a step);
  * the others' join up to piece_rows. */
 static size_t pick_rows(clara_batch *b, gen_phase phase, size_t *took, size_t *n_rows,
                         size_t *n_tok) {
     size_t total = 0, nr = 0, nq = 0;
-    uint32_t most = piece_rows(b), first = fit_rows(b);
+    uint32_t most = piece_rows(b), first = pace_rows(b);
     for (size_t i = 0; i < b->n && total < most; i++) {
         gen_req *q = b->req[i];
         if (q->ph != phase || gen_req_cancelled(q)) continue;
