@@ -112,6 +112,8 @@ $(BUILD)/obj/src/cpu/kernels_avx2.o: CFLAGS += $(AVX2_FLAGS)
 $(BUILD)/obj/src/cpu/kernels_avx512.o: CFLAGS += $(AVX512_FLAGS)
 $(BUILD)/obj/src/cpu/gemv_avx512.o: CFLAGS += $(AVX512_FLAGS)
 $(BUILD)/obj/src/cpu/gemv_amx.o: CFLAGS += $(AVX512_FLAGS) -mamx-tile -mamx-int8
+$(BUILD)/obj/src/cpu/qgemm_amx.o: CFLAGS += $(AVX512_FLAGS) -mamx-tile -mamx-int8
+$(BUILD)/obj/src/cpu/amx.o: CFLAGS += -mamx-tile
 
 # A file's bytes as C initializers (0x12,0x34,...): every file the binaries embed.
 C_BYTES = od -An -v -tx1 $(1) | sed 's/\([0-9a-f][0-9a-f]\)/0x\1,/g'
@@ -236,6 +238,8 @@ build/fuzz/obj/src/cpu/kernels_avx2.o: FUZZ_ISA_FLAGS := $(AVX2_FLAGS)
 build/fuzz/obj/src/cpu/kernels_avx512.o: FUZZ_ISA_FLAGS := $(AVX512_FLAGS)
 build/fuzz/obj/src/cpu/gemv_avx512.o: FUZZ_ISA_FLAGS := $(AVX512_FLAGS)
 build/fuzz/obj/src/cpu/gemv_amx.o: FUZZ_ISA_FLAGS := $(AVX512_FLAGS) -mamx-tile -mamx-int8
+build/fuzz/obj/src/cpu/qgemm_amx.o: FUZZ_ISA_FLAGS := $(AVX512_FLAGS) -mamx-tile -mamx-int8
+build/fuzz/obj/src/cpu/amx.o: FUZZ_ISA_FLAGS := -mamx-tile
 build/fuzz/libclara.a: $(FUZZ_LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^

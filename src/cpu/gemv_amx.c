@@ -19,6 +19,7 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include "cpu/amx.h"
 #include "cpu/gemv.h"
 #include "cpu/kernels.h"
 #include "cpu/repack.h"
@@ -46,28 +47,16 @@
 #define TILE_PREV3_2 3
 #define TILE_PREV3_3 0
 
-typedef struct {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} tile_config;
-
-/* The activation rows the calling thread's tiles are configured for (0: not yet). */
-static _Thread_local uint32_t g_tile_rows;
-
+/* The tiles for n activation rows (the calling thread's keep them between calls: cpu/amx.h). */
 static void configure_tiles(uint32_t n) {
-    if (g_tile_rows == n) return;
-    _Alignas(64) tile_config c;
+    if (cpu_amx_tiles_hold(n)) return;
+    _Alignas(64) cpu_tile_config c;
     memset(&c, 0, sizeof c);
     c.palette = 1;
     for (int i = 0; i < 4; i++) c.rows[i] = (uint8_t)n, c.colsb[i] = 64;
     for (int i = TILE_A_0; i <= TILE_A_1; i++) c.rows[i] = (uint8_t)n, c.colsb[i] = 32;
     for (int i = TILE_B_0; i <= TILE_B_1; i++) c.rows[i] = 8, c.colsb[i] = 64;
-    /* GCC does not count the whole struct as read by the ldtilecfg builtin and drops stores to
-     * it; an empty asm that reads it keeps them */
-    __asm__ volatile("" : : "m"(c));
-    _tile_loadconfig(&c);
-    g_tile_rows = n;
+    cpu_amx_tiles_use(&c, n);
 }
 
 /* One group's state while its blocks go through the pipeline. */

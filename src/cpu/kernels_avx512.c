@@ -180,6 +180,7 @@ static void qg_interleave_avx512(const uint8_t *rows, size_t K, uint8_t *panel) 
         for (int i = 0; i < 32; i++) memcpy(panel + (ks * 32 + i) * 4, rows + i * K + ks * 4, 4);
 }
 
+#define QG_STORE_ROW
 #include "cpu/qgemm_kernel.inc"
 
 #if defined(__clang__)

@@ -218,6 +218,8 @@ static void gemm_task(void *arg, size_t task, int thread) {
             lanes_panel(j, r0 + (uint64_t)i * R, area, &p[i]);
         else
             unpack_panel(j, r0 + (uint64_t)i * R, area, &p[i]);
+        if (j->lv.sign_codes && j->qt.off)
+            j->lv.sign_codes(area, R * (size_t)j->W->cols, j->qt.off);
         if (j->n_deltas) panel_deltas(j, r0 + (uint64_t)i * R, area + j->unpack_bytes, &p[i]);
     }
     j->lv.kernel(&j->qt, p, np, &j->acts, j->n, j->y + r0, (size_t)j->W->rows, valid, j->accumulate,
@@ -236,6 +238,17 @@ static int panels_per_task(uint64_t rows, size_t R, size_t K, int threads) {
     while (np > 1 && (rows + (uint64_t)np * R - 1) / ((uint64_t)np * R) < 4 * (uint64_t)threads)
         np--;
     return np;
+}
+
+/* The activation rows [n, n_pad) as zero rows (clara_qg_acts); every call, as the rows a reused
+ * quantization left there are not its own. */
+static void zero_padding(const qg_job *j, size_t n_pad) {
+    const size_t pad = n_pad - j->n, K = j->acts.K, nb = j->acts.nb;
+    if (!pad) return;
+    memset(j->aq + (size_t)j->n * K, 0, pad * K);
+    memset(j->dx + (size_t)j->n * nb, 0, pad * nb * sizeof(float));
+    memset(j->aoff + (size_t)j->n * nb, 0, pad * nb * sizeof(int32_t));
+    memset(j->dxa + (size_t)j->n * nb, 0, pad * nb * sizeof(float));
 }
 
 /* Whether the activations at the start of the scratch are x's, quantized as qt needs. */
@@ -265,6 +278,10 @@ bool clara_qgemm(cpu_kctx *kc, clara_isa isa, const cpu_mat *W, const float *x, 
                 : isa == CLARA_ISA_AVX2 ? clara_qg_level_avx2(&j.qt, &j.lv)
                                         : false;
     if (!have) return false;
+    if (isa == CLARA_ISA_AVX512 && j.qt.B == 32 && j.lv.group_rows == 16 && clara_amx_active()) {
+        j.lv.kernel = clara_qg_amx_kernel; /* the same bits as the level's VNNI kernel */
+        j.lv.sign_codes = clara_qg_amx_sign_codes;
+    }
     j.RG = j.lv.group_rows;
     size_t K = (size_t)W->cols, nb = K / j.qt.B, R = (size_t)j.G * j.RG;
     int threads = clara_pool_threads(kc->pool);
@@ -277,7 +294,8 @@ bool clara_qgemm(cpu_kctx *kc, clara_isa isa, const cpu_mat *W, const float *x, 
         if (d[i].B->cols > QG_DELTA_MAX_K) return false;
         j.panel_bytes += align64(sizeof(clara_qg_delta)) + (size_t)d[i].B->cols * R * 4;
     }
-    size_t aq_b = align64((size_t)n * K), blk_b = align64((size_t)n * nb * 4);
+    const size_t n_pad = ((size_t)n + QG_TOKEN_PAD - 1) / QG_TOKEN_PAD * QG_TOKEN_PAD;
+    size_t aq_b = align64(n_pad * K), blk_b = align64(n_pad * nb * 4);
     j.np = panels_per_task(W->rows, R, K, threads);
     size_t need = aq_b + 3 * blk_b + (size_t)threads * (j.xq_bytes + (size_t)j.np * j.panel_bytes);
     uint8_t *p = cpu_kctx_scratch(kc, need);
@@ -298,6 +316,7 @@ bool clara_qgemm(cpu_kctx *kc, clara_isa isa, const cpu_mat *W, const float *x, 
         kc->acts.act_type = j.qt.act_type, kc->acts.B = j.qt.B, kc->acts.off = j.qt.off;
         kc->acts.valid = true;
     }
+    zero_padding(&j, n_pad);
     clara_pool_run(kc->pool, (size_t)((W->rows + (uint64_t)j.np * R - 1) / ((uint64_t)j.np * R)),
                    gemm_task, &j);
     return true;

@@ -42,7 +42,10 @@ typedef struct {
 bool clara_qg_type_get(clara_type t, clara_qg_type *out);
 
 /* Activations re-arranged for the kernels: n rows of K codes (row stride K), and per (row,
- * block) arrays with row stride nb = K / B. */
+ * block) arrays with row stride nb = K / B; the rows are padded with zero rows (codes and
+ * per-block values 0) up to a multiple of QG_TOKEN_PAD, which kernels working in whole tiles of
+ * tokens may read. */
+#define QG_TOKEN_PAD 16
 typedef struct {
     const int8_t *aq;
     const float *dx;     /* block scale */
@@ -106,11 +109,26 @@ typedef struct {
     clara_qg_unpack_fn unpack;
     clara_qg_interleave_fn interleave;
     clara_qg_lanes_fn lanes; /* NULL where the level's groups are not the repacked ones */
+    /* NULL, or the kernel takes the panel's codes as q - off (int8): this makes them so */
+    void (*sign_codes)(uint8_t *codes, size_t bytes, int32_t off);
 } clara_qg_level;
 
 /* The kernels of a level for type qt; false if the level has none. */
 bool clara_qg_level_avx512(const clara_qg_type *qt, clara_qg_level *out);
 bool clara_qg_level_avx2(const clara_qg_type *qt, clara_qg_level *out);
+
+/* The AVX-512 level's output step for kernels in other files: token tok's outputs of a panel
+ * (v: its 2 groups' 2 * 16 floats) plus its LoRA deltas, to rows [0, valid) at o. */
+void clara_qg_store_row_avx512(const clara_qg_panel *p, uint32_t tok, const float *v, float *o,
+                               uint32_t valid, bool accumulate, float alpha);
+
+/* The packed GEMM on Intel AMX tiles (qgemm_amx.c) for B = 32 types and 2-group panels of 16
+ * rows with signed codes (clara_qg_amx_sign_codes): the AVX-512 level's kernel with the same
+ * bits. */
+void clara_qg_amx_sign_codes(uint8_t *codes, size_t bytes, int32_t off);
+void clara_qg_amx_kernel(const clara_qg_type *qt, const clara_qg_panel *p, int np,
+                         const clara_qg_acts *a, uint32_t n, float *y, size_t ldy,
+                         uint32_t rows_valid, bool accumulate, float alpha);
 
 /* y[t * W->rows + r] = dot (or += alpha * dot) for t < n, r < W->rows, with the packed kernels of
  * level isa, then the LoRA deltas d (clara_matmul_lora) on each panel's rows. same_x: x holds

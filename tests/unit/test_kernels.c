@@ -527,6 +527,71 @@ static void test_amx_bits(void) {
     free(x), free(vnni), free(amx);
 }
 
+/* The packed GEMM on AMX tiles (where the CPU has AMX-INT8) gives the VNNI kernel's bits: every
+ * type with blocks of 32, token counts around its tiles of 16 (17, 31, 32, 33, 100), one block
+ * and odd block counts, weight rows in partial groups and panels, 1 and 2 threads, plain,
+ * accumulating and with a LoRA delta on part of the tokens. */
+static void amx_gemm_case(const test_mat *m, const float *x, const float *t, const cpu_mat *B,
+                          float *vnni, float *amx, int *differ, int *cases) {
+    static const uint32_t ns[] = {17, 31, 32, 33, 100};
+    size_t R = (size_t)m->W.rows;
+    for (int th = 0; th < 2; th++) {
+        cpu_kctx *ctx = th ? &g_c2.kc : &g_c1.kc;
+        for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++)
+            for (int mode = 0; mode < 3; mode++, (*cases)++) {
+                uint32_t n = ns[ni];
+                clara_lora_delta d = {3, n - 5, t, B, 0.5f};
+                float *out[2] = {vnni, amx};
+                for (int a = 0; a < 2; a++) {
+                    for (size_t i = 0; i < (size_t)n * R; i++) out[a][i] = (float)i * 0.25f;
+                    clara_amx_force(a == 1);
+                    if (mode == 2)
+                        clara_matmul_lora(ctx, &m->W, x, n, out[a], &d, 1, false);
+                    else
+                        clara_matmul(ctx, &m->W, x, n, out[a], mode == 1, -0.75f);
+                }
+                *differ += memcmp(vnni, amx, (size_t)n * R * sizeof(float)) != 0;
+            }
+    }
+}
+
+static void test_amx_gemm_bits(void) {
+    static const clara_type types[] = {CLARA_TYPE_Q4_0, CLARA_TYPE_Q4_1, CLARA_TYPE_Q5_0,
+                                       CLARA_TYPE_Q5_1, CLARA_TYPE_Q8_0, CLARA_TYPE_Q4_K,
+                                       CLARA_TYPE_Q5_K};
+    static const uint64_t shapes[][2] = {{37, 480}, {70, 32}, {33, 768}, {150, 256}};
+    enum { N = 100, RANK = 8 };
+    if (!clara_isa_supported(CLARA_ISA_AVX512) || !clara_amx_force(true)) {
+        fprintf(stderr, "kernels: this CPU (or its kernel) has no AMX-INT8: the AMX GEMM is "
+                        "not run here (it is on Intel Xeon 4th generation and later)\n");
+        clara_amx_force(false);
+        return;
+    }
+    clara_isa_force(CLARA_ISA_AVX512);
+    float *x = rand_vec((size_t)N * 768), *t = rand_vec((size_t)N * RANK);
+    float *vnni = malloc((size_t)N * 150 * sizeof(float)),
+          *amx = malloc((size_t)N * 150 * sizeof(float));
+    int cases = 0;
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
+        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+            if (shapes[si][1] % clara_type_get((uint32_t)types[ti])->block_size) continue;
+            test_mat m, B;
+            T_CHECK(mat_make(&m, types[ti], shapes[si][0], shapes[si][1]) == 0);
+            T_CHECK(mat_make(&B, CLARA_TYPE_F32, shapes[si][0], RANK) == 0);
+            int differ = 0;
+            amx_gemm_case(&m, x, t, &B.W, vnni, amx, &differ, &cases);
+            T_CHECK_MSG(differ == 0, "%s %llux%llu: the AMX GEMM and VNNI differ in %d cases",
+                        clara_type_name(types[ti]), (unsigned long long)shapes[si][0],
+                        (unsigned long long)shapes[si][1], differ);
+            mat_free(&m);
+            mat_free(&B);
+        }
+    clara_amx_force(false);
+    fprintf(stderr, "kernels: the AMX GEMM checked against VNNI in %d cases\n", cases);
+    clara_isa_force(clara_isa_best());
+    free(x), free(t), free(vnni), free(amx);
+}
+
 /* Weights repacked for the AVX-512 kernels (cpu/repack.h) give the same bits as the file's rows:
  * the decode GEMV at every row count (VNNI, and AMX where the CPU has it), the packed GEMM that
  * takes its panels from the repacked copy, plain, accumulating and with a LoRA delta; rows in
@@ -878,6 +943,7 @@ int main(void) {
     T_RUN(test_rows_invariant);
     T_RUN(test_rows_gemm_bits);
     T_RUN(test_amx_bits);
+    T_RUN(test_amx_gemm_bits);
     T_RUN(test_lanes_bits);
     T_RUN(test_attention);
     T_RUN(test_swiglu);
