@@ -35,6 +35,7 @@ typedef struct {
     uint64_t K;
     int act_type;
     int32_t off;
+    uint32_t tile; /* clara_qg_acts.tile */
     bool valid;
 } cpu_acts_key;
 

@@ -73,8 +73,8 @@ static int32_t code_sum32(const int8_t *q) {
     return code_sum(q, 32);
 }
 
-void clara_qg_pack_act(const clara_qg_type *qt, const uint8_t *xq, size_t K, int8_t *aq, float *dx,
-                       int32_t *aoff, float *dxa) {
+void clara_qg_pack_act(const clara_qg_type *qt, const uint8_t *xq, size_t K, int8_t *aq,
+                       size_t block_stride, float *dx, int32_t *aoff, float *dxa) {
     const clara_type_info *ai = clara_type_get((uint32_t)qt->act_type);
     size_t nab = K / ai->block_size, per = ai->block_size / qt->B;
     size_t qoff = qt->act_type == CLARA_TYPE_Q8_1 ? 4 : qt->act_type == CLARA_TYPE_Q8_K ? 4 : 2;
@@ -82,10 +82,10 @@ void clara_qg_pack_act(const clara_qg_type *qt, const uint8_t *xq, size_t K, int
         const uint8_t *ab = xq + i * ai->type_size;
         float d = qt->act_type == CLARA_TYPE_Q8_K ? clara_f32_le(ab) : clara_f16_le(ab);
         const int8_t *q = (const int8_t *)(ab + qoff);
-        memcpy(aq + i * ai->block_size, q, ai->block_size);
         for (size_t j = 0; j < per; j++) {
-            int32_t sum = qt->B == 32 ? code_sum32(q + j * 32) : code_sum16(q + j * 16);
             size_t b = i * per + j;
+            memcpy(aq + b * block_stride, q + j * qt->B, qt->B);
+            int32_t sum = qt->B == 32 ? code_sum32(q + j * 32) : code_sum16(q + j * 16);
             dx[b] = d;
             aoff[b] = -qt->off * sum;
             dxa[b] = d * (float)sum;
@@ -122,6 +122,18 @@ typedef struct {
     _Atomic bool failed; /* an activation row could not be quantized (non-finite) */
 } qg_job;
 
+/* Where token t's codes start in the layout of a (clara_qg_acts), and how far apart its blocks
+ * are. */
+static int8_t *act_codes(const clara_qg_acts *a, uint32_t t) {
+    int8_t *aq = (int8_t *)a->aq;
+    if (!a->tile) return aq + (size_t)t * a->K;
+    return aq + (size_t)(t / a->tile) * a->tile * a->K + (size_t)(t % a->tile) * (a->K / a->nb);
+}
+
+static size_t act_block_stride(const clara_qg_acts *a) {
+    return a->tile ? (size_t)a->tile * (a->K / a->nb) : a->K / a->nb;
+}
+
 static void act_task(void *arg, size_t task, int thread) {
     qg_job *j = arg;
     size_t K = (size_t)j->W->cols, nb = j->acts.nb;
@@ -133,8 +145,9 @@ static void act_task(void *arg, size_t task, int thread) {
             atomic_store(&j->failed, true);
             return;
         }
-        clara_qg_pack_act(&j->qt, tmp, K, j->aq + (size_t)t * K, j->dx + (size_t)t * nb,
-                          j->aoff + (size_t)t * nb, j->dxa + (size_t)t * nb);
+        clara_qg_pack_act(&j->qt, tmp, K, act_codes(&j->acts, t), act_block_stride(&j->acts),
+                          j->dx + (size_t)t * nb, j->aoff + (size_t)t * nb,
+                          j->dxa + (size_t)t * nb);
     }
 }
 
@@ -243,9 +256,11 @@ static int panels_per_task(uint64_t rows, size_t R, size_t K, int threads) {
 /* The activation rows [n, n_pad) as zero rows (clara_qg_acts); every call, as the rows a reused
  * quantization left there are not its own. */
 static void zero_padding(const qg_job *j, size_t n_pad) {
-    const size_t pad = n_pad - j->n, K = j->acts.K, nb = j->acts.nb;
+    const size_t pad = n_pad - j->n, K = j->acts.K, nb = j->acts.nb, B = K / nb;
     if (!pad) return;
-    memset(j->aq + (size_t)j->n * K, 0, pad * K);
+    for (uint32_t t = j->n; t < n_pad; t++)
+        for (size_t b = 0; b < nb; b++)
+            memset(act_codes(&j->acts, t) + b * act_block_stride(&j->acts), 0, B);
     memset(j->dx + (size_t)j->n * nb, 0, pad * nb * sizeof(float));
     memset(j->aoff + (size_t)j->n * nb, 0, pad * nb * sizeof(int32_t));
     memset(j->dxa + (size_t)j->n * nb, 0, pad * nb * sizeof(float));
@@ -253,10 +268,10 @@ static void zero_padding(const qg_job *j, size_t n_pad) {
 
 /* Whether the activations at the start of the scratch are x's, quantized as qt needs. */
 static bool acts_match(const cpu_kctx *kc, const float *x, uint32_t n, uint64_t K,
-                       const clara_qg_type *qt) {
+                       const clara_qg_type *qt, uint32_t tile) {
     const cpu_acts_key *a = &kc->acts;
     return a->valid && a->x == x && a->n == n && a->K == K && a->act_type == qt->act_type &&
-           a->B == qt->B && a->off == qt->off;
+           a->B == qt->B && a->off == qt->off && a->tile == tile;
 }
 
 bool clara_qgemm(cpu_kctx *kc, clara_isa isa, const cpu_mat *W, const float *x, uint32_t n,
@@ -281,6 +296,7 @@ bool clara_qgemm(cpu_kctx *kc, clara_isa isa, const cpu_mat *W, const float *x, 
     if (isa == CLARA_ISA_AVX512 && j.qt.B == 32 && j.lv.group_rows == 16 && clara_amx_active()) {
         j.lv.kernel = clara_qg_amx_kernel; /* the same bits as the level's VNNI kernel */
         j.lv.sign_codes = clara_qg_amx_sign_codes;
+        j.lv.act_tile = QG_TOKEN_PAD;
     }
     j.RG = j.lv.group_rows;
     size_t K = (size_t)W->cols, nb = K / j.qt.B, R = (size_t)j.G * j.RG;
@@ -306,14 +322,15 @@ bool clara_qgemm(cpu_kctx *kc, clara_isa isa, const cpu_mat *W, const float *x, 
     j.dxa = (float *)p, p += blk_b;
     j.xq_tmp = p, p += (size_t)threads * j.xq_bytes;
     j.panels = p;
-    j.acts = (clara_qg_acts){j.aq, j.dx, j.aoff, j.dxa, K, nb};
-    if (!same_x || !acts_match(kc, x, n, W->cols, &j.qt)) {
+    j.acts = (clara_qg_acts){j.aq, j.dx, j.aoff, j.dxa, K, nb, j.lv.act_tile};
+    if (!same_x || !acts_match(kc, x, n, W->cols, &j.qt, j.lv.act_tile)) {
         kc->acts.valid = false;
         j.tokens_per_task = n / ((uint32_t)threads * 4) + 1;
         clara_pool_run(kc->pool, (n + j.tokens_per_task - 1) / j.tokens_per_task, act_task, &j);
         if (atomic_load(&j.failed)) return false; /* the caller's float fallback handles it */
         kc->acts.x = x, kc->acts.n = n, kc->acts.K = W->cols;
         kc->acts.act_type = j.qt.act_type, kc->acts.B = j.qt.B, kc->acts.off = j.qt.off;
+        kc->acts.tile = j.lv.act_tile;
         kc->acts.valid = true;
     }
     zero_padding(&j, n_pad);

@@ -41,10 +41,12 @@ typedef struct {
 /* The unpacking of weight type t; false if the packed GEMM does not support it. */
 bool clara_qg_type_get(clara_type t, clara_qg_type *out);
 
-/* Activations re-arranged for the kernels: n rows of K codes (row stride K), and per (row,
- * block) arrays with row stride nb = K / B; the rows are padded with zero rows (codes and
- * per-block values 0) up to a multiple of QG_TOKEN_PAD, which kernels working in whole tiles of
- * tokens may read. */
+/* Activations re-arranged for the kernels: n rows of K codes, and per (row, block) arrays with
+ * row stride nb = K / B; the rows are padded with zero rows (codes and per-block values 0) up to
+ * a multiple of QG_TOKEN_PAD, which kernels working in whole tiles of tokens may read. The codes
+ * are rows (row stride K) or, with tile = 16, tiles of 16 rows, block after block: token t's
+ * block b at ((t / 16) * nb + b) * 16 * B + (t % 16) * B, so that a block of a tile is 16 * B
+ * consecutive bytes. */
 #define QG_TOKEN_PAD 16
 typedef struct {
     const int8_t *aq;
@@ -52,6 +54,7 @@ typedef struct {
     const int32_t *aoff; /* -off * sum(codes): the start value of the block's integer sum */
     const float *dxa;    /* dx * sum(codes), for the min term */
     size_t K, nb;
+    uint32_t tile; /* 0: rows; QG_TOKEN_PAD: tiles */
 } clara_qg_acts;
 
 #define QG_DELTA_MAX_K 32 /* LoRA rank the packed GEMM fuses (larger: separate products) */
@@ -76,9 +79,10 @@ typedef struct {
 } clara_qg_panel;
 
 /* Re-arranges one activation row already quantized to the partner format (xq) into row t of
- * the acts arrays (writable views of clara_qg_acts). */
-void clara_qg_pack_act(const clara_qg_type *qt, const uint8_t *xq, size_t K, int8_t *aq, float *dx,
-                       int32_t *aoff, float *dxa);
+ * the acts arrays (writable views of clara_qg_acts): its block b's codes at aq + b * block_stride
+ * (B for a row of the row layout). */
+void clara_qg_pack_act(const clara_qg_type *qt, const uint8_t *xq, size_t K, int8_t *aq,
+                       size_t block_stride, float *dx, int32_t *aoff, float *dxa);
 
 /* Kernel: for tokens [0, n) of acts and the G*RG rows of each of the np panels p[0..np) (rows
  * counted on across them: panel i's row j is row i*G*RG + j), out[t * ldo + row] = dot(row,
@@ -111,6 +115,7 @@ typedef struct {
     clara_qg_lanes_fn lanes; /* NULL where the level's groups are not the repacked ones */
     /* NULL, or the kernel takes the panel's codes as q - off (int8): this makes them so */
     void (*sign_codes)(uint8_t *codes, size_t bytes, int32_t off);
+    uint32_t act_tile; /* the activations' layout the kernel reads (clara_qg_acts.tile) */
 } clara_qg_level;
 
 /* The kernels of a level for type qt; false if the level has none. */

@@ -3,11 +3,12 @@
  * tokens x 16 weight rows, where the VNNI kernel spends 8 dpbusd per token; the integer sums are
  * exact either way (the panel's codes are signed, q - off, so a sum needs no offset correction),
  * and each is converted, scaled and added in the VNNI kernel's order with its operations, so the
- * outputs have the same bits. A product's sums are stored two blocks after it is issued and
- * scaled two blocks later still: AMX's latencies are long and only products in flight hide them.
- * Tokens go in tiles of 16 (the activations are padded with zero rows: qgemm.h), each tile through
- * every group of the task's panels. Compiled for AVX-512 + AMX (Makefile flags; the pragma covers
- * builds with common flags). */
+ * outputs have the same bits. The activations come in tiles of 16 tokens, a block of a tile 512
+ * consecutive bytes (clara_qg_acts.tile): rows 4096 bytes apart all fall in one set of the L1. A
+ * product's sums are stored two blocks after it is issued and scaled two blocks later still: AMX's
+ * latencies are long and only products in flight hide them. Tokens go in tiles of 16 (padded with
+ * zero rows: qgemm.h), each tile through every group of the task's panels. Compiled for AVX-512 +
+ * AMX (Makefile flags; the pragma covers builds with common flags). */
 #if defined(__clang__)
 #pragma clang attribute push(                                                                      \
     __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c,amx-tile,amx-int8"))),    \
@@ -43,11 +44,11 @@ static void configure_tiles(void) {
 
 /* One group of a panel against one tile of tokens. */
 typedef struct {
-    const int8_t *a;       /* the tile's first token's codes (row stride K) */
+    const int8_t *a;       /* the tile's codes (clara_qg_acts.tile = 16): block b at b * 16 * 32 */
     const uint8_t *w;      /* the group's codes of block 0: 8 rows wstride apart, blocks bstep */
     const float *s, *m;    /* the group's scales and mins of block 0, blocks sstep apart */
     const float *dx, *dxa; /* the tile's first token's block values (row stride nb) */
-    size_t K, nb, wstride, bstep, sstep;
+    size_t nb, wstride, bstep, sstep;
 } amx_group;
 
 /* Block b's product into tile C, from code tiles TA, TB (numbers: the tile intrinsics paste
@@ -55,7 +56,7 @@ typedef struct {
 #define AMX_ISSUE(C, TA, TB, g, b)                                                                 \
     do {                                                                                           \
         _tile_zero(C);                                                                             \
-        _tile_loadd(TA, (g)->a + 32 * (b), (g)->K);                                                \
+        _tile_loadd(TA, (g)->a + (b) * (TOK * 32), 32);                                            \
         _tile_loadd(TB, (g)->w + (b) * (g)->bstep, (g)->wstride);                                  \
         _tile_dpbssd(C, TA, TB);                                                                   \
     } while (0)
@@ -123,7 +124,6 @@ ALWAYS_INLINE void amx_run(bool MIN, const clara_qg_panel *p, int np, const clar
                                      .m = p[i].m + gi * RG,
                                      .dx = a->dx + (size_t)t0 * nb,
                                      .dxa = a->dxa + (size_t)t0 * nb,
-                                     .K = a->K,
                                      .nb = nb,
                                      .wstride = G * 64,
                                      .bstep = 8 * G * 64,
