@@ -127,9 +127,9 @@ bool clara_qg_level_avx2(const clara_qg_type *qt, clara_qg_level *out);
 void clara_qg_store_row_avx512(const clara_qg_panel *p, uint32_t tok, const float *v, float *o,
                                uint32_t valid, bool accumulate, float alpha);
 
-/* The packed GEMM on Intel AMX tiles (qgemm_amx.c) for B = 32 types and 2-group panels of 16
- * rows with signed codes (clara_qg_amx_sign_codes): the AVX-512 level's kernel with the same
- * bits. */
+/* The packed GEMM on Intel AMX tiles (qgemm_amx.c) for B = 32 types, 2-group panels of 16 rows
+ * with signed codes (clara_qg_amx_sign_codes) and activations in tiles (clara_qg_acts.tile =
+ * QG_TOKEN_PAD): the AVX-512 level's kernel with the same bits. */
 void clara_qg_amx_sign_codes(uint8_t *codes, size_t bytes, int32_t off);
 void clara_qg_amx_kernel(const clara_qg_type *qt, const clara_qg_panel *p, int np,
                          const clara_qg_acts *a, uint32_t n, float *y, size_t ldy,
