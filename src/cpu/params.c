@@ -144,20 +144,22 @@ const char *cpu_kind_name(cpu_kind k) {
     return (unsigned)k < CPU_KIND_COUNT ? names[k] : "other";
 }
 
-/* Today's values were measured on a Zen 5 VM (prefetch distance: 7B q4_0 decode at 1.5-48 KB,
+/* The defaults were measured on a Zen 5 VM (prefetch distance: 7B q4_0 decode at 1.5-48 KB,
  * docs/PERFORMANCE.md) and kept on an Intel Xeon (Sapphire/Emerald Rapids class) where they held.
- * Zen 4 keeps them too: the issue-20 figures for it (decode 49.7% of the read roofline at 2
- * threads, 79% of a decode profile in the AVX-512 GEMV, avx512 5.14 tok/s against avx2 3.58) say
- * the 512-bit path is the faster one there but single out no other value: nothing was swept on a
- * Zen 4, so a different value would be a guess. CLARA_PF_BYTES, CLARA_PF_GROUPS,
- * CLARA_TASKS_PER_THREAD, CLARA_ROWS_PER_TASK, CLARA_QG_PANELS and CLARA_QG_TASK_KIB sweep them
- * where such a machine is at hand; a measured value goes in this switch with its figures.
  * pf_lanes 8 KB (intel-avx512, bench_decode, 2 threads, step ms at 1 / 8 rows): 1B q4_0 pair
  * none 30.4 / 53.0, 8 KB 28.0 / 40.5, 24 KB 27.2-28.6 / 41.7-43.2, 48 KB 29.0 / 43.5; 7B q8_0
  * none 350 / 435, 8 KB 325 / 446, 24 KB 329 / 452. (bench_matmul's back-to-back GEMV, where
  * the hardware prefetcher alone follows the one stream, read 5-8% faster with none: the decode
- * step, with other work between the matrices, is the measure that counts.) CLARA_PF_LANES
- * sweeps it. */
+ * step, with other work between the matrices, is the measure that counts.)
+ * Zen 4 (EPYC family 25 model 17 VM, 2 threads, 7B pairs, decode steps with the values
+ * alternating in one process, median of 7-9 rounds, ms): its prefetchers want the software
+ * prefetch short. q4_k_m, pf_bytes 2 / 4 / 8 / 16 / 24 KB: 163-169 / 164-169 / 178 / 186 /
+ * 184 at 1 row (none: 204), 474 against 483 (4 / 24 KB) at 8 rows. q4_0, pf_lanes none / 4 /
+ * 8 / 16 KB: 163 / 164 / 171 / 178 at 1 row, 383 / 261 / 266 at 8 rows (without it the 8-row
+ * step reads too little at once). CLARA_PF_BYTES, CLARA_PF_GROUPS, CLARA_TASKS_PER_THREAD,
+ * CLARA_ROWS_PER_TASK, CLARA_QG_PANELS, CLARA_QG_TASK_KIB and CLARA_PF_LANES sweep them; the
+ * packed GEMM's panels (1-16) and task sizes (128-1024 KiB) changed nothing measurable on
+ * Zen 4 (4096 x 4096 q4_0 x 256 rows within 3%). */
 cpu_params cpu_params_default(cpu_kind k) {
     cpu_params p = {.pf_bytes = 24576,
                     .pf_groups = 1,
@@ -166,7 +168,7 @@ cpu_params cpu_params_default(cpu_kind k) {
                     .qg_panels = 4,
                     .qg_task_kib = 512,
                     .pf_lanes = 8192};
-    (void)k; /* the same for every kind until a kind's own values are measured (above) */
+    if (k == CPU_KIND_ZEN4) p.pf_bytes = 4096, p.pf_lanes = 4096;
     return p;
 }
 

@@ -63,6 +63,21 @@ static void test_detect(void) {
             c->name, c->vendor, c->family, c->model, kind, c->l1d_kib, c->l2_kib, c->l3_kib);
 }
 
+/* The kinds' tables as measured (params.c gives the figures): Zen 4 prefetches 4 KB ahead on
+ * both decode streams, every other kind 24 KB along a row and 8 KB along a repacked group. */
+static void test_kind_defaults(void) {
+    for (int k = 0; k < CPU_KIND_COUNT; k++) {
+        cpu_params p = cpu_params_default((cpu_kind)k);
+        bool zen4 = k == CPU_KIND_ZEN4;
+        T_CHECK_MSG(p.pf_bytes == (zen4 ? 4096u : 24576u), "%s pf_bytes %u",
+                    cpu_kind_name((cpu_kind)k), p.pf_bytes);
+        T_CHECK_MSG(p.pf_lanes == (zen4 ? 4096u : 8192u), "%s pf_lanes %u",
+                    cpu_kind_name((cpu_kind)k), p.pf_lanes);
+        T_CHECK(p.pf_groups == 1 && p.tasks_per_thread == 8 && p.rows_per_task == 0);
+        T_CHECK(p.qg_panels == 4 && p.qg_task_kib == 512);
+    }
+}
+
 static void test_parse(void) {
     uint32_t v = 77;
     T_CHECK(cpu_param_parse(0, "12288", &v) && v == 12288); /* pf_bytes: multiple of 64 */
@@ -215,6 +230,7 @@ static void test_bits_unchanged(void) {
 
 int main(void) {
     T_RUN(test_detect);
+    T_RUN(test_kind_defaults);
     T_RUN(test_parse);
     T_RUN(test_bits_unchanged);
     return t_report("cpu_params");
