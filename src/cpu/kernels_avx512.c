@@ -15,6 +15,7 @@
 
 #include "base/fp16.h"
 #include "cpu/kernels.h"
+#include "cpu/params.h"
 #include "cpu/repack.h"
 
 #define VEC            __m512
@@ -99,7 +100,7 @@ static inline void hsum16x512(const __m512 a[16], float *out) {
 #include "cpu/kernels_exp.inc"
 #include "cpu/qgemm.h"
 #define QG_RG              16
-#define QG_T               6 /* 2 x 6 sums and 2 x 6 accumulators in 32 registers */
+#define QG_T_WIDE          6 /* 2 x 6 sums and 2 x 6 accumulators in 32 registers */
 #define QG_MAX_BITS        8
 #define QVI                __m512i
 #define QVF                __m512

@@ -23,7 +23,7 @@ static const size_t field_offset[CPU_PARAM_COUNT] = {
     offsetof(cpu_params, pf_bytes),         offsetof(cpu_params, pf_groups),
     offsetof(cpu_params, tasks_per_thread), offsetof(cpu_params, rows_per_task),
     offsetof(cpu_params, qg_panels),        offsetof(cpu_params, qg_task_kib),
-    offsetof(cpu_params, pf_lanes)};
+    offsetof(cpu_params, pf_lanes),         offsetof(cpu_params, qg_tile_tokens)};
 #define FIELD(p, i)  (*(uint32_t *)((char *)(p) + field_offset[i]))
 #define CFIELD(p, i) (*(const uint32_t *)((const char *)(p) + field_offset[i]))
 
@@ -41,6 +41,8 @@ const cpu_param_desc cpu_param_table[CPU_PARAM_COUNT] = {
      "packed GEMM: unpacked weight codes per task (KiB, a share of L2)"},
     {"pf_lanes", "CLARA_PF_LANES", 0, 1u << 20, 64,
      "q4_0/q8_0 decode GEMV on repacked weights: prefetch distance (bytes)"},
+    {"qg_tile_tokens", "CLARA_QG_TILE_TOKENS", 5, 6, 1,
+     "packed GEMM (AVX-512): tokens per register tile (AVX2: always 5)"},
 };
 
 static cpu_info g_info;
@@ -157,9 +159,13 @@ const char *cpu_kind_name(cpu_kind k) {
  * 184 at 1 row (none: 204), 474 against 483 (4 / 24 KB) at 8 rows. q4_0, pf_lanes none / 4 /
  * 8 / 16 KB: 163 / 164 / 171 / 178 at 1 row, 383 / 261 / 266 at 8 rows (without it the 8-row
  * step reads too little at once). CLARA_PF_BYTES, CLARA_PF_GROUPS, CLARA_TASKS_PER_THREAD,
- * CLARA_ROWS_PER_TASK, CLARA_QG_PANELS, CLARA_QG_TASK_KIB and CLARA_PF_LANES sweep them; the
+ * CLARA_ROWS_PER_TASK, CLARA_QG_PANELS, CLARA_QG_TASK_KIB, CLARA_PF_LANES and
+ * CLARA_QG_TILE_TOKENS sweep them; the
  * packed GEMM's panels (1-16) and task sizes (128-1024 KiB) changed nothing measurable on
- * Zen 4 (4096 x 4096 q4_0 x 256 rows within 3%). */
+ * Zen 4 (4096 x 4096 q4_0 x 256 rows within 3%); its tiles of 6 tokens instead of 5 did: 7B q4_0
+ * compression at batch 4 41.0-41.3 tok/s against 38.5-40.1 (the same 4096 x 4096 x 256 GEMM
+ * +2-10%). Elsewhere the tile stays at 5 tokens: an earlier build measured 6 5% slower (the
+ * compiler then spilled around the 24 accumulators; docs/PERFORMANCE.md). */
 cpu_params cpu_params_default(cpu_kind k) {
     cpu_params p = {.pf_bytes = 24576,
                     .pf_groups = 1,
@@ -167,8 +173,9 @@ cpu_params cpu_params_default(cpu_kind k) {
                     .rows_per_task = 0,
                     .qg_panels = 4,
                     .qg_task_kib = 512,
-                    .pf_lanes = 8192};
-    if (k == CPU_KIND_ZEN4) p.pf_bytes = 4096, p.pf_lanes = 4096;
+                    .pf_lanes = 8192,
+                    .qg_tile_tokens = 5};
+    if (k == CPU_KIND_ZEN4) p.pf_bytes = 4096, p.pf_lanes = 4096, p.qg_tile_tokens = 6;
     return p;
 }
 

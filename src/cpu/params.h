@@ -2,8 +2,9 @@
  * named kind) and the kernel parameters chosen for it once at start: what used to be constants
  * tuned on one machine (prefetch distances, rows per task, the packed GEMM's panels per task).
  * Every parameter can be forced for testing with an environment variable (read once; a bad value
- * is warned about and ignored). The parameters only change how work is split and how far ahead
- * weights are prefetched: no output bit depends on them (tests/unit/test_kernels.c checks). */
+ * is warned about and ignored). The parameters only change how work is split, how far ahead
+ * weights are prefetched and how many tokens a register tile holds: no output bit depends on them
+ * (tests/unit/test_cpu_params.c checks). */
 #ifndef CLARA_CPU_PARAMS_H
 #define CLARA_CPU_PARAMS_H
 
@@ -39,9 +40,10 @@ typedef struct {
     uint32_t qg_panels;        /* packed GEMM: at most this many panels per task */
     uint32_t qg_task_kib;      /* packed GEMM: unpacked codes per task (a share of L2) */
     uint32_t pf_lanes;         /* q4_0/q8_0 decode GEMV on repacked weights: prefetch distance */
+    uint32_t qg_tile_tokens;   /* packed GEMM (AVX-512): tokens per register tile, 5 or 6 */
 } cpu_params;
 
-#define CPU_PARAM_COUNT 7
+#define CPU_PARAM_COUNT 8
 
 /* One parameter: its name, the environment variable forcing it, its bounds. */
 typedef struct {

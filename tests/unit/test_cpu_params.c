@@ -64,7 +64,8 @@ static void test_detect(void) {
 }
 
 /* The kinds' tables as measured (params.c gives the figures): Zen 4 prefetches 4 KB ahead on
- * both decode streams, every other kind 24 KB along a row and 8 KB along a repacked group. */
+ * both decode streams and tiles the packed GEMM by 6 tokens, every other kind 24 KB along a row,
+ * 8 KB along a repacked group, 5 tokens. */
 static void test_kind_defaults(void) {
     for (int k = 0; k < CPU_KIND_COUNT; k++) {
         cpu_params p = cpu_params_default((cpu_kind)k);
@@ -75,6 +76,7 @@ static void test_kind_defaults(void) {
                     cpu_kind_name((cpu_kind)k), p.pf_lanes);
         T_CHECK(p.pf_groups == 1 && p.tasks_per_thread == 8 && p.rows_per_task == 0);
         T_CHECK(p.qg_panels == 4 && p.qg_task_kib == 512);
+        T_CHECK(p.qg_tile_tokens == (zen4 ? 6u : 5u));
     }
 }
 
@@ -132,21 +134,24 @@ static void param_sets(cpu_params sets[N_SETS]) {
                            .rows_per_task = 0,
                            .qg_panels = 1,
                            .qg_task_kib = 16,
-                           .pf_lanes = 0};
+                           .pf_lanes = 0,
+                           .qg_tile_tokens = 5};
     sets[2] = (cpu_params){.pf_bytes = 1u << 20,
                            .pf_groups = 8,
                            .tasks_per_thread = 64,
                            .rows_per_task = 8,
                            .qg_panels = 2,
                            .qg_task_kib = 1u << 16,
-                           .pf_lanes = 1u << 20};
+                           .pf_lanes = 1u << 20,
+                           .qg_tile_tokens = 6};
     sets[3] = (cpu_params){.pf_bytes = 4096,
                            .pf_groups = 1,
                            .tasks_per_thread = 3,
                            .rows_per_task = 200,
                            .qg_panels = 3,
                            .qg_task_kib = 48,
-                           .pf_lanes = 4096};
+                           .pf_lanes = 4096,
+                           .qg_tile_tokens = 6};
 }
 
 /* y for every n under each parameter set, compared bit for bit with set 0's. */
