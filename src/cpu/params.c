@@ -158,14 +158,14 @@ const char *cpu_kind_name(cpu_kind k) {
  * prefetch short. q4_k_m, pf_bytes 2 / 4 / 8 / 16 / 24 KB: 163-169 / 164-169 / 178 / 186 /
  * 184 at 1 row (none: 204), 474 against 483 (4 / 24 KB) at 8 rows. q4_0, pf_lanes none / 4 /
  * 8 / 16 KB: 163 / 164 / 171 / 178 at 1 row, 383 / 261 / 266 at 8 rows (without it the 8-row
- * step reads too little at once). CLARA_PF_BYTES, CLARA_PF_GROUPS, CLARA_TASKS_PER_THREAD,
+ * step reads too little at once). The packed GEMM's panels (1-16) and task sizes (128-1024
+ * KiB) changed nothing measurable on Zen 4 (4096 x 4096 q4_0 x 256 rows within 3%); its tiles of
+ * 6 tokens instead of 5 did: 7B q4_0 compression at batch 4 41.0-41.3 tok/s against 38.5-40.1
+ * (the same 4096 x 4096 x 256 GEMM +2-10%). Elsewhere the tile stays at 5 tokens: an earlier
+ * build measured 6 5% slower (the compiler then spilled around the 24 accumulators;
+ * docs/PERFORMANCE.md). CLARA_PF_BYTES, CLARA_PF_GROUPS, CLARA_TASKS_PER_THREAD,
  * CLARA_ROWS_PER_TASK, CLARA_QG_PANELS, CLARA_QG_TASK_KIB, CLARA_PF_LANES and
- * CLARA_QG_TILE_TOKENS sweep them; the
- * packed GEMM's panels (1-16) and task sizes (128-1024 KiB) changed nothing measurable on
- * Zen 4 (4096 x 4096 q4_0 x 256 rows within 3%); its tiles of 6 tokens instead of 5 did: 7B q4_0
- * compression at batch 4 41.0-41.3 tok/s against 38.5-40.1 (the same 4096 x 4096 x 256 GEMM
- * +2-10%). Elsewhere the tile stays at 5 tokens: an earlier build measured 6 5% slower (the
- * compiler then spilled around the 24 accumulators; docs/PERFORMANCE.md). */
+ * CLARA_QG_TILE_TOKENS sweep them. */
 cpu_params cpu_params_default(cpu_kind k) {
     cpu_params p = {.pf_bytes = 24576,
                     .pf_groups = 1,
