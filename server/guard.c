@@ -37,6 +37,8 @@
 
 #define RELAY_BUF   (64u << 10)
 #define GUARD_STACK (256u << 10)
+/* Seconds the relays get at shutdown to pass on answers libmicrohttpd has written. */
+#define GUARD_PASS_ON_S 1.0
 
 typedef struct guard_conn {
     int cfd, mfd, mhd_fd; /* client socket; our end of the pair; libmicrohttpd's end */
@@ -46,6 +48,7 @@ typedef struct guard_conn {
     int busy;          /* requests libmicrohttpd is handling (under G.mu) */
     uint64_t answered; /* requests libmicrohttpd has finished (under G.mu) */
     bool evicted;      /* closed by the accept thread to make room */
+    bool passed_on;    /* the relay has passed on every answer it will (under G.mu) */
     http_frame *fr;    /* the framer state (large: heap) */
     struct guard_conn *prev, *next;
 } guard_conn;
@@ -55,11 +58,12 @@ static struct {
     guard_conn *head;
     int n;
     int listen_fd, wake[2];
+    int cancel[2]; /* written once the grace period is over: wakes every relay (never read) */
     pthread_t accept_thread;
     bool started;
     srv_server *s;
     struct MHD_Daemon *mhd;
-} G = {.mu = PTHREAD_MUTEX_INITIALIZER, .listen_fd = -1, .wake = {-1, -1}};
+} G = {.mu = PTHREAD_MUTEX_INITIALIZER, .listen_fd = -1, .wake = {-1, -1}, .cancel = {-1, -1}};
 
 /* ---- replies written by the guard itself ---------------------------------------------------- */
 
@@ -210,6 +214,7 @@ typedef struct {
     const char *fail_type;
     char fail_msg[160];
     double write_stall; /* since when the client has not taken pending bytes (0: not stalled) */
+    bool cancel_seen;   /* the grace period is over and this relay has acted on it */
 } relay;
 
 /* Bytes moved at `now`; whether part of a request has arrived but not all of it. */
@@ -332,16 +337,28 @@ static int to_client(guard_conn *c, relay *r, short revents, double now) {
     return 0;
 }
 
+/* The grace period is over: a request that has not arrived in full will not be served, so it is
+ * answered 503 here rather than cut off when libmicrohttpd stops. */
+static void on_cancel(guard_conn *c, relay *r) {
+    r->cancel_seen = true;
+    if (c->reading && !r->failing)
+        start_failing(r, 503, "shutting_down",
+                      "the server is shutting down: the request had not arrived in full when the "
+                      "grace period ended");
+}
+
 static void relay_loop(guard_conn *c, relay *r) {
     for (;;) {
         bool want_in = !r->client_eof && !r->failing && r->c2m_len == 0;
         short ev0 = (short)((want_in ? POLLIN : 0) | (r->m2c_len ? POLLOUT : 0));
         short ev1 = (short)((!r->mhd_eof && !r->m2c_len ? POLLIN : 0) | (r->c2m_len ? POLLOUT : 0));
-        struct pollfd p[2] = {{c->cfd, ev0, 0}, {c->mfd, ev1, 0}};
+        struct pollfd p[3] = {
+            {c->cfd, ev0, 0}, {c->mfd, ev1, 0}, {r->cancel_seen ? -1 : G.cancel[0], POLLIN, 0}};
         double before = srv_mono();
         bool held_back = r->c2m_len > 0;
-        int rc = poll(p, 2, next_timeout(c, r, before));
+        int rc = poll(p, 3, next_timeout(c, r, before));
         if (rc < 0 && errno != EINTR) return;
+        if (p[2].revents) on_cancel(c, r);
         double now = srv_mono();
         /* time spent waiting for libmicrohttpd to take bytes (it reads a pipelined request only
          * after answering the one before) is the server's, not the client's: the read deadline
@@ -365,6 +382,9 @@ static void relay_loop(guard_conn *c, relay *r) {
      * in error itself (an early 413, 415, ... before its body was read): then that is the answer */
     if (r->failing && answered(c) <= c->fr->requests)
         write_error(c->cfd, c->ip, r->fail_status, r->fail_type, r->fail_msg);
+    pthread_mutex_lock(&G.mu);
+    c->passed_on = true;
+    pthread_mutex_unlock(&G.mu);
     linger_close(c, r);
 }
 
@@ -529,7 +549,7 @@ int srv_guard_start(srv_server *s, struct MHD_Daemon *mhd, int *port_out) {
     G.mhd = mhd;
     G.listen_fd = listen_on(s->cfg.host, s->cfg.port, port_out);
     if (G.listen_fd < 0) return -1;
-    if (pipe2(G.wake, O_CLOEXEC) != 0 ||
+    if (pipe2(G.wake, O_CLOEXEC) != 0 || pipe2(G.cancel, O_CLOEXEC) != 0 ||
         pthread_create(&G.accept_thread, NULL, accept_main, NULL)) {
         fprintf(stderr, "clara-server: error: cannot start the accept thread: %s\n",
                 strerror(errno));
@@ -540,8 +560,9 @@ int srv_guard_start(srv_server *s, struct MHD_Daemon *mhd, int *port_out) {
     return 0;
 }
 
-/* Stops accepting, closes every connection and waits (a bounded time) for the relays to end. */
-void srv_guard_stop(void) {
+/* Stops accepting: the listening socket closes (new clients are refused), and libmicrohttpd gets
+ * no more connections, so it can be stopped. */
+void srv_guard_stop_accepting(void) {
     if (!G.started) return;
     G.started = false;
     if (write(G.wake[1], "x", 1) < 0) { /* the accept thread polls this pipe */
@@ -550,19 +571,50 @@ void srv_guard_stop(void) {
     close(G.listen_fd);
     close(G.wake[0]);
     close(G.wake[1]);
+    G.listen_fd = -1;
+}
+
+/* Waits up to `seconds` until no connection is left, or (all_passed_on) until every relay left
+ * has passed on its answers. Returns whether that happened. */
+static bool wait_relays(double seconds, bool all_passed_on) {
+    double until = srv_mono() + seconds;
+    for (;;) {
+        pthread_mutex_lock(&G.mu);
+        bool done = true;
+        for (guard_conn *c = G.head; c && done; c = c->next) done = all_passed_on && c->passed_on;
+        pthread_mutex_unlock(&G.mu);
+        if (done) return true;
+        if (srv_mono() > until) return false;
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* Called once libmicrohttpd is stopped. What it wrote before it stopped may still be in the
+ * socketpairs or in a relay's buffer (a relay is a thread of its own, and on a busy machine it
+ * can be scheduled well after libmicrohttpd's handler finished): closing the client sockets at
+ * once lost such answers (a 503 shutting_down arrived as a connection closed without a
+ * response). So every relay first gets up to a second to pass on what is there (libmicrohttpd's
+ * ends are closed, so each sees the end after the last answer); then every connection left is
+ * closed, and the relays get a bounded time to end. */
+void srv_guard_stop(void) {
+    srv_guard_stop_accepting();
+    wait_relays(GUARD_PASS_ON_S, true);
     pthread_mutex_lock(&G.mu);
     for (guard_conn *c = G.head; c; c = c->next) {
         shutdown(c->cfd, SHUT_RDWR);
         shutdown(c->mfd, SHUT_RDWR);
     }
     pthread_mutex_unlock(&G.mu);
-    double until = srv_mono() + 2.0;
-    for (;;) {
-        pthread_mutex_lock(&G.mu);
-        int n = G.n;
-        pthread_mutex_unlock(&G.mu);
-        if (n == 0 || srv_mono() > until) break;
-        struct timespec ts = {0, 10 * 1000 * 1000};
-        nanosleep(&ts, NULL);
+    /* a relay still running polls the cancel pipe: it stays open for the process's rest */
+    if (wait_relays(2.0, false) && G.cancel[0] >= 0) {
+        close(G.cancel[0]);
+        close(G.cancel[1]);
+        G.cancel[0] = G.cancel[1] = -1;
+    }
+}
+
+void srv_guard_cancel_partial(void) {
+    if (G.cancel[1] >= 0 && write(G.cancel[1], "x", 1) < 0) { /* the relays poll this pipe */
     }
 }

@@ -476,6 +476,7 @@ void *srv_http_start(srv_server *s, int *port_out) {
 }
 
 void srv_http_stop(void *daemon) {
-    srv_guard_stop();
+    srv_guard_stop_accepting();
     MHD_stop_daemon(daemon);
+    srv_guard_stop();
 }

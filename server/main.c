@@ -123,9 +123,10 @@ static int wait_inflight(srv_server *s, double seconds) {
 }
 
 /* Answer new requests 503, give in-flight requests up to the grace period, then cancel what is left
- * (the engine drops it within a layer or a decoding step; its clients get 503), stop the scheduler
- * and, once those answers are out, the HTTP threads: the whole takes the grace period plus about
- * a second at most. */
+ * (the engine drops it within a layer or a decoding step; its clients get 503, and so do requests
+ * whose body is still arriving, from the connection guard), stop the scheduler and, once those
+ * answers are written, the HTTP threads (the guard passes on what they wrote before it closes the
+ * connections): the whole takes the grace period plus about a second at most. */
 static void shutdown_server(srv_server *s, void *daemon) {
     /* connections are still accepted, so clients get a clear answer rather than a refusal */
     atomic_store(&s->draining, true);
@@ -134,6 +135,7 @@ static void shutdown_server(srv_server *s, void *daemon) {
         CLARA_LOGW("grace period of %d s over: cancelling %d request(s) still in flight",
                    s->cfg.grace, left);
     srv_sched_cancel_all();
+    srv_guard_cancel_partial();
     srv_sched_stop();
     wait_inflight(s, SHUTDOWN_REPLY_S);
     srv_http_stop(daemon);

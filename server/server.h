@@ -400,7 +400,13 @@ struct MHD_Daemon;
 /* Listens on cfg.host:cfg.port and relays every connection to the daemon through the strict
  * request framer, with the read deadline and the connection limits. */
 int srv_guard_start(srv_server *s, struct MHD_Daemon *mhd, int *port_out);
+/* Shutdown, in this order: srv_guard_stop_accepting, MHD_stop_daemon, srv_guard_stop (which
+ * passes on the answers libmicrohttpd wrote, then closes every connection). */
+void srv_guard_stop_accepting(void);
 void srv_guard_stop(void);
+/* The grace period is over: requests still arriving are answered 503 shutting_down by the guard
+ * (libmicrohttpd would only close them when it stops). */
+void srv_guard_cancel_partial(void);
 /* A request on libmicrohttpd's socket fd starts (+1) or ends (-1): such a connection is never
  * closed to make room for another. */
 void srv_guard_busy(int fd, int delta);
