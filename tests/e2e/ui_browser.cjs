@@ -62,8 +62,16 @@ async function allListed(page) {
   return out;
 }
 
+// A nav link changes the hash; the view is shown when the page handles the hashchange event,
+// a task later: typing or clicking into it before then reaches a hidden element (a collection
+// created with an empty name once, on a loaded CI machine).
+async function gotoView(page, name) {
+  await page.click('#nav-' + name);
+  await page.waitForSelector('#view-' + name, { visible: true });
+}
+
 async function openCollection(page, name) {
-  await page.click('#nav-memories');
+  await gotoView(page, 'memories');
   const btn = `#coll-rows button[aria-label="Open collection ${name}"]`;
   await page.waitForSelector(btn);
   await page.$eval('#page-info', (e) => { e.textContent = ''; }); // so the wait sees the new page
@@ -100,7 +108,7 @@ async function scenarioMain(browser, cfg, obs) {
   obs.load = loaded;
 
   // Memories: create a collection, upload the .jsonl, watch the progress bar
-  await page.click('#nav-memories');
+  await gotoView(page, 'memories');
   await page.type('#coll-name', 'notes');
   await page.click('#coll-create');
   await page.waitForFunction(() => document.getElementById('coll-title').textContent === 'notes');
@@ -238,7 +246,7 @@ async function scenarioMain(browser, cfg, obs) {
   obs.listedAfterReload = await allListed(page);
 
   // Server view: two polls at least, then the facts and the chart
-  await page.click('#nav-server');
+  await gotoView(page, 'server');
   await page.waitForFunction(() => document.getElementById('srv-model').children.length > 0);
   await sleep(4500);
   obs.server = await page.evaluate(() => {
@@ -294,7 +302,7 @@ async function scenarioKey(browser, cfg, obs) {
   await page.type('#key-input', cfg.key);
   await page.keyboard.press('Enter');
   await ready(page);
-  await page.click('#nav-memories');
+  await gotoView(page, 'memories');
   await page.waitForSelector('#coll-rows tr');
   obs.keyFirst = await page.evaluate((k) => ({
     opened: window.__opened,
