@@ -73,12 +73,13 @@ def heavy_answer():
 SMALL = {"memories": ["The sky is blue."], "query": "What colour is the sky?", "max_new_tokens": 8}
 
 
-def open_request(port, path, body):
-    """Sends a whole POST and returns the socket without reading the answer."""
+def open_request(port, path, body, sent=None):
+    """Sends a POST (its head and the first `sent` bytes of its body: all by default) and returns
+    the socket without reading the answer."""
     data = body.encode() if isinstance(body, str) else body
     s = socket.create_connection(("127.0.0.1", port), timeout=30)
     s.sendall(b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-              b"Content-Length: %d\r\n\r\n" % (path.encode(), len(data)) + data)
+              b"Content-Length: %d\r\n\r\n" % (path.encode(), len(data)) + data[:sent])
     return s
 
 
@@ -280,12 +281,8 @@ def test_request_arriving_at_grace_end():
     grace = 1
     s = Server("--grace", str(grace), "--read-timeout", "60")
     body = json.dumps(SMALL).encode()
-    head = (b"POST /v1/answer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n" % len(body))
-    late = socket.create_connection(("127.0.0.1", s.port), timeout=30)
-    late.sendall(head + body[:10])  # the rest never comes
-    in_time = socket.create_connection(("127.0.0.1", s.port), timeout=30)
-    in_time.sendall(head + body[:10])
+    late = open_request(s.port, "/v1/answer", body, sent=10)  # the rest never comes
+    in_time = open_request(s.port, "/v1/answer", body, sent=10)
     time.sleep(0.3)
     t0 = time.time()
     s.proc.send_signal(signal.SIGTERM)
