@@ -9,7 +9,8 @@
  *
  * The adapter is the model's decoder when it has weights (the `all` policy loads it), else the
  * first loaded adapter with weights, so the LoRA deltas are computed even on random models whose
- * decoder is the hf policy's zero adapter. */
+ * decoder is the hf policy's zero adapter; BENCH_ADAPTER=0 runs without one (the deltas' share of
+ * a step). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -142,6 +143,8 @@ int main(int argc, char **argv) {
         return 1;
     }
     bench b = {ctx, active_adapter(m), NULL, NULL, {0}, 0};
+    const char *ba = getenv("BENCH_ADAPTER");
+    if (ba && strcmp(ba, "0") == 0) b.set.n = 0;
     b.emb = malloc((size_t)MAX_ROWS * m->hp.n_embd * sizeof(float));
     b.logits = malloc((size_t)MAX_ROWS * m->hp.n_vocab * sizeof(float));
     double *ms = malloc((size_t)N_COUNTS * rounds * sizeof(double));

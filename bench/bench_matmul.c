@@ -7,7 +7,8 @@
  *   bench_matmul [SECONDS_PER_CASE] [TYPES...]     (types: f32 f16 bf16 q8_0 q4_0 q4_k ...)
  * Environment: BENCH_CASES=gemm or gemv runs only that case (default both); BENCH_GEMV_ROWS=N
  * gives the GEMV N activation rows (default 1; at most 256: decoding N streams at once);
- * BENCH_REPACK=1 gives q4_0 / q8_0 matrices the repacked copy the engine makes (cpu/repack.h).
+ * BENCH_REPACK=1 gives q4_0 / q8_0 matrices the repacked copy the engine makes (cpu/repack.h);
+ * BENCH_GEMV_SHAPE=ROWSxCOLS another GEMV shape (e.g. 4096x14336: a 7B down projection).
  * Each case runs at least once and repeats until SECONDS_PER_CASE (default 1) have passed; the
  * best repetition is reported. The machine limits to compare with are in
  * the project's performance anchors (re-measure them in the same run before claiming ratios). */
@@ -116,8 +117,19 @@ int main(int argc, char **argv) {
     const char *def[] = {"f32", "f16", "bf16"};
     int n_types = argc > 2 ? argc - 2 : 3;
     const char **names = argc > 2 ? (const char **)argv + 2 : def;
-    const uint64_t K = 4096, M_GEMM = 4096, M_GEMV = 14336;
+    const uint64_t K = 4096, M_GEMM = 4096;
+    uint64_t M_GEMV = 14336, K_GEMV = 4096;
     const uint32_t N_GEMM = 256;
+    const char *shape = getenv("BENCH_GEMV_SHAPE");
+    unsigned long long sr = 0, sc = 0;
+    if (shape && (sscanf(shape, "%llux%llu", &sr, &sc) != 2 || sr < 16 || sc < 256 || sr > 65536 ||
+                  sc > 65536 || sc % 256)) {
+        fprintf(stderr, "bench_matmul: BENCH_GEMV_SHAPE must be ROWSxCOLS (COLS a multiple of "
+                        "256, at most 65536)\n");
+        return 2;
+    }
+    if (shape) M_GEMV = sr, K_GEMV = sc;
+    const uint64_t K_MAX = K_GEMV > K ? K_GEMV : K;
     const char *cases = getenv("BENCH_CASES");
     const char *gr = getenv("BENCH_GEMV_ROWS");
     uint32_t gemv_rows = gr ? (uint32_t)atoi(gr) : 1;
@@ -130,11 +142,12 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 2; i++) {
         clara_pool *pool = NULL;
         if (clara_pool_create(i + 1, &pool) != CLARA_OK ||
-            cpu_kctx_init(&ctx[i], pool, K) != CLARA_OK)
+            cpu_kctx_init(&ctx[i], pool, K_MAX) != CLARA_OK)
             return 1;
     }
-    float *x = malloc(N_GEMM * K * sizeof(float)), *y = malloc(N_GEMM * M_GEMV * sizeof(float));
-    for (size_t i = 0; i < N_GEMM * K; i++) x[i] = frand();
+    float *x = malloc(N_GEMM * K_MAX * sizeof(float));
+    float *y = malloc(N_GEMM * (M_GEMV > M_GEMM ? M_GEMV : M_GEMM) * sizeof(float));
+    for (size_t i = 0; i < N_GEMM * K_MAX; i++) x[i] = frand();
     /* ANCHORS.md was measured on an Emerald Rapids VM; other CPUs (e.g. AMD Zen 5) differ. */
     printf("machine best level: %s; ANCHORS.md limits (Emerald Rapids VM; re-measure on other "
            "CPUs): f32 FMA 179/358 GFLOP/s (1/2 thr, AVX-512), read 15.6/30.9 GB/s\n",
@@ -146,7 +159,7 @@ int main(int argc, char **argv) {
         cpu_mat Wg, Wv[GEMV_MAX_MATS];
         uint64_t bg, bv;
         bool ok = t >= 0 && make_mat(&Wg, (clara_type)t, M_GEMM, K, &bg) == 0;
-        ok = ok && make_mat(&Wv[0], (clara_type)t, M_GEMV, K, &bv) == 0;
+        ok = ok && make_mat(&Wv[0], (clara_type)t, M_GEMV, K_GEMV, &bv) == 0;
         int n_mats = ok ? gemv_mats(bv) : 0;
         ok = ok && copy_mats(Wv, n_mats, bv) == 0;
         ok = ok && repack_mats(&Wg, 1, ctx[1].pool) == 0 &&
