@@ -376,7 +376,7 @@ clara_status clara_model_fingerprint(const clara_model *model, char out[CLARA_FI
 /* The compute backend the engine's kernels run on, for reports (`clara bench`, the server's
  * /status): general enough for any backend (today "cpu"; a GPU backend names its device the same
  * way). Strings are NUL-terminated; numbers a backend does not know are 0. */
-#define CLARA_BACKEND_MAX_PARAMS 8
+#define CLARA_BACKEND_MAX_PARAMS 16
 typedef struct {
     char name[32];   /* the parameter, e.g. "pf_bytes" */
     char env[32];    /* the environment variable that forces it, e.g. "CLARA_PF_BYTES" */

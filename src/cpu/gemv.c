@@ -197,6 +197,7 @@ bool clara_gemv_quant_group(cpu_kctx *kc, clara_isa isa, const clara_gemv_part *
         j.g[i].y = p->y, j.g[i].ldy = (size_t)p->W->rows;
         j.g[i].accumulate = p->accumulate, j.g[i].alpha = p->alpha;
         j.g[i].pf_bytes = P->pf_bytes, j.g[i].pf_groups = P->pf_groups;
+        j.g[i].pf_kq = P->pf_kq;
         j.g[i].pf_lanes = P->pf_lanes;
         j.rows[i] = p->W->rows;
         j.rows_per_task[i] = rows_per_task(kc, p->W, n);

@@ -19,11 +19,15 @@
 #endif
 
 /* Field i of cpu_params, in table order. */
-static const size_t field_offset[CPU_PARAM_COUNT] = {
-    offsetof(cpu_params, pf_bytes),         offsetof(cpu_params, pf_groups),
-    offsetof(cpu_params, tasks_per_thread), offsetof(cpu_params, rows_per_task),
-    offsetof(cpu_params, qg_panels),        offsetof(cpu_params, qg_task_kib),
-    offsetof(cpu_params, pf_lanes),         offsetof(cpu_params, qg_tile_tokens)};
+static const size_t field_offset[CPU_PARAM_COUNT] = {offsetof(cpu_params, pf_bytes),
+                                                     offsetof(cpu_params, pf_groups),
+                                                     offsetof(cpu_params, tasks_per_thread),
+                                                     offsetof(cpu_params, rows_per_task),
+                                                     offsetof(cpu_params, qg_panels),
+                                                     offsetof(cpu_params, qg_task_kib),
+                                                     offsetof(cpu_params, pf_lanes),
+                                                     offsetof(cpu_params, qg_tile_tokens),
+                                                     offsetof(cpu_params, pf_kq)};
 #define FIELD(p, i)  (*(uint32_t *)((char *)(p) + field_offset[i]))
 #define CFIELD(p, i) (*(const uint32_t *)((const char *)(p) + field_offset[i]))
 
@@ -43,6 +47,8 @@ const cpu_param_desc cpu_param_table[CPU_PARAM_COUNT] = {
      "q4_0/q8_0 decode GEMV on repacked weights: prefetch distance (bytes)"},
     {"qg_tile_tokens", "CLARA_QG_TILE_TOKENS", 5, 6, 1,
      "packed GEMM (AVX-512): tokens per register tile (AVX2: always 5)"},
+    {"pf_kq", "CLARA_PF_KQ", 0, 1u << 20, 64,
+     "q4_k/q6_k decode GEMV (AVX-512): prefetch distance into L2 only (bytes; 0: pf_bytes, L1)"},
 };
 
 static cpu_info g_info;
@@ -163,9 +169,11 @@ const char *cpu_kind_name(cpu_kind k) {
  * 6 tokens instead of 5 did: 7B q4_0 compression at batch 4 41.0-41.3 tok/s against 38.5-40.1
  * (the same 4096 x 4096 x 256 GEMM +2-10%). Elsewhere the tile stays at 5 tokens: an earlier
  * build measured 6 5% slower (the compiler then spilled around the 24 accumulators;
- * docs/PERFORMANCE.md). CLARA_PF_BYTES, CLARA_PF_GROUPS, CLARA_TASKS_PER_THREAD,
- * CLARA_ROWS_PER_TASK, CLARA_QG_PANELS, CLARA_QG_TASK_KIB, CLARA_PF_LANES and
- * CLARA_QG_TILE_TOKENS sweep them. */
+ * docs/PERFORMANCE.md). The k-quant GEMV's wide rows (the 7B down projection) prefetch 16 KB
+ * ahead into L2 on Zen 4 (gemv_avx512.c: its down projection took 26-40% less time in a 7B
+ * q4_k_m decode step); not measured on the other kinds, which keep pf_bytes into L1.
+ * CLARA_PF_BYTES, CLARA_PF_GROUPS, CLARA_TASKS_PER_THREAD, CLARA_ROWS_PER_TASK, CLARA_QG_PANELS,
+ * CLARA_QG_TASK_KIB, CLARA_PF_LANES, CLARA_QG_TILE_TOKENS and CLARA_PF_KQ sweep them. */
 cpu_params cpu_params_default(cpu_kind k) {
     cpu_params p = {.pf_bytes = 24576,
                     .pf_groups = 1,
@@ -174,8 +182,10 @@ cpu_params cpu_params_default(cpu_kind k) {
                     .qg_panels = 4,
                     .qg_task_kib = 512,
                     .pf_lanes = 8192,
-                    .qg_tile_tokens = 5};
-    if (k == CPU_KIND_ZEN4) p.pf_bytes = 4096, p.pf_lanes = 4096, p.qg_tile_tokens = 6;
+                    .qg_tile_tokens = 5,
+                    .pf_kq = 0};
+    if (k == CPU_KIND_ZEN4)
+        p.pf_bytes = 4096, p.pf_lanes = 4096, p.qg_tile_tokens = 6, p.pf_kq = 16384;
     return p;
 }
 

@@ -41,9 +41,10 @@ typedef struct {
     uint32_t qg_task_kib;      /* packed GEMM: unpacked codes per task (a share of L2) */
     uint32_t pf_lanes;         /* q4_0/q8_0 decode GEMV on repacked weights: prefetch distance */
     uint32_t qg_tile_tokens;   /* packed GEMM (AVX-512): tokens per register tile, 5 or 6 */
+    uint32_t pf_kq;            /* q4_k/q6_k decode GEMV: prefetch distance into L2 (0: pf_bytes) */
 } cpu_params;
 
-#define CPU_PARAM_COUNT 8
+#define CPU_PARAM_COUNT 9
 
 /* One parameter: its name, the environment variable forcing it, its bounds. */
 typedef struct {

@@ -64,8 +64,8 @@ static void test_detect(void) {
 }
 
 /* The kinds' tables as measured (params.c gives the figures): Zen 4 prefetches 4 KB ahead on
- * both decode streams and tiles the packed GEMM by 6 tokens, every other kind 24 KB along a row,
- * 8 KB along a repacked group, 5 tokens. */
+ * both decode streams (16 KB into L2 on the k-quants' wide rows) and tiles the packed GEMM by 6
+ * tokens, every other kind 24 KB along a row, 8 KB along a repacked group, 5 tokens. */
 static void test_kind_defaults(void) {
     for (int k = 0; k < CPU_KIND_COUNT; k++) {
         cpu_params p = cpu_params_default((cpu_kind)k);
@@ -77,6 +77,8 @@ static void test_kind_defaults(void) {
         T_CHECK(p.pf_groups == 1 && p.tasks_per_thread == 8 && p.rows_per_task == 0);
         T_CHECK(p.qg_panels == 4 && p.qg_task_kib == 512);
         T_CHECK(p.qg_tile_tokens == (zen4 ? 6u : 5u));
+        T_CHECK_MSG(p.pf_kq == (zen4 ? 16384u : 0u), "%s pf_kq %u", cpu_kind_name((cpu_kind)k),
+                    p.pf_kq);
     }
 }
 
@@ -135,7 +137,8 @@ static void param_sets(cpu_params sets[N_SETS]) {
                            .qg_panels = 1,
                            .qg_task_kib = 16,
                            .pf_lanes = 0,
-                           .qg_tile_tokens = 5};
+                           .qg_tile_tokens = 5,
+                           .pf_kq = 0};
     sets[2] = (cpu_params){.pf_bytes = 1u << 20,
                            .pf_groups = 8,
                            .tasks_per_thread = 64,
@@ -143,7 +146,8 @@ static void param_sets(cpu_params sets[N_SETS]) {
                            .qg_panels = 2,
                            .qg_task_kib = 1u << 16,
                            .pf_lanes = 1u << 20,
-                           .qg_tile_tokens = 6};
+                           .qg_tile_tokens = 6,
+                           .pf_kq = 1u << 20};
     sets[3] = (cpu_params){.pf_bytes = 4096,
                            .pf_groups = 1,
                            .tasks_per_thread = 3,
@@ -151,13 +155,14 @@ static void param_sets(cpu_params sets[N_SETS]) {
                            .qg_panels = 3,
                            .qg_task_kib = 48,
                            .pf_lanes = 4096,
-                           .qg_tile_tokens = 6};
+                           .qg_tile_tokens = 6,
+                           .pf_kq = 4096};
 }
 
-/* y for every n under each parameter set, compared bit for bit with set 0's. */
-static void check_type(cpu_kctx *kc, clara_type t, int lv) {
+/* y for every n under each parameter set, compared bit for bit with set 0's: rows x cols
+ * weights (and a 40-row matrix of the same width). */
+static void check_type(cpu_kctx *kc, clara_type t, int lv, uint64_t rows, uint64_t cols) {
     static const uint32_t ns[] = {1, 3, 8, 12, 16, 17, 40};
-    const uint64_t rows = 1100, cols = 512; /* 9+ packed-GEMM tasks of 4 panels at 2 threads */
     pmat m, m2;
     if (pmat_make(&m, t, rows, cols) != 0 || pmat_make(&m2, t, 40, cols) != 0) {
         T_CHECK_MSG(0, "setup %s", clara_type_name(t));
@@ -199,13 +204,17 @@ static void check_type(cpu_kctx *kc, clara_type t, int lv) {
     for (int i = 0; i < 2; i++) free(g0[i]), free(g[i]);
 }
 
+/* Wider than the k-quant GEMV's KQ_WIDE_BLOCKS (32) super-blocks. */
+#define WIDE_COLS (33 * 256)
+
 static void test_bits_unchanged(void) {
     static const clara_type types[] = {CLARA_TYPE_F32,  CLARA_TYPE_F16,  CLARA_TYPE_BF16,
                                        CLARA_TYPE_Q4_0, CLARA_TYPE_Q8_0, CLARA_TYPE_Q4_K,
                                        CLARA_TYPE_Q6_K, CLARA_TYPE_Q5_0, CLARA_TYPE_Q5_K};
     clara_pool *pool = NULL;
     cpu_kctx kc;
-    if (clara_pool_create(2, &pool) != CLARA_OK || cpu_kctx_init(&kc, pool, 512) != CLARA_OK) {
+    if (clara_pool_create(2, &pool) != CLARA_OK ||
+        cpu_kctx_init(&kc, pool, WIDE_COLS) != CLARA_OK) {
         T_CHECK_MSG(0, "kernel context");
         return;
     }
@@ -225,8 +234,12 @@ static void test_bits_unchanged(void) {
     for (int lv = 0; lv < CLARA_ISA_COUNT; lv++) {
         if (!clara_isa_supported((clara_isa)lv)) continue;
         clara_isa_force((clara_isa)lv);
-        for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
-            check_type(&kc, types[ti], lv);
+        for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+            /* 1100 rows: 9+ packed-GEMM tasks of 4 panels at 2 threads */
+            check_type(&kc, types[ti], lv, 1100, 512);
+            if (types[ti] == CLARA_TYPE_Q4_K || types[ti] == CLARA_TYPE_Q6_K)
+                check_type(&kc, types[ti], lv, 300, WIDE_COLS); /* rows that prefetch into L2 */
+        }
     }
     clara_isa_force(best);
     cpu_kctx_free(&kc);
