@@ -52,8 +52,7 @@ typedef struct {
     float alpha;
     size_t pf_bytes, pf_groups, pf_lanes; /* prefetch distances (cpu/params.h); no effect on the
                                              outputs */
-    size_t
-        pf_kq; /* q4_k / q6_k: prefetch distance into L2 only, 0: pf_bytes into L1 (cpu/params.h) */
+    size_t pf_kq; /* q4_k / q6_k wide rows: L2 prefetch distance, 0: pf_bytes (cpu/params.h) */
 } clara_gemv_args;
 
 /* Output rows [r0, r1) of g (kernels in gemv_avx512.c). Same value per element whatever n is. */

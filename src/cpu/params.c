@@ -170,7 +170,7 @@ const char *cpu_kind_name(cpu_kind k) {
  * (the same 4096 x 4096 x 256 GEMM +2-10%). Elsewhere the tile stays at 5 tokens: an earlier
  * build measured 6 5% slower (the compiler then spilled around the 24 accumulators;
  * docs/PERFORMANCE.md). The k-quant GEMV's wide rows (the 7B down projection) prefetch 16 KB
- * ahead into L2 on Zen 4 (gemv_avx512.c: its down projection took 26-40% less time in a 7B
+ * ahead into L2 on Zen 4 (gemv_avx512.c: its down projections took 34-42% less time in a 7B
  * q4_k_m decode step); not measured on the other kinds, which keep pf_bytes into L1.
  * CLARA_PF_BYTES, CLARA_PF_GROUPS, CLARA_TASKS_PER_THREAD, CLARA_ROWS_PER_TASK, CLARA_QG_PANELS,
  * CLARA_QG_TASK_KIB, CLARA_PF_LANES, CLARA_QG_TILE_TOKENS and CLARA_PF_KQ sweep them. */
