@@ -21,6 +21,11 @@
 /* Rows of more than this many super-blocks prefetch into L2 where g->pf_kq is set. */
 #define KQ_WIDE_BLOCKS 32
 
+/* Whether g's k-quant rows take the L2 prefetch (prefetch_ahead). */
+ALWAYS_INLINE bool kq_prefetch_l2(const clara_gemv_args *g) {
+    return g->pf_kq && g->nb > KQ_WIDE_BLOCKS;
+}
+
 /* The bytes of a k-quant block at p further on: pf_bytes into L1 or, for a row wider than
  * KQ_WIDE_BLOCKS where g->pf_kq is set, pf_kq bytes into L2 only (cpu/params.h). Every weight
  * row reads all of its activations again (per activation row and super-block 256 codes and 64
@@ -126,7 +131,7 @@ ALWAYS_INLINE void q4k_gemv(int T, const clara_gemv_args *g, uint64_t r0, uint64
                           _mm512_setr_epi32(4, 4, 4, 4, 4, 4, 4, 4, 6, 6, 6, 6, 6, 6, 6, 6),
                           _mm512_setr_epi32(5, 5, 5, 5, 5, 5, 5, 5, 7, 7, 7, 7, 7, 7, 7, 7)};
     const size_t nb = g->nb, row_bytes = nb * 144;
-    const bool l2 = g->pf_kq && nb > KQ_WIDE_BLOCKS;
+    const bool l2 = kq_prefetch_l2(g);
     for (uint64_t r = r0; r < r1; r++) {
         const uint8_t *w = g->W + r * row_bytes;
         __m512 acc[CLARA_GEMV_PASS_ROWS], accm[CLARA_GEMV_PASS_ROWS];
@@ -185,7 +190,7 @@ ALWAYS_INLINE void q6k_gemv(int T, const clara_gemv_args *g, uint64_t r0, uint64
         P[v] = _mm512_add_epi32(_mm512_set1_epi32(4 * v),
                                 _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3));
     const size_t nb = g->nb, row_bytes = nb * 210;
-    const bool l2 = g->pf_kq && nb > KQ_WIDE_BLOCKS;
+    const bool l2 = kq_prefetch_l2(g);
     for (uint64_t r = r0; r < r1; r++) {
         const uint8_t *w = g->W + r * row_bytes;
         __m512 acc[CLARA_GEMV_PASS_ROWS];
