@@ -44,6 +44,28 @@ static inline float hsum256(__m256 v) {
     return _mm_cvtss_f32(q);
 }
 
+/* r[i] lane j <-> r[j] lane i: 8 x 8 floats transposed in registers. */
+static inline void transpose8_ps(__m256 r[8]) {
+    __m256 t[8];
+    for (int i = 0; i < 4;
+         i++) { /* rows 2i, 2i+1 interleaved: per half a0 b0 a1 b1 | a2 b2 a3 b3 */
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 2; i++) /* r[4i + j], half b: column 4b + j of rows 4i..4i+3 */
+        for (int h = 0; h < 2; h++) {
+            __m256d lo = _mm256_castps_pd(t[4 * i + h]), hi = _mm256_castps_pd(t[4 * i + 2 + h]);
+            r[4 * i + 2 * h] = _mm256_castpd_ps(_mm256_unpacklo_pd(lo, hi));
+            r[4 * i + 2 * h + 1] = _mm256_castpd_ps(_mm256_unpackhi_pd(lo, hi));
+        }
+    for (int j = 0; j < 4; j++) { /* column j: low halves of r[j], r[4 + j]; 4 + j: high halves */
+        t[j] = _mm256_permute2f128_ps(r[j], r[4 + j], 0x20);
+        t[4 + j] = _mm256_permute2f128_ps(r[j], r[4 + j], 0x31);
+    }
+    for (int i = 0; i < 8; i++) r[i] = t[i];
+}
+#define V_TRANSPOSE(r) transpose8_ps(r)
+
 #include "cpu/kernels_float.inc"
 
 #define DOT_US(u, s) _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))

@@ -77,6 +77,36 @@ static inline void hsum16x512(const __m512 a[16], float *out) {
 }
 #define ATTN_HSUM16(a, out) hsum16x512(a, out)
 
+/* r[i] lane j <-> r[j] lane i: 16 x 16 floats transposed in registers (pairs, quads of rows,
+ * then 128-bit blocks twice). */
+static inline void transpose16_ps(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 8;
+         i++) { /* rows 2i, 2i+1 interleaved: per block a0 b0 a1 b1 | a2 b2 a3 b3 */
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) /* r[4i + j], block b: column 4b + j of rows 4i..4i+3 */
+        for (int h = 0; h < 2; h++) {
+            __m512d lo = _mm512_castps_pd(t[4 * i + h]), hi = _mm512_castps_pd(t[4 * i + 2 + h]);
+            r[4 * i + 2 * h] = _mm512_castpd_ps(_mm512_unpacklo_pd(lo, hi));
+            r[4 * i + 2 * h + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(lo, hi));
+        }
+    for (int j = 0; j < 4;
+         j++) { /* column 4b + j: block b of r[j], r[4 + j], r[8 + j], r[12 + j] */
+        __m512 u0 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88); /* blocks 0, 2 of each */
+        __m512 u1 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xDD); /* blocks 1, 3 */
+        __m512 v0 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88);
+        __m512 v1 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xDD);
+        t[j] = _mm512_shuffle_f32x4(u0, v0, 0x88);
+        t[8 + j] = _mm512_shuffle_f32x4(u0, v0, 0xDD);
+        t[4 + j] = _mm512_shuffle_f32x4(u1, v1, 0x88);
+        t[12 + j] = _mm512_shuffle_f32x4(u1, v1, 0xDD);
+    }
+    for (int i = 0; i < 16; i++) r[i] = t[i];
+}
+#define V_TRANSPOSE(r) transpose16_ps(r)
+
 #include "cpu/kernels_float.inc"
 
 #define DOT_US(u, s) _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)

@@ -863,6 +863,50 @@ static void test_large_float(void) {
     check_case(CLARA_TYPE_F32, 67, 2048, 40, &g_c1, &g_c2);
 }
 
+/* Short rows (LoRA's up-projections: K = rank <= 32) have an exact specification at the SIMD
+ * levels: out = fmaf(x[K-1], w[K-1], ... fmaf(x[0], w[0], 0)) in increasing k, accumulated as
+ * y + alpha * out. Every row count around the vector widths, K around them, 1 and 5 tokens. */
+static void test_short_k_bits(void) {
+    static const uint64_t rows_set[] = {1, 7, 8, 9, 15, 16, 17, 33, 130};
+    static const uint64_t ks[] = {1, 5, 8, 16, 17, 31, 32};
+    static const clara_type types[] = {CLARA_TYPE_F32, CLARA_TYPE_F16, CLARA_TYPE_BF16};
+    for (int lv = CLARA_ISA_AVX2; lv < CLARA_ISA_COUNT; lv++) {
+        if (!clara_isa_supported((clara_isa)lv)) continue;
+        clara_isa_force((clara_isa)lv);
+        int bad = 0, cases = 0;
+        for (size_t ti = 0; ti < 3; ti++)
+            for (size_t ri = 0; ri < sizeof rows_set / sizeof rows_set[0]; ri++)
+                for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++)
+                    for (uint32_t n = 1; n <= 5; n += 4) {
+                        uint64_t rows = rows_set[ri], K = ks[ki];
+                        test_mat m;
+                        if (mat_make(&m, types[ti], rows, K) != 0) {
+                            T_CHECK_MSG(0, "setup short-K %llux%llu", (unsigned long long)rows,
+                                        (unsigned long long)K);
+                            return;
+                        }
+                        float *x = rand_vec((size_t)n * K), *y = rand_vec((size_t)n * rows),
+                              *y0 = malloc((size_t)n * rows * sizeof(float));
+                        memcpy(y0, y, (size_t)n * rows * sizeof(float));
+                        clara_matmul(&g_c2.kc, &m.W, x, n, y, true, -0.75f);
+                        for (uint32_t t = 0; t < n; t++)
+                            for (uint64_t r = 0; r < rows; r++) {
+                                float c = 0.0f;
+                                for (uint64_t k = 0; k < K; k++)
+                                    c = fmaf(x[t * K + k], m.deq[r * K + k], c);
+                                float scaled = -0.75f * c, want = y0[t * rows + r] + scaled;
+                                bad += memcmp(&want, &y[t * rows + r], 4) != 0;
+                            }
+                        cases++;
+                        free(x), free(y), free(y0);
+                        mat_free(&m);
+                    }
+        T_CHECK_MSG(bad == 0, "%s short-K GEMM: %d outputs differ from the FMA chain (%d cases)",
+                    clara_isa_name((clara_isa)lv), bad, cases);
+    }
+    clara_isa_force(clara_isa_best());
+}
+
 static void test_dispatch(void) {
     T_EQ_STR(clara_isa_name(CLARA_ISA_REF), "ref");
     T_EQ_STR(clara_isa_name(CLARA_ISA_AVX2), "avx2");
@@ -935,6 +979,7 @@ int main(void) {
     T_RUN(test_dispatch);
     T_RUN(test_float_types);
     T_RUN(test_large_float);
+    T_RUN(test_short_k_bits);
     T_RUN(test_quant_types);
     T_RUN(test_quant_multi_panel);
     T_RUN(test_act_quant);
