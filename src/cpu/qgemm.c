@@ -27,31 +27,31 @@ static size_t align64(size_t n) {
 bool clara_qg_type_get(clara_type t, clara_qg_type *o) {
     switch (t) {
     case CLARA_TYPE_Q4_0:
-        *o = (clara_qg_type){32, 8, false, CLARA_TYPE_Q8_0, 4};
+        *o = (clara_qg_type){32, 8, false, CLARA_TYPE_Q8_0, 4, 0};
         return true;
     case CLARA_TYPE_Q5_0:
-        *o = (clara_qg_type){32, 16, false, CLARA_TYPE_Q8_0, 5};
+        *o = (clara_qg_type){32, 16, false, CLARA_TYPE_Q8_0, 5, 0};
         return true;
     case CLARA_TYPE_Q8_0:
-        *o = (clara_qg_type){32, 128, false, CLARA_TYPE_Q8_0, 8};
+        *o = (clara_qg_type){32, 128, false, CLARA_TYPE_Q8_0, 8, 0};
         return true;
     case CLARA_TYPE_Q4_1:
-        *o = (clara_qg_type){32, 0, true, CLARA_TYPE_Q8_1, 4};
+        *o = (clara_qg_type){32, 0, true, CLARA_TYPE_Q8_1, 4, 0};
         return true;
     case CLARA_TYPE_Q5_1:
-        *o = (clara_qg_type){32, 0, true, CLARA_TYPE_Q8_1, 5};
+        *o = (clara_qg_type){32, 0, true, CLARA_TYPE_Q8_1, 5, 0};
         return true;
     case CLARA_TYPE_Q4_K:
-        *o = (clara_qg_type){32, 0, true, CLARA_TYPE_Q8_K, 4};
+        *o = (clara_qg_type){32, 0, true, CLARA_TYPE_Q8_K, 4, 8};
         return true;
     case CLARA_TYPE_Q5_K:
-        *o = (clara_qg_type){32, 0, true, CLARA_TYPE_Q8_K, 5};
+        *o = (clara_qg_type){32, 0, true, CLARA_TYPE_Q8_K, 5, 8};
         return true;
     case CLARA_TYPE_Q6_K:
-        *o = (clara_qg_type){16, 32, false, CLARA_TYPE_Q8_K, 6};
+        *o = (clara_qg_type){16, 32, false, CLARA_TYPE_Q8_K, 6, 16};
         return true;
     case CLARA_TYPE_Q8_K:
-        *o = (clara_qg_type){32, 128, false, CLARA_TYPE_Q8_K, 8};
+        *o = (clara_qg_type){32, 128, false, CLARA_TYPE_Q8_K, 8, 8};
         return true;
     default:
         return false;
@@ -88,7 +88,7 @@ void clara_qg_pack_act(const clara_qg_type *qt, const uint8_t *xq, size_t K, int
             int32_t sum = qt->B == 32 ? code_sum32(q + j * 32) : code_sum16(q + j * 16);
             dx[b] = d;
             aoff[b] = -qt->off * sum;
-            dxa[b] = d * (float)sum;
+            dxa[b] = qt->sb ? (float)sum : d * (float)sum; /* sb: dx comes per super-block */
         }
     }
 }

@@ -62,10 +62,31 @@ typedef struct {
     } while (0)
 
 /* acc[t] of block b from its stored sums: the VNNI kernel's fma(float(isum), s*dx, acc), then
- * its acc - m*(dx*asum) for types with a min. */
-ALWAYS_INLINE void amx_scale(bool MIN, const amx_group *g, const int32_t *sums, size_t b,
-                             __m512 acc[TOK]) {
+ * its acc - m*(dx*asum) for types with a min. With super-blocks of SB blocks (q8_k activations,
+ * qgemm.h) its qg_tile_sb instead: part = fma(float(isum), s, part) from part = 0 at a
+ * super-block's first block (then part - m*asum), and acc = fma(part, dx, acc) after its last. */
+ALWAYS_INLINE void amx_scale(bool MIN, int SB, const amx_group *g, const int32_t *sums, size_t b,
+                             __m512 acc[TOK], __m512 part[TOK]) {
     const __m512 s = _mm512_loadu_ps(g->s + b * g->sstep);
+    if (SB) {
+        const bool first = b % (size_t)SB == 0, last = b % (size_t)SB == (size_t)SB - 1;
+#pragma GCC unroll 16
+        for (int t = 0; t < TOK; t++) {
+            __m512 f = _mm512_cvtepi32_ps(_mm512_load_si512((const void *)(sums + RG * t)));
+            part[t] = _mm512_fmadd_ps(f, s, first ? _mm512_setzero_ps() : part[t]);
+        }
+        if (MIN) {
+            const __m512 m = _mm512_loadu_ps(g->m + b * g->sstep);
+#pragma GCC unroll 16
+            for (int t = 0; t < TOK; t++)
+                part[t] = _mm512_fnmadd_ps(m, _mm512_set1_ps(g->dxa[t * g->nb + b]), part[t]);
+        }
+        if (last)
+#pragma GCC unroll 16
+            for (int t = 0; t < TOK; t++)
+                acc[t] = _mm512_fmadd_ps(part[t], _mm512_set1_ps(g->dx[t * g->nb + b]), acc[t]);
+        return;
+    }
 #pragma GCC unroll 16
     for (int t = 0; t < TOK; t++) {
         __m512 d = _mm512_set1_ps(g->dx[t * g->nb + b]);
@@ -88,14 +109,15 @@ ALWAYS_INLINE void amx_scale(bool MIN, const amx_group *g, const int32_t *sums, 
         if (bu >= nb) break;                                                                       \
         if (bu + 2 < nb) AMX_ISSUE(NEXT, TA, TB, g, bu + 2);                                       \
         _tile_stored(U, sums[U], 64);                                                              \
-        if (bu >= 2) amx_scale(MIN, g, sums[((U) + 2) % 4], bu - 2, acc);                          \
+        if (bu >= 2) amx_scale(MIN, SB, g, sums[((U) + 2) % 4], bu - 2, acc, part);                \
     } while (0)
 
-ALWAYS_INLINE void amx_group_pass(bool MIN, const amx_group *g, __m512 acc[TOK]) {
+ALWAYS_INLINE void amx_group_pass(bool MIN, int SB, const amx_group *g, __m512 acc[TOK]) {
     _Alignas(64) int32_t sums[4][TOK * RG];
+    __m512 part[TOK]; /* SB: the super-block's sum so far (amx_scale) */
     const size_t nb = g->nb;
 #pragma GCC unroll 16
-    for (int t = 0; t < TOK; t++) acc[t] = _mm512_setzero_ps();
+    for (int t = 0; t < TOK; t++) acc[t] = part[t] = _mm512_setzero_ps();
     AMX_ISSUE(0, 4, 6, g, 0);
     if (nb > 1) AMX_ISSUE(1, 5, 7, g, 1);
     for (size_t b = 0; b < nb; b += 4) {
@@ -104,13 +126,13 @@ ALWAYS_INLINE void amx_group_pass(bool MIN, const amx_group *g, __m512 acc[TOK])
         AMX_STEP(2, 0, 4, 6);
         AMX_STEP(3, 1, 5, 7);
     }
-    if (nb >= 2) amx_scale(MIN, g, sums[(nb - 2) % 4], nb - 2, acc);
-    amx_scale(MIN, g, sums[(nb - 1) % 4], nb - 1, acc);
+    if (nb >= 2) amx_scale(MIN, SB, g, sums[(nb - 2) % 4], nb - 2, acc, part);
+    amx_scale(MIN, SB, g, sums[(nb - 1) % 4], nb - 1, acc, part);
 }
 
-ALWAYS_INLINE void amx_run(bool MIN, const clara_qg_panel *p, int np, const clara_qg_acts *a,
-                           uint32_t n, float *y, size_t ldy, uint32_t valid, bool accumulate,
-                           float alpha) {
+ALWAYS_INLINE void amx_run(bool MIN, int SB, const clara_qg_panel *p, int np,
+                           const clara_qg_acts *a, uint32_t n, float *y, size_t ldy, uint32_t valid,
+                           bool accumulate, float alpha) {
     const size_t G = p[0].groups, nb = a->nb;
     configure_tiles();
     for (uint32_t t0 = 0; t0 < n; t0 += TOK) {
@@ -129,7 +151,7 @@ ALWAYS_INLINE void amx_run(bool MIN, const clara_qg_panel *p, int np, const clar
                                      .bstep = 8 * G * 64,
                                      .sstep = G * RG};
                 __m512 acc[TOK];
-                amx_group_pass(MIN, &g, acc);
+                amx_group_pass(MIN, SB, &g, acc);
 #pragma GCC unroll 16
                 for (int t = 0; t < TOK; t++) _mm512_store_ps(out[t] + gi * RG, acc[t]);
             }
@@ -154,10 +176,15 @@ void clara_qg_amx_sign_codes(uint8_t *codes, size_t bytes, int32_t off) {
 void clara_qg_amx_kernel(const clara_qg_type *qt, const clara_qg_panel *p, int np,
                          const clara_qg_acts *a, uint32_t n, float *y, size_t ldy,
                          uint32_t rows_valid, bool accumulate, float alpha) {
-    if (qt->has_min)
-        amx_run(true, p, np, a, n, y, ldy, rows_valid, accumulate, alpha);
+    /* super-blocks of 8 blocks of 32: q4_k, q5_k (with a min) and q8_k */
+    if (qt->has_min && qt->sb)
+        amx_run(true, 8, p, np, a, n, y, ldy, rows_valid, accumulate, alpha);
+    else if (qt->has_min)
+        amx_run(true, 0, p, np, a, n, y, ldy, rows_valid, accumulate, alpha);
+    else if (qt->sb)
+        amx_run(false, 8, p, np, a, n, y, ldy, rows_valid, accumulate, alpha);
     else
-        amx_run(false, p, np, a, n, y, ldy, rows_valid, accumulate, alpha);
+        amx_run(false, 0, p, np, a, n, y, ldy, rows_valid, accumulate, alpha);
 }
 
 #if defined(__clang__)
