@@ -47,8 +47,8 @@ static inline float hsum256(__m256 v) {
 /* r[i] lane j <-> r[j] lane i: 8 x 8 floats transposed in registers. */
 static inline void transpose8_ps(__m256 r[8]) {
     __m256 t[8];
-    for (int i = 0; i < 4;
-         i++) { /* rows 2i, 2i+1 interleaved: per half a0 b0 a1 b1 | a2 b2 a3 b3 */
+    /* rows 2i, 2i+1 interleaved: per half a0 b0 a1 b1 | a2 b2 a3 b3 */
+    for (int i = 0; i < 4; i++) {
         t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
         t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
     }

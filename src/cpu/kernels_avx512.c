@@ -81,8 +81,8 @@ static inline void hsum16x512(const __m512 a[16], float *out) {
  * then 128-bit blocks twice). */
 static inline void transpose16_ps(__m512 r[16]) {
     __m512 t[16];
-    for (int i = 0; i < 8;
-         i++) { /* rows 2i, 2i+1 interleaved: per block a0 b0 a1 b1 | a2 b2 a3 b3 */
+    /* rows 2i, 2i+1 interleaved: per block a0 b0 a1 b1 | a2 b2 a3 b3 */
+    for (int i = 0; i < 8; i++) {
         t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
         t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
     }
@@ -92,8 +92,8 @@ static inline void transpose16_ps(__m512 r[16]) {
             r[4 * i + 2 * h] = _mm512_castpd_ps(_mm512_unpacklo_pd(lo, hi));
             r[4 * i + 2 * h + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(lo, hi));
         }
-    for (int j = 0; j < 4;
-         j++) { /* column 4b + j: block b of r[j], r[4 + j], r[8 + j], r[12 + j] */
+    /* column 4b + j: block b of r[j], r[4 + j], r[8 + j], r[12 + j] */
+    for (int j = 0; j < 4; j++) {
         __m512 u0 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88); /* blocks 0, 2 of each */
         __m512 u1 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xDD); /* blocks 1, 3 */
         __m512 v0 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88);

@@ -28,34 +28,37 @@ bool clara_qg_type_get(clara_type t, clara_qg_type *o) {
     switch (t) {
     case CLARA_TYPE_Q4_0:
         *o = (clara_qg_type){32, 8, false, CLARA_TYPE_Q8_0, 4, 0};
-        return true;
+        break;
     case CLARA_TYPE_Q5_0:
         *o = (clara_qg_type){32, 16, false, CLARA_TYPE_Q8_0, 5, 0};
-        return true;
+        break;
     case CLARA_TYPE_Q8_0:
         *o = (clara_qg_type){32, 128, false, CLARA_TYPE_Q8_0, 8, 0};
-        return true;
+        break;
     case CLARA_TYPE_Q4_1:
         *o = (clara_qg_type){32, 0, true, CLARA_TYPE_Q8_1, 4, 0};
-        return true;
+        break;
     case CLARA_TYPE_Q5_1:
         *o = (clara_qg_type){32, 0, true, CLARA_TYPE_Q8_1, 5, 0};
-        return true;
+        break;
     case CLARA_TYPE_Q4_K:
-        *o = (clara_qg_type){32, 0, true, CLARA_TYPE_Q8_K, 4, 8};
-        return true;
+        *o = (clara_qg_type){32, 0, true, CLARA_TYPE_Q8_K, 4, 0};
+        break;
     case CLARA_TYPE_Q5_K:
-        *o = (clara_qg_type){32, 0, true, CLARA_TYPE_Q8_K, 5, 8};
-        return true;
+        *o = (clara_qg_type){32, 0, true, CLARA_TYPE_Q8_K, 5, 0};
+        break;
     case CLARA_TYPE_Q6_K:
-        *o = (clara_qg_type){16, 32, false, CLARA_TYPE_Q8_K, 6, 16};
-        return true;
+        *o = (clara_qg_type){16, 32, false, CLARA_TYPE_Q8_K, 6, 0};
+        break;
     case CLARA_TYPE_Q8_K:
-        *o = (clara_qg_type){32, 128, false, CLARA_TYPE_Q8_K, 8, 8};
-        return true;
+        *o = (clara_qg_type){32, 128, false, CLARA_TYPE_Q8_K, 8, 0};
+        break;
     default:
         return false;
     }
+    /* q8_k's one scale per 256 codes is applied per super-block of 256 / B blocks (qgemm.h) */
+    o->sb = o->act_type == CLARA_TYPE_Q8_K ? 256 / o->B : 0;
+    return true;
 }
 
 /* Sum of B codes, B a constant at each call so the loop vectorizes. */
