@@ -10,7 +10,7 @@
 # installs and stops (to pack a PEER_DIR for a machine without network, bench/device.sh --peer-tar). Each figure is the median of R
 # repetitions after one warm-up; the sequence is cleared before each. With --clara, also runs ours
 # (`$BUILD/clara bench --base BASE --clara ADDON --threads N --json --parts compress`, then
-# `--parts answer`, where that command exists)
+# `--parts answer --gen-tokens TG --reps R`, where that command exists)
 # and prints ours/theirs: compression tokens/s at batch 16 against pp256 and pp512, answer decode
 # tokens/s against tg. Each of our figures is measured right next to the llama.cpp figure it is
 # compared with, who goes first alternating between rounds. With --rounds N that repeats N times and
@@ -142,8 +142,14 @@ llama() { # OUT THREADS PP TG: peer.mjs with pp list PP (0: none) and TG generat
         die "the llama.cpp run failed (see above)"
 }
 ours() { # OUT THREADS PART
-    echo "peer.sh: ours$R: $CLARA bench --base $BASE --clara $CLARA_ADDON --threads $2 --json ${EXTRA[*]} --parts $3" >&2
-    "$CLARA" bench --base "$BASE" --clara "$CLARA_ADDON" --threads "$2" --json "${EXTRA[@]}" --parts "$3" >"$1" ||
+    local ARGS=("${EXTRA[@]}" --parts "$3")
+    # The answer is timed like llama.cpp's tg beside it: as many tokens and repetitions (medians
+    # of both), whatever CLARA_BENCH_ARGS says (its --reps then sets the compression's alone).
+    # One 32-token decode lasts ~4 s: one repetition against llama.cpp's two let a dip of the
+    # machine's bandwidth of a few seconds decide a round's ratio.
+    [ "$3" != answer ] || ARGS+=(--gen-tokens "$TG" --reps "$REPS")
+    echo "peer.sh: ours$R: $CLARA bench --base $BASE --clara $CLARA_ADDON --threads $2 --json ${ARGS[*]}" >&2
+    "$CLARA" bench --base "$BASE" --clara "$CLARA_ADDON" --threads "$2" --json "${ARGS[@]}" >"$1" ||
         echo "peer.sh: clara bench --threads $2 --parts $3 failed (status $?)" >&2
 }
 # Each of our figures is taken right next to llama.cpp's matching one (pp next to compression,
