@@ -314,6 +314,9 @@ function oursFor(ours, threads) {
         compress: comp.map((c) => ({ batch: num(c?.batch), tokens_per_s: num(c?.tokens_per_s), docs_per_s: num(c?.docs_per_s) })),
         prefill_tok_s: num(hit.answer?.prefill_tok_s),
         decode_tok_s: num(hit.answer?.decode_tok_s),
+        // the machine's limits, measured by the same run just before (absent with --no-roofline)
+        decode_roofline_tok_s: num(hit.answer?.decode_roofline_tok_s),
+        mem_read_gbs: num((ours?.machine?.threads ?? []).find((m) => num(m?.threads) === threads)?.mem_read_gbs),
     };
 }
 
@@ -325,6 +328,10 @@ function oursMerged(values, threads) {
     const first = (k) => parts.map((x) => x[k]).find((x) => x != null) ?? null;
     const out = { compress: parts.flatMap((x) => x.compress) };
     for (const k of ["compress_b16_tok_s", "compress_b16_docs_s", "prefill_tok_s", "decode_tok_s"]) out[k] = first(k);
+    // the roofline of the run that measured the decode (the compression's run measures its own)
+    const dec = parts.find((x) => x.decode_tok_s != null);
+    out.decode_roofline_tok_s = dec?.decode_roofline_tok_s ?? null;
+    out.mem_read_gbs = dec?.decode_roofline_tok_s != null ? dec.mem_read_gbs : null;
     return out;
 }
 
@@ -355,9 +362,21 @@ function roundRows(p, oursFiles, note) {
                 compress_b16_vs_pp512: ratio(ours?.compress_b16_tok_s, theirs.pp512),
                 decode_vs_tg: ratio(ours?.decode_tok_s, theirs.tg),
             },
+            roofline: rooflineOf(ours, theirs.tg),
         });
     }
     return rows;
+}
+
+// Both decodes as a share of the roofline ours measured beside its answer (read GB/s over the
+// bytes read per token): llama.cpp reads the same base weights per token, so where both sit near
+// 100% the machine's bandwidth, not either program, sets the round's ratio.
+function rooflineOf(ours, tg) {
+    const roof = ours?.decode_roofline_tok_s;
+    if (roof == null || !(roof > 0)) return null;
+    const pct = (x) => (x != null ? round((100 * x) / roof, 1) : null);
+    return { read_gbs: ours.mem_read_gbs != null ? round(ours.mem_read_gbs, 1) : null, tok_s: round(roof, 2),
+        ours_pct: pct(ours.decode_tok_s), theirs_pct: pct(tg) };
 }
 
 // Over rounds: per thread count the median of every figure, and of every ratio the median and the
@@ -389,6 +408,8 @@ function summaryRows(rounds) {
             } : null,
             ours_note: withOurs.length ? null : all[0].ours_note,
             ratios: Object.fromEntries(Object.keys(first.ratios).map((k) => [k, med(pick((r) => r.ratios[k]))])),
+            roofline: all.some((r) => r.roofline) ? Object.fromEntries(["read_gbs", "tok_s", "ours_pct", "theirs_pct"]
+                .map((k) => [k, med(pick((r) => r.roofline?.[k] ?? null))])) : null,
             min_ratios: Object.fromEntries(Object.keys(first.ratios).map((k) => [k, lo(pick((r) => r.ratios[k]))])),
         });
     }
@@ -457,13 +478,14 @@ function report(argv) {
         (perRound.length > 1 ? `, ${perRound.length} rounds` : "") +
         (rounds.some((r) => r.paths.length > 1) ? " (each of ours next to its llama.cpp figure, who goes first alternating)" : ""));
     const tgName = (p.results?.[0] && Object.keys(p.results[0]).find((k) => /^tg\d+$/.test(k))) ?? "tg";
-    lines.push(`| cpu | threads | llama.cpp pp256 tok/s | pp512 | ${tgName} | cpu/wall pp512, ${tgName} | ours compress b16 tok/s | ours/pp256 | ours/pp512 | ours decode tok/s | ours/tg |`);
-    lines.push("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    lines.push(`| cpu | threads | llama.cpp pp256 tok/s | pp512 | ${tgName} | cpu/wall pp512, ${tgName} | ours compress b16 tok/s | ours/pp256 | ours/pp512 | ours decode tok/s | ours/tg | read GB/s | decode roofline tok/s (ours %, llama.cpp %) |`);
+    lines.push("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     const line = (label, r, pr) =>
         lines.push(`| ${r.cpu} | ${label} | ${fmt(r.theirs.pp256)} | ${fmt(r.theirs.pp512)} | ${fmt(r.theirs.tg)} | ` +
             `${fmt(num(pr.pp512?.cpu_per_wall), 2)}, ${fmt(num(pr[tgName]?.cpu_per_wall), 2)} | ` +
             `${fmt(r.ours?.compress_b16_tok_s)} | ${fmt(r.ratios.compress_b16_vs_pp256, 2)} | ${fmt(r.ratios.compress_b16_vs_pp512, 2)} | ` +
-            `${fmt(r.ours?.decode_tok_s)} | ${fmt(r.ratios.decode_vs_tg, 2)} |`);
+            `${fmt(r.ours?.decode_tok_s)} | ${fmt(r.ratios.decode_vs_tg, 2)} | ${fmt(r.roofline?.read_gbs)} | ` +
+            (r.roofline ? `${fmt(r.roofline.tok_s)} (${fmt(r.roofline.ours_pct, 0)}%, ${fmt(r.roofline.theirs_pct, 0)}%) |` : "n/a |"));
     const peerFor = (q, t) => (q.results ?? []).find((x) => x.threads === t) ?? {};
     if (perRound.length > 1)
         perRound.forEach((rr, i) => rr.forEach((r) => line(`${r.threads} (round ${i + 1})`, r, peerFor(peers[i], r.threads))));

@@ -39,13 +39,18 @@ def peer_json(path, threads_tg, cpu=None):
     return path
 
 
-def ours_json(path, threads, compress_b16, decode, cpu=None):
-    """`clara bench --json`; compress_b16 None: --parts answer, decode None: --parts compress."""
+def ours_json(path, threads, compress_b16, decode, cpu=None, roofline=None):
+    """`clara bench --json`; compress_b16 None: --parts answer, decode None: --parts compress;
+    roofline (read GB/s, decode roofline tok/s): the machine's limits measured beside the answer
+    (None: --no-roofline)."""
     comp = [] if compress_b16 is None else [
         {"batch": 1, "tokens_per_s": 70.0, "docs_per_s": 0.27},
         {"batch": 16, "tokens_per_s": compress_b16, "docs_per_s": compress_b16 / 256}]
     answer = None if decode is None else {"prefill_tok_s": 80.0, "decode_tok_s": decode}
     doc = {"results": [{"threads": threads, "compress": comp, "answer": answer}]}
+    if roofline is not None:
+        doc["machine"] = {"threads": [{"threads": threads, "mem_read_gbs": roofline[0]}]}
+        answer["decode_roofline_tok_s"] = roofline[1]
     if cpu is not None:
         doc["cpu"] = cpu
     with open(path, "w") as f:
@@ -138,6 +143,38 @@ def test_paired_round():
     check("who goes first alternating" in err, "paired round: the header says how it paired:\n" + err)
 
 
+def test_roofline():
+    # both decodes against the roofline ours measured beside its answer (the same base weights are
+    # read per token): rounds of (read GB/s, roofline tok/s, ours, theirs) = (48, 12, 9, 10): 75%,
+    # 83.3%; (33, 8, 7.6, 7.2): 95%, 90%; (40, 10, 9.5, 8): 95%, 80%. Medians: 40 GB/s, 10 tok/s,
+    # ours 95%, theirs 83.3%.
+    rounds = [(48.0, 12.0, 9.0, 10.0), (33.0, 8.0, 7.6, 7.2), (40.0, 10.0, 9.5, 8.0)]
+    args = []
+    for i, (gbs, roof, dec, tg) in enumerate(rounds):
+        args += ["--report", peer_json(f("rf%d" % i), {2: (40.0, 50.0, tg)}),
+                 "--ours", "2=" + ours_json(f("rq%d" % i), 2, None, dec, roofline=(gbs, roof))]
+    rc, out, err = report_of(*args)
+    check(rc == 0, "roofline: exit %d (%s)" % (rc, err.strip()))
+    if rc:
+        return
+    per = [r["comparison"][0]["roofline"] for r in out["rounds"]]
+    check(per[0] == {"read_gbs": 48.0, "tok_s": 12.0, "ours_pct": 75.0, "theirs_pct": 83.3},
+          "roofline, round 1: %r" % per[0])
+    check([p["ours_pct"] for p in per] == [75.0, 95.0, 95.0] and
+          [p["theirs_pct"] for p in per] == [83.3, 90.0, 80.0], "roofline, each round: %r" % per)
+    med = out["comparison"][0]["roofline"]
+    check(med == {"read_gbs": 40.0, "tok_s": 10.0, "ours_pct": 95.0, "theirs_pct": 83.3},
+          "roofline, medians: %r" % med)
+    check("| 9.0 | 0.90 | 48.0 | 12.0 (75%, 83%) |" in err,
+          "roofline: round 1's row ends with read GB/s and the roofline:\n" + err)
+    # --no-roofline (no machine limits): n/a, and no roofline object
+    rc, out, err = report_of("--report", peer_json(f("rn"), {2: (40.0, 50.0, 10.0)}),
+                             "--ours", "2=" + ours_json(f("rno"), 2, None, 9.0))
+    check(rc == 0 and out["comparison"][0]["roofline"] is None and
+          "| 9.0 | 0.90 | n/a | n/a |" in err, "no roofline measured: %r\n%s" %
+          (out and out["comparison"][0].get("roofline"), err))
+
+
 def this_cpu():
     """vendor, family, model of this machine from /proc/cpuinfo (what peer.mjs labels with)."""
     with open("/proc/cpuinfo") as f:
@@ -189,6 +226,7 @@ else:
     run(test_one_round)
     run(test_three_rounds)
     run(test_paired_round)
+    run(test_roofline)
     run(test_cpu_labels)
     run(test_bad_arguments)
 shutil.rmtree(OUT, True)
