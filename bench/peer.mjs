@@ -331,7 +331,7 @@ function oursMerged(values, threads) {
     // the roofline of the run that measured the decode (the compression's run measures its own)
     const dec = parts.find((x) => x.decode_tok_s != null);
     out.decode_roofline_tok_s = dec?.decode_roofline_tok_s ?? null;
-    out.mem_read_gbs = dec?.decode_roofline_tok_s != null ? dec.mem_read_gbs : null;
+    out.mem_read_gbs = dec?.mem_read_gbs ?? null;
     return out;
 }
 

@@ -26,10 +26,11 @@
 # Output: a table and one JSON line ({"cpu": ..., "peer": ..., "comparison": [...]}, and "rounds":
 # [...] with --rounds N > 1, "comparison" then holding the medians); with --json only the JSON
 # line on stdout (the table goes to stderr). The last columns: the read bandwidth our answer's
-# run measured just before it and the decode roofline it gives, both decodes as a % of it. Every figure is labelled with the CPU it was measured
-# on: a "cpu:" line (name, vendor, family, model, kind) over the table, a cpu column in each row
-# ("zen4 25/17": kind family/model), "cpu" in the JSON and in each comparison row; the kind is the
-# one `clara bench` chose its kernel parameters for. Needs node >= 20 and npm (first run only, ~85 MB).
+# run measured just before it and the decode roofline it gives, both decodes as a % of it.
+# Every figure is labelled with the CPU it was measured on: a "cpu:" line (name, vendor, family,
+# model, kind) over the table, a cpu column in each row ("zen4 25/17": kind family/model), "cpu"
+# in the JSON and in each comparison row; the kind is the one `clara bench` chose its kernel
+# parameters for. Needs node >= 20 and npm (first run only, ~85 MB).
 # The machine should be otherwise idle: llama.cpp's threads spin, and with a busy core their speed
 # collapses (cpu/wall in the table is how many cores it really kept busy).
 set -euo pipefail
