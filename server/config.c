@@ -38,6 +38,7 @@ enum {
     O_MAX_NEW_TOKENS,
     O_MAX_QUEUE,
     O_MAX_BODY,
+    O_MAX_BODY_MEMORY,
     O_LOG_LEVEL,
     O_CACHE_DIR,
     O_REQUEST_TIMEOUT,
@@ -97,6 +98,9 @@ static const struct {
     {"max-new-tokens", "CLARA_MAX_NEW_TOKENS", "N", "default max_new_tokens (default 128)"},
     {"max-queue", "CLARA_MAX_QUEUE", "N", "queued requests before 503 (default 64)"},
     {"max-body", "CLARA_MAX_BODY", "BYTES", "largest request body (default 4194304)"},
+    {"max-body-memory", "CLARA_MAX_BODY_MEMORY", "MB",
+     "request bodies held at once while they arrive, at least one --max-body;\n"
+     "                               beyond it 503 (default 256)"},
     {"log-level", "CLARA_LOG_LEVEL", "L", "debug, info, warn, error or quiet (default info)"},
     {"cache-dir", "CLARA_CACHE_DIR", "DIR",
      "the model cache of `clara pull` (default ~/.cache/clara-server)"},
@@ -408,6 +412,12 @@ static int apply_numbers(srv_config *c, const char *val[O_COUNT], const char *sr
         if (parse_long("max-body", src[O_MAX_BODY], val[O_MAX_BODY], 1024, 1L << 30, &v)) return -1;
         c->max_body = (size_t)v;
     }
+    if (val[O_MAX_BODY_MEMORY]) {
+        if (parse_long("max-body-memory", src[O_MAX_BODY_MEMORY], val[O_MAX_BODY_MEMORY], 1,
+                       1L << 20, &v))
+            return -1;
+        c->max_body_memory = (size_t)v << 20;
+    }
     if (val[O_VECTOR_CACHE]) {
         if (parse_long("vector-cache", src[O_VECTOR_CACHE], val[O_VECTOR_CACHE], 1, 1L << 20, &v))
             return -1;
@@ -660,6 +670,7 @@ int srv_config_load(srv_config *c, int argc, char **argv) {
     c->max_new_tokens = 128;
     c->max_queue = 64;
     c->max_body = SRV_DEFAULT_MAX_BODY;
+    c->max_body_memory = (size_t)256 << 20;
     c->log_level = CLARA_LOG_INFO;
     c->request_timeout = 300;
     c->conn_timeout = 30;

@@ -31,7 +31,8 @@ typedef struct {
     int guard_fd;   /* libmicrohttpd's socket, known to the guard (-1: none) */
     char *body;
     size_t len, cap;
-    bool too_large;
+    size_t held; /* bytes of s->body_bytes this body holds */
+    int refused; /* 413 (too large) or 503 (no room): the rest of the body is dropped */
     size_t discarded;
     double t0;
     int status;      /* what was answered (0 = nothing yet) */
@@ -175,6 +176,19 @@ static enum MHD_Result send_error(srv_server *s, struct MHD_Connection *c, conn_
     return send_reply(s, c, cx, &r, allow, true);
 }
 
+static enum MHD_Result send_too_large(srv_server *s, struct MHD_Connection *c, conn_ctx *cx) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "the request body is larger than %zu bytes", s->cfg.max_body);
+    return send_error(s, c, cx, 413, "payload_too_large", msg, NULL);
+}
+
+static enum MHD_Result send_busy(srv_server *s, struct MHD_Connection *c, conn_ctx *cx) {
+    return send_error(s, c, cx, 503, "overloaded",
+                      "too many request bodies are arriving at once (--max-body-memory); retry "
+                      "later",
+                      NULL);
+}
+
 static enum MHD_Result sum_header(void *cls, enum MHD_ValueKind kind, const char *key,
                                   const char *value) {
     (void)kind;
@@ -265,6 +279,29 @@ static enum MHD_Result preflight(srv_server *s, struct MHD_Connection *c, conn_c
     return ok;
 }
 
+/* A body is held in full from its first byte until it is routed: without a bound, clients that
+ * each send all but the last byte of a --max-body body would make the server hold
+ * --max-connections of them (2 GB at the defaults). Bytes are taken from the budget
+ * (--max-body-memory, at least one --max-body) as a body's buffer is allocated or grows. */
+static bool hold_body_bytes(srv_server *s, conn_ctx *cx, size_t n) {
+    size_t budget =
+        s->cfg.max_body_memory > s->cfg.max_body ? s->cfg.max_body_memory : s->cfg.max_body;
+    size_t cur = atomic_load(&s->body_bytes);
+    do {
+        if (n > budget || cur > budget - n) return false;
+    } while (!atomic_compare_exchange_weak(&s->body_bytes, &cur, cur + n));
+    cx->held += n;
+    return true;
+}
+
+static void free_body(srv_server *s, conn_ctx *cx) {
+    free(cx->body);
+    cx->body = NULL;
+    cx->len = cx->cap = 0;
+    atomic_fetch_sub(&s->body_bytes, cx->held);
+    cx->held = 0;
+}
+
 /* The checks made as soon as the headers are in, before any body is read. Returns MHD_YES with
  * cx->status still 0 to go on reading the body. */
 static enum MHD_Result first_call(srv_server *s, struct MHD_Connection *c, conn_ctx *cx,
@@ -320,36 +357,38 @@ static enum MHD_Result first_call(srv_server *s, struct MHD_Connection *c, conn_
         return send_error(s, c, cx, 503, "shutting_down", "the server is shutting down", NULL);
     const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
     unsigned long long announced = cl ? strtoull(cl, NULL, 10) : 0;
-    if (announced > s->cfg.max_body) {
-        /* answered before any of it is read (so also before a 100 Continue); the guard drains
-         * what the client still sends so that it sees the answer */
-        char msg[96];
-        snprintf(msg, sizeof msg, "the request body is larger than %zu bytes", s->cfg.max_body);
-        return send_error(s, c, cx, 413, "payload_too_large", msg, NULL);
-    }
+    /* answered before any of it is read (so also before a 100 Continue); the guard drains what
+     * the client still sends so that it sees the answer */
+    if (announced > s->cfg.max_body) return send_too_large(s, c, cx);
+    if (announced > 0 && !hold_body_bytes(s, cx, (size_t)announced)) return send_busy(s, c, cx);
     if (announced > 0) {
         cx->body = malloc((size_t)announced); /* exactly: no doubling growth for big bodies */
-        if (cx->body) cx->cap = (size_t)announced;
+        if (cx->body)
+            cx->cap = (size_t)announced;
+        else
+            free_body(s, cx);
     }
     return MHD_YES;
 }
 
 static int append_body(srv_server *s, conn_ctx *cx, const char *data, size_t n) {
-    if (cx->too_large || cx->len + n > s->cfg.max_body) {
-        /* keep reading (and dropping) so a 413 can still be sent, but not forever */
-        free(cx->body);
-        cx->body = NULL;
-        cx->too_large = true;
-        cx->discarded += n;
-        return cx->discarded / DISCARD_FACTOR > s->cfg.max_body ? -1 : 0;
-    }
-    if (cx->len + n > cx->cap) {
+    if (!cx->refused && cx->len + n > s->cfg.max_body) cx->refused = 413;
+    if (!cx->refused && cx->len + n > cx->cap) {
         size_t cap = cx->cap ? cx->cap : 4096;
         while (cap < cx->len + n) cap *= 2;
-        char *p = realloc(cx->body, cap);
-        if (!p) return -1;
-        cx->body = p;
-        cx->cap = cap;
+        char *p = hold_body_bytes(s, cx, cap - cx->cap) ? realloc(cx->body, cap) : NULL;
+        if (p) {
+            cx->body = p;
+            cx->cap = cap;
+        } else {
+            cx->refused = 503;
+        }
+    }
+    if (cx->refused) {
+        /* keep reading (and dropping) so the error can still be sent, but not forever */
+        free_body(s, cx);
+        cx->discarded += n;
+        return cx->discarded / DISCARD_FACTOR > s->cfg.max_body ? -1 : 0;
     }
     memcpy(cx->body + cx->len, data, n);
     cx->len += n;
@@ -400,18 +439,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         *upload_data_size = 0;
         return rc == 0 ? MHD_YES : MHD_NO;
     }
-    if (cx->too_large) {
-        char msg[96];
-        snprintf(msg, sizeof msg, "the request body is larger than %zu bytes", s->cfg.max_body);
-        return send_error(s, c, cx, 413, "payload_too_large", msg, NULL);
-    }
+    if (cx->refused == 413) return send_too_large(s, c, cx);
+    if (cx->refused == 503) return send_busy(s, c, cx);
     srv_reply r = {0};
     srv_target target = {url, MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "limit"),
                          MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "after"),
                          MHD_lookup_connection_value(c, MHD_HEADER_KIND, "If-None-Match")};
     srv_route(s, cx->ep, &target, cx->body ? cx->body : "", cx->len, client_alive, c, &r);
-    free(cx->body);
-    cx->body = NULL;
+    free_body(s, cx);
     return send_reply(s, c, cx, &r, NULL, false);
 }
 
@@ -430,7 +465,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
               toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection closed)",
               cx->note[0] ? " error=\"" : "", cx->note, cx->note[0] ? "\"" : "");
     if (cx->guard_fd >= 0) srv_guard_busy(cx->guard_fd, -1);
-    free(cx->body);
+    free_body(s, cx);
     free(cx);
     *con_cls = NULL;
     atomic_fetch_sub(&s->inflight, 1);

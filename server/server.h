@@ -55,6 +55,7 @@ typedef struct {
     int max_new_tokens; /* default for requests that do not say */
     int max_queue;
     size_t max_body;
+    size_t max_body_memory; /* bytes of bodies held while they arrive (at least one max_body) */
     int log_level;
     char *cache_dir;          /* accepted for compatibility; unused (models are local files) */
     int request_timeout;      /* seconds a request may wait and run */
@@ -324,6 +325,7 @@ struct srv_server {
     srv_state state;
     double started_at;
     atomic_int inflight;
+    atomic_size_t body_bytes; /* request bodies held while they arrive (http.c) */
     atomic_bool draining;
     int keep_alive_now; /* the last request's keep_alive, else cfg.keep_alive (under state.mu) */
 };

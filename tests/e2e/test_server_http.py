@@ -378,6 +378,42 @@ def test_connection_limits():
     c.stop()
 
 
+def test_body_memory():
+    """Bodies held while they arrive are bounded (--max-body-memory): once clients sending all but
+    the last bytes of large bodies hold the budget, a further body gets 503 (announced or chunked),
+    the server's memory stays near the budget, and the room comes back when they leave."""
+    m = Server("--max-body", "524288", "--max-body-memory", "1")
+    n = 500000
+    head = b"POST /v1/compress HTTP/1.1\r\n" + H + CT + b"Content-Length: %d\r\n\r\n" % n
+    rss0 = m.rss_kb()
+    held = []
+    for _ in range(2):  # 2 x 500,000 bytes of the 1 MiB budget
+        s = socket.create_connection(("127.0.0.1", m.port), timeout=10)
+        s.sendall(head + b"x" * (n - 1))
+        held.append(s)
+    time.sleep(0.5)
+    out = raw_request(m.port, head + b"x" * 10)
+    st, j = json_error(out)
+    check(st == 503 and j["error_type"] == "overloaded" and "max-body-memory" in out.decode()
+          and b"Retry-After: 1" in out,
+          "a third large body -> 503 overloaded before it is read (%r)" % out[:80])
+    chunk = b"%x\r\n%s\r\n" % (100000, b"y" * 100000)
+    out = raw_request(m.port, b"POST /v1/compress HTTP/1.1\r\n" + H + CT +
+                      b"Transfer-Encoding: chunked\r\n\r\n" + chunk * 3 + b"0\r\n\r\n")
+    st, j = json_error(out)
+    check(st == 503 and j["error_type"] == "overloaded",
+          "a chunked body growing past the room -> 503 (%r)" % out[:80])
+    grown = m.rss_kb() - rss0
+    check(grown < 8 * 1024, "the held bodies cost ~1 MB of memory (%d KB more)" % grown)
+    check(m.get("/health")[0] == 200, "bodiless requests are still served")
+    held[0].close()
+    time.sleep(0.5)
+    st = m.post("/v1/compress", {"documents": ["The sky is blue."]})[0]
+    check(st == 200, "a body is taken again once a holder left (%s)" % st)
+    held[1].close()
+    m.stop()
+
+
 def test_deadline_after_pipelined():
     """A read deadline that expires behind pipelined requests is answered after their answers,
     never in their place."""
@@ -424,7 +460,7 @@ if __name__ == "__main__":
         S = Server("--keep-alive", "-1")
         for fn in [test_framing, test_canonical_heads, test_expect_continue, test_pipelined_and_chunked, test_half_close,
                    test_host_and_content_type, test_api_keys, test_health_hides_paths,
-                   test_log_hygiene, test_shutdown_503, test_connection_limits,
+                   test_log_hygiene, test_shutdown_503, test_connection_limits, test_body_memory,
                    test_deadline_after_pipelined, test_slowloris]:
             run(fn)
         check(S.stop() == 0, "main server exits 0 on SIGTERM")
