@@ -99,8 +99,8 @@ static const struct {
     {"max-queue", "CLARA_MAX_QUEUE", "N", "queued requests before 503 (default 64)"},
     {"max-body", "CLARA_MAX_BODY", "BYTES", "largest request body (default 4194304)"},
     {"max-body-memory", "CLARA_MAX_BODY_MEMORY", "MB",
-     "request bodies held at once while they arrive, at least one --max-body;\n"
-     "                               beyond it 503 (default 256)"},
+     "request bodies held at once as they arrive (at least one\n"
+     "                               --max-body); beyond it 503 (default 256)"},
     {"log-level", "CLARA_LOG_LEVEL", "L", "debug, info, warn, error or quiet (default info)"},
     {"cache-dir", "CLARA_CACHE_DIR", "DIR",
      "the model cache of `clara pull` (default ~/.cache/clara-server)"},

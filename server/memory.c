@@ -498,6 +498,7 @@ static void write_memories(srv_server *s, store *st, const char *coll, const cha
         srv_reply_error(r, 500, "out_of_memory", "out of memory");
         return;
     }
+    t->deadline = srv_mono() + s->cfg.request_timeout;
     if (memory_items(root, id != NULL, &mems, &metas, &n, r) == 0 &&
         vector_dtype(s, root, &dt, r) == 0 && compress_memories(s, t, mems, n, alive, arg, r) == 0)
         store_memories(s, st, t, coll, id, mems, n, dt, r);

@@ -20,6 +20,7 @@ typedef struct {
     size_t query_len;
     long top_k;
     const char *filter; /* JSON text or NULL */
+    double deadline;    /* the request's (srv_task.deadline) */
 } srv_mem_selector;
 /* Catches up on missing vectors, ranks and selects as that endpoint does: 0 with *sel filled
  * (store_selection_free it; its vectors were made by the model *fp names), or -1 with *r

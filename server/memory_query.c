@@ -88,6 +88,7 @@ static int parse_query(srv_server *s, cJSON *root, query_req *q, srv_reply *r) {
 typedef struct {
     srv_server *s;
     const char *fp;
+    double deadline;
     bool (*alive)(void *);
     void *arg;
     srv_reply *r;
@@ -103,6 +104,7 @@ static store_code compress_by_task(void *arg, const clara_text *texts, size_t n,
     }
     memcpy(t->docs, texts, n * sizeof *texts);
     t->n_docs = n;
+    t->deadline = c->deadline;
     memcpy(t->expect_fingerprint, c->fp, sizeof t->expect_fingerprint);
     /* a failed task has filled the reply; STORE_IO only stops the catch-up */
     store_code rc = srv_run_task(c->s, t, c->alive, c->arg, c->r) == 0
@@ -116,9 +118,9 @@ static store_code compress_by_task(void *arg, const clara_text *texts, size_t n,
 
 /* Compresses and stores the chunks of the collection that have no vectors under model m. */
 static int catch_up(srv_server *s, store *st, const char *coll, const store_model *m,
-                    bool (*alive)(void *), void *arg, double *ms, srv_reply *r) {
+                    double deadline, bool (*alive)(void *), void *arg, double *ms, srv_reply *r) {
     double t0 = srv_mono();
-    task_compressor c = {s, m->fingerprint, alive, arg, r};
+    task_compressor c = {s, m->fingerprint, deadline, alive, arg, r};
     int64_t done = 0;
     store_err err = {0};
     store_code rc = store_catch_up(st, coll, m, s->cfg.vectors_f32 ? STORE_F32 : STORE_F16,
@@ -136,13 +138,14 @@ static int catch_up(srv_server *s, store *st, const char *coll, const store_mode
 }
 
 /* The query reasoner's vectors of the question ([n_mem][n_embd], malloc'd). */
-static float *query_vectors(srv_server *s, const query_req *q, const char *fp,
+static float *query_vectors(srv_server *s, const query_req *q, const char *fp, double deadline,
                             bool (*alive)(void *), void *arg, double *ms, srv_reply *r) {
     srv_task *t = srv_task_new(SRV_EP_QUERY_VEC);
     if (!t) {
         srv_reply_error(r, 500, "out_of_memory", "out of memory");
         return NULL;
     }
+    t->deadline = deadline;
     t->query = q->query;
     t->query_len = q->query_len;
     memcpy(t->expect_fingerprint, fp, sizeof t->expect_fingerprint);
@@ -195,6 +198,7 @@ static void answer(srv_server *s, const query_req *q, store_selection *sel, cons
     t->in_vectors = sel->vectors; /* the task frees them */
     sel->vectors = NULL;
     t->n_docs = sel->n;
+    t->deadline = t0 + s->cfg.request_timeout;
     memcpy(t->expect_fingerprint, fp, sizeof t->expect_fingerprint);
     if (srv_run_task(s, t, alive, arg, r) == 0) answer_reply(t, sel, ph, t0, r);
     srv_task_release(t);
@@ -210,8 +214,9 @@ int srv_mem_select(srv_server *s, store *st, const srv_mem_selector *q, bool (*a
     srv_mem_model(s, fp, &m);
     float *qv = NULL;
     query_req qr = {q->query, q->query_len, 0, q->top_k, NULL};
-    if (catch_up(s, st, q->collection, &m, alive, arg, &ph[0], r) != 0 ||
-        (s->info.can_retrieve && !(qv = query_vectors(s, &qr, fp, alive, arg, &ph[1], r))))
+    if (catch_up(s, st, q->collection, &m, q->deadline, alive, arg, &ph[0], r) != 0 ||
+        (s->info.can_retrieve &&
+         !(qv = query_vectors(s, &qr, fp, q->deadline, alive, arg, &ph[1], r))))
         return -1;
     size_t k = q->top_k ? (size_t)q->top_k : s->info.generation_top_k;
     store_query sq = {q->collection,
@@ -246,7 +251,8 @@ void srv_mem_query(srv_server *s, store *st, const char *coll, cJSON *root, bool
     double t0 = srv_mono(), ph[3] = {0, 0, 0}; /* recompress, query vectors, ranking */
     query_req q = {0};
     if (parse_query(s, root, &q, r) != 0) return;
-    srv_mem_selector sq = {coll, q.query, q.query_len, q.top_k, q.filter};
+    srv_mem_selector sq = {coll,    q.query,  q.query_len,
+                           q.top_k, q.filter, t0 + s->cfg.request_timeout};
     char fp[CLARA_FINGERPRINT_LEN + 1];
     store_selection sel;
     if (srv_mem_select(s, st, &sq, alive, arg, fp, &sel, ph, r) == 0) {

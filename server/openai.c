@@ -260,6 +260,7 @@ static void completion(srv_server *s, srv_endpoint ep, const char *body, size_t 
         srv_openai_error(r, 500, NULL, "out_of_memory", "out of memory");
         return;
     }
+    t->deadline = t0 + s->cfg.request_timeout;
     a->s = s;
     a->q.chat = ep == SRV_EP_OAI_CHAT;
     a->q.t0 = t0;

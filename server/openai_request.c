@@ -371,6 +371,7 @@ static int compress_misses(srv_server *s, srv_task *t, const srv_doc_key *keys, 
         c->docs[j] = (clara_text){e->valuestring, strlen(e->valuestring)};
     }
     c->n_docs = m;
+    c->deadline = t->deadline; /* the request's */
     memcpy(c->expect_fingerprint, keys[0].fingerprint, sizeof c->expect_fingerprint);
     int rc = srv_run_task(s, c, alive, arg, r);
     for (size_t j = 0; rc == 0 && j < m; j++) {
@@ -438,7 +439,7 @@ static int collection(srv_server *s, srv_task *t, oai_req *q, bool (*alive)(void
                       srv_reply *r) {
     store *st = srv_mem_store(s, r);
     if (!st) return -1;
-    srv_mem_selector sel_q = {q->collection, t->query, t->query_len, 0, NULL};
+    srv_mem_selector sel_q = {q->collection, t->query, t->query_len, 0, NULL, t->deadline};
     store_selection sel;
     char fp[CLARA_FINGERPRINT_LEN + 1];
     if (srv_mem_select(s, st, &sel_q, alive, arg, fp, &sel, q->select_ms, r) != 0) return -1;

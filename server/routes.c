@@ -350,7 +350,7 @@ static int build_task(srv_server *s, srv_task *t, srv_reply *r) {
  * left, 2 on timeout (the task is then marked cancelled: dropped if it has not started). */
 static int wait_task(srv_server *s, srv_task *t, bool (*alive)(void *), void *arg) {
     srv_queue *q = &s->queue;
-    double deadline = t->enqueued_at + s->cfg.request_timeout;
+    double deadline = t->deadline;
     int why = 0;
     pthread_mutex_lock(&q->mu);
     while (!t->done) {
@@ -585,6 +585,7 @@ static void finish_task(srv_task *t, size_t len) {
 
 int srv_submit(srv_server *s, srv_task *t, srv_reply *r) {
     t->enqueued_at = srv_mono();
+    if (t->deadline <= 0) t->deadline = t->enqueued_at + s->cfg.request_timeout;
     if (atomic_load(&s->draining)) {
         srv_reply_error(r, 503, "shutting_down", "the server is shutting down");
         return -2;
@@ -667,6 +668,7 @@ static void run_model_request(srv_server *s, srv_endpoint ep, const char *body, 
         srv_reply_error(r, 500, "out_of_memory", "out of memory");
         return;
     }
+    t->deadline = t0 + s->cfg.request_timeout;
     if (parse_model_request(s, t, body, len, t0, alive, arg, r) != 0) {
         finish_task(t, len);
         return;

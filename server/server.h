@@ -178,6 +178,10 @@ typedef struct srv_task {
 
     /* synchronisation (the queue's mutex) */
     double enqueued_at;
+    /* srv_mono() by which the request this task serves must be answered (504 after): set from
+     * the request's start, so that a request taking several tasks (documents compressed, then
+     * the answer) has one --request-timeout in all; 0 = from enqueued_at */
+    double deadline;
     bool done;
     atomic_bool cancelled; /* the client left or timed out: skip it, or stop it if running */
     int refs;              /* handler + queue/scheduler */

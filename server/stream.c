@@ -157,7 +157,7 @@ static void deadline_in(struct timespec *ts, long ms) {
 
 int srv_stream_run(srv_server *s, srv_task *t, bool (*alive)(void *), void *arg, srv_reply *r) {
     if (srv_submit(s, t, r) != 0) return -2;
-    double deadline = t->enqueued_at + s->cfg.request_timeout;
+    double deadline = t->deadline;
     int why = 0; /* 1: the client left, 2: timed out */
     pthread_mutex_lock(&s->queue.mu);
     while (!t->done && !t->stream->started) {
@@ -217,7 +217,7 @@ srv_sse *srv_sse_new(srv_server *s, srv_task *t, const srv_sse_kind *kind, void 
     e->alive = alive;
     e->alive_arg = alive_arg;
     e->t0 = t0;
-    e->deadline = t->enqueued_at + s->cfg.request_timeout;
+    e->deadline = t->deadline;
     pthread_mutex_lock(&s->queue.mu);
     t->refs++; /* the reply's own: it outlives the handler */
     pthread_mutex_unlock(&s->queue.mu);

@@ -130,6 +130,39 @@ def test_timeout_frees_scheduler():
     check(s.stop() == 0, "exit 0")
 
 
+def test_timeout_spans_phases():
+    """--request-timeout bounds a whole request: a chat with new documents runs two tasks (their
+    compression, then the answer), and the second must not get a deadline of its own. Ten such
+    requests at once on one engine thread: each is answered within the budget or gets its 504."""
+    budget = 4 if SLOW else 1
+    s = Server("--request-timeout", str(budget), "--parallel", "1", "--max-request-tokens", BIG,
+               threads=1)
+    check(s.post("/compress", SMALL)[0] == 200, "warm-up request (loads the model)")
+    out = []
+
+    def one(i):
+        docs = ["doc %d.%d " % (i, k) + "w " * 300 for k in range(40)]
+        body = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 300,
+                "ignore_eos": True, "documents": docs}
+        t0 = time.time()
+        st, j, _, _ = s.post("/v1/chat/completions", body, timeout=120)
+        out.append((st, time.time() - t0, j))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    late = [(st, round(took, 2)) for st, took, _ in out if took > budget + 0.2]
+    print("10 two-phase requests, budget %d s: %s" % (
+        budget, sorted((st, round(took, 2)) for st, took, _ in out)))
+    check(not late, "none is answered later than the budget (+0.2 s): %s" % late)
+    check(all(st == 504 or (st == 200 and j["clara"]["timings"]["total_ms"] <= budget * 1000 + 100)
+              for st, _, j in out), "200s within the budget by their own total_ms, else 504")
+    check(any(st == 504 for st, _, _ in out), "the later ones time out (%s)" % [o[0] for o in out])
+    check(s.stop() == 0, "exit 0")
+
+
 def test_disconnect_frees_scheduler():
     """A client that disconnects mid-generation frees the scheduler for the next request."""
     bound_ms = 2500 if SLOW else 1000
@@ -461,7 +494,8 @@ if __name__ == "__main__":
     try:
         for fn in [test_special_token_message, test_token_limit, test_token_limit_chunked,
                    test_docs,
-                   test_timeout_frees_scheduler, test_disconnect_frees_scheduler,
+                   test_timeout_frees_scheduler, test_timeout_spans_phases,
+                   test_disconnect_frees_scheduler,
                    test_compress_disconnect_keeps_others, test_sigterm_grace_is_a_bound,
                    test_shutdown_answers_reach_busy_clients, test_request_arriving_at_grace_end,
                    test_second_signal_exits_at_once]:
