@@ -177,7 +177,8 @@ static int conversation(srv_task *t, cJSON *a, int n, int n_system, srv_reply *r
         const char *role = message_role(m, i, r);
         if (!role) return -1;
         const char *want = (i - n_system) % 2 ? "assistant" : "user";
-        if (strcmp(role, want) != 0) {
+        /* the last message is the question: a user's */
+        if (strcmp(role, want) != 0 || (i == n - 1 && strcmp(role, "user") != 0)) {
             srv_openai_error(r, 400, "messages", "invalid_messages",
                              strcmp(role, "system") == 0
                                  ? "messages[%d]: system messages must come before the "
@@ -383,7 +384,8 @@ static int compress_misses(srv_server *s, srv_task *t, const srv_doc_key *keys, 
 }
 
 /* Documents: those in the cache are not compressed again; the task gets every document's
- * vectors. Without a cache the documents go to the engine as text. */
+ * vectors. Without a cache the documents go to the engine as text. 0, -1 with *r filled, -2 for
+ * an invalid document (or the compression refused before queueing). */
 static int documents(srv_server *s, srv_task *t, oai_req *q, cJSON *a, bool (*alive)(void *),
                      void *arg, srv_reply *r) {
     size_t n = (size_t)cJSON_GetArraySize(a), i = 0;
@@ -395,7 +397,7 @@ static int documents(srv_server *s, srv_task *t, oai_req *q, cJSON *a, bool (*al
             srv_openai_error(r, 400, "documents", "invalid_value",
                              "documents[%zu] must be a string of at most %u bytes", i,
                              SRV_MAX_MEMORY_BYTES);
-            return -1;
+            return -2;
         }
         docs[i] = (clara_text){e->valuestring, len};
     }
@@ -460,20 +462,21 @@ int srv_openai_context(srv_server *s, srv_task *t, oai_req *q, bool (*alive)(voi
     if (docs && (!cJSON_IsArray(docs) || cJSON_GetArraySize(docs) > SRV_MAX_MEMORIES)) {
         srv_openai_error(r, 400, "documents", "invalid_value",
                          "'documents' must be an array of at most %d strings", SRV_MAX_MEMORIES);
-        return -1;
+        return -2;
     }
-    if (coll && (!cJSON_IsString(coll) || !coll->valuestring[0] ||
-                 strlen(coll->valuestring) > SRV_PATH_NAME_MAX)) {
-        srv_openai_error(r, 400, "collection", "invalid_value",
-                         "'collection' must be a collection name of 1 to %d bytes",
-                         SRV_PATH_NAME_MAX);
-        return -1;
+    store_err err = {0};
+    if (coll &&
+        (!cJSON_IsString(coll) || store_check_name("collection name", coll->valuestring,
+                                                   strlen(coll->valuestring), &err) != STORE_OK)) {
+        srv_openai_error(r, 400, "collection", "invalid_value", "'collection': %s",
+                         cJSON_IsString(coll) ? err.msg : "must be a string");
+        return -2;
     }
     bool has_docs = docs && cJSON_GetArraySize(docs) > 0;
     if (has_docs && coll) {
         srv_openai_error(r, 400, "collection", "invalid_value",
                          "give either 'documents' or 'collection', not both");
-        return -1;
+        return -2;
     }
     if (has_docs) return documents(s, t, q, docs, alive, arg, r);
     if (coll) {

@@ -305,12 +305,27 @@ def test_hostile():
         ({"messages": [msg], "documents": [1, 2]}, 400),
         ({"messages": [msg], "seed": 1e300}, 400),
         ({"messages": [msg], "stream_options": "yes", "stream": True}, 400),
+        ({"messages": [msg, {"role": "assistant", "content": "y"}]}, 400),
+        ({"messages": [{"role": "system", "content": "s"}, msg,
+                       {"role": "assistant", "content": "y"}]}, 400),
+        ({"messages": [msg, msg]}, 400),
+        ({"messages": [msg], "collection": "../x"}, 400),
+        ({"messages": [msg], "collection": "a b"}, 400),
+        ({"messages": [msg], "collection": "c" * 200}, 400),
+        ({"messages": [msg], "collection": ""}, 400),
     ]
     for body, want in cases:
         path = "/v1/completions" if "prompt" in body else "/v1/chat/completions"
+        errors0 = s.status()["errors"]
         st, j, _, _ = s.post(path, body)
         check(st == want and j and "message" in j.get("error", {}),
               "%s -> %d: %d %r" % (json.dumps(body)[:70], want, st, j))
+        if "collection" in body or len(body.get("messages", [])) in (2, 3):
+            e = j["error"]
+            check((e["param"], e["code"]) == (("collection", "invalid_value") if "collection" in
+                                              body else ("messages", "invalid_messages")),
+                  "named in the error: %r" % e)
+            check(s.status()["errors"] == errors0, "refused before it ran: not a server error")
     raw = [b'{"messages": [{"role": "user", "content": "\xff\xfe"}]}',
            b'{"messages": [{"role": "user", "content": "a\x00b"}]}']
     for body in raw:
