@@ -36,6 +36,7 @@ typedef struct {
     size_t discarded;
     double t0;
     int status;      /* what was answered (0 = nothing yet) */
+    bool streamed;   /* the answer is an event stream */
     uint64_t tokens; /* generated tokens, for the log line */
 } conn_ctx;
 
@@ -120,6 +121,7 @@ static enum MHD_Result send_stream(srv_server *s, struct MHD_Connection *c, conn
     enum MHD_Result ok = MHD_queue_response(c, 200, resp);
     MHD_destroy_response(resp);
     cx->status = 200;
+    cx->streamed = true;
     return ok;
 }
 
@@ -458,6 +460,9 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     if (!cx) return;
     int status = cx->status;
     if (!status) status = toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? 408 : 499;
+    /* a stream whose client left before its end was cancelled (stream.c): 499, as for a reply
+     * not begun */
+    if (cx->streamed && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) status = 499;
     double ms = (srv_mono() - cx->t0) * 1e3;
     srv_metrics_request(cx->ep, status, ms);
     clara_log(CLARA_LOG_INFO, "%s %s %d %.1f ms tokens=%llu%s%s%s%s", cx->method, cx->path, status,

@@ -2,6 +2,8 @@
  * split into chunks and compressed by the scheduler (like any other request), then written to the
  * store in one transaction; the reply comes after the write is durable. Queries are in
  * memory_query.c. */
+#include <ctype.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -244,12 +246,18 @@ static void delete_collection(store *st, const char *name, srv_reply *r) {
     srv_reply_json(r, 200, j);
 }
 
-/* A non-negative integer query argument (NULL = absent); -1 when malformed. */
+/* A non-negative integer query argument (NULL = absent), percent-decoded as clients may send it
+ * (?limit=%32 is 2: the server passes arguments on undecoded); -1 when malformed. */
 static long long query_number(const char *v, long long dflt) {
     if (!v) return dflt;
+    char buf[32];
+    if (strlen(v) >= sizeof buf) return -1;
+    memcpy(buf, v, strlen(v) + 1);
+    if (!percent_decode(buf) || !isdigit((unsigned char)buf[0])) return -1;
     char *end;
-    long long n = strtoll(v, &end, 10);
-    return *v && !*end && n >= 0 ? n : -1;
+    errno = 0;
+    long long n = strtoll(buf, &end, 10);
+    return !*end && errno == 0 ? n : -1;
 }
 
 static void list_memories(store *st, const char *coll, const srv_target *tg, srv_reply *r) {
@@ -309,8 +317,10 @@ static int memory_item(const cJSON *e, int i, store_memory_in *m, char **meta, s
     const cJSON *text = cJSON_IsString(e) ? e : cJSON_GetObjectItemCaseSensitive(e, "text");
     const cJSON *id = cJSON_IsObject(e) ? cJSON_GetObjectItemCaseSensitive(e, "id") : NULL;
     const cJSON *md = cJSON_IsObject(e) ? cJSON_GetObjectItemCaseSensitive(e, "metadata") : NULL;
-    if (!cJSON_IsString(text) || !text->valuestring[0]) {
-        srv_reply_error(r, 422, "validation_error", "memory %d needs a non-empty 'text' string", i);
+    /* white space alone is no memory: it would be stored as 0 tokens and answer nothing */
+    if (!cJSON_IsString(text) || !text->valuestring[strspn(text->valuestring, " \t\r\n\f\v")]) {
+        srv_reply_error(r, 422, "validation_error",
+                        "memory %d needs a 'text' string with more than white space", i);
         return -1;
     }
     if (id && !cJSON_IsNull(id)) {
@@ -362,6 +372,14 @@ static int memory_items(cJSON *root, bool one, store_memory_in **out, char ***me
                 cJSON_GetArraySize(arr) > SRV_MAX_MEMORIES)) {
         srv_reply_error(r, 422, "validation_error", "'memories' must be an array of 1 to %d items",
                         SRV_MAX_MEMORIES);
+        return -1;
+    }
+    if (arr && (cJSON_GetObjectItemCaseSensitive(root, "text") ||
+                cJSON_GetObjectItemCaseSensitive(root, "id") ||
+                cJSON_GetObjectItemCaseSensitive(root, "metadata"))) {
+        srv_reply_error(r, 422, "validation_error",
+                        "give either 'memories' or one memory's 'text' (with 'id', 'metadata'), "
+                        "not both");
         return -1;
     }
     *n = arr ? (size_t)cJSON_GetArraySize(arr) : 1;

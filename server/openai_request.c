@@ -30,8 +30,12 @@ static int get_number(cJSON *root, const char *key, double lo, double hi, bool i
     if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) ||
         (integer && v->valuedouble != floor(v->valuedouble)) || v->valuedouble < lo ||
         v->valuedouble > hi) {
-        srv_openai_error(r, 400, key, "invalid_value", "'%s' must be %s from %g to %g", key,
-                         integer ? "an integer" : "a number", lo, hi);
+        if (integer) /* the bounds in full: %g would print 2^53 as 9.0072e+15 */
+            srv_openai_error(r, 400, key, "invalid_value",
+                             "'%s' must be an integer from %.0f to %.0f", key, lo, hi);
+        else
+            srv_openai_error(r, 400, key, "invalid_value", "'%s' must be a number from %g to %g",
+                             key, lo, hi);
         return -1;
     }
     *out = v->valuedouble;

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "base/fp16.h"
+#include "base/json_keys.h"
 #include "base/json_scan.h"
 #include "base/json_text.h"
 #include "base/threadpool.h"
@@ -102,11 +103,22 @@ static int check_body(const char *body, size_t len, srv_reply *r) {
 }
 
 /* Parses a body check_body accepted: exactly one object, never a text cJSON refuses
- * (fuzz_jsonscan), so a failure here is an allocation failing. NULL after filling *r. */
+ * (fuzz_jsonscan), so a failure here is an allocation failing, or a name given twice in one
+ * object (json_keys.h). NULL after filling *r. */
 static cJSON *parse_body(const char *body, size_t len, srv_reply *r) {
     cJSON *root = cJSON_ParseWithLength(body, len);
-    if (!root) srv_reply_error(r, 500, "out_of_memory", "out of memory");
-    return root;
+    const char *dup = NULL;
+    json_keys_code rc = root ? json_duplicate_key(root, &dup) : JSON_KEYS_NOMEM;
+    if (rc == JSON_KEYS_DUPLICATE)
+        srv_reply_error(r, 422, "validation_error",
+                        "the body has the key '%.64s' twice in one object (JSON readers disagree "
+                        "on which one counts)",
+                        dup);
+    else if (rc == JSON_KEYS_NOMEM)
+        srv_reply_error(r, 500, "out_of_memory", "out of memory");
+    if (rc == JSON_KEYS_OK) return root;
+    cJSON_Delete(root);
+    return NULL;
 }
 
 /* An optional integer field in [lo, hi]; a JSON null counts as absent. 1 = set, 0 = absent,
@@ -208,16 +220,22 @@ static int dims_check(cJSON *shape, const srv_model_info *info, size_t *n_docs, 
     return 0;
 }
 
-/* vectors: {"dtype": "f32"|"f16", "shape": [n, n_mem, n_embd], "data": base64 little-endian}. */
+/* vectors: {"dtype": "f32"|"f16", "shape": [n, n_mem, n_embd], "data": base64 little-endian,
+ * "encoding": "base64-le" (optional: the only one)}. */
 static int get_vectors(srv_task *t, cJSON *v, const srv_model_info *info, srv_reply *r) {
     cJSON *dt = cJSON_GetObjectItemCaseSensitive(v, "dtype");
     cJSON *data = cJSON_GetObjectItemCaseSensitive(v, "data");
+    cJSON *enc = cJSON_GetObjectItemCaseSensitive(v, "encoding");
     const char *dtype = cJSON_IsString(dt) ? dt->valuestring : dt ? "" : "f32";
     bool f16 = strcmp(dtype, "f16") == 0;
-    if (!cJSON_IsObject(v) || (!f16 && strcmp(dtype, "f32") != 0) || !cJSON_IsString(data)) {
+    bool enc_ok = !enc || cJSON_IsNull(enc) ||
+                  (cJSON_IsString(enc) && strcmp(enc->valuestring, "base64-le") == 0);
+    if (!cJSON_IsObject(v) || (!f16 && strcmp(dtype, "f32") != 0) || !cJSON_IsString(data) ||
+        !enc_ok) {
         srv_reply_error(r, 422, "validation_error",
                         "'vectors' must be {\"dtype\": \"f32\"|\"f16\", "
-                        "\"shape\": [...], \"data\": base64} as /v1/compress returns it");
+                        "\"shape\": [...], \"data\": base64, \"encoding\": \"base64-le\"} as "
+                        "/v1/compress returns it");
         return -1;
     }
     size_t n;

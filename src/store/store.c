@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "base/fp16.h"
+#include "base/json_keys.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "the store writes vectors little-endian as they are in memory"
@@ -254,36 +255,31 @@ static void new_id(char out[33]) {
     for (int i = 0; i < 16; i++) snprintf(out + 2 * i, 3, "%02x", b[i]);
 }
 
-static int cmp_str(const void *a, const void *b) {
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
+/* Whether every number in v is finite (a cJSON number over ~1.8e308 prints as null). */
+static bool numbers_finite(const cJSON *v) {
+    if (cJSON_IsNumber(v) && !isfinite(v->valuedouble)) return false;
+    for (const cJSON *c = v->child; c; c = c->next)
+        if (!numbers_finite(c)) return false;
+    return true;
 }
 
 bool store_json_plain(const cJSON *v, char *why, size_t cap) {
-    if (cJSON_IsNumber(v) && !isfinite(v->valuedouble)) {
+    if (!numbers_finite(v)) {
         snprintf(why, cap,
                  "holds a number out of range (over about 1.8e308: it would read as null)");
         return false;
     }
-    size_t n = 0;
-    for (const cJSON *c = v->child; c; c = c->next, n++)
-        if (!store_json_plain(c, why, cap)) return false;
-    if (!cJSON_IsObject(v) || n < 2) return true;
-    const char **keys = malloc(n * sizeof *keys);
-    if (!keys) {
+    const char *dup = NULL;
+    switch (json_duplicate_key(v, &dup)) {
+    case JSON_KEYS_OK:
+        return true;
+    case JSON_KEYS_DUPLICATE:
+        snprintf(why, cap, "has the key '%.64s' twice in one object", dup);
+        return false;
+    default:
         snprintf(why, cap, "is too large (out of memory)");
         return false;
     }
-    size_t k = 0;
-    for (const cJSON *c = v->child; c; c = c->next) keys[k++] = c->string ? c->string : "";
-    qsort(keys, n, sizeof *keys, cmp_str);
-    bool ok = true;
-    for (size_t i = 1; i < n && ok; i++)
-        if (strcmp(keys[i - 1], keys[i]) == 0) {
-            snprintf(why, cap, "has the key '%.64s' twice in one object", keys[i]);
-            ok = false;
-        }
-    free(keys);
-    return ok;
 }
 
 static store_code check_metadata(const char *meta, store_err *err) {

@@ -12,7 +12,7 @@ import time
 
 from harness import BUILD, CLARA, ROOT, check, npm_install, report, run
 from server_harness import (DEMO, FACTS, SLOW, TMP, Server, big_model,
-                            check_no_sanitizer_reports, cleanup, raw_request)
+                            check_no_sanitizer_reports, cleanup, raw_request, wait_for)
 
 SDK_VERSION = "4.104.0"  # the last major version that supports node 18 (Debian 12's)
 # shared by the sanitizer builds (build/asan, build/tsan): one install, one generated model
@@ -326,11 +326,30 @@ def test_hostile():
                                               body else ("messages", "invalid_messages")),
                   "named in the error: %r" % e)
             check(s.status()["errors"] == errors0, "refused before it ran: not a server error")
+    for key, val, bounds in (("seed", 1e300, "from -9007199254740992 to 9007199254740992"),
+                             ("top_k", 1.5, "from 0 to 1048576"), ("top_p", 2, "from 0 to 1")):
+        st, j, _, _ = s.post("/v1/chat/completions", {"messages": [msg], key: val})
+        check(st == 400 and bounds in j["error"]["message"],
+              "%s=%r: the bounds written out: %r" % (key, val, j))
     raw = [b'{"messages": [{"role": "user", "content": "\xff\xfe"}]}',
            b'{"messages": [{"role": "user", "content": "a\x00b"}]}']
     for body in raw:
         st, j, _, _ = s.post("/v1/chat/completions", body)
         check(st == 400 and "error" in j, "raw %r -> 400: %d %r" % (body[:40], st, j))
+    # a name twice in one object: cJSON would read the first, Python's json the last
+    for path, body in [("/v1/chat/completions",
+                        b'{"messages": [{"role": "user", "content": "x"}], "messages": 5}'),
+                       ("/v1/chat/completions",
+                        b'{"messages": [{"role": "user", "content": "x", "content": "y"}]}'),
+                       ("/v1/answer", b'{"documents": ["a"], "documents": 5, "query": "q"}'),
+                       ("/compress", b'{"memories": ["a"], "query": "q", "max_new_tokens": 600,'
+                                     b' "max_new_tokens": 5}'),
+                       ("/v1/collections/c/memories", b'{"text": "a", "text": "b"}')]:
+        st, j, _, _ = s.post(path, body)
+        e = j.get("error")
+        msg = e["message"] if isinstance(e, dict) else e
+        check(st == 422 and "twice in one object" in msg,
+              "%s with a duplicated key -> 422: %d %r" % (path, st, j))
     req = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
            b"application/json\r\nContent-Length: 10\r\n\r\n{\"messages")
     check(raw_request(s.port, req, timeout=5).startswith(b"HTTP/1.1 400"), "truncated body")
@@ -399,6 +418,9 @@ def test_streaming_is_real():
     check("text" in r and waited < (60 if SLOW else 8),
           "the next request is served once the stream's client left: %.1f s" % waited)
     check("request cancelled" in s.text(), "the server cancelled the abandoned stream")
+    check(wait_for(lambda: "POST /v1/chat/completions 499" in s.text(), 10),
+          "the abandoned stream is logged 499, as API.md says, not 200")
+    check(s.text().count(" 499 ") == 1, "the streams read to their end are not 499s")
     s.stop()
 
 

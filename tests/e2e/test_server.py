@@ -186,6 +186,12 @@ def test_v1_compress_answer():
           "f16 vectors round the f32 ones")
     st, a, _, _ = S.post("/v1/answer", {"query": c[1], "vectors": h["vectors"], "max_new_tokens": 4})
     check(st == 200 and a["success"], "/v1/answer accepts f16 vectors")
+    check(h["vectors"]["encoding"] == "base64-le", "the vectors say their encoding")
+    for enc, want in (("base64-le", 200), (None, 200), ("hex", 422), (5, 422)):
+        st, a, _, _ = S.post("/v1/answer", {"query": c[1], "vectors": dict(h["vectors"],
+                                                                          encoding=enc),
+                                            "max_new_tokens": 2})
+        check(st == want, "vectors with encoding %r -> %d (%s %s)" % (enc, want, st, a))
 
 
 def test_retrieve():

@@ -168,7 +168,11 @@ def test_crud(kind):
         if not after:
             break
     check(seen == ids and pages == 3, "3 pages of 4, 4, 3 in added order: %s" % seen)
-    for bad in ("limit=0", "limit=1001", "limit=x", "after=-1", "after=abc"):
+    # arguments as clients escape them: %32 is "2"
+    st, j, _, _ = S.get("%s/paged/memories?limit=%%32" % C)
+    check(st == 200 and len(j["memories"]) == 2, "?limit=%%32 is limit=2 (%s)" % st)
+    for bad in ("limit=0", "limit=1001", "limit=x", "after=-1", "after=abc", "limit=%2", "limit=+2",
+                "limit=%00", "limit=" + "9" * 40):
         st, j, _, _ = S.get("%s/paged/memories?%s" % (C, bad))
         check(st == 422 and j["error_type"] == "validation_error", "?%s -> 422 (%s)" % (bad, st))
 
@@ -461,6 +465,10 @@ def test_bad_input(kind):
     for f in ([1], "topic", 2):
         refused(query(S, "c", "x", filter=f), 422, "validation_error", "filter %r" % (f,))
     refused(add(S, "c", [{"text": ""}]), 422, "validation_error", "empty text")
+    refused(add(S, "c", [{"text": " \t\n "}]), 422, "validation_error", "white space only",
+            "more than white space")
+    refused(S.post(C + "/c/memories", {"text": "x", "memories": ["y"]}), 422, "validation_error",
+            "'text' beside 'memories'", "not both")
     refused(add(S, "c", [{"text": "x"}], dtype="f8"), 422, "validation_error", "dtype f8")
     refused(query(S, "c", ""), 422, "validation_error", "empty query")
     refused(query(S, "c", "x", top_k=0), 422, "validation_error", "top_k 0")
