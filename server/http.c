@@ -213,6 +213,13 @@ static int check_auth(srv_server *s, struct MHD_Connection *c) {
     return srv_ct_equal(h + at, n - at, s->cfg.api_key, strlen(s->cfg.api_key)) ? 0 : 403;
 }
 
+static enum MHD_Result send_auth_error(srv_server *s, struct MHD_Connection *c, conn_ctx *cx,
+                                       int status) {
+    return status == 401 ? send_error(s, c, cx, 401, "unauthorized",
+                                      "missing API key: send Authorization: Bearer <key>", NULL)
+                         : send_error(s, c, cx, 403, "forbidden", "invalid API key", NULL);
+}
+
 static bool ieq_n(const char *a, size_t n, const char *lit) {
     return strlen(lit) == n && strncasecmp(a, lit, n) == 0;
 }
@@ -329,6 +336,9 @@ static enum MHD_Result first_call(srv_server *s, struct MHD_Connection *c, conn_
         const char *allow = NULL;
         cx->ep = srv_store_match(url, is_head ? "GET" : method, &allow);
         if (cx->ep == SRV_EP_OTHER) {
+            /* with a key, which paths exist is told only to those who have it */
+            int auth = allow ? 0 : check_auth(s, c);
+            if (auth) return send_auth_error(s, c, cx, auth);
             if (!allow) return send_error(s, c, cx, 404, "not_found", "no such endpoint", NULL);
             if (strcmp(method, "OPTIONS") == 0 && s->cfg.cors) return preflight(s, c, cx);
             return send_error(s, c, cx, 405, "method_not_allowed", "method not allowed here",
@@ -348,10 +358,7 @@ static enum MHD_Result first_call(srv_server *s, struct MHD_Connection *c, conn_
                           NULL);
     /* the page's files need no key (the page asks for it when an API call answers 401) */
     int auth = cx->ep == SRV_EP_HEALTH || cx->ep == SRV_EP_UI ? 0 : check_auth(s, c);
-    if (auth == 401)
-        return send_error(s, c, cx, 401, "unauthorized",
-                          "missing API key: send Authorization: Bearer <key>", NULL);
-    if (auth == 403) return send_error(s, c, cx, 403, "forbidden", "invalid API key", NULL);
+    if (auth) return send_auth_error(s, c, cx, auth);
     if (has_body && !json_content_type(c))
         return send_error(s, c, cx, 415, "unsupported_media_type",
                           "send the body as JSON with Content-Type: application/json", NULL);

@@ -571,5 +571,6 @@ void srv_store_route(srv_server *s, srv_endpoint ep, const srv_target *tg, const
         break;
     }
     cJSON_Delete(root);
-    if (r->status != 499) srv_count_request(s, r->status < 400, (srv_mono() - t0) * 1e3);
+    /* a stream that began is counted when it ends (stream.c) */
+    if (r->status != 499 && !r->sse) srv_count_request(s, r->status < 400, (srv_mono() - t0) * 1e3);
 }

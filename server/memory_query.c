@@ -15,6 +15,7 @@
 #include "base/json_text.h"
 #include "base/log.h"
 #include "memory.h"
+#include "stream.h"
 
 /* Chunks compressed per task while catching up on missing vectors. */
 #define RECOMPRESS_BATCH 32
@@ -29,6 +30,7 @@ typedef struct {
     uint32_t max_new_tokens;
     long top_k;   /* 0 = not given */
     char *filter; /* JSON text or NULL */
+    bool stream;  /* "stream": true: the answer as Server-Sent Events (stream.c) */
 } query_req;
 
 static int parse_query(srv_server *s, cJSON *root, query_req *q, srv_reply *r) {
@@ -62,6 +64,9 @@ static int parse_query(srv_server *s, cJSON *root, query_req *q, srv_reply *r) {
         *ints[i].dst = (long)v->valuedouble;
     }
     if (mnt) q->max_new_tokens = (uint32_t)mnt;
+    int stream = srv_stream_wanted(root, r);
+    if (stream < 0) return -1;
+    q->stream = stream == 1;
     cJSON *f = cJSON_GetObjectItemCaseSensitive(root, "filter");
     if (f && !cJSON_IsNull(f)) {
         if (!cJSON_IsObject(f)) {
@@ -163,25 +168,51 @@ static double ms2(double v) {
     return round(v * 100) / 100;
 }
 
-static void answer_reply(const srv_task *t, const store_selection *sel, const double ph[3],
-                         double t0, srv_reply *r) {
+/* What the reply holds beside the answer: the selected memories, and the times taken before it
+ * (under "timings"). Kept with a streamed answer's task until its final event. */
+static cJSON *selection_json(const store_selection *sel, const double ph[3]) {
     cJSON *j = cJSON_CreateObject();
-    cJSON_AddBoolToObject(j, "success", 1);
-    json_add_text(j, "answer", t->gen.text, t->gen.text_len);
+    if (!j) return NULL;
     store_selection_add_json(j, sel);
-    cJSON_AddStringToObject(j, "model", t->fingerprint);
-    cJSON_AddNumberToObject(j, "prompt_tokens", t->gen.prompt_tokens);
-    cJSON_AddNumberToObject(j, "generated_tokens", (double)t->gen.n_ids);
-    cJSON_AddNumberToObject(j, "latency_ms", round((srv_mono() - t0) * 1e4) / 10);
     cJSON *tm = cJSON_AddObjectToObject(j, "timings");
     cJSON_AddNumberToObject(tm, "recompress_ms", ms2(ph[0]));
     cJSON_AddNumberToObject(tm, "query_ms", ms2(ph[1]));
     cJSON_AddNumberToObject(tm, "rank_ms", ms2(ph[2]));
+    return j;
+}
+
+/* The reply: t's answer with the selection's fields (selection_json). */
+static void answer_reply(const srv_task *t, const cJSON *selection, double latency_ms,
+                         srv_reply *r) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddBoolToObject(j, "success", 1);
+    json_add_text(j, "answer", t->gen.text, t->gen.text_len);
+    cJSON *tm = NULL;
+    for (const cJSON *c = selection->child; c; c = c->next) {
+        cJSON *copy = cJSON_Duplicate(c, true);
+        if (strcmp(c->string, "timings") == 0)
+            tm = copy; /* at the end, as before */
+        else
+            cJSON_AddItemToObject(j, c->string, copy);
+    }
+    cJSON_AddStringToObject(j, "model", t->fingerprint);
+    cJSON_AddNumberToObject(j, "prompt_tokens", t->gen.prompt_tokens);
+    cJSON_AddNumberToObject(j, "generated_tokens", (double)t->gen.n_ids);
+    cJSON_AddNumberToObject(j, "latency_ms", round(latency_ms * 10) / 10);
+    if (!tm) tm = cJSON_CreateObject();
     cJSON_AddNumberToObject(tm, "queue_ms", ms2(t->queue_ms));
     cJSON_AddNumberToObject(tm, "load_ms", ms2(t->load_ms));
     cJSON_AddNumberToObject(tm, "generate_ms", ms2(t->generate_ms));
+    cJSON_AddItemToObject(j, "timings", tm);
     r->tokens = t->gen.n_ids;
     srv_reply_json(r, 200, j);
+}
+
+/* A streamed answer's final event (srv_stream_ours): the selection rides on the task's root. */
+static void streamed_reply(const srv_server *s, const srv_task *t, double latency_ms,
+                           srv_reply *r) {
+    (void)s;
+    answer_reply(t, t->root, latency_ms, r);
 }
 
 /* Generates the answer from the selected chunks' vectors (made by model fp). */
@@ -200,7 +231,13 @@ static void answer(srv_server *s, const query_req *q, store_selection *sel, cons
     t->n_docs = sel->n;
     t->deadline = t0 + s->cfg.request_timeout;
     memcpy(t->expect_fingerprint, fp, sizeof t->expect_fingerprint);
-    if (srv_run_task(s, t, alive, arg, r) == 0) answer_reply(t, sel, ph, t0, r);
+    t->root = selection_json(sel, ph); /* the task frees it */
+    if (!t->root)
+        srv_reply_error(r, 500, "out_of_memory", "out of memory");
+    else if (q->stream)
+        srv_stream_ours(s, t, t0, alive, arg, streamed_reply, r);
+    else if (srv_run_task(s, t, alive, arg, r) == 0)
+        answer_reply(t, t->root, (srv_mono() - t0) * 1e3, r);
     srv_task_release(t);
 }
 
@@ -213,7 +250,7 @@ int srv_mem_select(srv_server *s, store *st, const srv_mem_selector *q, bool (*a
     store_model m;
     srv_mem_model(s, fp, &m);
     float *qv = NULL;
-    query_req qr = {q->query, q->query_len, 0, q->top_k, NULL};
+    query_req qr = {q->query, q->query_len, 0, q->top_k, NULL, false};
     if (catch_up(s, st, q->collection, &m, q->deadline, alive, arg, &ph[0], r) != 0 ||
         (s->info.can_retrieve &&
          !(qv = query_vectors(s, &qr, fp, q->deadline, alive, arg, &ph[1], r))))

@@ -1,4 +1,5 @@
-/* json_keys.c - json_duplicate_key (json_keys.h): each object's names sorted, neighbours compared. */
+/* json_keys.c - json_duplicate_key (json_keys.h): each object's names sorted, neighbours compared.
+ */
 #include <stdlib.h>
 #include <string.h>
 

@@ -360,10 +360,15 @@ def test_hostile():
 
 
 def test_our_endpoints_stream():
-    s = Server("--model", DEMO)
+    s = Server("--model", DEMO, "--db", os.path.join(TMP, "oai-stream.db"))
     body = {"query": QUESTION, "documents": DOCS, "max_new_tokens": 20}
-    for path, extra in (("/v1/answer", {}), ("/v1/retrieve", {"top_k": 1})):
-        b = dict(body, **extra)
+    st, _, _, _ = s.post("/v1/collections/facts/memories", {"memories": DOCS})
+    check(st == 201, "memories added (%s)" % st)
+    query = "/v1/collections/facts/query"
+    st0 = s.status()
+    for path, extra in (("/v1/answer", {}), ("/v1/retrieve", {"top_k": 1}),
+                        (query, {"documents": None})):
+        b = {k: v for k, v in dict(body, **extra).items() if v is not None}
         st, whole, _, _ = s.post(path, b)
         ev = curl_stream(s, path, dict(b, stream=True))
         check(st == 200 and ev[-1] == "[DONE]", "%s: streamed, ends with [DONE]" % path)
@@ -373,12 +378,20 @@ def test_our_endpoints_stream():
         check(text == whole["answer"] and last.get("answer") == whole["answer"],
               "%s: streamed pieces make the answer: %r vs %r" % (path, text, whole["answer"]))
         check(last["choices"][0]["finish_reason"] in ("stop", "length"), "final choice")
-        for k in ("prompt_tokens", "generated_tokens", "timings", "top_k", "scores"):
+        for k in ("prompt_tokens", "generated_tokens", "timings", "top_k", "scores", "memories",
+                  "model"):
             if k in whole:
                 check(k in last and (k == "timings" or last[k] == whole[k]),
                       "%s: final event has %s" % (path, k))
-    st, j, _, _ = s.post("/v1/answer", dict(body, stream="yes"))
-    check(st == 422, "stream must be a boolean: %d" % st)
+        if path == query:
+            check(set(whole["timings"]) == set(last["timings"]) and
+                  whole["timings"]["rank_ms"] >= 0, "the store's timings: %r" % last["timings"])
+    check(wait_for(lambda: s.status()["requests_served"] == st0["requests_served"] + 6, 10) and
+          s.status()["errors"] == st0["errors"],
+          "3 streams and 3 replies counted once each, as served: %r" % s.status())
+    for path in ("/v1/answer", query):
+        st, j, _, _ = s.post(path, dict(body, stream="yes"))
+        check(st == 422, "%s: stream must be a boolean: %d" % (path, st))
     s.stop()
 
 

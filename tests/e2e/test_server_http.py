@@ -258,6 +258,11 @@ def test_api_keys():
     out = raw_request(a.port, b"GET /status HTTP/1.1\r\n" + H + b"Authorization: Bearer junk\x00" +
                       key.encode() + b"\r\n\r\n")
     check(json_error(out)[0] in (400, 403), "a key after a NUL does not match")
+    for path, auth, want in (("/nope", None, 401), ("/nope", "Bearer wrong", 403),
+                             ("/nope", "Bearer " + key, 404), ("/v1/collections/c/x/y", None, 401)):
+        st, j, _, _ = a.get(path, headers={"Authorization": auth} if auth else {})
+        check(st == want, "GET %s with %s -> %d: unknown paths are told only with the key (%s)"
+              % (path, auth, want, st))
     check("visible to other local users" in a.text(), "--api-key warns about the process list")
     with open("/proc/%d/cmdline" % a.proc.pid, "rb") as f:
         check(key.encode() not in f.read(), "the key is blanked in /proc/PID/cmdline")
