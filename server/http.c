@@ -3,8 +3,9 @@
  * check against DNS rebinding (403), header-size limit (431), API key (401/403, constant time,
  * /health exempt), JSON-only POST bodies (415: a web page cannot send those without CORS),
  * body-size limit (413, from Content-Length before reading - also under Expect: 100-continue -
- * and while reading), 503 while shutting down, CORS when origins are configured, one log line
- * (control bytes escaped) and the metrics per request. Everything else is routes.c. */
+ * and while reading), the bound on bodies held at once (503), 503 while shutting down, CORS when
+ * origins are configured, one log line (control bytes escaped) and the metrics per request.
+ * Everything else is routes.c. */
 #include <errno.h>
 #include <microhttpd.h>
 #include <arpa/inet.h>
