@@ -4,6 +4,7 @@
 #include "convert/hf_config.h"
 
 #include <cJSON.h>
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -38,9 +39,13 @@ static clara_status get_f32(const cJSON *root, const char *name, const char *key
         if (!required) return CLARA_OK;
         return clara_fail(CLARA_ERR_FORMAT, "%s: missing key '%s'", name, key);
     }
-    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble <= 0)
-        return clara_fail(CLARA_ERR_FORMAT, "%s: '%s' must be a positive number", name, key);
-    *out = (float)v->valuedouble;
+    /* checked as the float it becomes: 1e-50 would be 0, 1e39 infinite */
+    float f = cJSON_IsNumber(v) ? (float)v->valuedouble : 0.0f;
+    if (!isfinite(f) || f <= 0)
+        return clara_fail(CLARA_ERR_FORMAT,
+                          "%s: '%s' must be a positive number within float range (%g to %g)", name,
+                          key, (double)FLT_TRUE_MIN, (double)FLT_MAX);
+    *out = f;
     return CLARA_OK;
 }
 
@@ -190,11 +195,14 @@ clara_status clara_base_config_parse(const char *text, size_t len, const char *n
     TRY(get_u32(root, name, "max_position_embeddings", false, 1, 1u << 24,
                 &c->max_position_embeddings));
     uint32_t u = 0;
-    if (cJSON_GetObjectItemCaseSensitive(root, "bos_token_id")) {
+    /* absent or null: -1 */
+    const cJSON *bos = cJSON_GetObjectItemCaseSensitive(root, "bos_token_id");
+    if (bos && !cJSON_IsNull(bos)) {
         TRY(get_u32(root, name, "bos_token_id", false, 0, 1u << 24, &u));
         c->bos_token_id = (int32_t)u;
     }
-    if (cJSON_GetObjectItemCaseSensitive(root, "eos_token_id")) {
+    const cJSON *eos = cJSON_GetObjectItemCaseSensitive(root, "eos_token_id");
+    if (eos && !cJSON_IsNull(eos)) {
         TRY(get_u32(root, name, "eos_token_id", false, 0, 1u << 24, &u));
         c->eos_token_id = (int32_t)u;
     }

@@ -153,8 +153,11 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *arg) {
     else if (IS("x-linked-size")) {
         copy_value(tmp, sizeof tmp, v, vl);
         char *end;
+        errno = 0;
         unsigned long long s = strtoull(tmp, &end, 10);
-        if (end != tmp && !*end) r->linked_size = s, r->has_linked_size = true;
+        /* digits only: strtoull would take "-1" as the largest value */
+        if (isdigit((unsigned char)tmp[0]) && !*end && errno == 0)
+            r->linked_size = s, r->has_linked_size = true;
     }
 #undef IS
     return n;

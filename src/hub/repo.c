@@ -39,27 +39,33 @@ static clara_status add_file(hub_files *f, const char *repo, const char *path, u
     return CLARA_OK;
 }
 
-static bool is_hex64(const char *s) {
-    if (strlen(s) != 64) return false;
+static bool is_hex(const char *s, size_t n) {
+    if (strlen(s) != n) return false;
     for (; *s; s++)
         if (!strchr("0123456789abcdef", *s)) return false;
     return true;
 }
 
-/* A path the cache can hold: relative, no "..", no empty segments, no control characters. */
+/* A path the cache can hold: relative, no "..", no empty segments (a trailing '/' included), no
+ * control characters. */
 static bool safe_path(const char *p) {
-    if (!*p || *p == '/') return false;
     for (const char *s = p; *s; s++)
         if ((unsigned char)*s < 0x20) return false;
-    const char *seg = p;
-    while (*seg) {
+    for (const char *seg = p;;) {
         const char *end = strchr(seg, '/');
         size_t n = end ? (size_t)(end - seg) : strlen(seg);
         if (n == 0 || (n == 1 && seg[0] == '.') || (n == 2 && seg[0] == '.' && seg[1] == '.'))
             return false;
-        seg += n + (end ? 1 : 0);
+        if (!end) return true;
+        seg = end + 1;
     }
-    return true;
+}
+
+/* Whether f already lists repo's file p: two downloads would share one temporary file. */
+static bool listed(const hub_files *f, const char *repo, const char *p) {
+    for (size_t i = 0; i < f->n; i++)
+        if (strcmp(f->v[i].path, p) == 0 && strcmp(f->v[i].repo, repo) == 0) return true;
+    return false;
 }
 
 static clara_status parse_siblings(const cJSON *sib, const char *repo, const char *prefix,
@@ -79,12 +85,14 @@ static clara_status parse_siblings(const cJSON *sib, const char *repo, const cha
         if (keep && !keep(p)) continue;
         if (!safe_path(p))
             return clara_fail(CLARA_ERR_FORMAT, "%s: unsafe file name '%s'", repo, p);
+        if (listed(out, repo, p))
+            return clara_fail(CLARA_ERR_FORMAT, "%s: the listing names '%s' twice", repo, p);
         const cJSON *sha = lfs ? cJSON_GetObjectItemCaseSensitive(lfs, "sha256") : NULL;
         const cJSON *lsize = lfs ? cJSON_GetObjectItemCaseSensitive(lfs, "size") : NULL;
         if (cJSON_IsNumber(lsize)) size = lsize;
         if (!cJSON_IsNumber(size) || size->valuedouble < 0 || size->valuedouble > 1e15)
             return clara_fail(CLARA_ERR_FORMAT, "%s: file %s has no size in the listing", repo, p);
-        if (sha && (!cJSON_IsString(sha) || !is_hex64(sha->valuestring)))
+        if (sha && (!cJSON_IsString(sha) || !is_hex(sha->valuestring, 64)))
             return clara_fail(CLARA_ERR_FORMAT, "%s: file %s has a malformed sha256", repo, p);
         clara_status s =
             add_file(out, repo, p, (uint64_t)size->valuedouble, sha ? sha->valuestring : NULL);
@@ -107,9 +115,11 @@ clara_status hub_repo_files(const hub_client *c, const char *repo, const char *r
     if (!j) return clara_fail(CLARA_ERR_FORMAT, "%s: the revision listing is not JSON", url);
     const cJSON *sha = cJSON_GetObjectItemCaseSensitive(j, "sha");
     const cJSON *sib = cJSON_GetObjectItemCaseSensitive(j, "siblings");
-    if (!cJSON_IsString(sha) || strlen(sha->valuestring) >= 64 || !cJSON_IsArray(sib)) {
+    /* the commit names a folder of the cache: a git commit id (40 hex digits) and nothing else */
+    if (!cJSON_IsString(sha) || !is_hex(sha->valuestring, 40) || !cJSON_IsArray(sib)) {
         cJSON_Delete(j);
-        return clara_fail(CLARA_ERR_FORMAT, "%s: the listing has no commit or no file list", url);
+        return clara_fail(CLARA_ERR_FORMAT,
+                          "%s: the listing has no commit id (40 hex digits) or no file list", url);
     }
     snprintf(commit, 64, "%s", sha->valuestring);
     size_t before = out->n;

@@ -115,6 +115,8 @@ def setup():
     HUB.add_repo(mock_hub.Repo(BASE_REPO, base, gated=True))
     HUB.add_repo(mock_hub.Repo(GGUF_REPO, gguf))
     h = HUB.add_repo(mock_hub.Repo("apple/CLaRa-Huge", huge))
+    # a hostile Hub: a listing whose commit id climbs out of the downloads folder
+    HUB.add_repo(mock_hub.Repo("apple/CLaRa-Climb", CLARA_DIR, commit="../../../../../climbed"))
     h.add("compression-16/adapters.pth", os.path.join(huge, "compression-16", "adapters.pth"),
           declared_size=10 ** 15)
     HUB.start()
@@ -207,6 +209,18 @@ def test_not_found():
     check(not os.path.exists(env["CLARA_CACHE_DIR"]) or
           not [d for d in os.listdir(env["CLARA_CACHE_DIR"]) if d.startswith("models--")],
           "nothing in the cache")
+
+
+def test_hostile_commit():
+    """The commit id names a folder of the cache: one that is no git commit id is refused before
+    anything is written (a hostile HF_ENDPOINT could otherwise write files of its choosing
+    anywhere, with sha256 sums of its own)."""
+    env = fresh_env()
+    p = clara("pull", "apple/CLaRa-Climb", env=env)
+    check(p.returncode == 1 and "no commit id (40 hex digits)" in p.stderr,
+          "refused: rc %d %s" % (p.returncode, p.stderr.strip()[-200:]))
+    climbed = [os.path.join(d, n) for d, dirs, _ in os.walk(TMP) for n in dirs if n == "climbed"]
+    check(not climbed, "nothing written outside the cache: %s" % climbed)
 
 
 def test_dropped_connection_resumes():
@@ -432,7 +446,7 @@ if __name__ == "__main__":
     try:
         setup()
         for t in (test_full_route, test_light_route, test_gated, test_not_found,
-                  test_dropped_connection_resumes, test_corrupt_file_refused, test_500_storm,
+                  test_hostile_commit, test_dropped_connection_resumes, test_corrupt_file_refused, test_500_storm,
                   test_stall, test_disk_too_small, test_sigint_then_resume, test_two_pulls_at_once,
                   test_rm_and_names, test_offline, test_server_pulls_on_first_start,
                   test_server_pull_failure):

@@ -5,12 +5,14 @@
  * its first byte, which picks the sub-folder prefix and whether the base filter is used), so the
  * whole reader runs as in a pull. Checked, against cJSON's reading of the same text:
  *   - an accepted listing gives the JSON's commit, and both the commit and every file path are
- *     safe to join as pull.c does (DOWNLOADS/COMMIT/OWNER/REPO/PATH): the commit one non-empty
- *     segment that is not "." or "..", a path relative, without empty, "." or ".." segments or
- *     control characters, so that nothing lands outside DOWNLOADS/COMMIT/OWNER/REPO;
+ *     safe to join as pull.c does (DOWNLOADS/COMMIT/OWNER/REPO/PATH): the commit a git commit id
+ *     (40 lowercase hex digits), a path relative, without empty, "." or ".." segments or control
+ *     characters, so that nothing lands outside DOWNLOADS/COMMIT/OWNER/REPO, and no path twice
+ *     (two downloads would share one temporary file);
  *   - exactly the siblings the prefix and filter keep are listed, in order, each with the JSON's
  *     size (lfs.size first) within [0, 1e15] and a sha256 that is "" or 64 lowercase hex digits;
- *   - a second listing appends to the first (the base after the CLaRa folder in a pull). */
+ *   - a second repository's listing appends to the first (the base after the CLaRa folder in a
+ *     pull). */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -74,8 +76,8 @@ static bool safe_relative_path(const char *p) {
     }
 }
 
-static bool lower_hex64(const char *s) {
-    if (strlen(s) != 64) return false;
+static bool lower_hex(const char *s, size_t n) {
+    if (strlen(s) != n) return false;
     for (; *s; s++)
         if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f'))) return false;
     return true;
@@ -89,10 +91,10 @@ static bool kept(const char *p, const char *prefix, bool (*keep)(const char *)) 
 
 /* The listing as cJSON reads it agrees with files[from..]. */
 static void agrees(const cJSON *j, const char *commit, const hub_files *f, size_t from,
-                   const char *prefix, bool (*keep)(const char *)) {
+                   const char *repo, const char *prefix, bool (*keep)(const char *)) {
     const cJSON *sha = cJSON_GetObjectItemCaseSensitive(j, "sha");
     CHECK(cJSON_IsString(sha) && strcmp(sha->valuestring, commit) == 0);
-    CHECK(strlen(commit) < 64 && safe_segment(commit, strlen(commit)));
+    CHECK(lower_hex(commit, 40) && safe_segment(commit, strlen(commit)));
     const cJSON *sib = cJSON_GetObjectItemCaseSensitive(j, "siblings"), *it;
     size_t i = from;
     cJSON_ArrayForEach(it, sib) {
@@ -101,7 +103,8 @@ static void agrees(const cJSON *j, const char *commit, const hub_files *f, size_
         if (!kept(name->valuestring, prefix, keep)) continue;
         CHECK(i < f->n);
         const hub_file *e = &f->v[i++];
-        CHECK(strcmp(e->path, name->valuestring) == 0 && strcmp(e->repo, "owner/repo") == 0);
+        CHECK(strcmp(e->path, name->valuestring) == 0 && strcmp(e->repo, repo) == 0);
+        for (size_t k = from; k + 1 < i; k++) CHECK(strcmp(f->v[k].path, e->path) != 0);
         CHECK(safe_relative_path(e->path) && !e->local);
         const cJSON *lfs = cJSON_GetObjectItemCaseSensitive(it, "lfs");
         const cJSON *size = cJSON_GetObjectItemCaseSensitive(lfs, "size");
@@ -110,7 +113,7 @@ static void agrees(const cJSON *j, const char *commit, const hub_files *f, size_
         CHECK(e->size == (uint64_t)size->valuedouble);
         const cJSON *h = cJSON_GetObjectItemCaseSensitive(lfs, "sha256");
         CHECK(h ? cJSON_IsString(h) && strcmp(h->valuestring, e->sha256) == 0 &&
-                      lower_hex64(e->sha256)
+                      lower_hex(e->sha256, 64)
                 : e->sha256[0] == '\0');
     }
     CHECK(i == f->n && f->n > from);
@@ -134,13 +137,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         char *z = strndup(g_body, g_len);
         cJSON *j = z ? cJSON_Parse(z) : NULL;
         CHECK(!z || j);
-        if (j) agrees(j, commit, &f, 0, prefix, keep);
+        if (j) agrees(j, commit, &f, 0, "owner/repo", prefix, keep);
         /* a second repository's listing is appended after the first */
         size_t first = f.n;
         char commit2[64];
-        CHECK(hub_repo_files(&c, "owner/repo", "main", prefix, keep, &f, commit2) == CLARA_OK);
+        CHECK(hub_repo_files(&c, "owner/base", "main", prefix, keep, &f, commit2) == CLARA_OK);
         CHECK(f.n == 2 * first && strcmp(commit, commit2) == 0);
-        if (j) agrees(j, commit2, &f, first, prefix, keep);
+        if (j) agrees(j, commit2, &f, first, "owner/base", prefix, keep);
         cJSON_Delete(j);
         free(z);
     } else {

@@ -64,6 +64,19 @@ static void test_base_errors(void) {
     T_EQ_INT(base("{" BASE_KEYS ",\"hidden_size\":96,\"num_attention_heads\":32}", &c),
              CLARA_ERR_FORMAT); /* head dimension 3 */
     T_CHECK(err_has("head dimension 3 is odd"));
+    /* floats checked as the floats they become (fuzz_hf_config): 1e-50 is 0, 1e39 infinite */
+#define MIN_KEYS                                                                                   \
+    "{\"model_type\":\"mistral\",\"intermediate_size\":14336,\"num_hidden_layers\":32,"            \
+    "\"vocab_size\":32000,\"hidden_size\":4096,\"num_attention_heads\":32,"
+    T_EQ_INT(base(MIN_KEYS "\"rms_norm_eps\":1e-50}", &c), CLARA_ERR_FORMAT);
+    T_CHECK(err_has("'rms_norm_eps' must be a positive number within float range"));
+    T_EQ_INT(base(MIN_KEYS "\"rope_theta\":1e39}", &c), CLARA_ERR_FORMAT);
+    T_CHECK(err_has("'rope_theta' must be a positive number within float range"));
+    /* token ids given as null are absent (-1), not 0 */
+    T_EQ_INT(base(MIN_KEYS "\"bos_token_id\":null,\"eos_token_id\":null}", &c), CLARA_OK);
+    T_EQ_INT(c.bos_token_id, -1);
+    T_EQ_INT(c.eos_token_id, -1);
+#undef MIN_KEYS
     T_EQ_INT(base("[1]", &c), CLARA_ERR_FORMAT);
     T_CHECK(err_has("top level is not a JSON object"));
     T_EQ_INT(base("{\"hidden_size\":", &c), CLARA_ERR_FORMAT);
