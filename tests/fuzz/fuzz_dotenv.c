@@ -33,14 +33,20 @@ bool srv_utf8_valid(const char *s, size_t n) {
     return clara_utf8_valid(s, n, NULL);
 }
 
-static char g_path[64];
+static char g_path[4096];
+
+static void remove_file(void) {
+    unlink(g_path);
+}
 
 static void write_file(const char *s, size_t n) {
     if (!g_path[0]) {
-        snprintf(g_path, sizeof g_path, "/tmp/clara-fuzz-dotenv-XXXXXX");
+        const char *dir = getenv("TMPDIR");
+        snprintf(g_path, sizeof g_path, "%s/clara-fuzz-dotenv-XXXXXX", dir && *dir ? dir : "/tmp");
         int fd = mkstemp(g_path);
         CHECK(fd >= 0);
         close(fd);
+        atexit(remove_file);
     }
     FILE *f = fopen(g_path, "wb");
     CHECK(f && fwrite(s, 1, n, f) == n && fclose(f) == 0);

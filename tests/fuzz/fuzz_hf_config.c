@@ -103,8 +103,9 @@ static void check_base(const cJSON *root, const clara_base_config *c) {
     const cJSON *eos = cJSON_GetObjectItemCaseSensitive(root, "eos_token_id");
     CHECK(c->bos_token_id >= -1 && c->bos_token_id <= (1 << 24));
     CHECK(c->eos_token_id >= -1 && c->eos_token_id <= (1 << 24));
-    CHECK(cJSON_IsNumber(bos) ? bos->valuedouble == c->bos_token_id : c->bos_token_id <= 0);
-    CHECK(cJSON_IsNumber(eos) ? eos->valuedouble == c->eos_token_id : c->eos_token_id <= 0);
+    /* absent or null: -1 */
+    CHECK(cJSON_IsNumber(bos) ? bos->valuedouble == c->bos_token_id : c->bos_token_id == -1);
+    CHECK(cJSON_IsNumber(eos) ? eos->valuedouble == c->eos_token_id : c->eos_token_id == -1);
     positive_float(root, "rms_norm_eps", c->rms_norm_eps, 1e-5f);
     positive_float(root, "rope_theta", c->rope_theta, 10000.0f);
     CHECK(!c->tie_word_embeddings);
