@@ -384,38 +384,50 @@ def test_connection_limits():
 
 
 def test_body_memory():
-    """Bodies held while they arrive are bounded (--max-body-memory): once clients sending all but
-    the last bytes of large bodies hold the budget, a further body gets 503 (announced or chunked),
-    the server's memory stays near the budget, and the room comes back when they leave."""
+    """Bodies held while they arrive are bounded (--max-body-memory): 22 clients each sending all
+    but the last byte of a 500 KB body (11 MB if each were held) against a 1 MiB budget: two are
+    taken, the others get 503 before their bodies are read, the server's memory grows by about the
+    budget, a chunked body growing past the room gets 503 too, and the room comes back when a
+    holder leaves."""
     m = Server("--max-body", "524288", "--max-body-memory", "1")
     n = 500000
     head = b"POST /v1/compress HTTP/1.1\r\n" + H + CT + b"Content-Length: %d\r\n\r\n" % n
     rss0 = m.rss_kb()
     held = []
-    for _ in range(2):  # 2 x 500,000 bytes of the 1 MiB budget
+    for _ in range(22):
         s = socket.create_connection(("127.0.0.1", m.port), timeout=10)
-        s.sendall(head + b"x" * (n - 1))
+        s.sendall(head)
+        try:
+            s.sendall(b"x" * (n - 1))
+        except OSError:
+            pass  # answered 503 and closed while sending
         held.append(s)
-    time.sleep(0.5)
-    out = raw_request(m.port, head + b"x" * 10)
-    st, j = json_error(out)
-    check(st == 503 and j["error_type"] == "overloaded" and "max-body-memory" in out.decode()
-          and b"Retry-After: 1" in out,
-          "a third large body -> 503 overloaded before it is read (%r)" % out[:80])
+    time.sleep(1.0)
+    answers = []
+    for s in held:
+        out, _ = read_all(s, 0.3)
+        answers.append(json_error(out))
+    busy = [a for a in answers if a[0] == 503 and a[1]["error_type"] == "overloaded"]
+    check(len(busy) == 20 and all(a == (None, None) for a in answers if a not in busy),
+          "two bodies taken, 20 refused with 503 overloaded (%s)" % [a[0] for a in answers])
+    grown = m.rss_kb() - rss0
+    print("22 half-sent 500 KB bodies against a 1 MiB budget: memory +%d KB" % grown)
+    # sanitizers' shadow memory and per-thread state make the same bytes cost several times more
+    limit = 48 * 1024 if SLOW else 6 * 1024
+    check(grown < limit, "memory grew by %d KB (< %d KB; 11 MB if every body were held)" % (
+        grown, limit))
     chunk = b"%x\r\n%s\r\n" % (100000, b"y" * 100000)
     out = raw_request(m.port, b"POST /v1/compress HTTP/1.1\r\n" + H + CT +
                       b"Transfer-Encoding: chunked\r\n\r\n" + chunk * 3 + b"0\r\n\r\n")
     st, j = json_error(out)
-    check(st == 503 and j["error_type"] == "overloaded",
+    check(st == 503 and j["error_type"] == "overloaded" and "max-body-memory" in j["error"],
           "a chunked body growing past the room -> 503 (%r)" % out[:80])
-    grown = m.rss_kb() - rss0
-    check(grown < 8 * 1024, "the held bodies cost ~1 MB of memory (%d KB more)" % grown)
     check(m.get("/health")[0] == 200, "bodiless requests are still served")
-    held[0].close()
+    for s in held:
+        s.close()
     time.sleep(0.5)
     st = m.post("/v1/compress", {"documents": ["The sky is blue."]})[0]
-    check(st == 200, "a body is taken again once a holder left (%s)" % st)
-    held[1].close()
+    check(st == 200, "a body is taken again once the holders left (%s)" % st)
     m.stop()
 
 
