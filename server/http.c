@@ -370,8 +370,8 @@ static enum MHD_Result first_call(srv_server *s, struct MHD_Connection *c, conn_
     /* answered before any of it is read (so also before a 100 Continue); the guard drains what
      * the client still sends so that it sees the answer */
     if (announced > s->cfg.max_body) return send_too_large(s, c, cx);
-    if (announced > 0 && !hold_body_bytes(s, cx, (size_t)announced)) return send_busy(s, c, cx);
     if (announced > 0) {
+        if (!hold_body_bytes(s, cx, (size_t)announced)) return send_busy(s, c, cx);
         cx->body = malloc((size_t)announced); /* exactly: no doubling growth for big bodies */
         if (cx->body)
             cx->cap = (size_t)announced;

@@ -506,7 +506,7 @@ static void store_memories(srv_server *s, store *st, const srv_task *t, const ch
 
 /* POST .../memories (id NULL) and PUT .../memories/{id}. */
 static void write_memories(srv_server *s, store *st, const char *coll, const char *id, cJSON *root,
-                           bool (*alive)(void *), void *arg, srv_reply *r) {
+                           double deadline, bool (*alive)(void *), void *arg, srv_reply *r) {
     store_memory_in *mems = NULL;
     char **metas = NULL;
     size_t n = 0;
@@ -516,7 +516,7 @@ static void write_memories(srv_server *s, store *st, const char *coll, const cha
         srv_reply_error(r, 500, "out_of_memory", "out of memory");
         return;
     }
-    t->deadline = srv_mono() + s->cfg.request_timeout;
+    t->deadline = deadline;
     if (memory_items(root, id != NULL, &mems, &metas, &n, r) == 0 &&
         vector_dtype(s, root, &dt, r) == 0 && compress_memories(s, t, mems, n, alive, arg, r) == 0)
         store_memories(s, st, t, coll, id, mems, n, dt, r);
@@ -531,6 +531,8 @@ static void write_memories(srv_server *s, store *st, const char *coll, const cha
 void srv_store_route(srv_server *s, srv_endpoint ep, const srv_target *tg, const char *body,
                      size_t len, bool (*alive)(void *), void *arg, srv_reply *r) {
     double t0 = srv_mono();
+    /* one --request-timeout for the whole request: parsing, and every task it queues */
+    double deadline = t0 + s->cfg.request_timeout;
     char coll[SRV_PATH_NAME_MAX] = "", id[SRV_PATH_NAME_MAX] = "";
     if (ep != SRV_EP_COLL_LIST && names_of(tg, ep, coll, id, r) != 0) return;
     store *st = srv_mem_store(s, r);
@@ -558,13 +560,13 @@ void srv_store_route(srv_server *s, srv_endpoint ep, const srv_target *tg, const
         delete_memory(st, coll, id, r);
         break;
     case SRV_EP_MEM_ADD:
-        write_memories(s, st, coll, NULL, root, alive, arg, r);
+        write_memories(s, st, coll, NULL, root, deadline, alive, arg, r);
         break;
     case SRV_EP_MEM_PUT:
-        write_memories(s, st, coll, id, root, alive, arg, r);
+        write_memories(s, st, coll, id, root, deadline, alive, arg, r);
         break;
     case SRV_EP_MEM_QUERY:
-        srv_mem_query(s, st, coll, root, alive, arg, r);
+        srv_mem_query(s, st, coll, root, deadline, alive, arg, r);
         break;
     default:
         srv_reply_error(r, 404, "not_found", "no such endpoint");

@@ -28,8 +28,8 @@ typedef struct {
 int srv_mem_select(srv_server *s, store *st, const srv_mem_selector *q, bool (*alive)(void *),
                    void *arg, char fp[CLARA_FINGERPRINT_LEN + 1], store_selection *sel,
                    double ph[3], srv_reply *r);
-/* POST /v1/collections/{c}/query. */
-void srv_mem_query(srv_server *s, store *st, const char *coll, cJSON *root, bool (*alive)(void *),
-                   void *arg, srv_reply *r);
+/* POST /v1/collections/{c}/query, answered by the request's deadline (srv_task.deadline). */
+void srv_mem_query(srv_server *s, store *st, const char *coll, cJSON *root, double deadline,
+                   bool (*alive)(void *), void *arg, srv_reply *r);
 
 #endif

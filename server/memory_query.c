@@ -217,7 +217,8 @@ static void streamed_reply(const srv_server *s, const srv_task *t, double latenc
 
 /* Generates the answer from the selected chunks' vectors (made by model fp). */
 static void answer(srv_server *s, const query_req *q, store_selection *sel, const char *fp,
-                   const double ph[3], double t0, bool (*alive)(void *), void *arg, srv_reply *r) {
+                   const double ph[3], double t0, double deadline, bool (*alive)(void *), void *arg,
+                   srv_reply *r) {
     srv_task *t = srv_task_new(SRV_EP_MEM_QUERY);
     if (!t) {
         srv_reply_error(r, 500, "out_of_memory", "out of memory");
@@ -229,7 +230,7 @@ static void answer(srv_server *s, const query_req *q, store_selection *sel, cons
     t->in_vectors = sel->vectors; /* the task frees them */
     sel->vectors = NULL;
     t->n_docs = sel->n;
-    t->deadline = t0 + s->cfg.request_timeout;
+    t->deadline = deadline;
     memcpy(t->expect_fingerprint, fp, sizeof t->expect_fingerprint);
     t->root = selection_json(sel, ph); /* the task frees it */
     if (!t->root)
@@ -283,17 +284,16 @@ int srv_mem_select(srv_server *s, store *st, const srv_mem_selector *q, bool (*a
     return rc;
 }
 
-void srv_mem_query(srv_server *s, store *st, const char *coll, cJSON *root, bool (*alive)(void *),
-                   void *arg, srv_reply *r) {
+void srv_mem_query(srv_server *s, store *st, const char *coll, cJSON *root, double deadline,
+                   bool (*alive)(void *), void *arg, srv_reply *r) {
     double t0 = srv_mono(), ph[3] = {0, 0, 0}; /* recompress, query vectors, ranking */
     query_req q = {0};
     if (parse_query(s, root, &q, r) != 0) return;
-    srv_mem_selector sq = {coll,    q.query,  q.query_len,
-                           q.top_k, q.filter, t0 + s->cfg.request_timeout};
+    srv_mem_selector sq = {coll, q.query, q.query_len, q.top_k, q.filter, deadline};
     char fp[CLARA_FINGERPRINT_LEN + 1];
     store_selection sel;
     if (srv_mem_select(s, st, &sq, alive, arg, fp, &sel, ph, r) == 0) {
-        answer(s, &q, &sel, fp, ph, t0, alive, arg, r);
+        answer(s, &q, &sel, fp, ph, t0, deadline, alive, arg, r);
         store_selection_free(&sel);
     }
     free(q.filter);
