@@ -573,6 +573,8 @@ void srv_store_route(srv_server *s, srv_endpoint ep, const srv_target *tg, const
         break;
     }
     cJSON_Delete(root);
-    /* a stream that began is counted when it ends (stream.c) */
-    if (r->status != 499 && !r->sse) srv_count_request(s, r->status < 400, (srv_mono() - t0) * 1e3);
+    /* a stream that began is counted when it ends (stream.c); a refusal (4xx: the request was
+     * wrong, as the model endpoints' validation failures) counts as neither served nor failed */
+    bool refused = r->status >= 400 && r->status < 500;
+    if (!refused && !r->sse) srv_count_request(s, r->status < 400, (srv_mono() - t0) * 1e3);
 }

@@ -407,6 +407,7 @@ def test_bad_input(kind):
     add(S, "c", [{"text": t, "id": "k%d" % i, "metadata": {"i": i}}
                  for i, t in enumerate(PASSAGES[:3])])
     before = snapshot(S)
+    errors0 = S.status()["errors"]
 
     def refused(res, status, etype, what, text=None):
         st, j, h, raw = res
@@ -484,6 +485,10 @@ def test_bad_input(kind):
     before = snapshot(S)
     refused(query(S, "empty", "anything?"), 422, "no_memories", "query on an empty collection")
     check(S.healthy(), "/health still 200")
+    # refusals are the client's mistakes, as on the model endpoints: not the server's errors
+    errors = S.status()["errors"]
+    check(errors == errors0, "/status errors unchanged by the refusals (%d, was %d)"
+          % (errors, errors0))
     S.stop()
     # over the chunk cap, with the body limit raised: 413 before anything is stored
     huge = "ab " * (5 << 20)  # ~1.3M tokens > 4096 chunks x 256
