@@ -120,16 +120,24 @@ static int send_until(int fd, const char *buf, size_t n, double until) {
 }
 
 /* Writes a JSON error and gives the client up to a second to take it (the reply is small; a
- * client that does not read it loses it). */
-static void write_error(int fd, const char *ip, int status, const char *type, const char *msg) {
+ * client that does not read it loses it). origin: the request's Origin field, "" for none, NULL
+ * where no request was read; with --cors-origins, a web page allowed to call the server can read
+ * the error (a browser hides a reply without the header, even its status). */
+static void write_error(int fd, const char *ip, const char *origin, int status, const char *type,
+                        const char *msg) {
     srv_reply r = {0};
     srv_reply_error(&r, status, type, "%s", msg);
-    char head[256];
+    char cors[HTTP_ORIGIN_MAX + 64] = "";
+    const char *allow = srv_cors_origin(G.s, origin);
+    if (allow)
+        snprintf(cors, sizeof cors, "Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n", allow);
+    char head[sizeof cors + 256];
     size_t blen = r.body ? strlen(r.body) : 0;
     int hl = snprintf(head, sizeof head,
                       "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
-                      "Connection: close\r\n%s\r\n",
-                      status, reason(status), blen, status == 503 ? "Retry-After: 1\r\n" : "");
+                      "Connection: close\r\n%s%s\r\n",
+                      status, reason(status), blen, status == 503 ? "Retry-After: 1\r\n" : "",
+                      cors);
     double until = srv_mono() + 1.0;
     if (send_until(fd, head, (size_t)hl, until) == 0 && r.body) send_until(fd, r.body, blen, until);
     free(r.body);
@@ -381,7 +389,7 @@ static void relay_loop(guard_conn *c, relay *r) {
     /* libmicrohttpd answered what came before the error; it may also have answered the request
      * in error itself (an early 413, 415, ... before its body was read): then that is the answer */
     if (r->failing && answered(c) <= c->fr->requests)
-        write_error(c->cfd, c->ip, r->fail_status, r->fail_type, r->fail_msg);
+        write_error(c->cfd, c->ip, c->fr->origin, r->fail_status, r->fail_type, r->fail_msg);
     pthread_mutex_lock(&G.mu);
     c->passed_on = true;
     pthread_mutex_unlock(&G.mu);
@@ -445,7 +453,7 @@ static void refuse(int fd, const char *ip, int st) {
                  G.s->cfg.max_conns_per_client);
     else
         snprintf(msg, sizeof msg, "too many connections (at most %d)", G.s->cfg.max_connections);
-    write_error(fd, ip, st, "too_many_connections", msg);
+    write_error(fd, ip, NULL, st, "too_many_connections", msg);
     close(fd);
 }
 
@@ -456,7 +464,7 @@ static void start_conn(int fd, struct sockaddr_storage *addr, socklen_t alen, co
     if (!c || !fr || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) != 0) {
         free(c);
         free(fr);
-        write_error(fd, ip, 503, "overloaded", "the server cannot take a connection now");
+        write_error(fd, ip, NULL, 503, "overloaded", "the server cannot take a connection now");
         close(fd);
         return;
     }
@@ -469,7 +477,7 @@ static void start_conn(int fd, struct sockaddr_storage *addr, socklen_t alen, co
     pthread_mutex_unlock(&G.mu);
     /* libmicrohttpd takes its end (and closes it itself, also on failure) */
     if (MHD_add_connection(G.mhd, sp[1], (struct sockaddr *)addr, alen) != MHD_YES) {
-        write_error(fd, ip, 503, "overloaded", "the server cannot take a connection now");
+        write_error(fd, ip, NULL, 503, "overloaded", "the server cannot take a connection now");
         conn_free(c);
         return;
     }

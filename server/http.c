@@ -68,17 +68,21 @@ static int find_route(const char *url) {
     return -1;
 }
 
-static void add_cors(srv_server *s, struct MHD_Connection *c, struct MHD_Response *resp) {
-    if (!s->cfg.cors) return;
-    const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
-    if (!origin) return;
+const char *srv_cors_origin(const srv_server *s, const char *origin) {
+    if (!s->cfg.cors || (origin && !*origin)) return NULL;
     for (char **o = s->cfg.cors; *o; o++) {
-        if (strcmp(*o, "*") == 0 || strcmp(*o, origin) == 0) {
-            MHD_add_response_header(resp, "Access-Control-Allow-Origin", origin);
-            MHD_add_response_header(resp, "Vary", "Origin");
-            return;
-        }
+        if (strcmp(*o, "*") == 0) return origin ? origin : "*";
+        if (origin && strcmp(*o, origin) == 0) return origin;
     }
+    return NULL;
+}
+
+static void add_cors(srv_server *s, struct MHD_Connection *c, struct MHD_Response *resp) {
+    const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
+    const char *allow = srv_cors_origin(s, origin ? origin : "");
+    if (!allow) return;
+    MHD_add_response_header(resp, "Access-Control-Allow-Origin", allow);
+    MHD_add_response_header(resp, "Vary", "Origin");
 }
 
 /* The web page runs only its own files: no inline script or style, nothing from elsewhere, no

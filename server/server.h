@@ -399,6 +399,11 @@ void srv_ui_serve(const char *path, const char *if_none_match, srv_reply *r);
  * on failure (message printed). */
 void *srv_http_start(srv_server *s, int *port_out);
 void srv_http_stop(void *daemon);
+/* The Access-Control-Allow-Origin value for a request from origin under --cors-origins, or NULL
+ * for none: origin itself where it is allowed; "" (no Origin field) gets none; NULL (not known:
+ * the guard refusing a connection before reading a request) gets "*" where every origin is
+ * allowed. */
+const char *srv_cors_origin(const srv_server *s, const char *origin);
 
 /* ---- the connection guard (guard.c) ---------------------------------------------------------- */
 

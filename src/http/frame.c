@@ -198,8 +198,10 @@ int http_frame_check_head(const char *head, size_t n, int *body, uint64_t *lengt
  * "name:value" with the whitespace around the value removed (libmicrohttpd 0.9.75 keeps trailing
  * whitespace, so "Transfer-Encoding: chunked " would be chunked to us and not to it), and
  * without Cookie fields (unused here; libmicrohttpd answers some malformed ones with its own
- * page). Never longer than the head, and a subsequence of it. Returns the length written. */
-static size_t canonical_head(const char *head, size_t n, char *out) {
+ * page). Never longer than the head, and a subsequence of it. Returns the length written; the
+ * Origin field's value goes to origin (HTTP_ORIGIN_MAX bytes; left as it is when the value does
+ * not fit). */
+static size_t canonical_head(const char *head, size_t n, char *out, char *origin) {
     const char *p = head, *end = head + n;
     const char *eol = memchr(p, '\r', (size_t)(end - p));
     size_t o = (size_t)(eol - p) + 2;
@@ -212,6 +214,10 @@ static size_t canonical_head(const char *head, size_t n, char *out) {
         char msg[8];
         errout e = {&type, msg, sizeof msg};
         if (ln > 0 && split_field(p, ln, &nl, &v, &vl, &e) == 0 && !ieq(p, nl, "cookie")) {
+            if (ieq(p, nl, "origin") && vl < HTTP_ORIGIN_MAX) {
+                memcpy(origin, v, vl);
+                origin[vl] = '\0';
+            }
             memcpy(out + o, p, nl + 1);
             memcpy(out + o + nl + 1, v, vl);
             o += nl + 1 + vl;
@@ -235,6 +241,7 @@ static size_t stop(http_frame *f, int status, const char *type, const char *msg,
 static void request_done(http_frame *f) {
     f->state = HTTP_FRAME_HEAD;
     f->head_len = 0;
+    f->origin[0] = '\0';
     f->requests++;
 }
 
@@ -269,7 +276,8 @@ static size_t feed_head(http_frame *f, const char *in, size_t n, char *out, size
     char msg[sizeof f->msg];
     int st = http_frame_check_head(f->head, h, &body, &len, &f->http10, &type, msg, sizeof msg);
     if (st) return stop(f, st, type, msg, i);
-    *ol += canonical_head(f->head, h, out + *ol);
+    f->origin[0] = '\0';
+    *ol += canonical_head(f->head, h, out + *ol, f->origin);
     f->head_len = 0;
     if (body == 1) {
         f->state = HTTP_FRAME_BODY;

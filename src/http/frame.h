@@ -21,6 +21,7 @@
 #define HTTP_FIELDS_MAX     100         /* header fields per request */
 #define HTTP_CHUNK_LINE_MAX 256         /* chunk-size line with extensions, trailer lines */
 #define HTTP_TRAILERS_MAX   32
+#define HTTP_ORIGIN_MAX     256 /* an Origin field kept for the guard's own error replies */
 
 typedef enum {
     HTTP_FRAME_HEAD,       /* reading a request head (idle when nothing is held) */
@@ -43,6 +44,8 @@ typedef struct {
     uint64_t requests; /* complete requests passed on */
     /* the current request, known once its head is complete */
     bool http10;
+    char origin[HTTP_ORIGIN_MAX]; /* its Origin field ("" for none, or one too long to keep), so
+                                   * that an error answered in its body can carry CORS headers */
     /* the error, in HTTP_FRAME_ERROR */
     int status;
     const char *type;

@@ -383,6 +383,51 @@ def test_connection_limits():
     c.stop()
 
 
+def head_fields(resp):
+    """The header fields of a raw HTTP response, names lower-cased."""
+    head = resp.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")[1:]
+    return {k.strip().lower(): v.strip() for k, v in (f.split(":", 1) for f in head if ":" in f)}
+
+
+def test_guard_errors_cors():
+    """Errors the guard writes itself (a body cut off by --read-timeout, broken chunked framing,
+    a connection refused) carry the CORS headers where the origin is allowed, as every other
+    reply does: without them a browser hides the reply, status included, from the page."""
+    g = Server("--cors-origins", "http://a.example", "--read-timeout", "1",
+               "--max-conns-per-client", "2")
+    o = b"Origin: http://a.example\r\n"
+    cases = [("a body cut off", post(o + b"Content-Length: 100\r\n", b'{"doc'), 408,
+              "http://a.example"),
+             ("a bad chunk size", post(o + b"Transfer-Encoding: chunked\r\n", b"zz\r\n"), 400,
+              "http://a.example"),
+             ("another origin", post(b"Origin: http://evil.example\r\nTransfer-Encoding: "
+                                     b"chunked\r\n", b"zz\r\n"), 400, None),
+             ("no origin", post(b"Transfer-Encoding: chunked\r\n", b"zz\r\n"), 400, None)]
+    for what, raw, status, allow in cases:
+        out = raw_request(g.port, raw, timeout=5)
+        st, j = json_error(out)
+        h = head_fields(out)
+        check(st == status and j and h.get("access-control-allow-origin") == allow and
+              (allow is None or h.get("vary") == "Origin"),
+              "%s -> %d, Access-Control-Allow-Origin %s (%r)" % (what, status, allow, out[:200]))
+    held = [idle_socket(g.port, "127.0.0.9") for _ in range(2)]
+    time.sleep(0.2)
+    out = raw_request(g.port, b"GET /health HTTP/1.1\r\n" + H + o + b"\r\n", source="127.0.0.9")
+    check(json_error(out)[0] == 429 and "access-control-allow-origin" not in head_fields(out),
+          "a connection refused before its request is read: its origin is not known (%r)" % out[:80])
+    for s in held:
+        s.close()
+    check(g.stop() == 0, "server exits 0")
+    w = Server("--cors-origins", "*", "--max-conns-per-client", "1")
+    held = idle_socket(w.port, "127.0.0.10")
+    time.sleep(0.2)
+    out = raw_request(w.port, b"GET /health HTTP/1.1\r\n" + H + o + b"\r\n", source="127.0.0.10")
+    check(json_error(out)[0] == 429 and head_fields(out).get("access-control-allow-origin") == "*",
+          "with every origin allowed, a refused connection says so (%r)" % out[:120])
+    held.close()
+    check(w.stop() == 0, "server exits 0")
+
+
 def test_body_memory():
     """Bodies held while they arrive are bounded (--max-body-memory): 22 clients each sending all
     but the last byte of a 500 KB body (11 MB if each were held) against a 1 MiB budget: two are
@@ -477,7 +522,8 @@ if __name__ == "__main__":
         S = Server("--keep-alive", "-1")
         for fn in [test_framing, test_canonical_heads, test_expect_continue, test_pipelined_and_chunked, test_half_close,
                    test_host_and_content_type, test_api_keys, test_health_hides_paths,
-                   test_log_hygiene, test_shutdown_503, test_connection_limits, test_body_memory,
+                   test_log_hygiene, test_shutdown_503, test_connection_limits, test_guard_errors_cors,
+                   test_body_memory,
                    test_deadline_after_pipelined, test_slowloris]:
             run(fn)
         check(S.stop() == 0, "main server exits 0 on SIGTERM")

@@ -113,8 +113,33 @@ static void test_errors(void) {
     free(big);
 }
 
+/* The current request's Origin is kept while its body arrives (the guard's own errors carry CORS
+ * headers from it), and forgotten once the request is complete or when its value is too long. */
+static void test_origin_kept(void) {
+    static const char req[] = "POST /x HTTP/1.1\r\nHost: a\r\norigin:  http://a.example \r\n"
+                              "Content-Length: 4\r\n\r\n{}";
+    http_frame *f = malloc(sizeof *f);
+    size_t n;
+    free(feed(f, req, strlen(req), 7, &n));
+    T_EQ_INT(f->state, HTTP_FRAME_BODY);
+    T_EQ_STR(f->origin, "http://a.example");
+    char out[16];
+    size_t ol = 0;
+    http_frame_feed(f, "{}", 2, out, &ol);
+    T_EQ_STR(f->origin, "");
+    char *big = malloc(HTTP_ORIGIN_MAX + 128);
+    int k = snprintf(big, HTTP_ORIGIN_MAX + 128, "POST /x HTTP/1.1\r\nHost: a\r\nOrigin: %0*d\r\n"
+                     "Content-Length: 4\r\n\r\n", HTTP_ORIGIN_MAX, 0);
+    free(feed(f, big, (size_t)k, 64, &n));
+    T_EQ_INT(f->state, HTTP_FRAME_BODY);
+    T_EQ_STR(f->origin, "");
+    free(big);
+    free(f);
+}
+
 int main(void) {
     test_valid_streams_pass_canonical();
     test_errors();
+    test_origin_kept();
     return t_report("test_http_frame");
 }
