@@ -133,11 +133,11 @@ static void write_error(int fd, const char *ip, const char *origin, int status, 
         snprintf(cors, sizeof cors, "Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n", allow);
     char head[sizeof cors + 256];
     size_t blen = r.body ? strlen(r.body) : 0;
-    int hl = snprintf(head, sizeof head,
-                      "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
-                      "Connection: close\r\n%s%s\r\n",
-                      status, reason(status), blen, status == 503 ? "Retry-After: 1\r\n" : "",
-                      cors);
+    int hl =
+        snprintf(head, sizeof head,
+                 "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+                 "Connection: close\r\n%s%s\r\n",
+                 status, reason(status), blen, status == 503 ? "Retry-After: 1\r\n" : "", cors);
     double until = srv_mono() + 1.0;
     if (send_until(fd, head, (size_t)hl, until) == 0 && r.body) send_until(fd, r.body, blen, until);
     free(r.body);

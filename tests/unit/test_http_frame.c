@@ -128,8 +128,10 @@ static void test_origin_kept(void) {
     http_frame_feed(f, "{}", 2, out, &ol);
     T_EQ_STR(f->origin, "");
     char *big = malloc(HTTP_ORIGIN_MAX + 128);
-    int k = snprintf(big, HTTP_ORIGIN_MAX + 128, "POST /x HTTP/1.1\r\nHost: a\r\nOrigin: %0*d\r\n"
-                     "Content-Length: 4\r\n\r\n", HTTP_ORIGIN_MAX, 0);
+    int k = snprintf(big, HTTP_ORIGIN_MAX + 128,
+                     "POST /x HTTP/1.1\r\nHost: a\r\nOrigin: %0*d\r\n"
+                     "Content-Length: 4\r\n\r\n",
+                     HTTP_ORIGIN_MAX, 0);
     free(feed(f, big, (size_t)k, 64, &n));
     T_EQ_INT(f->state, HTTP_FRAME_BODY);
     T_EQ_STR(f->origin, "");
