@@ -121,7 +121,7 @@ static int send_until(int fd, const char *buf, size_t n, double until) {
 
 /* Writes a JSON error and gives the client up to a second to take it (the reply is small; a
  * client that does not read it loses it). origin: the request's Origin field, "" for none, NULL
- * where no request was read; with --cors-origins, a web page allowed to call the server can read
+ * where it is not known (no complete head was read); with --cors-origins, a web page allowed to call the server can read
  * the error (a browser hides a reply without the header, even its status). */
 static void write_error(int fd, const char *ip, const char *origin, int status, const char *type,
                         const char *msg) {
@@ -131,12 +131,14 @@ static void write_error(int fd, const char *ip, const char *origin, int status, 
     const char *allow = srv_cors_origin(G.s, origin);
     if (allow)
         snprintf(cors, sizeof cors, "Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n", allow);
+    else if (G.s->cfg.cors)
+        snprintf(cors, sizeof cors, "Vary: Origin\r\n");
     char head[sizeof cors + 256];
     size_t blen = r.body ? strlen(r.body) : 0;
     int hl =
         snprintf(head, sizeof head,
                  "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
-                 "Connection: close\r\n%s%s\r\n",
+                 "X-Content-Type-Options: nosniff\r\nConnection: close\r\n%s%s\r\n",
                  status, reason(status), blen, status == 503 ? "Retry-After: 1\r\n" : "", cors);
     double until = srv_mono() + 1.0;
     if (send_until(fd, head, (size_t)hl, until) == 0 && r.body) send_until(fd, r.body, blen, until);
@@ -389,7 +391,8 @@ static void relay_loop(guard_conn *c, relay *r) {
     /* libmicrohttpd answered what came before the error; it may also have answered the request
      * in error itself (an early 413, 415, ... before its body was read): then that is the answer */
     if (r->failing && answered(c) <= c->fr->requests)
-        write_error(c->cfd, c->ip, c->fr->origin, r->fail_status, r->fail_type, r->fail_msg);
+        write_error(c->cfd, c->ip, c->fr->have_head ? c->fr->origin : NULL, r->fail_status,
+                    r->fail_type, r->fail_msg);
     pthread_mutex_lock(&G.mu);
     c->passed_on = true;
     pthread_mutex_unlock(&G.mu);

@@ -6,6 +6,7 @@
  * and while reading), the bound on bodies held at once (503), 503 while shutting down, CORS when
  * origins are configured, one log line (control bytes escaped) and the metrics per request.
  * Everything else is routes.c. */
+#include <ctype.h>
 #include <errno.h>
 #include <microhttpd.h>
 #include <arpa/inet.h>
@@ -77,22 +78,29 @@ const char *srv_cors_origin(const srv_server *s, const char *origin) {
     return NULL;
 }
 
+/* With CORS on, every reply varies by Origin (a cache must not serve one origin's reply to
+ * another), and an allowed origin may read it, with the headers a client acts on. */
 static void add_cors(srv_server *s, struct MHD_Connection *c, struct MHD_Response *resp) {
+    if (!s->cfg.cors) return;
+    MHD_add_response_header(resp, "Vary", "Origin");
     const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
     const char *allow = srv_cors_origin(s, origin ? origin : "");
     if (!allow) return;
     MHD_add_response_header(resp, "Access-Control-Allow-Origin", allow);
-    MHD_add_response_header(resp, "Vary", "Origin");
+    MHD_add_response_header(resp, "Access-Control-Expose-Headers", "Retry-After, ETag, Location");
 }
 
 /* The web page runs only its own files: no inline script or style, nothing from elsewhere, no
- * plugins, no framing by other sites; its API calls go to this server. */
-static void add_page_headers(struct MHD_Response *resp) {
+ * plugins, no framing by other sites; its API calls go to this server. /docs is one static page
+ * with its style inline and no script at all. */
+static void add_page_headers(struct MHD_Response *resp, int page) {
     MHD_add_response_header(resp, "Content-Security-Policy",
-                            "default-src 'self'; script-src 'self'; style-src 'self'; "
-                            "img-src 'self' data:; connect-src 'self'; object-src 'none'; "
-                            "base-uri 'none'; form-action 'none'; frame-ancestors 'none'");
-    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+                            page == SRV_PAGE_UI
+                                ? "default-src 'self'; script-src 'self'; style-src 'self'; "
+                                  "img-src 'self' data:; connect-src 'self'; object-src 'none'; "
+                                  "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+                                : "default-src 'none'; style-src 'unsafe-inline'; "
+                                  "base-uri 'none'; form-action 'none'; frame-ancestors 'none'");
     MHD_add_response_header(resp, "X-Frame-Options", "DENY");
     MHD_add_response_header(resp, "Referrer-Policy", "no-referrer");
 }
@@ -160,10 +168,11 @@ static enum MHD_Result send_reply(srv_server *s, struct MHD_Connection *c, conn_
         MHD_add_response_header(resp, "Retry-After", ra);
     }
     if (allow) MHD_add_response_header(resp, "Allow", allow);
+    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
     if (r->location) MHD_add_response_header(resp, "Location", r->location);
     if (r->etag) MHD_add_response_header(resp, "ETag", r->etag);
     if (r->cache_control) MHD_add_response_header(resp, "Cache-Control", r->cache_control);
-    if (r->page) add_page_headers(resp);
+    if (r->page) add_page_headers(resp, r->page);
     /* an answer before the body is read: the rest of it will not be parsed as a next request */
     if (early) MHD_add_response_header(resp, "Connection", "close");
     add_cors(s, c, resp);
@@ -278,13 +287,32 @@ static bool json_content_type(struct MHD_Connection *c) {
     return ieq_n(ct, n, "application/json");
 }
 
+/* Whether v is a list of header names as a preflight's Access-Control-Request-Headers gives
+ * them: tokens, commas and spaces, and not long. */
+static bool header_names(const char *v) {
+    size_t n = strlen(v);
+    if (n == 0 || n > 1024) return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)v[i];
+        if (!isalnum(ch) && !strchr("!#$%&'*+-.^_`|~, \t", ch)) return false;
+    }
+    return true;
+}
+
 static enum MHD_Result preflight(srv_server *s, struct MHD_Connection *c, conn_ctx *cx) {
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
     if (!resp) return MHD_NO;
     MHD_add_response_header(resp, "Access-Control-Allow-Methods",
                             "GET, POST, PUT, DELETE, OPTIONS");
-    MHD_add_response_header(resp, "Access-Control-Allow-Headers", "Authorization, Content-Type");
+    /* the headers the page asks to send are allowed (the OpenAI SDK sends its X-Stainless-*
+     * ones from a browser too): they carry no authority here, only the API key does */
+    const char *asked =
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Access-Control-Request-Headers");
+    char allow[1100] = "Authorization, Content-Type";
+    if (asked && header_names(asked))
+        snprintf(allow + strlen(allow), sizeof allow - strlen(allow), ", %s", asked);
+    MHD_add_response_header(resp, "Access-Control-Allow-Headers", allow);
     MHD_add_response_header(resp, "Access-Control-Max-Age", "600");
     add_cors(s, c, resp);
     enum MHD_Result ok = MHD_queue_response(c, 204, resp);

@@ -83,6 +83,12 @@ static void banner(srv_server *s, int port) {
         fprintf(stderr, "clara-server: WARNING: --api-key on the command line is visible to other "
                         "local users in the process list until startup blanks it; use "
                         "--api-key-file FILE or CLARA_API_KEY instead\n");
+    bool any_origin = srv_cors_origin(s, NULL) != NULL; /* --cors-origins '*' */
+    if (any_origin && !s->cfg.api_key)
+        fprintf(stderr,
+                "clara-server: WARNING: --cors-origins '*' without an API key: any web page "
+                "a user of this machine opens can read, write and delete its memories "
+                "(set CLARA_API_KEY, or list the origins that may)\n");
     if (!srv_host_is_loopback(s->cfg.host) && !s->cfg.api_key)
         fprintf(stderr,
                 "clara-server: WARNING: listening on %s without an API key: anyone who "

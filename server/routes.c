@@ -918,6 +918,7 @@ static void api_description(const char *path, srv_reply *r) {
         r->body = strdup("");
     } else if (strcmp(path, "/docs") == 0) {
         r->content_type = "text/html; charset=utf-8";
+        r->page = SRV_PAGE_DOCS;
         r->body = srv_docs_html();
     } else {
         r->body = strdup(srv_openapi_json);

@@ -281,10 +281,10 @@ typedef struct {
     char note[200];       /* an error's message, for the log line */
     const char *location; /* a redirect's Location header (static), or NULL */
     struct srv_sse *sse;  /* a streamed reply (stream.c): the body is its events, not body */
-    /* the web page's files (ui.c): their tag and caching, and with `page` the headers that keep
-     * a browser from running anything but them (Content-Security-Policy, nosniff, no framing) */
+    /* the web page's files (ui.c): their tag and caching, and for an HTML page the headers that
+     * keep a browser from running anything but it (Content-Security-Policy, no framing) */
     const char *etag, *cache_control; /* static, or NULL */
-    bool page;
+    enum { SRV_PAGE_NONE, SRV_PAGE_UI, SRV_PAGE_DOCS } page;
 } srv_reply;
 
 typedef struct srv_server srv_server;
@@ -401,7 +401,7 @@ void *srv_http_start(srv_server *s, int *port_out);
 void srv_http_stop(void *daemon);
 /* The Access-Control-Allow-Origin value for a request from origin under --cors-origins, or NULL
  * for none: origin itself where it is allowed; "" (no Origin field) gets none; NULL (not known:
- * the guard refusing a connection before reading a request) gets "*" where every origin is
+ * the guard answering before it has a complete request head) gets "*" where every origin is
  * allowed. */
 const char *srv_cors_origin(const srv_server *s, const char *origin);
 

@@ -76,7 +76,7 @@ void srv_ui_serve(const char *path, const char *if_none_match, srv_reply *r) {
         srv_reply_error(r, 404, "not_found", "no such endpoint");
         return;
     }
-    r->page = true;
+    r->page = SRV_PAGE_UI;
     r->etag = f->etag;
     r->cache_control = "no-cache"; /* revalidate each time: a new binary may serve a new page */
     r->content_type = f->type;

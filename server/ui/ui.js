@@ -12,9 +12,11 @@
   const PAGE = 20;        // memories per page
   const BATCH = 4;        // memories per upload request: the progress bar moves between them
   const POLL_MS = 2000;   // the Server view's /status poll
+  const NOTICE_MAX = 600; // characters of an error shown (a proxy's page can be megabytes)
   const state = {
     status: null, collections: [], pending: new Set(), current: null,
     cursors: [null], page: 0, searching: false, samples: [], prev: null, timer: null, ask: null,
+    editing: null, // the memory open in the dialog, as the server sent it and as the form shows it
   };
 
   // ---- small DOM helpers (text only) ---------------------------------------------------------
@@ -34,9 +36,12 @@
   function fact(dl, name, value) {
     dl.append(el('dt', null, name), el('dd', null, value === null || value === undefined ? '—' : value));
   }
+  function clip(msg) {
+    return msg && msg.length > NOTICE_MAX ? msg.slice(0, NOTICE_MAX) + '…' : msg;
+  }
   function notice(msg) {
     const n = $('notice');
-    n.textContent = msg || '';
+    n.textContent = clip(msg) || '';
     n.hidden = !msg;
   }
   function bytes(n) {
@@ -63,6 +68,8 @@
     return j.error_type || (j.error && j.error.code) || '';
   }
   let keyWait = null;
+  /* What an Authorization header can carry from a browser: visible ASCII (keys are). */
+  function keyUsable(k) { return /^[\x21-\x7e]+$/.test(k); }
   function askKey(refused) {
     if (keyWait) return keyWait;
     keyWait = new Promise((resolve, reject) => {
@@ -71,9 +78,18 @@
       input.value = '';
       $('key-title').textContent = refused ? 'API key refused: enter it again' : 'API key';
       const done = () => {
+        const k = input.value.trim();
+        if (d.returnValue === 'save' && k && !keyUsable(k)) {
+          /* a browser cannot send it (fetch throws before any request): ask again at once */
+          $('key-title').textContent = 'API keys are plain ASCII: check for a pasted quote or ' +
+            'accented letter';
+          d.returnValue = '';
+          d.showModal();
+          input.focus();
+          return;
+        }
         d.removeEventListener('close', done);
         keyWait = null;
-        const k = input.value.trim();
         input.value = '';
         if (d.returnValue === 'save' && k) {
           sessionStorage.setItem(KEY, k);
@@ -94,6 +110,11 @@
       const headers = {};
       if (body !== undefined) headers['Content-Type'] = 'application/json';
       const key = sessionStorage.getItem(KEY);
+      if (key && !keyUsable(key)) { /* kept by an older page: it would fail every request */
+        sessionStorage.removeItem(KEY);
+        await askKey(true);
+        continue;
+      }
       if (key) headers.Authorization = 'Bearer ' + key;
       const r = await fetch(path, {
         method, headers, signal, cache: 'no-store',
@@ -117,7 +138,9 @@
     if (!r.ok || !j || j.success === false) throw new ApiError(r.status, errorText(j, r));
     return j;
   }
-  /* POSTs body and calls onEvent with each Server-Sent Event's JSON until [DONE]. */
+  /* POSTs body and calls onEvent with each Server-Sent Event's JSON until [DONE]. A stream that
+   * ends without it was cut off on the way (a proxy's timeout, a restart): an error, not a
+   * shorter answer. */
   async function stream(path, body, onEvent, signal) {
     const r = await request('POST', path, body, signal);
     if (!r.ok) {
@@ -128,7 +151,7 @@
     let buf = '';
     for (;;) {
       const { value, done } = await reader.read();
-      if (done) return;
+      if (done) throw new ApiError(0, 'the answer was cut off: the connection ended before it was complete');
       buf += value;
       let at;
       while ((at = buf.indexOf('\n\n')) >= 0) {
@@ -175,7 +198,9 @@
         + (m.updated_ms !== m.created_ms ? ' · edited ' + when(m.updated_ms) : '')
       : 'pasted document';
     $('memory-text').value = m.text;
-    $('memory-meta').value = m.metadata ? JSON.stringify(m.metadata) : '';
+    $('memory-meta').value = m.metadata && Object.keys(m.metadata).length ? JSON.stringify(m.metadata) : '';
+    /* a text area gives its line breaks back as \n: what it shows is kept to tell an edit apart */
+    state.editing = { text: m.text, shown: $('memory-text').value, meta: $('memory-meta').value };
     setEditing(false);
     $('memory-edit').hidden = !coll;
     d.dataset.coll = coll || '';
@@ -190,11 +215,21 @@
     $('memory-save').hidden = !on;
     if (on) $('memory-text').focus();
   }
+  /* PUTs what was edited: an unchanged text is sent as the server had it (not with the text
+   * area's line breaks), unchanged metadata not at all (kept), emptied metadata as {}; nothing
+   * edited, nothing sent. */
   async function saveMemory() {
     const d = $('memory-dialog');
-    const body = { text: $('memory-text').value };
-    const meta = $('memory-meta').value.trim();
-    if (meta) {
+    const was = state.editing;
+    const shown = $('memory-text').value, metaShown = $('memory-meta').value;
+    if (shown === was.shown && metaShown === was.meta) { d.close(); return; }
+    const body = { text: shown === was.shown ? was.text : shown };
+    const meta = metaShown.trim();
+    if (metaShown === was.meta) {
+      /* kept as it is */
+    } else if (!meta) {
+      body.metadata = {};
+    } else {
       try {
         body.metadata = JSON.parse(meta);
       } catch (e) { body.metadata = undefined; }
@@ -210,7 +245,7 @@
       await refreshCollections();
       await loadPage();
     } catch (e) {
-      $('memory-error').textContent = e.message;
+      $('memory-error').textContent = clip(e.message);
     } finally {
       $('memory-save').disabled = false;
     }

@@ -241,6 +241,7 @@ static size_t stop(http_frame *f, int status, const char *type, const char *msg,
 static void request_done(http_frame *f) {
     f->state = HTTP_FRAME_HEAD;
     f->head_len = 0;
+    f->have_head = false;
     f->origin[0] = '\0';
     f->requests++;
 }
@@ -277,6 +278,7 @@ static size_t feed_head(http_frame *f, const char *in, size_t n, char *out, size
     int st = http_frame_check_head(f->head, h, &body, &len, &f->http10, &type, msg, sizeof msg);
     if (st) return stop(f, st, type, msg, i);
     f->origin[0] = '\0';
+    f->have_head = true;
     *ol += canonical_head(f->head, h, out + *ol, f->origin);
     f->head_len = 0;
     if (body == 1) {

@@ -44,6 +44,7 @@ typedef struct {
     uint64_t requests; /* complete requests passed on */
     /* the current request, known once its head is complete */
     bool http10;
+    bool have_head;               /* its head is complete (its body is arriving) */
     char origin[HTTP_ORIGIN_MAX]; /* its Origin field ("" for none, or one too long to keep), so
                                    * that an error answered in its body can carry CORS headers */
     /* the error, in HTTP_FRAME_ERROR */

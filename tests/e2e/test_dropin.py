@@ -481,6 +481,10 @@ def test_root_and_docs():
     st, _, h, raw = S.get("/docs")
     page = raw.decode()
     check(st == 200 and h["content-type"].startswith("text/html"), "GET /docs is HTML")
+    csp = h.get("content-security-policy", "")
+    check("default-src 'none'" in csp and "frame-ancestors 'none'" in csp and "script" not in csp
+          and h.get("x-frame-options") == "DENY" and h.get("x-content-type-options") == "nosniff",
+          "/docs: no script, no framing (%r)" % csp)
     api = S.get("/openapi.json")[1]
     for p in api["paths"]:
         check("<code>%s</code>" % p in page, "/docs shows %s" % p)

@@ -387,12 +387,28 @@ def test_auth_and_cors():
     st, j, hd, _ = a.post("/compress", body(CASES[1]), headers=dict(good, Origin="http://a.example"))
     check(st == 200 and j["answer"] == SEQ.get(1), "right key -> answer")
     check(hd.get("access-control-allow-origin") == "http://a.example", "CORS allowed origin")
+    check("Retry-After" in hd.get("access-control-expose-headers", "") and
+          hd.get("x-content-type-options") == "nosniff", "CORS: Retry-After readable; nosniff")
     st, _, hd, _ = a.get("/health", headers={"Origin": "http://evil.example"})
-    check("access-control-allow-origin" not in hd, "CORS: other origins get no header")
+    check("access-control-allow-origin" not in hd and hd.get("vary") == "Origin",
+          "CORS: other origins get no header, and the reply varies by Origin")
     st, _, hd, _ = a.request("OPTIONS", "/compress", headers={
         "Origin": "http://b.example", "Access-Control-Request-Method": "POST"})
     check(st == 204 and hd.get("access-control-allow-origin") == "http://b.example" and
           "POST" in hd.get("access-control-allow-methods", ""), "CORS preflight")
+    # the OpenAI SDK sends its own headers from a browser: the preflight allows what it asks for
+    asked = "authorization, content-type, x-stainless-timeout, x-stainless-retry-count"
+    st, _, hd, _ = a.request("OPTIONS", "/v1/chat/completions", headers={
+        "Origin": "http://b.example", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": asked})
+    allowed = {x.strip().lower() for x in hd.get("access-control-allow-headers", "").split(",")}
+    check(st == 204 and set(asked.split(", ")) <= allowed, "preflight allows the headers asked "
+          "for (%r)" % hd.get("access-control-allow-headers"))
+    st, _, hd, _ = a.request("OPTIONS", "/v1/chat/completions", headers={
+        "Origin": "http://b.example", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "x-a\u00e9"})
+    check(st == 204 and hd.get("access-control-allow-headers") == "Authorization, Content-Type",
+          "a malformed header list is not echoed (%r)" % hd.get("access-control-allow-headers"))
     st, _, hd, _ = S.get("/health", headers={"Origin": "http://a.example"})
     check("access-control-allow-origin" not in hd, "CORS off by default")
     check(a.stop() == 0, "auth server exits 0")

@@ -425,6 +425,13 @@ def test_guard_errors_cors():
     check(json_error(out)[0] == 429 and head_fields(out).get("access-control-allow-origin") == "*",
           "with every origin allowed, a refused connection says so (%r)" % out[:120])
     held.close()
+    # a head too large to be read (a browser's cookies can make one): its origin is not known
+    out = raw_request(w.port, b"GET /health HTTP/1.1\r\n" + H + o + b"X: " + b"y" * 20000 +
+                      b"\r\n\r\n")
+    h = head_fields(out)
+    check(json_error(out)[0] == 431 and h.get("access-control-allow-origin") == "*" and
+          h.get("x-content-type-options") == "nosniff", "431 with every origin allowed: * (%r)"
+          % out[:160])
     check(w.stop() == 0, "server exits 0")
 
 

@@ -327,8 +327,13 @@ def test_browser_api_key():
     check(st == 201, "a memory stored with the key (%s)" % st)
     obs = browse(s, "key", key=KEY)
     first = obs.get("keyFirst", {})
-    check(first.get("opened") == 1 and first.get("stored") == KEY and not first.get("notice"),
-          "the page asked once and kept the key in sessionStorage: %r" % first)
+    bad = obs.get("badKey", {})
+    check(bad.get("open") is True and "ASCII" in bad.get("title", "") and bad.get("stored") is None,
+          "a key no browser can send is refused in the dialog, not kept: %r" % bad)
+    # opened twice: once for the first call's 401, once more at once for the refused key
+    check(first.get("opened") == 2 and first.get("stored") == KEY and not first.get("notice"),
+          "the page asked (again for the refused key) and kept the key in sessionStorage: %r"
+          % first)
     check(first.get("collections") == ["private"], "then it read the store: %r" % first.get("collections"))
     again = obs.get("keyAfterReload", {})
     check(again.get("opened") == 0 and again.get("dialogOpen") is False and not again.get("notice"),
@@ -341,6 +346,41 @@ def test_browser_api_key():
     # the page's first calls were answered 401 (the browser logs that); nothing else went wrong
     check(any("401" in m["text"] for m in obs["console"]), "the 401 that made the page ask")
     check_clean(obs, allowed_errors=("status of 401",))
+    s.stop()
+
+
+def test_browser_edits():
+    """Edit, then Save with nothing changed: nothing is sent (the text area would have turned
+    the CR and CRLF line breaks into LF); Save with the metadata field emptied clears it."""
+    s = Server("--model", DEMO, "--db", os.path.join(TMP, "edits.db"))
+    mem = {"id": "crlf", "text": "line one\rline two\r\nline three ends here.",
+           "metadata": {"k": "v"}}
+    obs = browse(s, "edits", collection="edits", memory=mem,
+                 collUrl="/v1/collections/edits/memories",
+                 memoryUrl="/v1/collections/edits/memories/crlf")
+    before, same = obs.get("before") or {}, obs.get("afterUnchanged") or {}
+    check(before.get("text") == mem["text"] and obs.get("shownMeta") == '{"k":"v"}',
+          "the memory as stored, its metadata shown: %r" % obs.get("shownMeta"))
+    check(obs.get("putsUnchanged") == 0 and same.get("text") == mem["text"] and
+          same.get("updated_ms") == before.get("updated_ms"),
+          "Save with nothing edited sends nothing; the text keeps its line breaks: %r" % same)
+    cleared = obs.get("afterCleared") or {}
+    check(obs.get("putsCleared") == 1 and not cleared.get("metadata") and
+          cleared.get("text") == mem["text"],
+          "Save with the metadata emptied clears it and keeps the text as it was: %r" % cleared)
+    check(not obs.get("notice"), "no error shown: %r" % obs.get("notice"))
+    check_clean(obs)
+    s.stop()
+
+
+def test_browser_stream_cut():
+    """An answer's stream that ends without [DONE] is shown as cut off, not as a shorter answer."""
+    s = Server("--model", DEMO, "--db", "none")
+    obs = browse(s, "cut", question=QUESTION, documents=DOCS)
+    cut = obs.get("cut", {})
+    check(cut.get("noticeShown") and "cut off" in cut.get("notice", "") and
+          cut.get("answer") == "Hel", "the page shows the piece that came and says the answer was "
+          "cut off: %r" % cut)
     s.stop()
 
 
@@ -366,6 +406,8 @@ if __name__ == "__main__":
         run(test_browser)
         run(test_browser_streams)
         run(test_browser_api_key)
+        run(test_browser_edits)
+        run(test_browser_stream_cut)
         check_no_sanitizer_reports()
     except Exception as e:  # chromium, node or puppeteer-core missing: a failure, never a skip
         check(False, "test_ui could not run: %s" % e)

@@ -3,7 +3,8 @@
 // tests/e2e/test_ui.py. It does what a person would do and records what the page shows; the
 // Python suite checks those observations against the HTTP API. Usage:
 //   node ui_browser.cjs PUPPETEER_DIR < config.json > observations.json
-// config: {chromium, base, scenario: "main" | "stream" | "key", shots, jsonl, key, question}
+// config: {chromium, base, scenario: "main" | "stream" | "key" | "edits" | "cut", shots, jsonl,
+//          key, question}
 'use strict';
 const path = require('path');
 const fs = require('fs');
@@ -299,6 +300,14 @@ async function scenarioKey(browser, cfg, obs) {
   });
   await page.goto(cfg.base + '/', { waitUntil: 'domcontentloaded' });
   await page.waitForFunction(() => document.getElementById('key-dialog').open, { timeout: 30000 });
+  // a key with a pasted typographic quote: no browser can send it in a header
+  await page.type('#key-input', cfg.key + '\u2019');
+  await page.keyboard.press('Enter');
+  await sleep(300);
+  obs.badKey = await page.evaluate((k) => ({ open: document.getElementById('key-dialog').open,
+    title: document.getElementById('key-title').textContent, stored: sessionStorage.getItem(k) }),
+  'clara-api-key');
+  await page.$eval('#key-input', (e) => { e.value = ''; });
   await page.type('#key-input', cfg.key);
   await page.keyboard.press('Enter');
   await ready(page);
@@ -320,6 +329,80 @@ async function scenarioKey(browser, cfg, obs) {
   await ctx.close();
 }
 
+// A memory whose text has CR and CRLF line breaks, and metadata: opened for editing and saved
+// unchanged, then saved with its metadata field emptied; what the API has after each.
+async function scenarioEdits(browser, cfg, obs) {
+  const page = await browser.newPage();
+  watch(page, obs);
+  await page.setViewport(DESKTOP);
+  await page.goto(cfg.base + '/', { waitUntil: 'networkidle0' });
+  await ready(page);
+  const get = () => page.evaluate(async (u) => (await (await fetch(u)).json()).memory, cfg.memoryUrl);
+  await page.evaluate(async (c) => {
+    const r = await fetch(c.collUrl, { method: 'POST', headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ memories: [c.memory] }) });
+    if (r.status !== 201) throw new Error('add: ' + r.status);
+  }, cfg);
+  await page.reload({ waitUntil: 'networkidle0' });
+  await ready(page);
+  obs.before = await get();
+  const edit = async () => {
+    await openCollection(page, cfg.collection);
+    await page.click(`button[aria-label="Edit memory ${cfg.memory.id}"]`);
+    await page.waitForFunction(() => document.getElementById('memory-dialog').open &&
+      !document.getElementById('memory-text').readOnly);
+  };
+  const save = async () => {
+    await page.click('#memory-save');
+    await page.waitForFunction(() => !document.getElementById('memory-dialog').open &&
+      !document.getElementById('memory-save').disabled, { timeout: 60000 });
+    await sleep(300);
+  };
+  await edit();
+  obs.shownMeta = await page.$eval('#memory-meta', (e) => e.value);
+  const puts = () => obs.requests.filter((r) => r.method === 'PUT').length;
+  const put0 = puts();
+  await save();
+  obs.putsUnchanged = puts() - put0;
+  obs.afterUnchanged = await get();
+  await edit();
+  await page.$eval('#memory-meta', (e) => { e.value = ''; });
+  await save();
+  obs.putsCleared = puts() - put0;
+  obs.afterCleared = await get();
+  obs.notice = await page.$eval('#notice', (e) => (e.hidden ? '' : e.textContent));
+  await page.close();
+}
+
+// A question whose answer's stream ends cleanly after its first piece, without [DONE] (what a
+// proxy's read timeout or a restart does; the browser is told to answer the request so): what the
+// page shows.
+async function scenarioCut(browser, cfg, obs) {
+  const page = await browser.newPage();
+  watch(page, obs);
+  await page.setViewport(DESKTOP);
+  await page.goto(cfg.base + '/', { waitUntil: 'networkidle0' });
+  await ready(page);
+  await page.setRequestInterception(true);
+  page.on('request', (r) => {
+    if (r.method() === 'POST' && /\/v1\/(answer|retrieve)$/.test(new URL(r.url()).pathname))
+      r.respond({ status: 200, contentType: 'text/event-stream',
+        body: 'data: {"choices":[{"index":0,"delta":{"content":"Hel"}}]}\n\n' });
+    else r.continue();
+  });
+  await page.click('#ask-src-docs');
+  await page.$eval('#ask-docs', (e, v) => { e.value = v; }, cfg.documents.join('\n\n'));
+  await page.$eval('#ask-question', (e, v) => { e.value = v; }, cfg.question);
+  await page.click('#ask-submit');
+  await page.waitForFunction(() => !document.getElementById('notice').hidden ||
+    /decode/.test(document.getElementById('ask-timings').textContent), { timeout: 60000 });
+  obs.cut = await page.evaluate(() => ({ notice: document.getElementById('notice').textContent,
+    noticeShown: !document.getElementById('notice').hidden,
+    answer: document.getElementById('answer').textContent,
+    timings: document.getElementById('ask-timings').textContent }));
+  await page.close();
+}
+
 async function main() {
   const puppeteer = require(path.join(process.argv[2], 'node_modules', 'puppeteer-core'));
   const cfg = JSON.parse(fs.readFileSync(0, 'utf8'));
@@ -332,6 +415,8 @@ async function main() {
   try {
     if (cfg.scenario === 'main') await scenarioMain(browser, cfg, obs);
     else if (cfg.scenario === 'stream') await scenarioStream(browser, cfg, obs);
+    else if (cfg.scenario === 'edits') await scenarioEdits(browser, cfg, obs);
+    else if (cfg.scenario === 'cut') await scenarioCut(browser, cfg, obs);
     else await scenarioKey(browser, cfg, obs);
   } catch (e) {
     obs.error = String(e && e.stack || e);

@@ -122,10 +122,12 @@ static void test_origin_kept(void) {
     size_t n;
     free(feed(f, req, strlen(req), 7, &n));
     T_EQ_INT(f->state, HTTP_FRAME_BODY);
+    T_CHECK(f->have_head);
     T_EQ_STR(f->origin, "http://a.example");
     char out[16];
     size_t ol = 0;
     http_frame_feed(f, "{}", 2, out, &ol);
+    T_CHECK(!f->have_head);
     T_EQ_STR(f->origin, "");
     char *big = malloc(HTTP_ORIGIN_MAX + 128);
     int k = snprintf(big, HTTP_ORIGIN_MAX + 128,
