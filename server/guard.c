@@ -121,8 +121,9 @@ static int send_until(int fd, const char *buf, size_t n, double until) {
 
 /* Writes a JSON error and gives the client up to a second to take it (the reply is small; a
  * client that does not read it loses it). origin: the request's Origin field, "" for none, NULL
- * where it is not known (no complete head was read); with --cors-origins, a web page allowed to call the server can read
- * the error (a browser hides a reply without the header, even its status). */
+ * where it is not known (no complete head was read); with --cors-origins, a web page allowed to
+ * call the server can read the error (a browser hides a reply without the header, even its
+ * status). */
 static void write_error(int fd, const char *ip, const char *origin, int status, const char *type,
                         const char *msg) {
     srv_reply r = {0};
