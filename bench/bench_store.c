@@ -218,7 +218,7 @@ static void run_size(const bench *b, size_t N) {
     unlink(db);
     snprintf(line, sizeof line, "%s-wal", db);
     unlink(line);
-    store_options o = {db, 0, true};
+    store_options o = {db, 0, true, 0};
     store *st;
     store_err err = {0};
     if (store_open(&o, &st, &err) != STORE_OK) die(err.msg);

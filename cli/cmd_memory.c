@@ -413,7 +413,8 @@ static int run_query(const mem_opts *o, store *st) {
                      strlen(o->query),
                      k ? k : 5,
                      o->top_k > 0 ? 0 : (1024 - 128) / (e.sm.n_mem + 1),
-                     o->filter};
+                     o->filter,
+                     true};
     store_selection sel = {0};
     store_err err = {0};
     if (rc == 0 && store_select(st, &q, &sel, &err) != STORE_OK) rc = fail(o, err.msg);
@@ -500,7 +501,7 @@ int cmd_memory(int argc, char **argv) {
         free(o.db_owned);
         return rc < 0 ? 0 : rc;
     }
-    store_options so = {o.db, 0, strcmp(o.sub, "add") == 0 || strcmp(o.sub, "import") == 0};
+    store_options so = {o.db, 0, strcmp(o.sub, "add") == 0 || strcmp(o.sub, "import") == 0, 0};
     store *st = NULL;
     store_err err = {0};
     if (store_open(&so, &st, &err) != STORE_OK) {

@@ -50,6 +50,7 @@ enum {
     O_MAX_CONNS_PER_CLIENT,
     O_ALLOWED_HOSTS,
     O_DB,
+    O_DB_TIMEOUT,
     O_VECTOR_CACHE,
     O_VECTOR_DTYPE,
     O_COMPRESS_CUT,
@@ -84,8 +85,8 @@ static const struct {
     {"port", "CLARA_PORT", "N", "port (default 8765; 0 = any free port)"},
     {"backend", "CLARA_BACKEND", "B",
      "auto (a GPU through Vulkan if there is one, else the CPU), cpu, or\n"
-     "                               vulkan (any Vulkan device, lavapipe included); cuda and\n"
-     "                               mps mean the GPU (default auto)"},
+     "                               vulkan (any Vulkan device, lavapipe included); cuda, mps\n"
+     "                               and gpu mean a GPU, an error without one (default auto)"},
     {"gpu-layers", "CLARA_GPU_LAYERS", "N",
      "layers on the GPU: -1 as many as fit (default), 0 none (the CPU only)"},
     {"threads", "CLARA_THREADS", "N", "engine threads (default: physical cores)"},
@@ -121,6 +122,9 @@ static const struct {
     {"db", "CLARA_DB", "FILE|URL",
      "memory store: a SQLite file, postgresql://... (replicas share one),\n"
      "                               or none (default $XDG_DATA_HOME/clara-server/memories.db)"},
+    {"db-timeout", "CLARA_DB_TIMEOUT", "SECONDS",
+     "PostgreSQL: longest wait for one statement, locks included, before\n"
+     "                               the request gets 503 (default 30)"},
     {"vector-cache", "CLARA_VECTOR_CACHE", "MB", "memory for cached stored vectors (default 512)"},
     {"vector-dtype", "CLARA_VECTOR_DTYPE", "T", "stored vectors: f16 (default) or f32"},
     {"compress-cut", "CLARA_COMPRESS_CUT", "0|1",
@@ -274,7 +278,7 @@ static int check_backend(srv_config *c, const char *b, const char *src) {
     if (strcasecmp(b, "mlx") == 0) {
         fprintf(stderr,
                 "clara-server: error: backend 'mlx' (%s) is not built into this binary; "
-                "available: auto, cpu, vulkan (cuda and mps mean the GPU)\n",
+                "available: auto, cpu, vulkan (cuda, mps and gpu mean a GPU)\n",
                 src);
         return -1;
     }
@@ -371,7 +375,9 @@ static int collect(int argc, char **argv, const char *val[O_COUNT], const char *
             return 2;
         }
         val[ch] = g_opts[ch].arg ? optarg : ch == O_UI ? "0" : "1";
-        src[ch] = g_opts[ch].flag;
+        static char dashed[O_COUNT][40]; /* "--flag": where a value came from, in messages */
+        snprintf(dashed[ch], sizeof dashed[ch], "--%s", g_opts[ch].flag);
+        src[ch] = dashed[ch];
         if (ch == O_API_KEY) *api_key_arg = optarg;
     }
     if (optind < argc) {
@@ -395,6 +401,7 @@ static int apply_numbers(srv_config *c, const char *val[O_COUNT], const char *sr
         {O_MAX_NEW_TOKENS, 1, SRV_MAX_NEW_TOKENS_LIMIT, &c->max_new_tokens},
         {O_MAX_QUEUE, 1, 100000, &c->max_queue},
         {O_REQUEST_TIMEOUT, 1, 86400, &c->request_timeout},
+        {O_DB_TIMEOUT, 1, 3600, &c->db_timeout},
         {O_CONN_TIMEOUT, 1, 86400, &c->conn_timeout},
         {O_GRACE, 0, 3600, &c->grace},
         {O_MAX_REQUEST_TOKENS, 1, 1 << 30, &c->max_request_tokens},
@@ -617,7 +624,7 @@ static int apply_strings(srv_config *c, const char *val[O_COUNT], const char *sr
         if (!c->api_key) return -1;
     } else if (val[O_API_KEY] && *val[O_API_KEY]) {
         c->api_key = strdup(val[O_API_KEY]);
-        c->api_key_on_command_line = strcmp(src[O_API_KEY], "api-key") == 0;
+        c->api_key_on_command_line = strcmp(src[O_API_KEY], "--api-key") == 0;
     } else if (val[O_API_KEY]) {
         c->api_key_empty = true; /* --api-key '' means no key, as CLARA_API_KEY='' does */
     }
@@ -652,8 +659,18 @@ static int apply_strings(srv_config *c, const char *val[O_COUNT], const char *sr
         else
             fprintf(stderr,
                     "clara-server: error: model %s (%s): %s; --model/CLARA_MODEL names a "
-                    "GGUF file written by `clara convert` (not a Hugging Face repo id)\n",
+                    "GGUF file (from `clara convert`) or a model to pull from the Hugging Face "
+                    "Hub (apple/CLaRa-7B-Instruct)\n",
                     c->model, src[c->base ? O_CLARA : O_MODEL], strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (stat(c->model, &st) == 0 && S_ISDIR(st.st_mode)) { /* a Hugging Face checkout, say */
+        fprintf(stderr,
+                "clara-server: error: model %s (%s) is a directory: --model names one GGUF "
+                "file; make one from a Hugging Face checkout with `clara convert`, or give the "
+                "repo's name (apple/CLaRa-7B-Instruct) to pull it\n",
+                c->model, src[c->base ? O_CLARA : O_MODEL]);
         return -1;
     }
     return regular_file(c->base ? "add-on" : "model", c->model, src[c->base ? O_CLARA : O_MODEL])
@@ -673,6 +690,7 @@ int srv_config_load(srv_config *c, int argc, char **argv) {
     c->max_body_memory = (size_t)256 << 20;
     c->log_level = CLARA_LOG_INFO;
     c->request_timeout = 300;
+    c->db_timeout = 30;
     c->conn_timeout = 30;
     c->grace = 10;
     c->max_request_tokens = 16384;
@@ -697,9 +715,14 @@ int srv_config_load(srv_config *c, int argc, char **argv) {
     srv_dotenv_free(); /* every value is copied or parsed by now */
     if (rc) return 2;
     char dev[320];
-    if (c->backend == CLARA_BACKEND_VULKAN && c->gpu_layers != 0 &&
-        clara_backend_probe(CLARA_BACKEND_VULKAN, dev, sizeof dev) != CLARA_OK) {
-        fprintf(stderr, "clara-server: error: backend vulkan: %s\n", clara_last_error());
+    bool device_asked = c->backend == CLARA_BACKEND_VULKAN || c->backend == CLARA_BACKEND_GPU;
+    if (device_asked && c->gpu_layers != 0 &&
+        clara_backend_probe((clara_backend_choice)c->backend, dev, sizeof dev) != CLARA_OK) {
+        fprintf(stderr, "clara-server: error: backend %s: %s%s\n",
+                c->backend == CLARA_BACKEND_GPU ? "gpu (cuda, mps)" : "vulkan", clara_last_error(),
+                c->backend == CLARA_BACKEND_GPU ? "; --backend cpu runs on the CPU, --backend "
+                                                  "vulkan on any Vulkan device"
+                                                : "");
         return 2;
     }
     /* Other local users can read a process's arguments (ps, /proc/PID/cmdline): blank the key

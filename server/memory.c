@@ -21,7 +21,7 @@ int srv_store_open(srv_server *s) {
         CLARA_LOGI("memory store: off (--db none)");
         return 0;
     }
-    store_options o = {s->cfg.db, s->cfg.vector_cache, true};
+    store_options o = {s->cfg.db, s->cfg.vector_cache, true, s->cfg.db_timeout * 1000};
     store_err err = {0};
     store_code rc = store_open(&o, &s->store, &err);
     if (rc == STORE_UNAVAILABLE) { /* a database server that is not up yet: requests retry */
@@ -55,7 +55,7 @@ store *srv_mem_store(srv_server *s, srv_reply *r) {
     }
     pthread_mutex_lock(&s->store_mu);
     if (!s->store) {
-        store_options o = {s->cfg.db, s->cfg.vector_cache, true};
+        store_options o = {s->cfg.db, s->cfg.vector_cache, true, s->cfg.db_timeout * 1000};
         store_err err = {0};
         if (store_open(&o, &s->store, &err) != STORE_OK) {
             s->store = NULL;
@@ -84,10 +84,11 @@ void srv_mem_store_error(srv_reply *r, const store_err *e) {
         [STORE_CORRUPT] = {500, "store_corrupt"},
         [STORE_IO] = {500, "store_error"},
         [STORE_NOMEM] = {500, "out_of_memory"},
+        [STORE_CHANGED] = {503, "store_unavailable"},
     };
-    int c = e->code >= STORE_OK && e->code <= STORE_NOMEM ? e->code : STORE_IO;
+    int c = e->code >= STORE_OK && e->code <= STORE_CHANGED ? e->code : STORE_IO;
     srv_reply_error(r, map[c].status, map[c].type, "%s", e->msg[0] ? e->msg : "store error");
-    if (e->code == STORE_UNAVAILABLE || e->code == STORE_READONLY) r->retry_after = 1;
+    if (map[c].status == 503) r->retry_after = 1;
 }
 
 /* ---- routing ----------------------------------------------------------------------------------

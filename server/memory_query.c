@@ -242,6 +242,9 @@ static void answer(srv_server *s, const query_req *q, store_selection *sel, cons
     srv_task_release(t);
 }
 
+/* Selections tried when the collection changes under one (STORE_CHANGED). */
+#define SELECT_TRIES 3
+
 int srv_mem_select(srv_server *s, store *st, const srv_mem_selector *q, bool (*alive)(void *),
                    void *arg, char fp[CLARA_FINGERPRINT_LEN + 1], store_selection *sel,
                    double ph[3], srv_reply *r) {
@@ -265,10 +268,24 @@ int srv_mem_select(srv_server *s, store *st, const srv_mem_selector *q, bool (*a
                       q->query_len,
                       k ? k : 5,
                       q->top_k ? 0 : (PROMPT_BUDGET - PROMPT_OVERHEAD) / (s->info.n_mem + 1),
-                      q->filter};
+                      q->filter,
+                      true};
     store_err err = {0};
     int rc = -1;
-    if (store_select(st, &sq, sel, &err) != STORE_OK) {
+    /* chunks another model's writer added since the catch-up are left out (after_catch_up);
+     * a chunk replaced or deleted between the ranking and the reads of its vectors and text
+     * (another request or replica) makes the selection STORE_CHANGED: catch up, select again */
+    store_code sc = store_select(st, &sq, sel, &err);
+    for (int again = 1; sc == STORE_CHANGED && again < SELECT_TRIES; again++) {
+        double ms = 0;
+        if (catch_up(s, st, q->collection, &m, q->deadline, alive, arg, &ms, r) != 0) {
+            free(qv);
+            return -1;
+        }
+        ph[0] += ms;
+        sc = store_select(st, &sq, sel, &err);
+    }
+    if (sc != STORE_OK) {
         srv_mem_store_error(r, &err);
     } else if (sel->n == 0) {
         srv_reply_error(r, 422, "no_memories",

@@ -69,6 +69,7 @@ typedef struct {
     bool demo;                /* serving the bundled demo model */
     char *db;                 /* memory store: SQLite file or postgresql:// URL; NULL = none */
     size_t vector_cache;      /* bytes of the store's in-memory vector cache */
+    int db_timeout;           /* seconds one store statement may take (PostgreSQL) */
     bool vectors_f32;         /* store vectors as f32 (default f16) */
     bool compress_cut;        /* /compress cuts long memories as the reference does */
     char *subfolder;  /* --subfolder as given (the Python server's compression choice), or NULL */
@@ -234,6 +235,7 @@ typedef struct {
     char fingerprint[CLARA_FINGERPRINT_LEN + 1]; /* of the model (last loaded, else probed) */
     double last_activity;                        /* wall clock, 0 = never */
     double unload_at;                            /* wall clock; < 0 = never / not loaded */
+    int keep_alive; /* in force: the last batch's last keep_alive, else cfg.keep_alive */
     uint64_t requests_served, errors, loads, unloads;
     double latency_sum_ms;
     clara_ctx_backend_info backend; /* where the loaded model's layers run */
@@ -331,7 +333,6 @@ struct srv_server {
     atomic_int inflight;
     atomic_size_t body_bytes; /* request bodies held while they arrive (http.c) */
     atomic_bool draining;
-    int keep_alive_now; /* the last request's keep_alive, else cfg.keep_alive (under state.mu) */
 };
 
 /* ---- the memory store's endpoints (memory.c, memory_query.c) ----------------------------------

@@ -21,6 +21,7 @@ typedef enum {
     STORE_CORRUPT,     /* not a clara store, damaged, or a schema newer than this binary */
     STORE_IO,          /* any other database or file error */
     STORE_NOMEM,
+    STORE_CHANGED, /* what was being read changed under it (another writer): read it again (503) */
 } store_code;
 
 /* A failure: its kind and a message naming what failed (the database's own words appended). */
@@ -102,6 +103,7 @@ struct db {
 typedef struct {
     bool create; /* create the database file when missing (SQLite) */
     int busy_timeout_ms;
+    int statement_timeout_ms; /* PostgreSQL: a statement's answer, lock waits included */
 } db_open_opts;
 
 /* SQLite: `path` is a file name. Refuses a file that is not a SQLite database, or a SQLite

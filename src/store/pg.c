@@ -14,15 +14,30 @@
  * the whole transaction. Transactions are READ COMMITTED (PostgreSQL's default): the store's
  * writes update rows in place (version = version + 1) and rely on unique constraints, which are
  * correct at that level. synchronous_commit is set on for the session, so a COMMIT returns after
- * the WAL is flushed whatever the server's default: acknowledged means durable. */
+ * the WAL is flushed whatever the server's default: acknowledged means durable.
+ *
+ * Waiting: a server that stops answering (stopped, a network that drops packets) would hold the
+ * store's mutex, and every store request behind it, forever. So every statement is sent and its
+ * answer awaited with a deadline: PostgreSQL's own statement_timeout (set for the session to the
+ * store's timeout) ends a statement that runs or waits for a lock too long, and a server that
+ * does not answer even that within a few seconds more has the connection dropped; both fail
+ * STORE_UNAVAILABLE (503, retry). A connection the server closed while it was idle (a restart,
+ * pg_terminate_backend, idle_session_timeout) is seen before it is used, and reset.
+ *
+ * Ids: write transactions take one advisory lock, so that replicas sharing the database write
+ * one at a time, as SQLite's writers do: ids are then handed out in the order the writes commit,
+ * and a reader paging with `after` cursors never passes an id whose row commits later. */
 #include "store/db.h"
 #include "store/sqlcache.h"
 
 #include <libpq-fe.h>
 #include <math.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
 
 /* type OIDs (catalog/pg_type_d.h is in the server's development package, not libpq's) */
 enum {
@@ -42,8 +57,16 @@ typedef struct {
     db base;
     PGconn *c;
     bool in_tx;
-    sql_cache sql; /* store SQL -> the same with $n placeholders */
+    int timeout_ms; /* a statement's answer, lock waits included (db_open_opts) */
+    sql_cache sql;  /* store SQL -> the same with $n placeholders */
 } pg_db;
+
+/* What the client waits beyond the session's statement_timeout before it drops the connection:
+ * time for the server's own cancellation to come back. */
+#define PG_ANSWER_GRACE_MS 5000
+
+/* The advisory lock every write transaction takes (pg_advisory_xact_lock's key: "ClaR"). */
+#define PG_WRITE_LOCK "SELECT pg_advisory_xact_lock(1131176274)"
 
 struct db_row {
     PGresult *res;
@@ -67,6 +90,8 @@ static store_code code_of_state(pg_db *p, const char *state) {
      * retried, which is what STORE_UNAVAILABLE (503) tells the caller */
     if (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0) return STORE_UNAVAILABLE;
     if (strcmp(state, "25006") == 0) return STORE_READONLY; /* read_only_sql_transaction */
+    /* statement_timeout (query_canceled), lock_timeout: the server was too busy; retry */
+    if (strcmp(state, "57014") == 0 || strcmp(state, "55P03") == 0) return STORE_UNAVAILABLE;
     return STORE_IO;
 }
 
@@ -80,6 +105,67 @@ static store_code fail_res(pg_db *p, const PGresult *res, const char *sql, store
 }
 
 /* ---- the connection ---- */
+
+static double now_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
+}
+
+/* Drops the connection (the server ends its side, and rolls back what it held, when it next
+ * looks); the next statement outside a transaction reconnects. */
+static void drop_connection(pg_db *p) {
+    int fd = PQsocket(p->c);
+    if (fd >= 0) shutdown(fd, SHUT_RDWR);
+    PQconsumeInput(p->c); /* libpq sees the end: the connection is CONNECTION_BAD from now on */
+}
+
+/* The answer to the statement just sent (its last result, as PQexec returns), or NULL with
+ * *timed_out set when none came within the statement timeout and its grace, or when the
+ * connection failed (libpq's message is then in PQerrorMessage). */
+static PGresult *await_answer(pg_db *p, bool *timed_out) {
+    *timed_out = false;
+    double end = now_ms() + p->timeout_ms + PG_ANSWER_GRACE_MS;
+    PGresult *last = NULL;
+    for (;;) {
+        while (PQisBusy(p->c)) {
+            double left = end - now_ms();
+            if (left <= 0) {
+                *timed_out = true;
+                PQclear(last);
+                drop_connection(p);
+                return NULL;
+            }
+            struct pollfd fd = {PQsocket(p->c), POLLIN, 0};
+            if (poll(&fd, 1, (int)left + 1) < 0) continue; /* EINTR */
+            if (!PQconsumeInput(p->c)) {
+                PQclear(last);
+                return NULL;
+            }
+        }
+        PGresult *r = PQgetResult(p->c);
+        if (!r) return last;
+        PQclear(last);
+        last = r;
+    }
+}
+
+/* A failure to answer, as a store error. */
+static store_code fail_unanswered(pg_db *p, bool timed_out, const char *sql, store_err *err) {
+    if (timed_out)
+        return store_fail(err, STORE_UNAVAILABLE,
+                          "%s: PostgreSQL did not answer within %d s (in \"%.48s\"); the "
+                          "connection was dropped",
+                          p->base.where, (p->timeout_ms + PG_ANSWER_GRACE_MS) / 1000, sql);
+    return fail_res(p, NULL, sql, err);
+}
+
+/* PQexec with the answer awaited under the deadline; NULL on a failure to answer. */
+static PGresult *exec_timed(pg_db *p, const char *sql, bool *timed_out) {
+    *timed_out = false;
+    if (!PQsendQuery(p->c, sql)) return NULL;
+    return await_answer(p, timed_out);
+}
 
 /* Copies url to out with any password replaced by ***: the user:password@ of a URI and the
  * value of a password keyword (URI query parameter or key=value pair). */
@@ -131,18 +217,30 @@ static store_code setup_session(pg_db *p, store_err *err) {
         return store_fail(err, STORE_IO,
                           "%s: PostgreSQL %d is too old: the store needs 12 or newer",
                           p->base.where, PQserverVersion(p->c) / 10000);
-    PGresult *res = PQexec(p->c, "SET synchronous_commit TO on");
-    store_code rc = PQresultStatus(res) == PGRES_COMMAND_OK
-                        ? STORE_OK
-                        : fail_res(p, res, "SET synchronous_commit TO on", err);
+    /* a statement past the store's timeout is ended by the server itself; a transaction left
+     * open by a client that stopped is ended too, with its locks */
+    char sql[200];
+    snprintf(sql, sizeof sql,
+             "SET synchronous_commit TO on; SET statement_timeout TO %d; "
+             "SET idle_in_transaction_session_timeout TO %d",
+             p->timeout_ms, p->timeout_ms > 30000 ? 2 * p->timeout_ms : 60000);
+    bool timed_out;
+    PGresult *res = exec_timed(p, sql, &timed_out);
+    store_code rc = PQresultStatus(res) == PGRES_COMMAND_OK ? STORE_OK
+                    : res                                   ? fail_res(p, res, sql, err)
+                          : fail_unanswered(p, timed_out, sql, err);
     PQclear(res);
     return rc;
 }
 
 static store_code connect_now(pg_db *p, const char *url, store_err *err) {
-    /* defaults placed before dbname, so the URL's own values win */
+    /* defaults placed before dbname, so the URL's own values win; a server that accepts
+     * connections and then does not answer holds a connect at most this long */
+    char connect_s[16];
+    int cs = p->timeout_ms / 1000;
+    snprintf(connect_s, sizeof connect_s, "%d", cs < 2 ? 2 : cs > 10 ? 10 : cs);
     const char *keys[] = {"connect_timeout", "client_encoding", "application_name", "dbname", NULL};
-    const char *vals[] = {"10", "UTF8", "clara-server", url, NULL};
+    const char *vals[] = {connect_s, "UTF8", "clara-server", url, NULL};
     p->c = PQconnectdbParams(keys, vals, 1);
     if (!p->c) return store_fail(err, STORE_NOMEM, "out of memory connecting to %s", p->base.where);
     if (PQstatus(p->c) != CONNECTION_OK)
@@ -152,9 +250,20 @@ static store_code connect_now(pg_db *p, const char *url, store_err *err) {
     return setup_session(p, err);
 }
 
+/* Whether the server is closing the idle connection: it says why, then closes (a restart,
+ * pg_terminate_backend, idle_session_timeout), so the socket is readable while no statement is
+ * out; libpq would only learn of it by failing the next statement. Such a connection is
+ * dropped, to be reset. */
+static bool closed_while_idle(pg_db *p) {
+    struct pollfd fd = {PQsocket(p->c), POLLIN, 0};
+    if (fd.fd < 0 || poll(&fd, 1, 0) <= 0) return false;
+    drop_connection(p);
+    return true;
+}
+
 /* Outside a transaction, a lost connection is reset (once per call) before it is used. */
 static store_code ensure_connected(pg_db *p, store_err *err) {
-    if (PQstatus(p->c) == CONNECTION_OK) return STORE_OK;
+    if (PQstatus(p->c) == CONNECTION_OK && (p->in_tx || !closed_while_idle(p))) return STORE_OK;
     if (p->in_tx)
         return store_fail(err, STORE_UNAVAILABLE,
                           "%s: the connection to PostgreSQL was lost in a transaction",
@@ -274,7 +383,12 @@ static store_code deliver_rows(PGresult *res, db_row_fn fn, void *arg) {
 
 static store_code run(pg_db *p, const char *sql, const char *q, const pg_params *pp, int n,
                       db_row_fn fn, void *arg, int64_t *changes, store_err *err) {
-    PGresult *res = PQexecParams(p->c, q, n, pp->types, pp->values, pp->lengths, pp->formats, 1);
+    bool timed_out = false;
+    PGresult *res =
+        PQsendQueryParams(p->c, q, n, pp->types, pp->values, pp->lengths, pp->formats, 1)
+            ? await_answer(p, &timed_out)
+            : NULL;
+    if (!res) return fail_unanswered(p, timed_out, sql, err);
     ExecStatusType st = PQresultStatus(res);
     store_code rc;
     if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
@@ -441,9 +555,13 @@ static bool pg_col_null(db_row *r, int col) {
 /* ---- transactions ---- */
 
 static store_code exec_simple(pg_db *p, const char *sql, const char *want_tag, store_err *err) {
-    PGresult *res = PQexec(p->c, sql);
+    bool timed_out;
+    PGresult *res = exec_timed(p, sql, &timed_out);
     store_code rc = STORE_OK;
-    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+    ExecStatusType st = PQresultStatus(res);
+    if (!res)
+        rc = fail_unanswered(p, timed_out, sql, err);
+    else if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
         rc = fail_res(p, res, sql, err);
     else if (want_tag && strcmp(PQcmdStatus(res), want_tag) != 0)
         /* COMMIT of a transaction where a statement failed answers ROLLBACK, not an error */
@@ -453,8 +571,9 @@ static store_code exec_simple(pg_db *p, const char *sql, const char *want_tag, s
     return rc;
 }
 
+static void pg_rollback(db *d);
+
 static store_code pg_begin(db *d, bool write, store_err *err) {
-    (void)write; /* PostgreSQL locks rows as they are written; no early write lock to take */
     pg_db *p = (pg_db *)d;
     if (p->in_tx) return store_fail(err, STORE_IO, "%s: begin inside a transaction", p->base.where);
     for (int attempt = 0;; attempt++) {
@@ -462,7 +581,10 @@ static store_code pg_begin(db *d, bool write, store_err *err) {
         if (rc == STORE_OK) rc = exec_simple(p, "BEGIN", NULL, err);
         if (rc == STORE_OK) {
             p->in_tx = true;
-            return STORE_OK;
+            /* writers one at a time across replicas (see the top): held until COMMIT */
+            if (write) rc = exec_simple(p, PG_WRITE_LOCK, NULL, err);
+            if (rc != STORE_OK) pg_rollback(d);
+            return rc;
         }
         /* the server restarted since the last call: nothing was done, so try once more */
         if (attempt > 0 || PQstatus(p->c) != CONNECTION_BAD) return rc;
@@ -481,7 +603,8 @@ static store_code pg_commit(db *d, store_err *err) {
 
 static void pg_rollback(db *d) {
     pg_db *p = (pg_db *)d;
-    if (p->in_tx && PQstatus(p->c) == CONNECTION_OK) PQclear(PQexec(p->c, "ROLLBACK"));
+    bool timed_out;
+    if (p->in_tx && PQstatus(p->c) == CONNECTION_OK) PQclear(exec_timed(p, "ROLLBACK", &timed_out));
     p->in_tx = false;
 }
 
@@ -494,10 +617,10 @@ static void pg_close(db *d) {
 }
 
 store_code db_pg_open(const char *url, const db_open_opts *o, db **out, store_err *err) {
-    (void)o; /* no file to create; lock waits are PostgreSQL's business */
     *out = NULL;
     pg_db *p = calloc(1, sizeof *p);
     if (!p) return store_fail(err, STORE_NOMEM, "out of memory opening PostgreSQL");
+    p->timeout_ms = o && o->statement_timeout_ms > 0 ? o->statement_timeout_ms : 30000;
     p->base.ops = &pg_ops;
     p->base.dialect = DB_DIALECT_POSTGRES;
     redact(url, p->base.where, sizeof p->base.where);

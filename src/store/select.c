@@ -198,7 +198,9 @@ static store_code chunk_vectors(store *s, int64_t chunk_id, int64_t model_id, si
     pthread_mutex_unlock(&s->mu);
     if (rc != STORE_OK) return rc;
     if (!v.ok)
-        return store_fail(err, STORE_NOT_FOUND, "chunk %lld has no vectors under this model",
+        return store_fail(err, STORE_CHANGED,
+                          "chunk %lld has no vectors under this model (deleted or replaced "
+                          "meanwhile)",
                           (long long)chunk_id);
     store_cache_put_vectors(s->cache, chunk_id, model_id, out, per);
     return STORE_OK;
@@ -469,7 +471,7 @@ static store_code describe(store *s, const store_index *ix, const size_t *pick, 
         out->texts[i] = c.text;
         out->chunk_seq[i] = c.seq;
         if (rc == STORE_OK && (!c.mem || !c.text))
-            rc = store_fail(err, STORE_NOT_FOUND, "a selected chunk was deleted meanwhile");
+            rc = store_fail(err, STORE_CHANGED, "a selected chunk was deleted meanwhile");
     }
     pthread_mutex_unlock(&s->mu);
     return rc;
@@ -507,11 +509,16 @@ store_code store_select(store *s, const store_query *q, store_selection *out, st
     size_t n_allowed = 0, k = 0, per = (size_t)q->m->n_mem * q->m->n_embd;
     size_t *allowed = rc == STORE_OK ? allowed_chunks(ix, filter, &n_allowed) : NULL;
     if (rc == STORE_OK && !allowed) rc = store_fail(err, STORE_NOMEM, "out of memory");
-    for (size_t i = 0; rc == STORE_OK && i < n_allowed; i++)
-        if (!ix->has_vectors[allowed[i]])
-            rc = store_fail(err, STORE_NOT_FOUND,
+    size_t kept = 0;
+    for (size_t i = 0; rc == STORE_OK && i < n_allowed; i++) {
+        if (ix->has_vectors[allowed[i]])
+            allowed[kept++] = allowed[i];
+        else if (!q->after_catch_up)
+            rc = store_fail(err, STORE_CHANGED,
                             "chunk %lld of collection '%s' has no vectors under this model yet",
                             (long long)ix->chunk_ids[allowed[i]], q->collection);
+    }
+    n_allowed = kept; /* after a catch-up, the chunks written since by another model are out */
     /* at most top_k chunks are picked (all allowed ones for "all"): room for their vectors only,
      * not for the whole collection's */
     size_t cap = q->top_k < n_allowed ? q->top_k : n_allowed;

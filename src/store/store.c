@@ -44,7 +44,7 @@ store_code store_open(const store_options *o, store **out, store_err *err) {
     if (!o->url || !*o->url) return store_fail(err, STORE_INVALID, "no database given");
     store *s = calloc(1, sizeof *s);
     if (!s) return store_fail(err, STORE_NOMEM, "out of memory");
-    db_open_opts dopt = {o->create, 5000};
+    db_open_opts dopt = {o->create, 5000, o->timeout_ms > 0 ? o->timeout_ms : 30000};
     store_code rc = store_url_is_postgres(o->url) ? db_pg_open(o->url, &dopt, &s->d, err)
                                                   : db_sqlite_open(o->url, &dopt, &s->d, err);
     if (rc == STORE_OK) rc = store_schema_migrate(s->d, err);

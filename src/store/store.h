@@ -30,6 +30,8 @@ typedef struct {
     const char *url;    /* a SQLite file path, or postgresql://... / postgres://... */
     size_t cache_bytes; /* bound of the in-memory vector cache; 0 = STORE_DEFAULT_CACHE */
     bool create;        /* SQLite: create the file (and its directory) when missing */
+    int timeout_ms;     /* PostgreSQL: longest wait for one statement's answer, lock waits
+                         * included, before it fails STORE_UNAVAILABLE; 0 = 30 s */
 } store_options;
 
 store_code store_open(const store_options *o, store **out, store_err *err);
@@ -165,6 +167,10 @@ typedef struct {
      * used in the order they were added (what /v1/answer does with the same texts). */
     size_t all_if_at_most;
     const char *filter; /* JSON object: memories whose metadata has these keys equal; or NULL */
+    /* The caller caught up (store_catch_up) just before: a chunk without this model's vectors
+     * was written since, by a writer with another model, and is left out (the query sees the
+     * collection as the catch-up did). Otherwise such a chunk is STORE_CHANGED. */
+    bool after_catch_up;
 } store_query;
 
 typedef struct {

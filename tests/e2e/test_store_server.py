@@ -19,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import sqlite3
 import subprocess
 import threading
@@ -693,6 +694,112 @@ def test_pg_restart_midrun():
     S.stop()
 
 
+def pg_processes(p):
+    """The PIDs of a PostgreSQL server's processes: the postmaster and its children."""
+    with open(os.path.join(p.data, "postmaster.pid")) as f:
+        master = int(f.readline())
+    kids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open("/proc/%s/stat" % d) as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == master:
+                        kids.append(int(d))
+            except (OSError, ValueError, IndexError):
+                pass
+    return [master] + kids
+
+
+def test_pg_stalls():
+    """A PostgreSQL that does not answer (a table locked by another session, the server stopped
+    with SIGSTOP) costs a request --db-timeout, then 503; a connection the server ended while idle
+    is reset before it is used, never a failed request."""
+    p = PostgresServer()
+    S = Server("--model", DEMO, "--db", p.url, "--db-timeout", "2", "--vector-dtype", "f32")
+    check(add(S, "c", [{"text": PASSAGES[0], "id": "a"}])[0] == 201, "a first memory")
+    psql = p._bin("psql") if os.access(p._bin("psql"), os.X_OK) else "psql"
+    locker = subprocess.Popen([psql, "-X", "-q", "-h", "127.0.0.1", "-p", str(p.port), "-U",
+                               p.user, "-d", p.dbname], stdin=subprocess.PIPE,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+                              env=dict(os.environ, PGAPPNAME="locker"))
+    locker.stdin.write("BEGIN; LOCK TABLE memories IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(60);\n")
+    locker.stdin.flush()
+    time.sleep(1)
+    for what, call in (("add", lambda: add(S, "c", [{"text": "x", "id": "b"}])),
+                       ("list", lambda: S.get(C + "/c/memories"))):
+        t0 = time.time()
+        st, j, h, _ = call()
+        took = time.time() - t0
+        check(st == 503 and j["error_type"] == "store_unavailable" and h.get("retry-after") and
+              1.8 < took < 4, "%s behind a locked table: 503 after --db-timeout 2 (%s in %.1f s: %s)"
+              % (what, st, took, j.get("error")))
+    p._psql("postgres", "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'locker'")  # its lock goes with it
+    locker.kill()
+    locker.wait()
+    check(add(S, "c", [{"text": "x", "id": "b"}])[0] == 201, "the lock gone, the add goes in")
+    pids = pg_processes(p)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        t0 = time.time()
+        st, j, _, _ = S.get(C + "/c/memories")
+        took = time.time() - t0
+        check(st == 503 and j["error_type"] == "store_unavailable" and took < 10,
+              "a stopped PostgreSQL: 503 in %.1f s, not a hang (%s %s)" % (took, st, j.get("error")))
+        check(S.healthy(), "/health 200 meanwhile")
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    ok = wait_for(lambda: S.get(C + "/c/memories")[0] == 200, 30)
+    check(ok, "PostgreSQL going on: the store answers again")
+    for i in range(3):
+        p._psql("postgres", "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'clara-server'")
+        time.sleep(0.3)
+        st, j, _, _ = S.get(C + "/c/memories")
+        check(st == 200 and len(j["memories"]) == 2, "the connection ended while idle (%d): the "
+              "next read is served (%s %s)" % (i, st, j.get("error")))
+    S.stop()
+    p.cleanup()
+
+
+def test_pg_replicas_commit_order():
+    """Two replicas writing at once: one writes 400 memories in one request while the other
+    keeps adding single ones. Writes take turns, so ids follow the commits: the 400 stay
+    together in the listing (ordered by id), and a reader paging with `after` cursors can never
+    have passed an id whose memory commits later."""
+    url = new_db("postgresql", "order")
+    A = Server("--model", DEMO, "--db", url, "--vector-dtype", "f32")
+    B = Server("--model", DEMO, "--db", url, "--vector-dtype", "f32")
+    check(add(A, "c", [{"text": "first", "id": "first"}])[0] == 201, "a first memory")
+    done, during = threading.Event(), []
+
+    def big():
+        st, j, _, _ = add(A, "c", [{"text": "Batch memory %d." % i, "id": "a%03d" % i}
+                                   for i in range(400)])
+        check(st == 201, "the batch of 400 (%s %s)" % (st, j.get("error") if j else j))
+        done.set()
+    t = threading.Thread(target=big)
+    t.start()
+    k = 0
+    while not done.is_set():
+        st, _, _, _ = add(B, "c", [{"text": "Single memory %d." % k, "id": "b%03d" % k}])
+        check(st == 201, "a single add on the other replica (%s)" % st)
+        if not done.is_set():
+            during.append(k)
+        k += 1
+    t.join()
+    ids = [m["id"] for m in listing(B, "c") or []]
+    where = [i for i, x in enumerate(ids) if x.startswith("a")]
+    check(len(where) == 400 and where[-1] - where[0] == 399,
+          "the batch's 400 memories are together in the listing (positions %s..%s of %d, %d "
+          "single adds sent while it ran)" % (where[:1], where[-1:], len(ids), len(during)))
+    check(len(during) >= 3, "single adds were sent while the batch ran (%d)" % len(during))
+    A.stop()
+    B.stop()
+
+
 # ---- model change: lazy recompression, once ----------------------------------------------------
 
 @per_backend
@@ -726,6 +833,40 @@ def test_model_change(kind):
     S.stop()
 
 
+@per_backend
+def test_query_while_written(kind):
+    """Queries on one server while another, with another model, keeps adding to the collection
+    (its chunks have only that model's vectors until a query here makes this model's): the
+    collection changes between the catch-up and the reads, and every query is still answered."""
+    db = new_db(kind, "race")
+    A = Server("--model", model("instruct"), "--db", db, "--vector-dtype", "f32")
+    B = Server("--model", model("instruct_q8"), "--db", db, "--vector-dtype", "f32")
+    check(add(A, "c", [{"text": t} for t in PASSAGES[:3]])[0] == 201, "three memories")
+    stop, added = threading.Event(), []
+
+    def writer():
+        while not stop.is_set():
+            st, _, _, _ = add(B, "c", [{"text": "Note %d: the lamp was lit at %d." % (len(added),
+                                                                                    len(added))}])
+            added.append(st)
+    t = threading.Thread(target=writer)
+    t.start()
+    answers = []
+    try:
+        for i in range(12):
+            st, j, _, _ = query(A, "c", "Who lit the lamp?", top_k=2, max_new_tokens=2)
+            answers.append((st, j.get("error") if st != 200 else None))
+    finally:
+        stop.set()
+        t.join(60)
+    check(all(st == 201 for st in added), "the other model's adds: %s" % set(added))
+    check(all(st == 200 for st, _ in answers) and len(added) > 10,
+          "12 queries while %d memories were added: %s" % (len(added), [a for a in answers
+                                                                         if a[0] != 200][:3]))
+    A.stop()
+    B.stop()
+
+
 def main():
     try:
         only = os.environ.get("ONLY")
@@ -733,7 +874,8 @@ def main():
                   test_filter, test_long_memories, test_bad_input, test_percent_encoded_names,
                   test_metadata_cache_bound,
                   test_startup_refusals,
-                  test_pg_unreachable_then_up, test_pg_restart_midrun, test_model_change):
+                  test_pg_unreachable_then_up, test_pg_restart_midrun, test_pg_stalls,
+                  test_pg_replicas_commit_order, test_model_change, test_query_while_written):
             if only and only not in t.__name__:
                 continue
             t0 = time.time()

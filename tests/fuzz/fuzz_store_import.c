@@ -37,7 +37,7 @@ static store *the_store(void) {
     if (!mkdtemp(g_dir)) abort();
     atexit(remove_store);
     snprintf(path, sizeof path, "%s/fuzz.db", g_dir);
-    store_options o = {path, 1 << 20, true};
+    store_options o = {path, 1 << 20, true, 0};
     store_err err;
     if (store_open(&o, &g_store, &err) != STORE_OK) abort();
     return g_store;
