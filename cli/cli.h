@@ -43,8 +43,8 @@ typedef struct {
 #define CLI_BACKEND_HELP                                                                           \
     "  --backend B           where the layers run: auto (a GPU if there is one, else the\n"        \
     "                        CPU), cpu, vulkan (any Vulkan device, lavapipe included);\n"          \
-    "                        cuda and mps mean the GPU (Vulkan). Default: CLARA_BACKEND\n"         \
-    "                        or auto\n"                                                            \
+    "                        cuda, mps and gpu mean a GPU (through Vulkan; none is an\n"           \
+    "                        error). Default: CLARA_BACKEND or auto\n"                             \
     "  --gpu-layers N        layers on the GPU: -1 as many as fit (default), 0 none;\n"            \
     "                        default: CLARA_GPU_LAYERS or -1\n"
 

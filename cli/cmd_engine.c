@@ -471,6 +471,15 @@ static int run_generate(clara_ctx *ctx, clara_model *m, engine_opts *o, clara_ta
     p.n_docs = o->n_docs;
     if (o->max_new_tokens >= 0) p.max_new_tokens = (uint32_t)o->max_new_tokens;
     p.top_k = (uint32_t)o->top_k;
+    /* fewer documents than the model picks: all of them are used, as /v1/retrieve does */
+    uint32_t k = p.top_k ? p.top_k : clara_model_generation_top_k(m);
+    if (task == CLARA_TASK_RETRIEVE && o->n_docs && k > o->n_docs) {
+        fprintf(stderr,
+                "clara %s: note: top_k is %u but only %zu documents were given: all of them "
+                "are used\n",
+                o->cmd, k, o->n_docs);
+        p.top_k = (uint32_t)o->n_docs;
+    }
     p.paraphrase_template = o->template_index;
     p.temperature = (float)o->temperature;
     p.top_p = (float)o->top_p;

@@ -89,6 +89,8 @@ typedef enum {
                                  CPU Vulkan device such as lavapipe) */
     CLARA_BACKEND_CPU = 1,    /* the CPU only */
     CLARA_BACKEND_VULKAN = 2, /* a Vulkan device, lavapipe included; none is an error */
+    CLARA_BACKEND_GPU = 3,    /* a GPU through Vulkan ("cuda", "mps", "gpu"): never a CPU
+                                 Vulkan device; none is an error */
 } clara_backend_choice;
 
 typedef struct {
@@ -101,14 +103,15 @@ typedef struct {
 } clara_ctx_params;
 
 /* Parses a backend name: "auto", "cpu", "vulkan", and the Python server's "cuda" and "mps" (and
- * "gpu"), which mean the GPU: Vulkan here. CLARA_ERR_INVALID_ARG naming the choices otherwise. */
+ * "gpu"), which mean a GPU (CLARA_BACKEND_GPU): through Vulkan here, never lavapipe.
+ * CLARA_ERR_INVALID_ARG naming the choices otherwise. */
 clara_status clara_backend_parse(const char *name, clara_backend_choice *out);
 
 /* Whether `backend` can be had on this machine, without loading a model (a server checks at
  * startup): for vulkan a device is opened and named in device[cap] with its type ("llvmpipe
  * (cpu device)"); for auto the GPU it would take, or "" when it would run on the CPU; for cpu
- * "". Errors: vulkan with no Vulkan device (CLARA_ERR_NOT_FOUND) or in a build without the
- * backend (CLARA_ERR_UNSUPPORTED), with the message saying so. */
+ * "". Errors: vulkan with no Vulkan device, gpu with no GPU among them (CLARA_ERR_NOT_FOUND), or
+ * either in a build without the backend (CLARA_ERR_UNSUPPORTED), with the message saying so. */
 clara_status clara_backend_probe(clara_backend_choice backend, char *device, size_t cap);
 
 clara_model_params clara_model_default_params(void);

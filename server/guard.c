@@ -541,8 +541,12 @@ static int listen_on(const char *host, int port, int *bound_port) {
     int one = 1;
     if (fd >= 0) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 511) != 0) {
-        fprintf(stderr, "clara-server: error: cannot listen on %s:%d (%s)\n", host, port,
-                strerror(errno));
+        int e = errno;
+        fprintf(stderr, "clara-server: error: cannot listen on %s:%d (%s)%s\n", host, port,
+                strerror(e),
+                e == EADDRINUSE ? ": another server has that port; choose one with --port N "
+                                  "(CLARA_PORT)"
+                                : "");
         if (fd >= 0) close(fd);
         freeaddrinfo(ai);
         return -1;

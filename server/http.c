@@ -131,6 +131,7 @@ static enum MHD_Result send_stream(srv_server *s, struct MHD_Connection *c, conn
     MHD_add_response_header(resp, "Cache-Control", "no-cache");
     MHD_add_response_header(resp, "X-Accel-Buffering", "no"); /* nginx: pass events at once */
     add_cors(s, c, resp);
+    srv_sse_count_into(r->sse, &cx->tokens);
     enum MHD_Result ok = MHD_queue_response(c, 200, resp);
     MHD_destroy_response(resp);
     cx->status = 200;

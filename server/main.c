@@ -25,10 +25,10 @@ static void banner(srv_server *s, int port) {
                 "**************************************************************************\n"
                 "** WARNING: no model configured: serving the bundled DEMO model.\n"
                 "** Its weights are synthetic, so every answer is MEANINGLESS.\n"
-                "** To serve real CLaRa, convert a checkpoint and pass it with --model:\n"
-                "**   clara convert --base Mistral-7B-Instruct-v0.2 \\\n"
-                "**       --clara CLaRa-7B-Instruct/compression-16 --out clara.gguf --type f16\n"
-                "**   clara-server --model clara.gguf        (or CLARA_MODEL=clara.gguf)\n"
+                "** To serve real CLaRa, name it (downloaded once from the Hugging Face Hub):\n"
+                "**   clara-server --model apple/CLaRa-7B-Instruct   (or CLARA_MODEL=...)\n"
+                "** or a GGUF you made with `clara convert` or `clara pull`:\n"
+                "**   clara-server --model clara.gguf\n"
                 "**************************************************************************\n\n");
     }
     fprintf(stderr, "clara-server %s\n", CLARA_VERSION);
@@ -253,7 +253,7 @@ int srv_main(int argc, char **argv) {
     s->state.unload_at = -1;
     memcpy(s->state.fingerprint, s->info.fingerprint, sizeof s->state.fingerprint);
     s->started_at = srv_now();
-    s->keep_alive_now = s->cfg.keep_alive;
+    s->state.keep_alive = s->cfg.keep_alive;
     atomic_init(&s->inflight, 0);
     atomic_init(&s->draining, false);
     atomic_init(&s->downloading, false);

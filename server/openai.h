@@ -13,6 +13,7 @@ typedef struct {
     double created;
     double t0;
     size_t n_docs, n_cached; /* documents given, and of those found in the document cache */
+    double docs_compress_ms; /* compressing the documents not in the cache (their own task) */
     const char *collection;  /* in the task's root, or NULL */
     cJSON *memories;         /* collection: what was selected (store_selection_add_json) */
     double select_ms[3];     /* collection: recompress, query vectors, ranking */

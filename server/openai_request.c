@@ -30,7 +30,9 @@ static int get_number(cJSON *root, const char *key, double lo, double hi, bool i
     if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) ||
         (integer && v->valuedouble != floor(v->valuedouble)) || v->valuedouble < lo ||
         v->valuedouble > hi) {
-        if (integer) /* the bounds in full: %g would print 2^53 as 9.0072e+15 */
+        if (integer && lo == hi)
+            srv_openai_error(r, 400, key, "invalid_value", "'%s' can only be %.0f here", key, lo);
+        else if (integer) /* the bounds in full: %g would print 2^53 as 9.0072e+15 */
             srv_openai_error(r, 400, key, "invalid_value",
                              "'%s' must be an integer from %.0f to %.0f", key, lo, hi);
         else
@@ -360,7 +362,7 @@ static void current_fingerprint(srv_server *s, char fp[CLARA_FINGERPRINT_LEN + 1
 /* Compresses the documents that missed the cache (miss[i]: index into the request's list) in one
  * task, whose root becomes the request's "documents" array, and caches their vectors. */
 static int compress_misses(srv_server *s, srv_task *t, const srv_doc_key *keys, const size_t *miss,
-                           size_t m, float *vectors, bool (*alive)(void *), void *arg,
+                           size_t m, float *vectors, double *ms, bool (*alive)(void *), void *arg,
                            srv_reply *r) {
     size_t per = (size_t)s->info.n_mem * s->info.n_embd;
     srv_task *c = srv_task_new(SRV_EP_MEM_ADD);
@@ -379,6 +381,7 @@ static int compress_misses(srv_server *s, srv_task *t, const srv_doc_key *keys, 
     c->deadline = t->deadline; /* the request's */
     memcpy(c->expect_fingerprint, keys[0].fingerprint, sizeof c->expect_fingerprint);
     int rc = srv_run_task(s, c, alive, arg, r);
+    *ms = c->compress_ms;
     for (size_t j = 0; rc == 0 && j < m; j++) {
         memcpy(vectors + miss[j] * per, c->out_vectors + j * per, per * sizeof(float));
         srv_doccache_put(&keys[miss[j]], vectors + miss[j] * per, per, s->cfg.doc_cache);
@@ -431,7 +434,9 @@ static int documents(srv_server *s, srv_task *t, oai_req *q, cJSON *a, bool (*al
         if (!srv_doccache_get(&keys[i], t->in_vectors + i * per, per)) miss[m++] = i;
     }
     free(docs);
-    int rc = m ? compress_misses(s, t, keys, miss, m, t->in_vectors, alive, arg, r) : 0;
+    int rc =
+        m ? compress_misses(s, t, keys, miss, m, t->in_vectors, &q->docs_compress_ms, alive, arg, r)
+          : 0;
     free(keys);
     free(miss);
     t->n_docs = n;

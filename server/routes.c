@@ -671,13 +671,6 @@ static int parse_model_request(srv_server *s, srv_task *t, const char *body, siz
     return build_task(s, t, r) == 0 ? 0 : -1;
 }
 
-/* /status reports the keep_alive the last request left in force, as the Python server does. */
-static void note_keep_alive(srv_server *s, const srv_task *t) {
-    pthread_mutex_lock(&s->state.mu);
-    s->keep_alive_now = t->has_keep_alive ? t->keep_alive : s->cfg.keep_alive;
-    pthread_mutex_unlock(&s->state.mu);
-}
-
 static void run_model_request(srv_server *s, srv_endpoint ep, const char *body, size_t len,
                               bool (*alive)(void *), void *arg, srv_reply *r) {
     double t0 = srv_mono();
@@ -703,7 +696,6 @@ static void run_model_request(srv_server *s, srv_endpoint ep, const char *body, 
     double ms = (srv_mono() - t0) * 1e3;
     /* refused before queueing (shutting down, queue full) is not counted as served or failed;
      * a stream that began is counted when it ends */
-    if (rc != -2) note_keep_alive(s, t);
     if (rc != -2 && !(stream && rc == 0)) srv_count_request(s, rc == 0, ms);
     if (rc == 0 && !stream)
         success_reply(s, t, ms, r);
@@ -833,7 +825,7 @@ static void status(srv_server *s, srv_reply *r) {
     srv_state st;
     pthread_mutex_lock(&s->state.mu);
     memcpy(&st, &s->state, sizeof st); /* a snapshot; its mutex copy is never used */
-    int keep_alive = s->keep_alive_now;
+    int keep_alive = st.keep_alive;
     pthread_mutex_unlock(&s->state.mu);
     double now = srv_now();
     cJSON *j = cJSON_CreateObject();

@@ -703,6 +703,7 @@ static void after_batch(srv_task **b, int n) {
     pthread_mutex_lock(&S.st->mu);
     S.st->last_activity = now;
     S.st->unload_at = !S.m ? -1 : ka < 0 ? -1 : now + ka;
+    S.st->keep_alive = ka; /* what /status says: the schedule in force, whatever the endpoint */
     pthread_mutex_unlock(&S.st->mu);
 }
 

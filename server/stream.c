@@ -204,7 +204,12 @@ struct srv_sse {
     bool gone;   /* the client left */
     char *out;   /* bytes to send: out[off..len) */
     size_t off, len, cap;
+    uint64_t *tokens_out; /* where the tokens generated go when the task is done (the log) */
 };
+
+void srv_sse_count_into(srv_sse *e, uint64_t *tokens) {
+    e->tokens_out = tokens;
+}
 
 srv_sse *srv_sse_new(srv_server *s, srv_task *t, const srv_sse_kind *kind, void *arg,
                      bool (*alive)(void *), void *alive_arg, double t0) {
@@ -326,6 +331,7 @@ static void produce(srv_sse *e) {
     e->began = true;
     if (done) {
         put_end(e); /* the task is done: its fields are no longer written */
+        if (e->tokens_out) *e->tokens_out = t->gen.n_ids;
     } else if (n) {
         put_delta(e, piece, n);
         e->sent += n;

@@ -55,6 +55,9 @@ srv_sse *srv_sse_new(srv_server *s, srv_task *t, const srv_sse_kind *kind, void 
 /* Copies up to max bytes of the reply into buf, waiting for them. Returns the count, 0 at the
  * end, or -1 when the client left (the connection is to be closed). */
 ssize_t srv_sse_read(srv_sse *e, char *buf, size_t max);
+/* Where the reply writes the number of tokens generated once its task is done (read only while
+ * the reply is being sent: the request's log line). */
+void srv_sse_count_into(srv_sse *e, uint64_t *tokens);
 void srv_sse_free(srv_sse *e);
 
 /* "stream": true|false in a request (false when absent or null). 1, 0, or -1 with *r filled. */

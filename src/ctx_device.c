@@ -22,8 +22,8 @@ clara_status clara_backend_parse(const char *name, clara_backend_choice *out) {
         const char *name;
         clara_backend_choice c;
     } names[] = {{"auto", CLARA_BACKEND_AUTO},     {"cpu", CLARA_BACKEND_CPU},
-                 {"vulkan", CLARA_BACKEND_VULKAN}, {"cuda", CLARA_BACKEND_VULKAN},
-                 {"mps", CLARA_BACKEND_VULKAN},    {"gpu", CLARA_BACKEND_VULKAN}};
+                 {"vulkan", CLARA_BACKEND_VULKAN}, {"cuda", CLARA_BACKEND_GPU},
+                 {"mps", CLARA_BACKEND_GPU},       {"gpu", CLARA_BACKEND_GPU}};
     for (size_t i = 0; name && i < sizeof names / sizeof names[0]; i++)
         if (strcasecmp(name, names[i].name) == 0) {
             *out = names[i].c;
@@ -31,20 +31,25 @@ clara_status clara_backend_parse(const char *name, clara_backend_choice *out) {
         }
     return clara_fail(
         CLARA_ERR_INVALID_ARG,
-        "unknown backend '%s' (auto, cpu, vulkan; cuda and mps mean the GPU, which is "
+        "unknown backend '%s' (auto, cpu, vulkan; cuda, mps and gpu mean a GPU, which is "
         "driven through Vulkan)",
         name ? name : "");
+}
+
+/* Whether choice b is satisfied by any Vulkan device (vulkan), else by a GPU only. */
+static bool any_device(clara_backend_choice b) {
+    return b == CLARA_BACKEND_VULKAN;
 }
 
 clara_status clara_backend_probe(clara_backend_choice b, char *device, size_t cap) {
     if (cap) device[0] = '\0';
     if (b == CLARA_BACKEND_CPU) return CLARA_OK;
 #ifndef CLARA_HAVE_VULKAN
-    if (b == CLARA_BACKEND_VULKAN) return clara_fail(CLARA_ERR_UNSUPPORTED, "%s", NO_VULKAN);
+    if (b != CLARA_BACKEND_AUTO) return clara_fail(CLARA_ERR_UNSUPPORTED, "%s", NO_VULKAN);
     return CLARA_OK;
 #else
     clvk_dev *d = NULL;
-    clara_status st = clvk_open(b == CLARA_BACKEND_AUTO ? CLVK_PICK_GPU : CLVK_PICK_ANY, &d);
+    clara_status st = clvk_open(any_device(b) ? CLVK_PICK_ANY : CLVK_PICK_GPU, &d);
     if (st == CLARA_OK) {
         if (cap) snprintf(device, cap, "%s (%s device)", clvk_desc(d)->name, clvk_desc(d)->type);
         clvk_close(d);
@@ -66,13 +71,13 @@ clara_status clara_ctx_device_init(clara_ctx *ctx, const clara_ctx_params *p) {
         return CLARA_OK;
     }
 #ifndef CLARA_HAVE_VULKAN
-    if (b == CLARA_BACKEND_VULKAN) return clara_fail(CLARA_ERR_UNSUPPORTED, "%s", NO_VULKAN);
+    if (b != CLARA_BACKEND_AUTO) return clara_fail(CLARA_ERR_UNSUPPORTED, "%s", NO_VULKAN);
     note(ctx, "%s", "built without the Vulkan backend");
     return CLARA_OK;
 #else
     clvk_engine *e = NULL;
-    clara_status st = clvk_engine_create(
-        ctx->m, b == CLARA_BACKEND_AUTO ? CLVK_PICK_GPU : CLVK_PICK_ANY, layers, &e);
+    clara_status st =
+        clvk_engine_create(ctx->m, any_device(b) ? CLVK_PICK_ANY : CLVK_PICK_GPU, layers, &e);
     if (st == CLARA_OK) {
         ctx->vk = e;
         return CLARA_OK;

@@ -222,6 +222,14 @@ def test_readme_curl():
     s = S.status()
     check(s["keep_alive_seconds"] == 60 and 58 <= s["seconds_until_unload"] <= 60,
           "keep_alive 60 (%s, %s)" % (s["keep_alive_seconds"], s["seconds_until_unload"]))
+    # every model request decides, whatever its endpoint: a chat without keep_alive too
+    S.post("/v1/chat/completions", {"messages": [{"role": "user", "content": "q"}],
+                                    "documents": ["a"], "max_tokens": 1})
+    s = S.status()
+    check(s["keep_alive_seconds"] == -1 and s["seconds_until_unload"] is None,
+          "after a chat without keep_alive, the server's (-1) in force and shown (%s, %s)"
+          % (s["keep_alive_seconds"], s["seconds_until_unload"]))
+    S.post("/compress", {"memories": ["a"], "query": "q", "keep_alive": 60, "max_new_tokens": 1})
     S.post("/compress", {"memories": ["a"], "query": "q", "max_new_tokens": 1})
     check(S.status()["keep_alive_seconds"] == -1, "back to the server's (-1)")
 

@@ -72,8 +72,14 @@ def test_rejected_inputs():
                      "special token '%s'" % tok)
     expect_error("query with <MEM3>", ["ask", "--model", m16, "--doc", "x", "--query", "q <MEM3>"],
                  "special token '<MEM3>'")
-    expect_error("too few candidates", ["retrieve", "--model", gguf("e2e16"), "--doc", "a", "--doc", "b",
-                                        "--query", "q"], "at least top_k = 5")
+    # fewer candidates than the model's top_k: all of them, with a note (as /v1/retrieve does)
+    p = subprocess.run([CLARA, "retrieve", "--model", gguf("e2e16"), "--doc", "a", "--doc", "b",
+                        "--query", "q", "--max-new-tokens", "2", "--json"], capture_output=True,
+                       text=True)
+    out = json.loads(p.stdout) if p.returncode == 0 else {}
+    check(p.returncode == 0 and "only 2 documents were given" in p.stderr and
+          sorted(out.get("top_k", [])) == [0, 1], "too few candidates: all used, with a note "
+          "(exit %d, %r, %r)" % (p.returncode, p.stderr[-160:], out.get("top_k")))
     expect_error("no query reasoner", ["retrieve", "--model", qr, "--doc", "a", "--query", "q"],
                  "query_reasoner_adapter")
     expect_error("unknown model file", ["ask", "--model", "/nonexistent.gguf", "--query", "q"], "nonexistent")

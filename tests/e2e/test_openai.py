@@ -6,6 +6,7 @@ POST /v1/collections/{c}/query, and the non-streamed reply of the same request."
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -106,6 +107,13 @@ def test_greedy_equals_cli_and_stream_equals_whole():
     check(whole["clara"]["documents"] == 2, "clara.documents: %r" % whole["clara"])
     check(again["clara"]["documents_from_cache"] == 2 and again["text"] == ref["answer"],
           "a repeated document is not recompressed, same answer: %r" % again["clara"])
+    logged = re.findall(r"POST /v1/chat/completions 200 [\d.]+ ms tokens=(\d+)", s.text())
+    check(logged == [str(len(ref["ids"]))] * 3, "the log counts every chat's tokens, streamed "
+          "too: %r" % logged)
+    t0, t1 = whole["clara"]["timings"], again["clara"]["timings"]
+    check(t0["compress_ms"] > 0 and t1["compress_ms"] == 0,
+          "compress_ms: the documents' compression, none from the cache (%r, %r)"
+          % (t0["compress_ms"], t1["compress_ms"]))
     dc = s.status()["document_cache"]
     check(dc["entries"] == 2 and dc["hits"] >= 8 and dc["misses"] == 2,
           "/status document_cache: %r" % dc)

@@ -167,18 +167,24 @@ def test_bad_conditions():
                 "no layer fits on the device")
     # auto never takes lavapipe (a CPU device): a GPU, or the CPU with one line saying why
     p = subprocess.run([CLARA] + ask + ["--json"], capture_output=True, text=True)
+    has_gpu = None
     if check(p.returncode == 0, "auto: %s" % p.stderr):
         j = json.loads(p.stdout)
         check(j["backend"] == "cpu" and "running on the CPU" in p.stderr
               if j["backend"] == "cpu" else "llvmpipe" not in j["device"],
               "auto took %s (%s)" % (j["device"], p.stderr[-200:]))
-    # cuda and mps mean the GPU: Vulkan here
-    for name in ("cuda", "mps"):
+        has_gpu = j["backend"] == "vulkan"
+    # cuda, mps and gpu mean a GPU (Vulkan here), never lavapipe: without one, an error
+    for name in ("cuda", "mps", "gpu"):
         p = subprocess.run([CLARA] + ask + ["--json", "--backend", name], capture_output=True, text=True)
-        if check(p.returncode == 0, "%s: %s" % (name, p.stderr)):
-            j = json.loads(p.stdout)
-            check(j["backend"] == "vulkan" and j["device"], "%s ran on %s" % (name, j["backend"]))
-            check("vulkan: " in p.stderr and "layers" in p.stderr, "%s: the device line: %r" % (name, p.stderr))
+        if has_gpu:
+            j = json.loads(p.stdout) if p.returncode == 0 else {}
+            check(j.get("backend") == "vulkan" and "llvmpipe" not in j.get("device", "llvmpipe"),
+                  "%s ran on the GPU: %r %s" % (name, j, p.stderr[-200:]))
+        elif has_gpu is False:
+            check(p.returncode == 1 and "GPU" in p.stderr and "llvmpipe" in p.stderr,
+                  "%s with no GPU: an error naming the devices there are: exit %d, %r"
+                  % (name, p.returncode, p.stderr[-300:]))
 
 
 ALL = [test_device_present, test_f32_identical, test_f16_identical, test_q8_0, test_q4_0,

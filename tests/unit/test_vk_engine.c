@@ -207,12 +207,22 @@ done:
 
 static void test_names(void) {
     clara_backend_choice c = CLARA_BACKEND_CPU;
-    T_CHECK(clara_backend_parse("CUDA", &c) == CLARA_OK && c == CLARA_BACKEND_VULKAN);
-    T_CHECK(clara_backend_parse("mps", &c) == CLARA_OK && c == CLARA_BACKEND_VULKAN);
+    T_CHECK(clara_backend_parse("CUDA", &c) == CLARA_OK && c == CLARA_BACKEND_GPU);
+    T_CHECK(clara_backend_parse("mps", &c) == CLARA_OK && c == CLARA_BACKEND_GPU);
+    T_CHECK(clara_backend_parse("gpu", &c) == CLARA_OK && c == CLARA_BACKEND_GPU);
     T_CHECK(clara_backend_parse("auto", &c) == CLARA_OK && c == CLARA_BACKEND_AUTO);
     T_CHECK(clara_backend_parse("tpu", &c) == CLARA_ERR_INVALID_ARG && err_has("unknown backend"));
     char dev[300];
     T_CHECK(clara_backend_probe(CLARA_BACKEND_VULKAN, dev, sizeof dev) == CLARA_OK && dev[0]);
+    /* cuda / mps / gpu: a GPU or an error, never the CPU device that vulkan may take; auto names
+     * the GPU it would take, "" for none */
+    char gpu[300];
+    T_CHECK(clara_backend_probe(CLARA_BACKEND_AUTO, gpu, sizeof gpu) == CLARA_OK);
+    clara_status st = clara_backend_probe(CLARA_BACKEND_GPU, dev, sizeof dev);
+    if (gpu[0])
+        T_CHECK(st == CLARA_OK && strcmp(dev, gpu) == 0);
+    else
+        T_CHECK(st == CLARA_ERR_NOT_FOUND && err_has("GPU"));
 }
 
 int main(void) {
