@@ -232,9 +232,9 @@ def test_fifo_model():
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLARA_")}
     cases = [
         ([SERVER, "--port", "0", "--model", fifo], 2,
-         r"error: model \(model\): .*model\.fifo: is a FIFO, not a regular file"),
+         r"error: model \(--model\): .*model\.fifo: is a FIFO, not a regular file"),
         ([SERVER, "--port", "0", "--base", fifo, "--clara", DEMO], 2,
-         r"error: base model \(base\): .*model\.fifo: is a FIFO, not a regular file"),
+         r"error: base model \(--base\): .*model\.fifo: is a FIFO, not a regular file"),
         ([CLARA, "info", fifo], 1, r"model\.fifo: is a FIFO, not a regular file"),
         ([CLARA, "ask", "--model", fifo, "--doc", "a", "--query", "b"], 1,
          r"model\.fifo: is a FIFO, not a regular file"),

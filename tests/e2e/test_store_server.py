@@ -733,6 +733,7 @@ def test_pg_stalls():
         check(st == 503 and j["error_type"] == "store_unavailable" and h.get("retry-after") and
               1.8 < took < 4, "%s behind a locked table: 503 after --db-timeout 2 (%s in %.1f s: %s)"
               % (what, st, took, j.get("error")))
+        print("  %s behind a locked table, --db-timeout 2: %d in %.2f s" % (what, st, took))
     p._psql("postgres", "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE application_name = 'locker'")  # its lock goes with it
     locker.kill()
@@ -747,6 +748,7 @@ def test_pg_stalls():
         took = time.time() - t0
         check(st == 503 and j["error_type"] == "store_unavailable" and took < 10,
               "a stopped PostgreSQL: 503 in %.1f s, not a hang (%s %s)" % (took, st, j.get("error")))
+        print("  a SIGSTOPped PostgreSQL, --db-timeout 2: %d in %.2f s" % (st, took))
         check(S.healthy(), "/health 200 meanwhile")
     finally:
         for pid in pids:
