@@ -33,8 +33,7 @@ typedef struct {
     store *s;
     store_memory *out;
     size_t n, cap;
-    size_t page;    /* store_list: the page's size (its last row's id is the cursor) */
-    int64_t cursor; /* the internal id of row `page` (counted from 1) */
+    int64_t cursor; /* the internal id of the last row read (store_list's cursor) */
     bool nomem;
 } memory_rows;
 
@@ -51,7 +50,7 @@ static int read_memory(void *arg, db_row *r) {
     m->updated_ms = o->col_int(r, 4);
     m->n_chunks = (uint32_t)o->col_int(r, 5);
     m->n_tokens = (uint32_t)o->col_int(r, 6);
-    if (mr->n == mr->page) mr->cursor = o->col_int(r, 7);
+    mr->cursor = o->col_int(r, 7);
     if (!m->id || !m->text || (!o->col_null(r, 2) && !m->metadata)) return mr->nomem = true;
     return 0;
 }
@@ -64,7 +63,7 @@ static void free_rows(memory_rows *mr) {
 store_code store_get(store *s, const char *collection, const char *id, store_memory *out,
                      store_err *err) {
     memset(out, 0, sizeof *out);
-    memory_rows mr = {s, NULL, 0, 0, 0, 0, false};
+    memory_rows mr = {s, NULL, 0, 0, 0, false};
     pthread_mutex_lock(&s->mu);
     int64_t coll_id = 0, mem_id = 0;
     store_code rc = store_coll_find(s, collection, false, &coll_id, NULL, err);
@@ -85,19 +84,55 @@ store_code store_get(store *s, const char *collection, const char *id, store_mem
     return rc;
 }
 
+/* A page's rows counted against STORE_LIST_BYTES: rows `fit` fit (one at least), `rows` came. */
+typedef struct {
+    const db_ops *o;
+    uint64_t bytes;
+    size_t rows, fit;
+} page_sizes;
+
+static int read_size(void *arg, db_row *r) {
+    page_sizes *ps = arg;
+    ps->bytes += (uint64_t)ps->o->col_int(r, 0);
+    ps->rows++;
+    if (ps->rows == 1 || ps->bytes <= STORE_LIST_BYTES) ps->fit = ps->rows;
+    return 0;
+}
+
+/* How many of the next `limit` memories after `after` a page holds: a page of 1,000 memories of
+ * a few MB each would be gigabytes, built whole in memory. The sizes are read first (the
+ * database's own byte counts, no text sent), then the page; *more says whether rows remain. */
+static store_code page_rows(store *s, int64_t coll_id, int64_t after, size_t *limit, bool *more,
+                            store_err *err) {
+    const char *sql = s->d->dialect == DB_DIALECT_POSTGRES
+                          ? "SELECT octet_length(m.text) + COALESCE(octet_length(m.metadata), 0) "
+                            "FROM memories m WHERE m.collection_id = ? AND m.id > ? ORDER BY m.id "
+                            "LIMIT ?"
+                          : "SELECT length(CAST(m.text AS BLOB)) + "
+                            "COALESCE(length(CAST(m.metadata AS BLOB)), 0) FROM memories m WHERE "
+                            "m.collection_id = ? AND m.id > ? ORDER BY m.id LIMIT ?";
+    page_sizes ps = {s->d->ops, 0, 0, 0};
+    db_val a[] = {db_int(coll_id), db_int(after), db_int((int64_t)*limit + 1)};
+    store_code rc = s->d->ops->query(s->d, sql, a, 3, read_size, &ps, NULL, err);
+    if (ps.fit < *limit) *limit = ps.fit;
+    *more = ps.rows > *limit;
+    return rc;
+}
+
 store_code store_list(store *s, const char *collection, int64_t after, size_t limit,
                       store_memory **out, size_t *n, int64_t *next, store_err *err) {
     *out = NULL;
     *n = 0;
     *next = 0;
     if (limit == 0 || limit > STORE_LIST_MAX) limit = STORE_LIST_MAX;
-    memory_rows mr = {s, NULL, 0, 0, limit, 0, false};
     pthread_mutex_lock(&s->mu);
     int64_t coll_id = 0;
+    bool more = false;
     store_code rc = store_coll_find(s, collection, false, &coll_id, NULL, err);
-    /* one more than asked: whether there is a next page */
-    db_val a[] = {db_int(coll_id), db_int(after), db_int((int64_t)limit + 1)};
-    if (rc == STORE_OK)
+    if (rc == STORE_OK) rc = page_rows(s, coll_id, after, &limit, &more, err);
+    memory_rows mr = {s, NULL, 0, 0, 0, false};
+    db_val a[] = {db_int(coll_id), db_int(after), db_int((int64_t)limit)};
+    if (rc == STORE_OK && limit > 0)
         rc = s->d->ops->query(s->d,
                               "SELECT " MEMORY_COLUMNS " FROM memories m WHERE m.collection_id = ? "
                               "AND m.id > ? ORDER BY m.id LIMIT ?",
@@ -108,11 +143,9 @@ store_code store_list(store *s, const char *collection, int64_t after, size_t li
         free_rows(&mr);
         return rc;
     }
-    if (mr.n > limit) { /* the cursor is the internal id of the last row returned, read with it */
-        store_memory_free(&mr.out[limit]);
-        mr.n = limit;
-        *next = mr.cursor;
-    }
+    /* the cursor is the internal id of the last row returned, read with it (rows deleted between
+     * the two reads: the same cursor again) */
+    if (more) *next = mr.n ? mr.cursor : after;
     *out = mr.out;
     *n = mr.n;
     return rc;

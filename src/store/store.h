@@ -21,7 +21,8 @@
 #define STORE_NAME_MAX      128  /* bytes of a collection name or memory id */
 #define STORE_MAX_CHUNKS    4096 /* chunks of one memory (~1M tokens) */
 #define STORE_METADATA_MAX  (64 << 10)
-#define STORE_LIST_MAX      1000 /* memories per page */
+#define STORE_LIST_MAX      1000       /* memories per page */
+#define STORE_LIST_BYTES    (8u << 20) /* text and metadata per page (one memory at least) */
 #define STORE_DEFAULT_CACHE (512u << 20)
 
 typedef struct store store;

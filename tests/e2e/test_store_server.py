@@ -694,6 +694,30 @@ def test_pg_restart_midrun():
     S.stop()
 
 
+@per_backend
+def test_list_page_bytes(kind):
+    """A page of memories holds at most 8 MiB of text and metadata (one memory at least): four
+    of 2.4 MB come as pages of three and one, the cursor going on where the first stopped."""
+    S = Server("--model", DEMO, "--db", new_db(kind, "pagebytes"), "--max-body", str(16 << 20),
+               "--max-request-tokens", str(1 << 20))
+    big = "word " * 480000  # ~960,000 tokens: under the chunk cap
+    for i in range(4):
+        st, j, _, _ = add(S, "c", [{"text": "%d %s" % (i, big), "id": "m%d" % i}])
+        check(st == 201, "a 2.4 MB memory (%s %s)" % (st, j.get("error") if j else j))
+    st, j, _, raw = S.get(C + "/c/memories?limit=1000")
+    first = [m["id"] for m in j["memories"]] if st == 200 else []
+    check(first == ["m0", "m1", "m2"] and j["next"] and len(raw) < 8.5 * (1 << 20),
+          "the first page stops at 8 MiB: %r, %d bytes, next %r" % (first, len(raw), j.get("next")))
+    st, j, _, _ = S.get(C + "/c/memories?limit=1000&after=" + str(j.get("next")))
+    rest = [m["id"] for m in j["memories"]] if st == 200 else []
+    check(rest == ["m3"] and j["next"] is None and j["memories"][0]["text"] == "3 " + big,
+          "the next page holds the rest: %r" % rest)
+    st, j, _, _ = S.get(C + "/c/memories?limit=1")
+    check(st == 200 and [m["id"] for m in j["memories"]] == ["m0"] and j["next"],
+          "limit=1 as before")
+    S.stop()
+
+
 def pg_processes(p):
     """The PIDs of a PostgreSQL server's processes: the postmaster and its children."""
     with open(os.path.join(p.data, "postmaster.pid")) as f:
@@ -874,7 +898,7 @@ def main():
         only = os.environ.get("ONLY")
         for t in (test_crud, test_all_or_nothing, test_equivalence_f32, test_equivalence_f16,
                   test_filter, test_long_memories, test_bad_input, test_percent_encoded_names,
-                  test_metadata_cache_bound,
+                  test_metadata_cache_bound, test_list_page_bytes,
                   test_startup_refusals,
                   test_pg_unreachable_then_up, test_pg_restart_midrun, test_pg_stalls,
                   test_pg_replicas_commit_order, test_model_change, test_query_while_written):
