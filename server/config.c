@@ -650,6 +650,7 @@ static int apply_strings(srv_config *c, const char *val[O_COUNT], const char *sr
         return -1;
     }
     if (c->base && !regular_file("base model", c->base, src[O_BASE])) return -1;
+    const char *msrc = src[c->base ? O_CLARA : O_MODEL]; /* where the model's path came from */
     if (access(c->model, R_OK) != 0) {
         if (c->demo)
             fprintf(stderr,
@@ -661,7 +662,7 @@ static int apply_strings(srv_config *c, const char *val[O_COUNT], const char *sr
                     "clara-server: error: model %s (%s): %s; --model/CLARA_MODEL names a "
                     "GGUF file (from `clara convert`) or a model to pull from the Hugging Face "
                     "Hub (apple/CLaRa-7B-Instruct)\n",
-                    c->model, src[c->base ? O_CLARA : O_MODEL], strerror(errno));
+                    c->model, msrc, strerror(errno));
         return -1;
     }
     struct stat st;
@@ -670,12 +671,10 @@ static int apply_strings(srv_config *c, const char *val[O_COUNT], const char *sr
                 "clara-server: error: model %s (%s) is a directory: --model names one GGUF "
                 "file; make one from a Hugging Face checkout with `clara convert`, or give the "
                 "repo's name (apple/CLaRa-7B-Instruct) to pull it\n",
-                c->model, src[c->base ? O_CLARA : O_MODEL]);
+                c->model, msrc);
         return -1;
     }
-    return regular_file(c->base ? "add-on" : "model", c->model, src[c->base ? O_CLARA : O_MODEL])
-               ? 0
-               : -1;
+    return regular_file(c->base ? "add-on" : "model", c->model, msrc) ? 0 : -1;
 }
 
 int srv_config_load(srv_config *c, int argc, char **argv) {

@@ -13,6 +13,13 @@
 #include "vulkan/engine.h"
 #endif
 
+#ifdef CLARA_HAVE_VULKAN
+/* The devices choice b may take: any Vulkan device for vulkan, else (auto, gpu) a GPU only. */
+static clvk_pick pick_of(clara_backend_choice b) {
+    return b == CLARA_BACKEND_VULKAN ? CLVK_PICK_ANY : CLVK_PICK_GPU;
+}
+#endif
+
 #define NO_VULKAN                                                                                  \
     "the Vulkan backend was asked for, but this binary was built without it (it needs "            \
     "libvulkan-dev and glslc at build time; docs/VULKAN.md)"
@@ -36,11 +43,6 @@ clara_status clara_backend_parse(const char *name, clara_backend_choice *out) {
         name ? name : "");
 }
 
-/* Whether choice b is satisfied by any Vulkan device (vulkan), else by a GPU only. */
-static bool any_device(clara_backend_choice b) {
-    return b == CLARA_BACKEND_VULKAN;
-}
-
 clara_status clara_backend_probe(clara_backend_choice b, char *device, size_t cap) {
     if (cap) device[0] = '\0';
     if (b == CLARA_BACKEND_CPU) return CLARA_OK;
@@ -49,7 +51,7 @@ clara_status clara_backend_probe(clara_backend_choice b, char *device, size_t ca
     return CLARA_OK;
 #else
     clvk_dev *d = NULL;
-    clara_status st = clvk_open(any_device(b) ? CLVK_PICK_ANY : CLVK_PICK_GPU, &d);
+    clara_status st = clvk_open(pick_of(b), &d);
     if (st == CLARA_OK) {
         if (cap) snprintf(device, cap, "%s (%s device)", clvk_desc(d)->name, clvk_desc(d)->type);
         clvk_close(d);
@@ -76,8 +78,7 @@ clara_status clara_ctx_device_init(clara_ctx *ctx, const clara_ctx_params *p) {
     return CLARA_OK;
 #else
     clvk_engine *e = NULL;
-    clara_status st =
-        clvk_engine_create(ctx->m, any_device(b) ? CLVK_PICK_ANY : CLVK_PICK_GPU, layers, &e);
+    clara_status st = clvk_engine_create(ctx->m, pick_of(b), layers, &e);
     if (st == CLARA_OK) {
         ctx->vk = e;
         return CLARA_OK;

@@ -167,6 +167,25 @@ static PGresult *exec_timed(pg_db *p, const char *sql, bool *timed_out) {
     return await_answer(p, timed_out);
 }
 
+/* One statement with no rows to read (or rows ignored), its status checked; want_tag: the
+ * command tag it must answer, or NULL. */
+static store_code exec_simple(pg_db *p, const char *sql, const char *want_tag, store_err *err) {
+    bool timed_out;
+    PGresult *res = exec_timed(p, sql, &timed_out);
+    store_code rc = STORE_OK;
+    ExecStatusType st = PQresultStatus(res);
+    if (!res)
+        rc = fail_unanswered(p, timed_out, sql, err);
+    else if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+        rc = fail_res(p, res, sql, err);
+    else if (want_tag && strcmp(PQcmdStatus(res), want_tag) != 0)
+        /* COMMIT of a transaction where a statement failed answers ROLLBACK, not an error */
+        rc = store_fail(err, STORE_IO, "%s: the transaction was rolled back by PostgreSQL",
+                        p->base.where);
+    PQclear(res);
+    return rc;
+}
+
 /* Copies url to out with any password replaced by ***: the user:password@ of a URI and the
  * value of a password keyword (URI query parameter or key=value pair). */
 static void redact(const char *url, char *out, size_t n) {
@@ -224,13 +243,7 @@ static store_code setup_session(pg_db *p, store_err *err) {
              "SET synchronous_commit TO on; SET statement_timeout TO %d; "
              "SET idle_in_transaction_session_timeout TO %d",
              p->timeout_ms, p->timeout_ms > 30000 ? 2 * p->timeout_ms : 60000);
-    bool timed_out;
-    PGresult *res = exec_timed(p, sql, &timed_out);
-    store_code rc = PQresultStatus(res) == PGRES_COMMAND_OK ? STORE_OK
-                    : res                                   ? fail_res(p, res, sql, err)
-                          : fail_unanswered(p, timed_out, sql, err);
-    PQclear(res);
-    return rc;
+    return exec_simple(p, sql, NULL, err);
 }
 
 static store_code connect_now(pg_db *p, const char *url, store_err *err) {
@@ -553,23 +566,6 @@ static bool pg_col_null(db_row *r, int col) {
 }
 
 /* ---- transactions ---- */
-
-static store_code exec_simple(pg_db *p, const char *sql, const char *want_tag, store_err *err) {
-    bool timed_out;
-    PGresult *res = exec_timed(p, sql, &timed_out);
-    store_code rc = STORE_OK;
-    ExecStatusType st = PQresultStatus(res);
-    if (!res)
-        rc = fail_unanswered(p, timed_out, sql, err);
-    else if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
-        rc = fail_res(p, res, sql, err);
-    else if (want_tag && strcmp(PQcmdStatus(res), want_tag) != 0)
-        /* COMMIT of a transaction where a statement failed answers ROLLBACK, not an error */
-        rc = store_fail(err, STORE_IO, "%s: the transaction was rolled back by PostgreSQL",
-                        p->base.where);
-    PQclear(res);
-    return rc;
-}
 
 static void pg_rollback(db *d);
 
