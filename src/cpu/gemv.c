@@ -61,6 +61,40 @@ static void prep_q6_k(const uint8_t *xq, size_t nb, int8_t *A, int32_t *C, float
     }
 }
 
+/* q8_k row -> the repacked q4_k kernel's layout: the codes in order, and per super-block DA the
+ * scale d then the 8 sub-blocks' code sums as f32 (the packed GEMM's dx and its min term's
+ * sum(codes), clara_qg_pack_act). C is not used. */
+static void prep_q4_k_lanes(const uint8_t *xq, size_t nb, int8_t *A, float *DA) {
+    for (size_t b = 0; b < nb; b++) {
+        const uint8_t *blk = xq + 292 * b;
+        const int8_t *q = (const int8_t *)(blk + 4);
+        memcpy(A + 256 * b, q, 256);
+        DA[16 * b] = clara_f32_le(blk);
+        for (int j = 0; j < 8; j++) {
+            int32_t sum = 0;
+            for (int l = 0; l < 32; l++) sum += q[32 * j + l];
+            DA[16 * b + 1 + j] = (float)sum;
+        }
+        for (int j = 9; j < 16; j++) DA[16 * b + j] = 0.f;
+    }
+}
+
+/* q8_k row -> the repacked q6_k kernel's layout: the codes in order, C per block of 16 the start
+ * value -32 * (sum of its codes) carrying CLARA_GEMV_MAGIC (the packed GEMM's aoff), DA d. */
+static void prep_q6_k_lanes(const uint8_t *xq, size_t nb, int8_t *A, int32_t *C, float *DA) {
+    for (size_t b = 0; b < nb; b++) {
+        const uint8_t *blk = xq + 292 * b;
+        const int8_t *q = (const int8_t *)(blk + 4);
+        memcpy(A + 256 * b, q, 256);
+        for (int j = 0; j < 16; j++) {
+            int32_t sum = 0;
+            for (int l = 0; l < 16; l++) sum += q[16 * j + l];
+            C[16 * b + j] = CLARA_GEMV_MAGIC - 32 * sum;
+        }
+        DA[b] = clara_f32_le(blk);
+    }
+}
+
 /* The prepared-activation layout of one weight type: per unit (a block of 32, or a super-block)
  * a_per code bytes, c_per C values and da_per scales; nb blocks per row. */
 typedef struct {
@@ -76,9 +110,12 @@ static bool gemv_shape_of(const cpu_mat *W, gemv_shape *s) {
         *s = (gemv_shape){nb, nb, 32, 1, 1};
         return true;
     case CLARA_TYPE_Q4_K:
+        nb = (size_t)W->cols / 256;
+        *s = W->lanes ? (gemv_shape){nb, nb, 256, 0, 16} : (gemv_shape){nb, nb, 256, 16, 2};
+        return true;
     case CLARA_TYPE_Q6_K:
         nb = (size_t)W->cols / 256;
-        *s = (gemv_shape){nb, nb, 256, 16, W->type == CLARA_TYPE_Q4_K ? 2 : 1};
+        *s = (gemv_shape){nb, nb, 256, 16, 1};
         return true;
     default:
         return false;
@@ -120,10 +157,16 @@ static void prep_rows(const cpu_mat *W, const gemv_shape *s, const uint8_t *xq, 
         float *DA = (float *)(base + (a_b + c_b) * n) + t * g->da_stride;
         switch (W->type) {
         case CLARA_TYPE_Q4_K:
-            prep_q4_k(x, s->nb, A, C, DA);
+            if (W->lanes)
+                prep_q4_k_lanes(x, s->nb, A, DA);
+            else
+                prep_q4_k(x, s->nb, A, C, DA);
             break;
         case CLARA_TYPE_Q6_K:
-            prep_q6_k(x, s->nb, A, C, DA);
+            if (W->lanes)
+                prep_q6_k_lanes(x, s->nb, A, C, DA);
+            else
+                prep_q6_k(x, s->nb, A, C, DA);
             break;
         default:
             prep_q0(W->type == CLARA_TYPE_Q8_0, x, s->nb, A, C, DA);
@@ -131,11 +174,13 @@ static void prep_rows(const cpu_mat *W, const gemv_shape *s, const uint8_t *xq, 
     }
 }
 
-/* matmul's rule; for q4_0 / q8_0 whole groups of the lanes kernel's 16 weight rows, so that no
- * task ends in a partial group that wastes lanes (the outputs do not depend on the split). */
+/* matmul's rule; for the lanes kernels (q4_0 / q8_0, repacked q4_k) whole groups of 16 weight
+ * rows, so that no task ends in a partial group that wastes lanes and the repacked kernels start
+ * at a group (the outputs do not depend on the split). */
 static uint64_t rows_per_task(const cpu_kctx *kc, const cpu_mat *W, uint32_t n) {
     uint64_t per = clara_matmul_rows_per_task(kc, W, n);
-    if (W->type == CLARA_TYPE_Q4_0 || W->type == CLARA_TYPE_Q8_0) per = (per + 15) / 16 * 16;
+    if (W->type == CLARA_TYPE_Q4_0 || W->type == CLARA_TYPE_Q8_0 || W->lanes)
+        per = (per + 15) / 16 * 16;
     return per;
 }
 
@@ -175,8 +220,8 @@ bool clara_gemv_quant_group(cpu_kctx *kc, clara_isa isa, const clara_gemv_part *
         prep_of[i] = i;
         for (int k = 0; k < i; k++)
             if (prep_of[k] == k && parts[k].W->type == parts[i].W->type &&
-                parts[k].W->cols == parts[i].W->cols && parts[k].xq == parts[i].xq &&
-                parts[k].xq_stride == parts[i].xq_stride) {
+                parts[k].W->cols == parts[i].W->cols && !parts[k].W->lanes == !parts[i].W->lanes &&
+                parts[k].xq == parts[i].xq && parts[k].xq_stride == parts[i].xq_stride) {
                 prep_of[i] = k;
                 break;
             }

@@ -33,12 +33,14 @@
  *    4 codes) start value of each dpbusd lane, DA the f32 block scales;
  *  q4_k (per super-block): A the codes with sub-blocks in the order 0 2 1 3 4 6 5 7 (the
  *    nibbles of two 64-byte loads), C 16 int32 lanes: 0 in lanes 0..7, the sub-block sums
- *    B_j (as 16-bit) in lanes 8+j, DA the pair (d, -d);
- *  q6_k (per super-block): A the codes as they are, C the 16 bsums negated (as 16-bit), DA d. */
+ *    B_j (as 16-bit) in lanes 8+j, DA the pair (d, -d); repacked (lanes set): A the codes in
+ *    order, no C, DA 16 floats: d, then the 8 sub-blocks' code sums;
+ *  q6_k (per super-block): A the codes as they are, C the 16 bsums negated (as 16-bit), DA d;
+ *    repacked: C per block of 16 CLARA_GEMV_MAGIC - 32 * (sum of its codes). */
 typedef struct {
     clara_type type;
     const uint8_t *W;     /* rows */
-    const uint8_t *lanes; /* q4_0 / q8_0: W repacked (cpu/repack.h), or NULL */
+    const uint8_t *lanes; /* W repacked (cpu/repack.h), or NULL */
     size_t group_bytes;   /* bytes of one group of 16 rows in lanes */
     size_t nb;            /* blocks per row: of 32 (q4_0, q8_0; a multiple of 4) or 256 */
     uint32_t n;

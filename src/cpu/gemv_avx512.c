@@ -89,6 +89,122 @@ ALWAYS_INLINE void q0_lanes_group(bool Q8, bool PK, int T, const clara_gemv_args
     for (int t = 0; t < T; t++) lanes_store(g, (uint32_t)t, r, valid, acc[t]);
 }
 
+/* ---- q4_k / q6_k repacked (cpu/repack.h): 16 weight rows in the lanes, the GEMM's arithmetic ----
+ */
+
+#include "cpu/lanes_kq.inc"
+
+/* A super-block's bytes of the group's stream prefetched pf_lanes ahead, in eighths: one per
+ * block of 32 codes (288 bytes for q4_k, 424 for q6_k). */
+ALWAYS_INLINE void kq_lanes_prefetch(const clara_gemv_args *g, const uint8_t *grp, size_t sb_bytes,
+                                     size_t eighth) {
+    if (!g->pf_lanes) return;
+    const size_t share = sb_bytes / 8;
+    const uint8_t *p = grp + eighth * share + g->pf_lanes;
+    for (size_t o = 0; o < share; o += 64) _mm_prefetch((const char *)(p + o), _MM_HINT_T0);
+}
+
+/* The 16 rows' int8 q6_k scales at p as f32 times their f16 d in dv: the packed GEMM's
+ * s = d * sc (exact products). */
+ALWAYS_INLINE __m512 q6k_lanes_scaled(const uint8_t *p, __m512 dv) {
+    __m512i v = _mm512_cvtepi8_epi32(_mm_load_si128((const __m128i *)p));
+    return _mm512_mul_ps(dv, _mm512_cvtepi32_ps(v));
+}
+
+/* Activation row t's exact integer sum of 4 * K4 codes from A against X[0..K4), from the start
+ * value c (carrying CLARA_GEMV_MAGIC), as f32. */
+ALWAYS_INLINE __m512 kq_lanes_sum(int K4, const __m512i *X, const int8_t *A, int32_t c) {
+    __m512i is = _mm512_set1_epi32(c);
+#pragma GCC unroll 8
+    for (int k = 0; k < K4; k++) {
+        int32_t av;
+        memcpy(&av, A + 4 * k, 4);
+        is = _mm512_dpbusd_epi32(is, X[k], _mm512_set1_epi32(av));
+    }
+    return _mm512_sub_ps(_mm512_castsi512_ps(is), _mm512_set1_ps(LANES_MAGIC_F));
+}
+
+/* Blocks 8e..8e+7 of 32 codes of a q4_k super-block (e = 0) for rows [0, T): per block part =
+ * fma(float(isum), d*sc, part), then part -= dmin*m * asum (asum: DA after dx). */
+ALWAYS_INLINE void q4k_lanes_blocks(int T, const clara_gemv_args *g, const uint8_t *grp, size_t sb,
+                                    __m512 part[]) {
+    const uint8_t *head = grp + sb * CPU_LANES_KQ_SB_BYTES;
+    const __m512 d = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)head));
+    const __m512 dmin = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(head + 32)));
+    __m512i SM[4];
+    q4k_lanes_scale_bytes(head, SM);
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++) {
+        const size_t b = 8 * sb + (size_t)j;
+        kq_lanes_prefetch(g, grp, CPU_LANES_KQ_SB_BYTES, b);
+        __m512i X[8];
+        packed_codes(false, grp + cpu_lanes_kq_codes_off(b), X);
+        const __m512 s = q4k_lanes_scaled(SM, j, d), m = q4k_lanes_scaled(SM + 2, j, dmin);
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) {
+            const float *da = g->DA + (size_t)t * g->da_stride + 16 * sb;
+            __m512 f =
+                kq_lanes_sum(8, X, g->A + (size_t)t * g->a_stride + 32 * b, CLARA_GEMV_MAGIC);
+            part[t] = _mm512_fmadd_ps(f, s, part[t]);
+            part[t] = _mm512_fnmadd_ps(m, _mm512_set1_ps(da[1 + j]), part[t]);
+        }
+    }
+}
+
+/* The 16 blocks of 16 codes of a q6_k super-block, in pairs, for rows [0, T): per block part =
+ * fma(float(isum), d*sc, part), isum from C's start value (-32 * the block's code sum). */
+ALWAYS_INLINE void q6k_lanes_blocks(int T, const clara_gemv_args *g, const uint8_t *grp, size_t sb,
+                                    __m512 part[]) {
+    const __m512 d =
+        _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(grp + sb * CPU_LANES_Q6_SB_BYTES)));
+    for (size_t p = 8 * sb; p < 8 * sb + 8; p++) {
+        kq_lanes_prefetch(g, grp, CPU_LANES_Q6_SB_BYTES, p);
+        __m512i X[8];
+        q6k_lanes_codes(grp + cpu_lanes_q6_codes_off(p), X);
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            const size_t b = 2 * p + (size_t)h;
+            const __m512 s = q6k_lanes_scaled(grp + cpu_lanes_q6_scales_off(b), d);
+#pragma GCC unroll 8
+            for (int t = 0; t < T; t++) {
+                const int32_t c = g->C[(size_t)t * g->c_stride + b];
+                __m512 f = kq_lanes_sum(4, X + 4 * h, g->A + (size_t)t * g->a_stride + 16 * b, c);
+                part[t] = _mm512_fmadd_ps(f, s, part[t]);
+            }
+        }
+    }
+}
+
+/* One group of a repacked q4_k or q6_k matrix for activation rows [0, T) of g (prepared by
+ * gemv.c: A the q8_k codes in order; DA per super-block dx (q4_k: then the 8 sub-blocks' code
+ * sums); q6_k: C per block of 16 the start value). Per output, as the packed GEMM (qgemm.h): per
+ * super-block part = 0, part over its blocks, then acc = fma(part, dx, acc). Each activation
+ * row costs per 16 x 32 codes 8 dpbusd and 3 (q4_k) or 4 (q6_k) other operations, where the
+ * row-by-row kernels below pay per row about twice the instructions per code. */
+ALWAYS_INLINE void kq_lanes_group(bool Q6, int T, const clara_gemv_args *g, uint64_t r,
+                                  uint32_t valid) {
+    const uint8_t *grp = g->lanes + r / 16 * g->group_bytes;
+    __m512 acc[CLARA_GEMV_PASS_ROWS];
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
+    for (size_t sb = 0; sb < g->nb; sb++) {
+        __m512 part[CLARA_GEMV_PASS_ROWS];
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) part[t] = _mm512_setzero_ps();
+        if (Q6)
+            q6k_lanes_blocks(T, g, grp, sb, part);
+        else
+            q4k_lanes_blocks(T, g, grp, sb, part);
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) {
+            const float dx = g->DA[(size_t)t * g->da_stride + (Q6 ? 1 : 16) * sb];
+            acc[t] = _mm512_fmadd_ps(part[t], _mm512_set1_ps(dx), acc[t]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++) lanes_store(g, (uint32_t)t, r, valid, acc[t]);
+}
+
 /* ---- k-quants: the lanes of 4 x 64 codes, each lane sum scaled by its sub-block's scale ---- */
 
 /* start + sum over the 4 vectors of (the exact dpbusd lane sums of X[u] . A[64u..], each times
@@ -325,11 +441,36 @@ static void q0_lanes(const clara_gemv_args *g, uint64_t r0, uint64_t r1) {
     }
 }
 
+/* q4_k / q6_k from the repacked copy: groups of 16 weight rows (the last one partial), each
+ * through every pass of activation rows while its bytes are still in L1/L2. */
+static void kq_lanes(const clara_gemv_args *g, uint64_t r0, uint64_t r1) {
+    const bool q6 = g->type == CLARA_TYPE_Q6_K;
+    for (uint64_t r = r0; r < r1; r += 16) {
+        uint32_t valid = r1 - r < 16 ? (uint32_t)(r1 - r) : 16;
+        for (uint32_t t0 = 0; t0 < g->n; t0 += CLARA_GEMV_PASS_ROWS) {
+            clara_gemv_args p = pass_rows(g, t0);
+            if (q6) {
+#define CALL(T) kq_lanes_group(true, T, &p, r, valid)
+                GEMV_CASES(CALL, p.n)
+#undef CALL
+            } else {
+#define CALL(T) kq_lanes_group(false, T, &p, r, valid)
+                GEMV_CASES(CALL, p.n)
+#undef CALL
+            }
+        }
+    }
+}
+
 /* Each pass's activation rows are those of g from row t0 on: a row's arithmetic is the same in
  * every pass and at every pass size, so its output does not depend on how many rows there are. */
 void clara_gemv_avx512(const clara_gemv_args *g, uint64_t r0, uint64_t r1) {
     if (g->type == CLARA_TYPE_Q4_0 || g->type == CLARA_TYPE_Q8_0) {
         q0_lanes(g, r0, r1);
+        return;
+    }
+    if (g->lanes) { /* q4_k / q6_k repacked; gemv.c: tasks start at whole groups */
+        kq_lanes(g, r0, r1);
         return;
     }
     if (g->n <= CLARA_GEMV_PASS_ROWS) {

@@ -148,18 +148,53 @@ static inline void transpose16_ps(__m512 r[16]) {
 #define QV_STOREF(p, v)    _mm512_storeu_ps(p, v)
 #define QKFN(name)         name##_avx512
 
+#include "cpu/lanes_kq.inc"
+
+/* qg_lanes_avx512 for q6_k: per pair of blocks of 16 its 8 code vectors (lanes_q6k.inc) as the
+ * panel's k4 = 8p..8p+7, and the two blocks' scales d * sc. */
+static void qg_lanes_q6k(const uint8_t *grp, size_t K, uint32_t gi, uint8_t *codes, float *s) {
+    for (size_t p = 0; p < K / 32; p++) {
+        const __m512 d = _mm512_cvtph_ps(
+            _mm256_load_si256((const __m256i *)(grp + p / 8 * CPU_LANES_Q6_SB_BYTES)));
+        for (size_t b = 2 * p; b < 2 * p + 2; b++) {
+            __m512i sc = _mm512_cvtepi8_epi32(
+                _mm_load_si128((const __m128i *)(grp + cpu_lanes_q6_scales_off(b))));
+            _mm512_storeu_ps(s + 32 * b + 16 * gi, _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc)));
+        }
+        __m512i X[8];
+        q6k_lanes_codes(grp + cpu_lanes_q6_codes_off(p), X);
+        uint8_t *dst = codes + (16 * p + gi) * 64; /* k4 = 8p + v: ((8p + v) * 2 + gi) * 64 */
+        for (int v = 0; v < 8; v++) _mm512_storeu_si512((void *)(dst + 128 * v), X[v]);
+    }
+}
+
 /* Group gi of a panel from a repacked group (qgemm.h, clara_qg_lanes_fn): the code vectors are
- * the panel's already (block b's vector v is k4 = 8b + v; q4_0's low nibbles are v < 4, its high
- * nibbles v + 4), the f16 scales widened. */
+ * the panel's already (block b's vector v is k4 = 8b + v; q4_0's and q4_k's low nibbles are v <
+ * 4, their high nibbles v + 4), the f16 scales widened; q4_k's scales and mins made as the
+ * unpacking makes them (d * sc, dmin * m). */
 static void qg_lanes_avx512(clara_type t, const uint8_t *grp, size_t K, uint32_t gi, uint8_t *codes,
-                            float *s) {
-    const bool q8 = t == CLARA_TYPE_Q8_0;
+                            float *s, float *m) {
+    const bool q8 = t == CLARA_TYPE_Q8_0, kq = t == CLARA_TYPE_Q4_K;
     const size_t nb = K / 32;
     const __m512i m4 = _mm512_set1_epi8(15);
+    if (t == CLARA_TYPE_Q6_K) {
+        qg_lanes_q6k(grp, K, gi, codes, s);
+        return;
+    }
     for (size_t b = 0; b < nb; b++) {
-        const uint8_t *c = grp + cpu_lanes_codes_off(t, b);
-        __m256i h = _mm256_load_si256((const __m256i *)(grp + cpu_lanes_scales_off(t, b)));
-        _mm512_storeu_ps(s + 32 * b + 16 * gi, _mm512_cvtph_ps(h));
+        const uint8_t *c = grp + (kq ? cpu_lanes_kq_codes_off(b) : cpu_lanes_codes_off(t, b));
+        if (kq) {
+            const uint8_t *head = grp + b / 8 * CPU_LANES_KQ_SB_BYTES;
+            __m512i SM[4];
+            q4k_lanes_scale_bytes(head, SM);
+            const __m512 d = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)head));
+            const __m512 dmin = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(head + 32)));
+            _mm512_storeu_ps(s + 32 * b + 16 * gi, q4k_lanes_scaled(SM, (int)(b % 8), d));
+            _mm512_storeu_ps(m + 32 * b + 16 * gi, q4k_lanes_scaled(SM + 2, (int)(b % 8), dmin));
+        } else {
+            __m256i h = _mm256_load_si256((const __m256i *)(grp + cpu_lanes_scales_off(t, b)));
+            _mm512_storeu_ps(s + 32 * b + 16 * gi, _mm512_cvtph_ps(h));
+        }
         uint8_t *dst = codes + (16 * b + gi) * 64; /* k4 = 8b: ((8b + v) * 2 + gi) * 64 */
         for (int v = 0; v < (q8 ? 8 : 4); v++) {
             __m512i x = _mm512_load_si512((const void *)(c + 64 * v));

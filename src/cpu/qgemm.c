@@ -182,17 +182,18 @@ static void unpack_panel(const qg_job *j, uint64_t r0, uint8_t *buf, clara_qg_pa
 /* Rows [r0, r0 + 32) from the repacked copy (r0: a whole group) into the thread's panel, by the
  * level's lanes function; groups past the matrix zero, scales of rows past it zero. */
 static void lanes_panel(const qg_job *j, uint64_t r0, uint8_t *buf, clara_qg_panel *p) {
-    const size_t K = (size_t)j->W->cols, nb = K / 32, R = (size_t)j->G * j->RG;
+    const size_t K = (size_t)j->W->cols, nb = K / j->qt.B, R = (size_t)j->G * j->RG;
     uint8_t *codes = buf;
     float *s = (float *)(buf + 2 * R * K), *m = s + nb * R;
-    memset(m, 0, nb * R * sizeof(float));
+    if (!j->qt.has_min) memset(m, 0, nb * R * sizeof(float));
     for (uint32_t gi = 0; gi < j->G; gi++) {
         uint64_t g = r0 / 16 + gi;
         if (g * 16 < j->W->rows)
-            j->lv.lanes(j->W->type, j->W->lanes + g * cpu_lanes_group_bytes(j->W), K, gi, codes, s);
+            j->lv.lanes(j->W->type, j->W->lanes + g * cpu_lanes_group_bytes(j->W), K, gi, codes, s,
+                        m);
         for (size_t i = 0; i < 16; i++) {
             if (g * 16 + i < j->W->rows) continue;
-            for (size_t b = 0; b < nb; b++) s[b * R + gi * 16 + i] = 0.f;
+            for (size_t b = 0; b < nb; b++) s[b * R + gi * 16 + i] = m[b * R + gi * 16 + i] = 0.f;
             for (size_t k4 = 0; k4 < K / 4; k4++)
                 memset(codes + ((k4 * j->G + gi) * 16 + i) * 4, 0, 4);
         }

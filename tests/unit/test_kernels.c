@@ -664,6 +664,81 @@ static void test_lanes_bits(void) {
     free(x), free(t), free(want), free(got);
 }
 
+/* q4_k and q6_k repacked (cpu/repack.h): their decode GEMV sums in the packed GEMM's order, so
+ * each of n = 1..16 rows from the repacked copy has the bits the file's rows get among 40 (the
+ * packed GEMM, panels unpacked from the file), and the packed GEMM with panels from the repacked
+ * copy has them too; plain, accumulating and with a LoRA delta over a row split; partial groups,
+ * one and several super-blocks, 1 and 2 threads, and on AMX tiles where the CPU has them. */
+static void kq_lanes_case(const test_mat *m, const cpu_mat *L, const float *x, const float *t,
+                          const cpu_mat *B, float *want, float *got, int *differ) {
+    const size_t R = (size_t)m->W.rows;
+    enum { N = 40 };
+    for (int th = 0; th < 2; th++) {
+        cpu_kctx *ctx = th ? &g_c2.kc : &g_c1.kc;
+        clara_matmul(ctx, &m->W, x, N, want, false, 1.0f);
+        for (uint32_t n = 1; n <= N; n += n < 16 ? 1 : 24) {
+            clara_matmul(ctx, L, x, n, got, false, 1.0f);
+            *differ += memcmp(want, got, (size_t)n * R * sizeof(float)) != 0;
+        }
+        for (size_t i = 0; i < (size_t)N * R; i++) want[i] = got[i] = (float)i * 0.25f;
+        clara_matmul(ctx, &m->W, x, N, want, true, -0.75f);
+        clara_matmul(ctx, L, x, 9, got, true, -0.75f);
+        *differ += memcmp(want, got, (size_t)9 * R * sizeof(float)) != 0;
+        clara_lora_delta d = {1, N - 1, t, B, 0.5f};
+        clara_matmul_lora(ctx, &m->W, x, N, want, &d, 1, false);
+        for (uint32_t n = 2; n <= N; n += n < 16 ? 1 : 24) {
+            d.n = n - 1;
+            clara_matmul_lora(ctx, L, x, n, got, &d, 1, false);
+            *differ += memcmp(want, got, (size_t)n * R * sizeof(float)) != 0;
+        }
+    }
+}
+
+static void test_kq_lanes_bits(void) {
+    static const uint64_t shapes[][2] = {{37, 512}, {70, 256}, {33, 768}, {48, 2048}, {16, 256}};
+    enum { N = 40, RANK = 8 };
+    if (!clara_isa_supported(CLARA_ISA_AVX512)) {
+        fprintf(stderr, "kernels: no AVX-512 here: the repacked weights are not used\n");
+        return;
+    }
+    clara_isa_force(CLARA_ISA_AVX512);
+    float *x = rand_vec((size_t)N * 2048), *t = rand_vec((size_t)N * RANK);
+    float *want = malloc((size_t)N * 70 * sizeof(float)),
+          *got = malloc((size_t)N * 70 * sizeof(float));
+    int cases = 0;
+    for (int amx = 0; amx < 2; amx++) {
+        if (amx && !clara_amx_force(true)) break;
+        for (size_t ci = 0; ci < 2 * sizeof shapes / sizeof shapes[0]; ci++) {
+            const size_t si = ci / 2;
+            const clara_type type = ci % 2 ? CLARA_TYPE_Q6_K : CLARA_TYPE_Q4_K;
+            test_mat m, B;
+            T_CHECK(mat_make(&m, type, shapes[si][0], shapes[si][1]) == 0);
+            T_CHECK(mat_make(&B, CLARA_TYPE_F32, shapes[si][0], RANK) == 0);
+            size_t bytes = cpu_lanes_bytes(&m.W), per = type == CLARA_TYPE_Q6_K ? 212 : 144;
+            T_CHECK(bytes == (shapes[si][0] + 15) / 16 * 16 * (shapes[si][1] / 256) * per);
+            uint8_t *lanes = aligned_alloc(64, bytes);
+            cpu_lanes_pack(&m.W, lanes, g_c2.kc.pool);
+            cpu_mat L = m.W;
+            L.lanes = lanes;
+            int differ = 0;
+            kq_lanes_case(&m, &L, x, t, &B.W, want, got, &differ);
+            cases += 2 * (18 + 1 + 17);
+            T_CHECK_MSG(differ == 0,
+                        "%s %llux%llu%s: the repacked copy and the GEMM differ in %d cases",
+                        clara_type_name(type), (unsigned long long)shapes[si][0],
+                        (unsigned long long)shapes[si][1], amx ? " (AMX)" : "", differ);
+            free(lanes);
+            mat_free(&m);
+            mat_free(&B);
+        }
+    }
+    clara_amx_force(false);
+    fprintf(stderr, "kernels: repacked q4_k / q6_k weights checked against the GEMM in %d cases\n",
+            cases);
+    clara_isa_force(clara_isa_best());
+    free(x), free(t), free(want), free(got);
+}
+
 /* The SIMD activation quantizers give the bytes of clara_quantize_row (the reference) for
  * ordinary rows, exact .5 ties, zero rows, tied +-max, huge and subnormal values. */
 static void test_act_quant(void) {
@@ -990,6 +1065,7 @@ int main(void) {
     T_RUN(test_amx_bits);
     T_RUN(test_amx_gemm_bits);
     T_RUN(test_lanes_bits);
+    T_RUN(test_kq_lanes_bits);
     T_RUN(test_attention);
     T_RUN(test_swiglu);
     T_RUN(test_softmax);
