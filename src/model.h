@@ -15,7 +15,7 @@
 
 /* A row-major matrix [rows][cols] of any supported type, pointing into the mapped file: the kernel
  * layer's matrix view itself, so the kernels take the engine's weights without a copy (and, for
- * q4_0 / q8_0 on AVX-512, a repacked copy: clara_model_repack). */
+ * q4_0 / q8_0 / q4_k / q6_k on AVX-512, a repacked copy: clara_model_repack). */
 typedef cpu_mat clara_mat;
 
 enum {

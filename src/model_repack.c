@@ -1,9 +1,9 @@
-/* model_repack.c - clara_model_repack (model.h): the q4_0 / q8_0 matrices a context runs on the
- * CPU copied once into the AVX-512 kernels' group order (cpu/repack.h), in 2 MiB-aligned arenas
- * (transparent huge pages where the kernel allows: fewer TLB misses on a stream of gigabytes),
- * and the file's pages they came from dropped, so the model is resident once. Every other reader
- * (other instruction-set levels, the Vulkan upload, the fingerprint) still reads the mapped file,
- * faulting pages in again if it needs them. */
+/* model_repack.c - clara_model_repack (model.h): the q4_0 / q8_0 / q4_k / q6_k matrices a context
+ * runs on the CPU copied once into the AVX-512 kernels' group order (cpu/repack.h), in 2
+ * MiB-aligned arenas (transparent huge pages where the kernel allows: fewer TLB misses on a stream
+ * of gigabytes), and the file's pages they came from dropped, so the model is resident once. Every
+ * other reader (other instruction-set levels, the Vulkan upload, the fingerprint) still reads the
+ * mapped file, faulting pages in again if it needs them. */
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>

@@ -174,7 +174,7 @@ static void prep_rows(const cpu_mat *W, const gemv_shape *s, const uint8_t *xq, 
     }
 }
 
-/* matmul's rule; for the lanes kernels (q4_0 / q8_0, repacked q4_k) whole groups of 16 weight
+/* matmul's rule; for the lanes kernels (q4_0 / q8_0, repacked q4_k / q6_k) whole groups of 16
  * rows, so that no task ends in a partial group that wastes lanes and the repacked kernels start
  * at a group (the outputs do not depend on the split). */
 static uint64_t rows_per_task(const cpu_kctx *kc, const cpu_mat *W, uint32_t n) {

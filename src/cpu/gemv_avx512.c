@@ -89,8 +89,7 @@ ALWAYS_INLINE void q0_lanes_group(bool Q8, bool PK, int T, const clara_gemv_args
     for (int t = 0; t < T; t++) lanes_store(g, (uint32_t)t, r, valid, acc[t]);
 }
 
-/* ---- q4_k / q6_k repacked (cpu/repack.h): 16 weight rows in the lanes, the GEMM's arithmetic ----
- */
+/* ---- q4_k / q6_k repacked (cpu/repack.h): 16 weight rows in the lanes, as q4_0 ---- */
 
 #include "cpu/lanes_kq.inc"
 
@@ -124,7 +123,7 @@ ALWAYS_INLINE __m512 kq_lanes_sum(int K4, const __m512i *X, const int8_t *A, int
     return _mm512_sub_ps(_mm512_castsi512_ps(is), _mm512_set1_ps(LANES_MAGIC_F));
 }
 
-/* Blocks 8e..8e+7 of 32 codes of a q4_k super-block (e = 0) for rows [0, T): per block part =
+/* The 8 blocks of 32 codes of q4_k super-block sb for activation rows [0, T): per block part =
  * fma(float(isum), d*sc, part), then part -= dmin*m * asum (asum: DA after dx). */
 ALWAYS_INLINE void q4k_lanes_blocks(int T, const clara_gemv_args *g, const uint8_t *grp, size_t sb,
                                     __m512 part[]) {

@@ -150,7 +150,7 @@ static inline void transpose16_ps(__m512 r[16]) {
 
 #include "cpu/lanes_kq.inc"
 
-/* qg_lanes_avx512 for q6_k: per pair of blocks of 16 its 8 code vectors (lanes_q6k.inc) as the
+/* qg_lanes_avx512 for q6_k: per pair of blocks of 16 its 8 code vectors (lanes_kq.inc) as the
  * panel's k4 = 8p..8p+7, and the two blocks' scales d * sc. */
 static void qg_lanes_q6k(const uint8_t *grp, size_t K, uint32_t gi, uint8_t *codes, float *s) {
     for (size_t p = 0; p < K / 32; p++) {
