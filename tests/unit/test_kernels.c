@@ -617,51 +617,82 @@ static void lanes_case(const test_mat *m, const cpu_mat *L, const float *x, cons
     }
 }
 
-static void test_lanes_bits(void) {
-    static const clara_type types[] = {CLARA_TYPE_Q4_0, CLARA_TYPE_Q8_0};
-    static const uint64_t shapes[][2] = {{37, 480}, {70, 32}, {33, 96}, {48, 2048}, {16, 128}};
-    enum { N = 40, RANK = 8 };
-    if (!clara_isa_supported(CLARA_ISA_AVX512)) {
-        fprintf(stderr, "kernels: no AVX-512 here: the repacked weights are not used\n");
-        return;
+/* One case of a repacked matrix L (m's copy): adds to *differ the comparisons that differ. */
+typedef void (*lanes_case_fn)(const test_mat *m, const cpu_mat *L, const float *x, const float *t,
+                              const cpu_mat *B, float *want, float *got, int *differ);
+
+/* The size of W's repacked copy by the layouts of cpu/repack.h: groups of 16 rows x (q4_0 /
+ * q8_0) pairs of 32-column blocks x (64 bytes of scales + 2 blocks of codes), or (q4_k / q6_k)
+ * 16 rows x super-blocks x 144 or 212 bytes. */
+static size_t lanes_bytes_want(const cpu_mat *W) {
+    const size_t groups = (size_t)(W->rows + 15) / 16;
+    switch (W->type) {
+    case CLARA_TYPE_Q4_0:
+    case CLARA_TYPE_Q8_0:
+        return groups * (size_t)((W->cols / 32 + 1) / 2) *
+               (64 + 2 * (W->type == CLARA_TYPE_Q8_0 ? 512 : 256));
+    case CLARA_TYPE_Q4_K:
+    case CLARA_TYPE_Q6_K:
+        return groups * 16 * (size_t)(W->cols / 256) * (W->type == CLARA_TYPE_Q6_K ? 212 : 144);
+    default:
+        return 0;
     }
-    clara_isa_force(CLARA_ISA_AVX512);
+}
+
+/* Runs fn on every type x shape with the matrix's repacked copy, on VNNI and, where the CPU has
+ * it, on AMX tiles; returns the number of matrices checked. */
+static int lanes_cases(const clara_type *types, size_t n_types, const uint64_t (*shapes)[2],
+                       size_t n_shapes, lanes_case_fn fn, const char *against) {
+    enum { N = 40, RANK = 8 };
     float *x = rand_vec((size_t)N * 2048), *t = rand_vec((size_t)N * RANK);
     float *want = malloc((size_t)N * 70 * sizeof(float)),
           *got = malloc((size_t)N * 70 * sizeof(float));
-    int cases = 0;
+    int matrices = 0;
+    clara_isa_force(CLARA_ISA_AVX512);
     for (int amx = 0; amx < 2; amx++) {
         if (amx && !clara_amx_force(true)) break;
-        for (size_t ti = 0; ti < 2; ti++)
-            for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        for (size_t ti = 0; ti < n_types; ti++)
+            for (size_t si = 0; si < n_shapes; si++, matrices++) {
                 test_mat m, B;
                 T_CHECK(mat_make(&m, types[ti], shapes[si][0], shapes[si][1]) == 0);
                 T_CHECK(mat_make(&B, CLARA_TYPE_F32, shapes[si][0], RANK) == 0);
                 size_t bytes = cpu_lanes_bytes(&m.W);
-                T_CHECK(bytes > 0 && bytes % 64 == 0);
+                T_CHECK_MSG(bytes == lanes_bytes_want(&m.W) && bytes % 64 == 0,
+                            "%s: %zu bytes repacked", clara_type_name(types[ti]), bytes);
                 uint8_t *lanes = aligned_alloc(64, bytes);
                 cpu_lanes_pack(&m.W, lanes, g_c2.kc.pool);
                 cpu_mat L = m.W;
                 L.lanes = lanes;
                 int differ = 0;
-                lanes_case(&m, &L, x, t, &B.W, want, got, &differ);
-                cases += 2 * 18 * 3;
-                T_CHECK_MSG(differ == 0,
-                            "%s %llux%llu%s: repacked and file rows differ in %d cases",
-                            clara_type_name(types[ti]), (unsigned long long)shapes[si][0],
-                            (unsigned long long)shapes[si][1], amx ? " (AMX)" : "", differ);
+                fn(&m, &L, x, t, &B.W, want, got, &differ);
+                T_CHECK_MSG(
+                    differ == 0, "%s %llux%llu%s: the repacked copy and %s differ in %d cases",
+                    clara_type_name(types[ti]), (unsigned long long)shapes[si][0],
+                    (unsigned long long)shapes[si][1], amx ? " (AMX)" : "", against, differ);
                 free(lanes);
                 mat_free(&m);
                 mat_free(&B);
             }
     }
     clara_amx_force(false);
+    clara_isa_force(clara_isa_best());
+    free(x), free(t), free(want), free(got);
+    return matrices;
+}
+
+static void test_lanes_bits(void) {
+    static const clara_type types[] = {CLARA_TYPE_Q4_0, CLARA_TYPE_Q8_0};
+    static const uint64_t shapes[][2] = {{37, 480}, {70, 32}, {33, 96}, {48, 2048}, {16, 128}};
+    if (!clara_isa_supported(CLARA_ISA_AVX512)) {
+        fprintf(stderr, "kernels: no AVX-512 here: the repacked weights are not used\n");
+        return;
+    }
+    int n = lanes_cases(types, 2, shapes, sizeof shapes / sizeof shapes[0], lanes_case,
+                        "the file's rows");
     fprintf(stderr,
             "kernels: repacked q4_0 / q8_0 weights checked against the file's rows in %d "
             "cases\n",
-            cases);
-    clara_isa_force(clara_isa_best());
-    free(x), free(t), free(want), free(got);
+            n * 2 * 18 * 3);
 }
 
 /* q4_k and q6_k repacked (cpu/repack.h): their decode GEMV sums in the packed GEMM's order, so
@@ -695,48 +726,16 @@ static void kq_lanes_case(const test_mat *m, const cpu_mat *L, const float *x, c
 }
 
 static void test_kq_lanes_bits(void) {
+    static const clara_type types[] = {CLARA_TYPE_Q4_K, CLARA_TYPE_Q6_K};
     static const uint64_t shapes[][2] = {{37, 512}, {70, 256}, {33, 768}, {48, 2048}, {16, 256}};
-    enum { N = 40, RANK = 8 };
     if (!clara_isa_supported(CLARA_ISA_AVX512)) {
         fprintf(stderr, "kernels: no AVX-512 here: the repacked weights are not used\n");
         return;
     }
-    clara_isa_force(CLARA_ISA_AVX512);
-    float *x = rand_vec((size_t)N * 2048), *t = rand_vec((size_t)N * RANK);
-    float *want = malloc((size_t)N * 70 * sizeof(float)),
-          *got = malloc((size_t)N * 70 * sizeof(float));
-    int cases = 0;
-    for (int amx = 0; amx < 2; amx++) {
-        if (amx && !clara_amx_force(true)) break;
-        for (size_t ci = 0; ci < 2 * sizeof shapes / sizeof shapes[0]; ci++) {
-            const size_t si = ci / 2;
-            const clara_type type = ci % 2 ? CLARA_TYPE_Q6_K : CLARA_TYPE_Q4_K;
-            test_mat m, B;
-            T_CHECK(mat_make(&m, type, shapes[si][0], shapes[si][1]) == 0);
-            T_CHECK(mat_make(&B, CLARA_TYPE_F32, shapes[si][0], RANK) == 0);
-            size_t bytes = cpu_lanes_bytes(&m.W), per = type == CLARA_TYPE_Q6_K ? 212 : 144;
-            T_CHECK(bytes == (shapes[si][0] + 15) / 16 * 16 * (shapes[si][1] / 256) * per);
-            uint8_t *lanes = aligned_alloc(64, bytes);
-            cpu_lanes_pack(&m.W, lanes, g_c2.kc.pool);
-            cpu_mat L = m.W;
-            L.lanes = lanes;
-            int differ = 0;
-            kq_lanes_case(&m, &L, x, t, &B.W, want, got, &differ);
-            cases += 2 * (18 + 1 + 17);
-            T_CHECK_MSG(differ == 0,
-                        "%s %llux%llu%s: the repacked copy and the GEMM differ in %d cases",
-                        clara_type_name(type), (unsigned long long)shapes[si][0],
-                        (unsigned long long)shapes[si][1], amx ? " (AMX)" : "", differ);
-            free(lanes);
-            mat_free(&m);
-            mat_free(&B);
-        }
-    }
-    clara_amx_force(false);
+    int n =
+        lanes_cases(types, 2, shapes, sizeof shapes / sizeof shapes[0], kq_lanes_case, "the GEMM");
     fprintf(stderr, "kernels: repacked q4_k / q6_k weights checked against the GEMM in %d cases\n",
-            cases);
-    clara_isa_force(clara_isa_best());
-    free(x), free(t), free(want), free(got);
+            n * 2 * (18 + 1 + 17));
 }
 
 /* The SIMD activation quantizers give the bytes of clara_quantize_row (the reference) for
