@@ -103,13 +103,6 @@ ALWAYS_INLINE void kq_lanes_prefetch(const clara_gemv_args *g, const uint8_t *gr
     for (size_t o = 0; o < share; o += 64) _mm_prefetch((const char *)(p + o), _MM_HINT_T0);
 }
 
-/* The 16 rows' int8 q6_k scales at p as f32 times their f16 d in dv: the packed GEMM's
- * s = d * sc (exact products). */
-ALWAYS_INLINE __m512 q6k_lanes_scaled(const uint8_t *p, __m512 dv) {
-    __m512i v = _mm512_cvtepi8_epi32(_mm_load_si128((const __m128i *)p));
-    return _mm512_mul_ps(dv, _mm512_cvtepi32_ps(v));
-}
-
 /* Activation row t's exact integer sum of 4 * K4 codes from A against X[0..K4), from the start
  * value c (carrying CLARA_GEMV_MAGIC), as f32. */
 ALWAYS_INLINE __m512 kq_lanes_sum(int K4, const __m512i *X, const int8_t *A, int32_t c) {

@@ -17,8 +17,8 @@
 
 /* A row-major matrix [rows][cols] of any supported type (f32, f16, bf16 or a block type); each
  * row is cols / block_size blocks (dtype.h). data may point into a mapped file. lanes, when not
- * NULL, is the same matrix repacked for the AVX-512 q4_0 / q8_0 / q4_k kernels (cpu/repack.h): the
- * kernels that know that layout read it, every other reader reads data. */
+ * NULL, is the same matrix repacked for the AVX-512 q4_0 / q8_0 / q4_k / q6_k kernels
+ * (cpu/repack.h): the kernels that know that layout read it, every other reader reads data. */
 typedef struct {
     const void *data;
     clara_type type;

@@ -150,17 +150,51 @@ static inline void transpose16_ps(__m512 r[16]) {
 
 #include "cpu/lanes_kq.inc"
 
+/* The panel's 8 code vectors of one block of 32 (k4 = 8b + v for group gi: dst at
+ * codes + (16b + gi) * 64, vector v at dst + 128v) from the repacked copy's vectors at c: q8_0's 8
+ * as they are, q4_0's and q4_k's 4 nibble vectors as the low (v < 4) and high (v + 4) nibbles. */
+static void qg_lanes_codes(bool q8, const uint8_t *c, uint8_t *dst) {
+    const __m512i m4 = _mm512_set1_epi8(15);
+    for (int v = 0; v < (q8 ? 8 : 4); v++) {
+        __m512i x = _mm512_load_si512((const void *)(c + 64 * v));
+        if (q8) {
+            _mm512_storeu_si512((void *)(dst + 128 * v), x);
+        } else {
+            _mm512_storeu_si512((void *)(dst + 128 * v), _mm512_and_si512(x, m4));
+            _mm512_storeu_si512((void *)(dst + 128 * (v + 4)),
+                                _mm512_and_si512(_mm512_srli_epi16(x, 4), m4));
+        }
+    }
+}
+
+/* qg_lanes_avx512 for q4_k: per super-block its scale and min bytes unpacked once, then per
+ * sub-block the scales d * sc and mins dmin * m as the unpacking makes them (lanes_kq.inc). */
+static void qg_lanes_q4k(const uint8_t *grp, size_t K, uint32_t gi, uint8_t *codes, float *s,
+                         float *m) {
+    for (size_t sb = 0; sb < K / 256; sb++) {
+        const uint8_t *head = grp + sb * CPU_LANES_KQ_SB_BYTES;
+        __m512i SM[4];
+        q4k_lanes_scale_bytes(head, SM);
+        const __m512 d = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)head));
+        const __m512 dmin = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(head + 32)));
+        for (int j = 0; j < 8; j++) {
+            const size_t b = 8 * sb + (size_t)j;
+            _mm512_storeu_ps(s + 32 * b + 16 * gi, q4k_lanes_scaled(SM, j, d));
+            _mm512_storeu_ps(m + 32 * b + 16 * gi, q4k_lanes_scaled(SM + 2, j, dmin));
+            qg_lanes_codes(false, grp + cpu_lanes_kq_codes_off(b), codes + (16 * b + gi) * 64);
+        }
+    }
+}
+
 /* qg_lanes_avx512 for q6_k: per pair of blocks of 16 its 8 code vectors (lanes_kq.inc) as the
  * panel's k4 = 8p..8p+7, and the two blocks' scales d * sc. */
 static void qg_lanes_q6k(const uint8_t *grp, size_t K, uint32_t gi, uint8_t *codes, float *s) {
     for (size_t p = 0; p < K / 32; p++) {
         const __m512 d = _mm512_cvtph_ps(
             _mm256_load_si256((const __m256i *)(grp + p / 8 * CPU_LANES_Q6_SB_BYTES)));
-        for (size_t b = 2 * p; b < 2 * p + 2; b++) {
-            __m512i sc = _mm512_cvtepi8_epi32(
-                _mm_load_si128((const __m128i *)(grp + cpu_lanes_q6_scales_off(b))));
-            _mm512_storeu_ps(s + 32 * b + 16 * gi, _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc)));
-        }
+        for (size_t b = 2 * p; b < 2 * p + 2; b++)
+            _mm512_storeu_ps(s + 32 * b + 16 * gi,
+                             q6k_lanes_scaled(grp + cpu_lanes_q6_scales_off(b), d));
         __m512i X[8];
         q6k_lanes_codes(grp + cpu_lanes_q6_codes_off(p), X);
         uint8_t *dst = codes + (16 * p + gi) * 64; /* k4 = 8p + v: ((8p + v) * 2 + gi) * 64 */
@@ -169,43 +203,23 @@ static void qg_lanes_q6k(const uint8_t *grp, size_t K, uint32_t gi, uint8_t *cod
 }
 
 /* Group gi of a panel from a repacked group (qgemm.h, clara_qg_lanes_fn): the code vectors are
- * the panel's already (block b's vector v is k4 = 8b + v; q4_0's and q4_k's low nibbles are v <
- * 4, their high nibbles v + 4), the f16 scales widened; q4_k's scales and mins made as the
- * unpacking makes them (d * sc, dmin * m). */
+ * the panel's already (block b's vector v is k4 = 8b + v), the f16 scales widened; q4_k and q6_k
+ * above. */
 static void qg_lanes_avx512(clara_type t, const uint8_t *grp, size_t K, uint32_t gi, uint8_t *codes,
                             float *s, float *m) {
-    const bool q8 = t == CLARA_TYPE_Q8_0, kq = t == CLARA_TYPE_Q4_K;
-    const size_t nb = K / 32;
-    const __m512i m4 = _mm512_set1_epi8(15);
+    if (t == CLARA_TYPE_Q4_K) {
+        qg_lanes_q4k(grp, K, gi, codes, s, m);
+        return;
+    }
     if (t == CLARA_TYPE_Q6_K) {
         qg_lanes_q6k(grp, K, gi, codes, s);
         return;
     }
-    for (size_t b = 0; b < nb; b++) {
-        const uint8_t *c = grp + (kq ? cpu_lanes_kq_codes_off(b) : cpu_lanes_codes_off(t, b));
-        if (kq) {
-            const uint8_t *head = grp + b / 8 * CPU_LANES_KQ_SB_BYTES;
-            __m512i SM[4];
-            q4k_lanes_scale_bytes(head, SM);
-            const __m512 d = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)head));
-            const __m512 dmin = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(head + 32)));
-            _mm512_storeu_ps(s + 32 * b + 16 * gi, q4k_lanes_scaled(SM, (int)(b % 8), d));
-            _mm512_storeu_ps(m + 32 * b + 16 * gi, q4k_lanes_scaled(SM + 2, (int)(b % 8), dmin));
-        } else {
-            __m256i h = _mm256_load_si256((const __m256i *)(grp + cpu_lanes_scales_off(t, b)));
-            _mm512_storeu_ps(s + 32 * b + 16 * gi, _mm512_cvtph_ps(h));
-        }
-        uint8_t *dst = codes + (16 * b + gi) * 64; /* k4 = 8b: ((8b + v) * 2 + gi) * 64 */
-        for (int v = 0; v < (q8 ? 8 : 4); v++) {
-            __m512i x = _mm512_load_si512((const void *)(c + 64 * v));
-            if (q8) {
-                _mm512_storeu_si512((void *)(dst + 128 * v), x);
-            } else {
-                _mm512_storeu_si512((void *)(dst + 128 * v), _mm512_and_si512(x, m4));
-                _mm512_storeu_si512((void *)(dst + 128 * (v + 4)),
-                                    _mm512_and_si512(_mm512_srli_epi16(x, 4), m4));
-            }
-        }
+    for (size_t b = 0; b < K / 32; b++) {
+        __m256i h = _mm256_load_si256((const __m256i *)(grp + cpu_lanes_scales_off(t, b)));
+        _mm512_storeu_ps(s + 32 * b + 16 * gi, _mm512_cvtph_ps(h));
+        qg_lanes_codes(t == CLARA_TYPE_Q8_0, grp + cpu_lanes_codes_off(t, b),
+                       codes + (16 * b + gi) * 64); /* k4 = 8b: ((8b + v) * 2 + gi) * 64 */
     }
 }
 #define QG_LANES qg_lanes_avx512

@@ -107,10 +107,10 @@ typedef void (*clara_qg_unpack_fn)(clara_type t, const uint8_t *row, size_t K, u
 /* rows [2 * group_rows][K] codes -> the panel's [K/4][2 * group_rows] u32 layout. */
 typedef void (*clara_qg_interleave_fn)(const uint8_t *rows, size_t K, uint8_t *panel);
 
-/* One group of 16 rows of a repacked q4_0 / q8_0 / q4_k matrix (cpu/repack.h: grp, K columns) as
- * group gi of a 2-group panel: its codes into codes[K/4][2][16][4], its 16 scales into
- * s[b][2][16] and, for q4_k, its mins into m[b][2][16] (rows repeated past the matrix's end keep
- * theirs: the caller zeroes them). */
+/* One group of 16 rows of a repacked q4_0 / q8_0 / q4_k / q6_k matrix (cpu/repack.h: grp, K
+ * columns) as group gi of a 2-group panel: its codes into codes[K/4][2][16][4], its 16 scales
+ * into s[b][2][16] (b: the type's blocks of 32, or 16 for q6_k) and, for q4_k, its mins into
+ * m[b][2][16] (rows repeated past the matrix's end keep theirs: the caller zeroes them). */
 typedef void (*clara_qg_lanes_fn)(clara_type t, const uint8_t *grp, size_t K, uint32_t gi,
                                   uint8_t *codes, float *s, float *m);
 

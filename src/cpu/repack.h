@@ -16,8 +16,8 @@
  *         high nibble: code 16+4m+j).
  * The same values as the file's, so every kernel's sums and outputs are the same bits.
  *
- * q4_k: per group g, super-block after super-block (cpu_lanes_kq_sb_bytes each, 64-byte
- * multiples), at lanes + g * cpu_lanes_group_bytes + sb * cpu_lanes_kq_sb_bytes:
+ * q4_k: per group g, super-block after super-block (CPU_LANES_KQ_SB_BYTES each, 64-byte
+ * multiples), at lanes + g * cpu_lanes_group_bytes + sb * CPU_LANES_KQ_SB_BYTES:
  *   64 bytes: the 16 rows' f16 d (row i at 2i), then their f16 dmin;
  *   3 x 64 bytes: the rows' 12 bytes of packed scales and mins as they are in the file, bytes
  *         4k..4k+3 of row i at 4i of vector k;
