@@ -40,6 +40,15 @@ static void pack_block(const cpu_mat *W, uint64_t g, size_t b, uint8_t *dst) {
     }
 }
 
+/* Row i's 32 codes (4 bits kept of each) as q4_0's 4 nibble vectors at vecs (repack.h): byte
+ * 4i+c of vector v = code 4v+c (low nibble) and code 16+4v+c (high). */
+static void put_nibble_pairs(const uint8_t code[32], uint64_t i, uint8_t *vecs) {
+    for (int v = 0; v < 4; v++)
+        for (int c = 0; c < 4; c++)
+            vecs[64 * v + 4 * i + c] =
+                (uint8_t)((code[4 * v + c] & 15) | (code[16 + 4 * v + c] & 15) << 4);
+}
+
 /* Code l (0..31) of sub-block j of a q4_k super-block: 64-code chunk j / 2, low nibbles for
  * even j, high for odd. */
 static uint8_t q4k_code(const uint8_t *blk, int j, int l) {
@@ -59,11 +68,9 @@ static void pack_kq_super_block(const cpu_mat *W, uint64_t g, size_t sb, uint8_t
         memcpy(head + 32 + 2 * i, blk + 2, 2);
         for (int k = 0; k < 3; k++) memcpy(head + 64 * (k + 1) + 4 * i, blk + 4 + 4 * k, 4);
         for (int j = 0; j < 8; j++) {
-            uint8_t *codes = dst + cpu_lanes_kq_codes_off(8 * sb + (size_t)j);
-            for (int v = 0; v < 4; v++)
-                for (int c = 0; c < 4; c++)
-                    codes[64 * v + 4 * i + c] = (uint8_t)(q4k_code(blk, j, 4 * v + c) |
-                                                          q4k_code(blk, j, 16 + 4 * v + c) << 4);
+            uint8_t code[32];
+            for (int l = 0; l < 32; l++) code[l] = q4k_code(blk, j, l);
+            put_nibble_pairs(code, i, dst + cpu_lanes_kq_codes_off(8 * sb + (size_t)j));
         }
     }
 }
@@ -91,19 +98,14 @@ static void pack_q6_super_block(const cpu_mat *W, uint64_t g, size_t sb, uint8_t
         for (int j = 0; j < 16; j++)
             dst[cpu_lanes_q6_scales_off(16 * sb + (size_t)j) + i] = blk[192 + j];
         for (int p = 0; p < 8; p++) {
-            uint8_t *codes = dst + cpu_lanes_q6_codes_off(8 * sb + (size_t)p);
-            for (int v = 0; v < 4; v++)
-                for (int c = 0; c < 4; c++) {
-                    uint8_t a = q6k_code(blk, 32 * p + 4 * v + c);
-                    uint8_t b = q6k_code(blk, 32 * p + 16 + 4 * v + c);
-                    codes[64 * v + 4 * i + c] = (uint8_t)((a & 15) | (b & 15) << 4);
-                }
+            uint8_t *codes = dst + cpu_lanes_q6_codes_off(8 * sb + (size_t)p), code[32];
+            for (int l = 0; l < 32; l++) code[l] = q6k_code(blk, 32 * p + l);
+            put_nibble_pairs(code, i, codes);
             for (int h = 0; h < 2; h++)
                 for (int c = 0; c < 4; c++) {
                     uint8_t bits = 0;
                     for (int k = 0; k < 4; k++)
-                        bits |=
-                            (uint8_t)((q6k_code(blk, 32 * p + 16 * h + 4 * k + c) >> 4) << 2 * k);
+                        bits |= (uint8_t)((code[16 * h + 4 * k + c] >> 4) << 2 * k);
                     codes[256 + 64 * h + 4 * i + c] = bits;
                 }
         }

@@ -680,21 +680,6 @@ static int lanes_cases(const clara_type *types, size_t n_types, const uint64_t (
     return matrices;
 }
 
-static void test_lanes_bits(void) {
-    static const clara_type types[] = {CLARA_TYPE_Q4_0, CLARA_TYPE_Q8_0};
-    static const uint64_t shapes[][2] = {{37, 480}, {70, 32}, {33, 96}, {48, 2048}, {16, 128}};
-    if (!clara_isa_supported(CLARA_ISA_AVX512)) {
-        fprintf(stderr, "kernels: no AVX-512 here: the repacked weights are not used\n");
-        return;
-    }
-    int n = lanes_cases(types, 2, shapes, sizeof shapes / sizeof shapes[0], lanes_case,
-                        "the file's rows");
-    fprintf(stderr,
-            "kernels: repacked q4_0 / q8_0 weights checked against the file's rows in %d "
-            "cases\n",
-            n * 2 * 18 * 3);
-}
-
 /* q4_k and q6_k repacked (cpu/repack.h): their decode GEMV sums in the packed GEMM's order, so
  * each of n = 1..16 rows from the repacked copy has the bits the file's rows get among 40 (the
  * packed GEMM, panels unpacked from the file), and the packed GEMM with panels from the repacked
@@ -725,15 +710,25 @@ static void kq_lanes_case(const test_mat *m, const cpu_mat *L, const float *x, c
     }
 }
 
-static void test_kq_lanes_bits(void) {
-    static const clara_type types[] = {CLARA_TYPE_Q4_K, CLARA_TYPE_Q6_K};
-    static const uint64_t shapes[][2] = {{37, 512}, {70, 256}, {33, 768}, {48, 2048}, {16, 256}};
+/* Both families of repacked weights: q4_0 / q8_0 against the file's rows (lanes_case), q4_k /
+ * q6_k against the GEMM (kq_lanes_case). */
+static void test_lanes_bits(void) {
+    static const clara_type q0_types[] = {CLARA_TYPE_Q4_0, CLARA_TYPE_Q8_0};
+    static const uint64_t q0_shapes[][2] = {{37, 480}, {70, 32}, {33, 96}, {48, 2048}, {16, 128}};
+    static const clara_type kq_types[] = {CLARA_TYPE_Q4_K, CLARA_TYPE_Q6_K};
+    static const uint64_t kq_shapes[][2] = {{37, 512}, {70, 256}, {33, 768}, {48, 2048}, {16, 256}};
     if (!clara_isa_supported(CLARA_ISA_AVX512)) {
         fprintf(stderr, "kernels: no AVX-512 here: the repacked weights are not used\n");
         return;
     }
-    int n =
-        lanes_cases(types, 2, shapes, sizeof shapes / sizeof shapes[0], kq_lanes_case, "the GEMM");
+    int n = lanes_cases(q0_types, 2, q0_shapes, sizeof q0_shapes / sizeof q0_shapes[0], lanes_case,
+                        "the file's rows");
+    fprintf(stderr,
+            "kernels: repacked q4_0 / q8_0 weights checked against the file's rows in %d "
+            "cases\n",
+            n * 2 * 18 * 3);
+    n = lanes_cases(kq_types, 2, kq_shapes, sizeof kq_shapes / sizeof kq_shapes[0], kq_lanes_case,
+                    "the GEMM");
     fprintf(stderr, "kernels: repacked q4_k / q6_k weights checked against the GEMM in %d cases\n",
             n * 2 * (18 + 1 + 17));
 }
@@ -1064,7 +1059,6 @@ int main(void) {
     T_RUN(test_amx_bits);
     T_RUN(test_amx_gemm_bits);
     T_RUN(test_lanes_bits);
-    T_RUN(test_kq_lanes_bits);
     T_RUN(test_attention);
     T_RUN(test_swiglu);
     T_RUN(test_softmax);
